@@ -1,0 +1,140 @@
+"""The article's whole model: initialisation, forward pass, backward pass and one update.
+
+Each step calls the stage functions of this package (one per article equation), so the
+model adds no maths of its own. Inputs are validated once here; the private kernels it
+calls skip re-validation.
+
+    X (n, n, N) -> patches (N, P, s, s) -> Z1 = patches * f (N, K, P) -> A1 = sigmoid(Z1)
+      -> flatten (K*P, N) -> Z2 = W^T A1 + b (1, N) -> O = sigmoid(Z2) -> E (scalar)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference import activations, conv, dense, flatten, loss, patches
+from reference._validate import choice, float_array, mapping, positive_int
+from reference.tensors import Tensors
+from reference.update import sgd_update
+
+SCHEMES = ("informative", "article")
+DTYPES = ("float32", "float64")
+
+
+def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
+                n_filters: int = 3, filter_size: int = 5, image_side: int = 28) -> Tensors:
+    """Initial parameters f (s, s, K), W (K * P, 1), b (1,); article: (5, 5, 3), (1728, 1), (1,).
+
+    scheme="article": the published code: f = uniform[0, 1) of shape (K, s, s) then `.T`
+      (so every filter is transposed too), W uniform[0, 1), b = 0. With it O is exactly 1.0
+      and every gradient is exactly zero (ARTICLE.md F1): fine for the forward pass, vacuous
+      for gradients.
+    scheme="informative" (default for parity checks): centred LeCun-uniform draws,
+      f ~ U(-sqrt(3/s^2), sqrt(3/s^2)), W ~ U(-sqrt(3/F), sqrt(3/F)) (variance 1/fan_in),
+      b ~ U(-0.5, 0.5), so that O stays well inside (0.05, 0.95) and every gradient is
+      informative; b != 0 so that a forgotten bias shows in Z2.
+    Parameters are drawn in float64 from `np.random.default_rng(seed)` and then cast, so
+    float32 and float64 runs start from the same values rounded once.
+    """
+    seed = positive_int("seed", seed, minimum=0)
+    dtype = np.dtype(choice("dtype", str(np.dtype(dtype)) if _is_dtype(dtype) else dtype, DTYPES))
+    scheme = choice("scheme", scheme, SCHEMES)
+    K = positive_int("n_filters", n_filters)
+    s = positive_int("filter_size", filter_size)
+    F = K * patches.output_side(image_side, s) ** 2
+    rng = np.random.default_rng(seed)
+    if scheme == "article":
+        f = rng.uniform(size=(K, s, s)).T
+        W = rng.uniform(size=(F, 1))
+        b = np.zeros(1)
+    else:
+        f = rng.uniform(-1, 1, size=(K, s, s)).T * np.sqrt(3 / s**2)
+        W = rng.uniform(-1, 1, size=(F, 1)) * np.sqrt(3 / F)
+        b = rng.uniform(-0.5, 0.5, size=1)
+    return Tensors(f=np.ascontiguousarray(f, dtype=dtype), W=W.astype(dtype), b=b.astype(dtype))
+
+
+def _is_dtype(value) -> bool:
+    try:
+        np.dtype(value)
+    except TypeError:
+        return False
+    return not isinstance(value, str) or value in DTYPES
+
+
+def check_params(params, X=None):
+    """Validate f, W, b (and X against them); returns (f, W, b)."""
+    mapping("params", params, ("f", "W", "b"))
+    f = float_array("params['f']", params["f"], (None, None, None))
+    if f.shape[0] != f.shape[1]:
+        raise ValueError(f"params['f'] must have shape (s, s, K), got {f.shape}")
+    rows = None
+    if X is not None:
+        X = float_array("X", X, (None, None, None), dtype=f.dtype)
+        if X.shape[0] != X.shape[1]:
+            raise ValueError(f"X must hold square images (n, n, N), got shape {X.shape}")
+        rows = f.shape[2] * patches.output_side(X.shape[0], f.shape[0]) ** 2
+    W = float_array("params['W']", params["W"], (rows, 1), dtype=f.dtype)
+    b = float_array("params['b']", params["b"], (1,), dtype=f.dtype)
+    return f, W, b
+
+
+def forward(params, X: np.ndarray) -> Tensors:
+    """E1..E6: returns X, patches, Z1, A1, Z2, O (article layout and names)."""
+    f, W, b = check_params(params, X)
+    s = f.shape[0]
+    P = patches._extract_patches(X, s, X.shape[0] - s + 1)
+    Z1 = conv._conv_forward(P, f)
+    A1 = activations._sigmoid(Z1)
+    Z2 = dense._dense_forward(flatten._flatten(A1), W, b)
+    O = activations._sigmoid(Z2)
+    return Tensors(X=X, patches=P, Z1=Z1, A1=A1, Z2=Z2, O=O)
+
+
+def backward(params, cache, y: np.ndarray, reduction: str = "sum") -> Tensors:
+    """E7..E16: the loss E and every derivative, each in the shape of what it differentiates.
+
+    dE_dO, dO_dZ2, dE_dZ2: (1, N); dE_dW: (F, 1); dE_db: (1,); dE_dA1, dE_dZ1: (N, K, P);
+    dE_df: (s, s, K). `cache` is forward()'s result.
+    """
+    f, W, b = check_params(params)
+    mapping("cache", cache, ("patches", "A1", "O"))
+    O = float_array("cache['O']", cache["O"], (1, None), dtype=f.dtype)
+    A1 = float_array("cache['A1']", cache["A1"], (O.shape[1], f.shape[2], None), dtype=f.dtype)
+    P = float_array("cache['patches']", cache["patches"],
+                    (O.shape[1], A1.shape[2], f.shape[0], f.shape[1]), dtype=f.dtype)
+    if W.shape[0] != A1.shape[1] * A1.shape[2]:
+        raise ValueError(f"params['W'] must have {A1.shape[1] * A1.shape[2]} rows for A1 of "
+                         f"shape {A1.shape}, got {W.shape}")
+    y = float_array("y", y, O.shape, dtype=O.dtype)
+    reduction = choice("reduction", reduction, loss.REDUCTIONS)
+
+    E = loss.half_squared_error(O, y, reduction)
+    dE_dO = loss._loss_grad_output(O, y, reduction)
+    dO_dZ2 = O * (1 - O)
+    dE_dZ2 = dE_dO * dO_dZ2
+    A1_flat = flatten._flatten(A1)
+    dE_dW = dense._dense_grad_weights(A1_flat, dE_dZ2)
+    dE_db = dense._dense_grad_bias(dE_dZ2)
+    dE_dA1 = flatten._unflatten(dense._dense_grad_input(W, dE_dZ2), f.shape[2])
+    dE_dZ1 = dE_dA1 * (A1 * (1 - A1))
+    dE_df = conv._conv_grad_filter(P, dE_dZ1)
+    return Tensors(E=E, dE_dO=dE_dO, dO_dZ2=dO_dZ2, dE_dZ2=dE_dZ2, dE_dW=dE_dW, dE_db=dE_db,
+                   dE_dA1=dE_dA1, dE_dZ1=dE_dZ1, dE_df=dE_df)
+
+
+def sgd_step(params, grads, lr: float) -> Tensors:
+    """E17 for every parameter: returns the new f, W, b (same shapes and dtype)."""
+    f, W, b = check_params(params)
+    mapping("grads", grads, ("dE_df", "dE_dW", "dE_db"))
+    return Tensors(f=sgd_update(f, grads["dE_df"], lr), W=sgd_update(W, grads["dE_dW"], lr),
+                   b=sgd_update(b, grads["dE_db"], lr))
+
+
+def train_step(params, X, y, lr: float = 0.1, reduction: str = "sum") -> Tensors:
+    """forward + backward + update: every named tensor of one step, incl. f_new, W_new, b_new."""
+    cache = forward(params, X)
+    grads = backward(params, cache, y, reduction)
+    new = sgd_step(params, grads, lr)
+    f, W, b = check_params(params)
+    return Tensors(f=f, W=W, b=b, **cache, **grads, f_new=new.f, W_new=new.W, b_new=new.b)

@@ -1,0 +1,20 @@
+"""E17: the gradient-descent update, new = old - lr * gradient (for W, b and f)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference._validate import finite_float, float_array
+
+
+def sgd_update(param: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
+    """E17: new = old - lr * gradient. param and grad of equal shape and dtype; lr > 0.
+
+    A Python float `lr` keeps the parameter's dtype (float32 stays float32).
+    """
+    param = float_array("param", param, ndim=None)
+    grad = float_array("grad", grad, param.shape, dtype=param.dtype)
+    lr = finite_float("lr", lr)
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    return param - lr * grad
