@@ -1,0 +1,71 @@
+"""The record: one comparison of one tensor between two implementations."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import PurePath
+
+import numpy as np
+
+RECORD_FIELDS = [
+    "check", "equation", "step", "tensor", "quantity", "mode", "impl", "against",
+    "dtype", "device", "shape", "n", "max_abs_err", "max_rel_err", "mean_abs_err",
+    "max_ulp", "worst_index", "actual_at_worst", "expected_at_worst", "tol_at_worst",
+    "tolerance_rule", "budget_used", "budget_q99", "n_bad", "status", "passed",
+    "vacuous", "closer_to_truth", "actual_err_vs_truth", "expected_err_vs_truth",
+    "outlier", "init_scheme", "reduction", "seed", "data_source", "versions",
+    "error", "note",
+]  # fmt: skip
+
+# Missing numbers become NaN (not "") so the CSV columns stay numeric.
+NUMERIC_FIELDS = frozenset({
+    "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "actual_at_worst",
+    "expected_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
+    "actual_err_vs_truth", "expected_err_vs_truth",
+})  # fmt: skip
+# A record that never said it passed must not look green: missing flags are False.
+BOOL_FIELDS = frozenset({"passed", "vacuous"})
+STATUSES = ("error", "fail", "vacuous", "pass")  # worst first
+
+
+def _plain(value, key: str):
+    """One value as a JSON-safe Python scalar or string."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return math.nan if key in NUMERIC_FIELDS else ""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        # str() of a tuple uses repr(), which spells numpy ints as np.int64(2).
+        items = ", ".join(repr(_plain(v, key)) for v in value)
+        if isinstance(value, list):
+            return f"[{items}]"
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    if isinstance(value, dict):
+        return json.dumps({str(k): _plain(v, key) for k, v in value.items()}, sort_keys=True)
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"record field {key!r}: cannot store {type(value).__name__} {value!r}")
+
+
+def normalise_record(rec: dict) -> dict:
+    """Return a copy with every field of RECORD_FIELDS, in order, as plain Python values.
+
+    Records cross the pytest-xdist channel as JSON, where numpy scalars break.
+    """
+    unknown = sorted(set(rec) - set(RECORD_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown record field(s): {', '.join(map(repr, unknown))}")
+    out = {}
+    for key in RECORD_FIELDS:
+        if key in rec:
+            out[key] = _plain(rec[key], key)
+        elif key in BOOL_FIELDS:
+            out[key] = False
+        else:
+            out[key] = math.nan if key in NUMERIC_FIELDS else ""
+    return out

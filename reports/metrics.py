@@ -1,0 +1,216 @@
+"""The one comparison of the project: metrics of `actual` against `expected`.
+
+Every check in the suite calls `compare_arrays` and stores its result in a record;
+`format_mismatch` turns such a record into the failure message.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NAN = math.nan
+
+
+def _as_real_array(x, name: str) -> np.ndarray:
+    if not isinstance(x, (np.ndarray, np.generic)):
+        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers (bool, int or float), got dtype {x.dtype}")
+    return x
+
+
+def _tolerance(tolerance, shape: tuple) -> np.ndarray:
+    if isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool):
+        tolerance = np.float64(tolerance)
+    tol = _as_real_array(tolerance, "tolerance").astype(np.float64)
+    if not np.all(np.isfinite(tol)) or np.any(tol < 0):
+        raise ValueError("tolerance must be finite and >= 0 everywhere")
+    try:
+        return np.broadcast_to(tol, shape).ravel()
+    except ValueError:
+        raise ValueError(
+            f"tolerance of shape {tol.shape} does not broadcast to expected's shape {shape}"
+        ) from None
+
+
+def _abs_err(a: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """|a - e| in float64; equal values (inf == inf, -0.0 == 0.0) give 0, NaN gives inf."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(a - e)
+    d[a == e] = 0.0  # inf - inf is NaN, but equal infinities agree
+    d[np.isnan(a) | np.isnan(e)] = np.inf  # two NaNs at one place still disagree
+    return d
+
+
+def _ordered_ints(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Floats as integers whose order and spacing are those of the floats (-0.0 -> 0)."""
+    itype = np.dtype(f"i{dtype.itemsize}")
+    i = x.astype(dtype).ravel().view(itype).astype(np.int64)
+    # Negative floats are sign-magnitude; fold them below zero, mirrored.
+    return np.where(i < 0, np.iinfo(itype).min - i, i)
+
+
+def _max_ulp(actual: np.ndarray, expected: np.ndarray):
+    floats = [x.dtype for x in (actual, expected) if x.dtype.kind == "f"]
+    if not floats:
+        return NAN
+    if np.isnan(actual).any() or np.isnan(expected).any():
+        return math.inf
+    dtype = min(floats, key=lambda d: d.itemsize)  # count steps of the coarser grid
+    oa, oe = _ordered_ints(actual, dtype), _ordered_ints(expected, dtype)
+    # |oa - oe| can exceed int64 for float64; unsigned wrap-around gives it exactly.
+    ua, ue = oa.view(np.uint64), oe.view(np.uint64)
+    return int(np.where(oa >= oe, ua - ue, ue - ua).max())
+
+
+def _blank(shape: tuple, n: int) -> dict:
+    return {
+        "n": n, "shape": shape, "max_abs_err": NAN, "max_rel_err": NAN,
+        "mean_abs_err": NAN, "max_ulp": NAN, "worst_index": "", "actual_at_worst": NAN,
+        "expected_at_worst": NAN, "tol_at_worst": NAN, "budget_used": NAN,
+        "budget_q99": NAN, "n_bad": NAN, "vacuous": False, "passed": False,
+        "status": "fail", "note": "", "actual_err_vs_truth": NAN,
+        "expected_err_vs_truth": NAN, "closer_to_truth": "",
+    }  # fmt: skip
+
+
+def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False) -> dict:
+    """Compare `actual` with `expected` element by element: shape, then dtype, then values.
+
+    `tolerance` is an absolute allowance per element (broadcast to `expected`; 0 means
+    exact). An element's budget is |actual - expected| / tolerance; the check passes
+    when every budget is <= 1 and the check is not vacuous (both sides within tolerance
+    of zero everywhere), unless `expect_zero` says zeros are the right answer.
+    `truth` (float64, expected's shape) tells which side is nearer the exact result.
+    Returns record fields as plain Python values.
+    """
+    actual = _as_real_array(actual, "actual")
+    expected = _as_real_array(expected, "expected")
+    shape = tuple(int(s) for s in expected.shape)
+    tol = _tolerance(tolerance, shape)
+    if truth is not None:
+        truth = _as_real_array(truth, "truth")
+        if truth.dtype != np.float64 or truth.shape != expected.shape:
+            raise ValueError(
+                f"truth must be float64 of shape {shape}, got {truth.dtype} {truth.shape}"
+            )
+    out = _blank(shape, int(expected.size))
+    if actual.shape != expected.shape:
+        out["note"] = f"shape mismatch: actual {actual.shape}, expected {expected.shape}"
+        return out
+    if actual.dtype != expected.dtype:
+        out["note"] = f"dtype mismatch: actual {actual.dtype}, expected {expected.dtype}"
+        return out
+    if expected.size == 0:
+        out.update(status="error", note="empty")
+        return out
+
+    a = actual.astype(np.float64).ravel()
+    e = expected.astype(np.float64).ravel()
+    d = _abs_err(a, e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(d == 0, 0.0, np.where((e == 0) | np.isinf(d), np.inf, d / np.abs(e)))
+        budget = np.where(d == 0, 0.0, np.where(tol == 0, np.inf, d / tol))
+    k = int(np.argmax(budget))  # first of equal maxima
+    vacuous = bool(np.all(np.abs(a) <= tol) and np.all(np.abs(e) <= tol))
+    notes = []
+    nan_a, nan_e = int(np.isnan(a).sum()), int(np.isnan(e).sum())
+    if nan_a or nan_e:
+        notes.append(f"NaN: {nan_a} in actual, {nan_e} in expected (counted as mismatches)")
+
+    budget_used = float(budget[k])
+    if vacuous and not expect_zero:
+        status = "vacuous"
+        notes.append("both sides are within tolerance of zero: the check proves nothing")
+    elif vacuous:
+        status = "pass"
+        notes.append("zeros expected")
+    else:
+        status = "pass" if budget_used <= 1 else "fail"
+
+    out.update(
+        max_abs_err=float(d.max()),
+        max_rel_err=float(rel.max()),
+        mean_abs_err=float(d.mean()),
+        max_ulp=_max_ulp(actual, expected),
+        worst_index=tuple(int(i) for i in np.unravel_index(k, shape)),
+        actual_at_worst=float(a[k]),
+        expected_at_worst=float(e[k]),
+        tol_at_worst=float(tol[k]),
+        budget_used=budget_used,
+        # "higher": an actual element's budget, and no inf - inf interpolation.
+        budget_q99=float(np.percentile(budget, 99, method="higher")),
+        n_bad=int(np.count_nonzero(budget > 1)),
+        vacuous=vacuous,
+        passed=status == "pass",
+        status=status,
+        note="; ".join(notes),
+    )
+    if truth is not None:
+        t = truth.ravel()
+        err_a, err_e = float(_abs_err(a, t).max()), float(_abs_err(e, t).max())
+        out.update(
+            actual_err_vs_truth=err_a,
+            expected_err_vs_truth=err_e,
+            closer_to_truth="actual" if err_a < err_e else "expected" if err_e < err_a else "tie",
+        )
+    return out
+
+
+def _num(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return NAN
+
+
+def _g(x, spec: str = ".3g") -> str:
+    x = _num(x)
+    return "n/a" if math.isnan(x) else format(x, spec)
+
+
+def format_mismatch(record: dict, reproduce: str) -> str:
+    """The failure message for one record, in the manner of torch.testing.assert_close."""
+    r = record.get
+    where = ", ".join(str(p) for p in (r("equation", ""), r("mode", "")) if p)
+    head = f"`{r('tensor', '?')}`" + (f" ({where})" if where else "")
+    pair = f"{r('impl', '?')} and {r('against', '?')} [{r('dtype', '?')}]"
+    status = r("status", "")
+    if status == "vacuous":
+        lines = [
+            f"{head} proves nothing between {pair}: both sides are indistinguishable from "
+            "zero (|actual| and |expected| within the tolerance at every element), so the "
+            "comparison proves nothing"
+        ]
+    elif status == "error":
+        lines = [f"{head} could not be compared between {pair}"]
+    else:
+        lines = [f"{head} differs between {pair}"]
+
+    n, n_bad = _num(r("n")), _num(r("n_bad"))
+    if not math.isnan(n_bad) and n > 0:
+        lines.append(f"Mismatched elements: {int(n_bad)} / {int(n)} ({100 * n_bad / n:.1f}%)")
+        act, exp = _num(r("actual_at_worst")), _num(r("expected_at_worst"))
+        diff = 0.0 if act == exp else abs(act - exp)
+        lines += [
+            f"Greatest budget used: {_g(r('budget_used'))} (error / tolerance) at index "
+            f"{r('worst_index')}: actual {_g(act, '.9g')}, expected {_g(exp, '.9g')}, "
+            f"|diff| {_g(diff, '.2g')}, allowed {_g(r('tol_at_worst'), '.2g')}",
+            f"Greatest absolute difference: {_g(r('max_abs_err'))} "
+            f"(mean {_g(r('mean_abs_err'))})",
+            f"Greatest relative difference: {_g(r('max_rel_err'))}",
+            f"Greatest ULP distance: {_g(r('max_ulp'), '.0f')}",
+        ]
+    if r("closer_to_truth"):
+        lines.append(
+            f"Closer to the float64 truth: {r('closer_to_truth')} (error of actual "
+            f"{_g(r('actual_err_vs_truth'))}, of expected {_g(r('expected_err_vs_truth'))})"
+        )
+    for label, key in (("Tolerance rule", "tolerance_rule"), ("Note", "note"), ("Error", "error")):
+        if r(key):
+            lines.append(f"{label}: {r(key)}")
+    lines.append(f"reproduce: {reproduce}")
+    return "\n".join(lines)
