@@ -165,3 +165,15 @@ def patches_to_unfold(patches):
     m = _side(P, "patches")
     c = patches.reshape(N, m, m, s, s).transpose(0, 4, 3, 2, 1)           # [n, v, u, j, i]
     return np.ascontiguousarray(c).reshape(N, s * s, P)
+
+
+def extract_patches_to_patches(cols, size: int):
+    """tf.image.extract_patches on NHWC images, (N, m, m, s*s) -> article patches.
+
+    It gives cols[n, r, c, a*s + b] = img_n[r + a, c + b]; as for unfold, r = j, c = i,
+    a = v, b = u.
+    """
+    cols = float_array("cols", cols, (None, None, None, size * size))
+    N, m, _, _ = cols.shape
+    c = cols.reshape(N, m, m, size, size)                   # [n, r, c, a, b] = [n, j, i, v, u]
+    return np.ascontiguousarray(c.transpose(0, 2, 1, 4, 3)).reshape(N, m * m, size, size)

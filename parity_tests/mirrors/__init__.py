@@ -1,0 +1,34 @@
+"""Framework mirrors of the article's model: one module per framework.
+
+Every mirror takes the reference's parameters (article layout), converts them with
+`reference.layout` only, and returns article-layout NumPy arrays under the reference's
+names. Each mirror module provides:
+
+    train_step(params, X, y, lr, reduction) -> dict   # whole model, autograd + own optimiser
+    stage(tensor, inputs, lr, reduction) -> ndarray    # one operation fed the reference's inputs
+    version() -> str
+"""
+
+from __future__ import annotations
+
+import importlib
+
+FRAMEWORKS = ("torch", "tensorflow")
+_MODULES = {"torch": "parity_tests.mirrors.torch_mirror",
+            "tensorflow": "parity_tests.mirrors.tf_mirror"}
+
+
+class MirrorUnavailable(RuntimeError):
+    """A framework could not be imported or set up; carries the framework's own message."""
+
+
+def load_mirror(framework: str):
+    if framework not in _MODULES:
+        raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
+    try:
+        return importlib.import_module(_MODULES[framework])
+    except Exception as exc:  # ImportError, but also a broken install raising anything
+        raise MirrorUnavailable(
+            f"{framework} is selected (--parity-frameworks) but could not be imported: "
+            f"{type(exc).__name__}: {exc}. Install it (see README 'Set-up') or deselect it "
+            f"with --parity-frameworks.") from exc

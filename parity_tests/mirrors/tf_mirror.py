@@ -1,0 +1,165 @@
+"""TensorFlow mirror: Keras Conv2D (no bias) -> sigmoid -> Flatten -> Dense -> sigmoid.
+
+Built from the reference's parameters through `reference.layout` (NHWC / HWIO, keras
+flatten order); gradients come from `tf.GradientTape` and the update from Keras `SGD`.
+Thread counts and oneDNN are set by conftest.py before TensorFlow's first op.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from reference import layout  # noqa: E402
+from reference.tensors import Tensors  # noqa: E402
+
+
+def version() -> str:
+    return tf.__version__
+
+
+def _c(a):
+    return tf.constant(np.asarray(a))
+
+
+def _np(t):
+    return np.array(t.numpy(), copy=True)
+
+
+class ArticleNet:
+    """Keras layers holding the reference's weights; called layer by layer under a tape."""
+
+    def __init__(self, f, W, b):
+        s, K = f.shape[0], f.shape[2]
+        n = int(np.sqrt(W.shape[0] // K)) + s - 1
+        dtype = str(f.dtype)
+        self.n_filters = K
+        self.conv = keras.layers.Conv2D(K, s, use_bias=False, dtype=dtype)
+        self.flatten = keras.layers.Flatten(dtype=dtype)
+        self.dense = keras.layers.Dense(1, dtype=dtype)
+        self.conv.build((None, n, n, 1))
+        self.dense.build((None, W.shape[0]))
+        self.conv.kernel.assign(layout.filters_to_hwio(f))
+        self.dense.kernel.assign(layout.dense_weights_to_keras(W, K))
+        self.dense.bias.assign(b)
+        assert tuple(self.conv.kernel.shape) == (s, s, 1, K)
+        assert tuple(self.dense.kernel.shape) == (W.shape[0], 1)
+
+    @property
+    def variables(self):
+        return [self.conv.kernel, self.dense.kernel, self.dense.bias]
+
+    def __call__(self, x):
+        z1 = self.conv(x)
+        a1 = tf.sigmoid(z1)
+        z2 = self.dense(self.flatten(a1))
+        o = tf.sigmoid(z2)
+        return {"Z1": z1, "A1": a1, "Z2": z2, "O": o}
+
+    def params(self):
+        return Tensors(f=layout.hwio_to_filters(_np(self.conv.kernel)),
+                       W=layout.keras_to_dense_weights(_np(self.dense.kernel), self.n_filters),
+                       b=_np(self.dense.bias))
+
+
+def _loss(o, y, reduction):
+    per_image = (y - o) ** 2 / 2
+    return tf.reduce_sum(per_image) if reduction == "sum" else tf.reduce_mean(per_image)
+
+
+def _sgd(net, grads, lr):
+    # Keras keeps the learning rate as a float32 variable: an lr that float32 cannot hold
+    # exactly shifts float64 updates (see README "Configuration").
+    keras.optimizers.SGD(learning_rate=lr).apply_gradients(zip(grads, net.variables))
+
+
+def train_step(params, X, y, lr, reduction="sum") -> Tensors:
+    """Whole model from `params`: every named forward tensor, gradient and new parameter."""
+    net = ArticleNet(params["f"], params["W"], params["b"])
+    x = _c(layout.images_to_nhwc(X))
+    with tf.GradientTape(persistent=True) as tape:
+        out = net(x)
+        E = _loss(out["O"], _c(layout.row_to_column(y)), reduction)
+    inner = [out["O"], out["Z2"], out["A1"], out["Z1"]]
+    gO, gZ2, gA1, gZ1, gf, gW, gb = tape.gradient(E, inner + net.variables)
+    dO_dZ2 = tape.gradient(out["O"], out["Z2"])
+    del tape
+    K = net.n_filters
+    grads = Tensors(
+        dE_dO=layout.column_to_row(_np(gO)), dO_dZ2=layout.column_to_row(_np(dO_dZ2)),
+        dE_dZ2=layout.column_to_row(_np(gZ2)), dE_dW=layout.keras_to_dense_weights(_np(gW), K),
+        dE_db=_np(gb), dE_dA1=layout.nhwc_to_conv_map(_np(gA1)),
+        dE_dZ1=layout.nhwc_to_conv_map(_np(gZ1)), dE_df=layout.hwio_to_filters(_np(gf)))
+    _sgd(net, [gf, gW, gb], lr)
+    new = net.params()
+    return Tensors(
+        Z1=layout.nhwc_to_conv_map(_np(out["Z1"])), A1=layout.nhwc_to_conv_map(_np(out["A1"])),
+        Z2=layout.column_to_row(_np(out["Z2"])), O=layout.column_to_row(_np(out["O"])),
+        E=_np(E), **grads, f_new=new.f, W_new=new.W, b_new=new.b)
+
+
+def _grad(fn, wrt, upstream=None):
+    """Gradient of fn(*wrt) w.r.t. each of `wrt` (tf constants), weighted by `upstream`."""
+    with tf.GradientTape() as tape:
+        for t in wrt:
+            tape.watch(t)
+        out = fn(*wrt)
+    return tape.gradient(out, list(wrt), output_gradients=upstream)
+
+
+def stage(tensor, inputs, lr, reduction="sum") -> np.ndarray:
+    """One framework operation fed the reference's exact inputs (article layout in/out)."""
+    i = inputs
+    if tensor == "patches":
+        s = i["f"].shape[0]
+        cols = tf.image.extract_patches(_c(layout.images_to_nhwc(i["X"])), [1, s, s, 1],
+                                        [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+        return layout.extract_patches_to_patches(_np(cols), s)
+    if tensor == "Z1":
+        z = tf.nn.conv2d(_c(layout.images_to_nhwc(i["X"])), _c(layout.filters_to_hwio(i["f"])),
+                         1, "VALID")
+        return layout.nhwc_to_conv_map(_np(z))
+    if tensor in ("A1", "O"):
+        return _np(tf.sigmoid(_c(i["Z1" if tensor == "A1" else "Z2"])))
+    if tensor == "Z2":
+        K = i["A1"].shape[1]
+        a1 = tf.reshape(_c(layout.conv_map_to_nhwc(i["A1"])), (i["A1"].shape[0], -1))
+        z2 = tf.matmul(a1, _c(layout.dense_weights_to_keras(i["W"], K))) + _c(i["b"])
+        return layout.column_to_row(_np(z2))
+    y = _c(i["y"]) if "y" in i else None
+    if tensor == "E":
+        return _np(_loss(_c(i["O"]), y, reduction))
+    if tensor == "dE_dO":
+        return _np(_grad(lambda o: _loss(o, y, reduction), [_c(i["O"])])[0])
+    if tensor == "dO_dZ2":
+        return _np(_grad(tf.sigmoid, [_c(i["Z2"])])[0])
+    if tensor == "dE_dZ2":
+        return _np(_grad(lambda z: _loss(tf.sigmoid(z), y, reduction), [_c(i["Z2"])])[0])
+    if tensor in ("dE_dW", "dE_db", "dE_dA1"):
+        K, N = i["A1"].shape[1], i["A1"].shape[0]
+        ga, gw, gb = _grad(lambda a, w, b: tf.matmul(tf.reshape(a, (N, -1)), w) + b,
+                           [_c(layout.conv_map_to_nhwc(i["A1"])),
+                            _c(layout.dense_weights_to_keras(i["W"], K)), _c(i["b"])],
+                           _c(layout.row_to_column(i["dE_dZ2"])))
+        if tensor == "dE_dW":
+            return layout.keras_to_dense_weights(_np(gw), K)
+        return _np(gb) if tensor == "dE_db" else layout.nhwc_to_conv_map(_np(ga))
+    if tensor == "dE_dZ1":
+        return _np(_grad(tf.sigmoid, [_c(i["Z1"])], _c(i["dE_dA1"]))[0])
+    if tensor == "dE_df":
+        x = _c(layout.images_to_nhwc(i["X"]))
+        (g,) = _grad(lambda k: tf.nn.conv2d(x, k, 1, "VALID"), [_c(layout.filters_to_hwio(i["f"]))],
+                     _c(layout.conv_map_to_nhwc(i["dE_dZ1"])))
+        return layout.hwio_to_filters(_np(g))
+    if tensor in ("f_new", "W_new", "b_new"):
+        net = ArticleNet(i["f"], i["W"], i["b"])
+        K = i["f"].shape[2]
+        _sgd(net, [_c(layout.filters_to_hwio(i["dE_df"])),
+                   _c(layout.dense_weights_to_keras(i["dE_dW"], K)), _c(i["dE_db"])], lr)
+        return net.params()[tensor[0]]
+    raise ValueError(f"tensorflow mirror has no stage for tensor {tensor!r}")
