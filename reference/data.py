@@ -233,24 +233,26 @@ def _validated(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np
 
 
 def _load_npz(path: str):
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head:
-        raise ValueError(f"{path}: file is empty; expected a .npz archive with x_train, y_train")
-    if head[:2] != b"PK":
-        raise ValueError(f"{path}: not a .npz (zip) archive nor an IDX folder "
-                         f"(starts with {head!r})")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = sorted(npz.files)
-            x = npz["x_train"] if "x_train" in files else None
-            y = npz["y_train"] if "y_train" in files else None
-    except ValueError as err:  # numpy refuses object (pickled) arrays, or a malformed header
-        raise ValueError(f"{path}: unreadable array in .npz ({err}); object/pickled arrays "
-                         "are refused, x_train must be uint8 and y_train integer") from err
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
-        raise ValueError(f"{path}: corrupt or truncated .npz archive "
-                         f"({type(err).__name__}: {err})") from err
+    # We open the file ourselves: np.load leaks its own handle when a zip is corrupt.
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if not head:
+            raise ValueError(f"{path}: file is empty; expected a .npz archive with x_train, y_train")
+        if head[:2] != b"PK":
+            raise ValueError(f"{path}: not a .npz (zip) archive nor an IDX folder "
+                             f"(starts with {head!r})")
+        fh.seek(0)
+        try:
+            with np.load(fh, allow_pickle=False) as npz:
+                files = sorted(npz.files)
+                x = npz["x_train"] if "x_train" in files else None
+                y = npz["y_train"] if "y_train" in files else None
+        except ValueError as err:  # numpy refuses object (pickled) arrays, or a malformed header
+            raise ValueError(f"{path}: unreadable array in .npz ({err}); object/pickled arrays "
+                             "are refused, x_train must be uint8 and y_train integer") from err
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            raise ValueError(f"{path}: corrupt or truncated .npz archive "
+                             f"({type(err).__name__}: {err})") from err
     missing = [k for k, v in (("x_train", x), ("y_train", y)) if v is None]
     if missing:
         raise ValueError(f"{path}: .npz has no {' or '.join(missing)} (it holds {files})")
