@@ -1,0 +1,244 @@
+"""Markdown and HTML renderings of a records frame (after fill_outliers)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+import numpy as np
+import pandas as pd
+
+from reports.fields import STATUSES
+from reports.tables import by_severity, summary_frame
+
+MAX_MD_ROWS = 60  # a GitHub job summary is for reading, not scrolling
+TABLE_UUID = "parity-summary"  # fixed, so the HTML is identical from run to run
+MNIST_CREDIT = (
+    "MNIST data: Yann LeCun, Corinna Cortes and Christopher J.C. Burges, "
+    "licensed CC BY-SA 3.0."
+)
+
+
+def _g(x) -> str:
+    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.3g}"
+    return str(x)
+
+
+def _versions(v) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {v[k]}" for k in sorted(v))
+    return str(v)
+
+
+def status_counts(df: pd.DataFrame) -> str:
+    counts = df["status"].value_counts()
+    return (
+        ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
+        + f" ({len(df)} comparisons)"
+    )
+
+
+def _meta_items(
+    df: pd.DataFrame, meta: dict, full: bool = False
+) -> list[tuple[str, str]]:
+    def joined(col):
+        return ", ".join(sorted({str(v) for v in df[col]} - {""}))
+
+    items = [
+        ("versions", _versions(meta.get("versions", ""))),
+        ("seed", str(meta.get("seed", joined("seed")))),
+        ("data source", str(meta.get("data_source", joined("data_source")))),
+        ("init scheme", str(meta.get("init_scheme", joined("init_scheme")))),
+        (
+            "frameworks",
+            ", ".join(meta["frameworks"])
+            if "frameworks" in meta
+            else joined("against"),
+        ),
+        ("dtypes", ", ".join(meta["dtypes"]) if "dtypes" in meta else joined("dtype")),
+    ]
+    if full:
+        shown = {
+            "versions",
+            "seed",
+            "data_source",
+            "init_scheme",
+            "frameworks",
+            "dtypes",
+        }
+        items += [(k, _versions(meta[k])) for k in sorted(meta) if k not in shown]
+    return items
+
+
+def _credit(meta: dict) -> str:
+    return MNIST_CREDIT if "mnist" in str(meta.get("data_source", "")).lower() else ""
+
+
+def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.astype(object).map(_g)
+
+
+def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
+    """Title, run facts and the summary table (at most MAX_MD_ROWS rows), for CI."""
+    summary = summary_frame(df)
+    lines = ["# Parity report", "", f"**{status_counts(df)}**", ""]
+    lines += [f"- {k}: {v}" for k, v in _meta_items(df, meta) if v]
+    lines += ["", "## Summary (worst first)", ""]
+    if summary.empty:
+        lines.append("No comparisons were recorded.")
+    else:
+        shown = display_frame(summary.head(MAX_MD_ROWS))
+        lines.append(shown.to_markdown(index=False, disable_numparse=True))
+        if len(summary) > MAX_MD_ROWS:
+            lines += ["", (f"_{len(summary) - MAX_MD_ROWS} more rows left out; "
+                      "every comparison is in comparisons.csv._")]  # fmt: skip
+    if _credit(meta):
+        lines += ["", _credit(meta)]
+    return "\n".join(lines) + "\n"
+
+
+def _heatmap_png(df: pd.DataFrame) -> bytes:
+    """Max budget used per tensor (rows) x against/dtype/mode (columns), log scale."""
+    # Figure + Agg canvas directly: no pyplot, no global backend switch for the caller.
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap, LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    label = df["tensor"].where(
+        df["impl"].isin(["", "reference"]), df["tensor"] + " (" + df["impl"] + ")"
+    )
+    col = df["against"] + "\n" + df["dtype"] + "\n" + df["mode"]
+    ordered = by_severity(df.assign(_row=label, _col=col))
+    worst = ordered.groupby(
+        ["_row", "_col"], sort=False
+    ).first()  # worst status per cell
+    rows, cols = list(pd.unique(label)), sorted(pd.unique(col))
+    budget = (
+        df.assign(_row=label, _col=col)
+        .pivot_table(
+            index="_row",
+            columns="_col",
+            values="budget_used",
+            aggfunc="max",
+            dropna=False,
+        )
+        .reindex(index=rows, columns=cols)
+    )
+
+    finite = budget.to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    vmax = min(max(10.0, float(finite.max()) if finite.size else 10.0), 1e6)
+    norm = LogNorm(1 / vmax, vmax)  # symmetric in log, so budget 1 is the middle colour
+    # Greens below 1 and reds above: the colour jumps at the pass/fail boundary.
+    cmap = ListedColormap(np.vstack([
+        colormaps["Greens_r"](np.linspace(0.1, 0.75, 128)),
+        colormaps["Reds"](np.linspace(0.35, 0.95, 128)),
+    ]))  # fmt: skip
+    cmap.set_bad("#dddddd")
+
+    fig = Figure(figsize=(2.0 + 1.1 * len(cols), 1.2 + 0.42 * len(rows)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    shown = np.clip(budget.to_numpy(dtype=float), 1 / vmax, vmax)
+    image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            if (r, c) not in worst.index:
+                continue
+            b, status = budget.iat[i, j], worst.loc[(r, c), "status"]
+            text = _g(float(b)) if not pd.isna(b) else ""
+            if status in ("vacuous", "error"):
+                text = f"{text}\n{status}".strip()
+            dark = not pd.isna(b) and (
+                shown[i, j] < vmax**-0.6 or shown[i, j] > vmax**0.6
+            )
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")  # fmt: skip
+            if status != "pass":
+                ax.add_patch(
+                    Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.0, ec="black")
+                )
+    ax.set_xticks(range(len(cols)), cols, fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(
+        "max budget used (error / tolerance); outlined: not a pass", fontsize=9
+    )
+    bar = fig.colorbar(image, ax=ax)
+    bar.ax.axhline(1.0, color="black", lw=2.5)
+    bar.set_label("budget used (log); black line: 1 = pass/fail boundary", fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp
+    return buf.getvalue()
+
+
+def _row_style(row: pd.Series) -> list[str]:
+    colour = {"fail": "#fde0dc", "error": "#fde0dc", "vacuous": "#fff4ce"}.get(
+        row["status"], ""
+    )
+    return [f"background-color: {colour}" if colour else ""] * len(row)
+
+
+def _budget_style(b) -> str:
+    if pd.isna(b):
+        return ""
+    return (
+        "background-color: #c8e6c9"
+        if b <= 1
+        else "background-color: #f4a8a0; font-weight: bold"
+    )
+
+
+def summary_html(
+    df: pd.DataFrame, meta: dict, extra_sections: dict[str, str] | None = None
+) -> str:
+    """A self-contained HTML page: verdict, run facts, heat map, styled summary, extras."""
+    summary = summary_frame(df)
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>Parity report</title>',
+        (
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{padding:2px 6px;border:1px solid #ddd;font-size:90%}"
+            "pre{background:#f6f8fa;padding:1em;overflow-x:auto}</style></head><body>"
+        ),
+        "<h1>Parity report</h1>",
+        f"<p><strong>{esc(status_counts(df))}</strong></p>",
+        "<h2>Run</h2>",
+        '<table class="meta">',
+        *(
+            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
+            for k, v in _meta_items(df, meta, True)
+        ),
+        "</table>",
+    ]
+    if summary.empty:
+        parts.append("<p>No comparisons were recorded.</p>")
+    else:
+        png = base64.b64encode(_heatmap_png(df)).decode("ascii")
+        styler = (
+            summary.style.apply(_row_style, axis=1)
+            .map(_budget_style, subset=["budget_used"])
+            .format(_g, na_rep="")
+            .hide(axis="index")
+        )
+        parts += [
+            "<h2>Budget used by tensor and comparison</h2>",
+            f'<img alt="heat map of the largest budget used" src="data:image/png;base64,{png}">',
+            "<h2>Summary (worst first)</h2>",
+            styler.to_html(table_uuid=TABLE_UUID),
+        ]
+    for title, text in (extra_sections or {}).items():
+        parts += [f"<h2>{esc(title)}</h2>", f"<pre>{esc(text)}</pre>"]
+    if _credit(meta):
+        parts.append(f'<p class="credit">{esc(_credit(meta))}</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
