@@ -1,0 +1,83 @@
+"""The one comparison helper of the suite: compare, record, and fail with a message that
+says what, where and how much.
+
+Every check anywhere in parity_tests/ goes through `ParityRecorder.check`, which measures
+with `reports.metrics.compare_arrays`, appends one record to the test's user_properties
+(pytest-xdist relays them to the controller, which writes the reports) and fails the test
+with `reports.metrics.format_mismatch` when the comparison does not pass.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+
+import pytest
+
+from reports import compare_arrays, format_mismatch, normalise_record
+
+RECORD_KEY = "parity_record"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Run-wide record fields and the options that reproduce the run."""
+
+    seed: int
+    data_source: str
+    versions: str
+    init_scheme: str
+    reduction: str
+    impl: str
+    reproduce_options: str
+    device: str = "cpu"
+
+
+class ParityRecorder:
+    def __init__(self, node, context: RunContext):
+        self.node, self.context = node, context
+
+    def reproduce(self) -> str:
+        return f'pytest "{self.node.nodeid}" {self.context.reproduce_options}'.strip()
+
+    def _base(self, **fields) -> dict:
+        c = self.context
+        return dict(check=self.node.nodeid, device=c.device, impl=c.impl, seed=c.seed,
+                    data_source=c.data_source, versions=c.versions, init_scheme=c.init_scheme,
+                    reduction=c.reduction, **fields)
+
+    def add(self, record: dict) -> dict:
+        record = normalise_record(record)
+        self.node.user_properties.append((RECORD_KEY, json.dumps(record, sort_keys=True)))
+        return record
+
+    def check(self, *, tensor, equation, step, quantity, mode, against, dtype, compute,
+              expect_zero=False, fail=True) -> dict:
+        """Run `compute() -> harness.Check`, record the comparison, fail the test on mismatch.
+
+        An exception inside `compute` (a framework that crashes, a missing mirror) becomes
+        an error record and a failing test carrying the original message, never a skip.
+        """
+        fields = dict(tensor=tensor, equation=equation, step=step, quantity=quantity,
+                      mode=mode, against=against, dtype=dtype)
+        try:
+            c = compute()
+        except Exception as exc:  # recorded, then re-raised as a failure below
+            message = f"{type(exc).__name__}: {exc}"
+            self.add(self._base(**fields, status="error", passed=False, error=message))
+            if fail:
+                pytest.fail(f"`{tensor}` ({equation}, {mode}) vs {against} [{dtype}] could not "
+                            f"be computed: {message}\n{traceback.format_exc(limit=3)}"
+                            f"reproduce: {self.reproduce()}", pytrace=False)
+            return {}
+        metrics = compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth,
+                                 expect_zero=expect_zero)
+        record = self.add(self._base(**fields, **metrics, tolerance_rule=c.tolerance.rule))
+        if fail and not record["passed"]:
+            pytest.fail(format_mismatch(record, self.reproduce()), pytrace=False)
+        return record
+
+
+def records_from_report(report) -> list[dict]:
+    return [json.loads(v) for k, v in report.user_properties if k == RECORD_KEY]

@@ -1,0 +1,31 @@
+"""Which implementation the parity checks verify (`--parity-impl`).
+
+An implementation is any object with the reference's model API:
+
+    train_step(params, X, y, lr, reduction) -> mapping with the article's names
+        (patches, Z1, A1, Z2, O, E, dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1,
+         dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own").
+
+"reference" is the project's NumPy reference; any other name is imported as a module
+(`mypackage.mymodule`) that provides `train_step`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from reference import model
+
+
+def resolve_impl(name: str):
+    if name == "reference":
+        return model
+    try:
+        impl = importlib.import_module(name)
+    except ImportError as exc:
+        raise ValueError(f"--parity-impl {name!r}: not 'reference' and not an importable module "
+                         f"({exc})") from exc
+    if not callable(getattr(impl, "train_step", None)):
+        raise ValueError(f"--parity-impl {name!r}: module {impl.__name__} has no train_step("
+                         f"params, X, y, lr, reduction); see README 'Bring your own'")
+    return impl

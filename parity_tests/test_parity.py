@@ -1,0 +1,43 @@
+"""Reference vs frameworks, tensor by tensor.
+
+Stage-isolated checks (test_forward, test_gradient, test_update) feed one framework
+operation the reference's own inputs for that stage; test_end_to_end runs the whole model
+in the framework from the shared weights. Ids read test_gradient[dE_df-torch-float32].
+"""
+
+import pytest
+
+from parity_tests.stages import END_TO_END, FORWARD, GRADIENT, UPDATE
+
+
+def _ids(stages):
+    return pytest.mark.parametrize("stage", stages, ids=[s.id for s in stages])
+
+
+def _stage_check(parity, harness, stage, framework, dtype, mode):
+    make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+    parity.check(tensor=stage.tensor, equation=stage.equation, step=stage.step,
+                 quantity=stage.quantity, mode=mode, against=framework, dtype=dtype,
+                 compute=lambda: make(stage, framework, dtype),
+                 expect_zero=harness.config.init_scheme == "article"
+                 and stage.quantity != "forward")
+
+
+@_ids(FORWARD)
+def test_forward(parity, harness, stage, framework, dtype):
+    _stage_check(parity, harness, stage, framework, dtype, "stage")
+
+
+@_ids(GRADIENT)
+def test_gradient(parity, harness, stage, framework, dtype):
+    _stage_check(parity, harness, stage, framework, dtype, "stage")
+
+
+@_ids(UPDATE)
+def test_update(parity, harness, stage, framework, dtype):
+    _stage_check(parity, harness, stage, framework, dtype, "stage")
+
+
+@_ids(END_TO_END)
+def test_end_to_end(parity, harness, stage, framework, dtype):
+    _stage_check(parity, harness, stage, framework, dtype, "end_to_end")

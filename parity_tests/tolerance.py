@@ -1,0 +1,111 @@
+"""The one tolerance policy of the suite: every allowed difference is made here.
+
+No test carries its own numbers. Each rule returns a `Tolerance`: a per-element absolute
+allowance (article layout) and the name of the rule that made it, which goes into every
+report record.
+
+Rules (DESIGN.md "Tolerances"):
+
+* stage: a framework operation fed the reference's exact inputs computes the same
+  expression with its own rounding. Both results lie within gamma(k) * M of the exact value,
+  where M is the expression evaluated on absolute values (for a contraction: sum |x||y|,
+  computed by running the reference's own contraction on |x| and |y|) and k the number of
+  roundings on the way; so they differ by at most 2 * gamma(k) * M.
+* end_to_end: the whole model run by each framework lets rounding propagate. Its allowance
+  is the stage allowance for that tensor plus E2E_FACTOR times the reference's own float32
+  rounding error (float32 run vs float64 run on the same inputs), scaled to the unit
+  roundoff of the dtype checked.
+* finite_difference: central differences in float64; truncation estimated from two step
+  sizes, rounding from the loss magnitude.
+* exact: re-indexing only (patches): no difference allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Unit roundoff u of the arithmetic in force (TF32: a 10-bit mantissa, for GPU runs).
+UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53, "tf32": 2.0**-11}
+
+# Higham & Mary (2019): |fl(x.y) - x.y| <= g(K) sum|x||y| with g(K) = exp(lam sqrt(K) u +
+# K u^2 / (1 - u)) - 1 holds with probability >= 1 - 2K exp(-lam^2 (1 - u)^2 / 2). We pick lam
+# so that the bound fails for at most one element in a million.
+FAILURE_PROBABILITY = 1e-6
+
+# Roundings charged to an evaluation of the sigmoid: exp (<= 1 ulp in NumPy; vectorised
+# framework kernels ~2 ulp), one add, one divide, and the choice of form for negative x.
+SIGMOID_ROUNDINGS = 8
+
+# End-to-end: two implementations each as far from the truth as our own float32 run
+# (triangle inequality: 2x), and 2x for different accumulation orders across the chain.
+E2E_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Absolute allowance per element (float64, broadcastable to the tensor) and its rule."""
+
+    array: np.ndarray
+    rule: str
+
+
+def unit_roundoff(dtype, tf32: bool = False) -> float:
+    name = "tf32" if tf32 else str(np.dtype(dtype))
+    if name not in UNIT_ROUNDOFF:
+        raise ValueError(f"dtype must be float32 or float64, got {name}")
+    return UNIT_ROUNDOFF[name]
+
+
+def _u_label(u: float) -> str:
+    return f"2^{int(round(math.log2(u)))}"
+
+
+def gamma(k: int, u: float) -> float:
+    """Relative error bound for k roundings: min(deterministic k u / (1 - k u), probabilistic)."""
+    if k <= 0:
+        return 0.0
+    deterministic = k * u / (1 - k * u) if k * u < 1 else math.inf
+    lam = math.sqrt(2 * math.log(2 * k / FAILURE_PROBABILITY)) / (1 - u)
+    probabilistic = math.expm1(lam * math.sqrt(k) * u + k * u * u / (1 - u))
+    return min(deterministic, probabilistic)
+
+
+def stage(magnitude, k: int, dtype, what: str = "|x|.|y|", tf32: bool = False) -> Tolerance:
+    """2 * gamma(k) * M: both sides round the same expression of the same inputs."""
+    u = unit_roundoff(dtype, tf32)
+    m = np.abs(np.asarray(magnitude, dtype=np.float64))
+    return Tolerance(2 * gamma(k, u) * m, f"stage: 2*gamma(k={k},u={_u_label(u)})*{what}")
+
+
+def exact(shape) -> Tolerance:
+    return Tolerance(np.zeros(shape), "exact: re-indexing, no arithmetic")
+
+
+def end_to_end(stage_tol: Tolerance, ref_lo, ref_hi, dtype) -> Tolerance:
+    """stage allowance + E2E_FACTOR * (u_dtype / u_float32) * max|ref_float32 - ref_float64|."""
+    spread = float(np.max(np.abs(np.asarray(ref_lo, np.float64) - np.asarray(ref_hi, np.float64)),
+                          initial=0.0))
+    scale = unit_roundoff(dtype) / UNIT_ROUNDOFF["float32"]
+    return Tolerance(stage_tol.array + E2E_FACTOR * scale * spread,
+                     f"end_to_end: [{stage_tol.rule}] + {E2E_FACTOR:g}*(u/u32)*max|ref32-ref64|"
+                     f" (={spread:.3g})")
+
+
+def finite_difference(fd_h, fd_2h, loss_magnitude: float, h: float) -> Tolerance:
+    """Central differences in float64: truncation ~ |fd(2h) - fd(h)| / 3 (error ~ h^2),
+    rounding ~ u |E| / h; both charged 4x."""
+    trunc = np.abs(np.asarray(fd_2h) - np.asarray(fd_h)) / 3
+    rounding = UNIT_ROUNDOFF["float64"] * abs(loss_magnitude) / h
+    return Tolerance(4 * (trunc + rounding),
+                     f"finite_difference: 4*(|fd(2h)-fd(h)|/3 + u*|E|/h), h={h:g}")
+
+
+def end_to_end_update(update_tol: Tolerance, grad_tol: Tolerance, lr: float,
+                      grad: str) -> Tolerance:
+    """new = old - lr * g: a framework's gradient may legitimately differ from ours by its
+    own end-to-end allowance, which the update carries over scaled by lr."""
+    return Tolerance(update_tol.array + lr * grad_tol.array,
+                     f"{update_tol.rule} + lr*[end_to_end allowance of {grad}]")
