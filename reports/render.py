@@ -140,8 +140,7 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
     cmap = ListedColormap(np.vstack([
         colormaps["Greens_r"](np.linspace(0.1, 0.75, 128)),
         colormaps["Reds"](np.linspace(0.35, 0.95, 128)),
-    ]))  # fmt: skip
-    cmap.set_bad("#dddddd")
+    ])).with_extremes(bad="#dddddd")  # fmt: skip
 
     fig = Figure(figsize=(2.0 + 1.1 * len(cols), 1.2 + 0.42 * len(rows)), dpi=100)
     FigureCanvasAgg(fig)

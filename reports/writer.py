@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -104,21 +105,29 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
     d = Path(report_dir)
     if not d.is_dir():
         raise ValueError(f"{d}: not a report directory (no such directory)")
-    csv = d / "comparisons.csv"
-    if not csv.is_file():
-        raise ValueError(f"{csv}: missing, so {d} is not a report directory")
-    if csv.stat().st_size == 0:
-        raise ValueError(f"{csv}: empty file")
+    table = d / "comparisons.csv"
+    if not table.is_file():
+        raise ValueError(f"{table}: missing, so {d} is not a report directory")
+    if table.stat().st_size == 0:
+        raise ValueError(f"{table}: empty file")
     try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{csv}: not a readable CSV ({exc})") from None
+        # csv, not pd.read_csv: pandas silently pads a torn (short) row.
+        with open(table, encoding="utf-8", newline="") as fh:
+            header, *rows = list(csv.reader(fh))
+    except (csv.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{table}: not a readable CSV ({exc})") from None
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{table}: line {i} has {len(row)} fields, the header {len(header)}"
+            )
+    raw = pd.DataFrame(rows, columns=header, dtype=object)
     missing = [c for c in RECORD_FIELDS if c not in raw.columns]
     if missing:
-        raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}")
-    raw = raw[RECORD_FIELDS].fillna("")
+        raise ValueError(f"{table}: missing column(s) {', '.join(missing)}")
+    raw = raw[RECORD_FIELDS]
     for col in sorted(NUMERIC_FIELDS):
-        text = raw[col].str.strip()
+        text = raw[col].astype(str).str.strip()
         bad = (
             (text != "")
             & (text.str.lower() != "nan")
@@ -126,7 +135,7 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
         )
         if bad.any():
             raise ValueError(
-                f"{csv}: column {col} holds non-numbers, e.g. {text[bad].iloc[0]!r}"
+                f"{table}: column {col} holds non-numbers, e.g. {text[bad].iloc[0]!r}"
             )
     meta = {}
     run = d / "run.json"

@@ -1,0 +1,295 @@
+"""compare_arrays and format_mismatch against values worked out by hand."""
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from reports.fields import normalise_record
+from reports.metrics import compare_arrays, format_mismatch
+
+F32 = np.float32
+INF, NAN = math.inf, math.nan
+
+
+def f64(*values):
+    return np.array(values, dtype=np.float64)
+
+
+@dataclass
+class Case:
+    id: str
+    actual: np.ndarray
+    expected: np.ndarray
+    tol: object
+    want: dict = field(default_factory=dict)
+
+
+VALUE_CASES = [
+    # errors [0, 0.5, 0.5]; budgets [0, 2, 2]; rel 0.5/2.5 and 0.5/3
+    Case("scalar-tol", f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0), 0.25,
+         {"n": 3, "max_abs_err": 0.5, "max_rel_err": 0.2, "mean_abs_err": 1 / 3,
+          "budget_used": 2.0, "budget_q99": 2.0, "n_bad": 2, "worst_index": (1,),
+          "actual_at_worst": 2.0, "expected_at_worst": 2.5, "tol_at_worst": 0.25,
+          "status": "fail", "passed": False}),
+    # errors [0, 0.125, 0.5] over tolerances [0.5, 0.25, 0.25]: budgets [0, 0.5, 2]
+    Case("per-element-tol", f64(0.0, 1.125, -2.0), f64(0.0, 1.0, -2.5), f64(0.5, 0.25, 0.25),
+         {"max_abs_err": 0.5, "max_rel_err": 0.2, "mean_abs_err": 0.625 / 3,
+          "budget_used": 2.0, "n_bad": 1, "worst_index": (2,), "tol_at_worst": 0.25,
+          "status": "fail"}),
+    # budgets 2 at (1, 0) and exactly 1 at (0, 2): only one element is bad
+    Case("2d-index", f64(1, 2, 3.25, 4.5, 5, 6).reshape(2, 3), f64(1, 2, 3, 4, 5, 6).reshape(2, 3),
+         0.25, {"shape": (2, 3), "n": 6, "worst_index": (1, 0), "budget_used": 2.0,
+                "n_bad": 1, "actual_at_worst": 4.5, "expected_at_worst": 4.0}),
+    Case("budget-exactly-1-passes", f64(1.25, 3.0), f64(1.0, 3.0), 0.25,
+         {"budget_used": 1.0, "n_bad": 0, "status": "pass", "passed": True}),
+    Case("tie-takes-first", f64(1.5, 2.5), f64(1.0, 2.0), 0.5,
+         {"budget_used": 1.0, "worst_index": (0,)}),
+    Case("rel-err-expected-zero", f64(0.5, 4.0), f64(0.0, 4.0), 0.25,
+         {"max_rel_err": INF, "budget_used": 2.0, "status": "fail"}),
+    Case("exact-check-equal", f64(1.0, -2.0), f64(1.0, -2.0), 0.0,
+         {"budget_used": 0.0, "max_rel_err": 0.0, "status": "pass", "vacuous": False}),
+    Case("exact-check-differs", f64(1.0, 2.0), f64(1.0, 3.0), 0.0,
+         {"budget_used": INF, "n_bad": 1, "worst_index": (1,), "status": "fail"}),
+    # NOTE: budgets k/64 for k = 0..199; the 99th percentile is taken at the next element
+    # up (198/64), never interpolated (that would mix inf and finite budgets).
+    Case("q99", 10 + np.arange(200) / 64, np.full(200, 10.0), 1.0,
+         {"budget_used": 199 / 64, "budget_q99": 198 / 64, "n_bad": 200 - 65}),
+    Case("inf-equals-inf", f64(INF, -INF, 1.0), f64(INF, -INF, 1.0), 0.5,
+         {"max_abs_err": 0.0, "budget_used": 0.0, "status": "pass"}),
+    Case("inf-vs-minus-inf", f64(INF, 1.0), f64(-INF, 1.0), 0.5,
+         {"max_abs_err": INF, "budget_used": INF, "n_bad": 1, "status": "fail"}),
+    Case("inf-vs-finite", f64(1.0, INF), f64(1.0, 2.0), 0.5,
+         {"budget_used": INF, "max_rel_err": INF, "worst_index": (1,), "status": "fail"}),
+    Case("minus-zero-equals-zero", f64(-0.0, 2.0), f64(0.0, 2.0), 0.0,
+         {"max_abs_err": 0.0, "max_ulp": 0, "budget_used": 0.0, "status": "pass"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", VALUE_CASES, ids=lambda c: c.id)
+def test_metric_values(case):
+    got = compare_arrays(case.actual, case.expected, case.tol)
+    for key, want in case.want.items():
+        expect = pytest.approx(want, rel=1e-15) if isinstance(want, float) else want
+        assert got[key] == expect, key
+
+
+ONE = F32(1.0)
+TINY = F32(np.finfo(F32).smallest_subnormal)
+ULP_CASES = [
+    ("f32-next-up", ONE, np.nextafter(ONE, F32(2)), 1),
+    ("f32-two-steps", ONE, ONE + F32(2**-22), 2),
+    ("f32-next-down", ONE, np.nextafter(ONE, F32(0)), 1),
+    ("f32-minus-zero", F32(-0.0), F32(0.0), 0),
+    ("f32-across-zero", -TINY, TINY, 2),
+    ("f32-negative", F32(-1.0), np.nextafter(F32(-1.0), F32(-2)), 1),
+    ("f32-max-to-inf", np.finfo(F32).max, F32(np.inf), 1),
+    ("f64-next-up", 1.0, 1.0 + 2.0**-52, 1),
+    (
+        "f64-extremes",
+        -np.finfo(np.float64).max,
+        np.finfo(np.float64).max,
+        2 * (0x7FEFFFFFFFFFFFFF),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("a", "e", "ulp"), [c[1:] for c in ULP_CASES], ids=[c[0] for c in ULP_CASES]
+)
+def test_max_ulp(a, e, ulp):
+    got = compare_arrays(np.array([a]), np.array([e]), 1.0)["max_ulp"]
+    assert got == ulp and type(got) is int
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "nan_note"),
+    [
+        (f64(NAN, 1.0), f64(1.0, 1.0), "1 in actual, 0 in expected"),
+        (f64(1.0, 1.0), f64(1.0, NAN), "0 in actual, 1 in expected"),
+        (
+            f64(NAN, 1.0),
+            f64(NAN, 1.0),
+            "1 in actual, 1 in expected",
+        ),  # same place: still fails
+    ],
+    ids=["actual", "expected", "both-same-place"],
+)
+def test_nan_is_a_mismatch(actual, expected, nan_note):
+    got = compare_arrays(actual, expected, 0.5)
+    assert (got["status"], got["passed"], got["n_bad"], got["budget_used"]) == (
+        "fail",
+        False,
+        1,
+        INF,
+    )
+    assert nan_note in got["note"]
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "words"),
+    [
+        (np.zeros((2, 3)), np.zeros((3, 2)), ["shape", "(2, 3)", "(3, 2)"]),
+        (np.zeros(2, F32), np.zeros(2), ["dtype", "float32", "float64"]),
+        # shape is checked before dtype
+        (np.zeros(2, F32), np.zeros(3), ["shape", "(2,)", "(3,)"]),
+    ],
+    ids=["shape", "dtype", "shape-before-dtype"],
+)
+def test_structural_mismatch_fails_without_crashing(actual, expected, words):
+    got = compare_arrays(actual, expected, 0.1)
+    assert (got["status"], got["passed"]) == ("fail", False)
+    assert all(w in got["note"] for w in words), got["note"]
+    assert math.isnan(got["budget_used"]) and math.isnan(got["max_abs_err"])
+
+
+def test_empty_is_an_error():
+    got = compare_arrays(np.zeros((0, 3)), np.zeros((0, 3)), 0.1)
+    assert (got["n"], got["status"], got["note"], got["passed"]) == (
+        0,
+        "error",
+        "empty",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "tol", "expect_zero", "status", "vacuous"),
+    [
+        (np.zeros(4), np.zeros(4), 1e-6, False, "vacuous", True),
+        (np.zeros(4), np.zeros(4), 0.0, False, "vacuous", True),
+        (f64(1e-9, 0), f64(-1e-9, 0), 1e-8, False, "vacuous", True),
+        (np.zeros(4), np.zeros(4), 1e-6, True, "pass", True),
+        (
+            f64(0, 0, 1.0),
+            f64(0, 0, 1.0),
+            1e-6,
+            False,
+            "pass",
+            False,
+        ),  # one real value decides
+    ],
+    ids=["zeros", "zeros-exact", "tiny", "zeros-expected", "one-nonzero"],
+)
+def test_vacuous(actual, expected, tol, expect_zero, status, vacuous):
+    got = compare_arrays(actual, expected, tol, expect_zero=expect_zero)
+    assert (got["status"], got["vacuous"], got["passed"]) == (
+        status,
+        vacuous,
+        status == "pass",
+    )
+    if expect_zero:
+        assert got["note"] == "zeros expected"
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "closer", "err_a", "err_e"),
+    [
+        (f64(1.0, 2.25), f64(1.5, 2.0), "actual", 0.25, 0.5),
+        (f64(1.5, 2.0), f64(1.0, 2.25), "expected", 0.5, 0.25),
+        (f64(1.25, 2.0), f64(1.0, 1.75), "tie", 0.25, 0.25),
+    ],
+    ids=["actual", "expected", "tie"],
+)
+def test_closer_to_truth(actual, expected, closer, err_a, err_e):
+    got = compare_arrays(actual, expected, 1.0, truth=f64(1.0, 2.0))
+    assert (got["closer_to_truth"], got["actual_err_vs_truth"], got["expected_err_vs_truth"]) == (
+        closer, err_a, err_e)  # fmt: skip
+
+
+def test_no_truth_leaves_truth_fields_blank():
+    got = compare_arrays(f64(1.0), f64(1.0), 0.5)
+    assert got["closer_to_truth"] == "" and math.isnan(got["actual_err_vs_truth"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"actual": [1.0]}, TypeError, "actual"),
+        ({"expected": np.array([1 + 2j])}, TypeError, "expected"),
+        ({"actual": np.array([1.0], dtype=object)}, TypeError, "actual"),
+        ({"tol": "0.1"}, TypeError, "tolerance"),
+        ({"tol": -1.0}, ValueError, "tolerance"),
+        ({"tol": f64(0.1, 0.1)}, ValueError, "tolerance"),
+        ({"truth": np.array([1.0], F32)}, ValueError, "truth"),
+    ],
+    ids=[
+        "list",
+        "complex",
+        "object",
+        "tol-str",
+        "tol-negative",
+        "tol-shape",
+        "truth-f32",
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, error, name):
+    args = {"actual": f64(1.0), "expected": f64(1.0), "tol": 0.1} | kwargs
+    truth = args.pop("truth", None)
+    with pytest.raises(error, match=name):
+        compare_arrays(args["actual"], args["expected"], args["tol"], truth=truth)
+
+
+def test_results_are_plain_python_and_json_safe():
+    got = compare_arrays(np.ones(3, F32), np.ones(3, F32), F32(1e-6), truth=np.ones(3))
+    assert all(type(v) in (float, int, bool, str, tuple) for v in got.values()), got
+    json.dumps(normalise_record(got))
+
+
+@given(hnp.arrays(F32, hnp.array_shapes(max_dims=3), elements=st.floats(width=32, allow_nan=False, allow_infinity=False)).filter(
+    lambda x: np.any(x != 0)))  # fmt: skip
+def test_identical_arrays_pass_with_zero_budget(x):
+    got = compare_arrays(x, x.copy(), F32(0.0))
+    assert (got["status"], got["budget_used"], got["max_ulp"]) == ("pass", 0.0, 0)
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_one_step_up_is_one_ulp(v):
+    a = np.array([v], F32)
+    assert compare_arrays(a, np.nextafter(a, F32(np.inf)), 1.0)["max_ulp"] == 1
+
+
+def _record(**changes):
+    rec = compare_arrays(f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0), 0.25)
+    rec.update(tensor="dE_df", equation="E16", mode="stage", impl="reference", against="torch",
+               dtype="float64", tolerance_rule="gamma(K) sum|x||y|")  # fmt: skip
+    return rec | changes
+
+
+def test_mismatch_message():
+    lines = format_mismatch(_record(), "pytest 'x::y[dE_df]' --seed 3").splitlines()
+    assert (
+        lines[0] == "`dE_df` (E16, stage) differs between reference and torch [float64]"
+    )
+    assert lines[1] == "Mismatched elements: 2 / 3 (66.7%)"
+    assert lines[2] == (
+        "Greatest budget used: 2 (error / tolerance) at index (1,): "
+        "actual 2, expected 2.5, |diff| 0.5, allowed 0.25"
+    )
+    assert "Greatest absolute difference: 0.5" in lines[3]
+    assert lines[4] == "Greatest relative difference: 0.2"
+    assert "Tolerance rule: gamma(K) sum|x||y|" in lines
+    assert lines[-1] == "reproduce: pytest 'x::y[dE_df]' --seed 3"
+
+
+def test_vacuous_message_says_it_proves_nothing():
+    rec = compare_arrays(np.zeros(3), np.zeros(3), 1e-6) | {
+        "tensor": "dE_dW",
+        "equation": "E12",
+    }
+    first = format_mismatch(rec, "pytest x").splitlines()[0]
+    assert "indistinguishable from zero" in first and "proves nothing" in first
+
+
+def test_shape_mismatch_message_carries_the_note():
+    rec = compare_arrays(np.zeros((2, 3)), np.zeros((3, 2)), 0.1) | {"tensor": "Z1"}
+    text = format_mismatch(rec, "pytest x")
+    assert (
+        "shape mismatch: actual (2, 3), expected (3, 2)" in text
+        and "Mismatched" not in text
+    )
