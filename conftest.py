@@ -101,10 +101,12 @@ def pytest_configure(config):
 @pytest.hookimpl(trylast=True)
 def pytest_generate_tests(metafunc):
     settings = metafunc.config._parity
-    if "framework" in metafunc.fixturenames:
-        metafunc.parametrize("framework", settings["frameworks"])
-    if "dtype" in metafunc.fixturenames:
-        metafunc.parametrize("dtype", settings["dtypes"])
+    # Tests that parametrise these themselves keep their own values.
+    own = {name.strip() for mark in metafunc.definition.iter_markers("parametrize")
+           for name in (mark.args[0].split(",") if isinstance(mark.args[0], str) else mark.args[0])}
+    for name, values in (("framework", settings["frameworks"]), ("dtype", settings["dtypes"])):
+        if name in metafunc.fixturenames and name not in own:
+            metafunc.parametrize(name, values)
 
 
 def _versions(config) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import numbers
 import os
 import socket
@@ -191,7 +192,8 @@ def _try_keras_download(n: int):
     if os.environ.get("PARITY_NO_DOWNLOAD", "").strip().lower() not in ("", "0", "false", "no"):
         return None, "download disabled by PARITY_NO_DOWNLOAD"
     try:
-        import keras  # lazy on purpose: the reference itself needs only numpy
+        # Looked up by name, on demand: the reference itself imports only numpy.
+        keras = importlib.import_module("keras")
     except Exception as err:  # noqa: BLE001  (any import failure means: no keras download)
         return None, f"keras not importable ({type(err).__name__})"
     old = socket.getdefaulttimeout()

@@ -1,0 +1,63 @@
+"""The tolerance policy itself: the bound formula, and that it accepts correct float32
+results of the longest reduction (dE/df: 115,200 products per entry) while rejecting an
+error a few times the bound."""
+
+import math
+
+import numpy as np
+import pytest
+
+from parity_tests import tolerance
+from parity_tests.stages import BY_TENSOR
+from reports import compare_arrays
+
+U32 = tolerance.UNIT_ROUNDOFF["float32"]
+
+
+@pytest.mark.parametrize("k", [1, 2, 25])
+def test_gamma_is_deterministic_for_short_sums(k):
+    assert tolerance.gamma(k, U32) == pytest.approx(k * U32 / (1 - k * U32), rel=1e-12)
+
+
+def test_gamma_grows_like_sqrt_k_for_long_sums():
+    # Higham & Mary: ~ lambda sqrt(K) u, far below the worst case K u for K = 115,200.
+    g = tolerance.gamma(115_200, U32)
+    lam = math.sqrt(2 * math.log(2 * 115_200 / tolerance.FAILURE_PROBABILITY))
+    assert g == pytest.approx(lam * math.sqrt(115_200) * U32, rel=0.01)
+    assert g < 115_200 * U32 / 40
+
+
+def test_gamma_is_monotone():
+    values = [tolerance.gamma(k, U32) for k in (1, 10, 100, 1000, 10_000, 100_000)]
+    assert values == sorted(values)
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="float32 or float64"):
+        tolerance.unit_roundoff("float16")
+
+
+def test_policy_accepts_correct_float32_dE_df_and_rejects_planted_error(harness, framework):
+    check = harness.stage_check(BY_TENSOR["dE_df"], framework, "float32")
+    tol = check.tolerance.array
+    assert compare_arrays(check.actual, check.expected, tol)["status"] == "pass"
+    # NOTE: plant 3x the bound at the entry with the most room, in float32 like the data.
+    i = np.unravel_index(np.argmax(tol), tol.shape)
+    planted = check.actual.copy()
+    planted[i] = np.float32(check.expected[i] + 3 * tol[i])
+    result = compare_arrays(planted, check.expected, tol)
+    assert result["status"] == "fail" and result["n_bad"] == 1
+    assert result["worst_index"] == tuple(int(j) for j in i)
+    assert 2.9 < result["budget_used"] < 3.1
+    # The bound must stay meaningful: a few times it is still a small relative error.
+    assert tol.max() < 0.01 * np.abs(check.expected).max()
+
+
+def test_end_to_end_rule_scales_with_unit_roundoff():
+    stage = tolerance.Tolerance(np.zeros(3), "stage: none")
+    lo, hi = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0 + 2**-20])
+    t32 = tolerance.end_to_end(stage, lo, hi, "float32")
+    t64 = tolerance.end_to_end(stage, lo, hi, "float64")
+    assert t32.array.tolist() == [tolerance.E2E_FACTOR * 2**-20] * 3
+    assert t64.array[0] == pytest.approx(t32.array[0] * 2.0**-29)
+    assert "max|ref32-ref64|" in t32.rule
