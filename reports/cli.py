@@ -26,10 +26,11 @@ def _parser() -> argparse.ArgumentParser:
         "-n", type=int, default=10, help="how many worst comparisons to list (10)"
     )
     diff = sub.add_parser(
-        "diff", help="compare a run with a baseline; exit 1 on a regression",
+        "diff",
+        help="compare a run with a baseline; exit 1 on a regression",
         description="Regressions: a check that passed and no longer does, a check that "
         "vanished, or a budget that grew more than FACTOR times max(baseline, FLOOR).",
-    )  # fmt: skip
+    )
     diff.add_argument("baseline", help="the baseline report directory")
     diff.add_argument("current", help="the report directory to judge")
     diff.add_argument(

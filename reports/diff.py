@@ -98,18 +98,22 @@ def format_diff(diff_df: pd.DataFrame) -> str:
     counts = diff_df["change"].value_counts()
     head = ", ".join(f"{int(counts[c])} {c}" for c in CHANGES if c in counts)
     verdict = "REGRESSION" if is_regression(diff_df) else "no regression"
-    table = pd.DataFrame({
-        "change": diff_df["change"],
-        "check": diff_df["check"],
-        "tensor": diff_df["tensor"],
-        "against": diff_df["against"],
-        "dtype": diff_df["dtype"],
-        "mode": diff_df["mode"],
-        "impl": diff_df["impl"],
-        "status": diff_df["status_before"].replace("", "-") + " -> " + diff_df["status_after"].replace("", "-"),
-        "budget before": diff_df["budget_before"].map(_g),
-        "budget after": diff_df["budget_after"].map(_g),
-        "ratio": diff_df["ratio"].map(_g),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "change": diff_df["change"],
+            "check": diff_df["check"],
+            "tensor": diff_df["tensor"],
+            "against": diff_df["against"],
+            "dtype": diff_df["dtype"],
+            "mode": diff_df["mode"],
+            "impl": diff_df["impl"],
+            "status": diff_df["status_before"].replace("", "-")
+            + " -> "
+            + diff_df["status_after"].replace("", "-"),
+            "budget before": diff_df["budget_before"].map(_g),
+            "budget after": diff_df["budget_after"].map(_g),
+            "ratio": diff_df["ratio"].map(_g),
+        }
+    )
     body = table.to_markdown(index=False, tablefmt="simple", disable_numparse=True)
     return f"{verdict}: {head}\n\n{body}"

@@ -95,15 +95,39 @@ def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
         shown = display_frame(summary.head(MAX_MD_ROWS))
         lines.append(shown.to_markdown(index=False, disable_numparse=True))
         if len(summary) > MAX_MD_ROWS:
-            lines += ["", (f"_{len(summary) - MAX_MD_ROWS} more rows left out; "
-                      "every comparison is in comparisons.csv._")]  # fmt: skip
+            lines += [
+                "",
+                (
+                    f"_{len(summary) - MAX_MD_ROWS} more rows left out; "
+                    "every comparison is in comparisons.csv._"
+                ),
+            ]
     if _credit(meta):
         lines += ["", _credit(meta)]
     return "\n".join(lines) + "\n"
 
 
+def budget_grid(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Max budget used and worst status per tensor (rows, first-seen order) x
+    against/dtype/mode (columns); a non-reference impl gets rows of its own."""
+    variant = ~df["impl"].isin(["", "reference"])
+    row = df["tensor"].where(~variant, df["tensor"] + " (" + df["impl"] + ")")
+    col = df["against"] + "\n" + df["dtype"] + "\n" + df["mode"]
+    cells = (
+        by_severity(
+            df.assign(_row=row, _col=col)
+        )  # worst first: "first" is the worst status
+        .groupby(["_row", "_col"], sort=False)
+        .agg(budget=("budget_used", "max"), status=("status", "first"))
+    )
+    rows, cols = list(pd.unique(row)), sorted(pd.unique(col))
+    return (
+        cells["budget"].unstack().reindex(index=rows, columns=cols),
+        cells["status"].unstack().reindex(index=rows, columns=cols),
+    )
+
+
 def _heatmap_png(df: pd.DataFrame) -> bytes:
-    """Max budget used per tensor (rows) x against/dtype/mode (columns), log scale."""
     # Figure + Agg canvas directly: no pyplot, no global backend switch for the caller.
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -111,61 +135,39 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    label = df["tensor"].where(
-        df["impl"].isin(["", "reference"]), df["tensor"] + " (" + df["impl"] + ")"
-    )
-    col = df["against"] + "\n" + df["dtype"] + "\n" + df["mode"]
-    ordered = by_severity(df.assign(_row=label, _col=col))
-    worst = ordered.groupby(
-        ["_row", "_col"], sort=False
-    ).first()  # worst status per cell
-    rows, cols = list(pd.unique(label)), sorted(pd.unique(col))
-    budget = (
-        df.assign(_row=label, _col=col)
-        .pivot_table(
-            index="_row",
-            columns="_col",
-            values="budget_used",
-            aggfunc="max",
-            dropna=False,
-        )
-        .reindex(index=rows, columns=cols)
-    )
-
-    finite = budget.to_numpy(dtype=float)
-    finite = finite[np.isfinite(finite) & (finite > 0)]
-    vmax = min(max(10.0, float(finite.max()) if finite.size else 10.0), 1e6)
+    budget, status = budget_grid(df)
+    values = budget.to_numpy(dtype=float)
+    positive = values[np.isfinite(values) & (values > 0)]
+    vmax = min(max(10.0, float(positive.max()) if positive.size else 10.0), 1e6)
     norm = LogNorm(1 / vmax, vmax)  # symmetric in log, so budget 1 is the middle colour
     # Greens below 1 and reds above: the colour jumps at the pass/fail boundary.
-    cmap = ListedColormap(np.vstack([
-        colormaps["Greens_r"](np.linspace(0.1, 0.75, 128)),
-        colormaps["Reds"](np.linspace(0.35, 0.95, 128)),
-    ])).with_extremes(bad="#dddddd")  # fmt: skip
+    greens = colormaps["Greens_r"](np.linspace(0.1, 0.75, 128))
+    reds = colormaps["Reds"](np.linspace(0.35, 0.95, 128))
+    cmap = ListedColormap(np.vstack([greens, reds])).with_extremes(bad="#dddddd")
 
-    fig = Figure(figsize=(2.0 + 1.1 * len(cols), 1.2 + 0.42 * len(rows)), dpi=100)
+    n_rows, n_cols = budget.shape
+    fig = Figure(figsize=(2.0 + 1.1 * n_cols, 1.2 + 0.42 * n_rows), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    shown = np.clip(budget.to_numpy(dtype=float), 1 / vmax, vmax)
+    shown = np.clip(values, 1 / vmax, vmax)
     image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto")
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            if (r, c) not in worst.index:
-                continue
-            b, status = budget.iat[i, j], worst.loc[(r, c), "status"]
-            text = _g(float(b)) if not pd.isna(b) else ""
-            if status in ("vacuous", "error"):
-                text = f"{text}\n{status}".strip()
-            dark = not pd.isna(b) and (
-                shown[i, j] < vmax**-0.6 or shown[i, j] > vmax**0.6
+    for (i, j), st in np.ndenumerate(status.to_numpy(dtype=object)):
+        if pd.isna(st):
+            continue  # no comparison in this cell
+        text = _g(values[i, j])
+        if st in ("vacuous", "error"):
+            text = f"{text}\n{st}".strip()
+        dark = np.isfinite(shown[i, j]) and abs(np.log10(shown[i, j])) > 0.6 * np.log10(
+            vmax
+        )
+        colour = "white" if dark else "black"
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+        if st != "pass":
+            ax.add_patch(
+                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black")
             )
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")  # fmt: skip
-            if status != "pass":
-                ax.add_patch(
-                    Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.0, ec="black")
-                )
-    ax.set_xticks(range(len(cols)), cols, fontsize=7)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xticks(range(n_cols), list(budget.columns), fontsize=7)
+    ax.set_yticks(range(n_rows), list(budget.index), fontsize=8)
     ax.set_title(
         "max budget used (error / tolerance); outlined: not a pass", fontsize=9
     )

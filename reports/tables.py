@@ -18,9 +18,21 @@ from reports.fields import (
 SORT_KEYS = ("check", "tensor", "mode", "against", "dtype", "impl")
 GROUP_KEYS = ["tensor", "against", "dtype", "mode", "impl"]
 SUMMARY_COLUMNS = [
-    "tensor", "equation", "against", "dtype", "mode", "impl", "status", "checks",
-    "budget_used", "max_abs_err", "max_rel_err", "max_ulp", "outlier", "worst_check",
-]  # fmt: skip
+    "tensor",
+    "equation",
+    "against",
+    "dtype",
+    "mode",
+    "impl",
+    "status",
+    "checks",
+    "budget_used",
+    "max_abs_err",
+    "max_rel_err",
+    "max_ulp",
+    "outlier",
+    "worst_check",
+]
 _COUNTS = (
     "n",
     "n_bad",
@@ -104,18 +116,20 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in by_severity(df).groupby(GROUP_KEYS, sort=False, dropna=False):
         worst = g.iloc[0]
-        rows.append({
-            **dict(zip(GROUP_KEYS, key)),
-            "equation": ", ".join(sorted(set(g["equation"]) - {""})),
-            "status": worst["status"],
-            "checks": len(g),
-            "budget_used": g["budget_used"].max(),
-            "max_abs_err": g["max_abs_err"].max(),
-            "max_rel_err": g["max_rel_err"].max(),
-            "max_ulp": g["max_ulp"].max(),
-            "outlier": ", ".join(sorted(set(g["outlier"]) - {""})),
-            "worst_check": worst["check"],
-        })  # fmt: skip
+        rows.append(
+            {
+                **dict(zip(GROUP_KEYS, key)),
+                "equation": ", ".join(sorted(set(g["equation"]) - {""})),
+                "status": worst["status"],
+                "checks": len(g),
+                "budget_used": g["budget_used"].max(),
+                "max_abs_err": g["max_abs_err"].max(),
+                "max_rel_err": g["max_rel_err"].max(),
+                "max_ulp": g["max_ulp"].max(),
+                "outlier": ", ".join(sorted(set(g["outlier"]) - {""})),
+                "worst_check": worst["check"],
+            }
+        )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 

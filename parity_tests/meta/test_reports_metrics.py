@@ -198,8 +198,11 @@ def test_vacuous(actual, expected, tol, expect_zero, status, vacuous):
 )
 def test_closer_to_truth(actual, expected, closer, err_a, err_e):
     got = compare_arrays(actual, expected, 1.0, truth=f64(1.0, 2.0))
-    assert (got["closer_to_truth"], got["actual_err_vs_truth"], got["expected_err_vs_truth"]) == (
-        closer, err_a, err_e)  # fmt: skip
+    assert (
+        got["closer_to_truth"],
+        got["actual_err_vs_truth"],
+        got["expected_err_vs_truth"],
+    ) == (closer, err_a, err_e)
 
 
 def test_no_truth_leaves_truth_fields_blank():
@@ -241,8 +244,13 @@ def test_results_are_plain_python_and_json_safe():
     json.dumps(normalise_record(got))
 
 
-@given(hnp.arrays(F32, hnp.array_shapes(max_dims=3), elements=st.floats(width=32, allow_nan=False, allow_infinity=False)).filter(
-    lambda x: np.any(x != 0)))  # fmt: skip
+@given(
+    hnp.arrays(
+        F32,
+        hnp.array_shapes(max_dims=3),
+        elements=st.floats(width=32, allow_nan=False, allow_infinity=False),
+    ).filter(lambda x: np.any(x != 0))
+)
 def test_identical_arrays_pass_with_zero_budget(x):
     got = compare_arrays(x, x.copy(), F32(0.0))
     assert (got["status"], got["budget_used"], got["max_ulp"]) == ("pass", 0.0, 0)
@@ -256,8 +264,15 @@ def test_one_step_up_is_one_ulp(v):
 
 def _record(**changes):
     rec = compare_arrays(f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0), 0.25)
-    rec.update(tensor="dE_df", equation="E16", mode="stage", impl="reference", against="torch",
-               dtype="float64", tolerance_rule="gamma(K) sum|x||y|")  # fmt: skip
+    rec.update(
+        tensor="dE_df",
+        equation="E16",
+        mode="stage",
+        impl="reference",
+        against="torch",
+        dtype="float64",
+        tolerance_rule="gamma(K) sum|x||y|",
+    )
     return rec | changes
 
 

@@ -11,8 +11,17 @@ from reports.tables import fill_outliers, records_frame, summary_frame, terminal
 
 
 def rec(check="t[x]", **fields):
-    base = {"check": check, "tensor": "Z1", "mode": "stage", "impl": "reference", "against": "torch",
-                "dtype": "float32", "status": "pass", "passed": True, "budget_used": 0.5}  # fmt: skip
+    base = {
+        "check": check,
+        "tensor": "Z1",
+        "mode": "stage",
+        "impl": "reference",
+        "against": "torch",
+        "dtype": "float32",
+        "status": "pass",
+        "passed": True,
+        "budget_used": 0.5,
+    }
     return base | fields
 
 
@@ -91,9 +100,16 @@ def test_records_frame_order_is_stable():
 def truth_pair(ref_err, torch_err, tf_err, **fields):
     """A torch and a tensorflow record of one tensor with the given truth errors."""
     return [
-        rec(f"t[{fw}]", against=fw, actual_err_vs_truth=err, expected_err_vs_truth=ref_err, seed=1) | fields
+        rec(
+            f"t[{fw}]",
+            against=fw,
+            actual_err_vs_truth=err,
+            expected_err_vs_truth=ref_err,
+            seed=1,
+        )
+        | fields
         for fw, err in (("torch", torch_err), ("tensorflow", tf_err))
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize(
@@ -167,8 +183,16 @@ def test_summary_one_row_per_group_worst_first():
 
 
 def test_terminal_lines():
-    r = rec("t[w]", tensor="dE_df", status="fail", passed=False, budget_used=3.2,
-            worst_index=(2, 3, 1), max_abs_err=7.9e-07, max_rel_err=1.2e-06)  # fmt: skip
+    r = rec(
+        "t[w]",
+        tensor="dE_df",
+        status="fail",
+        passed=False,
+        budget_used=3.2,
+        worst_index=(2, 3, 1),
+        max_abs_err=7.9e-07,
+        max_rel_err=1.2e-06,
+    )
     lines = terminal_lines(records_frame([r, *SUMMARY_RECORDS]), n=3)
     assert lines == [
         "ERROR O torch float32 stage budget n/a at n/a abs n/a rel n/a | boom",

@@ -4,10 +4,12 @@ import base64
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import reports.writer
-from reports import compare_arrays, load_report, write_report
+from reports import compare_arrays, load_report, records_frame, write_report
+from reports.render import budget_grid
 
 META = {"seed": 7, "versions": {"numpy": "2.4.6"}, "data_source": "MNIST (first 200)"}
 
@@ -20,8 +22,18 @@ def make_records(shuffle_seed=None):
             e = rng.random((2, 3)).astype(np.float32)
             a = e + np.float32(rng.random() * 4e-7)
             m = compare_arrays(a, e, np.float32(3e-7), truth=e.astype(np.float64))
-            records.append(dict(check=f"t[{tensor}-{fw}]", tensor=tensor, against=fw, mode="stage",
-                                dtype="float32", impl="reference", seed=7, **m))  # fmt: skip
+            records.append(
+                dict(
+                    check=f"t[{tensor}-{fw}]",
+                    tensor=tensor,
+                    against=fw,
+                    mode="stage",
+                    dtype="float32",
+                    impl="reference",
+                    seed=7,
+                    **m,
+                )
+            )
     if shuffle_seed is not None:
         records = [
             records[i]
@@ -160,13 +172,23 @@ def test_load_errors_name_the_file(tmp_path, setup, names):
 @pytest.mark.parametrize(
     ("file", "edit", "names"),
     [
-        ("comparisons.csv", lambda t: t.replace(",pass,", ",pass,\n", 1), "comparisons.csv"),
-        ("comparisons.csv", lambda t: t.replace("\nt[A1-tensorflow],,,A1,,stage,reference,tensorflow,float32,,\"(2, 3)\",6,",
-                                                "\nt[A1-tensorflow],,,A1,,stage,reference,tensorflow,float32,,\"(2, 3)\",six,"), "column n"),
+        (
+            "comparisons.csv",
+            lambda t: t.replace(",pass,", ",pass,\n", 1),
+            "comparisons.csv",
+        ),
+        (
+            "comparisons.csv",
+            lambda t: t.replace(
+                '\nt[A1-tensorflow],,,A1,,stage,reference,tensorflow,float32,,"(2, 3)",6,',
+                '\nt[A1-tensorflow],,,A1,,stage,reference,tensorflow,float32,,"(2, 3)",six,',
+            ),
+            "column n",
+        ),
         ("run.json", lambda t: t[:-3], "run.json"),
     ],
     ids=["torn-row", "non-number", "bad-json"],
-)  # fmt: skip
+)
 def test_load_rejects_corrupt_files(tmp_path, file, edit, names):
     write_report(make_records(), tmp_path / "r", META)
     path = tmp_path / "r" / file
@@ -175,3 +197,26 @@ def test_load_rejects_corrupt_files(tmp_path, file, edit, names):
     path.write_text(edited)
     with pytest.raises(ValueError, match=names):
         load_report(tmp_path / "r")
+
+
+def test_heat_map_grid():
+    def rec(check, tensor, against, budget, status="pass", impl="reference"):
+        return {"check": check, "tensor": tensor, "against": against, "budget_used": budget,
+                "status": status, "impl": impl, "mode": "stage", "dtype": "float32"}  # fmt: skip
+
+    records = [
+        rec("t[1]", "Z1", "torch", 0.5),
+        rec("t[2]", "A1", "tensorflow", 3.0, "fail"),
+        rec("t[3]", "Z1", "torch", 0.75),
+        rec("t[4]", "A1", "torch", 0.0, "vacuous", impl="D1"),
+    ]
+    budget, status = budget_grid(records_frame(records))
+    assert list(budget.index) == ["Z1", "A1", "A1 (D1)"]
+    assert list(budget.columns) == [
+        "tensorflow\nfloat32\nstage",
+        "torch\nfloat32\nstage",
+    ]
+    assert budget.loc["Z1", "torch\nfloat32\nstage"] == 0.75
+    assert status.loc["A1", "tensorflow\nfloat32\nstage"] == "fail"
+    assert status.loc["A1 (D1)", "torch\nfloat32\nstage"] == "vacuous"
+    assert pd.isna(budget.loc["Z1", "tensorflow\nfloat32\nstage"])
