@@ -9,8 +9,8 @@ stage functions; run on float64 copies of float32 inputs it gives the float64 tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
