@@ -191,7 +191,7 @@ def _meta(config) -> dict:
     s = config._parity
     return {"seed": o("--parity-seed"), "init_scheme": o("--parity-init"),
             "reduction": o("--parity-reduction"), "impl": o("--parity-impl"),
-            "frameworks": ",".join(s["frameworks"]), "dtypes": ",".join(s["dtypes"]),
+            "frameworks": list(s["frameworks"]), "dtypes": list(s["dtypes"]),
             "data_source": getattr(config, "_parity_data_source", "") or
             next((r["data_source"] for r in _CONTROLLER_RECORDS if r.get("data_source")), ""),
             "versions": _versions(config), "n_images": o("--parity-n-images"),
