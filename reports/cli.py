@@ -18,13 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 fine, 1 regression (diff), 2 unreadable input or bad usage.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    show = sub.add_parser(
-        "show", help="print the worst comparisons and the summary table"
-    )
+    show = sub.add_parser("show", help="print the worst comparisons and the summary table")
     show.add_argument("dir", help="a report directory, e.g. reports/latest")
-    show.add_argument(
-        "-n", type=int, default=10, help="how many worst comparisons to list (10)"
-    )
+    show.add_argument("-n", type=int, default=10, help="how many worst comparisons to list (10)")
     diff = sub.add_parser(
         "diff",
         help="compare a run with a baseline; exit 1 on a regression",
@@ -33,9 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("baseline", help="the baseline report directory")
     diff.add_argument("current", help="the report directory to judge")
-    diff.add_argument(
-        "--factor", type=float, default=10.0, help="allowed budget growth (10)"
-    )
+    diff.add_argument("--factor", type=float, default=10.0, help="allowed budget growth (10)")
     diff.add_argument(
         "--floor",
         type=float,

@@ -25,9 +25,7 @@ DIFF_COLUMNS = KEY + [
 def _index(df: pd.DataFrame) -> dict:
     """key -> (all passed, worst status, max budget); a key may occur more than once."""
     out = {}
-    for _, r in by_severity(
-        df
-    ).iterrows():  # worst first, so the first status is the worst
+    for _, r in by_severity(df).iterrows():  # worst first, so the first status is the worst
         k = tuple(str(r[c]) for c in KEY)
         b = float(r["budget_used"]) if not pd.isna(r["budget_used"]) else math.nan
         if k in out:
@@ -50,9 +48,7 @@ def diff_reports(
     keeps a budget of 1e-9 growing to 1e-7 from counting as a regression.
     """
     if not factor > 0 or not floor >= 0:
-        raise ValueError(
-            f"factor must be > 0 and floor >= 0, got factor={factor}, floor={floor}"
-        )
+        raise ValueError(f"factor must be > 0 and floor >= 0, got factor={factor}, floor={floor}")
     base, cur = _index(baseline_df), _index(current_df)
     rows = []
     for k in sorted(set(base) | set(cur)):
@@ -92,9 +88,7 @@ def _g(x) -> str:
 def format_diff(diff_df: pd.DataFrame) -> str:
     """A plain-text table of the changes with the budget before, after and their ratio."""
     if diff_df.empty:
-        return (
-            "No changes: every check kept its status and its budget within the factor."
-        )
+        return "No changes: every check kept its status and its budget within the factor."
     counts = diff_df["change"].value_counts()
     head = ", ".join(f"{int(counts[c])} {c}" for c in CHANGES if c in counts)
     verdict = "REGRESSION" if is_regression(diff_df) else "no regression"

@@ -46,14 +46,10 @@ def _plain(value, key: str):
             return f"[{items}]"
         return f"({items},)" if len(value) == 1 else f"({items})"
     if isinstance(value, dict):
-        return json.dumps(
-            {str(k): _plain(v, key) for k, v in value.items()}, sort_keys=True
-        )
+        return json.dumps({str(k): _plain(v, key) for k, v in value.items()}, sort_keys=True)
     if isinstance(value, PurePath):
         return str(value)
-    raise TypeError(
-        f"record field {key!r}: cannot store {type(value).__name__} {value!r}"
-    )
+    raise TypeError(f"record field {key!r}: cannot store {type(value).__name__} {value!r}")
 
 
 def normalise_record(rec: dict) -> dict:

@@ -18,9 +18,7 @@ def _as_real_array(x, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} must hold real numbers (bool, int or float), got dtype {x.dtype}"
-        )
+        raise TypeError(f"{name} must hold real numbers (bool, int or float), got dtype {x.dtype}")
     return x
 
 
@@ -79,9 +77,7 @@ def _blank(shape: tuple, n: int) -> dict:
     }  # fmt: skip
 
 
-def compare_arrays(
-    actual, expected, tolerance, *, truth=None, expect_zero=False
-) -> dict:
+def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False) -> dict:
     """Compare `actual` with `expected` element by element: shape, then dtype, then values.
 
     `tolerance` is an absolute allowance per element (broadcast to `expected`; 0 means
@@ -98,19 +94,13 @@ def compare_arrays(
     if truth is not None:
         truth = _as_real_array(truth, "truth")
         if truth.dtype != np.float64 or truth.shape != expected.shape:
-            raise ValueError(
-                f"truth must be float64 of shape {shape}, got {truth.dtype} {truth.shape}"
-            )
+            raise ValueError(f"truth must be float64 of shape {shape}, got {truth.dtype} {truth.shape}")
     out = _blank(shape, int(expected.size))
     if actual.shape != expected.shape:
-        out["note"] = (
-            f"shape mismatch: actual {actual.shape}, expected {expected.shape}"
-        )
+        out["note"] = f"shape mismatch: actual {actual.shape}, expected {expected.shape}"
         return out
     if actual.dtype != expected.dtype:
-        out["note"] = (
-            f"dtype mismatch: actual {actual.dtype}, expected {expected.dtype}"
-        )
+        out["note"] = f"dtype mismatch: actual {actual.dtype}, expected {expected.dtype}"
         return out
     if expected.size == 0:
         out.update(status="error", note="empty")
@@ -120,25 +110,19 @@ def compare_arrays(
     e = expected.astype(np.float64).ravel()
     d = _abs_err(a, e)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(
-            d == 0, 0.0, np.where((e == 0) | np.isinf(d), np.inf, d / np.abs(e))
-        )
+        rel = np.where(d == 0, 0.0, np.where((e == 0) | np.isinf(d), np.inf, d / np.abs(e)))
         budget = np.where(d == 0, 0.0, np.where(tol == 0, np.inf, d / tol))
     k = int(np.argmax(budget))  # first of equal maxima
     vacuous = bool(np.all(np.abs(a) <= tol) and np.all(np.abs(e) <= tol))
     notes = []
     nan_a, nan_e = int(np.isnan(a).sum()), int(np.isnan(e).sum())
     if nan_a or nan_e:
-        notes.append(
-            f"NaN: {nan_a} in actual, {nan_e} in expected (counted as mismatches)"
-        )
+        notes.append(f"NaN: {nan_a} in actual, {nan_e} in expected (counted as mismatches)")
 
     budget_used = float(budget[k])
     if vacuous and not expect_zero:
         status = "vacuous"
-        notes.append(
-            "both sides are within tolerance of zero: the check proves nothing"
-        )
+        notes.append("both sides are within tolerance of zero: the check proves nothing")
     elif vacuous:
         status = "pass"
         notes.append("zeros expected")
@@ -209,9 +193,7 @@ def format_mismatch(record: dict, reproduce: str) -> str:
 
     n, n_bad = _num(r("n")), _num(r("n_bad"))
     if not math.isnan(n_bad) and n > 0:
-        lines.append(
-            f"Mismatched elements: {int(n_bad)} / {int(n)} ({100 * n_bad / n:.1f}%)"
-        )
+        lines.append(f"Mismatched elements: {int(n_bad)} / {int(n)} ({100 * n_bad / n:.1f}%)")
         act, exp = _num(r("actual_at_worst")), _num(r("expected_at_worst"))
         diff = 0.0 if act == exp else abs(act - exp)
         lines += [
@@ -220,10 +202,7 @@ def format_mismatch(record: dict, reproduce: str) -> str:
                 f"{r('worst_index')}: actual {_g(act, '.9g')}, expected {_g(exp, '.9g')}, "
                 f"|diff| {_g(diff, '.2g')}, allowed {_g(r('tol_at_worst'), '.2g')}"
             ),
-            (
-                f"Greatest absolute difference: {_g(r('max_abs_err'))} "
-                f"(mean {_g(r('mean_abs_err'))})"
-            ),
+            (f"Greatest absolute difference: {_g(r('max_abs_err'))} (mean {_g(r('mean_abs_err'))})"),
             f"Greatest relative difference: {_g(r('max_rel_err'))}",
             f"Greatest ULP distance: {_g(r('max_ulp'), '.0f')}",
         ]

@@ -16,8 +16,7 @@ from reports.tables import by_severity, summary_frame
 MAX_MD_ROWS = 60  # a GitHub job summary is for reading, not scrolling
 TABLE_UUID = "parity-summary"  # fixed, so the HTML is identical from run to run
 MNIST_CREDIT = (
-    "MNIST data: Yann LeCun, Corinna Cortes and Christopher J.C. Burges, "
-    "licensed CC BY-SA 3.0."
+    "MNIST data: Yann LeCun, Corinna Cortes and Christopher J.C. Burges, licensed CC BY-SA 3.0."
 )
 
 
@@ -37,15 +36,10 @@ def _versions(v) -> str:
 
 def status_counts(df: pd.DataFrame) -> str:
     counts = df["status"].value_counts()
-    return (
-        ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
-        + f" ({len(df)} comparisons)"
-    )
+    return ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES) + f" ({len(df)} comparisons)"
 
 
-def _meta_items(
-    df: pd.DataFrame, meta: dict, full: bool = False
-) -> list[tuple[str, str]]:
+def _meta_items(df: pd.DataFrame, meta: dict, full: bool = False) -> list[tuple[str, str]]:
     def joined(col):
         return ", ".join(sorted({str(v) for v in df[col]} - {""}))
 
@@ -56,9 +50,7 @@ def _meta_items(
         ("init scheme", str(meta.get("init_scheme", joined("init_scheme")))),
         (
             "frameworks",
-            ", ".join(meta["frameworks"])
-            if "frameworks" in meta
-            else joined("against"),
+            ", ".join(meta["frameworks"]) if "frameworks" in meta else joined("against"),
         ),
         ("dtypes", ", ".join(meta["dtypes"]) if "dtypes" in meta else joined("dtype")),
     ]
@@ -114,9 +106,7 @@ def budget_grid(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     row = df["tensor"].where(~variant, df["tensor"] + " (" + df["impl"] + ")")
     col = df["against"] + "\n" + df["dtype"] + "\n" + df["mode"]
     cells = (
-        by_severity(
-            df.assign(_row=row, _col=col)
-        )  # worst first: "first" is the worst status
+        by_severity(df.assign(_row=row, _col=col))  # worst first: "first" is the worst status
         .groupby(["_row", "_col"], sort=False)
         .agg(budget=("budget_used", "max"), status=("status", "first"))
     )
@@ -157,20 +147,14 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
         text = _g(values[i, j])
         if st in ("vacuous", "error"):
             text = f"{text}\n{st}".strip()
-        dark = np.isfinite(shown[i, j]) and abs(np.log10(shown[i, j])) > 0.6 * np.log10(
-            vmax
-        )
+        dark = np.isfinite(shown[i, j]) and abs(np.log10(shown[i, j])) > 0.6 * np.log10(vmax)
         colour = "white" if dark else "black"
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
         if st != "pass":
-            ax.add_patch(
-                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black")
-            )
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
     ax.set_xticks(range(n_cols), list(budget.columns), fontsize=7)
     ax.set_yticks(range(n_rows), list(budget.index), fontsize=8)
-    ax.set_title(
-        "max budget used (error / tolerance); outlined: not a pass", fontsize=9
-    )
+    ax.set_title("max budget used (error / tolerance); outlined: not a pass", fontsize=9)
     bar = fig.colorbar(image, ax=ax)
     bar.ax.axhline(1.0, color="black", lw=2.5)
     bar.set_label("budget used (log); black line: 1 = pass/fail boundary", fontsize=7)
@@ -181,25 +165,17 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
 
 
 def _row_style(row: pd.Series) -> list[str]:
-    colour = {"fail": "#fde0dc", "error": "#fde0dc", "vacuous": "#fff4ce"}.get(
-        row["status"], ""
-    )
+    colour = {"fail": "#fde0dc", "error": "#fde0dc", "vacuous": "#fff4ce"}.get(row["status"], "")
     return [f"background-color: {colour}" if colour else ""] * len(row)
 
 
 def _budget_style(b) -> str:
     if pd.isna(b):
         return ""
-    return (
-        "background-color: #c8e6c9"
-        if b <= 1
-        else "background-color: #f4a8a0; font-weight: bold"
-    )
+    return "background-color: #c8e6c9" if b <= 1 else "background-color: #f4a8a0; font-weight: bold"
 
 
-def summary_html(
-    df: pd.DataFrame, meta: dict, extra_sections: dict[str, str] | None = None
-) -> str:
+def summary_html(df: pd.DataFrame, meta: dict, extra_sections: dict[str, str] | None = None) -> str:
     """A self-contained HTML page: verdict, run facts, heat map, styled summary, extras."""
     summary = summary_frame(df)
     esc = html.escape
@@ -215,10 +191,7 @@ def summary_html(
         f"<p><strong>{esc(status_counts(df))}</strong></p>",
         "<h2>Run</h2>",
         '<table class="meta">',
-        *(
-            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
-            for k, v in _meta_items(df, meta, True)
-        ),
+        *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in _meta_items(df, meta, True)),
         "</table>",
     ]
     if summary.empty:

@@ -25,9 +25,7 @@ def _float_text(x) -> str:
 
 
 def comparisons_csv(df: pd.DataFrame) -> str:
-    return df[RECORD_FIELDS].to_csv(
-        index=False, float_format=_float_text, lineterminator="\n"
-    )
+    return df[RECORD_FIELDS].to_csv(index=False, float_format=_float_text, lineterminator="\n")
 
 
 def _json_default(x):
@@ -67,8 +65,7 @@ def write_report(
         "comparisons.csv": comparisons_csv(df),
         "summary.md": summary,
         "summary.html": summary_html(df, meta, extra_sections=extra),
-        "run.json": json.dumps(meta, sort_keys=True, indent=2, default=_json_default)
-        + "\n",
+        "run.json": json.dumps(meta, sort_keys=True, indent=2, default=_json_default) + "\n",
         **extra,
     }
 
@@ -118,9 +115,7 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
         raise ValueError(f"{table}: not a readable CSV ({exc})") from None
     for i, row in enumerate(rows, start=2):
         if len(row) != len(header):
-            raise ValueError(
-                f"{table}: line {i} has {len(row)} fields, the header {len(header)}"
-            )
+            raise ValueError(f"{table}: line {i} has {len(row)} fields, the header {len(header)}")
     raw = pd.DataFrame(rows, columns=header, dtype=object)
     missing = [c for c in RECORD_FIELDS if c not in raw.columns]
     if missing:
@@ -128,15 +123,9 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
     raw = raw[RECORD_FIELDS]
     for col in sorted(NUMERIC_FIELDS):
         text = raw[col].astype(str).str.strip()
-        bad = (
-            (text != "")
-            & (text.str.lower() != "nan")
-            & pd.to_numeric(text, errors="coerce").isna()
-        )
+        bad = (text != "") & (text.str.lower() != "nan") & pd.to_numeric(text, errors="coerce").isna()
         if bad.any():
-            raise ValueError(
-                f"{table}: column {col} holds non-numbers, e.g. {text[bad].iloc[0]!r}"
-            )
+            raise ValueError(f"{table}: column {col} holds non-numbers, e.g. {text[bad].iloc[0]!r}")
     meta = {}
     run = d / "run.json"
     if run.is_file():

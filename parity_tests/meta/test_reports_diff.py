@@ -109,17 +109,13 @@ def test_budget_growth(before, after, factor, floor, grew):
 
 
 def test_identical_runs_have_no_changes():
-    diff = diff_reports(
-        records_frame(BASELINE), records_frame(list(reversed(BASELINE)))
-    )
+    diff = diff_reports(records_frame(BASELINE), records_frame(list(reversed(BASELINE))))
     assert diff.empty and not is_regression(diff)
     assert format_diff(diff).startswith("No changes")
 
 
 def test_format_diff_shows_budgets_and_ratio():
-    diff = diff_reports(
-        records_frame(BASELINE), records_frame([*BASELINE[1:], rec("t[a]", 1.5)])
-    )
+    diff = diff_reports(records_frame(BASELINE), records_frame([*BASELINE[1:], rec("t[a]", 1.5)]))
     text = format_diff(diff)
     assert text.splitlines()[0] == "REGRESSION: 1 new failure"
     row = next(line for line in text.splitlines() if "t[a]" in line)
@@ -158,10 +154,12 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def report_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    write_report(BASELINE, root / "base", {"seed": 1})
-    write_report(BASELINE, root / "same", {"seed": 1})
-    write_report([*BASELINE[1:], rec("t[a]", 1.5)], root / "broken", {"seed": 1})
-    write_report([*BASELINE[:3], rec("t[d]", 1.0)], root / "grown5x", {"seed": 1})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("GITHUB_STEP_SUMMARY", raising=False)  # NOTE: keep CI's job summary clean
+        write_report(BASELINE, root / "base", {"seed": 1})
+        write_report(BASELINE, root / "same", {"seed": 1})
+        write_report([*BASELINE[1:], rec("t[a]", 1.5)], root / "broken", {"seed": 1})
+        write_report([*BASELINE[:3], rec("t[d]", 1.0)], root / "grown5x", {"seed": 1})
     (root / "not_a_report").mkdir()
     return root
 

@@ -99,9 +99,7 @@ ULP_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("a", "e", "ulp"), [c[1:] for c in ULP_CASES], ids=[c[0] for c in ULP_CASES]
-)
+@pytest.mark.parametrize(("a", "e", "ulp"), [c[1:] for c in ULP_CASES], ids=[c[0] for c in ULP_CASES])
 def test_max_ulp(a, e, ulp):
     got = compare_arrays(np.array([a]), np.array([e]), 1.0)["max_ulp"]
     assert got == ulp and type(got) is int
@@ -278,9 +276,7 @@ def _record(**changes):
 
 def test_mismatch_message():
     lines = format_mismatch(_record(), "pytest 'x::y[dE_df]' --seed 3").splitlines()
-    assert (
-        lines[0] == "`dE_df` (E16, stage) differs between reference and torch [float64]"
-    )
+    assert lines[0] == "`dE_df` (E16, stage) differs between reference and torch [float64]"
     assert lines[1] == "Mismatched elements: 2 / 3 (66.7%)"
     assert lines[2] == (
         "Greatest budget used: 2 (error / tolerance) at index (1,): "
@@ -304,7 +300,4 @@ def test_vacuous_message_says_it_proves_nothing():
 def test_shape_mismatch_message_carries_the_note():
     rec = compare_arrays(np.zeros((2, 3)), np.zeros((3, 2)), 0.1) | {"tensor": "Z1"}
     text = format_mismatch(rec, "pytest x")
-    assert (
-        "shape mismatch: actual (2, 3), expected (3, 2)" in text
-        and "Mismatched" not in text
-    )
+    assert "shape mismatch: actual (2, 3), expected (3, 2)" in text and "Mismatched" not in text

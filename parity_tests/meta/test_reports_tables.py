@@ -133,9 +133,7 @@ def test_outlier(errors, outlier):
     "records",
     [
         truth_pair(0.25, 0.25, 1.0)[:1],  # torch only
-        truth_pair(
-            0.25, 0.25, 1.0, dtype="float64"
-        ),  # float64 is the truth's own precision
+        truth_pair(0.25, 0.25, 1.0, dtype="float64"),  # float64 is the truth's own precision
         [r | {"actual_err_vs_truth": math.nan} for r in truth_pair(0.25, 0.25, 1.0)],
         [truth_pair(0.25, 0.25, 1.0)[0], truth_pair(0.25, 0.25, 1.0)[1] | {"seed": 2}],
     ],

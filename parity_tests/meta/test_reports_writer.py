@@ -14,6 +14,12 @@ from reports.render import budget_grid
 META = {"seed": 7, "versions": {"numpy": "2.4.6"}, "data_source": "MNIST (first 200)"}
 
 
+@pytest.fixture(autouse=True)
+def _no_ci_summary(monkeypatch):
+    # NOTE: in CI, write_report would append these test reports to the real job summary.
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
 def make_records(shuffle_seed=None):
     rng = np.random.default_rng(0)
     records = []
@@ -35,10 +41,7 @@ def make_records(shuffle_seed=None):
                 )
             )
     if shuffle_seed is not None:
-        records = [
-            records[i]
-            for i in np.random.default_rng(shuffle_seed).permutation(len(records))
-        ]
+        records = [records[i] for i in np.random.default_rng(shuffle_seed).permutation(len(records))]
     return records
 
 
@@ -56,9 +59,7 @@ def test_same_records_give_byte_identical_files(tmp_path):
 
 
 def test_html_embeds_the_heat_map_and_credits_mnist(tmp_path):
-    paths = write_report(
-        make_records(), tmp_path / "r", META, {"audit.md": "E16 | ok | <derived>"}
-    )
+    paths = write_report(make_records(), tmp_path / "r", META, {"audit.md": "E16 | ok | <derived>"})
     html = paths["summary.html"].read_text()
     png = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert png and base64.b64decode(png.group(1)).startswith(b"\x89PNG\r\n\x1a\n")
@@ -68,16 +69,13 @@ def test_html_embeds_the_heat_map_and_credits_mnist(tmp_path):
 
 
 def test_no_credit_without_mnist(tmp_path):
-    paths = write_report(
-        make_records(), tmp_path / "r", META | {"data_source": "synthetic"}
-    )
+    paths = write_report(make_records(), tmp_path / "r", META | {"data_source": "synthetic"})
     assert "LeCun" not in paths["summary.html"].read_text()
 
 
 def test_markdown_is_capped(tmp_path):
     records = [
-        {"check": f"t[{i}]", "tensor": f"T{i:03d}", "status": "pass", "passed": True}
-        for i in range(70)
+        {"check": f"t[{i}]", "tensor": f"T{i:03d}", "status": "pass", "passed": True} for i in range(70)
     ]
     md = write_report(records, tmp_path / "r", META)["summary.md"].read_text()
     assert "10 more rows left out" in md and "T069" not in md
@@ -92,9 +90,7 @@ def test_markdown_is_capped(tmp_path):
     ],
     ids=["write-file", "render", "swap"],
 )
-def test_failure_mid_write_keeps_previous_report(
-    tmp_path, monkeypatch, owner, name, fail_on_call
-):
+def test_failure_mid_write_keeps_previous_report(tmp_path, monkeypatch, owner, name, fail_on_call):
     out = tmp_path / "latest"
     write_report(make_records(), out, META)
     before = snapshot(out)
@@ -135,9 +131,7 @@ def test_load_round_trip(tmp_path):
         "versions": {"numpy": "2.4.6"},
     }
     assert len(df) == 6 and df["passed"].dtype == bool
-    assert sorted(df["budget_used"]) == sorted(
-        r["budget_used"] for r in make_records()
-    )  # exact
+    assert sorted(df["budget_used"]) == sorted(r["budget_used"] for r in make_records())  # exact
 
 
 @pytest.mark.parametrize(
