@@ -128,18 +128,20 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
     budget, status = budget_grid(df)
     values = budget.to_numpy(dtype=float)
     positive = values[np.isfinite(values) & (values > 0)]
+    vmin = max(min(0.1, float(positive.min()) if positive.size else 0.1), 1e-6)
     vmax = min(max(10.0, float(positive.max()) if positive.size else 10.0), 1e6)
-    norm = LogNorm(1 / vmax, vmax)  # symmetric in log, so budget 1 is the middle colour
-    # Greens below 1 and reds above: the colour jumps at the pass/fail boundary.
-    greens = colormaps["Greens_r"](np.linspace(0.1, 0.75, 128))
-    reds = colormaps["Reds"](np.linspace(0.35, 0.95, 128))
+    norm = LogNorm(vmin, vmax)
+    # Greens below 1 and reds above, split where 1 falls: the colour jumps at pass/fail.
+    n_green = round(256 * np.log(1 / vmin) / np.log(vmax / vmin))
+    greens = colormaps["Greens_r"](np.linspace(0.1, 0.75, n_green))
+    reds = colormaps["Reds"](np.linspace(0.35, 0.95, 256 - n_green))
     cmap = ListedColormap(np.vstack([greens, reds])).with_extremes(bad="#dddddd")
 
     n_rows, n_cols = budget.shape
     fig = Figure(figsize=(2.0 + 1.1 * n_cols, 1.2 + 0.42 * n_rows), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    shown = np.clip(values, 1 / vmax, vmax)
+    shown = np.clip(values, vmin, vmax)
     image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto")
     for (i, j), st in np.ndenumerate(status.to_numpy(dtype=object)):
         if pd.isna(st):
@@ -147,7 +149,7 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
         text = _g(values[i, j])
         if st in ("vacuous", "error"):
             text = f"{text}\n{st}".strip()
-        dark = np.isfinite(shown[i, j]) and abs(np.log10(shown[i, j])) > 0.6 * np.log10(vmax)
+        dark = np.isfinite(shown[i, j]) and not 0.2 < norm(shown[i, j]) < 0.8
         colour = "white" if dark else "black"
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
         if st != "pass":
