@@ -22,6 +22,7 @@ best fit (smallest residual) is returned, or None. NumPy only.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -42,7 +43,13 @@ class Explanation:
     factor: float | None = None
 
     def __str__(self) -> str:
-        return f"{self.message} (fit residual {self.residual:.1e})"
+        return f"{self.message} [{self.suspect}; fit residual {self.residual:.1e}]"
+
+
+def suspect_of(text: str) -> str:
+    """The suspect id in an Explanation's str() (as stored in a record's note), or ""."""
+    m = re.search(r"\[(\w+); fit residual", str(text))
+    return m.group(1) if m else ""
 
 
 def _norm(x) -> float:
@@ -171,14 +178,17 @@ def _factor_fits(a, e, who, ctx, tol):
 
 def _affine_fits(a, e, who, ctx):
     """theirs = c * ours + d with d != 0: a dropped bias, or a batch standardisation."""
-    x = e.ravel()
-    if np.ptp(x) == 0:
+    x, y = e.ravel(), a.ravel()
+    mx, my = float(x.mean()), float(y.mean())
+    var = float(np.vdot(x - mx, x - mx))
+    if var == 0:
         return
-    c, d = np.polyfit(x, a.ravel(), 1)
+    c = float(np.vdot(x - mx, y - my)) / var          # least squares y ~ c x + d
+    d = my - c * mx
     residual = _rel(a, c * e + d)
     if abs(d) <= 1e-6 * (_norm(a) / math.sqrt(a.size) + 1e-300):
         return  # no offset: that is a factor, not affine
-    if abs(float(x.mean())) < 1e-6 and abs(float(x.std()) - 1) < 1e-6:
+    if abs(mx) < 1e-6 and abs(math.sqrt(var / x.size) - 1) < 1e-6:
         msg = (
             f"{who} = {c:.6g} x ours + {d:.6g}, and ours has mean 0 and std 1: ours is "
             f"standardised over the batch, (Z - mean) / std (D1)?"

@@ -1,0 +1,263 @@
+"""audit.md: the derivation audit, from the equation registry and the run's records.
+
+Three tables:
+
+1. one row per article equation (E1..E17): its statement, the reference function(s), the
+   checks this run made of it (records matched by their `equation` field: torch/tensorflow
+   stage and end_to_end, finite differences, hand examples...), the largest budget used per
+   kind of check, the verdict (holds / holds under a stated convention / does not hold as
+   written, with the corrected form) and the note on the text;
+2. one row per published-code variant (D1..D13): from its detection record (mode
+   "detection", written by parity_tests/test_variants.py) or, in a run of the variant
+   itself (`--parity-impl published:D3`), from that run's records: which tensors disagree,
+   by how much, the first in forward/backward order, the explainer's verdict;
+3. the mutation catalogue: the same per mutant, the check that caught it, and the
+   detection rate.
+
+The registry arrives as plain dicts (reports/ imports neither reference/ nor the
+frameworks); parity_tests/audit_hook.py builds them. Detection records carry their details
+in `note` as "key: value" parts joined by NOTE_SEP (format_detection_note).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from reports.tables import records_frame
+
+NOTE_SEP = " | "
+FRAMEWORKS = ("torch", "tensorflow")
+_EQ = re.compile(r"\bE\d+\b")
+
+
+def format_detection_note(parts: dict) -> str:
+    for key, value in parts.items():
+        if NOTE_SEP in str(value) or ": " in key:
+            raise ValueError(f"detection note part {key!r}: {value!r} holds the separator")
+    return NOTE_SEP.join(f"{k}: {v}" for k, v in parts.items())
+
+
+def parse_detection_note(note: str) -> dict:
+    out = {}
+    for part in str(note or "").split(NOTE_SEP):
+        key, sep, value = part.partition(": ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _cell(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return str(x).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _g(x) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return ""
+    return "" if math.isnan(x) else f"{x:.3g}"
+
+
+def check_kind(against: str, mode: str) -> str:
+    """The kind of check a record is: 'torch stage', 'hand', 'finite_difference (taylor)'..."""
+    if against in FRAMEWORKS:
+        return f"{against} {mode}".strip()
+    if mode in ("", against, "self"):
+        return against or mode or "other"
+    return f"{against} ({mode})"
+
+
+def _frame(records) -> pd.DataFrame:
+    if isinstance(records, pd.DataFrame):
+        return records
+    return records_frame(list(records))
+
+
+def _run_impl(df: pd.DataFrame, meta: dict) -> str:
+    if meta.get("impl"):
+        return str(meta["impl"])
+    plain = df[df["mode"] != "detection"]["impl"]
+    return str(plain.mode().iat[0]) if len(plain) else "reference"
+
+
+# --- equations ----------------------------------------------------------------------------
+
+def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
+    eq_sets = [set(_EQ.findall(str(e))) for e in df["equation"]]
+    rows = []
+    for eq in equations:
+        mine = df.loc[np.array([eq["id"] in s for s in eq_sets], dtype=bool)]
+        kinds = mine.assign(kind=[check_kind(a, m) for a, m in zip(mine["against"], mine["mode"])])
+        if len(kinds):
+            groups = kinds.groupby("kind", sort=True)
+            checks = ", ".join(f"{k} ({len(g)})" for k, g in groups)
+            budgets = "; ".join(f"{k} {_g(g['budget_used'].max())}" for k, g in groups)
+            counts = kinds["status"].value_counts()
+            result = ", ".join(f"{int(counts[s])} {s}" for s in ("error", "fail", "vacuous", "pass")
+                               if s in counts)
+        else:
+            checks, budgets, result = "none recorded in this run", "", ""
+        verdict = eq["verdict"]
+        if eq.get("correction"):
+            verdict += f"; corrected: {eq['correction']}"
+        elif eq.get("convention"):
+            verdict += f": {eq['convention']}"
+        note = eq.get("note", "")
+        if eq.get("variants"):
+            note = f"{note} (published code departs: {eq['variants']})".strip()
+        rows.append([eq["id"], eq["statement"], eq.get("functions", ""), checks, budgets, result,
+                     verdict, note])
+    return rows
+
+
+# --- variants and mutants -----------------------------------------------------------------
+
+def _explainer_of(note: str) -> str:
+    i = str(note).find("explainer: ")
+    return str(note)[i + len("explainer: "):].split("; ")[0] if i >= 0 else ""
+
+
+def _from_detection(det: pd.DataFrame) -> dict:
+    """Summary of the detection record(s) of one implementation (one per framework run)."""
+    det = det.sort_values(["against", "dtype"], key=lambda s: s.map(
+        lambda v: (FRAMEWORKS.index(v) if v in FRAMEWORKS else 9, v)))
+    main = det.iloc[0]
+    parts = parse_detection_note(main["note"])
+    by = "; ".join(f"{r['against']} {r['dtype']} stage: "
+                   + ("caught at " + parse_detection_note(r["note"]).get("first", "?")
+                      if parse_detection_note(r["note"]).get("first", "none") != "none"
+                      else "NOT detected")
+                   for _, r in det.iterrows())
+    margin = main["budget_used"]
+    first = parts.get("first", "none")
+    how = ""
+    if first != "none":
+        disagree = parts.get("disagree", "")
+        m = re.search(re.escape(first) + r" \(([^)]*)\)", disagree)
+        how = (f"{m.group(1)} x tolerance" if m and m.group(1) not in ("shape", "dtype", "error")
+               else f"{m.group(1)} mismatch" if m else "")
+        if not math.isnan(float(main["max_rel_err"])) and m and m.group(1) not in ("error",):
+            how += f", max rel err {_g(main['max_rel_err'])}"
+    return dict(detected=first != "none", localised=bool(main["passed"]), by=by, first=first,
+                how=how, disagree=parts.get("disagree", ""),
+                explainer=parts.get("explainer", ""), margin=margin,
+                check=(f"{main['against']} {main['dtype']} stage-isolated check of {first}"
+                       if first != "none" else ""))
+
+
+def _from_run(runs: pd.DataFrame, order: list[str]) -> dict:
+    """Summary of a whole run of one implementation (`--parity-impl published:D3`)."""
+    rank = {t: i for i, t in enumerate(order)}
+    bad = runs[runs["status"].isin(["fail", "error"])]
+    bad = bad.assign(_mode=(bad["mode"] != "stage").astype(int),
+                     _rank=bad["tensor"].map(lambda t: rank.get(t, len(rank))))
+    bad = bad.sort_values(["_mode", "_rank", "against", "dtype"])
+    if bad.empty:
+        return dict(detected=False, localised=False, by="the run's checks all agree", first="none",
+                    how="", disagree="none", explainer="", check="")
+    first = bad.iloc[0]
+    tensors = bad.drop_duplicates("tensor").sort_values("_rank")
+    disagree = ", ".join(
+        f"{r['tensor']} ({_g(bad[bad['tensor'] == r['tensor']]['budget_used'].max()) or r['status']})"
+        for _, r in tensors.iterrows())
+    return dict(detected=True, localised=None, first=first["tensor"],
+                by=f"this run ({len(bad)} of {len(runs)} comparisons disagree)",
+                how=f"{_g(first['budget_used']) or first['status']} x tolerance "
+                    f"({first['against']} {first['dtype']} {first['mode']})",
+                disagree=disagree, explainer=_explainer_of(first["note"]),
+                check=f"{first['against']} {first['dtype']} {first['mode']} check of "
+                      f"{first['tensor']}")
+
+
+def _impl_summaries(df, steps, prefix, run_impl, order):
+    out = []
+    for s in steps:
+        name = f"{prefix}:{s['id']}"
+        det = df[(df["impl"] == name) & (df["mode"] == "detection")]
+        if len(det):
+            out.append((s, _from_detection(det)))
+        elif run_impl == name and len(df[df["impl"] == name]):
+            out.append((s, _from_run(df[df["impl"] == name], order)))
+        else:
+            out.append((s, None))
+    return out
+
+
+def _yes(flag) -> str:
+    return "n/a" if flag is None else "yes" if flag else "NO"
+
+
+def _rate(summaries, what: str) -> str:
+    run = [x for _, x in summaries if x is not None]
+    if not run:
+        return f"No {what} was run in this session."
+    caught = sum(bool(x["detected"]) for x in run)
+    localised = sum(bool(x["localised"]) for x in run)
+    return (f"**Detection rate: {caught} / {len(run)} {what}s detected "
+            f"({100 * caught / len(run):.0f}%), {localised} / {len(run)} localised to the tensor "
+            f"they change.** ({len(summaries) - len(run)} of {len(summaries)} not run here.)")
+
+
+def _impl_rows(summaries, with_check: bool) -> list[list]:
+    rows = []
+    for s, x in summaries:
+        if x is None:
+            row = [s["id"], s["title"], s.get("equation", ""), s.get("first", ""), "not run", "",
+                   "", "", ""]
+        else:
+            row = [s["id"], s["title"], s.get("equation", ""), s.get("first", ""),
+                   _yes(x["detected"]) + (f" ({x['by']})" if x["by"] else ""),
+                   x["first"] + ("" if x["localised"] in (None, True) else " (NOT the expected "
+                                 "tensor)") if x["detected"] else "none",
+                   x["how"], x["disagree"], x["explainer"]]
+        if with_check:
+            row.insert(6, x["check"] if x else "")
+        rows.append(row)
+    return rows
+
+
+def audit_markdown(records, *, equations: list[dict], variants: list[dict], mutants: list[dict],
+                   order: list[str], meta: dict | None = None) -> str:
+    """The text of audit.md (see the module docstring)."""
+    meta = dict(meta or {})
+    df = _frame(records)
+    run_impl = _run_impl(df, meta)
+    plain = df[(df["mode"] != "detection") & (df["impl"] == run_impl)]
+    lines = ["# Derivation audit", "",
+             f"Implementation under test: `{run_impl}`; seed {meta.get('seed', '')}; "
+             f"data: {meta.get('data_source', '') or 'n/a'}.", "",
+             "## Article equations", "",
+             "Checks matched by the records' `equation` field; budget used = largest "
+             "error / tolerance (<= 1 passes).", ""]
+    lines += _table(["eq", "statement", "reference", "checks run (count)",
+                     "largest budget used", "result", "verdict", "note"],
+                    _equation_rows(plain, equations))
+    var = _impl_summaries(df, variants, "published", run_impl, order)
+    lines += ["", "## Published-code variants", "",
+              "Each variant is the reference with one departure of the published code "
+              "(reference/published.py). Stage-isolated checks feed every framework operation "
+              "the variant's own inputs, so only the changed operation disagrees: the first "
+              "diverging tensor localises the departure.", "", _rate(var, "variant"), ""]
+    lines += _table(["D", "what the published code does", "departs from", "expected first",
+                     "detected", "first diverging", "by how much", "tensors that disagree",
+                     "explainer"], _impl_rows(var, False))
+    mut = _impl_summaries(df, mutants, "mutant", run_impl, order)
+    lines += ["", "## Mutation catalogue", "",
+              "Typical derivation mistakes (parity_tests/mutants.py), each caught by the "
+              "suite's own checks.", "", _rate(mut, "mutant"), ""]
+    lines += _table(["mutant", "mistake", "breaks", "expected first", "detected",
+                     "first diverging", "detecting check", "by how much",
+                     "tensors that disagree", "explainer"], _impl_rows(mut, True))
+    return "\n".join(lines) + "\n"
