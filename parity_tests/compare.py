@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from reports import compare_arrays, format_mismatch, normalise_record
+from reports.explain import explain
 
 RECORD_KEY = "parity_record"
 
@@ -53,7 +54,7 @@ class ParityRecorder:
         return record
 
     def check(self, *, tensor, equation, step, quantity, mode, against, dtype, compute,
-              expect_zero=False, fail=True) -> dict:
+              expect_zero=False, fail=True, note="") -> dict:
         """Run `compute() -> harness.Check`, record the comparison, fail the test on mismatch.
 
         An exception inside `compute` (a framework that crashes, a missing mirror) becomes
@@ -73,10 +74,27 @@ class ParityRecorder:
             return {}
         metrics = compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth,
                                  expect_zero=expect_zero)
+        if metrics["status"] == "fail":
+            metrics["note"] = _join(metrics["note"], explanation_note(c, tensor, against))
+        metrics["note"] = _join(metrics["note"], note)
         record = self.add(self._base(**fields, **metrics, tolerance_rule=c.tolerance.rule))
         if fail and not record["passed"]:
             pytest.fail(format_mismatch(record, self.reproduce()), pytrace=False)
         return record
+
+
+def _join(*parts) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def explanation_note(check, tensor, against) -> str:
+    """The mismatch explainer's best guess (reports.explain), for a failing record's note."""
+    try:
+        found = explain(check.actual, check.expected, tensor=tensor, against=against,
+                        context=getattr(check, "context", None))
+    except Exception as exc:  # the explainer must never mask the mismatch itself
+        return f"explainer failed: {type(exc).__name__}: {exc}"
+    return f"explainer: {found}" if found else "explainer: no simple fit"
 
 
 def records_from_report(report) -> list[dict]:

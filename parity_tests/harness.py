@@ -37,6 +37,7 @@ class Check:
     expected: np.ndarray
     tolerance: tolerance.Tolerance
     truth: np.ndarray | None
+    context: dict | None = None   # what reports.explain may use to name a mismatch
 
 
 def _f64(tensors):
@@ -91,6 +92,16 @@ class Harness:
         return self.mirror(framework).train_step(self.params(dtype), X, y, self.config.lr,
                                                  self.config.reduction)
 
+    def explain_context(self, stage: Stage, inputs, dtype: str) -> dict:
+        """Run facts the mismatch explainer (reports.explain) uses to name a mistake."""
+        p = self.params(dtype)
+        ctx = dict(lr=self.config.lr, n_images=int(self.data.X.shape[2]),
+                   n_filters=int(p["f"].shape[2]), filter_size=int(p["f"].shape[0]),
+                   bias=float(p["b"][0]))
+        if stage.tensor in UPDATE_GRADIENT:
+            ctx.update(old=inputs[stage.tensor[0]], grad=inputs[UPDATE_GRADIENT[stage.tensor]])
+        return ctx
+
     def stage_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         impl = self.implementation(dtype)
         inputs = {name: impl[name] for name in stage.inputs}
@@ -101,7 +112,8 @@ class Harness:
         truth = None
         if dtype != "float64":
             truth = stage.compute(_f64(inputs), cfg.lr, cfg.reduction)
-        return Check(np.asarray(actual), np.asarray(expected), tol, truth)
+        return Check(np.asarray(actual), np.asarray(expected), tol, truth,
+                     self.explain_context(stage, inputs, dtype))
 
     def end_to_end_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         impl, cfg = self.implementation(dtype), self.config
@@ -115,4 +127,5 @@ class Harness:
             tol = tolerance.end_to_end_update(tol, grad_tol, cfg.lr, grad)
         truth = self.truth(dtype)[stage.tensor] if dtype != "float64" else None
         actual = self.end_to_end(framework, dtype)[stage.tensor]
-        return Check(np.asarray(actual), np.asarray(impl[stage.tensor]), tol, truth)
+        return Check(np.asarray(actual), np.asarray(impl[stage.tensor]), tol, truth,
+                     self.explain_context(stage, inputs, dtype))
