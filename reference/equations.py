@@ -36,6 +36,7 @@ class Equation:
     correction: str = ""    # CORRECTED: the form that holds
     note: str = ""          # where the text is ambiguous or mistyped
     variants: tuple = ()    # published-code departures (reference.published) that break it
+    via: tuple = ()         # equations whose checks exercise this one (no record of its own)
 
     @property
     def function_names(self) -> tuple[str, ...]:
@@ -52,14 +53,14 @@ EQUATIONS = (
                   "frameworks do",
              variants=("D13",)),
     Equation("E2", "an (n, n) image and an (f, f) filter give an (n - f + 1, n - f + 1) output",
-             (patches.output_side,), HOLDS),
+             (patches.output_side,), HOLDS, via=("E1",)),
     Equation("E3", "A1 = sigmoid(Z1), sigmoid(x) = 1 / (1 + e^-x)",
              (activations.sigmoid,), HOLDS),
     Equation("E4", "flatten: the dense layer takes (n - f + 1)^2 * filters 1-D features per image",
              (flatten.flatten, flatten.unflatten), CONVENTION,
              convention="feature index k * P + (i * m + j): filter-major, then window row and "
                         "column; not NCHW's order, so W's rows follow the article's order",
-             variants=("D4",)),
+             variants=("D4",), via=("E5", "E13")),
     Equation("E5", "Z2 = W^T . A1 + b, W of shape (features, neurons)",
              (dense.dense_forward,), HOLDS, variants=("D1", "D8")),
     Equation("E6", "O = sigmoid(Z2)", (activations.sigmoid,), HOLDS, variants=("D1",)),
@@ -73,7 +74,7 @@ EQUATIONS = (
     Equation("E8", "dE/dO = -(y - O)", (loss.loss_grad_output,), HOLDS,
              note="per image; divided by N under reduction='mean'"),
     Equation("E9", "dO/dZ2 = O (1 - O)", (activations.sigmoid_grad_from_output,), HOLDS),
-    Equation("E10", "dZ2/dW = A1", (dense.dense_grad_weights,), HOLDS),
+    Equation("E10", "dZ2/dW = A1", (dense.dense_grad_weights,), HOLDS, via=("E11",)),
     Equation("E11", "dE/dW = dE/dO . dO/dZ2 . dZ2/dW, same shape as W",
              (dense.dense_grad_weights,), CONVENTION,
              convention="the product over the batch is A1 . (dE/dZ2)^T, a sum over images, "
@@ -94,7 +95,7 @@ EQUATIONS = (
              convention="X stands for the input window under each output position: "
                         "dZ1[n, k, i, j] / df[u, v, k] = X[i + u, j + v, n] (the patches)",
              note="mistyped in the text as 'differentiating Z with respect to X'; the "
-                  "derivative is with respect to f"),
+                  "derivative is with respect to f", via=("E16",)),
     Equation("E16", "dE/df = (dE/dO . dO/dZ2 . dZ2/dA1 . dA1/dZ1) * X",
              (conv.conv_grad_filter,), CORRECTED,
              correction="dE/df[u, v, k] = sum over images n and positions (i, j) of "
@@ -113,4 +114,5 @@ def as_dicts() -> list[dict]:
     """Plain-data registry for reports/audit.py (strings only, in E1..E17 order)."""
     return [dict(id=e.id, statement=e.statement, functions=", ".join(e.function_names),
                  verdict=e.verdict, convention=e.convention, correction=e.correction,
-                 note=e.note, variants=", ".join(e.variants)) for e in EQUATIONS]
+                 note=e.note, variants=", ".join(e.variants), via=", ".join(e.via))
+            for e in EQUATIONS]

@@ -98,12 +98,16 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
     eq_sets = [set(_EQ.findall(str(e))) for e in df["equation"]]
     rows = []
     for eq in equations:
-        mine = df.loc[np.array([eq["id"] in s for s in eq_sets], dtype=bool)]
+        via = [v.strip() for v in str(eq.get("via", "")).split(",") if v.strip()]
+        direct = np.array([eq["id"] in s for s in eq_sets], dtype=bool)
+        through = np.array([bool(s & set(via)) for s in eq_sets], dtype=bool) & ~direct
+        mine = df.loc[direct | through]
         kinds = mine.assign(kind=[check_kind(a, m) for a, m in zip(mine["against"], mine["mode"])])
+        prefix = f"through {', '.join(via)}: " if through.any() and not direct.any() else ""
         if len(kinds):
             groups = kinds.groupby("kind", sort=True)
-            checks = ", ".join(f"{k} ({len(g)})" for k, g in groups)
-            budgets = "; ".join(f"{k} {_g(g['budget_used'].max())}" for k, g in groups)
+            checks = prefix + ", ".join(f"{k} ({len(g)})" for k, g in groups)
+            budgets = prefix + "; ".join(f"{k} {_g(g['budget_used'].max())}" for k, g in groups)
             counts = kinds["status"].value_counts()
             result = ", ".join(f"{int(counts[s])} {s}" for s in ("error", "fail", "vacuous", "pass")
                                if s in counts)
@@ -129,6 +133,14 @@ def _explainer_of(note: str) -> str:
     return str(note)[i + len("explainer: "):].split("; ")[0] if i >= 0 else ""
 
 
+def _how_much(budget: str) -> str:
+    """A detection note's budget text ("3.2e+12", "inf", "shape", "dtype", "error") in words."""
+    words = {"inf": "any difference fails (exact rule, tolerance 0)",
+             "shape": "shape mismatch", "dtype": "dtype mismatch",
+             "error": "the comparison raised (see the record's error)", "": ""}
+    return words.get(budget, f"{budget} x tolerance")
+
+
 def _from_detection(det: pd.DataFrame) -> dict:
     """Summary of the detection record(s) of one implementation (one per framework run)."""
     det = det.sort_values(["against", "dtype"], key=lambda s: s.map(
@@ -146,9 +158,8 @@ def _from_detection(det: pd.DataFrame) -> dict:
     if first != "none":
         disagree = parts.get("disagree", "")
         m = re.search(re.escape(first) + r" \(([^)]*)\)", disagree)
-        how = (f"{m.group(1)} x tolerance" if m and m.group(1) not in ("shape", "dtype", "error")
-               else f"{m.group(1)} mismatch" if m else "")
-        if not math.isnan(float(main["max_rel_err"])) and m and m.group(1) not in ("error",):
+        how = _how_much(m.group(1) if m else "")
+        if not math.isnan(float(main["max_rel_err"])):
             how += f", max rel err {_g(main['max_rel_err'])}"
     return dict(detected=first != "none", localised=bool(main["passed"]), by=by, first=first,
                 how=how, disagree=parts.get("disagree", ""),
