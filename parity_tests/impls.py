@@ -6,7 +6,9 @@ An implementation is any object with the reference's model API:
         (patches, Z1, A1, Z2, O, E, dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1,
          dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own").
 
-"reference" is the project's NumPy reference; any other name is imported as a module
+"reference" is the project's NumPy reference; "published:D3" a published-code variant
+(reference/published.py: D1..D8, D12, D13); "mutant:sign_dE_dO" a mistake of the mutation
+catalogue (parity_tests/mutants.py); any other name is imported as a module
 (`mypackage.mymodule`) that provides `train_step`.
 """
 
@@ -17,9 +19,24 @@ import importlib
 from reference import model
 
 
+def _named(name: str, table: dict):
+    key = name.split(":", 1)[1]
+    if key not in table:
+        raise ValueError(f"--parity-impl {name!r}: {key!r} must be one of {', '.join(table)}")
+    return table[key]
+
+
 def resolve_impl(name: str):
     if name == "reference":
         return model
+    if name.startswith("published:"):
+        from reference.published import VARIANTS
+
+        return _named(name, VARIANTS)
+    if name.startswith("mutant:"):
+        from parity_tests.mutants import MUTANTS
+
+        return _named(name, MUTANTS)
     try:
         impl = importlib.import_module(name)
     except ImportError as exc:
