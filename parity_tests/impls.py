@@ -4,7 +4,9 @@ An implementation is any object with the reference's model API:
 
     train_step(params, X, y, lr, reduction) -> mapping with the article's names
         (patches, Z1, A1, Z2, O, E, dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1,
-         dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own").
+         dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own"),
+        and its inputs X, f, W, b too: the stage checks feed them to the frameworks.
+        Example: examples/byo_impl/batch_first_cnn.py.
 
 "reference" is the project's NumPy reference; "published:D3" a published-code variant
 (reference/published.py: D1..D8, D12, D13); "mutant:sign_dE_dO" a mistake of the mutation
