@@ -41,8 +41,10 @@ def test_hand_conv(parity):
     _hand(parity, "Z1", "E1", "conv", "forward", Z1, [[[1, 3, 7, 9]]])
 
 
-def test_hand_output_size():
-    assert patches.output_side(28, 5) == 24 and patches.output_side(3, 2) == 2   # E2
+def test_hand_output_size(parity):
+    # (n - f + 1): 28 - 5 + 1 and 3 - 2 + 1
+    sides = np.array([patches.output_side(28, 5), patches.output_side(3, 2)], dtype=np.float64)
+    _hand(parity, "Z1", "E2", "conv", "forward", sides, [24, 2], k=0)
 
 
 def test_hand_sigmoid(parity):
@@ -52,9 +54,11 @@ def test_hand_sigmoid(parity):
           [[0.5, 0.75, 0.25]], k=tolerance.SIGMOID_ROUNDINGS)
 
 
-def test_hand_flatten():
+def test_hand_flatten(parity):
     A1 = np.arange(12.0).reshape(2, 3, 2)                                 # (N=2, K=3, P=2)
-    assert flatten.flatten(A1)[:, 1].tolist() == [6, 7, 8, 9, 10, 11]    # image 1: k*P + p
+    # column n holds image n's features in the order k*P + p
+    _hand(parity, "A1", "E4", "flatten", "forward", flatten.flatten(A1),
+          [[0, 6], [1, 7], [2, 8], [3, 9], [4, 10], [5, 11]], k=0)
 
 
 def test_hand_dense(parity):

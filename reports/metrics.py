@@ -90,7 +90,6 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     actual = _as_real_array(actual, "actual")
     expected = _as_real_array(expected, "expected")
     shape = tuple(int(s) for s in expected.shape)
-    tol = _tolerance(tolerance, shape)
     if truth is not None:
         truth = _as_real_array(truth, "truth")
         if truth.dtype != np.float64 or truth.shape != expected.shape:
@@ -105,6 +104,8 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     if expected.size == 0:
         out.update(status="error", note="empty")
         return out
+    # After the shape check: a wrongly shaped result is a recorded failure, not a crash.
+    tol = _tolerance(tolerance, shape)
 
     a = actual.astype(np.float64).ravel()
     e = expected.astype(np.float64).ravel()

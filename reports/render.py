@@ -125,7 +125,8 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    budget, status = budget_grid(df)
+    # Detection records (variants, mutants) store tolerance/error, not error/tolerance.
+    budget, status = budget_grid(df[df["mode"] != "detection"])
     values = budget.to_numpy(dtype=float)
     positive = values[np.isfinite(values) & (values > 0)]
     vmin = max(min(0.1, float(positive.min()) if positive.size else 0.1), 1e-6)

@@ -301,3 +301,9 @@ def test_shape_mismatch_message_carries_the_note():
     rec = compare_arrays(np.zeros((2, 3)), np.zeros((3, 2)), 0.1) | {"tensor": "Z1"}
     text = format_mismatch(rec, "pytest x")
     assert "shape mismatch: actual (2, 3), expected (3, 2)" in text and "Mismatched" not in text
+
+
+def test_shape_mismatch_with_expected_shaped_tolerance_is_recorded_not_raised():
+    # A user implementation returning dE_dW as (1, 4) instead of (4, 1).
+    out = compare_arrays(np.zeros((1, 4)), np.zeros((4, 1)), np.ones((4, 1)))
+    assert out["status"] == "fail" and "shape mismatch" in out["note"]
