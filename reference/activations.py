@@ -17,9 +17,42 @@ def sigmoid(Z: np.ndarray) -> np.ndarray:
     return _sigmoid(Z)
 
 
+# Elementwise chains run over blocks of BLOCK elements (1 MiB of float64): each step of
+# the chain then reads and writes cache-resident data, and the scratch arrays are
+# allocated once per call instead of once per step at full size. The loop runs size /
+# BLOCK times (66 for the article's A1 at batch 5000), each a vectorised operation on
+# ~76 images' worth of values; it is a cache-blocking loop, not a loop over images.
+BLOCK = 1 << 17
+
+
+def _blocks(size: int):
+    for start in range(0, size, BLOCK):
+        yield slice(start, min(start + BLOCK, size))
+
+
 def _sigmoid(Z):
-    e = np.exp(-np.abs(Z))
-    return np.where(Z >= 0, 1 / (1 + e), e / (1 + e)).astype(Z.dtype, copy=False)
+    # e = e^-|x| <= 1 never overflows; sigmoid = 1 / (1 + e) for x >= 0, e / (1 + e) for
+    # x < 0: the same values as np.where(Z >= 0, 1 / (1 + e), e / (1 + e)). The numerator
+    # is chosen without a mask (masked selection is 10x slower than arithmetic here):
+    # max(e, copysign(1, x)) is 1 for x >= 0 (e <= 1) and e for x < 0 (e >= 0 > -1).
+    # e^-|x| underflows (to a subnormal or 0) for |x| > 708 (float64) / 87 (float32): that
+    # is the correctly rounded result, not an error, so it is not signalled even under
+    # np.errstate(all="raise").
+    out = np.empty(Z.shape, dtype=Z.dtype)
+    z, o = np.ascontiguousarray(Z).reshape(-1), out.reshape(-1)
+    denom = np.empty(min(z.size, BLOCK), dtype=Z.dtype)
+    sign = np.empty_like(denom)
+    with np.errstate(under="ignore"):
+        for blk in _blocks(z.size):
+            x, e = z[blk], o[blk]
+            d, h = denom[:x.size], sign[:x.size]
+            np.copysign(x, -1, out=e)          # -|x|
+            np.exp(e, out=e)                   # e
+            np.add(e, 1, out=d)                # 1 + e
+            np.copysign(1, x, out=h)
+            np.maximum(e, h, out=e)            # numerator: 1 (x >= 0) or e (x < 0)
+            np.divide(e, d, out=e)
+    return out
 
 
 def sigmoid_grad_from_output(A: np.ndarray) -> np.ndarray:
