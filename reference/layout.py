@@ -22,7 +22,14 @@ import math
 
 import numpy as np
 
-from reference._validate import float_array
+from reference._validate import float_array, positive_int
+
+
+def _filters(n_filters, rows: int, what: str) -> int:
+    K = positive_int("n_filters", n_filters)
+    if rows % K:
+        raise ValueError(f"{what} has {rows} entries, not a multiple of n_filters={K}")
+    return K
 
 
 def _side(P: int, what: str) -> int:
@@ -88,7 +95,8 @@ def conv_map_to_nchw(Z):
 def nchw_to_conv_map(z):
     z = float_array("z", z, (None, None, None, None))
     N, K, m, m2 = z.shape
-    assert m == m2, f"conv map must be square, got {z.shape}"
+    if m != m2:
+        raise ValueError(f"z must be a square conv map (N, K, m, m), got shape {z.shape}")
     return np.ascontiguousarray(z.transpose(0, 1, 3, 2)).reshape(N, K, m * m)
 
 
@@ -102,7 +110,8 @@ def conv_map_to_nhwc(Z):
 def nhwc_to_conv_map(z):
     z = float_array("z", z, (None, None, None, None))
     N, m, m2, K = z.shape
-    assert m == m2, f"conv map must be square, got {z.shape}"
+    if m != m2:
+        raise ValueError(f"z must be a square conv map (N, m, m, K), got shape {z.shape}")
     return np.ascontiguousarray(z.transpose(0, 3, 2, 1)).reshape(N, K, m * m)
 
 
@@ -111,23 +120,29 @@ def nhwc_to_conv_map(z):
 
 def dense_weights_to_torch(W, n_filters: int):
     W = float_array("W", W, (None, 1))
+    n_filters = _filters(n_filters, W.shape[0], "W")
+    _side(W.shape[0] // n_filters, "W")
     rows = conv_map_to_nchw(W.reshape(1, n_filters, -1))     # (1, K, m, m), NCHW flatten order
     return rows.reshape(1, -1)                               # Linear.weight (out=1, in=F)
 
 
 def torch_to_dense_weights(w, n_filters: int):
     w = float_array("w", w, (1, None))
+    n_filters = _filters(n_filters, w.shape[1], "w")
     m = _side(w.shape[1] // n_filters, "w")
     return nchw_to_conv_map(w.reshape(1, n_filters, m, m)).reshape(-1, 1)
 
 
 def dense_weights_to_keras(W, n_filters: int):
     W = float_array("W", W, (None, 1))
+    n_filters = _filters(n_filters, W.shape[0], "W")
+    _side(W.shape[0] // n_filters, "W")
     return conv_map_to_nhwc(W.reshape(1, n_filters, -1)).reshape(-1, 1)   # (F, 1) NHWC order
 
 
 def keras_to_dense_weights(kern, n_filters: int):
     kern = float_array("kern", kern, (None, 1))
+    n_filters = _filters(n_filters, kern.shape[0], "kern")
     m = _side(kern.shape[0] // n_filters, "kern")
     return nhwc_to_conv_map(kern.reshape(1, m, m, n_filters)).reshape(-1, 1)
 
@@ -152,6 +167,7 @@ def unfold_to_patches(cols, size: int):
     unfold gives cols[n, a*s + b, r*m + c] = img_n[r + a, c + b]; the article window
     p = i*m + j holds X[i + u, j + v, n] = img_n[j + v, i + u]: r = j, c = i, a = v, b = u.
     """
+    size = positive_int("size", size)
     cols = float_array("cols", cols, (None, size * size, None))
     N, _, P = cols.shape
     m = _side(P, "cols")
@@ -161,7 +177,9 @@ def unfold_to_patches(cols, size: int):
 
 def patches_to_unfold(patches):
     patches = float_array("patches", patches, (None, None, None, None))
-    N, P, s, _ = patches.shape
+    N, P, s, s2 = patches.shape
+    if s != s2:
+        raise ValueError(f"patches must have square windows (N, P, s, s), got {patches.shape}")
     m = _side(P, "patches")
     c = patches.reshape(N, m, m, s, s).transpose(0, 4, 3, 2, 1)           # [n, v, u, j, i]
     return np.ascontiguousarray(c).reshape(N, s * s, P)
@@ -173,7 +191,10 @@ def extract_patches_to_patches(cols, size: int):
     It gives cols[n, r, c, a*s + b] = img_n[r + a, c + b]; as for unfold, r = j, c = i,
     a = v, b = u.
     """
+    size = positive_int("size", size)
     cols = float_array("cols", cols, (None, None, None, size * size))
-    N, m, _, _ = cols.shape
+    N, m, m2, _ = cols.shape
+    if m != m2:
+        raise ValueError(f"cols must hold square maps (N, m, m, size^2), got shape {cols.shape}")
     c = cols.reshape(N, m, m, size, size)                   # [n, r, c, a, b] = [n, j, i, v, u]
     return np.ascontiguousarray(c.transpose(0, 2, 1, 4, 3)).reshape(N, m * m, size, size)

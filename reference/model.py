@@ -19,6 +19,9 @@ from reference.update import sgd_update
 
 SCHEMES = ("informative", "article")
 DTYPES = ("float32", "float64")
+# init_params refuses sizes whose parameters would not fit in memory (2^31 float64 = 16 GiB)
+# with a ValueError naming them, instead of numpy's MemoryError or dimension overflow.
+MAX_PARAMETERS = 2**31
 
 
 def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
@@ -37,11 +40,21 @@ def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
     float32 and float64 runs start from the same values rounded once.
     """
     seed = positive_int("seed", seed, minimum=0)
-    dtype = np.dtype(choice("dtype", str(np.dtype(dtype)) if _is_dtype(dtype) else dtype, DTYPES))
+    if not _is_dtype(dtype) or str(np.dtype(dtype)) not in DTYPES:
+        raise (ValueError if isinstance(dtype, (str, np.dtype, type)) else TypeError)(
+            f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    dtype = np.dtype(dtype)
     scheme = choice("scheme", scheme, SCHEMES)
     K = positive_int("n_filters", n_filters)
     s = positive_int("filter_size", filter_size)
-    F = K * patches.output_side(image_side, s) ** 2
+    n = positive_int("image_side", image_side)
+    if s > n:
+        raise ValueError(f"filter_size must be <= image_side {n}, got {s}")
+    F = K * patches.output_side(n, s) ** 2
+    if F > MAX_PARAMETERS or K * s * s > MAX_PARAMETERS:
+        raise ValueError(f"n_filters={K}, filter_size={s}, image_side={n} give {F} dense "
+                         f"weights and {K * s * s} filter weights; at most {MAX_PARAMETERS} "
+                         f"of each are drawn")
     rng = np.random.default_rng(seed)
     if scheme == "article":
         f = rng.uniform(size=(K, s, s)).T
@@ -57,9 +70,15 @@ def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
 def _is_dtype(value) -> bool:
     try:
         np.dtype(value)
-    except TypeError:
+    except (TypeError, ValueError):
         return False
     return not isinstance(value, str) or value in DTYPES
+
+
+def _required(name, value):
+    if value is None:
+        raise TypeError(f"{name} must be a numpy array of float32 or float64, got None")
+    return value
 
 
 def check_params(params, X=None):
@@ -73,6 +92,9 @@ def check_params(params, X=None):
         X = float_array("X", X, (None, None, None), dtype=f.dtype)
         if X.shape[0] != X.shape[1]:
             raise ValueError(f"X must hold square images (n, n, N), got shape {X.shape}")
+        if X.shape[0] < f.shape[0]:
+            raise ValueError(f"X must hold images at least as large as the {f.shape[0]}x"
+                             f"{f.shape[0]} filters params['f'], got shape {X.shape}")
         rows = f.shape[2] * patches.output_side(X.shape[0], f.shape[0]) ** 2
     W = float_array("params['W']", params["W"], (rows, 1), dtype=f.dtype)
     b = float_array("params['b']", params["b"], (1,), dtype=f.dtype)
@@ -88,7 +110,7 @@ def forward(params, X: np.ndarray) -> Tensors:
     extract_patches(X, s)'s values and shape, over a buffer of s column-shifted images
     (s * n * m values per image: 4.3x the input for the article, not 18.4x).
     """
-    f, W, b = check_params(params, X)
+    f, W, b = check_params(params, _required("X", X))
     return _forward(f, W, b, X, conv._images(X))
 
 
@@ -182,6 +204,8 @@ def sgd_step(params, grads, lr: float) -> Tensors:
     """E17 for every parameter: returns the new f, W, b (same shapes and dtype)."""
     f, W, b = check_params(params)
     mapping("grads", grads, ("dE_df", "dE_dW", "dE_db"))
+    for name, param in (("dE_df", f), ("dE_dW", W), ("dE_db", b)):
+        float_array(f"grads[{name!r}]", grads[name], param.shape, dtype=param.dtype)
     return Tensors(f=sgd_update(f, grads["dE_df"], lr), W=sgd_update(W, grads["dE_dW"], lr),
                    b=sgd_update(b, grads["dE_db"], lr))
 
@@ -190,7 +214,7 @@ def train_step(params, X, y, lr: float = 0.1, reduction: str = "sum") -> Tensors
     """forward + backward + update: every named tensor of one step, incl. f_new, W_new, b_new."""
     # Validated once here, then the same kernels as forward() and backward() run on the
     # checked arrays (the images are laid out once for both convolutions).
-    f, W, b = check_params(params, X)
+    f, W, b = check_params(params, _required("X", X))
     y = float_array("y", y, (1, X.shape[2]), dtype=f.dtype)
     reduction = choice("reduction", reduction, loss.REDUCTIONS)
     images = conv._images(X)
