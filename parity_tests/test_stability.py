@@ -1,0 +1,64 @@
+"""The default checks hold for many initial weights, not only seed 0 (slow; not in the gate).
+
+Every stage-isolated and end-to-end check of test_parity.py (both frameworks, both dtypes,
+the same tolerance policy, unchanged) is repeated for 20 seeds of the shared initial
+weights. The comparisons are made directly (Harness + reports.compare_arrays), not through
+the `parity` fixture, so the 20 x 132 comparisons do not flood the report; the largest
+budget used over all of them is printed and attached to the test with record_property
+(`max_budget_used`, and per seed `max_budget_used_seed_<n>`), so a reader sees how much
+headroom the tolerances have across seeds.
+
+    PARITY_MNIST=/path/to/mnist.npz \
+        .venv/bin/python -m pytest parity_tests/test_stability.py -m slow -q -s
+
+(`-m slow` overrides the default `-m 'not slow'`; `-s` shows the printed summary;
+--parity-frameworks / --parity-dtypes / --parity-data apply as usual.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from parity_tests.harness import Harness
+from parity_tests.impls import resolve_impl
+from parity_tests.stages import END_TO_END, STAGES
+from reports import compare_arrays
+
+SEEDS = tuple(range(20))
+
+
+@pytest.mark.slow
+def test_default_checks_hold_for_20_seeds(pytestconfig, run_config, article_data,
+                                          record_property):
+    settings = pytestconfig._parity
+    worst = {"budget": -1.0, "where": ""}
+    failures = []
+    for seed in SEEDS:
+        config = dataclasses.replace(run_config, seed=seed)
+        harness = Harness(config, article_data, resolve_impl(config.impl))
+        seed_max = 0.0
+        for framework in settings["frameworks"]:
+            for dtype in settings["dtypes"]:
+                for mode, stages, make in (("stage", STAGES, harness.stage_check),
+                                           ("end_to_end", END_TO_END, harness.end_to_end_check)):
+                    for stage in stages:
+                        where = f"seed {seed} {stage.tensor} {framework} {dtype} {mode}"
+                        c = make(stage, framework, dtype)     # a crash fails the test
+                        r = compare_arrays(c.actual, c.expected, c.tolerance.array,
+                                           truth=c.truth, expect_zero=config.init_scheme ==
+                                           "article" and stage.quantity != "forward")
+                        budget = float(r["budget_used"])
+                        seed_max = max(seed_max, budget)
+                        if budget > worst["budget"]:
+                            worst = {"budget": budget, "where": where}
+                        if not r["passed"]:
+                            failures.append(f"{where}: budget {budget:.3g}, {r['status']} "
+                                            f"{r['note']} (rule {c.tolerance.rule})")
+        record_property(f"max_budget_used_seed_{seed}", round(seed_max, 4))
+    record_property("max_budget_used", round(worst["budget"], 4))
+    record_property("max_budget_used_at", worst["where"])
+    print(f"\nstability: {len(SEEDS)} seeds, largest budget used {worst['budget']:.3f} "
+          f"({worst['where']})")
+    assert not failures, f"{len(failures)} check(s) failed:\n" + "\n".join(failures[:20])
