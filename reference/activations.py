@@ -24,13 +24,17 @@ def sigmoid(Z: np.ndarray) -> np.ndarray:
 # ~76 images' worth of values; it is a cache-blocking loop, not a loop over images.
 BLOCK = 1 << 17
 
-
 def _blocks(size: int):
     for start in range(0, size, BLOCK):
         yield slice(start, min(start + BLOCK, size))
 
 
-def _sigmoid(Z):
+def _scratch_shape(size: int):
+    """Scratch for _sigmoid on `size` values: (2, values per block)."""
+    return (2, min(size, BLOCK))
+
+
+def _sigmoid(Z, out=None, scratch=None):
     # e = e^-|x| <= 1 never overflows; sigmoid = 1 / (1 + e) for x >= 0, e / (1 + e) for
     # x < 0: the same values as np.where(Z >= 0, 1 / (1 + e), e / (1 + e)). The numerator
     # is chosen without a mask (masked selection is 10x slower than arithmetic here):
@@ -38,10 +42,12 @@ def _sigmoid(Z):
     # e^-|x| underflows (to a subnormal or 0) for |x| > 708 (float64) / 87 (float32): that
     # is the correctly rounded result, not an error, so it is not signalled even under
     # np.errstate(all="raise").
-    out = np.empty(Z.shape, dtype=Z.dtype)
+    # out: C-contiguous, Z's shape and dtype; scratch: _scratch_shape(Z.size) or larger.
+    out = np.empty(Z.shape, dtype=Z.dtype) if out is None else out
     z, o = np.ascontiguousarray(Z).reshape(-1), out.reshape(-1)
-    denom = np.empty(min(z.size, BLOCK), dtype=Z.dtype)
-    sign = np.empty_like(denom)
+    if scratch is None:
+        scratch = np.empty(_scratch_shape(z.size), dtype=Z.dtype)
+    denom, sign = scratch
     with np.errstate(under="ignore"):
         for blk in _blocks(z.size):
             x, e = z[blk], o[blk]

@@ -78,12 +78,18 @@ def _conv_grad_filter(patches, dE_dZ1):
 # zeros), only in another order: results agree with the patch form to rounding.
 
 
-def _images(X):
+def _images(X, out=None):
     """(n, n, N) article layout -> (N, n, n) C-contiguous, images[N, a, b] = X[a, b, N].
 
-    Free for an X built as `x_train.T` (already contiguous that way), one small copy else.
+    Free for an X already laid out that way, else one small copy (into `out` if given).
     """
-    return np.ascontiguousarray(X.transpose(2, 0, 1))
+    images = X.transpose(2, 0, 1)
+    if images.flags.c_contiguous:
+        return images
+    if out is None:
+        return np.ascontiguousarray(images)
+    np.copyto(out, images)
+    return out
 
 
 def _row_windows(images, s):
@@ -104,13 +110,13 @@ def _banded_filters(f, n):
     return T
 
 
-def _conv_forward_images(images, f):
-    """E1 from the images: (N, n, n) and f (s, s, K) -> Z1 (N, K, m * m)."""
+def _conv_forward_images(images, f, out=None):
+    """E1 from the images: (N, n, n) and f (s, s, K) -> Z1 (N, K, m * m) (into `out`)."""
     N, n, _ = images.shape
     s, _, K = f.shape
     m = n - s + 1
     T = _banded_filters(f, n).reshape(K, m, s * n)
-    Z1 = np.empty((N, K, m, m), dtype=images.dtype)
+    Z1 = np.empty((N, K, m, m), dtype=images.dtype) if out is None else out.reshape(N, K, m, m)
     # One BLAS product (N, s*n) @ (s*n, m) per output row i and filter k, written in place
     # into Z1 (viewed as [i, k, N, j]); numpy runs the m*K products in C.
     np.matmul(_row_windows(images, s)[:, None], T.transpose(0, 2, 1)[None],
@@ -118,7 +124,12 @@ def _conv_forward_images(images, f):
     return Z1.reshape(N, K, m * m)
 
 
-def _conv_grad_filter_images(images, dE_dZ1, s):
+def _grad_work_shape(n, s, K):
+    """Shape of the scratch `work` that _conv_grad_filter_images may be given."""
+    return (n - s + 1, K, n - s + 1, s * n)
+
+
+def _conv_grad_filter_images(images, dE_dZ1, s, work=None):
     """E16 from the images: (N, n, n), dE_dZ1 (N, K, m * m) -> dE_df (s, s, K).
 
     G[k, j, (u, b)] = sum over i, N of dE_dZ1[N, k, i, j] * images[N, i + u, b] (the
@@ -128,7 +139,8 @@ def _conv_grad_filter_images(images, dE_dZ1, s):
     K = dE_dZ1.shape[1]
     m = n - s + 1
     delta = dE_dZ1.reshape(N, K, m, m).transpose(2, 1, 3, 0)              # [i, k, j, N]
-    G = np.matmul(delta, _row_windows(images, s)[:, None]).sum(axis=0)    # (K, m, s*n)
+    G = np.matmul(delta, _row_windows(images, s)[:, None], out=work)      # (m, K, m, s*n)
+    G = G.sum(axis=0)                                                     # (K, m, s*n)
     G = G.reshape(K, m, s, n)
     g = G.strides
     band = as_strided(G, (K, m, s, s), (g[0], g[1] + g[3], g[2], g[3]))   # [k, j, u, v]

@@ -10,6 +10,8 @@ calls skip re-validation.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from reference import activations, conv, dense, flatten, loss, patches
@@ -111,16 +113,54 @@ def forward(params, X: np.ndarray) -> Tensors:
     (s * n * m values per image: 4.3x the input for the article, not 18.4x).
     """
     f, W, b = check_params(params, _required("X", X))
-    return _forward(f, W, b, X, conv._images(X))
+    buf = _Arena(f, X, backward=False)
+    return _forward(f, W, b, X, conv._images(X, out=buf.images), buf)
 
 
-def _forward(f, W, b, X, images):
-    Z1 = conv._conv_forward_images(images, f)
-    A1 = activations._sigmoid(Z1)
+def _forward(f, W, b, X, images, buf):
+    Z1 = conv._conv_forward_images(images, f, out=buf.Z1)
+    A1 = activations._sigmoid(Z1, out=buf.A1, scratch=buf.scratch)
     Z2 = dense._dense_forward(flatten._flatten(A1), W, b)
     O = activations._sigmoid(Z2)
-    P = patches._patches_view_images(images, f.shape[0])
+    P = patches._patches_view_images(images, f.shape[0], out=buf.shifted)
     return Tensors(X=X, patches=P, Z1=Z1, A1=A1, Z2=Z2, O=O)
+
+
+class _Arena:
+    """The large arrays of one call, carved out of ONE allocation.
+
+    A step makes ~8 arrays the size of Z1 or larger; allocated one by one, the C allocator
+    hands their memory back to the OS after every step and takes it again (page faults cost
+    more than the arithmetic at batch 200 here). One block is recycled whole instead (and
+    gets NumPy's huge-page advice once it is >= 4 MiB). The arrays returned to the caller
+    (Z1, A1, the patches buffer, dE_dA1, dE_dZ1) are disjoint C-contiguous views of it, so
+    the block is freed when the last of them is.
+    """
+
+    def __init__(self, f, X=None, *, N=None, m=None, forward=True, backward=True):
+        s, K = f.shape[0], f.shape[2]
+        if X is not None:
+            n, N = X.shape[0], X.shape[2]
+            m = n - s + 1
+        n = m + s - 1
+        conv_map = (N, K, m * m)
+        copy = X is not None and not X.transpose(2, 0, 1).flags.c_contiguous
+        want = {"images": (N, n, n) if copy else None,
+                "scratch": activations._scratch_shape(N * K * m * m)}
+        if forward:
+            want.update(Z1=conv_map, A1=conv_map, shifted=(N, s, n, m))
+        if backward:
+            want.update(dE_dA1=conv_map, dE_dZ1=conv_map, work=conv._grad_work_shape(n, s, K))
+        align = max(1, 64 // f.dtype.itemsize)          # every view starts on 64 bytes
+        sizes = {k: -(-int(np.prod(v)) // align) * align for k, v in want.items() if v}
+        block = np.empty(sum(sizes.values()), dtype=f.dtype)
+        start = 0
+        for name in ("images", "scratch", "Z1", "A1", "shifted", "dE_dA1", "dE_dZ1", "work"):
+            view = None
+            if want.get(name):
+                view = block[start:start + int(np.prod(want[name]))].reshape(want[name])
+                start += sizes[name]
+            setattr(self, name, view)
 
 
 def backward(params, cache, y: np.ndarray, reduction: str = "sum") -> Tensors:
@@ -143,7 +183,6 @@ def backward(params, cache, y: np.ndarray, reduction: str = "sum") -> Tensors:
             raise ValueError(f"cache['X'] must hold square images (n, n, {N}) with "
                              f"(n - {s} + 1)^2 = {A1.shape[2]} windows for A1 of shape "
                              f"{A1.shape}, got {X.shape}")
-        images = conv._images(X)
     else:
         mapping("cache", cache, ("patches", "A1", "O"))
         P = float_array("cache['patches']", cache["patches"], (N, A1.shape[2], s, s),
@@ -153,10 +192,15 @@ def backward(params, cache, y: np.ndarray, reduction: str = "sum") -> Tensors:
                          f"shape {A1.shape}, got {W.shape}")
     y = float_array("y", y, O.shape, dtype=O.dtype)
     reduction = choice("reduction", reduction, loss.REDUCTIONS)
-    return _backward(W, s, O, A1, y, reduction, images, P)
+    if P is None:
+        buf = _Arena(f, X, forward=False)
+        images = conv._images(X, out=buf.images)
+    else:
+        buf = _Arena(f, N=N, m=math.isqrt(A1.shape[2]), forward=False)
+    return _backward(W, s, O, A1, y, reduction, images, P, buf)
 
 
-def _backward(W, s, O, A1, y, reduction, images, P):
+def _backward(W, s, O, A1, y, reduction, images, P, buf):
     E = loss.half_squared_error(O, y, reduction)
     dE_dO = loss._loss_grad_output(O, y, reduction)
     dO_dZ2 = O * (1 - O)
@@ -164,16 +208,16 @@ def _backward(W, s, O, A1, y, reduction, images, P):
     A1_flat = flatten._flatten(A1)
     dE_dW = dense._dense_grad_weights(A1_flat, dE_dZ2)
     dE_db = dense._dense_grad_bias(dE_dZ2)
-    dE_dA1, dE_dZ1 = _conv_deltas(W, dE_dZ2, A1)
+    dE_dA1, dE_dZ1 = _conv_deltas(W, dE_dZ2, A1, buf)
     if images is not None:
-        dE_df = conv._conv_grad_filter_images(images, dE_dZ1, s)
+        dE_df = conv._conv_grad_filter_images(images, dE_dZ1, s, work=buf.work)
     else:
         dE_df = conv._conv_grad_filter(P, dE_dZ1)
     return Tensors(E=E, dE_dO=dE_dO, dO_dZ2=dO_dZ2, dE_dZ2=dE_dZ2, dE_dW=dE_dW, dE_db=dE_db,
                    dE_dA1=dE_dA1, dE_dZ1=dE_dZ1, dE_df=dE_df)
 
 
-def _conv_deltas(W, dE_dZ2, A1):
+def _conv_deltas(W, dE_dZ2, A1, buf):
     """E13 + unflatten, then E14: dE_dA1 and dE_dZ1 = dE_dA1 * (A1 * (1 - A1)), (N, K, P).
 
     dE_dA1[n, k, p] = W[k * P + p] * dE_dZ2[n]: the entries of the outer product W . dE_dZ2
@@ -185,10 +229,12 @@ def _conv_deltas(W, dE_dZ2, A1):
     F = K * P
     A1 = A1.reshape(N, F)
     dz2, w = dE_dZ2.reshape(N, 1), W.reshape(1, F)
-    dE_dA1 = np.empty((N, F), dtype=A1.dtype)
-    dE_dZ1 = np.empty((N, F), dtype=A1.dtype)
-    rows = max(1, activations.BLOCK // F)
-    scratch = np.empty((min(rows, N), F), dtype=A1.dtype)
+    dE_dA1, dE_dZ1 = buf.dE_dA1.reshape(N, F), buf.dE_dZ1.reshape(N, F)
+    rows = max(1, activations.BLOCK // F)                 # images per block
+    if min(rows, N) * F <= buf.scratch.size:
+        scratch = buf.scratch.reshape(-1)[:min(rows, N) * F].reshape(-1, F)
+    else:                                                 # images wider than 2 BLOCKs
+        scratch = np.empty((min(rows, N), F), dtype=A1.dtype)
     for start in range(0, N, rows):
         r = slice(start, start + rows)
         a = A1[r]
@@ -217,8 +263,9 @@ def train_step(params, X, y, lr: float = 0.1, reduction: str = "sum") -> Tensors
     f, W, b = check_params(params, _required("X", X))
     y = float_array("y", y, (1, X.shape[2]), dtype=f.dtype)
     reduction = choice("reduction", reduction, loss.REDUCTIONS)
-    images = conv._images(X)
-    cache = _forward(f, W, b, X, images)
-    grads = _backward(W, f.shape[0], cache.O, cache.A1, y, reduction, images, None)
+    buf = _Arena(f, X)
+    images = conv._images(X, out=buf.images)
+    cache = _forward(f, W, b, X, images, buf)
+    grads = _backward(W, f.shape[0], cache.O, cache.A1, y, reduction, images, None, buf)
     new = sgd_step(params, grads, lr)
     return Tensors(f=f, W=W, b=b, **cache, **grads, f_new=new.f, W_new=new.W, b_new=new.b)

@@ -44,7 +44,7 @@ def _patches_view(X: np.ndarray, size: int, m: int) -> np.ndarray:
     return _patches_view_images(np.ascontiguousarray(X.transpose(2, 0, 1)), size)
 
 
-def _patches_view_images(images: np.ndarray, size: int) -> np.ndarray:
+def _patches_view_images(images: np.ndarray, size: int, out=None) -> np.ndarray:
     """patches from images (N, n, n), images[N, a, b] = X[a, b, N], as a read-only view.
 
     A view of shape (N, P, s, s) cannot sit on X itself (window p = i * m + j steps by one
@@ -56,7 +56,7 @@ def _patches_view_images(images: np.ndarray, size: int) -> np.ndarray:
     """
     N, n, _ = images.shape
     m = n - size + 1
-    shifted = np.empty((N, size, n, m), dtype=images.dtype)
+    shifted = np.empty((N, size, n, m), dtype=images.dtype) if out is None else out
     t = images.strides
     # src[N, v, a, j] = images[N, a, j + v]: a strided view, copied once.
     np.copyto(shifted, as_strided(images, (N, size, n, m), (t[0], t[2], t[1], t[2])))
