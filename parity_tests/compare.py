@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from parity_tests.mirrors import MirrorUnavailable
 from reports import compare_arrays, format_mismatch, normalise_record
 from reports.explain import explain
 
@@ -63,14 +64,18 @@ class ParityRecorder:
         fields = dict(tensor=tensor, equation=equation, step=step, quantity=quantity,
                       mode=mode, against=against, dtype=dtype)
         try:
-            c = compute()
-        except Exception as exc:  # recorded, then re-raised as a failure below
-            message = f"{type(exc).__name__}: {exc}"
+            c, crash = compute(), None
+        except Exception as exc:  # recorded, then reported as a failure below
+            # A missing framework's message says it all; a crash needs its traceback.
+            where = "" if isinstance(exc, MirrorUnavailable) else traceback.format_exc(limit=3)
+            c, crash = None, (f"{type(exc).__name__}: {exc}", where)
+        if crash:  # outside the except block, so pytest shows no chained tracebacks
+            message, where = crash
             self.add(self._base(**fields, status="error", passed=False, error=message))
             if fail:
                 pytest.fail(f"`{tensor}` ({equation}, {mode}) vs {against} [{dtype}] could not "
-                            f"be computed: {message}\n{traceback.format_exc(limit=3)}"
-                            f"reproduce: {self.reproduce()}", pytrace=False)
+                            f"be computed: {message}\n{where}reproduce: {self.reproduce()}",
+                            pytrace=False)
             return {}
         metrics = compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth,
                                  expect_zero=expect_zero)

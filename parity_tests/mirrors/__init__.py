@@ -30,5 +30,5 @@ def load_mirror(framework: str):
     except Exception as exc:  # ImportError, but also a broken install raising anything
         raise MirrorUnavailable(
             f"{framework} is selected (--parity-frameworks) but could not be imported: "
-            f"{type(exc).__name__}: {exc}. Install it (see README 'Set-up') or deselect it "
+            f"{type(exc).__name__}: {exc}. Install it (README 'Quick start') or deselect it "
             f"with --parity-frameworks.") from exc
