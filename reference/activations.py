@@ -52,7 +52,8 @@ def _sigmoid(Z, out=None, scratch=None):
         for blk in _blocks(z.size):
             x, e = z[blk], o[blk]
             d, h = denom[:x.size], sign[:x.size]
-            np.copysign(x, -1, out=e)          # -|x|
+            np.abs(x, out=e)
+            np.negative(e, out=e)              # -|x| (two SIMD passes beat one copysign)
             np.exp(e, out=e)                   # e
             np.add(e, 1, out=d)                # 1 + e
             np.copysign(1, x, out=h)
