@@ -349,7 +349,7 @@ def _synthetic_block(seed: int, block: int, size: int = 1000) -> tuple[np.ndarra
         - slant[:, None, None] * (ys - cy[:, None, None])
     row, col = np.mgrid[0:28, 0:28].astype(np.float64)
     dist2 = np.full((size, 28, 28), np.inf)  # squared distance to the nearest stroke
-    for k in range(s.shape[1]):
+    for k in range(s.shape[1]):  # over the few stroke segments; vectorised over images and pixels
         idx = np.flatnonzero(mask[labels, k])
         ax, ay = xs[idx, k, 0, None, None], ys[idx, k, 0, None, None]
         dx, dy = xs[idx, k, 1, None, None] - ax, ys[idx, k, 1, None, None] - ay
