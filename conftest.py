@@ -12,12 +12,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 # TensorFlow reads these at import; set before anything can import it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # pinned: oneDNN changes float32 conv sums
+# NumPy's BLAS reads these at import: its thread count changes float32 summation order (256
+# fields of comparisons.csv differ between 1 and 2 threads), and one thread per library keeps
+# torch, TensorFlow and NumPy from spinning against each other on small machines.
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+for _var in BLAS_THREAD_VARS:
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 from parity_tests.compare import ParityRecorder, RunContext, records_from_report  # noqa: E402
 from parity_tests.harness import Harness, RunConfig  # noqa: E402
@@ -115,6 +122,7 @@ def _versions(config) -> str:
         module = sys.modules.get(name)
         parts.append(f"{name}={getattr(module, '__version__', 'unavailable')}")
     parts.append(f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '')}")
+    parts.append(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '')}")
     return " ".join(parts)
 
 
