@@ -29,19 +29,13 @@ def _recorder():
     )
 
 
+FIELDS = dict(tensor="dE_df", equation="E16", step="conv", quantity="gradient", mode="stage",
+              against="torch", dtype="float32")
+
+
 def _check(rec, actual, expected, tol):
-    return rec.check(
-        tensor="dE_df",
-        equation="E16",
-        step="conv",
-        quantity="gradient",
-        mode="stage",
-        against="torch",
-        dtype="float32",
-        compute=lambda: Check(
-            actual, expected, tolerance.Tolerance(tol, "rule-x"), None
-        ),
-    )
+    return rec.check(**FIELDS, compute=lambda: Check(actual, expected,
+                                                     tolerance.Tolerance(tol, "rule-x"), None))
 
 
 def test_planted_mismatch_message():
@@ -80,16 +74,7 @@ def test_crash_becomes_error_record():
         raise RuntimeError("framework exploded")
 
     with pytest.raises(pytest.fail.Exception, match="framework exploded"):
-        rec.check(
-            tensor="Z1",
-            equation="E1",
-            step="conv",
-            quantity="forward",
-            mode="stage",
-            against="tensorflow",
-            dtype="float64",
-            compute=boom,
-        )
+        rec.check(**FIELDS, compute=boom)
     record = json.loads(rec.node.user_properties[0][1])
     assert record["status"] == "error" and "framework exploded" in record["error"]
 
