@@ -23,34 +23,38 @@ def _as_real_array(x, name: str) -> np.ndarray:
 
 
 def _tolerance(tolerance, shape: tuple) -> np.ndarray:
+    """The tolerance as float64 broadcast to `shape` (a read-only view, never a copy)."""
     if isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool):
         tolerance = np.float64(tolerance)
-    tol = _as_real_array(tolerance, "tolerance").astype(np.float64)
+    tol = np.asarray(_as_real_array(tolerance, "tolerance"), dtype=np.float64)
     if not np.all(np.isfinite(tol)) or np.any(tol < 0):
         raise ValueError("tolerance must be finite and >= 0 everywhere")
     try:
-        return np.broadcast_to(tol, shape).ravel()
+        return np.broadcast_to(tol, shape)
     except ValueError:
         raise ValueError(
             f"tolerance of shape {tol.shape} does not broadcast to expected's shape {shape}"
         ) from None
 
 
-def _abs_err(a: np.ndarray, e: np.ndarray) -> np.ndarray:
+def _abs_err(a: np.ndarray, e: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """|a - e| in float64; equal values (inf == inf, -0.0 == 0.0) give 0, NaN gives inf."""
+    out = np.empty(a.shape) if out is None else out   # a 0-d result stays an array
     with np.errstate(invalid="ignore", over="ignore"):
-        d = np.abs(a - e)
-    d[a == e] = 0.0  # inf - inf is NaN, but equal infinities agree
-    d[np.isnan(a) | np.isnan(e)] = np.inf  # two NaNs at one place still disagree
+        d = np.abs(np.subtract(a, e, out=out), out=out)
+    if np.isnan(d.max()):  # only NaN inputs or inf - inf make a NaN here
+        d[a == e] = 0.0  # inf - inf is NaN, but equal infinities agree
+        d[np.isnan(a) | np.isnan(e)] = np.inf  # two NaNs at one place still disagree
     return d
 
 
 def _ordered_ints(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Floats as integers whose order and spacing are those of the floats (-0.0 -> 0)."""
     itype = np.dtype(f"i{dtype.itemsize}")
-    i = x.astype(dtype).ravel().view(itype).astype(np.int64)
+    i = np.ascontiguousarray(x, dtype=dtype).view(itype).astype(np.int64)
     # Negative floats are sign-magnitude; fold them below zero, mirrored.
-    return np.where(i < 0, np.iinfo(itype).min - i, i)
+    np.subtract(np.iinfo(itype).min, i, out=i, where=i < 0)
+    return i.ravel()
 
 
 def _max_ulp(actual: np.ndarray, expected: np.ndarray):
@@ -62,8 +66,10 @@ def _max_ulp(actual: np.ndarray, expected: np.ndarray):
     dtype = min(floats, key=lambda d: d.itemsize)  # count steps of the coarser grid
     oa, oe = _ordered_ints(actual, dtype), _ordered_ints(expected, dtype)
     # |oa - oe| can exceed int64 for float64; unsigned wrap-around gives it exactly.
-    ua, ue = oa.view(np.uint64), oe.view(np.uint64)
-    return int(np.where(oa >= oe, ua - ue, ue - ua).max())
+    below = oa < oe
+    steps = np.subtract(oa.view(np.uint64), oe.view(np.uint64), out=oa.view(np.uint64))
+    np.negative(steps, out=steps, where=below)
+    return int(steps.max())
 
 
 def _blank(shape: tuple, n: int) -> dict:
@@ -107,14 +113,27 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     # After the shape check: a wrongly shaped result is a recorded failure, not a crash.
     tol = _tolerance(tolerance, shape)
 
-    a = actual.astype(np.float64).ravel()
-    e = expected.astype(np.float64).ravel()
+    # Views where the dtype allows, one scratch buffer: at the size of `patches` every
+    # temporary costs more in page faults than in arithmetic.
+    a = np.asarray(actual, dtype=np.float64).reshape(shape)
+    e = np.asarray(expected, dtype=np.float64).reshape(shape)
     d = _abs_err(a, e)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(d == 0, 0.0, np.where((e == 0) | np.isinf(d), np.inf, d / np.abs(e)))
-        budget = np.where(d == 0, 0.0, np.where(tol == 0, np.inf, d / tol))
+    scratch = np.empty(shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        abs_e = np.abs(e, out=scratch)
+        # Every element of the tolerance beyond |expected| is needed to call a check vacuous.
+        vacuous = bool(np.all(abs_e <= tol)) and bool(np.all(np.abs(a) <= tol))
+        max_abs, mean_abs = float(d.max()), float(d.mean())   # a huge sum may overflow: inf
+        # An infinite error (NaN or inf involved) is an infinite relative error; otherwise a
+        # NaN can only be 0 / 0, two agreeing zeros, which fmax skips.
+        max_rel = math.inf if math.isinf(max_abs) else float(
+            np.fmax.reduce(np.divide(d, abs_e, out=scratch), axis=None))
+        max_rel = 0.0 if math.isnan(max_rel) else max_rel
+        budget = np.divide(d, tol, out=np.empty(shape))   # 0 / 0 where the tolerance is 0
+        if not np.all(tol):
+            budget[d == 0] = 0.0
+    budget = budget.ravel()
     k = int(np.argmax(budget))  # first of equal maxima
-    vacuous = bool(np.all(np.abs(a) <= tol) and np.all(np.abs(e) <= tol))
     notes = []
     nan_a, nan_e = int(np.isnan(a).sum()), int(np.isnan(e).sum())
     if nan_a or nan_e:
@@ -130,27 +149,29 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     else:
         status = "pass" if budget_used <= 1 else "fail"
 
+    worst = np.unravel_index(k, shape)
     out.update(
-        max_abs_err=float(d.max()),
-        max_rel_err=float(rel.max()),
-        mean_abs_err=float(d.mean()),
+        max_abs_err=max_abs,
+        max_rel_err=max_rel,
+        mean_abs_err=mean_abs,
         max_ulp=_max_ulp(actual, expected),
-        worst_index=tuple(int(i) for i in np.unravel_index(k, shape)),
-        actual_at_worst=float(a[k]),
-        expected_at_worst=float(e[k]),
-        tol_at_worst=float(tol[k]),
+        worst_index=tuple(int(i) for i in worst),
+        actual_at_worst=float(a[worst]),
+        expected_at_worst=float(e[worst]),
+        tol_at_worst=float(tol[worst]),
         budget_used=budget_used,
-        # "higher": an actual element's budget, and no inf - inf interpolation.
-        budget_q99=float(np.percentile(budget, 99, method="higher")),
         n_bad=int(np.count_nonzero(budget > 1)),
+        # "higher": an actual element's budget, and no inf - inf interpolation. Last: it
+        # reorders `budget` in place.
+        budget_q99=float(np.percentile(budget, 99, method="higher", overwrite_input=True)),
         vacuous=vacuous,
         passed=status == "pass",
         status=status,
         note="; ".join(notes),
     )
     if truth is not None:
-        t = truth.ravel()
-        err_a, err_e = float(_abs_err(a, t).max()), float(_abs_err(e, t).max())
+        err_a = float(_abs_err(a, truth, out=scratch).max())
+        err_e = float(_abs_err(e, truth, out=scratch).max())
         closer = "tie" if err_a == err_e else "actual" if err_a < err_e else "expected"
         out.update(
             actual_err_vs_truth=err_a,
