@@ -15,6 +15,7 @@ from reports import (
     records_frame,
     write_report,
 )
+from reports.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,18 +138,14 @@ def test_format_diff_shows_budgets_and_ratio():
     ]
 
 
-def cli(*args):
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "reports", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def cli(capsys, *args) -> tuple[int, str]:
+    """`python -m reports ARGS` in this process: (exit status, stdout + stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out + out.err
 
 
 @pytest.fixture(scope="module")
@@ -189,24 +186,36 @@ def report_dirs(tmp_path_factory):
         "bad-command",
     ],
 )
-def test_cli_exit_codes(report_dirs, args, code, says):
-    done = cli(*[report_dirs / a[1:] if a.startswith("@") else a for a in args])
-    assert done.returncode == code, done.stdout + done.stderr
-    assert says in done.stdout + done.stderr
+def test_cli_exit_codes(capsys, report_dirs, args, code, says):
+    status, text = cli(capsys, *[report_dirs / a[1:] if a.startswith("@") else a for a in args])
+    assert status == code, text
+    assert says in text
 
 
-def test_reports_never_imports_the_frameworks(report_dirs):
+def test_entry_point_runs_without_the_frameworks(report_dirs):
+    # NOTE: the one real `python -m reports` process: the entry point, its exit status, and
+    # that reading a report never imports torch, TensorFlow or the reference.
     code = (
-        "import sys; from reports import cli; cli.main(['show', sys.argv[1]]); "
+        "import runpy, sys\n"
+        "try:\n"
+        "    runpy.run_module('reports', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    print('exit:', exc.code)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'tensorflow', 'keras', 'reference')); print('imported:', bad)"
+        "('torch', 'tensorflow', 'keras', 'reference'))\n"
+        "print('imported:', bad)\n"
     )
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env.pop("GITHUB_STEP_SUMMARY", None)
     done = subprocess.run(
-        [sys.executable, "-c", code, str(report_dirs / "base")],
+        [sys.executable, "-c", code, "show", str(report_dirs / "broken")],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert "imported: []" in done.stdout, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert "FAIL Z1 torch float32 stage budget 1.5" in out, out
+    assert "exit: 0" in out and "imported: []" in out, out
