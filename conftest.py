@@ -25,6 +25,7 @@ for _var in BLAS_THREAD_VARS:
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from parity_tests.compare import ParityRecorder, RunContext, records_from_report  # noqa: E402
 from parity_tests.harness import Harness, RunConfig  # noqa: E402
@@ -33,6 +34,15 @@ from parity_tests.mirrors import FRAMEWORKS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 DTYPES = ("float64", "float32")
+
+# Property-based tests: fixed examples (derandomize) so a run is reproducible. "gate", the
+# default, keeps the plain `pytest` run quick; `./parity test` (what CI runs) selects
+# "thorough" with --hypothesis-profile=thorough.
+for _name, _examples in (("gate", 25), ("thorough", 200)):
+    settings.register_profile(
+        _name, max_examples=_examples, deadline=None, derandomize=True, print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("gate")
 
 
 def _csv(value: str, allowed, option: str) -> tuple:

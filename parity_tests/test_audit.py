@@ -117,6 +117,6 @@ def test_audit_files_never_raises():
 def test_audit_is_written_and_shown_in_summary_html(tmp_path):
     records = [_rec(), _detection("published:D12", "dE_df")]
     paths = write_report(records, tmp_path / "r", {"impl": "reference"},
-                         extra_files=audit_files(records, {"impl": "reference"}))
+                         extra_files=audit_files(records, {"impl": "reference"}), heat_map=False)
     assert paths["audit.md"].read_text().startswith("# Derivation audit")
     assert "Derivation audit" in paths["summary.html"].read_text()

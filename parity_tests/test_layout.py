@@ -3,7 +3,7 @@ frameworks need (checked on an asymmetric example, where a wrong transpose shows
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -24,7 +24,6 @@ PAIRS = [
 ]
 
 
-@settings(max_examples=25, deadline=None)
 @given(data=st.data(), n=st.integers(3, 9), s=st.integers(1, 3), K=st.integers(1, 4),
        N=st.integers(1, 3), dtype=st.sampled_from([np.float32, np.float64]))
 @pytest.mark.parametrize("name, to, back, shape", PAIRS, ids=[p[0] for p in PAIRS])

@@ -19,7 +19,7 @@ import warnings
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reference import activations, conv, dense, flatten, layout, loss, model, patches, update
@@ -28,9 +28,7 @@ N, n, s, K = 2, 6, 3, 2            # images, image side, filter side, filters
 m = n - s + 1                      # output side (E2)
 P, F = m * m, K * m * m            # windows per image, dense features
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow,
-                                           HealthCheck.function_scoped_fixture])
+
 
 
 def _rng():
@@ -217,7 +215,6 @@ def _arg_names(fn):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@SETTINGS
 @given(data=st.data())
 def test_bad_input_is_a_named_value_or_type_error(name, data):
     fn, valid = VALID[name]
@@ -244,7 +241,6 @@ def test_bad_input_is_a_named_value_or_type_error(name, data):
 # --------------------------------------------------------------------------- the sigmoid
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@SETTINGS
 @given(data=st.data())
 def test_sigmoid_never_overflows(dtype, data):
     width = np.dtype(dtype).itemsize * 8

@@ -186,7 +186,12 @@ def _budget_style(b) -> str:
     return "background-color: #c8e6c9" if b <= 1 else "background-color: #f4a8a0; font-weight: bold"
 
 
-def summary_html(df: pd.DataFrame, meta: dict, extra_sections: dict[str, str] | None = None) -> str:
+def summary_html(
+    df: pd.DataFrame,
+    meta: dict,
+    extra_sections: dict[str, str] | None = None,
+    heat_map: bool = True,
+) -> str:
     """A self-contained HTML page: verdict, run facts, heat map, styled summary, extras."""
     summary = summary_frame(df)
     esc = html.escape
@@ -208,16 +213,19 @@ def summary_html(df: pd.DataFrame, meta: dict, extra_sections: dict[str, str] | 
     if summary.empty:
         parts.append("<p>No comparisons were recorded.</p>")
     else:
-        png = base64.b64encode(_heatmap_png(df)).decode("ascii")
         styler = (
             summary.style.apply(_row_style, axis=1)
             .map(_budget_style, subset=["budget_used"])
             .format(_g, na_rep="")
             .hide(axis="index")
         )
+        if heat_map:
+            png = base64.b64encode(_heatmap_png(df)).decode("ascii")
+            parts += [
+                "<h2>Budget used by tensor and comparison</h2>",
+                f'<img alt="heat map of the largest budget used" src="data:image/png;base64,{png}">',
+            ]
         parts += [
-            "<h2>Budget used by tensor and comparison</h2>",
-            f'<img alt="heat map of the largest budget used" src="data:image/png;base64,{png}">',
             "<h2>Summary (worst first)</h2>",
             styler.to_html(table_uuid=TABLE_UUID),
         ]

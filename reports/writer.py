@@ -42,9 +42,17 @@ def _write(path: Path, text: str) -> None:
 
 
 def write_report(
-    records, out_dir, meta: dict, extra_files: dict[str, str] | None = None
+    records,
+    out_dir,
+    meta: dict,
+    extra_files: dict[str, str] | None = None,
+    *,
+    heat_map: bool = True,
 ) -> dict[str, Path]:
     """Write comparisons.csv, summary.md, summary.html, run.json and extra_files to out_dir.
+
+    heat_map=False leaves the picture out of summary.html (drawing it is most of the cost
+    of a small report).
 
     Everything goes to a temporary sibling first and is then swapped in, so a failure
     leaves the previous report as it was. Returns file name -> final path.
@@ -64,7 +72,7 @@ def write_report(
     contents = {
         "comparisons.csv": comparisons_csv(df),
         "summary.md": summary,
-        "summary.html": summary_html(df, meta, extra_sections=extra),
+        "summary.html": summary_html(df, meta, extra_sections=extra, heat_map=heat_map),
         "run.json": json.dumps(meta, sort_keys=True, indent=2, default=_json_default) + "\n",
         **extra,
     }

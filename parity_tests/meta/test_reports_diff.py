@@ -151,12 +151,16 @@ def cli(capsys, *args) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def report_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
+    runs = {
+        "base": BASELINE,
+        "same": BASELINE,
+        "broken": [*BASELINE[1:], rec("t[a]", 1.5)],
+        "grown5x": [*BASELINE[:3], rec("t[d]", 1.0)],
+    }
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("GITHUB_STEP_SUMMARY", raising=False)  # NOTE: keep CI's job summary clean
-        write_report(BASELINE, root / "base", {"seed": 1})
-        write_report(BASELINE, root / "same", {"seed": 1})
-        write_report([*BASELINE[1:], rec("t[a]", 1.5)], root / "broken", {"seed": 1})
-        write_report([*BASELINE[:3], rec("t[d]", 1.0)], root / "grown5x", {"seed": 1})
+        for name, records in runs.items():
+            write_report(records, root / name, {"seed": 1}, heat_map=False)
     (root / "not_a_report").mkdir()
     return root
 

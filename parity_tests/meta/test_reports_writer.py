@@ -64,12 +64,15 @@ def test_html_embeds_the_heat_map_and_credits_mnist(tmp_path):
     png = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert png and base64.b64decode(png.group(1)).startswith(b"\x89PNG\r\n\x1a\n")
     assert "Yann LeCun" in html and "Yann LeCun" in paths["summary.md"].read_text()
+    quick = write_report(make_records(), tmp_path / "q", META, heat_map=False)["summary.html"]
+    assert "data:image/png" not in quick.read_text() and "Summary (worst first)" in quick.read_text()
     assert "<h2>audit.md</h2>" in html and "&lt;derived&gt;" in html
     assert paths["audit.md"].read_text() == "E16 | ok | <derived>"
 
 
 def test_no_credit_without_mnist(tmp_path):
-    paths = write_report(make_records(), tmp_path / "r", META | {"data_source": "synthetic"})
+    paths = write_report(make_records(), tmp_path / "r", META | {"data_source": "synthetic"},
+                         heat_map=False)
     assert "LeCun" not in paths["summary.html"].read_text()
 
 
@@ -77,7 +80,7 @@ def test_markdown_is_capped(tmp_path):
     records = [
         {"check": f"t[{i}]", "tensor": f"T{i:03d}", "status": "pass", "passed": True} for i in range(70)
     ]
-    md = write_report(records, tmp_path / "r", META)["summary.md"].read_text()
+    md = write_report(records, tmp_path / "r", META, heat_map=False)["summary.md"].read_text()
     assert "10 more rows left out" in md and "T069" not in md
 
 
@@ -92,7 +95,7 @@ def test_markdown_is_capped(tmp_path):
 )
 def test_failure_mid_write_keeps_previous_report(tmp_path, monkeypatch, owner, name, fail_on_call):
     out = tmp_path / "latest"
-    write_report(make_records(), out, META)
+    write_report(make_records(), out, META, heat_map=False)
     before = snapshot(out)
     original, calls = getattr(owner, name), []
 
@@ -104,7 +107,7 @@ def test_failure_mid_write_keeps_previous_report(tmp_path, monkeypatch, owner, n
 
     monkeypatch.setattr(owner, name, boom)
     with pytest.raises(OSError, match="disk full"):
-        write_report(make_records()[:2], out, META | {"seed": 8})
+        write_report(make_records()[:2], out, META | {"seed": 8}, heat_map=False)
     monkeypatch.undo()
     assert snapshot(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]
@@ -115,15 +118,15 @@ def test_overwrite_replaces_and_leaves_no_temp(tmp_path, monkeypatch):
     summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out = tmp_path / "nested" / "latest"
-    write_report(make_records(), out, META)
-    paths = write_report(make_records()[:1], out, META)
+    write_report(make_records(), out, META, heat_map=False)
+    paths = write_report(make_records()[:1], out, META, heat_map=False)
     assert [p.name for p in out.parent.iterdir()] == ["latest"]
     assert len(paths["comparisons.csv"].read_text().splitlines()) == 2
     assert summary.read_text().startswith("earlier step\n# Parity report")
 
 
 def test_load_round_trip(tmp_path):
-    write_report(make_records(), tmp_path / "r", META)
+    write_report(make_records(), tmp_path / "r", META, heat_map=False)
     df, meta = load_report(tmp_path / "r")
     assert meta == {
         "data_source": "MNIST (first 200)",
@@ -184,7 +187,7 @@ def test_load_errors_name_the_file(tmp_path, setup, names):
     ids=["torn-row", "non-number", "bad-json"],
 )
 def test_load_rejects_corrupt_files(tmp_path, file, edit, names):
-    write_report(make_records(), tmp_path / "r", META)
+    write_report(make_records(), tmp_path / "r", META, heat_map=False)
     path = tmp_path / "r" / file
     edited = edit(path.read_text())
     assert edited != path.read_text()
