@@ -96,6 +96,8 @@ def pytest_configure(config):
     config._parity_records = []
     config._parity_start = time.time()
     config._parity_framework_errors = {}
+    if _distributing(config):
+        return  # the xdist controller runs no test: only the workers import the frameworks
     # Thread counts must be set before TensorFlow's first op; one thread keeps every
     # reduction order, and so comparisons.csv, identical from run to run.
     if "tensorflow" in config._parity["frameworks"]:
@@ -126,7 +128,16 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize(name, values)
 
 
+def _distributing(config) -> bool:
+    """True in the xdist controller of a `pytest -n N` run (N > 0)."""
+    return (not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", 0))
+            and getattr(config.option, "dist", "no") != "no")
+
+
 def _versions(config) -> str:
+    if _distributing(config):  # the workers' versions, as their records carry them
+        return next((r["versions"] for r in _CONTROLLER_RECORDS if r.get("versions")),
+                    "(imported by the xdist workers)")
     parts = [f"numpy={np.__version__}", f"python={sys.version.split()[0]}"]
     for name in config._parity["frameworks"]:
         module = sys.modules.get(name)
