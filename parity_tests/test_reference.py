@@ -220,6 +220,17 @@ def test_article_init_saturates_and_zeroes_gradients(parity, article_data, dtype
                                                   tolerance.exact(t[g].shape), None))
 
 
+def test_sigmoid_where_e_to_minus_x_overflows():
+    # Below -709.78 (float64) e^-x is inf; sigmoid(x) = e^x there, never 0 from 1 / inf,
+    # and a neighbour's value must not depend on sharing a block with such an x.
+    x = np.array([-800.0, -720.0, -709.0, 0.3, 1e4])
+    got = activations.sigmoid(x)
+    assert got[0] == 0.0 and got[1] == np.exp(-720.0) > 0 and got[2] == 1 / (1 + np.exp(709.0))
+    assert got[3] == activations.sigmoid(np.array([0.3]))[0] and got[4] == 1.0
+    x32 = np.array([-100.0, -88.0, 0.3], dtype=np.float32)
+    assert activations.sigmoid(x32)[0] == np.exp(np.float32(-100.0)) > 0
+
+
 def test_informative_init_keeps_output_informative(article_data):
     for seed in range(20):
         O = model.forward(model.init_params(seed), article_data.X).O

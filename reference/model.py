@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from reference import activations, conv, dense, flatten, loss, patches
+from reference import activations, conv, dense, flatten, loss, patches, update
 from reference._validate import choice, float_array, mapping, positive_int
 from reference.tensors import Tensors
 from reference.update import sgd_update
@@ -119,7 +119,7 @@ def forward(params, X: np.ndarray) -> Tensors:
 
 def _forward(f, W, b, X, images, buf):
     Z1 = conv._conv_forward_images(images, f, out=buf.Z1)
-    A1 = activations._sigmoid(Z1, out=buf.A1, scratch=buf.scratch)
+    A1 = activations._sigmoid(Z1, out=buf.A1)
     Z2 = dense._dense_forward(flatten._flatten(A1), W, b)
     O = activations._sigmoid(Z2)
     P = patches._patches_view_images(images, f.shape[0], out=buf.shifted)
@@ -146,7 +146,7 @@ class _Arena:
         conv_map = (N, K, m * m)
         copy = X is not None and not X.transpose(2, 0, 1).flags.c_contiguous
         want = {"images": (N, n, n) if copy else None,
-                "scratch": activations._scratch_shape(N * K * m * m)}
+                "scratch": (2, min(N * K * m * m, activations.BLOCK))}   # for the E14 chain
         if forward:
             want.update(Z1=conv_map, A1=conv_map, shifted=(N, s, n, m))
         if backward:
@@ -263,9 +263,11 @@ def train_step(params, X, y, lr: float = 0.1, reduction: str = "sum") -> Tensors
     f, W, b = check_params(params, _required("X", X))
     y = float_array("y", y, (1, X.shape[2]), dtype=f.dtype)
     reduction = choice("reduction", reduction, loss.REDUCTIONS)
+    lr = update._learning_rate(lr)
     buf = _Arena(f, X)
     images = conv._images(X, out=buf.images)
     cache = _forward(f, W, b, X, images, buf)
-    grads = _backward(W, f.shape[0], cache.O, cache.A1, y, reduction, images, None, buf)
-    new = sgd_step(params, grads, lr)
-    return Tensors(f=f, W=W, b=b, **cache, **grads, f_new=new.f, W_new=new.W, b_new=new.b)
+    g = _backward(W, f.shape[0], cache.O, cache.A1, y, reduction, images, None, buf)
+    return Tensors(f=f, W=W, b=b, **cache, **g, f_new=update._sgd_update(f, g.dE_df, lr),
+                   W_new=update._sgd_update(W, g.dE_dW, lr),
+                   b_new=update._sgd_update(b, g.dE_db, lr))

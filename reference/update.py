@@ -14,7 +14,15 @@ def sgd_update(param: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
     """
     param = float_array("param", param, ndim=None)
     grad = float_array("grad", grad, param.shape, dtype=param.dtype)
+    return _sgd_update(param, grad, _learning_rate(lr))
+
+
+def _learning_rate(lr) -> float:
     lr = finite_float("lr", lr)
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    return lr
+
+
+def _sgd_update(param, grad, lr):
     return param - lr * grad
