@@ -37,6 +37,8 @@ class RunContext:
 
 
 class ParityRecorder:
+    brief = False   # compare_arrays(brief=...): every metric for the checks that are reported
+
     def __init__(self, node, context: RunContext):
         self.node, self.context = node, context
 
@@ -78,7 +80,7 @@ class ParityRecorder:
                             pytrace=False)
             return {}
         metrics = compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth,
-                                 expect_zero=expect_zero)
+                                 expect_zero=expect_zero, brief=self.brief)
         if metrics["status"] == "fail":
             metrics["note"] = _join(metrics["note"], explanation_note(c, tensor, against))
         metrics["note"] = _join(metrics["note"], note)

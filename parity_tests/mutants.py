@@ -257,7 +257,10 @@ def label(step: ArticleStep) -> str:
 
 class QuietRecorder(ParityRecorder):
     """ParityRecorder.check's measurement, message and explainer, without storing a record:
-    the caller decides what goes into the report."""
+    the caller decides what goes into the report. Its comparisons only localise, so they
+    skip the metrics no verdict uses (ULP distance, q99 budget, truth)."""
+
+    brief = True
 
     def add(self, record: dict) -> dict:
         return normalise_record(record)

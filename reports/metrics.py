@@ -83,7 +83,8 @@ def _blank(shape: tuple, n: int) -> dict:
     }  # fmt: skip
 
 
-def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False) -> dict:
+def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False,
+                   brief=False) -> dict:
     """Compare `actual` with `expected` element by element: shape, then dtype, then values.
 
     `tolerance` is an absolute allowance per element (broadcast to `expected`; 0 means
@@ -91,7 +92,9 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     when every budget is <= 1 and the check is not vacuous (both sides within tolerance
     of zero everywhere), unless `expect_zero` says zeros are the right answer.
     `truth` (float64, expected's shape) tells which side is nearer the exact result.
-    Returns record fields as plain Python values.
+    brief=True leaves out the ULP distance, the 99th-percentile budget and the truth
+    comparison (NaN / blank): for checks that only localise (mutants, variants) and are
+    not reported one by one. Returns record fields as plain Python values.
     """
     actual = _as_real_array(actual, "actual")
     expected = _as_real_array(expected, "expected")
@@ -154,7 +157,7 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
         max_abs_err=max_abs,
         max_rel_err=max_rel,
         mean_abs_err=mean_abs,
-        max_ulp=_max_ulp(actual, expected),
+        max_ulp=NAN if brief else _max_ulp(actual, expected),
         worst_index=tuple(int(i) for i in worst),
         actual_at_worst=float(a[worst]),
         expected_at_worst=float(e[worst]),
@@ -163,13 +166,14 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
         n_bad=int(np.count_nonzero(budget > 1)),
         # "higher": an actual element's budget, and no inf - inf interpolation. Last: it
         # reorders `budget` in place.
-        budget_q99=float(np.percentile(budget, 99, method="higher", overwrite_input=True)),
+        budget_q99=NAN if brief else float(
+            np.percentile(budget, 99, method="higher", overwrite_input=True)),
         vacuous=vacuous,
         passed=status == "pass",
         status=status,
         note="; ".join(notes),
     )
-    if truth is not None:
+    if truth is not None and not brief:
         err_a = float(_abs_err(a, truth, out=scratch).max())
         err_e = float(_abs_err(e, truth, out=scratch).max())
         closer = "tie" if err_a == err_e else "actual" if err_a < err_e else "expected"

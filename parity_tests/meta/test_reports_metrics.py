@@ -208,6 +208,18 @@ def test_no_truth_leaves_truth_fields_blank():
     assert got["closer_to_truth"] == "" and math.isnan(got["actual_err_vs_truth"])
 
 
+def test_brief_skips_only_the_unused_metrics():
+    a, e = f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0)
+    full = compare_arrays(a, e, 0.25, truth=e)
+    brief = compare_arrays(a, e, 0.25, truth=e, brief=True)
+    skipped = {"max_ulp", "budget_q99", "actual_err_vs_truth", "expected_err_vs_truth",
+               "closer_to_truth"}
+    assert {k: v for k, v in brief.items() if k not in skipped} == \
+        {k: v for k, v in full.items() if k not in skipped}
+    assert math.isnan(brief["max_ulp"]) and math.isnan(brief["budget_q99"])
+    assert brief["closer_to_truth"] == "" and full["closer_to_truth"] == "expected"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "name"),
     [
