@@ -223,3 +223,18 @@ def test_entry_point_runs_without_the_frameworks(report_dirs):
     out = done.stdout + done.stderr
     assert "FAIL Z1 torch float32 stage budget 1.5" in out, out
     assert "exit: 0" in out and "imported: []" in out, out
+
+
+@pytest.mark.slow  # a 3,000-row report and an interpreter start-up (~1 s)
+def test_show_into_a_closed_pipe_is_quiet(tmp_path):
+    # `python -m reports show DIR | head`: the reader leaves early; no traceback, status 0.
+    records = [rec(f"t[{i}]", 0.5) for i in range(3000)]      # more than a pipe buffer
+    write_report(records, tmp_path / "big", {"seed": 1}, heat_map=False)
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "reports", "show", str(tmp_path / "big"),
+                             "-n", "3000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.read(200)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
