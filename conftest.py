@@ -31,6 +31,7 @@ from parity_tests.compare import ParityRecorder, RunContext, records_from_report
 from parity_tests.harness import Harness, RunConfig  # noqa: E402
 from parity_tests.impls import resolve_impl  # noqa: E402
 from parity_tests.mirrors import FRAMEWORKS  # noqa: E402
+from parity_tests.stages import STAGES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 DTYPES = ("float64", "float32")
@@ -225,6 +226,7 @@ def _meta(config) -> dict:
             next((r["data_source"] for r in _CONTROLLER_RECORDS if r.get("data_source")), ""),
             "versions": _versions(config), "n_images": o("--parity-n-images"),
             "lr": RunConfig.lr, "wall_time_s": round(time.time() - config._parity_start, 2),
+            "tensor_order": [s.tensor for s in STAGES],   # the heat map's rows
             "command": " ".join(["pytest", *config.invocation_params.args])}
 
 

@@ -62,6 +62,7 @@ def _meta_items(df: pd.DataFrame, meta: dict, full: bool = False) -> list[tuple[
             "init_scheme",
             "frameworks",
             "dtypes",
+            "tensor_order",  # only orders the heat map's rows
         }
         items += [(k, _versions(meta[k])) for k in sorted(meta) if k not in shown]
     return items
@@ -99,9 +100,10 @@ def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def budget_grid(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Max budget used and worst status per tensor (rows, first-seen order) x
-    against/dtype/mode (columns); a non-reference impl gets rows of its own."""
+def budget_grid(df: pd.DataFrame, order=()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Max budget used and worst status per tensor (rows) x against/dtype/mode (columns);
+    a non-reference impl gets rows of its own. Rows follow `order` (tensor names, e.g. the
+    forward/backward order the run's meta carries), then first-seen order."""
     variant = ~df["impl"].isin(["", "reference"])
     row = df["tensor"].where(~variant, df["tensor"] + " (" + df["impl"] + ")")
     col = df["against"] + "\n" + df["dtype"] + "\n" + df["mode"]
@@ -110,14 +112,18 @@ def budget_grid(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         .groupby(["_row", "_col"], sort=False)
         .agg(budget=("budget_used", "max"), status=("status", "first"))
     )
-    rows, cols = list(pd.unique(row)), sorted(pd.unique(col))
+    rank = {t: i for i, t in enumerate(order)}
+    seen = list(pd.unique(row))
+    tensor_of = dict(zip(row, df["tensor"]))
+    rows = sorted(seen, key=lambda r: (rank.get(tensor_of[r], len(rank)), seen.index(r)))
+    cols = sorted(pd.unique(col))
     return (
         cells["budget"].unstack().reindex(index=rows, columns=cols),
         cells["status"].unstack().reindex(index=rows, columns=cols),
     )
 
 
-def _heatmap_png(df: pd.DataFrame) -> bytes:
+def _heatmap_png(df: pd.DataFrame, order=()) -> bytes:
     # Figure + Agg canvas directly: no pyplot, no global backend switch for the caller.
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -126,7 +132,7 @@ def _heatmap_png(df: pd.DataFrame) -> bytes:
     from matplotlib.patches import Rectangle
 
     # Detection records (variants, mutants) store tolerance/error, not error/tolerance.
-    budget, status = budget_grid(df[df["mode"] != "detection"])
+    budget, status = budget_grid(df[df["mode"] != "detection"], order)
     values = budget.to_numpy(dtype=float)
     positive = values[np.isfinite(values) & (values > 0)]
     vmin = max(min(0.1, float(positive.min()) if positive.size else 0.1), 1e-6)
@@ -220,7 +226,7 @@ def summary_html(
             .hide(axis="index")
         )
         if heat_map:
-            png = base64.b64encode(_heatmap_png(df)).decode("ascii")
+            png = base64.b64encode(_heatmap_png(df, meta.get("tensor_order", ()))).decode("ascii")
             parts += [
                 "<h2>Budget used by tensor and comparison</h2>",
                 f'<img alt="heat map of the largest budget used" src="data:image/png;base64,{png}">',

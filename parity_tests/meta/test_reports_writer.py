@@ -217,3 +217,5 @@ def test_heat_map_grid():
     assert status.loc["A1", "tensorflow\nfloat32\nstage"] == "fail"
     assert status.loc["A1 (D1)", "torch\nfloat32\nstage"] == "vacuous"
     assert pd.isna(budget.loc["Z1", "tensorflow\nfloat32\nstage"])
+    ordered, _ = budget_grid(records_frame(records), order=("A1", "Z1"))
+    assert list(ordered.index) == ["A1", "A1 (D1)", "Z1"]
