@@ -124,7 +124,8 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     scratch = np.empty(shape)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         abs_e = np.abs(e, out=scratch)
-        # Every element of the tolerance beyond |expected| is needed to call a check vacuous.
+        # Vacuous: both sides within tolerance of zero everywhere; |expected| usually settles
+        # it, so |actual| is only looked at when |expected| is within tolerance.
         vacuous = bool(np.all(abs_e <= tol)) and bool(np.all(np.abs(a) <= tol))
         max_abs, mean_abs = float(d.max()), float(d.mean())   # a huge sum may overflow: inf
         # An infinite error (NaN or inf involved) is an infinite relative error; otherwise a
