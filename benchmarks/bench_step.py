@@ -22,7 +22,10 @@ each timed step follows a short sleep (`--settle`), so that worker threads left 
 the previous implementation (OpenBLAS spins for ~0.1 s) do not steal a core, and then one
 untimed step of the same implementation (`--lead`), so that its own threads are awake and
 its caches and allocator warm, as for a step inside a training loop. The reported time
-is the median (the minimum is in the JSON). Ratios are to torch at the same batch size and dtype.
+is the median (the minimum is in the JSON). Ratios are to torch at the same batch size and
+dtype, twice: the ratio of the two medians, and the median (with quartiles) of the per-round
+ratios, each step over torch's step of the same round (paired: steadier on a machine whose
+speed drifts by 1.5x over minutes).
 Before timing, each implementation's first step (from the same initial weights) must give
 the reference's loss E to within 1e-4 (float32) / 1e-9 (float64) relative, so a fast wrong
 step cannot be reported.
@@ -327,6 +330,22 @@ def foreign_cpu_share(before, after):
     return round(max(0, busy - mine) / total, 3)
 
 
+def paired_ratios(times, torch_times):
+    """Median and quartiles of the per-round ratios time / torch's time in the same round.
+
+    Rounds interleave the implementations, so a round's two steps ran seconds apart under
+    the same background load; the ratio of two medians mixes steps minutes apart. On a
+    machine whose speed drifts, the paired ratios are the steadier estimate (both are
+    reported). None with fewer than two pairs.
+    """
+    pairs = sorted(t / u for t, u in zip(times, torch_times))
+    if len(pairs) < 2:
+        return None
+    q25, q50, q75 = statistics.quantiles(pairs, n=4, method="inclusive")
+    return {"median": round(q50, 3), "q25": round(q25, 3), "q75": round(q75, 3),
+            "pairs": len(pairs)}
+
+
 def measure(steps: dict, repeats: dict, warmup: int, settle: float, lead: int) -> dict:
     for name, step in steps.items():
         for _ in range(warmup if name != "loop" else min(warmup, 1)):
@@ -391,6 +410,8 @@ def run(args) -> dict:
                 print(f"  note: other processes used {foreign:.0%} of the CPU during these "
                       f"timings; ratios may be skewed", flush=True)
             med = {n: statistics.median(t) for n, t in times.items()}
+            paired = {n: paired_ratios(times[n], times["torch"]) if "torch" in times else None
+                      for n in impls}
             for name in impls:
                 row = {"impl": name, "batch": size, "dtype": dtype,
                        "median_ms": round(med[name] * 1e3, 3),
@@ -398,6 +419,7 @@ def run(args) -> dict:
                        "repeats": len(times[name]),
                        "ratio_to_torch": (round(med[name] / med["torch"], 3)
                                           if "torch" in med else None),
+                       "paired_ratio_to_torch": paired[name],
                        "first_step_loss_rel_diff": checks[name],
                        "other_processes_cpu_share": foreign}
                 if name == "reference" and not args.no_memory:
@@ -412,18 +434,23 @@ def run(args) -> dict:
 
 def _print_row(row):
     ratio = "" if row["ratio_to_torch"] is None else f"{row['ratio_to_torch']:.2f}"
+    pr = row.get("paired_ratio_to_torch")
+    paired = "" if pr is None or row["impl"] == "torch" else (
+        f"  paired {pr['median']:.2f} [{pr['q25']:.2f}-{pr['q75']:.2f}]")
     mem = row.get("memory")
     extra = (f"  peak {mem['peak_bytes'] / 2**20:.0f} MiB = {mem['peak_over_input']}x input "
              f"({mem['peak_over_returned']}x what it returns; largest tensor "
              f"{mem['largest_tensor']} {mem['largest_over_input']}x input)") if mem else ""
     print(f"{row['impl']:<12} {row['batch']:>6} {row['dtype']:<8} {row['median_ms']:>10.2f} "
-          f"{ratio:>8}{extra}", flush=True)
+          f"{ratio:>8}{paired}{extra}", flush=True)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     print(f"{'impl':<12} {'batch':>6} {'dtype':<8} {'median ms':>10} {'/torch':>8}", flush=True)
     report = run(args)
+    print("/torch: median over torch's median at the same size and dtype; paired: median "
+          "[quartiles] of the per-round ratios (steadier when the machine's speed drifts)")
     env = report["environment"]
     print(f"threads: torch {env.get('torch_num_threads')}, blas {env['blas_threads']}, "
           f"tf intra {env.get('tf_intra_op_threads')} (0 = default), cpus {env['cpu_count']}")
