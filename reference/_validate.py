@@ -26,7 +26,10 @@ def float_array(name: str, value, shape=None, *, ndim=None, dtype=None, finite=T
 
     `shape` is a tuple whose entries are ints or None (any size). `dtype`, if given, is the
     dtype the array must already have (no silent casts: a float32 run stays float32).
+    np.matrix and masked arrays are refused: their `*` / mask change what the code computes.
     """
+    if type(value) is not np.ndarray:
+        _refuse_subclass(name, value)
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
     if value.dtype not in FLOAT_DTYPES:
@@ -49,6 +52,21 @@ def float_array(name: str, value, shape=None, *, ndim=None, dtype=None, finite=T
         bad = int(value.size - np.count_nonzero(np.isfinite(value)))
         raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s) in shape {value.shape}")
     return value
+
+
+def _refuse_subclass(name: str, value) -> None:
+    """Refuse the ndarray subclasses whose arithmetic or meaning differs from a plain array."""
+    if isinstance(value, np.matrix):
+        raise TypeError(
+            f"{name} must be a plain numpy array, got np.matrix (its * is a matrix "
+            f"product); pass np.asarray({name})"
+        )
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain numpy array, got a masked array (the mask would "
+            f"be silently ignored); pass {name}.filled(v), v the value the masked "
+            "entries should take"
+        )
 
 
 def positive_int(name: str, value, *, minimum: int = 1) -> int:

@@ -8,6 +8,8 @@
 - `y`: float64 (1, n), 1.0 where the digit is > 4, else 0.0.
 - `labels`: int64 (n,), the original digits 0..9.
 - `source`: one short line saying where the data came from (goes into every report).
+- `sha256`: the full sha256 (64 hex digits) of the uint8 images used, `x_train[:n]` in MNIST's
+  own layout; `source` quotes its first 16 digits.
 
 Where MNIST is looked for, in this order:
 
@@ -22,7 +24,10 @@ Where MNIST is looked for, in this order:
 4. a deterministic synthetic digit-like set (`synthetic_digits`), with a loud
    `SyntheticDataWarning`.
 
-Files are read with `np.load(path, allow_pickle=False)`: nothing is ever unpickled.
+Files are read with `np.load(path, allow_pickle=False)`: nothing is ever unpickled. Only
+regular files are opened: a FIFO, device or socket is refused with a ValueError (reading one
+could block forever or never end), and an IDX header is checked against what the file holds
+before its payload is read, so a header claiming absurd dimensions allocates nothing.
 This module imports only numpy and the standard library (keras only lazily, for step 3).
 """
 
@@ -31,12 +36,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib
+import math
 import numbers
 import os
 import socket
+import stat
 import warnings
 import zipfile
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +57,10 @@ IMAGE_FILES = ("train-images-idx3-ubyte", "train-images.idx3-ubyte")
 LABEL_FILES = ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+READ_CHUNK = 1 << 20  # IDX payloads are read in chunks: memory follows what the file really holds
+# Deflate cannot compress better than 1032:1, so a gzip file of c bytes decompresses to at most
+# ~1032 c bytes (a little margin here): a header claiming more is refused before decompressing.
+GZIP_MAX_RATIO = 1100
 
 
 class SyntheticDataWarning(UserWarning):
@@ -63,6 +75,7 @@ class ArticleData:
     y: np.ndarray
     labels: np.ndarray
     source: str
+    sha256: str
 
     def __repr__(self) -> str:
         return (f"ArticleData(X={self.X.shape}, y={self.y.shape}, labels={self.labels.shape}, "
@@ -92,14 +105,17 @@ def load_article_data(n_images: int = 200, source=None) -> ArticleData:
 
     looked = []
     cache = _keras_cache_path()
-    if os.path.isfile(cache):
+    kind = _path_kind(cache)
+    if kind is None:
+        looked.append(f"keras cache {cache} missing")
+    else:
         try:
+            if kind != "regular file":  # a FIFO there would block np.load forever
+                raise ValueError(f"{cache} is a {kind}, not a .npz file")
             x, labels, desc = _load_enough(cache, n)
             return _article(x, labels, n, desc, "keras cache")
         except (OSError, ValueError) as err:
             looked.append(f"keras cache unusable: {err}")
-    else:
-        looked.append(f"keras cache {cache} missing")
 
     found, note = _try_keras_download(n)
     if found is not None:
@@ -124,15 +140,19 @@ def load_mnist_arrays(source) -> tuple[np.ndarray, np.ndarray, str]:
     Returns `(x, labels, description)`: x uint8 (N, 28, 28) in MNIST's own layout (not
     transposed), labels int64 (N,) in 0..9, description like "mnist:/abs/path.npz".
     A path to one of the IDX files themselves is read as its folder.
-    Raises FileNotFoundError (missing path) or ValueError (anything wrong with the content).
+    Raises FileNotFoundError (missing path) or ValueError (anything wrong with the content,
+    or a path that is neither a regular file nor a folder: a FIFO, device or socket).
     """
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path (str or os.PathLike), got {type(source).__name__}")
     path = os.path.abspath(os.fspath(source))
-    if not os.path.exists(path):
+    kind = _path_kind(path)
+    if kind is None:
         raise FileNotFoundError(f"MNIST source {path} does not exist")
+    if kind not in ("regular file", "directory"):
+        raise ValueError(f"MNIST source {path} is a {kind}, not a .npz file or an IDX folder")
     name = os.path.basename(path)
-    if os.path.isfile(path) and name.removesuffix(".gz") in IMAGE_FILES + LABEL_FILES:
+    if kind == "regular file" and name.removesuffix(".gz") in IMAGE_FILES + LABEL_FILES:
         path = os.path.dirname(path)
     if os.path.isdir(path):
         return _load_idx_folder(path)
@@ -167,11 +187,11 @@ def _check_n_images(n_images, name: str = "n_images") -> int:
 
 
 def _article(x: np.ndarray, labels: np.ndarray, n: int, desc: str, note: str) -> ArticleData:
-    digest = hashlib.sha256(np.ascontiguousarray(x[:n]).tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(np.ascontiguousarray(x[:n]).tobytes()).hexdigest()
     X = (x[:n] / 255).T  # exactly the published code: transposes the stack and every image
     y = (labels[:n] > 4).astype(np.float64).reshape(1, n)
-    source = f"{desc} ({note}; sha256 of the first {n} images: {digest})"
-    return ArticleData(X=X, y=y, labels=labels[:n].astype(np.int64), source=source)
+    source = f"{desc} ({note}; sha256 of the first {n} images: {digest[:16]})"
+    return ArticleData(X=X, y=y, labels=labels[:n].astype(np.int64), source=source, sha256=digest)
 
 
 def _load_enough(source, n: int):
@@ -217,6 +237,52 @@ def _try_keras_download(n: int):
 
 # --------------------------------------------------------------------------- file formats
 
+def _kind(mode: int) -> str:
+    """What an `st_mode` is, in words: "regular file", "directory", "FIFO", "socket", ..."""
+    if stat.S_ISREG(mode):
+        return "regular file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    for test, kind in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _path_kind(path) -> str | None:
+    """`_kind` of what `path` names (links followed), None where nothing is (os.path.exists)."""
+    try:
+        return _kind(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return None
+
+
+def _open_regular(path: str, what: str):
+    """Open `path` for binary reading, refusing anything but a regular file with a ValueError.
+
+    The open never blocks (O_NONBLOCK: a FIFO without a writer would otherwise hang here) and
+    the check is made on the opened descriptor, so a file swapped for a FIFO after the callers'
+    own check is still refused.
+    """
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0))
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind != "regular file":
+            raise ValueError(f"{path} is a {kind}, not {what}")
+        if nonblock:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _validated(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Check x is uint8 (N, 28, 28) and y holds N digits 0..9; return (x, y as int64)."""
     if x.dtype != np.uint8:
@@ -236,7 +302,7 @@ def _validated(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np
 
 def _load_npz(path: str):
     # We open the file ourselves: np.load leaks its own handle when a zip is corrupt.
-    with open(path, "rb") as fh:
+    with _open_regular(path, "a .npz file") as fh:
         head = fh.read(4)
         if not head:
             raise ValueError(f"{path}: file is empty; expected a .npz archive with x_train, y_train")
@@ -265,10 +331,8 @@ def _load_npz(path: str):
 def _load_idx_folder(folder: str):
     images = _find_idx(folder, IMAGE_FILES)
     labels_path = _find_idx(folder, LABEL_FILES)
-    x = _read_idx(images, IDX_IMAGES_MAGIC)
+    x = _read_idx(images, IDX_IMAGES_MAGIC)  # checks the images are 28 x 28
     y = _read_idx(labels_path, IDX_LABELS_MAGIC)
-    if x.shape[1:] != (28, 28):
-        raise ValueError(f"{images}: images of shape {x.shape[1:]}; expected (28, 28)")
     x, y = _validated(x, y, f"{images} + {os.path.basename(labels_path)}")
     desc = f"mnist-idx:{folder} ({os.path.basename(images)}, {os.path.basename(labels_path)})"
     return x, y, desc
@@ -278,36 +342,83 @@ def _find_idx(folder: str, names) -> str:
     for name in names:
         for candidate in (name, name + ".gz"):
             path = os.path.join(folder, candidate)
-            if os.path.isfile(path):
+            kind = _path_kind(path)
+            if kind == "regular file":
                 return path
+            if kind is not None:
+                raise ValueError(f"{path} is a {kind}, not an IDX file")
     raise FileNotFoundError(f"{folder}: no {names[0]} or {names[0]}.gz in this folder "
                             "(expected the MNIST IDX training files, or give a .npz)")
 
 
-def _read_idx(path: str, magic: int) -> np.ndarray:
-    """Read one IDX file (optionally gzipped) of unsigned bytes; check magic and size."""
-    try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"{path}: corrupt or truncated gzip ({type(err).__name__}: {err})") from err
+def _read_upto(f, limit: int) -> bytearray:
+    """Read up to `limit` bytes in chunks: allocates only what the file really holds (+ a chunk)."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = f.read(min(READ_CHUNK, limit - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _idx_dims(path: str, head: bytes, magic: int) -> tuple[int, ...]:
+    """The dimensions an IDX header claims, after checking its length and magic number."""
     ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
-    found = int.from_bytes(data[:4], "big")
+    if len(head) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header ({len(head)} bytes, need {4 + 4 * ndim})")
+    found = int.from_bytes(head[:4], "big")
     if found != magic:
         raise ValueError(f"{path}: bad IDX magic number 0x{found:08x}; expected 0x{magic:08x}")
-    dims = tuple(int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
-    size = int(np.prod(dims))
-    if len(data) - header != size:
-        raise ValueError(f"{path}: IDX payload is {len(data) - header} bytes but dimensions "
-                         f"{dims} need {size} (truncated or corrupt file)")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+    dims = tuple(int.from_bytes(head[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
+    if ndim == 3 and dims[1:] != (28, 28):
+        raise ValueError(
+            f"{path}: the IDX header claims {dims[0]} images of shape {dims[1:]}; "
+            "expected (28, 28) (MNIST digits)"
+        )
+    return dims
+
+
+def _read_idx(path: str, magic: int) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) of unsigned bytes; check magic, header and size.
+
+    The size the header claims is checked against what the file holds before the payload is
+    read (plain: the file size; gzipped: the most its compressed size can hold, then the
+    payload read in chunks), so an absurd header is refused without allocating it.
+    """
+    gz = path.endswith(".gz")
+    header = 4 + 4 * (magic & 0xFF)
+    with _open_regular(path, "an IDX file") as raw:
+        on_disk = os.fstat(raw.fileno()).st_size
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") if gz else nullcontext(raw) as f:
+                dims = _idx_dims(path, _read_upto(f, header), magic)
+                size = math.prod(dims)  # Python ints: no overflow
+                most = GZIP_MAX_RATIO * on_disk
+                if gz and size > most:
+                    holds = f"the gzip file is only {on_disk} bytes (at most ~{most} decompressed)"
+                    raise _claim_error(path, dims, header, holds)
+                if not gz and size != on_disk - header:
+                    holds = f"the file holds {on_disk - header} bytes after the header"
+                    raise _claim_error(path, dims, header, holds)
+                data = _read_upto(f, size + 1)
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            what = "corrupt or truncated gzip" if gz else "unreadable IDX file"
+            raise ValueError(f"{path}: {what} ({type(err).__name__}: {err})") from err
+    if len(data) != size:
+        got = f"more than {size}" if len(data) > size else f"{len(data)}"
+        holds = f"the {'decompressed ' if gz else ''}file holds {got} bytes after the header"
+        raise _claim_error(path, dims, header, holds)
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def _claim_error(path: str, dims: tuple[int, ...], header: int, holds: str) -> ValueError:
+    """What an IDX header claims versus what the file holds (`holds`), naming the file."""
+    claim = f"{dims[0]} images of {dims[1]}x{dims[2]} pixels" if len(dims) == 3 else f"{dims[0]} labels"
+    return ValueError(
+        f"{path}: the IDX header claims {claim} (dimensions {dims}: {math.prod(dims)} bytes "
+        f"after the {header}-byte header) but {holds} (truncated or corrupt file)"
+    )
 
 
 # --------------------------------------------------------------------------- synthetic digits
