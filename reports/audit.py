@@ -27,6 +27,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from reports.escape import markdown_cell
 from reports.tables import records_frame
 
 NOTE_SEP = " | "
@@ -53,7 +54,7 @@ def parse_detection_note(note: str) -> dict:
 def _cell(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
-    return str(x).replace("|", "\\|").replace("\n", " ").strip()
+    return markdown_cell(x)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -94,6 +95,7 @@ def _run_impl(df: pd.DataFrame, meta: dict) -> str:
 
 # --- equations ----------------------------------------------------------------------------
 
+
 def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
     eq_sets = [set(_EQ.findall(str(e))) for e in df["equation"]]
     rows = []
@@ -109,8 +111,9 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
             checks = prefix + ", ".join(f"{k} ({len(g)})" for k, g in groups)
             budgets = prefix + "; ".join(f"{k} {_g(g['budget_used'].max())}" for k, g in groups)
             counts = kinds["status"].value_counts()
-            result = ", ".join(f"{int(counts[s])} {s}" for s in ("error", "fail", "vacuous", "pass")
-                               if s in counts)
+            result = ", ".join(
+                f"{int(counts[s])} {s}" for s in ("error", "fail", "vacuous", "pass") if s in counts
+            )
         else:
             checks, budgets, result = "none recorded in this run", "", ""
         verdict = eq["verdict"]
@@ -121,37 +124,49 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
         note = eq.get("note", "")
         if eq.get("variants"):
             note = f"{note} (published code departs: {eq['variants']})".strip()
-        rows.append([eq["id"], eq["statement"], eq.get("functions", ""), checks, budgets, result,
-                     verdict, note])
+        rows.append(
+            [eq["id"], eq["statement"], eq.get("functions", ""), checks, budgets, result, verdict, note]
+        )
     return rows
 
 
 # --- variants and mutants -----------------------------------------------------------------
 
+
 def _explainer_of(note: str) -> str:
     i = str(note).find("explainer: ")
-    return str(note)[i + len("explainer: "):].split("; ")[0] if i >= 0 else ""
+    return str(note)[i + len("explainer: ") :].split("; ")[0] if i >= 0 else ""
 
 
 def _how_much(budget: str) -> str:
     """A detection note's budget text ("3.2e+12", "inf", "shape", "dtype", "error") in words."""
-    words = {"inf": "any difference fails (exact rule, tolerance 0)",
-             "shape": "shape mismatch", "dtype": "dtype mismatch",
-             "error": "the comparison raised (see the record's error)", "": ""}
+    words = {
+        "inf": "any difference fails (exact rule, tolerance 0)",
+        "shape": "shape mismatch",
+        "dtype": "dtype mismatch",
+        "error": "the comparison raised (see the record's error)",
+        "": "",
+    }
     return words.get(budget, f"{budget} x tolerance")
 
 
 def _from_detection(det: pd.DataFrame) -> dict:
     """Summary of the detection record(s) of one implementation (one per framework run)."""
-    det = det.sort_values(["against", "dtype"], key=lambda s: s.map(
-        lambda v: (FRAMEWORKS.index(v) if v in FRAMEWORKS else 9, v)))
+    det = det.sort_values(
+        ["against", "dtype"],
+        key=lambda s: s.map(lambda v: (FRAMEWORKS.index(v) if v in FRAMEWORKS else 9, v)),
+    )
     main = det.iloc[0]
     parts = parse_detection_note(main["note"])
-    by = "; ".join(f"{r['against']} {r['dtype']} stage: "
-                   + ("caught at " + parse_detection_note(r["note"]).get("first", "?")
-                      if parse_detection_note(r["note"]).get("first", "none") != "none"
-                      else "NOT detected")
-                   for _, r in det.iterrows())
+    by = "; ".join(
+        f"{r['against']} {r['dtype']} stage: "
+        + (
+            "caught at " + parse_detection_note(r["note"]).get("first", "?")
+            if parse_detection_note(r["note"]).get("first", "none") != "none"
+            else "NOT detected"
+        )
+        for _, r in det.iterrows()
+    )
     margin = main["budget_used"]
     first = parts.get("first", "none")
     how = ""
@@ -161,35 +176,60 @@ def _from_detection(det: pd.DataFrame) -> dict:
         how = _how_much(m.group(1) if m else "")
         if not math.isnan(float(main["max_rel_err"])):
             how += f", max rel err {_g(main['max_rel_err'])}"
-    return dict(detected=first != "none", localised=bool(main["passed"]), by=by, first=first,
-                how=how, disagree=parts.get("disagree", ""),
-                explainer=parts.get("explainer", ""), margin=margin,
-                check=(f"{main['against']} {main['dtype']} stage-isolated check of {first}"
-                       if first != "none" else ""))
+    return dict(
+        detected=first != "none",
+        localised=bool(main["passed"]),
+        by=by,
+        first=first,
+        how=how,
+        disagree=parts.get("disagree", ""),
+        explainer=parts.get("explainer", ""),
+        margin=margin,
+        check=(
+            f"{main['against']} {main['dtype']} stage-isolated check of {first}"
+            if first != "none"
+            else ""
+        ),
+    )
 
 
 def _from_run(runs: pd.DataFrame, order: list[str]) -> dict:
     """Summary of a whole run of one implementation (`--parity-impl published:D3`)."""
     rank = {t: i for i, t in enumerate(order)}
     bad = runs[runs["status"].isin(["fail", "error"])]
-    bad = bad.assign(_mode=(bad["mode"] != "stage").astype(int),
-                     _rank=bad["tensor"].map(lambda t: rank.get(t, len(rank))))
+    bad = bad.assign(
+        _mode=(bad["mode"] != "stage").astype(int),
+        _rank=bad["tensor"].map(lambda t: rank.get(t, len(rank))),
+    )
     bad = bad.sort_values(["_mode", "_rank", "against", "dtype"])
     if bad.empty:
-        return dict(detected=False, localised=False, by="the run's checks all agree", first="none",
-                    how="", disagree="none", explainer="", check="")
+        return dict(
+            detected=False,
+            localised=False,
+            by="the run's checks all agree",
+            first="none",
+            how="",
+            disagree="none",
+            explainer="",
+            check="",
+        )
     first = bad.iloc[0]
     tensors = bad.drop_duplicates("tensor").sort_values("_rank")
     disagree = ", ".join(
         f"{r['tensor']} ({_g(bad[bad['tensor'] == r['tensor']]['budget_used'].max()) or r['status']})"
-        for _, r in tensors.iterrows())
-    return dict(detected=True, localised=None, first=first["tensor"],
-                by=f"this run ({len(bad)} of {len(runs)} comparisons disagree)",
-                how=f"{_g(first['budget_used']) or first['status']} x tolerance "
-                    f"({first['against']} {first['dtype']} {first['mode']})",
-                disagree=disagree, explainer=_explainer_of(first["note"]),
-                check=f"{first['against']} {first['dtype']} {first['mode']} check of "
-                      f"{first['tensor']}")
+        for _, r in tensors.iterrows()
+    )
+    return dict(
+        detected=True,
+        localised=None,
+        first=first["tensor"],
+        by=f"this run ({len(bad)} of {len(runs)} comparisons disagree)",
+        how=f"{_g(first['budget_used']) or first['status']} x tolerance "
+        f"({first['against']} {first['dtype']} {first['mode']})",
+        disagree=disagree,
+        explainer=_explainer_of(first["note"]),
+        check=f"{first['against']} {first['dtype']} {first['mode']} check of {first['tensor']}",
+    )
 
 
 def _impl_summaries(df, steps, prefix, run_impl, order):
@@ -216,59 +256,137 @@ def _rate(summaries, what: str) -> str:
         return f"No {what} was run in this session."
     caught = sum(bool(x["detected"]) for x in run)
     localised = sum(bool(x["localised"]) for x in run)
-    return (f"**Detection rate: {caught} / {len(run)} {what}s detected "
-            f"({100 * caught / len(run):.0f}%), {localised} / {len(run)} localised to the tensor "
-            f"they change.** ({len(summaries) - len(run)} of {len(summaries)} not run here.)")
+    return (
+        f"**Detection rate: {caught} / {len(run)} {what}s detected "
+        f"({100 * caught / len(run):.0f}%), {localised} / {len(run)} localised to the tensor "
+        f"they change.** ({len(summaries) - len(run)} of {len(summaries)} not run here.)"
+    )
 
 
 def _impl_rows(summaries, with_check: bool) -> list[list]:
     rows = []
     for s, x in summaries:
         if x is None:
-            row = [s["id"], s["title"], s.get("equation", ""), s.get("first", ""), "not run", "",
-                   "", "", ""]
+            row = [
+                s["id"],
+                s["title"],
+                s.get("equation", ""),
+                s.get("first", ""),
+                "not run",
+                "",
+                "",
+                "",
+                "",
+            ]
         else:
-            row = [s["id"], s["title"], s.get("equation", ""), s.get("first", ""),
-                   _yes(x["detected"]) + (f" ({x['by']})" if x["by"] else ""),
-                   x["first"] + ("" if x["localised"] in (None, True) else " (NOT the expected "
-                                 "tensor)") if x["detected"] else "none",
-                   x["how"], x["disagree"], x["explainer"]]
+            row = [
+                s["id"],
+                s["title"],
+                s.get("equation", ""),
+                s.get("first", ""),
+                _yes(x["detected"]) + (f" ({x['by']})" if x["by"] else ""),
+                x["first"] + ("" if x["localised"] in (None, True) else " (NOT the expected tensor)")
+                if x["detected"]
+                else "none",
+                x["how"],
+                x["disagree"],
+                x["explainer"],
+            ]
         if with_check:
             row.insert(6, x["check"] if x else "")
         rows.append(row)
     return rows
 
 
-def audit_markdown(records, *, equations: list[dict], variants: list[dict], mutants: list[dict],
-                   order: list[str], meta: dict | None = None) -> str:
+def audit_markdown(
+    records,
+    *,
+    equations: list[dict],
+    variants: list[dict],
+    mutants: list[dict],
+    order: list[str],
+    meta: dict | None = None,
+) -> str:
     """The text of audit.md (see the module docstring)."""
     meta = dict(meta or {})
     df = _frame(records)
     run_impl = _run_impl(df, meta)
     plain = df[(df["mode"] != "detection") & (df["impl"] == run_impl)]
-    lines = ["# Derivation audit", "",
-             f"Implementation under test: `{run_impl}`; seed {meta.get('seed', '')}; "
-             f"data: {meta.get('data_source', '') or 'n/a'}.", "",
-             "## Article equations", "",
-             "Checks matched by the records' `equation` field; budget used = largest "
-             "error / tolerance (<= 1 passes).", ""]
-    lines += _table(["eq", "statement", "reference", "checks run (count)",
-                     "largest budget used", "result", "verdict", "note"],
-                    _equation_rows(plain, equations))
+    lines = [
+        "# Derivation audit",
+        "",
+        f"Implementation under test: `{_cell(run_impl)}`; seed {_cell(meta.get('seed', ''))}; "
+        f"data: {_cell(meta.get('data_source', '')) or 'n/a'}.",
+        "",
+        "## Article equations",
+        "",
+        "Checks matched by the records' `equation` field; budget used = largest "
+        "error / tolerance (<= 1 passes).",
+        "",
+    ]
+    lines += _table(
+        [
+            "eq",
+            "statement",
+            "reference",
+            "checks run (count)",
+            "largest budget used",
+            "result",
+            "verdict",
+            "note",
+        ],
+        _equation_rows(plain, equations),
+    )
     var = _impl_summaries(df, variants, "published", run_impl, order)
-    lines += ["", "## Published-code variants", "",
-              "Each variant is the reference with one departure of the published code "
-              "(reference/published.py). Stage-isolated checks feed every framework operation "
-              "the variant's own inputs, so only the changed operation disagrees: the first "
-              "diverging tensor localises the departure.", "", _rate(var, "variant"), ""]
-    lines += _table(["D", "what the published code does", "departs from", "expected first",
-                     "detected", "first diverging", "by how much", "tensors that disagree",
-                     "explainer"], _impl_rows(var, False))
+    lines += [
+        "",
+        "## Published-code variants",
+        "",
+        "Each variant is the reference with one departure of the published code "
+        "(reference/published.py). Stage-isolated checks feed every framework operation "
+        "the variant's own inputs, so only the changed operation disagrees: the first "
+        "diverging tensor localises the departure.",
+        "",
+        _rate(var, "variant"),
+        "",
+    ]
+    lines += _table(
+        [
+            "D",
+            "what the published code does",
+            "departs from",
+            "expected first",
+            "detected",
+            "first diverging",
+            "by how much",
+            "tensors that disagree",
+            "explainer",
+        ],
+        _impl_rows(var, False),
+    )
     mut = _impl_summaries(df, mutants, "mutant", run_impl, order)
-    lines += ["", "## Mutation catalogue", "",
-              "Typical derivation mistakes (parity_tests/mutants.py), each caught by the "
-              "suite's own checks.", "", _rate(mut, "mutant"), ""]
-    lines += _table(["mutant", "mistake", "breaks", "expected first", "detected",
-                     "first diverging", "detecting check", "by how much",
-                     "tensors that disagree", "explainer"], _impl_rows(mut, True))
+    lines += [
+        "",
+        "## Mutation catalogue",
+        "",
+        "Typical derivation mistakes (parity_tests/mutants.py), each caught by the suite's own checks.",
+        "",
+        _rate(mut, "mutant"),
+        "",
+    ]
+    lines += _table(
+        [
+            "mutant",
+            "mistake",
+            "breaks",
+            "expected first",
+            "detected",
+            "first diverging",
+            "detecting check",
+            "by how much",
+            "tensors that disagree",
+            "explainer",
+        ],
+        _impl_rows(mut, True),
+    )
     return "\n".join(lines) + "\n"

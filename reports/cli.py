@@ -3,12 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from reports.diff import diff_reports, format_diff, is_regression
+from reports.diff import (
+    diff_reports,
+    environment_changes,
+    experiment_mismatches,
+    format_diff,
+    is_regression,
+)
+from reports.escape import terminal_text
 from reports.render import display_frame, status_counts
 from reports.tables import summary_frame, terminal_lines
 from reports.writer import load_report
+
+COMPLETENESS = ("complete", "partial", "interrupted")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _factor(text: str) -> float:
+    x = _number(text)
+    if not math.isfinite(x) or not x > 1:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 1, got {text!r}")
+    return x
+
+
+def _floor(text: str) -> float:
+    x = _number(text)
+    if not math.isfinite(x) or not x >= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return x
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,49 +61,95 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="print the worst comparisons and the summary table")
     show.add_argument("dir", help="a report directory, e.g. reports/latest")
-    show.add_argument("-n", type=int, default=10, help="how many worst comparisons to list (10)")
+    show.add_argument("-n", type=_count, default=10, help="how many worst comparisons to list (10)")
     diff = sub.add_parser(
         "diff",
         help="compare a run with a baseline; exit 1 on a regression",
         description="Regressions: a check that passed and no longer does, a check that "
-        "vanished, or a budget that grew more than FACTOR times max(baseline, FLOOR).",
+        "vanished, or a budget that grew more than FACTOR times max(baseline, FLOOR). "
+        "Both runs must be the same experiment (seed, images, init, reduction, data, "
+        "implementation, lr), else exit 2; an interrupted current run is refused (exit 2), "
+        "a partial one is compared on the checks it ran.",
     )
     diff.add_argument("baseline", help="the baseline report directory")
     diff.add_argument("current", help="the report directory to judge")
-    diff.add_argument("--factor", type=float, default=10.0, help="allowed budget growth (10)")
+    diff.add_argument("--factor", type=_factor, default=10.0, help="allowed budget growth, > 1 (10)")
     diff.add_argument(
         "--floor",
-        type=float,
-        default=1e-3,
-        help="smallest baseline budget used as base (1e-3)",
+        type=_floor,
+        default=None,
+        help="smallest baseline budget used as base (default 1 / FACTOR**2: a budget that "
+        "stays below 1 / FACTOR never counts as grown)",
     )
     return parser
+
+
+def _completeness(meta: dict, where: str) -> tuple[str, str]:
+    """(status, detail) of a run's meta; ("", "") when it did not record one."""
+    c = meta.get("completeness")
+    if c is None:
+        return "", ""
+    status = c.get("status") if isinstance(c, dict) else None
+    if status not in COMPLETENESS:
+        raise ValueError(
+            f"{where}/run.json: completeness {c!r} has no status among {', '.join(COMPLETENESS)}"
+        )
+    return status, str(c.get("detail", ""))
+
+
+def _show(args) -> int:
+    df, meta = load_report(args.dir)
+    print(f"{args.dir}: {status_counts(df)}")
+    c = meta.get("completeness")
+    if isinstance(c, dict) and c.get("status"):
+        detail = f" ({c['detail']})" if c.get("detail") else ""
+        print(terminal_text(f"run: {c['status']}{detail}"))
+    if meta.get("versions"):
+        print(terminal_text(f"versions: {meta['versions']}"))
+    print("\nWorst comparisons:")
+    print("\n".join(terminal_lines(df, args.n)) or "(none)")
+    summary = summary_frame(df)
+    if not summary.empty:
+        print()
+        shown = display_frame(summary).map(terminal_text)
+        print(shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
+    return 0
+
+
+def _diff(args) -> int:
+    baseline, base_meta = load_report(args.baseline)
+    current, cur_meta = load_report(args.current)
+    problems = []
+    if baseline.empty:
+        problems.append(f"baseline {args.baseline} holds no comparisons")
+    status, detail = _completeness(cur_meta, args.current)
+    if status == "interrupted":
+        problems.append(
+            f"{args.current} is an interrupted run ({detail}): it cannot be judged against a baseline"
+        )
+    mismatches = experiment_mismatches(base_meta, cur_meta)
+    if mismatches:
+        problems.append(
+            f"{args.current} is a different experiment from the baseline {args.baseline}:\n  "
+            + "\n  ".join(mismatches)
+        )
+    if problems:
+        raise ValueError("\n".join(problems))
+    changes = environment_changes(base_meta, cur_meta)
+    if changes:
+        print(terminal_text("environment changed: " + "; ".join(changes)) + "\n")
+    diff = diff_reports(
+        baseline, current, factor=args.factor, floor=args.floor, partial=status == "partial"
+    )
+    print(format_diff(diff))
+    return 1 if is_regression(diff) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "show":
-            df, meta = load_report(args.dir)
-            print(f"{args.dir}: {status_counts(df)}")
-            if meta.get("versions"):
-                print(f"versions: {meta['versions']}")
-            print("\nWorst comparisons:")
-            print("\n".join(terminal_lines(df, args.n)) or "(none)")
-            summary = summary_frame(df)
-            if not summary.empty:
-                print()
-                print(
-                    display_frame(summary).to_markdown(
-                        index=False, tablefmt="simple", disable_numparse=True
-                    )
-                )
-            return 0
-        baseline, _ = load_report(args.baseline)
-        current, _ = load_report(args.current)
-        diff = diff_reports(baseline, current, factor=args.factor, floor=args.floor)
+        return _show(args) if args.command == "show" else _diff(args)
     except ValueError as exc:
-        print(f"python -m reports: error: {exc}", file=sys.stderr)
+        text = "\n".join(map(terminal_text, str(exc).split("\n")))
+        print(f"python -m reports: error: {text}", file=sys.stderr)
         return 2
-    print(format_diff(diff))
-    return 1 if is_regression(diff) else 0

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import pandas as pd
 
+from reports.escape import terminal_text
 from reports.tables import by_severity
 
 KEY = ["check", "tensor", "mode", "against", "dtype", "impl"]
 REGRESSIONS = ("new failure", "vanished", "budget grew")
-CHANGES = REGRESSIONS + ("fixed", "new check")  # display order
+# "not run": a baseline check a partial run did not run (not a regression); listed last.
+CHANGES = REGRESSIONS + ("fixed", "new check", "not run")  # display order
+NOT_RUN_SHOWN = 3  # format_diff counts "not run" rows and names only this many checks
+# The facts that make two runs the same experiment: the gate compares only such runs.
+EXPERIMENT_KEYS = ("seed", "n_images", "init_scheme", "reduction", "data_sha256", "impl", "lr")
 DIFF_COLUMNS = KEY + [
     "change",
     "status_before",
@@ -36,20 +42,48 @@ def _index(df: pd.DataFrame) -> dict:
     return out
 
 
+def _real(x) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return None
+    return float(x)
+
+
+def _check_factor_floor(factor, floor) -> float:
+    """Validate; return the floor (None: 1 / factor**2)."""
+    f = _real(factor)
+    if f is None or not math.isfinite(f) or not f > 1:
+        raise ValueError(f"factor must be a finite number > 1, got {factor!r}")
+    if floor is None:
+        return 1.0 / f**2
+    fl = _real(floor)
+    if fl is None or not math.isfinite(fl) or not fl >= 0:
+        raise ValueError(f"floor must be a finite number >= 0, got {floor!r}")
+    return fl
+
+
 def diff_reports(
     baseline_df: pd.DataFrame,
     current_df: pd.DataFrame,
     factor: float = 10.0,
-    floor: float = 1e-3,
+    floor: float | None = None,
+    *,
+    partial: bool = False,
 ) -> pd.DataFrame:
     """One row per changed check, regressions first.
 
-    "budget grew" means current budget > factor * max(baseline budget, floor): the floor
-    keeps a budget of 1e-9 growing to 1e-7 from counting as a regression.
+    "budget grew" means current budget > factor * max(baseline budget, floor). The floor
+    (None: 1 / factor**2) keeps noise in tiny budgets from counting: a budget that stays
+    below 1 / factor of its allowance never "grew", however it moved (0 -> 0.0067 with the
+    defaults is no regression, 0.001 -> 0.2 is). factor: a finite number > 1; floor:
+    finite and >= 0 (ValueError otherwise).
+
+    partial=True (the current run ran only some checks): a baseline key whose `check`
+    never occurs in current_df is "not run", not "vanished".
     """
-    if not factor > 0 or not floor >= 0:
-        raise ValueError(f"factor must be > 0 and floor >= 0, got factor={factor}, floor={floor}")
+    floor = _check_factor_floor(factor, floor)
+    factor = float(factor)
     base, cur = _index(baseline_df), _index(current_df)
+    ran = {str(c) for c in current_df["check"]}
     rows = []
     for k in sorted(set(base) | set(cur)):
         (p0, s0, b0), (p1, s1, b1) = (
@@ -60,7 +94,7 @@ def diff_reports(
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = float(np.divide(b1, denom))
         if k not in cur:
-            change = "vanished"
+            change = "not run" if partial and k[0] not in ran else "vanished"
         elif k not in base:
             change = "new check"
         elif p0 and not p1:
@@ -77,6 +111,51 @@ def diff_reports(
     return diff.iloc[order].reset_index(drop=True)
 
 
+def _same_fact(a, b) -> bool:
+    x, y = _real(a), _real(b)
+    if x is not None and y is not None:
+        return x == y or (math.isnan(x) and math.isnan(y))  # 0.0625 == 0.0625, 0 == 0.0
+    return (x is None) == (y is None) and a == b
+
+
+def experiment_mismatches(baseline_meta: dict, current_meta: dict) -> list[str]:
+    """One message per EXPERIMENT_KEYS fact that differs between two runs' meta (run.json).
+
+    e.g. "seed: baseline 0, this run 1". A fact the baseline lacks but this run records
+    is a mismatch too (an older baseline cannot vouch for it); one neither records is not.
+    """
+    out = []
+    for key in EXPERIMENT_KEYS:
+        in_base, in_cur = key in baseline_meta, key in current_meta
+        if not in_base and not in_cur:
+            continue
+        if not in_base:
+            out.append(
+                f"{key}: not recorded in the baseline (re-create it with this version of the suite)"
+            )
+        elif not in_cur:
+            out.append(f"{key}: baseline {baseline_meta[key]}, not recorded in this run")
+        elif not _same_fact(baseline_meta[key], current_meta[key]):
+            out.append(f"{key}: baseline {baseline_meta[key]}, this run {current_meta[key]}")
+    return out
+
+
+def environment_changes(baseline_meta: dict, current_meta: dict) -> list[str]:
+    """What differs in meta["environment"] (library versions, pinned settings), by key:
+    "torch 2.13.0 -> 2.14.1", "keras (absent) -> 3.1". Empty when equal or when either
+    run did not record its environment."""
+    before, after = baseline_meta.get("environment"), current_meta.get("environment")
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return []
+    out = []
+    for key in sorted(set(before) | set(after), key=str):
+        b = str(before[key]) if key in before else "(absent)"
+        a = str(after[key]) if key in after else "(absent)"
+        if b != a or (key in before) != (key in after):
+            out.append(f"{key} {b} -> {a}")
+    return out
+
+
 def is_regression(diff_df: pd.DataFrame) -> bool:
     return bool(diff_df["change"].isin(REGRESSIONS).any())
 
@@ -86,28 +165,42 @@ def _g(x) -> str:
 
 
 def format_diff(diff_df: pd.DataFrame) -> str:
-    """A plain-text table of the changes with the budget before, after and their ratio."""
+    """A plain-text table of the changes with the budget before, after and their ratio.
+
+    Checks a partial run did not run ("not run") are counted, not listed row by row.
+    """
     if diff_df.empty:
         return "No changes: every check kept its status and its budget within the factor."
     counts = diff_df["change"].value_counts()
     head = ", ".join(f"{int(counts[c])} {c}" for c in CHANGES if c in counts)
     verdict = "REGRESSION" if is_regression(diff_df) else "no regression"
-    table = pd.DataFrame(
-        {
-            "change": diff_df["change"],
-            "check": diff_df["check"],
-            "tensor": diff_df["tensor"],
-            "against": diff_df["against"],
-            "dtype": diff_df["dtype"],
-            "mode": diff_df["mode"],
-            "impl": diff_df["impl"],
-            "status": diff_df["status_before"].replace("", "-")
-            + " -> "
-            + diff_df["status_after"].replace("", "-"),
-            "budget before": diff_df["budget_before"].map(_g),
-            "budget after": diff_df["budget_after"].map(_g),
-            "ratio": diff_df["ratio"].map(_g),
-        }
-    )
-    body = table.to_markdown(index=False, tablefmt="simple", disable_numparse=True)
-    return f"{verdict}: {head}\n\n{body}"
+    not_run = diff_df[diff_df["change"] == "not run"]
+    diff_df = diff_df[diff_df["change"] != "not run"]
+    parts = [f"{verdict}: {head}"]
+    if len(not_run):
+        names = list(dict.fromkeys(not_run["check"]))
+        shown = ", ".join(map(terminal_text, names[:NOT_RUN_SHOWN])) + (
+            ", ..." if len(names) > NOT_RUN_SHOWN else ""
+        )
+        parts.append(f"{len(not_run)} baseline checks not run in this (partial) run (e.g. {shown})")
+    if len(diff_df):
+        table = pd.DataFrame(
+            {
+                "change": diff_df["change"],
+                "check": diff_df["check"],
+                "tensor": diff_df["tensor"],
+                "against": diff_df["against"],
+                "dtype": diff_df["dtype"],
+                "mode": diff_df["mode"],
+                "impl": diff_df["impl"],
+                "status": diff_df["status_before"].replace("", "-")
+                + " -> "
+                + diff_df["status_after"].replace("", "-"),
+                "budget before": diff_df["budget_before"].map(_g),
+                "budget after": diff_df["budget_after"].map(_g),
+                "ratio": diff_df["ratio"].map(_g),
+            }
+        )
+        table = table.map(terminal_text)  # record strings: no escape sequences, one line each
+        parts.append(table.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
+    return "\n\n".join(parts)

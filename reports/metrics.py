@@ -13,7 +13,19 @@ import numpy as np
 NAN = math.nan
 
 
+def _refuse_lossy(x, name: str) -> None:
+    """np.asarray would quietly drop a masked array's mask and np.matrix breaks shapes."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array: its mask would be silently dropped; "
+            "pass .filled(...) or a plain ndarray"
+        )
+    if isinstance(x, np.matrix):
+        raise TypeError(f"{name}: np.matrix is not supported, pass np.asarray(x)")
+
+
 def _as_real_array(x, name: str) -> np.ndarray:
+    _refuse_lossy(x, name)
     if not isinstance(x, (np.ndarray, np.generic)):
         raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
     x = np.asarray(x)
@@ -39,7 +51,7 @@ def _tolerance(tolerance, shape: tuple) -> np.ndarray:
 
 def _abs_err(a: np.ndarray, e: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """|a - e| in float64; equal values (inf == inf, -0.0 == 0.0) give 0, NaN gives inf."""
-    out = np.empty(a.shape) if out is None else out   # a 0-d result stays an array
+    out = np.empty(a.shape) if out is None else out  # a 0-d result stays an array
     with np.errstate(invalid="ignore", over="ignore"):
         d = np.abs(np.subtract(a, e, out=out), out=out)
     if np.isnan(d.max()):  # only NaN inputs or inf - inf make a NaN here
@@ -83,8 +95,7 @@ def _blank(shape: tuple, n: int) -> dict:
     }  # fmt: skip
 
 
-def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False,
-                   brief=False) -> dict:
+def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False, brief=False) -> dict:
     """Compare `actual` with `expected` element by element: shape, then dtype, then values.
 
     `tolerance` is an absolute allowance per element (broadcast to `expected`; 0 means
@@ -96,6 +107,7 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     comparison (NaN / blank): for checks that only localise (mutants, variants) and are
     not reported one by one. Returns record fields as plain Python values.
     """
+    _refuse_lossy(tolerance, "tolerance")  # before the shape check, which returns early
     actual = _as_real_array(actual, "actual")
     expected = _as_real_array(expected, "expected")
     shape = tuple(int(s) for s in expected.shape)
@@ -127,13 +139,16 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
         # Vacuous: both sides within tolerance of zero everywhere; |expected| usually settles
         # it, so |actual| is only looked at when |expected| is within tolerance.
         vacuous = bool(np.all(abs_e <= tol)) and bool(np.all(np.abs(a) <= tol))
-        max_abs, mean_abs = float(d.max()), float(d.mean())   # a huge sum may overflow: inf
+        max_abs, mean_abs = float(d.max()), float(d.mean())  # a huge sum may overflow: inf
         # An infinite error (NaN or inf involved) is an infinite relative error; otherwise a
         # NaN can only be 0 / 0, two agreeing zeros, which fmax skips.
-        max_rel = math.inf if math.isinf(max_abs) else float(
-            np.fmax.reduce(np.divide(d, abs_e, out=scratch), axis=None))
+        max_rel = (
+            math.inf
+            if math.isinf(max_abs)
+            else float(np.fmax.reduce(np.divide(d, abs_e, out=scratch), axis=None))
+        )
         max_rel = 0.0 if math.isnan(max_rel) else max_rel
-        budget = np.divide(d, tol, out=np.empty(shape))   # 0 / 0 where the tolerance is 0
+        budget = np.divide(d, tol, out=np.empty(shape))  # 0 / 0 where the tolerance is 0
         if not np.all(tol):
             budget[d == 0] = 0.0
     budget = budget.ravel()
@@ -167,8 +182,9 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
         n_bad=int(np.count_nonzero(budget > 1)),
         # "higher": an actual element's budget, and no inf - inf interpolation. Last: it
         # reorders `budget` in place.
-        budget_q99=NAN if brief else float(
-            np.percentile(budget, 99, method="higher", overwrite_input=True)),
+        budget_q99=NAN
+        if brief
+        else float(np.percentile(budget, 99, method="higher", overwrite_input=True)),
         vacuous=vacuous,
         passed=status == "pass",
         status=status,

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from reports.escape import markdown_cell, plot_label
 from reports.fields import STATUSES
 from reports.tables import by_severity, summary_frame
 
@@ -76,16 +77,38 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.astype(object).map(_g)
 
 
+def completeness_banner(meta: dict) -> tuple[str, str] | None:
+    """("PARTIAL RUN", detail) for a run whose meta says it is not complete, else None.
+
+    meta["completeness"] is {"status": "complete" | "partial" | "interrupted", "detail": str}.
+    """
+    c = meta.get("completeness")
+    if not isinstance(c, dict):
+        return None
+    status = str(c.get("status", "") or "unknown")
+    if status == "complete":
+        return None
+    return f"{status.upper()} RUN", str(c.get("detail", ""))
+
+
 def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
-    """Title, run facts and the summary table (at most MAX_MD_ROWS rows), for CI."""
+    """Title, run facts and the summary table (at most MAX_MD_ROWS rows), for CI.
+
+    Every string from a record or the meta is escaped (markdown_cell): no raw HTML, no
+    broken table rows.
+    """
     summary = summary_frame(df)
-    lines = ["# Parity report", "", f"**{status_counts(df)}**", ""]
-    lines += [f"- {k}: {v}" for k, v in _meta_items(df, meta) if v]
+    lines = ["# Parity report", ""]
+    banner = completeness_banner(meta)
+    if banner:
+        lines += [f"**{markdown_cell(banner[0])}**: {markdown_cell(banner[1])}", ""]
+    lines += [f"**{status_counts(df)}**", ""]
+    lines += [f"- {k}: {markdown_cell(v)}" for k, v in _meta_items(df, meta) if v]
     lines += ["", "## Summary (worst first)", ""]
     if summary.empty:
         lines.append("No comparisons were recorded.")
     else:
-        shown = display_frame(summary.head(MAX_MD_ROWS))
+        shown = display_frame(summary.head(MAX_MD_ROWS)).map(markdown_cell)
         lines.append(shown.to_markdown(index=False, disable_numparse=True))
         if len(summary) > MAX_MD_ROWS:
             lines += [
@@ -149,7 +172,7 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> bytes:
     # and was half the cost of a report.
     left = 0.3 + 0.065 * max((len(str(r)) for r in budget.index), default=4)
     bottom, top, right = 0.6, 0.35, 0.9
-    w, h = max(1.1 * n_cols, 4.2), max(0.42 * n_rows, 2.4)   # room for the title, bar label
+    w, h = max(1.1 * n_cols, 4.2), max(0.42 * n_rows, 2.4)  # room for the title, bar label
     width, height = left + w + right, bottom + h + top
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
@@ -168,8 +191,8 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> bytes:
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
         if st != "pass":
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
-    ax.set_xticks(range(n_cols), list(budget.columns), fontsize=7)
-    ax.set_yticks(range(n_rows), list(budget.index), fontsize=8)
+    ax.set_xticks(range(n_cols), [plot_label(c) for c in budget.columns], fontsize=7)
+    ax.set_yticks(range(n_rows), [plot_label(r) for r in budget.index], fontsize=8)
     ax.set_title("max budget used (error / tolerance); outlined: not a pass", fontsize=9)
     bar = fig.colorbar(image, cax=cax)
     bar.minorticks_off()
@@ -198,9 +221,18 @@ def summary_html(
     extra_sections: dict[str, str] | None = None,
     heat_map: bool = True,
 ) -> str:
-    """A self-contained HTML page: verdict, run facts, heat map, styled summary, extras."""
+    """A self-contained HTML page: verdict, run facts, heat map, styled summary, extras.
+
+    Every string from a record or the meta is HTML-escaped.
+    """
     summary = summary_frame(df)
     esc = html.escape
+    banner = completeness_banner(meta)
+    banner_html = (
+        [f'<p class="completeness"><strong>{esc(banner[0])}</strong>: {esc(banner[1])}</p>']
+        if banner
+        else []
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>Parity report</title>',
@@ -210,6 +242,7 @@ def summary_html(
             "pre{background:#f6f8fa;padding:1em;overflow-x:auto}</style></head><body>"
         ),
         "<h1>Parity report</h1>",
+        *banner_html,
         f"<p><strong>{esc(status_counts(df))}</strong></p>",
         "<h2>Run</h2>",
         '<table class="meta">',
@@ -222,7 +255,7 @@ def summary_html(
         styler = (
             summary.style.apply(_row_style, axis=1)
             .map(_budget_style, subset=["budget_used"])
-            .format(_g, na_rep="")
+            .format(_g, na_rep="", escape="html")  # record strings are data, not markup
             .hide(axis="index")
         )
         if heat_map:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from reports.escape import terminal_text
 from reports.fields import (
     BOOL_FIELDS,
     NUMERIC_FIELDS,
@@ -138,7 +139,7 @@ def _g(x) -> str:
 
 
 def terminal_lines(df: pd.DataFrame, n: int = 10) -> list[str]:
-    """The worst n comparisons, one line each."""
+    """The worst n comparisons, one line each (control characters shown as \\xNN)."""
     lines = []
     for _, r in by_severity(df).head(n).iterrows():
         line = (
@@ -150,5 +151,5 @@ def terminal_lines(df: pd.DataFrame, n: int = 10) -> list[str]:
             line += f" [{r['impl']}]"
         if r["status"] != "pass" and (r["error"] or r["note"]):
             line += f" | {r['error'] or r['note']}"
-        lines.append(line)
+        lines.append(terminal_text(line))  # record strings: no escape sequences, one line
     return lines

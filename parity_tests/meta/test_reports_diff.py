@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from reports import (
     write_report,
 )
 from reports.cli import main
+from reports.diff import environment_changes, experiment_mismatches
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,6 +111,143 @@ def test_budget_growth(before, after, factor, floor, grew):
     assert (list(diff["change"]) == ["budget grew"]) is grew
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "factor", "grew"),
+    [
+        (0.0, 0.0067, 10.0, False),  # measured: an environment change moved it; not a regression
+        (1e-4, 0.05, 10.0, False),  # 500x, but still below 1 / factor of its allowance
+        (0.0, 0.099, 10.0, False),
+        (0.001, 0.2, 10.0, True),
+        (0.02, 0.25, 10.0, True),
+        (0.0, 0.2, 4.0, False),  # floor 1/16: below 1/4 of the allowance
+        (0.0, 0.3, 4.0, True),
+    ],
+    ids=["0-to-0.0067", "below-1/factor", "0-to-0.099", "0.001-to-0.2", "0.02-to-0.25",
+         "factor-4-below", "factor-4-above"],
+)  # fmt: skip
+def test_default_floor_is_one_over_factor_squared(before, after, factor, grew):
+    diff = diff_reports(
+        records_frame([rec("t[a]", before, passed=True)]),
+        records_frame([rec("t[a]", after, passed=True)]),
+        factor,
+    )
+    assert (list(diff["change"]) == ["budget grew"]) is grew
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"factor": 0}, "factor must be a finite number > 1, got 0"),
+        ({"factor": -1}, "factor must be a finite number > 1, got -1"),
+        ({"factor": math.nan}, "factor must be a finite number > 1, got nan"),
+        ({"factor": math.inf}, "factor must be a finite number > 1, got inf"),
+        ({"factor": 1}, "factor must be a finite number > 1, got 1"),
+        ({"factor": "10"}, "factor must be a finite number > 1, got '10'"),
+        ({"floor": -0.1}, "floor must be a finite number >= 0, got -0.1"),
+        ({"floor": math.nan}, "floor must be a finite number >= 0, got nan"),
+        ({"floor": math.inf}, "floor must be a finite number >= 0, got inf"),
+    ],
+    ids=["factor-0", "factor-negative", "factor-nan", "factor-inf", "factor-1", "factor-str",
+         "floor-negative", "floor-nan", "floor-inf"],
+)  # fmt: skip
+def test_factor_and_floor_are_validated(kwargs, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        diff_reports(records_frame(BASELINE), records_frame(BASELINE), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("current", "partial", "changes"),
+    [
+        (BASELINE[:3], True, ["not run"]),
+        (BASELINE[:3], False, ["vanished"]),
+        ([*BASELINE[:3], rec("t[d]", 0.2, tensor="A1")], True, ["vanished", "new check"]),
+        ([*BASELINE[1:3], rec("t[a]", 1.5)], True, ["new failure", "not run"]),
+    ],
+    ids=["check-not-run", "not-partial-vanished", "check-ran-key-gone", "not-run-listed-last"],
+)
+def test_partial_run_checks_it_did_not_run_are_not_run(current, partial, changes):
+    diff = diff_reports(records_frame(BASELINE), records_frame(current), partial=partial)
+    assert list(diff["change"]) == changes
+    assert is_regression(diff) is (changes != ["not run"])
+
+
+@pytest.mark.parametrize(
+    ("n_not_run", "says", "listed"),
+    [
+        (1, "1 baseline checks not run in this (partial) run (e.g. t[n00])", 1),
+        (12, "12 baseline checks not run in this (partial) run (e.g. t[n00], t[n01], t[n02], ...)", 3),
+    ],
+    ids=["one", "twelve"],
+)
+def test_format_diff_counts_checks_not_run(n_not_run, says, listed):
+    base = [*BASELINE, *(rec(f"t[n{i:02d}]", 0.5) for i in range(n_not_run))]
+    diff = diff_reports(records_frame(base), records_frame(BASELINE), partial=True)
+    text = format_diff(diff)
+    assert text.splitlines()[0] == f"no regression: {n_not_run} not run"
+    assert says in text
+    assert sum("t[n" in line for line in text.splitlines()) == 1  # no table row per check
+    assert text.count("t[n") == listed
+
+
+EXPERIMENT = {"seed": 0, "n_images": 200, "init_scheme": "informative", "reduction": "sum",
+              "data_sha256": "c53778cb", "impl": "reference", "lr": 0.0625}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("baseline", "current", "messages"),
+    [
+        (EXPERIMENT, dict(EXPERIMENT), []),
+        (EXPERIMENT | {"lr": 0.0625, "seed": 0.0}, EXPERIMENT | {"seed": 0}, []),
+        ({k: EXPERIMENT[k] for k in ("seed",)}, {"seed": 0}, []),
+        (EXPERIMENT, EXPERIMENT | {"seed": 1}, ["seed: baseline 0, this run 1"]),
+        (
+            EXPERIMENT,
+            EXPERIMENT | {"impl": "published:D3", "lr": 0.1},
+            ["impl: baseline reference, this run published:D3", "lr: baseline 0.0625, this run 0.1"],
+        ),
+        (
+            {k: v for k, v in EXPERIMENT.items() if k != "data_sha256"},
+            EXPERIMENT,
+            ["data_sha256: not recorded in the baseline (re-create it with this version of the suite)"],
+        ),
+        (EXPERIMENT, {"seed": 0}, [f"{k}: baseline {EXPERIMENT[k]}, not recorded in this run"
+                                   for k in EXPERIMENT if k != "seed"]),
+        (EXPERIMENT | {"seed": True}, EXPERIMENT | {"seed": 1}, ["seed: baseline True, this run 1"]),
+    ],
+    ids=["same", "numbers-compare-numerically", "neither-records-it", "seed", "impl-and-lr",
+         "older-baseline", "current-lacks", "bool-is-not-a-number"],
+)  # fmt: skip
+def test_experiment_mismatches(baseline, current, messages):
+    assert experiment_mismatches(baseline, current) == messages
+
+
+ENV = {"numpy": "2.4.6", "torch": "2.13.0", "tensorflow": "2.21.0", "python": "3.11.9",
+       "TF_ENABLE_ONEDNN_OPTS": "0", "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "changes"),
+    [
+        ({"environment": ENV}, {"environment": dict(ENV)}, []),
+        (
+            {"environment": ENV},
+            {"environment": ENV | {"torch": "2.14.1", "TF_ENABLE_ONEDNN_OPTS": "1", "keras": "3.1"}},
+            ["TF_ENABLE_ONEDNN_OPTS 0 -> 1", "keras (absent) -> 3.1", "torch 2.13.0 -> 2.14.1"],
+        ),
+        (
+            {"environment": ENV},
+            {"environment": {k: v for k, v in ENV.items() if k != "tensorflow"}},
+            ["tensorflow 2.21.0 -> (absent)"],
+        ),
+        ({}, {"environment": ENV}, []),
+        ({"environment": ENV}, {}, []),
+    ],
+    ids=["equal", "changed-and-added", "removed", "baseline-lacks", "current-lacks"],
+)
+def test_environment_changes(before, after, changes):
+    assert environment_changes(before, after) == changes
+
+
 def test_identical_runs_have_no_changes():
     diff = diff_reports(records_frame(BASELINE), records_frame(list(reversed(BASELINE))))
     assert diff.empty and not is_regression(diff)
@@ -161,8 +300,27 @@ def report_dirs(tmp_path_factory):
         mp.delenv("GITHUB_STEP_SUMMARY", raising=False)  # NOTE: keep CI's job summary clean
         for name, records in runs.items():
             write_report(records, root / name, {"seed": 1}, heat_map=False)
+        meta = EXPERIMENT | {"environment": ENV, "completeness": COMPLETE}
+        runs = {
+            "exp_base": (BASELINE, meta),
+            "exp_seed1": (BASELINE, meta | {"seed": 1}),
+            "exp_old": (BASELINE, {k: v for k, v in meta.items() if k != "data_sha256"}),
+            "exp_empty": ([], meta),
+            "exp_partial": (BASELINE[:3], meta | {"completeness": PARTIAL}),
+            "exp_interrupted": (BASELINE[:3], meta | {"completeness": INTERRUPTED}),
+            "exp_upgraded": (BASELINE, meta | {"environment": ENV | {"torch": "2.14.1"}}),
+            "exp_unknown": (BASELINE, meta | {"completeness": {"status": "done?"}}),
+        }
+        for name, (records, meta) in runs.items():
+            write_report(records, root / name, meta, heat_map=False)
     (root / "not_a_report").mkdir()
+    (root / "a_file").write_text("not a report")
     return root
+
+
+COMPLETE = {"status": "complete", "detail": "9 tests, 4 comparisons"}
+PARTIAL = {"status": "partial", "detail": "selected with -k 't[a] or t[b] or t[c]'"}
+INTERRUPTED = {"status": "interrupted", "detail": "interrupted after 3 of 9 tests"}
 
 
 @pytest.mark.parametrize(
@@ -177,6 +335,22 @@ def report_dirs(tmp_path_factory):
         (["show", "@broken"], 0, "FAIL Z1 torch float32 stage budget 1.5"),
         (["show", "@not_a_report"], 2, "not a report directory"),
         (["frobnicate"], 2, "invalid choice"),
+        (["diff", "@exp_base", "@exp_seed1"], 2, "seed: baseline 0, this run 1"),
+        (["diff", "@exp_old", "@exp_base"], 2, "data_sha256: not recorded in the baseline"),
+        (["diff", "@exp_empty", "@exp_base"], 2, "exp_empty holds no comparisons"),
+        (["diff", "@exp_base", "@exp_interrupted"], 2, "interrupted after 3 of 9 tests"),
+        (["diff", "@exp_base", "@exp_partial"], 0, "1 baseline checks not run in this (partial) run"),
+        (["diff", "@exp_base", "@exp_upgraded"], 0, "environment changed: torch 2.13.0 -> 2.14.1\n"),
+        (["diff", "@base", "@same", "--factor", "1"], 2, "--factor: must be a finite number > 1"),
+        (["diff", "@base", "@same", "--factor", "nan"], 2, "--factor: must be a finite number > 1"),
+        (["diff", "@base", "@same", "--factor", "inf"], 2, "--factor: must be a finite number > 1"),
+        (["diff", "@base", "@same", "--factor", "ten"], 2, "--factor: 'ten' is not a number"),
+        (["diff", "@base", "@same", "--floor", "-1"], 2, "--floor: must be a finite number >= 0"),
+        (["show", "@base", "-n", "-1"], 2, "-n: must be a whole number >= 0"),
+        (["show", "@base", "-n", "2.5"], 2, "-n: must be a whole number >= 0"),
+        (["show", "@a_file"], 2, "a_file is a file, not a report directory"),
+        (["show", "@exp_partial"], 0, "run: partial (selected with -k"),
+        (["diff", "@exp_base", "@exp_unknown"], 2, "completeness {'status': 'done?'} has no status"),
     ],
     ids=[
         "identical",
@@ -188,6 +362,22 @@ def report_dirs(tmp_path_factory):
         "show",
         "show-bad",
         "bad-command",
+        "other-experiment",
+        "baseline-predates-data-hash",
+        "empty-baseline",
+        "interrupted-run",
+        "partial-run",
+        "environment-changed",
+        "factor-1",
+        "factor-nan",
+        "factor-inf",
+        "factor-not-a-number",
+        "floor-negative",
+        "show-n-negative",
+        "show-n-not-int",
+        "show-a-file",
+        "show-completeness",
+        "unknown-completeness",
     ],
 )
 def test_cli_exit_codes(capsys, report_dirs, args, code, says):
@@ -228,12 +418,16 @@ def test_entry_point_runs_without_the_frameworks(report_dirs):
 @pytest.mark.slow  # a 3,000-row report and an interpreter start-up (~1 s)
 def test_show_into_a_closed_pipe_is_quiet(tmp_path):
     # `python -m reports show DIR | head`: the reader leaves early; no traceback, status 0.
-    records = [rec(f"t[{i}]", 0.5) for i in range(3000)]      # more than a pipe buffer
+    records = [rec(f"t[{i}]", 0.5) for i in range(3000)]  # more than a pipe buffer
     write_report(records, tmp_path / "big", {"seed": 1}, heat_map=False)
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "reports", "show", str(tmp_path / "big"),
-                             "-n", "3000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reports", "show", str(tmp_path / "big"), "-n", "3000"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout.read(200)
     proc.stdout.close()
     err = proc.stderr.read().decode()

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -212,10 +213,16 @@ def test_brief_skips_only_the_unused_metrics():
     a, e = f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0)
     full = compare_arrays(a, e, 0.25, truth=e)
     brief = compare_arrays(a, e, 0.25, truth=e, brief=True)
-    skipped = {"max_ulp", "budget_q99", "actual_err_vs_truth", "expected_err_vs_truth",
-               "closer_to_truth"}
-    assert {k: v for k, v in brief.items() if k not in skipped} == \
-        {k: v for k, v in full.items() if k not in skipped}
+    skipped = {
+        "max_ulp",
+        "budget_q99",
+        "actual_err_vs_truth",
+        "expected_err_vs_truth",
+        "closer_to_truth",
+    }
+    assert {k: v for k, v in brief.items() if k not in skipped} == {
+        k: v for k, v in full.items() if k not in skipped
+    }
     assert math.isnan(brief["max_ulp"]) and math.isnan(brief["budget_q99"])
     assert brief["closer_to_truth"] == "" and full["closer_to_truth"] == "expected"
 
@@ -246,6 +253,25 @@ def test_bad_input_names_the_argument(kwargs, error, name):
     truth = args.pop("truth", None)
     with pytest.raises(error, match=name):
         compare_arrays(args["actual"], args["expected"], args["tol"], truth=truth)
+
+
+LOSSY = {
+    "masked": (lambda: np.ma.array([[1.0]], mask=[[True]]), " is a masked array: its mask"),
+    "matrix": (lambda: np.matrix([[1.0]]), ": np.matrix is not supported, pass np.asarray"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("kind", LOSSY)
+@pytest.mark.parametrize("arg", ["actual", "expected", "truth", "tolerance"])
+def test_masked_array_and_matrix_are_refused(arg, kind):
+    # np.asarray drops a mask silently (a masked NaN would compare as equal) and keeps no
+    # trace of a matrix: both are refused, naming the argument.
+    make, says = LOSSY[kind]
+    args = {"actual": np.ones((1, 1)), "expected": np.ones((1, 1)), "truth": np.ones((1, 1)),
+            "tolerance": np.full((1, 1), 0.1)} | {arg: make()}  # fmt: skip
+    with pytest.raises(TypeError, match=re.escape(arg + says)):
+        compare_arrays(args["actual"], args["expected"], args["tolerance"], truth=args["truth"])
 
 
 def test_results_are_plain_python_and_json_safe():

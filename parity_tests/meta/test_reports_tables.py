@@ -197,3 +197,18 @@ def test_terminal_lines():
         "FAIL dE_df torch float32 stage budget 3.2 at (2, 3, 1) abs 7.9e-07 rel 1.2e-06",
         "FAIL A1 torch float32 stage budget 3 at n/a abs 2e-06 rel n/a",
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("error", "boom\x1b[2J\x1b[H", "boom\\x1b[2J\\x1b[H"),
+        ("note", "line one\nline two\tend", "line one line two end"),
+        ("tensor", "Z1\x07\x9b", "Z1\\x07\\x9b"),
+    ],
+    ids=["clear-screen-escape", "newline-and-tab", "bell-and-c1"],
+)
+def test_terminal_lines_show_control_characters_harmlessly(field, value, shown):
+    r = rec("t[w]", status="fail", passed=False, budget_used=3.0) | {field: value}
+    (line,) = terminal_lines(records_frame([r]), n=1)
+    assert shown in line and "\x1b" not in line and "\n" not in line and "\t" not in line

@@ -1,15 +1,20 @@
 """write_report / load_report: determinism, atomicity, contents, clear errors."""
 
 import base64
+import csv
+import math
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import reports.writer
-from reports import compare_arrays, load_report, records_frame, write_report
+from reports import RECORD_FIELDS, compare_arrays, load_report, records_frame, write_report
 from reports.render import budget_grid
+from reports.writer import MARKER, check_report_dir
 
 META = {"seed": 7, "versions": {"numpy": "2.4.6"}, "data_source": "MNIST (first 200)"}
 
@@ -53,7 +58,7 @@ def test_same_records_give_byte_identical_files(tmp_path):
     write_report(make_records(), tmp_path / "a", META)
     write_report(make_records(shuffle_seed=1), tmp_path / "b", META)
     a, b = snapshot(tmp_path / "a"), snapshot(tmp_path / "b")
-    assert set(a) == {"comparisons.csv", "summary.md", "summary.html", "run.json"}
+    assert set(a) == {"comparisons.csv", "summary.md", "summary.html", "run.json", MARKER}
     assert a == b
     assert b"\r" not in a["comparisons.csv"]
 
@@ -71,8 +76,9 @@ def test_html_embeds_the_heat_map_and_credits_mnist(tmp_path):
 
 
 def test_no_credit_without_mnist(tmp_path):
-    paths = write_report(make_records(), tmp_path / "r", META | {"data_source": "synthetic"},
-                         heat_map=False)
+    paths = write_report(
+        make_records(), tmp_path / "r", META | {"data_source": "synthetic"}, heat_map=False
+    )
     assert "LeCun" not in paths["summary.html"].read_text()
 
 
@@ -87,7 +93,7 @@ def test_markdown_is_capped(tmp_path):
 @pytest.mark.parametrize(
     ("owner", "name", "fail_on_call"),
     [
-        (reports.writer, "_write", 3),  # two files of the new report are written
+        (reports.writer, "_write", 3),  # the marker and a file of the new report are written
         (reports.writer, "summary_html", 1),
         (reports.writer.os, "rename", 2),  # the old report is already moved aside
     ],
@@ -219,3 +225,271 @@ def test_heat_map_grid():
     assert pd.isna(budget.loc["Z1", "tensorflow\nfloat32\nstage"])
     ordered, _ = budget_grid(records_frame(records), order=("A1", "Z1"))
     assert list(ordered.index) == ["A1", "A1 (D1)", "Z1"]
+
+
+# --- report folders: never replace or delete what this suite did not write ---------------
+
+
+def tree(root):
+    """Every file (bytes) and folder under root, by relative path."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _user_folder(d):
+    d.mkdir()
+    (d / "thesis.tex").write_text("months of work")
+
+
+def _package(d):
+    d.mkdir()
+    (d / "__init__.py").write_text('"""A package that happens to be called reports."""\n')
+    (d / "writer.py").write_text("x = 1\n")
+
+
+def _git_checkout(d):
+    (d / ".git").mkdir(parents=True)
+    (d / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (d / "README.md").write_text("# a project\n")
+
+
+def _unmarked_report_plus_user_file(d):
+    d.mkdir()
+    (d / "comparisons.csv").write_text("check\n")
+    (d / "notes.txt").write_text("mine")
+
+
+@pytest.mark.parametrize(
+    ("name", "setup", "says"),
+    [
+        ("target", _user_folder, "refusing to replace .*target: it holds files this suite did not"),
+        ("reports", _package, r"refusing to replace .*reports: .*no \.parity-report marker"),
+        ("checkout", _git_checkout, "refusing to replace .*checkout"),
+        ("latest", _unmarked_report_plus_user_file, "refusing to replace .*latest"),
+        ("target", lambda d: d.write_text("a file"), "target is a file"),
+    ],
+    ids=["user-folder", "reports-package", "git-checkout", "report-files-plus-user-file", "file"],
+)
+def test_refuses_a_folder_it_did_not_write_and_leaves_it_untouched(tmp_path, name, setup, says):
+    target = tmp_path / name
+    setup(target)
+    before = tree(tmp_path)
+    with pytest.raises(ValueError, match=says):
+        write_report(make_records(), target, META, heat_map=False)
+    assert tree(tmp_path) == before
+
+
+def _previous_report(d):
+    write_report(make_records()[:1], d, META, heat_map=False)
+
+
+def _report_from_before_the_marker(d):
+    _previous_report(d)
+    (d / MARKER).unlink()
+    (d / "audit.md").write_text("# Derivation audit\n")
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [lambda d: None, lambda d: d.mkdir(), _previous_report, _report_from_before_the_marker],
+    ids=["missing", "empty-folder", "previous-report", "report-without-marker"],
+)
+def test_writes_into_a_new_empty_or_own_folder(tmp_path, setup):
+    out = tmp_path / "latest"
+    setup(out)
+    assert check_report_dir(out) == out
+    write_report(make_records(), out, META, heat_map=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*reports.writer.REPORT_FILES, MARKER])
+    assert "article-cnn-parity" in (out / MARKER).read_text()
+    assert len(load_report(out)[0]) == 6
+
+
+def _marked(d):
+    d.mkdir()
+    (d / MARKER).write_text("ours\n")
+    (d / "comparisons.csv").write_text("half")
+
+
+def _mine(d):
+    d.mkdir()
+    (d / "thesis.tex").write_text("months of work")
+
+
+@pytest.mark.parametrize(
+    ("name", "setup", "removed"),
+    [
+        (".latest.tmp-k3j9x", _marked, True),
+        (".latest.tmp-k3j9x-old", _marked, True),
+        (".latest.tmp-empty", lambda d: d.mkdir(), True),
+        (".latest.tmp-foo", _mine, False),
+        (".latest.tmp-file", lambda d: d.write_text("mine"), False),
+        (".other.tmp-k3j9x", _marked, False),
+    ],
+    ids=["marked-temp", "marked-old", "empty-temp", "unmarked-lookalike", "file-lookalike",
+         "another-report's-temp"],
+)  # fmt: skip
+def test_leftover_temporaries_removed_only_when_marked(tmp_path, name, setup, removed):
+    setup(tmp_path / name)
+    kept = tree(tmp_path)
+    write_report(make_records(), tmp_path / "latest", META, heat_map=False)
+    assert (tmp_path / name).exists() is not removed
+    if not removed:
+        assert {k: v for k, v in tree(tmp_path).items() if k.startswith(name)} == kept
+
+
+@pytest.mark.parametrize("killed_at_write", [2, 4], ids=["after-the-marker", "mid-report"])
+def test_a_killed_run_leaves_a_leftover_the_next_run_removes(tmp_path, monkeypatch, killed_at_write):
+    original, calls = reports.writer._write, []
+
+    def killed(path, text):
+        calls.append(path.name)
+        if len(calls) == killed_at_write:
+            raise KeyboardInterrupt
+        original(path, text)
+
+    monkeypatch.setattr(reports.writer, "_write", killed)
+    monkeypatch.setattr(reports.writer.shutil, "rmtree", lambda *a, **k: None)  # no clean-up
+    with pytest.raises(KeyboardInterrupt):
+        write_report(make_records(), tmp_path / "latest", META, heat_map=False)
+    monkeypatch.undo()
+    assert calls[0] == MARKER
+    (leftover,) = tmp_path.iterdir()
+    assert leftover.name.startswith(".latest.tmp-") and (leftover / MARKER).is_file()
+    write_report(make_records(), tmp_path / "latest", META, heat_map=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["latest"]
+
+
+@pytest.mark.parametrize("how", ["os.access", "chmod"])
+def test_unwritable_parent_refused(tmp_path, monkeypatch, how):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    if how == "os.access":
+        real = os.access
+        monkeypatch.setattr(
+            reports.writer.os, "access", lambda p, mode: Path(p) != parent and real(p, mode)
+        )
+    elif os.geteuid() == 0:
+        pytest.skip("root may write anywhere: os.access is always true")
+    else:
+        parent.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=r"cannot write the report .*latest: .*ro is not writable"):
+            write_report(make_records(), parent / "new" / "latest", META, heat_map=False)
+    finally:
+        parent.chmod(0o755)
+    assert list(parent.iterdir()) == []
+
+
+# --- strict reading ------------------------------------------------------------------------
+
+
+def strict_records():
+    """Rows 2..5 of comparisons.csv: a pass, a fail, a detection margin, zeros expected."""
+    return [
+        {"check": "t[a]", "tensor": "Z1", "status": "pass", "passed": True, "budget_used": 0.5},
+        {"check": "t[b]", "tensor": "Z1", "status": "fail", "passed": False, "budget_used": math.inf},
+        # mutants.detection_record: tolerance / error at the first diverging tensor, 0 for
+        # an error; stored as is, so > 1 and inf are legitimate there.
+        {"check": "t[c]", "tensor": "Z1", "status": "pass", "passed": True, "budget_used": 5.0,
+         "mode": "detection", "impl": "mutant:sign_dE_dO"},
+        # compare_arrays(expect_zero=True): both sides within tolerance of zero, error <= 2 tol
+        {"check": "t[d]", "tensor": "Z1", "status": "pass", "passed": True, "budget_used": 1.8,
+         "vacuous": True},
+    ]  # fmt: skip
+
+
+def edit_csv(path, line=None, header=None, **cells):
+    """Rewrite comparisons.csv with `cells` changed on CSV line `line` (2 = first data row)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if header:
+        rows[0] = [header.get(c, c) for c in rows[0]]
+    for col, value in cells.items():
+        rows[line - 1][rows[0].index(col)] = value
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (dict(header={"quantity": "tensor"}), "line 1, column tensor: named twice"),
+        (dict(line=2, status="PASSED"), "line 2, column status: 'PASSED' is not one of"),
+        (dict(line=3, passed="yes"), "line 3, column passed: 'yes' is neither True nor False"),
+        (dict(line=2, passed="False"), "line 2, column passed: False contradicts status 'pass'"),
+        (dict(line=3, passed="True"), "line 3, column passed: True contradicts status 'fail'"),
+        (dict(line=3, budget_used="-0.5"), "line 3, column budget_used: -0.5 is negative"),
+        (dict(line=4, budget_used="-1.0"), "line 4, column budget_used: -1.0 is negative"),
+        (dict(line=2, budget_used="inf"), "line 2, column budget_used: inf is over 1 in a pass row"),
+        (dict(line=2, budget_used="1.5"), "line 2, column budget_used: 1.5 is over 1 in a pass row"),
+        (dict(line=5, budget_used="2.5"), "line 5, column budget_used: 2.5 is over 2 in a pass row"),
+    ],
+    ids=["duplicate-column", "unknown-status", "passed-not-bool", "pass-not-passed",
+         "fail-but-passed", "negative-budget", "negative-detection-margin", "pass-budget-inf",
+         "pass-budget-over-1", "zeros-expected-over-2"],
+)  # fmt: skip
+def test_load_refuses_values_no_writer_produces(tmp_path, edit, says):
+    write_report(strict_records(), tmp_path / "r", META, heat_map=False)
+    edit_csv(tmp_path / "r" / "comparisons.csv", **edit)
+    with pytest.raises(ValueError, match=re.escape(f"comparisons.csv: {says}")):
+        load_report(tmp_path / "r")
+
+
+def _header_only(path):
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+
+
+@pytest.mark.parametrize(
+    ("edit", "rows"),
+    [
+        (lambda p: None, 4),
+        (lambda p: edit_csv(p, line=4, budget_used="inf"), 4),
+        (lambda p: edit_csv(p, line=4, budget_used="0.0"), 4),
+        (lambda p: p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes()), 4),
+        (_header_only, 0),
+    ],
+    ids=["as-written", "detection-margin-inf", "detection-margin-0", "utf-8-bom", "header-only"],
+)
+def test_load_accepts_what_the_writers_produce(tmp_path, edit, rows):
+    write_report(strict_records(), tmp_path / "r", META, heat_map=False)
+    edit(tmp_path / "r" / "comparisons.csv")
+    df, _ = load_report(tmp_path / "r")
+    assert len(df) == rows and list(df.columns) == RECORD_FIELDS
+
+
+# --- comparisons.csv: no cell a spreadsheet would run -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "written"),
+    [
+        ("note", '=HYPERLINK("http://evil.example","click")', """'=HYPERLINK(""http://evil.example"""),
+        ("tensor", "+1+2", "'+1+2"),
+        ("error", "-2+3", "'-2+3"),
+        ("impl", "@SUM(A1)", "'@SUM(A1)"),
+        ("quantity", "\t=1", "'\t=1"),
+        ("data_source", "\r=1", "'\r=1"),
+        ("note", "'=already quoted", "''=already quoted"),
+        ("note", "'just a quote", ",'just a quote"),
+        ("note", "a = b - c", ",a = b - c"),
+        ("note", "a\rb", ',"a\rb"'),  # quoted, or csv reads a torn row
+    ],
+    ids=["equals", "plus", "minus", "at", "tab", "carriage-return", "quote-then-equals",
+         "quote-then-text", "inner-operators", "inner-carriage-return"],
+)  # fmt: skip
+def test_csv_cells_cannot_run_as_formulas_and_read_back_exactly(tmp_path, field, value, written):
+    rec = {"check": "t[x]", "tensor": "Z1", "status": "fail", "passed": False, "budget_used": -0.0}
+    write_report([rec | {field: value}], tmp_path / "r", META, heat_map=False)
+    text = (tmp_path / "r" / "comparisons.csv").read_bytes().decode("utf-8")
+    assert written in text
+    df, _ = load_report(tmp_path / "r")
+    assert df[field].iat[0] == value
+
+
+def test_numbers_are_not_quoted(tmp_path):
+    rec = {"check": "t[x]", "status": "fail", "passed": False, "max_abs_err": -1.5, "seed": -1}
+    write_report([rec], tmp_path / "r", META, heat_map=False)
+    row = (tmp_path / "r" / "comparisons.csv").read_text().splitlines()[1]
+    assert ",-1.5," in row and "'" not in row

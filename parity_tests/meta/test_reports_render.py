@@ -1,0 +1,166 @@
+"""summary.md, summary.html and audit.md: strings from records and the meta cannot be turned
+against the reader (no raw HTML, no broken Markdown tables); the completeness banner."""
+
+import html
+import re
+
+import pytest
+
+from reports import records_frame, summary_html, summary_markdown
+from reports.audit import audit_markdown, format_detection_note
+from reports.escape import markdown_cell
+from reports.tables import fill_outliers
+
+
+def rec(**fields):
+    base = {"check": "t[a]", "tensor": "Z1", "equation": "E1", "mode": "stage", "impl": "reference",
+            "against": "torch", "dtype": "float32", "status": "pass", "passed": True,
+            "budget_used": 0.5}  # fmt: skip
+    return base | fields
+
+
+def frame(records):
+    return fill_outliers(records_frame(records))
+
+
+def cells(line: str) -> list[str]:
+    """The cells of one Markdown table row, split at unescaped pipes."""
+    return re.split(r"(?<!\\)\|", line.strip())[1:-1]
+
+
+HOSTILE = [
+    ("impl", "x<svg onload=alert(1)>"),
+    ("tensor", "<b>bold</b>"),
+    ("check", "t[a|b]<script>alert(1)</script>"),
+    ("against", "torch & <i>friends</i>"),
+    ("equation", "E1\n| injected | row |"),
+]
+IDS = ["impl-svg", "tensor-b", "check-pipe-script", "against-ampersand", "equation-newline"]
+
+
+@pytest.mark.parametrize(("field", "value"), HOSTILE, ids=IDS)
+def test_summary_html_escapes_record_strings(field, value):
+    page = summary_html(frame([rec(**{field: value})]), {}, heat_map=False)
+    assert "<script>" not in page and "<svg" not in page and "<b>" not in page and "<i>" not in page
+    assert html.escape(value) in page  # in the summary table (a newline is harmless in HTML)
+
+
+@pytest.mark.parametrize(("field", "value"), HOSTILE, ids=IDS)
+def test_summary_markdown_escapes_record_strings(field, value):
+    md = summary_markdown(frame([rec(**{field: value})]), {})
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 3  # header, rule, one row: no injected row
+    assert len(cells(table[2])) == len(cells(table[0]))
+    assert "<" not in md.split("## Summary")[1] and markdown_cell(value) in table[2]
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [{"data_source": "<img src=x onerror=alert(1)>"}, {"versions": {"torch": "2.13<x>"}},
+     {"seed": "0 <b>"}],
+    ids=["data-source", "versions", "seed"],
+)  # fmt: skip
+def test_meta_strings_are_escaped(meta):
+    page = summary_html(frame([rec()]), meta, heat_map=False)
+    md = summary_markdown(frame([rec()]), meta)
+    for text in (page, md):
+        assert "<img" not in text and "<x>" not in text and "<b>" not in text
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("a|b", "a\\|b"),
+        ("<b>x</b>", "&lt;b&gt;x&lt;/b&gt;"),
+        ("R&D", "R&amp;D"),
+        ("one\ntwo\r\nthree\rfour", "one two three four"),
+        (" padded ", "padded"),
+    ],
+    ids=["pipe", "tag", "ampersand", "newlines", "strip"],
+)
+def test_markdown_cell(value, cell):
+    assert markdown_cell(value) == cell
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "parity_tests/test_parity.py::test_forward[A1-tensorflow-float32]",
+        "E8*E9",
+        "(2, 3, 1)",
+        "1.79e-07",
+        "mnist:/data/mnist.npz (from PARITY_MNIST; sha256 of the first 200 images: c53778cb)",
+        "explainer: torch's dE_df is 200 x ours (N = 200): mean vs sum over the batch?",
+    ],
+    ids=["check", "equation", "index", "number", "data-source", "explainer"],
+)
+def test_normal_values_pass_unchanged(value):
+    # Existing reports stay byte-identical: normal values hold none of & < > | or newlines.
+    assert markdown_cell(value) == value
+
+
+def test_audit_tables_escape_record_strings():
+    note = format_detection_note({"expected first": "Z1", "first": "Z1",
+                                  "disagree": "Z1 (3.2e+12)|<b>", "explainer": "x<script>|y",
+                                  "explainer suspect": "none"})  # fmt: skip
+    records = [
+        rec(against="hand<b>|x", mode="hand<b>|x"),
+        rec(impl="published:D1", mode="detection", budget_used=0.1, note=note),
+    ]
+    text = audit_markdown(
+        records,
+        equations=[{"id": "E1", "statement": "Z1 = f * X", "verdict": "holds"}],
+        variants=[{"id": "D1", "title": "a departure", "equation": "E1", "first": "Z1"}],
+        mutants=[],
+        order=["Z1"],
+        meta={"impl": "reference", "data_source": "<img src=x>"},
+    )
+    assert "<b>" not in text and "<script>" not in text and "<img" not in text
+    lines = text.splitlines()
+    for head in ("| eq |", "| D |"):
+        i = next(i for i, line in enumerate(lines) if line.startswith(head))
+        assert len(cells(lines[i + 2])) == len(cells(lines[i])), lines[i + 2]
+    assert "x&lt;script&gt;\\|y" in text
+
+
+@pytest.mark.parametrize(
+    ("completeness", "md_line", "html_line"),
+    [
+        (
+            {"status": "partial", "detail": "selected with -k 'Z1'"},
+            "**PARTIAL RUN**: selected with -k 'Z1'",
+            '<p class="completeness"><strong>PARTIAL RUN</strong>: selected with -k &#x27;Z1&#x27;</p>',
+        ),
+        (
+            {"status": "interrupted", "detail": "<KeyboardInterrupt>: 3 of 9 tests ran"},
+            "**INTERRUPTED RUN**: &lt;KeyboardInterrupt&gt;: 3 of 9 tests ran",
+            '<p class="completeness"><strong>INTERRUPTED RUN</strong>: '
+            "&lt;KeyboardInterrupt&gt;: 3 of 9 tests ran</p>",
+        ),
+        ({"status": "complete", "detail": "9 tests"}, None, None),
+        (None, None, None),
+    ],
+    ids=["partial", "interrupted-escaped", "complete", "not-recorded"],
+)
+def test_completeness_banner_right_after_the_title(completeness, md_line, html_line):
+    meta = {} if completeness is None else {"completeness": completeness}
+    md = summary_markdown(frame([rec()]), meta)
+    page = summary_html(frame([rec()]), meta, heat_map=False)
+    after_title = md.splitlines()[2]
+    after_h1 = page.split("<h1>Parity report</h1>\n")[1].splitlines()[0]
+    if md_line is None:
+        assert after_title.startswith("**0 error") and after_h1.startswith("<p><strong>0 error")
+    else:
+        assert after_title == md_line and after_h1 == html_line
+    assert md == summary_markdown(frame([rec()]), meta)  # identical for identical inputs
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"tensor": "$\\frac{$"}, {"impl": "D$1$"}, {"against": "$x^$", "mode": "$$"}],
+    ids=["tensor-bad-mathtext", "impl-dollars", "column-label"],
+)
+def test_heat_map_draws_labels_literally(tmp_path, fields):
+    # matplotlib parses "$...$" as mathtext: "$\\frac{$" made write_report raise.
+    page = summary_html(frame([rec(**fields)]), {}, heat_map=True)
+    assert 'src="data:image/png;base64,' in page
