@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import MirrorUnavailable
 from reports import compare_arrays, format_mismatch, normalise_record
 from reports.explain import explain
@@ -37,7 +38,7 @@ class RunContext:
 
 
 class ParityRecorder:
-    brief = False   # compare_arrays(brief=...): every metric for the checks that are reported
+    brief = False  # compare_arrays(brief=...): every metric for the checks that are reported
 
     def __init__(self, node, context: RunContext):
         self.node, self.context = node, context
@@ -47,47 +48,97 @@ class ParityRecorder:
 
     def _base(self, **fields) -> dict:
         c = self.context
-        return dict(check=self.node.nodeid, device=c.device, impl=c.impl, seed=c.seed,
-                    data_source=c.data_source, versions=c.versions, init_scheme=c.init_scheme,
-                    reduction=c.reduction, **fields)
+        return dict(
+            check=self.node.nodeid,
+            device=c.device,
+            impl=c.impl,
+            seed=c.seed,
+            data_source=c.data_source,
+            versions=c.versions,
+            init_scheme=c.init_scheme,
+            reduction=c.reduction,
+            **fields,
+        )
 
     def add(self, record: dict) -> dict:
         record = normalise_record(record)
         self.node.user_properties.append((RECORD_KEY, json.dumps(record, sort_keys=True)))
         return record
 
-    def check(self, *, tensor, equation, step, quantity, mode, against, dtype, compute,
-              expect_zero=False, fail=True, note="") -> dict:
+    def check(
+        self,
+        *,
+        tensor,
+        equation,
+        step,
+        quantity,
+        mode,
+        against,
+        dtype,
+        compute,
+        expect_zero=False,
+        fail=True,
+        note="",
+    ) -> dict:
         """Run `compute() -> harness.Check`, record the comparison, fail the test on mismatch.
 
-        An exception inside `compute` (a framework that crashes, a missing mirror) becomes
-        an error record and a failing test carrying the original message, never a skip.
+        Any exception on the way to the verdict (the implementation, a framework that
+        crashes, a missing mirror, the comparison itself; SystemExit and other
+        BaseExceptions from user code too, but not Ctrl-C) becomes an error record and a
+        failing test carrying the original message, never a skip.
         """
-        fields = dict(tensor=tensor, equation=equation, step=step, quantity=quantity,
-                      mode=mode, against=against, dtype=dtype)
+        fields = dict(
+            tensor=tensor,
+            equation=equation,
+            step=step,
+            quantity=quantity,
+            mode=mode,
+            against=against,
+            dtype=dtype,
+        )
         try:
-            c, crash = compute(), None
-        except Exception as exc:  # recorded, then reported as a failure below
+            record, crash = self._measure(fields, compute, expect_zero, note), None
+        except KeyboardInterrupt:
+            raise  # the user's Ctrl-C: the session is interrupted, and says so
+        except BaseException as exc:  # noqa: BLE001  (SystemExit from user code is a failure too)
             # A missing framework's message says it all; a crash needs its traceback.
-            where = "" if isinstance(exc, MirrorUnavailable) else traceback.format_exc(limit=3)
-            c, crash = None, (f"{type(exc).__name__}: {exc}", where)
+            where = (
+                ""
+                if isinstance(exc, (MirrorUnavailable, ImplementationError))
+                else traceback.format_exc(limit=3)
+            )
+            record, crash = None, (f"{type(exc).__name__}: {exc}", where)
         if crash:  # outside the except block, so pytest shows no chained tracebacks
             message, where = crash
             self.add(self._base(**fields, status="error", passed=False, error=message))
             if fail:
-                pytest.fail(f"`{tensor}` ({equation}, {mode}) vs {against} [{dtype}] could not "
-                            f"be computed: {message}\n{where}reproduce: {self.reproduce()}",
-                            pytrace=False)
+                pytest.fail(
+                    f"`{tensor}` ({equation}, {mode}) vs {against} [{dtype}] could not "
+                    f"be computed: {message}\n{where}reproduce: {self.reproduce()}",
+                    pytrace=False,
+                )
             return {}
-        metrics = compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth,
-                                 expect_zero=expect_zero, brief=self.brief)
-        if metrics["status"] == "fail":
-            metrics["note"] = _join(metrics["note"], explanation_note(c, tensor, against))
-        metrics["note"] = _join(metrics["note"], note)
-        record = self.add(self._base(**fields, **metrics, tolerance_rule=c.tolerance.rule))
         if fail and not record["passed"]:
             pytest.fail(format_mismatch(record, self.reproduce()), pytrace=False)
         return record
+
+    def _measure(self, fields, compute, expect_zero, note) -> dict:
+        """compute() and compare: anything that goes wrong on the way raises to check()."""
+        c = compute()
+        metrics = compare_arrays(
+            c.actual,
+            c.expected,
+            c.tolerance.array,
+            truth=c.truth,
+            expect_zero=expect_zero,
+            brief=self.brief,
+        )
+        if metrics["status"] == "fail":
+            metrics["note"] = _join(
+                metrics["note"], explanation_note(c, fields["tensor"], fields["against"])
+            )
+        metrics["note"] = _join(metrics["note"], note() if callable(note) else note)
+        return self.add(self._base(**fields, **metrics, tolerance_rule=c.tolerance.rule))
 
 
 def _join(*parts) -> str:
@@ -97,8 +148,13 @@ def _join(*parts) -> str:
 def explanation_note(check, tensor, against) -> str:
     """The mismatch explainer's best guess (reports.explain), for a failing record's note."""
     try:
-        found = explain(check.actual, check.expected, tensor=tensor, against=against,
-                        context=getattr(check, "context", None))
+        found = explain(
+            check.actual,
+            check.expected,
+            tensor=tensor,
+            against=against,
+            context=getattr(check, "context", None),
+        )
     except Exception as exc:  # the explainer must never mask the mismatch itself
         return f"explainer failed: {type(exc).__name__}: {exc}"
     return f"explainer: {found}" if found else "explainer: no simple fit"

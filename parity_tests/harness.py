@@ -8,11 +8,13 @@ so a test only compares.
 from __future__ import annotations
 
 import functools
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
 
 from parity_tests import tolerance
+from parity_tests.impl_call import ImplementationError, modified_inputs, run_train_step
 from parity_tests.mirrors import load_mirror
 from parity_tests.stages import BY_TENSOR, UPDATE_GRADIENT, Stage, stage_tolerance
 from reference import model
@@ -23,7 +25,7 @@ from reference.tensors import Tensors
 class RunConfig:
     seed: int = 0
     n_images: int = 200
-    lr: float = 0.0625       # 2^-4: Keras keeps lr in float32; a value float32 holds exactly
+    lr: float = 0.0625  # 2^-4: Keras keeps lr in float32; a value float32 holds exactly
     reduction: str = "sum"
     init_scheme: str = "informative"
     impl: str = "reference"
@@ -37,50 +39,104 @@ class Check:
     expected: np.ndarray
     tolerance: tolerance.Tolerance
     truth: np.ndarray | None
-    context: dict | None = None   # what reports.explain may use to name a mismatch
+    context: dict | None = None  # what reports.explain may use to name a mismatch
+
+
+def _failure(exc: BaseException) -> str:
+    """The message every check of a failed implementation carries."""
+    if isinstance(exc, ImplementationError):
+        return str(exc)
+    where = "".join(traceback.format_exception(exc, limit=-3)).rstrip()
+    return f"train_step raised {type(exc).__name__}: {exc}\n{where}"
 
 
 def _f64(tensors):
     return {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
 class Harness:
+    """The shared inputs (`params`, `inputs`) are read-only arrays: nothing, neither the
+    implementation under test (which gets copies) nor a mirror, can change what the
+    others are fed."""
+
     def __init__(self, config: RunConfig, data, impl=model):
         self.config, self.data, self.impl = config, data, impl
+        self._steps: dict = {}  # (impl id, dtype) -> (tensors, inputs after) or the failure
 
     @functools.cache
     def params(self, dtype: str) -> Tensors:
-        return model.init_params(self.config.seed, dtype, self.config.init_scheme)
+        p = model.init_params(self.config.seed, dtype, self.config.init_scheme)
+        return Tensors({k: _read_only(v) for k, v in p.items()})
 
     @functools.cache
     def inputs(self, dtype: str):
-        return self.data.X.astype(dtype), self.data.y.astype(dtype)
+        return _read_only(self.data.X.astype(dtype)), _read_only(self.data.y.astype(dtype))
 
-    def _train(self, impl, params, dtype):
+    def pristine_inputs(self, dtype: str) -> dict:
         X, y = self.inputs(dtype)
-        out = impl.train_step(params, X, y, lr=self.config.lr, reduction=self.config.reduction)
-        # The inputs are known here; an implementation need not echo them back.
-        return Tensors({"X": X, **params, **out}, y=y)
+        return {"X": X, "y": y, **self.params(dtype)}
 
-    @functools.cache
+    def _train(self, impl, dtype):
+        """(every tensor of one step, the inputs as train_step left them); a failure of the
+        implementation is remembered and raised again, so it is called once per dtype."""
+        key = (id(impl), dtype)
+        if key not in self._steps:
+            try:
+                X, y = self.inputs(dtype)
+                params = self.params(dtype)
+                cfg = self.config
+                result = run_train_step(impl, params, X, y, cfg.lr, cfg.reduction)
+                # The suite's own inputs, never the implementation's: an implementation need
+                # not echo them back, and what the frameworks are fed must be ours.
+                tensors = Tensors({**result.outputs, "X": X, **params}, y=y)
+                self._steps[key] = (tensors, result.inputs_after)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
+                self._steps[key] = _failure(exc)
+        found = self._steps[key]
+        if isinstance(found, str):
+            raise ImplementationError(found)
+        return found
+
     def implementation(self, dtype: str) -> Tensors:
         """Every named tensor of one step of the implementation under test."""
-        return self._train(self.impl, self.params(dtype), dtype)
+        return self._train(self.impl, dtype)[0]
 
-    @functools.cache
+    def inputs_after(self, dtype: str) -> dict:
+        """The copies of X, y, f, W, b handed to train_step, as it left them."""
+        return self._train(self.impl, dtype)[1]
+
+    def modified_inputs(self, dtype: str) -> list[str]:
+        return modified_inputs(self.pristine_inputs(dtype), self.inputs_after(dtype))
+
+    def inputs_check(self, name: str, dtype: str) -> Check:
+        """The copy of input `name` after train_step against the suite's original: exact."""
+        after, pristine = self.inputs_after(dtype).get(name), self.pristine_inputs(dtype)[name]
+        if not isinstance(after, np.ndarray):
+            raise ImplementationError(f"train_step replaced its input {name} by {type(after).__name__}")
+        return Check(after, pristine, tolerance.exact(pristine.shape), None)
+
     def reference(self, dtype: str) -> Tensors:
         """The project's own reference (used for the end-to-end rounding spread)."""
-        if self.impl is model:
-            return self.implementation(dtype)
-        return self._train(model, self.params(dtype), dtype)
+        return self._train(model, dtype)[0]
 
     @functools.cache
     def truth(self, dtype: str) -> Tensors:
         """The reference in float64 on `dtype`'s rounded inputs and parameters."""
         X, y = self.inputs(dtype)
-        out = model.train_step(_f64(self.params(dtype)), X.astype(np.float64),
-                               y.astype(np.float64), lr=self.config.lr,
-                               reduction=self.config.reduction)
+        out = model.train_step(
+            _f64(self.params(dtype)),
+            X.astype(np.float64),
+            y.astype(np.float64),
+            lr=self.config.lr,
+            reduction=self.config.reduction,
+        )
         return Tensors(out, y=y.astype(np.float64))
 
     @functools.cache
@@ -90,15 +146,20 @@ class Harness:
     @functools.cache
     def end_to_end(self, framework: str, dtype: str) -> Tensors:
         X, y = self.inputs(dtype)
-        return self.mirror(framework).train_step(self.params(dtype), X, y, self.config.lr,
-                                                 self.config.reduction)
+        return self.mirror(framework).train_step(
+            self.params(dtype), X, y, self.config.lr, self.config.reduction
+        )
 
     def explain_context(self, stage: Stage, inputs, dtype: str) -> dict:
         """Run facts the mismatch explainer (reports.explain) uses to name a mistake."""
         p = self.params(dtype)
-        ctx = dict(lr=self.config.lr, n_images=int(self.data.X.shape[2]),
-                   n_filters=int(p["f"].shape[2]), filter_size=int(p["f"].shape[0]),
-                   bias=float(p["b"][0]))
+        ctx = dict(
+            lr=self.config.lr,
+            n_images=int(self.data.X.shape[2]),
+            n_filters=int(p["f"].shape[2]),
+            filter_size=int(p["f"].shape[0]),
+            bias=float(p["b"][0]),
+        )
         if stage.tensor in UPDATE_GRADIENT:
             ctx.update(old=inputs[stage.tensor[0]], grad=inputs[UPDATE_GRADIENT[stage.tensor]])
         return ctx
@@ -113,20 +174,34 @@ class Harness:
         truth = None
         if dtype != "float64":
             truth = stage.compute(_f64(inputs), cfg.lr, cfg.reduction)
-        return Check(np.asarray(actual), np.asarray(expected), tol, truth,
-                     self.explain_context(stage, inputs, dtype))
+        return Check(
+            np.asarray(actual),
+            np.asarray(expected),
+            tol,
+            truth,
+            self.explain_context(stage, inputs, dtype),
+        )
 
     def end_to_end_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         impl, cfg = self.implementation(dtype), self.config
         inputs = {name: impl[name] for name in stage.inputs}
         stage_tol = stage_tolerance(stage, inputs, impl[stage.tensor], cfg.lr, cfg.reduction)
-        tol = tolerance.end_to_end(stage_tol, self.reference("float32")[stage.tensor],
-                                   self.truth("float32")[stage.tensor], dtype)
+        tol = tolerance.end_to_end(
+            stage_tol,
+            self.reference("float32")[stage.tensor],
+            self.truth("float32")[stage.tensor],
+            dtype,
+        )
         if stage.tensor in UPDATE_GRADIENT:
             grad = UPDATE_GRADIENT[stage.tensor]
             grad_tol = self.end_to_end_check(BY_TENSOR[grad], framework, dtype).tolerance
             tol = tolerance.end_to_end_update(tol, grad_tol, cfg.lr, grad)
         truth = self.truth(dtype)[stage.tensor] if dtype != "float64" else None
         actual = self.end_to_end(framework, dtype)[stage.tensor]
-        return Check(np.asarray(actual), np.asarray(impl[stage.tensor]), tol, truth,
-                     self.explain_context(stage, inputs, dtype))
+        return Check(
+            np.asarray(actual),
+            np.asarray(impl[stage.tensor]),
+            tol,
+            truth,
+            self.explain_context(stage, inputs, dtype),
+        )

@@ -4,21 +4,24 @@ An implementation is any object with the reference's model API:
 
     train_step(params, X, y, lr, reduction) -> mapping with the article's names
         (patches, Z1, A1, Z2, O, E, dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1,
-         dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own"),
-        and its inputs X, f, W, b too: the stage checks feed them to the frameworks.
+         dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own").
         Example: examples/byo_impl/batch_first_cnn.py.
 
 "reference" is the project's NumPy reference; "published:D3" a published-code variant
 (reference/published.py: D1..D8, D12, D13); "mutant:sign_dE_dO" a mistake of the mutation
-catalogue (parity_tests/mutants.py); any other name is imported as a module
-(`mypackage.mymodule`) that provides `train_step`.
+catalogue (parity_tests/mutants.py). These run in the pytest process. Any other name is a
+module (`mypackage.mymodule`) that provides `train_step`; it runs in a child process
+(parity_tests/impl_call.py), so that a hang, `os._exit` or a crash there is an error record.
 """
 
 from __future__ import annotations
 
 import importlib
 
+from parity_tests.impl_call import DEFAULT_TIMEOUT_S, ChildProcessImpl, ImplementationError
 from reference import model
+
+BUILTIN_PREFIXES = ("published:", "mutant:")
 
 
 def _named(name: str, table: dict):
@@ -28,7 +31,29 @@ def _named(name: str, table: dict):
     return table[key]
 
 
-def resolve_impl(name: str):
+def is_builtin(name: str) -> bool:
+    return name == "reference" or name.startswith(BUILTIN_PREFIXES)
+
+
+def import_impl(name: str):
+    """Import a user's module and check it has train_step (in the process that will run it)."""
+    try:
+        impl = importlib.import_module(name)
+    except Exception as exc:  # an import that fails for any reason is the same usage error
+        raise ImplementationError(
+            f"--parity-impl {name!r}: not 'reference', 'published:Dn', 'mutant:NAME' or an "
+            f"importable module ({type(exc).__name__}: {exc})"
+        ) from None
+    if not callable(getattr(impl, "train_step", None)):
+        raise ImplementationError(
+            f"--parity-impl {name!r}: module {impl.__name__} has no train_step(params, X, y, lr, "
+            "reduction); see README 'Bring your own'"
+        )
+    return impl
+
+
+def resolve_impl(name: str, timeout: float = DEFAULT_TIMEOUT_S):
+    """The suite's own implementations as objects; anything else as a ChildProcessImpl."""
     if name == "reference":
         return model
     if name.startswith("published:"):
@@ -39,12 +64,9 @@ def resolve_impl(name: str):
         from parity_tests.mutants import MUTANTS
 
         return _named(name, MUTANTS)
-    try:
-        impl = importlib.import_module(name)
-    except ImportError as exc:
-        raise ValueError(f"--parity-impl {name!r}: not 'reference' and not an importable module "
-                         f"({exc})") from exc
-    if not callable(getattr(impl, "train_step", None)):
-        raise ValueError(f"--parity-impl {name!r}: module {impl.__name__} has no train_step("
-                         f"params, X, y, lr, reduction); see README 'Bring your own'")
-    return impl
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        raise ValueError(
+            f"--parity-impl {name!r}: expected 'reference', 'published:Dn', "
+            "'mutant:NAME' or a dotted module name"
+        )
+    return ChildProcessImpl(name, timeout)

@@ -16,8 +16,8 @@ from reports.explain import explain
 
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS.values(), ids=list(mutants.MUTANTS))
-def test_mutant_detected(parity, run_config, article_data, pytestconfig, mutant):
-    frameworks = pytestconfig._parity["frameworks"]
+def test_mutant_detected(parity, run_config, article_data, parity_settings, mutant):
+    frameworks = parity_settings.frameworks
     framework = "torch" if "torch" in frameworks else frameworks[0]
     assert_caught(detect(parity, run_config, article_data, mutant, framework), mutant)
 
@@ -34,14 +34,14 @@ def test_catalogue_is_complete():
 # --- the explainer on planted mistakes ------------------------------------------------------
 
 RNG = np.random.default_rng(7)
-G = RNG.standard_normal((6, 3, 16))            # a conv map (N, K, P), P = 4 x 4
-F = RNG.standard_normal((5, 5, 3))             # filters (s, s, K)
+G = RNG.standard_normal((6, 3, 16))  # a conv map (N, K, P), P = 4 x 4
+F = RNG.standard_normal((5, 5, 3))  # filters (s, s, K)
 W = RNG.standard_normal((12, 1))
 CTX = dict(lr=0.0625, n_images=6, n_filters=3, filter_size=5, bias=0.25)
 
 
 def _flatten_position_major(g):
-    N, K, P = g.shape                          # D4: the (K, P) buffer read as (P, K)
+    N, K, P = g.shape  # D4: the (K, P) buffer read as (P, K)
     return g.reshape(N, K * P).reshape(N, P, K).transpose(0, 2, 1)
 
 
@@ -57,18 +57,34 @@ CASES = {  # id: (tensor, theirs, ours, context, expected suspect, words in the 
     "free-factor": ("Z1", G, G / 3.7, CTX, "factor", "no known constant"),
     "flipped-kernel": ("dE_df", F, F[::-1, ::-1], CTX, "flipped_kernel", "true convolution"),
     "filter-transposed": ("dE_df", F, F.transpose(1, 0, 2), CTX, "swap_axes", "filter transposed"),
-    "flatten-order": ("dE_dA1", G, _flatten_position_major(G), CTX, "flatten_order",
-                      "position-major"),
-    "positions-transposed": ("Z1", G, G.reshape(6, 3, 4, 4).transpose(0, 1, 3, 2).reshape(6, 3, 16),
-                             CTX, "position_transpose", "transposed"),
+    "flatten-order": ("dE_dA1", G, _flatten_position_major(G), CTX, "flatten_order", "position-major"),
+    "positions-transposed": (
+        "Z1",
+        G,
+        G.reshape(6, 3, 4, 4).transpose(0, 1, 3, 2).reshape(6, 3, 16),
+        CTX,
+        "position_transpose",
+        "transposed",
+    ),
     "W-transposed": ("dE_dW", W, W.T, CTX, "transpose", "W vs W^T"),
     "unreduced": ("dE_db", G[0, :1, :6].sum(axis=1), G[0, :1, :6], CTX, "unreduced", "summed"),
-    "dtype": ("dE_df", F.astype(np.float32), F.astype(np.float32).astype(np.float64), CTX,
-              "dtype", "upcast"),
+    "dtype": (
+        "dE_df",
+        F.astype(np.float32),
+        F.astype(np.float32).astype(np.float64),
+        CTX,
+        "dtype",
+        "upcast",
+    ),
     "bias-missing": ("Z2", G[:, 0, 0][None] + 0.25, G[:, 0, 0][None], CTX, "affine", "bias"),
-    "standardised": ("Z2", 3 * G[:, 0, 0][None] + 1,
-                     ((G[:, 0, 0] - G[:, 0, 0].mean()) / G[:, 0, 0].std())[None], CTX, "affine",
-                     "standardised"),
+    "standardised": (
+        "Z2",
+        3 * G[:, 0, 0][None] + 1,
+        ((G[:, 0, 0] - G[:, 0, 0].mean()) / G[:, 0, 0].std())[None],
+        CTX,
+        "affine",
+        "standardised",
+    ),
     "update-twice": ("W_new", THEIRS, OLD - 2 * 0.0625 * GRAD, UPDATE, "update_twice", "twice"),
     "update-missing": ("W_new", THEIRS, OLD.copy(), UPDATE, "update_missing", "not applied"),
     "ascent": ("W_new", THEIRS, OLD + 0.0625 * GRAD, UPDATE, "update_sign", "flipped"),
@@ -82,8 +98,9 @@ def test_explainer_names_the_mistake(case):
     assert found is not None and found.suspect == suspect and words in found.message, found
 
 
-@pytest.mark.parametrize("ours", [G + 0.01 * RNG.standard_normal(G.shape), np.abs(G), G ** 2],
-                         ids=["noise", "abs", "square"])
+@pytest.mark.parametrize(
+    "ours", [G + 0.01 * RNG.standard_normal(G.shape), np.abs(G), G**2], ids=["noise", "abs", "square"]
+)
 def test_explainer_stays_silent_on_unrelated_differences(ours):
     assert explain(G, ours, tensor="Z1", against="torch", context=CTX) is None
 

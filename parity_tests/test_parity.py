@@ -3,10 +3,12 @@
 Stage-isolated checks (test_forward, test_gradient, test_update) feed one framework
 operation the reference's own inputs for that stage; test_end_to_end runs the whole model
 in the framework from the shared weights. Ids read test_gradient[dE_df-torch-float32].
+test_inputs_untouched checks that train_step left the copies of its inputs as it got them.
 """
 
 import pytest
 
+from parity_tests.impl_call import INPUT_NAMES
 from parity_tests.stages import END_TO_END, FORWARD, GRADIENT, UPDATE
 
 
@@ -16,11 +18,17 @@ def _ids(stages):
 
 def _stage_check(parity, harness, stage, framework, dtype, mode):
     make = harness.stage_check if mode == "stage" else harness.end_to_end_check
-    parity.check(tensor=stage.tensor, equation=stage.equation, step=stage.step,
-                 quantity=stage.quantity, mode=mode, against=framework, dtype=dtype,
-                 compute=lambda: make(stage, framework, dtype),
-                 expect_zero=harness.config.init_scheme == "article"
-                 and stage.quantity != "forward")
+    parity.check(
+        tensor=stage.tensor,
+        equation=stage.equation,
+        step=stage.step,
+        quantity=stage.quantity,
+        mode=mode,
+        against=framework,
+        dtype=dtype,
+        compute=lambda: make(stage, framework, dtype),
+        expect_zero=harness.config.init_scheme == "article" and stage.quantity != "forward",
+    )
 
 
 @_ids(FORWARD)
@@ -41,3 +49,24 @@ def test_update(parity, harness, stage, framework, dtype):
 @_ids(END_TO_END)
 def test_end_to_end(parity, harness, stage, framework, dtype):
     _stage_check(parity, harness, stage, framework, dtype, "end_to_end")
+
+
+@pytest.mark.parametrize("name", INPUT_NAMES)
+def test_inputs_untouched(parity, harness, name, dtype):
+    # The implementation gets copies; the frameworks are fed the suite's originals either
+    # way, but an implementation that writes into its inputs has a bug worth naming.
+    parity.check(
+        tensor=name,
+        equation="",
+        step="inputs",
+        quantity="input",
+        mode="inputs",
+        against="pristine",
+        dtype=dtype,
+        compute=lambda: harness.inputs_check(name, dtype),
+        note=lambda: (
+            f"train_step modified its input {name} in place"
+            if name in harness.modified_inputs(dtype)
+            else ""
+        ),
+    )

@@ -15,12 +15,12 @@ from parity_tests.impls import resolve_impl
 from parity_tests.stages import STAGES
 from reference.published import ORDER, VARIANTS
 
-CROSS_CHECKED = ("D2", "D12")     # also caught through TensorFlow's stage operations
+CROSS_CHECKED = ("D2", "D12")  # also caught through TensorFlow's stage operations
 
 
 @pytest.fixture
-def detector(pytestconfig) -> str:
-    frameworks = pytestconfig._parity["frameworks"]
+def detector(parity_settings) -> str:
+    frameworks = parity_settings.frameworks
     return "torch" if "torch" in frameworks else frameworks[0]
 
 
@@ -37,7 +37,8 @@ def assert_caught(finding, step):
     assert finding.detected and finding.first_tensor == step.first, mutants.message(finding, step)
     assert finding.first_suspect == (step.explains or ""), (
         f"{mutants.label(step)}: explainer verdict on {step.first} changed: expected suspect "
-        f"{step.explains!r}, got {finding.first_explanation!r}")
+        f"{step.explains!r}, got {finding.first_explanation!r}"
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
@@ -46,8 +47,8 @@ def test_variant_detected(parity, run_config, article_data, detector, variant):
 
 
 @pytest.mark.parametrize("variant", [VARIANTS[v] for v in CROSS_CHECKED], ids=CROSS_CHECKED)
-def test_variant_detected_by_tensorflow(parity, pytestconfig, run_config, article_data, variant):
-    if "tensorflow" not in pytestconfig._parity["frameworks"]:
+def test_variant_detected_by_tensorflow(parity, parity_settings, run_config, article_data, variant):
+    if "tensorflow" not in parity_settings.frameworks:
         pytest.skip("tensorflow deselected by --parity-frameworks")
     assert_caught(detect(parity, run_config, article_data, variant, "tensorflow"), variant)
 
@@ -55,16 +56,16 @@ def test_variant_detected_by_tensorflow(parity, pytestconfig, run_config, articl
 def test_unmodified_step_is_not_flagged(parity, run_config, article_data, detector):
     # NOTE: the control: without a departure, no stage check may fail, or "detected" is free.
     harness = mutants.detection_harness(run_config, article_data, mutants.STEPPER)
-    finding = mutants.localise(harness, mutants.quiet_recorder(parity, "stepper"), detector,
-                               "float64")
+    finding = mutants.localise(harness, mutants.quiet_recorder(parity, "stepper"), detector, "float64")
     assert not finding.disagree, mutants.message(finding, mutants.STEPPER)
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
 def test_variant_keeps_names_layout_and_dtype(run_config, article_data, variant):
     out = mutants.detection_harness(run_config, article_data, variant).implementation("float64")
-    reference = mutants.detection_harness(run_config, article_data,
-                                          mutants.STEPPER).implementation("float64")
+    reference = mutants.detection_harness(run_config, article_data, mutants.STEPPER).implementation(
+        "float64"
+    )
     shapes = {k: np.shape(out[k]) for k in reference}
     assert shapes == {k: np.shape(v) for k, v in reference.items()}
     assert {k: str(np.asarray(out[k]).dtype) for k in reference} == {k: "float64" for k in reference}

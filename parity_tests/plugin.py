@@ -1,0 +1,380 @@
+"""The parity suite's pytest plugin: options, validated settings, fixtures, records, reports
+and the regression gate.
+
+Every option is checked in pytest_configure, before any test runs: a bad value is one usage
+error (pytest exit 4) naming the option, the value and what is expected. The run's state
+lives in `config.stash`; tests reach it through fixtures (`parity_settings`, `run_config`,
+`article_data`, `harness`, `parity`).
+
+Records: every comparison appends one record to its test's user_properties; the controller
+(the only process without xdist) collects them from the teardown reports and, at session
+end, writes the report (only into a folder the suite wrote before, see reports.writer) and
+runs the gate. Whether the run was complete, partial or interrupted goes into run.json, the
+top of summary.md/summary.html and the last line of the terminal output.
+"""
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from parity_tests.compare import RECORD_KEY, ParityRecorder, RunContext, records_from_report
+from parity_tests.harness import Harness, RunConfig
+from parity_tests.impl_call import INPUT_NAMES
+from parity_tests.settings import (
+    RunState,
+    Settings,
+    add_options,
+    environment,
+    experiment,
+    is_worker,
+    reproduce_options,
+    validate_options,
+    versions_text,
+)
+from parity_tests.stages import END_TO_END, STAGES
+from reports import normalise_record
+
+PARITY_TEST_FILE = "test_parity.py"
+# -m expressions that select the whole suite: pyproject's default and ./parity test's.
+FULL_MARK_EXPRESSIONS = ("not slow", "slow or not slow", "")
+
+
+# Property-based tests: fixed examples (derandomize) so a run is reproducible. "gate", the
+# default, keeps the plain `pytest` run quick; `./parity test` (what CI runs) selects
+# "thorough" with --hypothesis-profile=thorough.
+for _name, _examples in (("gate", 25), ("thorough", 200)):
+    settings.register_profile(
+        _name,
+        max_examples=_examples,
+        deadline=None,
+        derandomize=True,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+settings.load_profile("gate")
+
+
+SETTINGS = pytest.StashKey[Settings]()
+STATE = pytest.StashKey[RunState]()
+
+
+# --------------------------------------------------------------------------- options
+
+
+def pytest_addoption(parser):
+    add_options(parser)
+
+
+def _distributing(config) -> bool:
+    """True in the xdist controller of a `pytest -n N` run (N > 0)."""
+    return (
+        not is_worker(config)
+        and bool(getattr(config.option, "numprocesses", 0))
+        and getattr(config.option, "dist", "no") != "no"
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long checks (many seeds); deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "parity: compares the reference with a framework")
+    s, state = validate_options(config)
+    config.stash[SETTINGS], config.stash[STATE] = s, state
+    if not is_worker(config):
+        config.pluginmanager.register(RecordCollector(state), "parity-record-collector")
+    if _distributing(config):
+        return  # the xdist controller runs no test: only the workers import the frameworks
+    # Thread counts must be set before TensorFlow's first op; one thread keeps every
+    # reduction order, and so comparisons.csv, identical from run to run.
+    if "tensorflow" in s.frameworks:
+        try:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except Exception as exc:  # reported by every tensorflow check, never skipped
+            state.framework_errors["tensorflow"] = f"{type(exc).__name__}: {exc}"
+    if "torch" in s.frameworks:
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except Exception as exc:
+            state.framework_errors["torch"] = f"{type(exc).__name__}: {exc}"
+    state.environment = environment(s)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_generate_tests(metafunc):
+    s = metafunc.config.stash[SETTINGS]
+    # Tests that parametrise these themselves keep their own values.
+    own = {
+        name.strip()
+        for mark in metafunc.definition.iter_markers("parametrize")
+        for name in (mark.args[0].split(",") if isinstance(mark.args[0], str) else mark.args[0])
+    }
+    for name, values in (("framework", s.frameworks), ("dtype", s.dtypes)):
+        if name in metafunc.fixturenames and name not in own:
+            metafunc.parametrize(name, values)
+
+
+def pytest_report_header(config):
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    lines = [
+        f"parity: frameworks={','.join(s.frameworks)} dtypes={','.join(s.dtypes)} "
+        f"seed={s.seed} init={s.init_scheme} impl={s.impl} reduction={s.reduction} "
+        f"n_images={s.n_images}",
+        f"parity data: {state.data.source}",
+    ]
+    if state.environment:
+        lines.append(f"parity versions: {versions_text(state.environment)}")
+    for name, err in state.framework_errors.items():
+        lines.append(f"parity: {name} FAILED TO LOAD: {err}")
+    return lines
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def parity_settings(pytestconfig) -> Settings:
+    return pytestconfig.stash[SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def run_config(parity_settings) -> RunConfig:
+    return parity_settings.run_config
+
+
+@pytest.fixture(scope="session")
+def article_data(pytestconfig):
+    state = pytestconfig.stash[STATE]
+    for message in state.data_warnings:  # loaded at start-up; warned where pytest sees it
+        warnings.warn(message, stacklevel=1)
+    return state.data
+
+
+@pytest.fixture(scope="session")
+def harness(pytestconfig, run_config, article_data) -> Harness:
+    return Harness(run_config, article_data, pytestconfig.stash[STATE].impl)
+
+
+def _context(config, data) -> RunContext:
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    return RunContext(
+        seed=s.seed,
+        data_source=data.source,
+        versions=versions_text(state.environment),
+        init_scheme=s.init_scheme,
+        reduction=s.reduction,
+        impl=s.impl,
+        reproduce_options=reproduce_options(s),
+    )
+
+
+@pytest.fixture
+def parity(request, article_data) -> ParityRecorder:
+    """The comparison helper bound to this test: `parity.check(...)` records and asserts."""
+    return ParityRecorder(request.node, _context(request.config, article_data))
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _failure_record(item, report) -> dict:
+    """An error record for a parity test that failed without recording why."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    stage = params.get("stage")
+    ctx = _context(item.config, item.config.stash[STATE].data)
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = crash.message if crash is not None else str(report.longrepr).strip()[-500:]
+    return normalise_record(
+        dict(
+            check=item.nodeid,
+            tensor=getattr(stage, "tensor", params.get("name", "")),
+            equation=getattr(stage, "equation", ""),
+            against=params.get("framework", ""),
+            dtype=params.get("dtype", ""),
+            impl=ctx.impl,
+            seed=ctx.seed,
+            data_source=ctx.data_source,
+            versions=ctx.versions,
+            init_scheme=ctx.init_scheme,
+            reduction=ctx.reduction,
+            device=ctx.device,
+            status="error",
+            passed=False,
+            error=f"the test failed in {report.when} without a failing comparison: {message}",
+        )
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    # Every failure is a record: a parity test that fails must leave a non-pass record.
+    if report.failed and "parity" in getattr(item, "fixturenames", ()):
+        recorded = [json.loads(v) for k, v in item.user_properties if k == RECORD_KEY]
+        if all(r.get("status") == "pass" for r in recorded):
+            entry = (RECORD_KEY, json.dumps(_failure_record(item, report), sort_keys=True))
+            item.user_properties.append(entry)
+            if report.when == "teardown":
+                report.user_properties.append(entry)
+    return report
+
+
+class RecordCollector:
+    """Collects the records on the controller (pytest_runtest_logreport has no `config`)."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+
+    def pytest_runtest_logreport(self, report):
+        # Teardown reports carry the item's complete user_properties (setup and call too).
+        if report.when == "teardown":
+            self.state.records.extend(records_from_report(report))
+            self.state.ran.add(report.nodeid)
+
+
+def pytest_testnodedown(node, error):
+    """xdist controller: the environment the workers ran with (the controller imports no
+    framework)."""
+    env = getattr(node, "workeroutput", {}).get("parity_environment")
+    if env:
+        node.config.stash[STATE].environment = dict(env)
+
+
+# --------------------------------------------------------------------------- session end
+
+
+def expected_parity_tests(s: Settings) -> int:
+    """The tests of test_parity.py for these frameworks and dtypes."""
+    stage_checks = len(STAGES) + len(END_TO_END)
+    return stage_checks * len(s.frameworks) * len(s.dtypes) + len(INPUT_NAMES) * len(s.dtypes)
+
+
+def completeness(session, exitstatus) -> dict:
+    """complete | partial (deselected or restricted, with counts) | interrupted."""
+    config = session.config
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    ran, collected = len(state.ran), int(session.testscollected)
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return dict(status="interrupted", detail=f"interrupted after {ran} of {collected} tests")
+    if session.shouldstop or session.shouldfail or ran < collected:
+        why = session.shouldstop or session.shouldfail or "stopped early"
+        return dict(status="interrupted", detail=f"{why}: {ran} of {collected} tests ran")
+    why = list(s.restricted)
+    o = config.option
+    if getattr(o, "keyword", ""):
+        why.append(f"selected with -k {o.keyword!r}")
+    if getattr(o, "markexpr", "") not in FULL_MARK_EXPRESSIONS:
+        why.append(f"selected with -m {o.markexpr!r}")
+    if getattr(o, "deselect", None):
+        why.append(f"{len(o.deselect)} --deselect option(s)")
+    expected = expected_parity_tests(s)
+    got = sum(1 for n in state.ran if n.split("::")[0].endswith(PARITY_TEST_FILE))
+    if got < expected:
+        why.append(f"{got} of the {expected} parity tests ({PARITY_TEST_FILE}) ran")
+    if why:
+        return dict(status="partial", detail="; ".join(why))
+    return dict(status="complete", detail=f"{ran} of {collected} tests ran")
+
+
+def _meta(config) -> dict:
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    return {
+        **experiment(s, state.data),
+        "frameworks": list(s.frameworks),
+        "dtypes": list(s.dtypes),
+        "data_source": state.data.source,
+        "environment": state.environment,
+        "versions": versions_text(state.environment),
+        "completeness": state.completeness,
+        "wall_time_s": round(time.time() - state.started, 2),
+        "tensor_order": [st.tensor for st in STAGES],  # the heat map's rows
+        "command": " ".join(["pytest", *config.invocation_params.args]),
+    }
+
+
+def _write_report(config) -> None:
+    from parity_tests.audit_hook import audit_files
+    from reports import write_report
+
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    if s.report_dir is None:
+        state.no_report_why = "--parity-no-report"
+    elif not state.records:
+        state.no_report_why = "no comparisons were recorded"
+    elif state.completeness["status"] == "interrupted":
+        state.no_report_why = f"the run was {state.completeness['detail']}"
+    else:
+        meta = _meta(config)
+        write_report(state.records, s.report_dir, meta, extra_files=audit_files(state.records, meta))
+        state.report = s.report_dir
+    note = os.environ.get("PARITY_REPORT_NOTE")  # ./parity report: which report to show
+    if note:
+        Path(note).write_text(str(state.report or ""), encoding="utf-8")
+
+
+def _gate(session) -> None:
+    config = session.config
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    if s.baseline is None or state.completeness["status"] == "interrupted" or not state.records:
+        return
+    from reports import diff_reports, is_regression, records_frame
+    from reports.diff import environment_changes
+
+    state.diff = diff_reports(
+        state.baseline_df,
+        records_frame(state.records),
+        factor=s.baseline_factor,
+        partial=state.completeness["status"] == "partial",
+    )
+    state.environment_changes = environment_changes(state.baseline_meta, _meta(config))
+    if is_regression(state.diff) and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if is_worker(config):
+        config.workeroutput["parity_environment"] = config.stash[STATE].environment
+        return
+    state = config.stash[STATE]
+    state.completeness = completeness(session, exitstatus)
+    _write_report(config)
+    _gate(session)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from reports import format_diff, is_regression, records_frame, terminal_lines
+
+    if is_worker(config):
+        return
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    tr = terminalreporter
+    if state.records:
+        tr.section("parity: worst comparisons")
+        for line in terminal_lines(records_frame(state.records), n=10):
+            tr.write_line(line)
+    if state.diff is not None:
+        tr.section("parity: regression gate")
+        if state.environment_changes:
+            tr.write_line("environment changed: " + "; ".join(state.environment_changes))
+        tr.write_line(format_diff(state.diff))
+        if is_regression(state.diff):
+            tr.write_line(f"REGRESSION against {s.baseline}", red=True)
+    if not state.completeness:
+        return
+    status = state.completeness["status"]
+    line = f"parity run {status.upper()}: {state.completeness['detail']}"
+    if state.report:
+        line += f"; {len(state.records)} comparisons; report: {state.report}/summary.md"
+    else:
+        kept = f"; {s.report_dir} is untouched" if s.report_dir else ""
+        line += f"; no report written ({state.no_report_why}){kept}"
+    tr.write_line(line, red=status != "complete", bold=True)

@@ -1,0 +1,341 @@
+"""The --parity-* options: their definitions, their validation and the settings they make.
+
+Every option is checked before any test runs (plugin.pytest_configure calls
+`validate_options`): a bad value is one pytest.UsageError (exit 4) naming the option, the
+value and what is expected. The data are loaded, the implementation is found (a module is
+imported in a child process, parity_tests/impl_call.py), the report folder and the baseline
+are checked here too, so a run never fails for an option after its tests have run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity_tests.harness import RunConfig
+from parity_tests.impl_call import DEFAULT_TIMEOUT_S, ChildProcessImpl, ImplementationError
+from parity_tests.impls import resolve_impl
+from parity_tests.mirrors import FRAMEWORKS
+
+ROOT = Path(__file__).resolve().parents[1]
+DTYPES = ("float64", "float32")
+DEFAULT_REPORT_DIR = ROOT / "reports" / "latest"
+# Recorded with every run: the settings that change float32 summation order.
+ENVIRONMENT_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated --parity-* options of this run."""
+
+    frameworks: tuple
+    dtypes: tuple
+    seed: int
+    n_images: int
+    init_scheme: str
+    reduction: str
+    impl: str
+    timeout: float
+    data: str | None  # --parity-data, else $PARITY_MNIST, else None (search)
+    report_dir: Path | None  # None: --parity-no-report
+    baseline: Path | None
+    baseline_factor: float
+
+    @property
+    def run_config(self) -> RunConfig:
+        return RunConfig(
+            seed=self.seed,
+            n_images=self.n_images,
+            reduction=self.reduction,
+            init_scheme=self.init_scheme,
+            impl=self.impl,
+        )
+
+    @property
+    def restricted(self) -> list[str]:
+        out = []
+        if set(self.frameworks) != set(FRAMEWORKS):
+            out.append(f"frameworks {','.join(self.frameworks)} only")
+        if set(self.dtypes) != set(DTYPES):
+            out.append(f"dtypes {','.join(self.dtypes)} only")
+        return out
+
+
+@dataclasses.dataclass
+class RunState:
+    started: float
+    data: object = None  # reference.data.ArticleData
+    data_warnings: list = dataclasses.field(default_factory=list)
+    impl: object = None
+    framework_errors: dict = dataclasses.field(default_factory=dict)
+    records: list = dataclasses.field(default_factory=list)
+    ran: set = dataclasses.field(default_factory=set)  # nodeids that finished
+    environment: dict = dataclasses.field(default_factory=dict)
+    baseline_df: object = None
+    baseline_meta: dict = dataclasses.field(default_factory=dict)
+    completeness: dict = dataclasses.field(default_factory=dict)
+    report: Path | None = None
+    no_report_why: str = ""
+    diff: object = None
+    environment_changes: list = dataclasses.field(default_factory=list)
+
+
+def _usage(option: str, value, expected: str) -> pytest.UsageError:
+    return pytest.UsageError(f"{option} {value!r}: expected {expected}")
+
+
+def _csv(option: str, value: str, allowed) -> tuple:
+    items = tuple(v.strip() for v in value.split(","))
+    if not value.strip() or any(v not in allowed for v in items):
+        raise _usage(option, value, f"a comma-separated subset of {','.join(allowed)}")
+    if len(set(items)) != len(items):
+        raise _usage(option, value, f"each of {','.join(allowed)} at most once")
+    return items
+
+
+def _integer(option: str, value: str, low: int, high: float = math.inf) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        bound = f"{low}..{high}" if high != math.inf else f">= {low}"
+        raise _usage(option, value, f"an integer {bound}")
+    return number
+
+
+def _real(option: str, value: str, above: float) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > above):
+        raise _usage(option, value, f"a finite number > {above:g}")
+    return number
+
+
+def _settings(config) -> Settings:
+    from reference.data import MAX_IMAGES
+
+    o = config.getoption
+    no_report = o("--parity-no-report")
+    baseline = o("--parity-baseline")
+    return Settings(
+        frameworks=_csv("--parity-frameworks", o("--parity-frameworks"), FRAMEWORKS),
+        dtypes=_csv("--parity-dtypes", o("--parity-dtypes"), DTYPES),
+        seed=_integer("--parity-seed", o("--parity-seed"), 0, 2**32 - 1),
+        n_images=_integer("--parity-n-images", o("--parity-n-images"), 1, MAX_IMAGES),
+        init_scheme=o("--parity-init"),
+        reduction=o("--parity-reduction"),
+        impl=o("--parity-impl"),
+        timeout=_real("--parity-timeout", o("--parity-timeout"), 0),
+        data=o("--parity-data") or os.environ.get("PARITY_MNIST") or None,
+        report_dir=None if no_report else Path(o("--parity-report-dir")).absolute(),
+        baseline=Path(baseline).absolute() if baseline else None,
+        baseline_factor=_real("--parity-baseline-factor", o("--parity-baseline-factor"), 1),
+    )
+
+
+def _data_option(config) -> str:
+    return "--parity-data" if config.getoption("--parity-data") else "PARITY_MNIST"
+
+
+def _load_data(config, s: Settings, state: RunState) -> None:
+    from reference.data import load_article_data
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # The loader reads PARITY_MNIST itself, and says so in the data source.
+            state.data = load_article_data(s.n_images, source=config.getoption("--parity-data"))
+        except (OSError, ValueError, TypeError) as exc:
+            raise pytest.UsageError(f"{_data_option(config)} {s.data!r}: {exc}") from None
+    state.data_warnings = [w.message for w in caught]
+
+
+def _resolve_impl(s: Settings, state: RunState, worker: bool) -> None:
+    try:
+        state.impl = resolve_impl(s.impl, s.timeout)
+        if isinstance(state.impl, ChildProcessImpl) and not worker:
+            state.impl.probe()  # imports it in a child: a crash at import is no crash here
+    except (ValueError, ImplementationError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _check_report_dir(s: Settings) -> None:
+    from reports.writer import check_report_dir
+
+    if s.report_dir is None:
+        return
+    try:
+        check_report_dir(s.report_dir)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--parity-report-dir {str(s.report_dir)!r}: {exc}") from None
+
+
+def experiment(s: Settings, data) -> dict:
+    """The facts that make two runs the same experiment (the gate compares only such runs)."""
+    return dict(
+        seed=s.seed,
+        n_images=s.n_images,
+        init_scheme=s.init_scheme,
+        reduction=s.reduction,
+        data_sha256=data.sha256,
+        impl=s.impl,
+        lr=RunConfig.lr,
+    )
+
+
+def _load_baseline(s: Settings, state: RunState) -> None:
+    if s.baseline is None:
+        return
+    from reports import load_report
+    from reports.diff import experiment_mismatches
+
+    option = f"--parity-baseline {str(s.baseline)!r}"
+    if s.report_dir is not None:
+        base, out = s.baseline.resolve(), s.report_dir.resolve()
+        if out == base or base in out.parents or out in base.parents:
+            raise pytest.UsageError(
+                f"{option}: the report of this run would be written to {out}, which is or "
+                "overlaps the baseline it is gated against; pick another --parity-report-dir"
+            )
+    try:
+        state.baseline_df, state.baseline_meta = load_report(s.baseline)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{option}: {exc}") from None
+    if state.baseline_df.empty:
+        raise pytest.UsageError(f"{option}: the baseline holds no comparisons")
+    mismatches = experiment_mismatches(state.baseline_meta, experiment(s, state.data))
+    if mismatches:
+        raise pytest.UsageError(
+            f"{option} is a different experiment; the gate compares only runs of the same "
+            "experiment:\n  " + "\n  ".join(mismatches)
+        )
+
+
+def is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def validate_options(config) -> tuple[Settings, RunState]:
+    """Every --parity-* option checked, the data loaded and the implementation found; a bad
+    value raises pytest.UsageError naming the option, the value and what is expected."""
+    s = _settings(config)
+    state = RunState(started=time.time())
+    worker = is_worker(config)
+    if not worker:
+        _check_report_dir(s)
+    _load_data(config, s, state)
+    _resolve_impl(s, state, worker)
+    if not worker:
+        _load_baseline(s, state)
+    return s, state
+
+
+def environment(s: Settings) -> dict:
+    """Library versions and the settings that change float32 summation order."""
+    env = {"numpy": np.__version__, "python": sys.version.split()[0]}
+    for name in s.frameworks:
+        env[name] = str(getattr(sys.modules.get(name), "__version__", "unavailable"))
+    env.update({v: os.environ.get(v, "") for v in ENVIRONMENT_VARIABLES})
+    return env
+
+
+def versions_text(env: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items())
+
+
+def reproduce_options(s: Settings) -> str:
+    """The options that rerun this experiment, each value shell-quoted."""
+    opts = ["--parity-seed", str(s.seed)]
+    defaults = {
+        "--parity-init": "informative",
+        "--parity-reduction": "sum",
+        "--parity-impl": "reference",
+        "--parity-n-images": 200,
+    }
+    values = {
+        "--parity-init": s.init_scheme,
+        "--parity-reduction": s.reduction,
+        "--parity-impl": s.impl,
+        "--parity-n-images": s.n_images,
+    }
+    for name, value in values.items():
+        if value != defaults[name]:
+            opts += [name, str(value)]
+    if s.data:
+        opts += ["--parity-data", s.data]
+    return shlex.join(opts)
+
+
+def add_options(parser) -> None:
+    g = parser.getgroup("parity", "article parity suite")
+    g.addoption(
+        "--parity-frameworks",
+        default=",".join(FRAMEWORKS),
+        help="frameworks to check against, comma-separated (default: torch,tensorflow)",
+    )
+    g.addoption(
+        "--parity-dtypes",
+        default=",".join(DTYPES),
+        help="dtypes to check, comma-separated (default: float64,float32)",
+    )
+    g.addoption("--parity-seed", default="0", help="seed of the shared initial weights (>= 0)")
+    g.addoption(
+        "--parity-data",
+        default=None,
+        help="MNIST source: a .npz (x_train/y_train) or an IDX folder, or 'synthetic' "
+        "(default: $PARITY_MNIST, then the keras cache, then a download)",
+    )
+    g.addoption("--parity-n-images", default="200", help="images in the batch (200)")
+    g.addoption(
+        "--parity-init",
+        default="informative",
+        choices=("informative", "article"),
+        help="initialisation scheme: informative (default) or the article's exact one",
+    )
+    g.addoption(
+        "--parity-reduction",
+        default="sum",
+        choices=("sum", "mean"),
+        help="batch reduction of the loss E7 (default sum)",
+    )
+    g.addoption(
+        "--parity-impl",
+        default="reference",
+        help="implementation under test: 'reference', 'published:Dn', 'mutant:NAME' or "
+        "an importable module with train_step (see README 'Bring your own')",
+    )
+    g.addoption(
+        "--parity-timeout",
+        default=str(DEFAULT_TIMEOUT_S),
+        help="seconds one train_step of a --parity-impl module may take before it is "
+        f"killed and recorded as an error (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    g.addoption(
+        "--parity-report-dir",
+        default=str(DEFAULT_REPORT_DIR),
+        help="where the reports are written (default reports/latest); an existing "
+        "folder is replaced only if the suite wrote it",
+    )
+    g.addoption("--parity-no-report", action="store_true", help="write no report files")
+    g.addoption(
+        "--parity-baseline",
+        default=None,
+        help="a committed report directory: fail the session on a regression against it",
+    )
+    g.addoption(
+        "--parity-baseline-factor",
+        default="10",
+        help="budget growth that counts as a regression (a number > 1; default 10)",
+    )

@@ -1,0 +1,449 @@
+"""What the suite guarantees under abuse (README "What the suite guarantees").
+
+Hostile implementations (modules written to tmp_path) and careless options, each against
+the promise it would break: nothing that is not ours is deleted, the implementation cannot
+change what the frameworks see, a baseline is never the run it gates, an incomplete run never
+looks complete, every failure is a record, bad options fail at start-up, user code cannot
+hang or end the session, and reproduce lines cannot be turned into commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity_tests import plugin, settings
+from parity_tests.harness import Harness
+from parity_tests.impl_call import ChildProcessImpl, ImplementationError
+from parity_tests.stages import BY_TENSOR, STAGES
+from reference import model
+from reports import compare_arrays, load_report, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_module(tmp_path, monkeypatch, name: str, body: str) -> str:
+    """A user's implementation module on sys.path (the child process inherits sys.path)."""
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+class FakeConfig:
+    """Just enough of pytest's Config for settings.validate_options: real defaults, overrides."""
+
+    def __init__(self, pytestconfig, **overrides):
+        self._real, self._overrides = pytestconfig, overrides
+        self.option = types.SimpleNamespace(keyword="", markexpr="not slow", deselect=None)
+
+    def getoption(self, name):
+        key = name.lstrip("-").replace("-", "_")
+        return self._overrides[key] if key in self._overrides else self._real.getoption(name)
+
+
+def validate(pytestconfig, tmp_path, **overrides):
+    overrides.setdefault("parity_report_dir", str(tmp_path / "report"))
+    overrides.setdefault("parity_no_report", False)
+    overrides.setdefault("parity_baseline", None)
+    overrides.setdefault("parity_data", pytestconfig.getoption("--parity-data") or "synthetic")
+    return settings.validate_options(FakeConfig(pytestconfig, **overrides))
+
+
+def run_pytest(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def small_report(path: Path) -> None:
+    e = np.zeros(3)
+    rec = dict(
+        check="t[Z1]",
+        tensor="Z1",
+        against="torch",
+        mode="stage",
+        dtype="float64",
+        impl="reference",
+        seed=0,
+        **compare_arrays(e + 1, e + 1, 0.0),
+    )
+    write_report([rec], path, {"seed": 0}, heat_map=False)
+
+
+# --------------------------------------------------------------------------- 1. deletion
+
+
+@pytest.mark.parametrize("holds", ["user_files", "git_checkout", "reports_package", "a_file"])
+def test_report_dir_that_is_not_ours_is_refused_at_start(pytestconfig, tmp_path, holds):
+    target = tmp_path / "target"
+    if holds == "a_file":
+        target.write_text("mine")
+    else:
+        target.mkdir()
+        name = {"user_files": "thesis.tex", "git_checkout": ".git", "reports_package": "__init__.py"}
+        (target / name[holds]).write_text("mine")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(pytest.UsageError, match="--parity-report-dir"):
+        validate(pytestconfig, tmp_path, parity_report_dir=str(target))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_the_reports_package_itself_is_refused(pytestconfig, tmp_path):
+    with pytest.raises(pytest.UsageError, match="did not write"):
+        validate(pytestconfig, tmp_path, parity_report_dir=str(ROOT / "reports"))
+    assert (ROOT / "reports" / "writer.py").is_file()
+
+
+def test_a_report_the_suite_wrote_is_replaced(pytestconfig, tmp_path):
+    small_report(tmp_path / "report")
+    validate(pytestconfig, tmp_path)  # no error
+
+
+# --------------------------------------------------------------------------- 2. inputs
+
+
+class Mutating:
+    """The reference, after writing into one of its inputs the way careless code does."""
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def train_step(self, params, X, y, lr, reduction):
+        if self.how == "bias_plus_one":
+            params["b"] += 1
+        elif self.how == "halve_X":
+            X *= 0.5
+        out = model.train_step(params, X, y, lr=lr, reduction=reduction)
+        if self.how == "in_place_sgd":
+            params["W"] -= lr * out["dE_dW"]
+        return out
+
+
+@pytest.mark.parametrize("how,name", [("bias_plus_one", "b"), ("halve_X", "X"), ("in_place_sgd", "W")])
+def test_an_input_written_in_place_is_named(run_config, article_data, how, name):
+    harness = Harness(run_config, article_data, Mutating(how))
+    assert harness.modified_inputs("float64") == [name]
+    check = harness.inputs_check(name, "float64")
+    assert not compare_arrays(check.actual, check.expected, check.tolerance.array)["passed"]
+    # The frameworks are still fed the suite's own inputs, bit for bit.
+    pristine = Harness(run_config, article_data, model).pristine_inputs("float64")
+    for key, value in harness.pristine_inputs("float64").items():
+        assert value.tobytes() == pristine[key].tobytes() and not value.flags.writeable
+
+
+def test_an_in_place_update_is_not_hidden_by_the_frameworks(run_config, article_data):
+    # Before: the frameworks read the updated W and agreed; now W_new is checked against
+    # an update of the original W and the inputs check names W.
+    harness = Harness(run_config, article_data, Mutating("in_place_sgd"))
+    c = harness.stage_check(BY_TENSOR["W_new"], "torch", "float64")
+    assert compare_arrays(c.actual, c.expected, c.tolerance.array)["passed"]
+    assert harness.modified_inputs("float64") == ["W"]
+
+
+def test_a_child_process_implementation_that_mutates_is_named(
+    tmp_path, monkeypatch, run_config, article_data
+):
+    name = write_module(
+        tmp_path,
+        monkeypatch,
+        "mutates_x",
+        """
+        from reference import model
+        def train_step(params, X, y, lr, reduction):
+            X[0, 0, 0] = 7.0
+            return model.train_step(params, X, y, lr=lr, reduction=reduction)
+    """,
+    )
+    harness = Harness(run_config, article_data, ChildProcessImpl(name, timeout=60))
+    assert harness.modified_inputs("float32") == ["X"]
+
+
+# --------------------------------------------------------------------------- 3. baseline
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_report_dir_in_the_baseline_is_refused(pytestconfig, tmp_path, where):
+    base = tmp_path / "baseline"
+    small_report(base)
+    out = base if where == "same" else base / "run"
+    with pytest.raises(pytest.UsageError, match="overlaps the baseline"):
+        validate(pytestconfig, tmp_path, parity_baseline=str(base), parity_report_dir=str(out))
+
+
+def _baseline_with(tmp_path, pytestconfig, **facts) -> Path:
+    s, state = validate(pytestconfig, tmp_path)
+    meta = {**settings.experiment(s, state.data), **facts}
+    base = tmp_path / "baseline"
+    e = np.zeros(2)
+    rec = dict(
+        check="t",
+        tensor="Z1",
+        against="torch",
+        mode="stage",
+        dtype="float64",
+        impl=s.impl,
+        **compare_arrays(e, e, 0.0, expect_zero=True),
+    )
+    write_report([rec], base, meta, heat_map=False)
+    return base
+
+
+def test_a_baseline_of_another_experiment_is_refused_naming_every_fact(pytestconfig, tmp_path):
+    base = _baseline_with(tmp_path, pytestconfig, seed=3, reduction="mean")
+    with pytest.raises(pytest.UsageError) as err:
+        validate(pytestconfig, tmp_path, parity_baseline=str(base))
+    assert "seed" in str(err.value) and "reduction" in str(err.value)
+
+
+def test_a_baseline_of_the_same_experiment_is_accepted(pytestconfig, tmp_path):
+    base = _baseline_with(tmp_path, pytestconfig)
+    _, state = validate(pytestconfig, tmp_path, parity_baseline=str(base))
+    assert len(state.baseline_df) == 1
+
+
+# --------------------------------------------------------------------------- 4. completeness
+
+
+def _session(pytestconfig, tmp_path, *, ran, collected, keyword="", shouldstop=False, **opts):
+    s, state = validate(pytestconfig, tmp_path, **opts)
+    state.ran = set(ran)
+    config = FakeConfig(pytestconfig)
+    config.option.keyword = keyword
+    config.stash = {plugin.SETTINGS: s, plugin.STATE: state}
+    return types.SimpleNamespace(
+        config=config, testscollected=collected, shouldstop=shouldstop, shouldfail=False
+    )
+
+
+def _parity_ids(n):
+    return [f"parity_tests/test_parity.py::test_forward[{i}]" for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("everything", "complete"),
+        ("dash_k", "partial"),
+        ("one_framework", "partial"),
+        ("no_parity_file", "partial"),
+        ("ctrl_c", "interrupted"),
+        ("dash_x", "interrupted"),
+    ],
+)
+def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
+    full = plugin.expected_parity_tests(validate(pytestconfig, tmp_path)[0])
+    kw = dict(ran=_parity_ids(full), collected=full)
+    exit_status = pytest.ExitCode.OK
+    if case == "dash_k":
+        kw.update(keyword="Z1")
+    elif case == "one_framework":
+        kw.update(parity_frameworks="torch")
+    elif case == "no_parity_file":
+        kw.update(ran=["parity_tests/test_reference.py::test_x"], collected=1)
+    elif case == "ctrl_c":
+        kw.update(ran=_parity_ids(47))
+        exit_status = pytest.ExitCode.INTERRUPTED
+    elif case == "dash_x":
+        kw.update(ran=_parity_ids(3), shouldstop="stopping after 1 failures")
+    result = plugin.completeness(_session(pytestconfig, tmp_path, **kw), exit_status)
+    assert result["status"] == expected, result
+
+
+# --------------------------------------------------------------------------- 6. options
+
+
+@pytest.mark.parametrize(
+    "option,value,says",
+    [
+        ("parity_n_images", "0", "integer 1..60000"),
+        ("parity_n_images", "many", "integer"),
+        ("parity_seed", "-1", "integer"),
+        ("parity_dtypes", "float32,float32", "at most once"),
+        ("parity_frameworks", "torch,torch", "at most once"),
+        ("parity_frameworks", "jax", "subset"),
+        ("parity_impl", "no_such_module_here", "importable module"),
+        ("parity_impl", "published:D99", "one of"),
+        ("parity_impl", "x<svg onload=alert(1)>", "dotted module name"),
+        ("parity_timeout", "0", "> 0"),
+        ("parity_timeout", "nan", "finite"),
+        ("parity_baseline_factor", "0", "> 1"),
+        ("parity_baseline_factor", "-1", "> 1"),
+        ("parity_baseline_factor", "nan", "finite"),
+        ("parity_data", "/no/such/mnist.npz", "does not exist"),
+    ],
+    ids=lambda v: str(v)[:24],
+)
+def test_bad_option_is_one_usage_error(pytestconfig, tmp_path, option, value, says):
+    with pytest.raises(
+        pytest.UsageError,
+        match=f"(?s)--{option.replace('_', '-')}.*{says}" if option != "parity_data" else says,
+    ):
+        validate(pytestconfig, tmp_path, **{option: value})
+
+
+@pytest.mark.parametrize("state", ["missing", "empty_dir", "empty_csv", "header_only", "not_utf8"])
+def test_bad_baseline_is_one_usage_error(pytestconfig, tmp_path, state):
+    base = tmp_path / "baseline"
+    if state != "missing":
+        base.mkdir()
+    csv = base / "comparisons.csv"
+    if state == "empty_csv":
+        csv.write_text("")
+    elif state == "header_only":
+        small_report(tmp_path / "model")
+        csv.write_text((tmp_path / "model" / "comparisons.csv").read_text().splitlines()[0] + "\n")
+    elif state == "not_utf8":
+        csv.write_bytes(b"check,\xff\xfe\n")
+    with pytest.raises(pytest.UsageError, match="--parity-baseline"):
+        validate(pytestconfig, tmp_path, parity_baseline=str(base))
+
+
+def test_a_fifo_as_data_is_refused_not_waited_on(pytestconfig, tmp_path):
+    fifo = tmp_path / "mnist.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(pytest.UsageError, match="FIFO"):
+        validate(pytestconfig, tmp_path, parity_data=str(fifo))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--parity-impl", "no_such_module_here"],
+        ["--parity-n-images", "0"],
+        ["--parity-report-dir", "reports"],
+    ],
+    ids=["impl", "n_images", "report_dir"],
+)
+def test_usage_errors_exit_4_before_any_test(args):
+    run = run_pytest("parity_tests/test_parity.py", *args, env={"PARITY_MNIST": "synthetic"})
+    assert run.returncode == 4, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "passed" not in run.stdout and "failed" not in run.stdout
+    assert len((run.stdout + run.stderr).strip().splitlines()) <= 5, run.stderr
+
+
+# --------------------------------------------------------------------------- 8. escaping
+
+
+def test_reproduce_line_is_shell_quoted(pytestconfig, tmp_path):
+    data = str(tmp_path / "x;echo PWNED")
+    s, _ = validate(pytestconfig, tmp_path, parity_data="synthetic")
+    s = s.__class__(**{**s.__dict__, "data": data})
+    assert shlex.split(settings.reproduce_options(s))[-1] == data
+
+
+# --------------------------------------------------------------------------- 10. user code
+
+
+HOSTILE = {
+    "sleeps": "import time\ndef train_step(params, X, y, lr, reduction):\n    time.sleep(60)\n",
+    "os_exit": "import os\ndef train_step(params, X, y, lr, reduction):\n    os._exit(0)\n",
+    "sys_exit": "import sys\ndef train_step(params, X, y, lr, reduction):\n    sys.exit(3)\n",
+    "ctrl_c": "def train_step(params, X, y, lr, reduction):\n    raise KeyboardInterrupt\n",
+    "not_a_mapping": "def train_step(params, X, y, lr, reduction):\n    return [1, 2]\n",
+}
+SAYS = {
+    "sleeps": "did not return within 2 s",
+    "os_exit": "exit status 0",
+    "sys_exit": "SystemExit",
+    "ctrl_c": "KeyboardInterrupt",
+    "not_a_mapping": "mapping",
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_user_code_cannot_hang_or_end_the_session(tmp_path, monkeypatch, run_config, article_data, kind):
+    name = write_module(tmp_path, monkeypatch, f"hostile_{kind}", HOSTILE[kind])
+    harness = Harness(run_config, article_data, ChildProcessImpl(name, timeout=2))
+    with pytest.raises(ImplementationError, match=SAYS[kind]):
+        harness.implementation("float64")
+    with pytest.raises(ImplementationError, match=SAYS[kind]):  # remembered: not run again
+        harness.stage_check(STAGES[1], "torch", "float64")
+
+
+# --------------------------------------------------------------------------- 4, 5: sessions
+
+HOSTILE_SHAPES = """
+    import sys
+    import numpy as np
+    from reference import model
+    def train_step(params, X, y, lr, reduction):
+        if X.dtype == np.float32:
+            sys.exit("float32 is not supported")
+        out = model.train_step(params, X, y, lr=lr, reduction=reduction)
+        out["dE_dW"] = out["dE_dW"].T   # wrong shape
+        out["Z1"] = out["Z1"][:, :, :-1]
+        return out
+"""
+
+
+@pytest.mark.slow  # one pytest session in a subprocess, torch only (~15 s)
+def test_every_failed_test_has_a_non_pass_record(tmp_path, monkeypatch):
+    write_module(tmp_path, monkeypatch, "hostile_shapes", HOSTILE_SHAPES)
+    junit = tmp_path / "junit.xml"
+    run = run_pytest(
+        "parity_tests/test_parity.py",
+        "--parity-impl",
+        "hostile_shapes",
+        "--parity-frameworks",
+        "torch",
+        "--parity-n-images",
+        "8",
+        "--parity-report-dir",
+        str(tmp_path / "report"),
+        f"--junitxml={junit}",
+        env={"PYTHONPATH": str(tmp_path), "PARITY_MNIST": "synthetic"},
+    )
+    assert run.returncode == 1, run.stdout[-3000:]
+    import xml.etree.ElementTree as ET
+
+    failed = {
+        f"{c.get('classname')}::{c.get('name')}"
+        for c in ET.parse(junit).iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    }
+    df, meta = load_report(tmp_path / "report")
+    bad = df[df["status"] != "pass"]
+    covered = {c.replace("/", ".").replace(".py::", "::") for c in bad["check"]}
+    assert failed and {f.split("[")[0] for f in failed} <= {c.split("[")[0] for c in covered}
+    assert len(bad["check"].unique()) >= len(failed)
+    assert meta["completeness"]["status"] == "partial"  # torch only
+
+
+@pytest.mark.slow  # two pytest sessions in subprocesses (~20 s)
+def test_partial_run_says_so_and_a_stopped_run_keeps_the_previous_report(tmp_path):
+    out = tmp_path / "report"
+    common = [
+        "parity_tests/test_parity.py",
+        "--parity-frameworks",
+        "torch",
+        "--parity-n-images",
+        "8",
+        "--parity-report-dir",
+        str(out),
+    ]
+    env = {"PARITY_MNIST": "synthetic"}
+    run = run_pytest(*common, "-k", "test_forward", env=env)
+    assert run.returncode == 0, run.stdout[-2000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["completeness"]["status"] == "partial"
+    assert "PARTIAL" in (out / "summary.md").read_text().split("\n\n")[1]
+    assert "parity run PARTIAL" in run.stdout.strip().splitlines()[-2]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    run = run_pytest(*common, "-x", "--parity-impl", "mutant:sign_dE_dO", env=env)
+    assert run.returncode == 1
+    assert (
+        "no report written" in run.stdout and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    )
