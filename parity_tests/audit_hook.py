@@ -1,7 +1,7 @@
 """Bridge to reports/audit.py: hands it the registry (reference.equations, the published
 variants, the mutation catalogue) as plain data, since reports/ may not import reference/.
 
-conftest.py's pytest_sessionfinish calls `audit_files(records, meta)` and writes what it
+parity_tests/plugin.py's pytest_sessionfinish calls `audit_files(records, meta)` and writes what it
 returns into the report directory (the writer also shows it in summary.html).
 """
 
@@ -16,10 +16,14 @@ def audit_files(records, meta) -> dict[str, str]:
         from reference import equations, published
         from reports.audit import audit_markdown
 
-        text = audit_markdown(records, equations=equations.as_dicts(),
-                              variants=published.as_dicts(), mutants=mutants.as_dicts(),
-                              order=[s.tensor for s in STAGES], meta=meta)
+        text = audit_markdown(
+            records,
+            equations=equations.as_dicts(),
+            variants=published.as_dicts(),
+            mutants=mutants.as_dicts(),
+            order=[s.tensor for s in STAGES],
+            meta=meta,
+        )
     except Exception as exc:  # reported in the file itself, where the reader looks for it
-        text = (f"# Derivation audit\n\nThe audit could not be built: "
-                f"{type(exc).__name__}: {exc}\n")
+        text = f"# Derivation audit\n\nThe audit could not be built: {type(exc).__name__}: {exc}\n"
     return {"audit.md": text}

@@ -62,13 +62,14 @@ class SigmoidGradOfZ1(Mutant):
 
 
 class MissingTranspose(Mutant):
-    id, equation, first, explains = "missing_transpose_dE_dA1", "E13", "dE_dA1", \
-        "reshape_for_transpose"
-    title = ("dE/dA1 = (dE/dZ2^T . W^T).reshape(F, N): a reshape where a transpose belongs, so "
-             "images and W's rows mix")
+    id, equation, first, explains = "missing_transpose_dE_dA1", "E13", "dE_dA1", "reshape_for_transpose"
+    title = (
+        "dE/dA1 = (dE/dZ2^T . W^T).reshape(F, N): a reshape where a transpose belongs, so "
+        "images and W's rows mix"
+    )
 
     def dE_dA1(self, t, lr, reduction):
-        rows = t.dE_dZ2.T @ t.W.T                                   # (N, F): right values
+        rows = t.dE_dZ2.T @ t.W.T  # (N, F): right values
         return flatten.unflatten(rows.reshape(t.W.shape[0], -1), t.f.shape[2])
 
 
@@ -90,13 +91,15 @@ class FlippedFilterGradient(Mutant):
 
 def _flatten_position_major(A1):
     N, K, P = A1.shape
-    return A1.transpose(0, 2, 1).reshape(N, P * K).T               # row p * K + k
+    return A1.transpose(0, 2, 1).reshape(N, P * K).T  # row p * K + k
 
 
 class FlattenPositionMajor(Mutant):
     id, equation, first, explains = "flatten_position_major", "E4", "Z2", None
-    title = ("features flattened position-major (p * K + k) instead of the article's filter-major "
-             "order, consistently in Z2, dE/dW and dE/dA1")
+    title = (
+        "features flattened position-major (p * K + k) instead of the article's filter-major "
+        "order, consistently in Z2, dE/dW and dE/dA1"
+    )
 
     def Z2(self, t, lr, reduction):
         return dense.dense_forward(_flatten_position_major(t.A1), t.W, t.b)
@@ -106,7 +109,7 @@ class FlattenPositionMajor(Mutant):
 
     def dE_dA1(self, t, lr, reduction):
         N, K, P = t.A1.shape
-        flat = dense.dense_grad_input(t.W, t.dE_dZ2)               # (P * K, N)
+        flat = dense.dense_grad_input(t.W, t.dE_dZ2)  # (P * K, N)
         return np.ascontiguousarray(flat.T.reshape(N, P, K).transpose(0, 2, 1))
 
 
@@ -145,8 +148,7 @@ class UntransposedImages(Mutant):
     title = "windows cut from the untransposed images (the article's X = x_train.T forgotten)"
 
     def patches(self, t, lr, reduction):
-        return patches.extract_patches(np.ascontiguousarray(t.X.transpose(1, 0, 2)),
-                                       t.f.shape[0])
+        return patches.extract_patches(np.ascontiguousarray(t.X.transpose(1, 0, 2)), t.f.shape[0])
 
 
 class LrWrongSign(Mutant):
@@ -218,30 +220,58 @@ class TransposedDEdW(Mutant):
 
 
 class Float64Accumulation(Mutant):
-    id, equation, first, explains, dtype = ("float64_accumulation", "E16", "dE_df", "dtype",
-                                            "float32")
-    title = ("dE/df accumulated in float64 and returned as float64 in a float32 run (a silent "
-             "upcast; the values are fine, the dtype is not)")
+    id, equation, first, explains, dtype = ("float64_accumulation", "E16", "dE_df", "dtype", "float32")
+    title = (
+        "dE/df accumulated in float64 and returned as float64 in a float32 run (a silent "
+        "upcast; the values are fine, the dtype is not)"
+    )
 
     def dE_df(self, t, lr, reduction):
         return conv.conv_grad_filter(t.patches.astype(np.float64), t.dE_dZ1.astype(np.float64))
 
 
-MUTANTS = {m.id: m for m in (
-    SignDEdO(), SigmoidGradOfZ2(), SigmoidGradOfZ1(), MissingTranspose(), TrueConvolution(),
-    FlippedFilterGradient(), FlattenPositionMajor(), LossMeanForSum(), BiasGradNotSummed(),
-    OffByOneWindow(), UntransposedImages(), LrWrongSign(), UpdateTwice(), UpdateMissing(),
-    LrInGradient(), HalfFactorDropped(), SigmoidFactorDropped(), TransposedDEdW(),
-    Float64Accumulation())}
+MUTANTS = {
+    m.id: m
+    for m in (
+        SignDEdO(),
+        SigmoidGradOfZ2(),
+        SigmoidGradOfZ1(),
+        MissingTranspose(),
+        TrueConvolution(),
+        FlippedFilterGradient(),
+        FlattenPositionMajor(),
+        LossMeanForSum(),
+        BiasGradNotSummed(),
+        OffByOneWindow(),
+        UntransposedImages(),
+        LrWrongSign(),
+        UpdateTwice(),
+        UpdateMissing(),
+        LrInGradient(),
+        HalfFactorDropped(),
+        SigmoidFactorDropped(),
+        TransposedDEdW(),
+        Float64Accumulation(),
+    )
+}
 
 
 def as_dicts() -> list[dict]:
     """Plain-data catalogue for reports/audit.py."""
-    return [dict(id=m.id, title=m.title, equation=m.equation, first=m.first, dtype=m.dtype,
-                 explains=m.explains or "") for m in MUTANTS.values()]
+    return [
+        dict(
+            id=m.id,
+            title=m.title,
+            equation=m.equation,
+            first=m.first,
+            dtype=m.dtype,
+            explains=m.explains or "",
+        )
+        for m in MUTANTS.values()
+    ]
 
 
-STEPPER = ArticleStep()     # the unmodified step: the control every detection is relative to
+STEPPER = ArticleStep()  # the unmodified step: the control every detection is relative to
 
 
 def label(step: ArticleStep) -> str:
@@ -254,6 +284,7 @@ def label(step: ArticleStep) -> str:
 
 
 # --- localisation -------------------------------------------------------------------------
+
 
 class QuietRecorder(ParityRecorder):
     """ParityRecorder.check's measurement, message and explainer, without storing a record:
@@ -271,7 +302,7 @@ class Finding:
     impl: str
     framework: str
     dtype: str
-    records: tuple              # one record per stage, forward/backward order
+    records: tuple  # one record per stage, forward/backward order
 
     @property
     def disagree(self) -> list[dict]:
@@ -294,7 +325,7 @@ class Finding:
         """The explainer's verdict on the first diverging tensor (from its record's note)."""
         note = self.first["note"] if self.first else ""
         i = note.find("explainer: ")
-        return note[i + len("explainer: "):] if i >= 0 else ""
+        return note[i + len("explainer: ") :] if i >= 0 else ""
 
     @property
     def first_suspect(self) -> str:
@@ -307,8 +338,7 @@ _HARNESSES: dict = {}
 def detection_config(run_config: RunConfig, impl_label: str) -> RunConfig:
     # NOTE: detection needs informative gradients (the article's init zeroes them, F1) and
     # the declared sum reduction that the mean-for-sum mutant departs from.
-    return dataclasses.replace(run_config, init_scheme="informative", reduction="sum",
-                               impl=impl_label)
+    return dataclasses.replace(run_config, init_scheme="informative", reduction="sum", impl=impl_label)
 
 
 def detection_harness(run_config: RunConfig, data, step: ArticleStep) -> Harness:
@@ -321,8 +351,9 @@ def detection_harness(run_config: RunConfig, data, step: ArticleStep) -> Harness
 
 
 def quiet_recorder(parity: ParityRecorder, impl_label: str) -> QuietRecorder:
-    context = dataclasses.replace(parity.context, impl=impl_label, init_scheme="informative",
-                                  reduction="sum")
+    context = dataclasses.replace(
+        parity.context, impl=impl_label, init_scheme="informative", reduction="sum"
+    )
     return QuietRecorder(parity.node, context)
 
 
@@ -339,8 +370,15 @@ def localise(harness: Harness, recorder: ParityRecorder, framework: str, dtype: 
     for stage in STAGES:
         names = (*stage.inputs, stage.tensor)
         if base_tensors is not None and all(_same(mine.get(n), base_tensors.get(n)) for n in names):
-            fields = dict(tensor=stage.tensor, equation=stage.equation, step=stage.step,
-                          quantity=stage.quantity, mode="stage", against=framework, dtype=dtype)
+            fields = dict(
+                tensor=stage.tensor,
+                equation=stage.equation,
+                step=stage.step,
+                quantity=stage.quantity,
+                mode="stage",
+                against=framework,
+                dtype=dtype,
+            )
             rec = dict(base_records[stage.tensor], **recorder._base(**fields))
             rec["note"] = "; ".join(p for p in (rec["note"], REUSED) if p)
             records.append(rec)
@@ -374,8 +412,15 @@ def _baseline(harness, recorder, framework, dtype):
 
 
 def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
-    fields = dict(tensor=stage.tensor, equation=stage.equation, step=stage.step,
-                  quantity=stage.quantity, mode="stage", against=framework, dtype=dtype)
+    fields = dict(
+        tensor=stage.tensor,
+        equation=stage.equation,
+        step=stage.step,
+        quantity=stage.quantity,
+        mode="stage",
+        against=framework,
+        dtype=dtype,
+    )
     try:
         c, err = harness.stage_check(stage, framework, dtype), None
     except Exception as exc:  # a crash in a stage is a detection too (an error record)
@@ -384,10 +429,16 @@ def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
         try:
             return recorder.check(**fields, compute=lambda: c, fail=False)
         except Exception as exc:  # compare_arrays refuses it, e.g. a tolerance of W's shape
-            err = exc             # for an array of W^T's shape
-    return recorder.add(recorder._base(
-        **fields, status="error", passed=False, error=f"{type(err).__name__}: {err}",
-        note=explanation_note(c, stage.tensor, framework) if c is not None else ""))
+            err = exc  # for an array of W^T's shape
+    return recorder.add(
+        recorder._base(
+            **fields,
+            status="error",
+            passed=False,
+            error=f"{type(err).__name__}: {err}",
+            note=explanation_note(c, stage.tensor, framework) if c is not None else "",
+        )
+    )
 
 
 def _budget_text(rec: dict) -> str:
@@ -413,36 +464,54 @@ def detection_record(finding: Finding, step: ArticleStep) -> dict:
     localised = finding.first_tensor == step.first
     # Not detected: the (agreeing) stage record of the tensor the step changes carries the
     # run fields; the verdict fields below replace its comparison verdict.
-    rec = dict(first or next((r for r in finding.records if r["tensor"] == step.first),
-                             finding.records[0]))
+    rec = dict(
+        first or next((r for r in finding.records if r["tensor"] == step.first), finding.records[0])
+    )
     budget = first["budget_used"] if first else math.nan
-    margin = (0.0 if first and (math.isnan(budget) or first["status"] == "error")
-              else 1.0 / budget if first and budget > 0 else math.nan)
-    note = format_detection_note({
-        "expected first": step.first,
-        "first": finding.first_tensor or "none",
-        "disagree": ", ".join(f"{r['tensor']} ({_budget_text(r)})" for r in finding.disagree)
-                    or "none",
-        "explainer": finding.first_explanation or "none",
-        "explainer suspect": finding.first_suspect or "none",
-    })
-    rec.update(mode="detection", impl=finding.impl, against=finding.framework,
-               dtype=finding.dtype, budget_used=margin, budget_q99=math.nan,
-               status="pass" if first and localised else "fail",
-               passed=bool(first and localised), vacuous=False, note=note,
-               tolerance_rule="detection: caught when its first diverging tensor exceeds the "
-                              "stage tolerance; budget = tolerance / error there (<= 1: caught)")
+    margin = (
+        0.0
+        if first and (math.isnan(budget) or first["status"] == "error")
+        else 1.0 / budget
+        if first and budget > 0
+        else math.nan
+    )
+    note = format_detection_note(
+        {
+            "expected first": step.first,
+            "first": finding.first_tensor or "none",
+            "disagree": ", ".join(f"{r['tensor']} ({_budget_text(r)})" for r in finding.disagree)
+            or "none",
+            "explainer": finding.first_explanation or "none",
+            "explainer suspect": finding.first_suspect or "none",
+        }
+    )
+    rec.update(
+        mode="detection",
+        impl=finding.impl,
+        against=finding.framework,
+        dtype=finding.dtype,
+        budget_used=margin,
+        budget_q99=math.nan,
+        status="pass" if first and localised else "fail",
+        passed=bool(first and localised),
+        vacuous=False,
+        note=note,
+        tolerance_rule="detection: caught when its first diverging tensor exceeds the "
+        "stage tolerance; budget = tolerance / error there (<= 1: caught)",
+    )
     if first is None:
         rec["error"] = "not detected: every stage check agrees"
     return rec
 
 
 def message(finding: Finding, step: ArticleStep) -> str:
-    lines = [f"{label(step)} ({step.title}) vs {finding.framework} [{finding.dtype}]: "
-             f"expected the first diverging tensor to be {step.first}, "
-             f"got {finding.first_tensor or 'none (not detected)'}"]
+    lines = [
+        f"{label(step)} ({step.title}) vs {finding.framework} [{finding.dtype}]: "
+        f"expected the first diverging tensor to be {step.first}, "
+        f"got {finding.first_tensor or 'none (not detected)'}"
+    ]
     for r in finding.records:
-        lines.append(f"  {r['tensor']:8s} {r['status']:6s} budget {_budget_text(r)} "
-                     f"{r.get('note', '')}".rstrip())
+        lines.append(
+            f"  {r['tensor']:8s} {r['status']:6s} budget {_budget_text(r)} {r.get('note', '')}".rstrip()
+        )
     return "\n".join(lines)
-

@@ -14,7 +14,7 @@ from reference import equations, published
 from reports import normalise_record, write_report
 from reports.audit import audit_markdown, format_detection_note, parse_detection_note
 
-AMBIGUOUS = ("E7", "E11", "E13", "E15", "E16")   # where the text is ambiguous or mistyped
+AMBIGUOUS = ("E7", "E11", "E13", "E15", "E16")  # where the text is ambiguous or mistyped
 
 
 def test_registry_covers_every_equation_in_order():
@@ -25,7 +25,7 @@ def test_registry_covers_every_equation_in_order():
 def test_registry_entry_is_complete(eq):
     assert eq.statement and eq.verdict in equations.VERDICTS
     assert eq.functions and all(fn.__module__.startswith("reference.") for fn in eq.functions)
-    for name in eq.function_names:                 # names resolve to the same callables
+    for name in eq.function_names:  # names resolve to the same callables
         module, _, attr = name.rpartition(".")
         assert callable(getattr(importlib.import_module(module), attr))
     assert bool(eq.convention) == (eq.verdict == equations.CONVENTION)
@@ -41,36 +41,72 @@ def test_every_variant_is_attached_to_an_equation():
 
 
 def _rec(**fields):
-    base = dict(check="t::x", impl="reference", against="torch", mode="stage", dtype="float64",
-                status="pass", passed=True, budget_used=0.5, seed=0, equation="E1", tensor="Z1")
+    base = dict(
+        check="t::x",
+        impl="reference",
+        against="torch",
+        mode="stage",
+        dtype="float64",
+        status="pass",
+        passed=True,
+        budget_used=0.5,
+        seed=0,
+        equation="E1",
+        tensor="Z1",
+    )
     return normalise_record({**base, **fields})
 
 
 def _detection(impl, tensor, passed=True):
-    note = format_detection_note({"expected first": tensor, "first": tensor,
-                                  "disagree": f"{tensor} (3.2e+12)",
-                                  "explainer": "torch's x is 200 x ours",
-                                  "explainer suspect": "factor"})
-    return _rec(impl=impl, mode="detection", tensor=tensor, equation="E16", budget_used=3e-13,
-                max_rel_err=0.9, passed=passed, status="pass" if passed else "fail", note=note)
+    note = format_detection_note(
+        {
+            "expected first": tensor,
+            "first": tensor,
+            "disagree": f"{tensor} (3.2e+12)",
+            "explainer": "torch's x is 200 x ours",
+            "explainer suspect": "factor",
+        }
+    )
+    return _rec(
+        impl=impl,
+        mode="detection",
+        tensor=tensor,
+        equation="E16",
+        budget_used=3e-13,
+        max_rel_err=0.9,
+        passed=passed,
+        status="pass" if passed else "fail",
+        note=note,
+    )
 
 
 def _audit(records, **meta):
-    return audit_markdown(records, equations=equations.as_dicts(), variants=published.as_dicts(),
-                          mutants=mutants.as_dicts(), order=[s.tensor for s in STAGES],
-                          meta={"impl": "reference", **meta})
+    return audit_markdown(
+        records,
+        equations=equations.as_dicts(),
+        variants=published.as_dicts(),
+        mutants=mutants.as_dicts(),
+        order=[s.tensor for s in STAGES],
+        meta={"impl": "reference", **meta},
+    )
 
 
 def test_audit_has_a_row_per_equation_variant_and_mutant():
-    text = _audit([_rec(), _rec(against="hand", mode="hand", budget_used=0.1),
-                   _rec(equation="E8*E9", tensor="dE_dZ2", budget_used=2.0, status="fail",
-                        passed=False),
-                   _detection("published:D12", "dE_df"), _detection("mutant:flipped_dE_df", "dE_df")])
+    text = _audit(
+        [
+            _rec(),
+            _rec(against="hand", mode="hand", budget_used=0.1),
+            _rec(equation="E8*E9", tensor="dE_dZ2", budget_used=2.0, status="fail", passed=False),
+            _detection("published:D12", "dE_df"),
+            _detection("mutant:flipped_dE_df", "dE_df"),
+        ]
+    )
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert sum(bool(re.match(r"\| E\d+ \|", r)) for r in rows) == 17
     assert sum(bool(re.match(r"\| D\d+ \|", r)) for r in rows) == len(published.VARIANTS)
-    assert sum(any(r.startswith(f"| {m} |") for m in mutants.MUTANTS) for r in rows) == \
-        len(mutants.MUTANTS)
+    assert sum(any(r.startswith(f"| {m} |") for m in mutants.MUTANTS) for r in rows) == len(
+        mutants.MUTANTS
+    )
     e1 = next(r for r in rows if r.startswith("| E1 |"))
     assert "torch stage (1)" in e1 and "hand (1)" in e1 and "torch stage 0.5" in e1
     assert "1 fail" in next(r for r in rows if r.startswith("| E9 |"))
@@ -83,19 +119,31 @@ def test_audit_has_a_row_per_equation_variant_and_mutant():
 
 def test_audit_reads_a_whole_run_of_a_variant():
     # `pytest --parity-impl published:D3`: the run's own records say what disagrees.
-    recs = [_rec(impl="published:D3", tensor=t, equation=e, status=s, passed=s == "pass",
-                 budget_used=b, note="explainer: no simple fit" if s == "fail" else "")
-            for t, e, s, b in (("Z1", "E1", "pass", 0.3), ("dE_df", "E16", "fail", 5e10),
-                               ("f_new", "E17", "pass", 0.2))]
-    row = next(r for r in _audit(recs, impl="published:D3").splitlines()
-               if r.startswith("| D3 |"))
+    recs = [
+        _rec(
+            impl="published:D3",
+            tensor=t,
+            equation=e,
+            status=s,
+            passed=s == "pass",
+            budget_used=b,
+            note="explainer: no simple fit" if s == "fail" else "",
+        )
+        for t, e, s, b in (
+            ("Z1", "E1", "pass", 0.3),
+            ("dE_df", "E16", "fail", 5e10),
+            ("f_new", "E17", "pass", 0.2),
+        )
+    ]
+    row = next(r for r in _audit(recs, impl="published:D3").splitlines() if r.startswith("| D3 |"))
     assert "dE_df" in row and "5e+10" in row and "no simple fit" in row
 
 
 def test_undetected_mutant_shows_as_not_detected():
     rec = _detection("mutant:sign_dE_dO", "dE_dO", passed=False)
-    rec["note"] = format_detection_note({"expected first": "dE_dO", "first": "none",
-                                         "disagree": "none", "explainer": "none"})
+    rec["note"] = format_detection_note(
+        {"expected first": "dE_dO", "first": "none", "disagree": "none", "explainer": "none"}
+    )
     text = _audit([rec])
     assert "0 / 1 mutants detected" in text
     assert "NO" in next(r for r in text.splitlines() if r.startswith("| sign_dE_dO |"))
@@ -116,7 +164,12 @@ def test_audit_files_never_raises():
 
 def test_audit_is_written_and_shown_in_summary_html(tmp_path):
     records = [_rec(), _detection("published:D12", "dE_df")]
-    paths = write_report(records, tmp_path / "r", {"impl": "reference"},
-                         extra_files=audit_files(records, {"impl": "reference"}), heat_map=False)
+    paths = write_report(
+        records,
+        tmp_path / "r",
+        {"impl": "reference"},
+        extra_files=audit_files(records, {"impl": "reference"}),
+        heat_map=False,
+    )
     assert paths["audit.md"].read_text().startswith("# Derivation audit")
     assert "Derivation audit" in paths["summary.html"].read_text()

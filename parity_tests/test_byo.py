@@ -61,11 +61,18 @@ def test_byo_passes_the_suite(parity, byo_harness, mode, framework, dtype):
     make = byo_harness.stage_check if mode == "stage" else byo_harness.end_to_end_check
     bad = []
     for stage in STAGES if mode == "stage" else END_TO_END:
-        rec = quiet.check(tensor=stage.tensor, equation=stage.equation, step=stage.step,
-                          quantity=stage.quantity, mode=mode, against=framework, dtype=dtype,
-                          compute=lambda s=stage: make(s, framework, dtype), fail=False,
-                          expect_zero=byo_harness.config.init_scheme == "article"
-                          and stage.quantity != "forward")
+        rec = quiet.check(
+            tensor=stage.tensor,
+            equation=stage.equation,
+            step=stage.step,
+            quantity=stage.quantity,
+            mode=mode,
+            against=framework,
+            dtype=dtype,
+            compute=lambda s=stage: make(s, framework, dtype),
+            fail=False,
+            expect_zero=byo_harness.config.init_scheme == "article" and stage.quantity != "forward",
+        )
         if not rec.get("passed"):
             bad.append(format_mismatch(rec, parity.reproduce()) if rec else stage.tensor)
     assert not bad, "\n\n".join(bad)
@@ -73,14 +80,31 @@ def test_byo_passes_the_suite(parity, byo_harness, mode, framework, dtype):
 
 @pytest.mark.slow  # a whole pytest session in a subprocess (~8 s, mostly start-up)
 def test_byo_runs_from_the_command_line(pytestconfig, tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(BYO_DIR), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(BYO_DIR), os.environ.get("PYTHONPATH", "")) if p),
+    )
     data = pytestconfig.getoption("--parity-data")
-    cmd = [sys.executable, "-m", "pytest", "parity_tests/test_parity.py", "-q",
-           "-p", "no:cacheprovider", "--parity-impl", NAME, "--parity-frameworks", "torch",
-           "--parity-dtypes", "float64", "--parity-report-dir", str(tmp_path / "report"),
-           "--parity-n-images", "20",      # the interface is under test here, not the numbers
-           *(["--parity-data", data] if data else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "parity_tests/test_parity.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--parity-impl",
+        NAME,
+        "--parity-frameworks",
+        "torch",
+        "--parity-dtypes",
+        "float64",
+        "--parity-report-dir",
+        str(tmp_path / "report"),
+        "--parity-n-images",
+        "20",  # the interface is under test here, not the numbers
+        *(["--parity-data", data] if data else []),
+    ]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, f"{' '.join(cmd)}\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
     df, meta = load_report(tmp_path / "report")

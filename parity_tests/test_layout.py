@@ -14,28 +14,51 @@ PAIRS = [
     ("images_nhwc", layout.images_to_nhwc, layout.nhwc_to_images, lambda n, s, K, N: (n, n, N)),
     ("filters_oihw", layout.filters_to_oihw, layout.oihw_to_filters, lambda n, s, K, N: (s, s, K)),
     ("filters_hwio", layout.filters_to_hwio, layout.hwio_to_filters, lambda n, s, K, N: (s, s, K)),
-    ("convmap_nchw", layout.conv_map_to_nchw, layout.nchw_to_conv_map,
-     lambda n, s, K, N: (N, K, (n - s + 1) ** 2)),
-    ("convmap_nhwc", layout.conv_map_to_nhwc, layout.nhwc_to_conv_map,
-     lambda n, s, K, N: (N, K, (n - s + 1) ** 2)),
-    ("patches_unfold", layout.patches_to_unfold,
-     lambda c: layout.unfold_to_patches(c, int(round(c.shape[1] ** 0.5))),
-     lambda n, s, K, N: (N, (n - s + 1) ** 2, s, s)),
+    (
+        "convmap_nchw",
+        layout.conv_map_to_nchw,
+        layout.nchw_to_conv_map,
+        lambda n, s, K, N: (N, K, (n - s + 1) ** 2),
+    ),
+    (
+        "convmap_nhwc",
+        layout.conv_map_to_nhwc,
+        layout.nhwc_to_conv_map,
+        lambda n, s, K, N: (N, K, (n - s + 1) ** 2),
+    ),
+    (
+        "patches_unfold",
+        layout.patches_to_unfold,
+        lambda c: layout.unfold_to_patches(c, int(round(c.shape[1] ** 0.5))),
+        lambda n, s, K, N: (N, (n - s + 1) ** 2, s, s),
+    ),
 ]
 
 
-@given(data=st.data(), n=st.integers(3, 9), s=st.integers(1, 3), K=st.integers(1, 4),
-       N=st.integers(1, 3), dtype=st.sampled_from([np.float32, np.float64]))
+@given(
+    data=st.data(),
+    n=st.integers(3, 9),
+    s=st.integers(1, 3),
+    K=st.integers(1, 4),
+    N=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
 @pytest.mark.parametrize("name, to, back, shape", PAIRS, ids=[p[0] for p in PAIRS])
 def test_round_trip(name, to, back, shape, data, n, s, K, N, dtype):
-    a = data.draw(hnp.arrays(dtype, shape(n, s, K, N), elements=st.floats(-1, 1, width=32)),
-                  label="array")
+    a = data.draw(
+        hnp.arrays(dtype, shape(n, s, K, N), elements=st.floats(-1, 1, width=32)), label="array"
+    )
     assert np.array_equal(back(to(a)), a)
 
 
-@pytest.mark.parametrize("to, back", [(layout.dense_weights_to_torch, layout.torch_to_dense_weights),
-                                      (layout.dense_weights_to_keras, layout.keras_to_dense_weights)],
-                         ids=["torch", "keras"])
+@pytest.mark.parametrize(
+    "to, back",
+    [
+        (layout.dense_weights_to_torch, layout.torch_to_dense_weights),
+        (layout.dense_weights_to_keras, layout.keras_to_dense_weights),
+    ],
+    ids=["torch", "keras"],
+)
 def test_dense_weights_round_trip(to, back):
     W = np.arange(3 * 16, dtype=np.float64).reshape(-1, 1)
     assert np.array_equal(back(to(W, 3), 3), W)
@@ -53,7 +76,7 @@ def test_article_row_mapping_by_hand():
 
 
 def test_images_are_transposed_back():
-    X = np.arange(2 * 2 * 1, dtype=np.float64).reshape(2, 2, 1)        # X[a, b, n] = img[b, a]
+    X = np.arange(2 * 2 * 1, dtype=np.float64).reshape(2, 2, 1)  # X[a, b, n] = img[b, a]
     assert layout.images_to_nchw(X)[0, 0].tolist() == [[0.0, 2.0], [1.0, 3.0]]
 
 

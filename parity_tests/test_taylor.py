@@ -15,9 +15,9 @@ from parity_tests.tolerance import UNIT_ROUNDOFF, Tolerance
 from reference import loss, model
 from reference.published import VARIANTS
 
-H = 2.0 ** -np.arange(3, 21, 1.5)   # 0.125 down to 1.4e-6, 12 step sizes
-ABOVE_ROUNDING = 1e3                # keep points whose remainder is >= 1000 u |E|
-SLOPE_BAND = 0.2                    # 2 +- 0.2 (a wrong gradient gives 1)
+H = 2.0 ** -np.arange(3, 21, 1.5)  # 0.125 down to 1.4e-6, 12 step sizes
+ABOVE_ROUNDING = 1e3  # keep points whose remainder is >= 1000 u |E|
+SLOPE_BAND = 0.2  # 2 +- 0.2 (a wrong gradient gives 1)
 PARAMS = ("f", "W", "b")
 
 
@@ -45,21 +45,30 @@ def fitted_slope(h, r, E0) -> tuple[float, int]:
 
 def test_taylor_remainder_is_second_order(parity, article_data, run_config):
     X, y = article_data.X, article_data.y
-    params = model.init_params(run_config.seed)          # informative: gradients are not zero
+    params = model.init_params(run_config.seed)  # informative: gradients are not zero
     grads = model.backward(params, model.forward(params, X), y)
     h, first, second, E0 = remainders(params, grads, X, y)
     slope1, n1 = fitted_slope(h, first, E0)
     slope2, n2 = fitted_slope(h, second, E0)
     assert n2 >= 8, f"only {n2} step sizes above rounding: widen H"
-    parity.check(tensor="dE_dparams", equation="E11,E12,E16", step="backprop",
-                 quantity="gradient", mode="taylor", against="finite_difference",
-                 dtype="float64",
-                 compute=lambda: Check(np.array([slope2]), np.array([2.0]),
-                                       Tolerance(np.array([SLOPE_BAND]),
-                                                 f"taylor: |slope - 2| <= {SLOPE_BAND}"), None),
-                 note=f"Taylor remainder slope {slope2:.4f} (2 expected) over {n2} step sizes "
-                      f"h in [{h[-1]:.1e}, {h[0]:.3g}] above rounding; first-order remainder "
-                      f"slope {slope1:.4f} (1 expected)")
+    parity.check(
+        tensor="dE_dparams",
+        equation="E11,E12,E16",
+        step="backprop",
+        quantity="gradient",
+        mode="taylor",
+        against="finite_difference",
+        dtype="float64",
+        compute=lambda: Check(
+            np.array([slope2]),
+            np.array([2.0]),
+            Tolerance(np.array([SLOPE_BAND]), f"taylor: |slope - 2| <= {SLOPE_BAND}"),
+            None,
+        ),
+        note=f"Taylor remainder slope {slope2:.4f} (2 expected) over {n2} step sizes "
+        f"h in [{h[-1]:.1e}, {h[0]:.3g}] above rounding; first-order remainder "
+        f"slope {slope1:.4f} (1 expected)",
+    )
     assert abs(slope1 - 1) < SLOPE_BAND, f"|E(p+hv) - E(p)| slope {slope1:.3f} over {n1} points"
 
 

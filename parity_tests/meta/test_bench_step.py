@@ -10,7 +10,11 @@ from benchmarks import bench_step
 def test_paired_ratios_are_per_round_quotients():
     # rounds: 2/1, 4/2, 9/3 -> quotients 2, 2, 3: median 2, quartiles 2 and 2.5
     assert bench_step.paired_ratios([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == {
-        "median": 2.0, "q25": 2.0, "q75": 2.5, "pairs": 3}
+        "median": 2.0,
+        "q25": 2.0,
+        "q75": 2.5,
+        "pairs": 3,
+    }
 
 
 def test_paired_ratios_need_two_pairs():
@@ -22,10 +26,29 @@ def test_paired_ratios_need_two_pairs():
 @pytest.mark.slow  # builds torch and runs the loop implementation (~5 s)
 def test_benchmark_writes_every_row(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = bench_step.main(["--sizes", "6", "--dtypes", "float64", "--repeats", "3",
-                            "--impls", "reference,torch,loop", "--loop-repeats", "2",
-                            "--warmup", "1", "--settle", "0", "--data", "synthetic",
-                            "--no-memory", "--json", str(out)])
+    code = bench_step.main(
+        [
+            "--sizes",
+            "6",
+            "--dtypes",
+            "float64",
+            "--repeats",
+            "3",
+            "--impls",
+            "reference,torch,loop",
+            "--loop-repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--settle",
+            "0",
+            "--data",
+            "synthetic",
+            "--no-memory",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = {r["impl"]: r for r in json.loads(out.read_text())["results"]}
     assert set(rows) == {"reference", "torch", "loop"}

@@ -29,13 +29,21 @@ def _recorder():
     )
 
 
-FIELDS = dict(tensor="dE_df", equation="E16", step="conv", quantity="gradient", mode="stage",
-              against="torch", dtype="float32")
+FIELDS = dict(
+    tensor="dE_df",
+    equation="E16",
+    step="conv",
+    quantity="gradient",
+    mode="stage",
+    against="torch",
+    dtype="float32",
+)
 
 
 def _check(rec, actual, expected, tol):
-    return rec.check(**FIELDS, compute=lambda: Check(actual, expected,
-                                                     tolerance.Tolerance(tol, "rule-x"), None))
+    return rec.check(
+        **FIELDS, compute=lambda: Check(actual, expected, tolerance.Tolerance(tol, "rule-x"), None)
+    )
 
 
 def test_planted_mismatch_message():
@@ -60,11 +68,7 @@ def test_planted_mismatch_message():
         assert part in msg, f"{part!r} missing from:\n{msg}"
     ((key, value),) = rec.node.user_properties
     record = json.loads(value)
-    assert (
-        key == RECORD_KEY
-        and record["status"] == "fail"
-        and record["budget_used"] == 5.0
-    )
+    assert key == RECORD_KEY and record["status"] == "fail" and record["budget_used"] == 5.0
 
 
 def test_crash_becomes_error_record():

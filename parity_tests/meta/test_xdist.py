@@ -13,8 +13,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Both frameworks, one dtype, forward and gradient stages: records from several tests and
 # both frameworks, spread over two workers.
-ARGS = ["parity_tests/test_parity.py", "-k", "test_forward or test_gradient",
-        "--parity-dtypes", "float32", "-q", "-p", "no:cacheprovider"]
+ARGS = [
+    "parity_tests/test_parity.py",
+    "-k",
+    "test_forward or test_gradient",
+    "--parity-dtypes",
+    "float32",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+]
 # Run inside the controller (and only there: workers have `workerinput`) at session end.
 PROBE = """
 import sys
@@ -29,9 +37,24 @@ def _pytest(tmp_path, name, *extra):
     env = {**os.environ, "PARITY_NO_DOWNLOAD": "1"}
     env.pop("GITHUB_STEP_SUMMARY", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
-    run = subprocess.run([sys.executable, "-m", "pytest", *ARGS, "-p", "xdist_probe",
-                          "--parity-report-dir", str(tmp_path / name), *extra],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *ARGS,
+            "-p",
+            "xdist_probe",
+            "--parity-report-dir",
+            str(tmp_path / name),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     return run.stdout, tmp_path / name
 

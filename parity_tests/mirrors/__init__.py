@@ -14,8 +14,7 @@ from __future__ import annotations
 import importlib
 
 FRAMEWORKS = ("torch", "tensorflow")
-_MODULES = {"torch": "parity_tests.mirrors.torch_mirror",
-            "tensorflow": "parity_tests.mirrors.tf_mirror"}
+_MODULES = {"torch": "parity_tests.mirrors.torch_mirror", "tensorflow": "parity_tests.mirrors.tf_mirror"}
 
 
 class MirrorUnavailable(RuntimeError):
@@ -31,4 +30,5 @@ def load_mirror(framework: str):
         raise MirrorUnavailable(
             f"{framework} is selected (--parity-frameworks) but could not be imported: "
             f"{type(exc).__name__}: {exc}. Install it (README 'Quick start') or deselect it "
-            f"with --parity-frameworks.") from exc
+            f"with --parity-frameworks."
+        ) from exc

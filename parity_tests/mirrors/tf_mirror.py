@@ -2,7 +2,7 @@
 
 Built from the reference's parameters through `reference.layout` (NHWC / HWIO, keras
 flatten order); gradients come from `tf.GradientTape` and the update from Keras `SGD`.
-Thread counts and oneDNN are set by conftest.py before TensorFlow's first op.
+oneDNN is pinned by conftest.py and thread counts by parity_tests/plugin.py, before TensorFlow's first op.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ class ArticleNet:
         return {"Z1": z1, "A1": a1, "Z2": z2, "O": o}
 
     def params(self):
-        return Tensors(f=layout.hwio_to_filters(_np(self.conv.kernel)),
-                       W=layout.keras_to_dense_weights(_np(self.dense.kernel), self.n_filters),
-                       b=_np(self.dense.bias))
+        return Tensors(
+            f=layout.hwio_to_filters(_np(self.conv.kernel)),
+            W=layout.keras_to_dense_weights(_np(self.dense.kernel), self.n_filters),
+            b=_np(self.dense.bias),
+        )
 
 
 def _loss(o, y, reduction):
@@ -91,16 +93,28 @@ def train_step(params, X, y, lr, reduction="sum") -> Tensors:
     del tape
     K = net.n_filters
     grads = Tensors(
-        dE_dO=layout.column_to_row(_np(gO)), dO_dZ2=layout.column_to_row(_np(dO_dZ2)),
-        dE_dZ2=layout.column_to_row(_np(gZ2)), dE_dW=layout.keras_to_dense_weights(_np(gW), K),
-        dE_db=_np(gb), dE_dA1=layout.nhwc_to_conv_map(_np(gA1)),
-        dE_dZ1=layout.nhwc_to_conv_map(_np(gZ1)), dE_df=layout.hwio_to_filters(_np(gf)))
+        dE_dO=layout.column_to_row(_np(gO)),
+        dO_dZ2=layout.column_to_row(_np(dO_dZ2)),
+        dE_dZ2=layout.column_to_row(_np(gZ2)),
+        dE_dW=layout.keras_to_dense_weights(_np(gW), K),
+        dE_db=_np(gb),
+        dE_dA1=layout.nhwc_to_conv_map(_np(gA1)),
+        dE_dZ1=layout.nhwc_to_conv_map(_np(gZ1)),
+        dE_df=layout.hwio_to_filters(_np(gf)),
+    )
     _sgd(net, [gf, gW, gb], lr)
     new = net.params()
     return Tensors(
-        Z1=layout.nhwc_to_conv_map(_np(out["Z1"])), A1=layout.nhwc_to_conv_map(_np(out["A1"])),
-        Z2=layout.column_to_row(_np(out["Z2"])), O=layout.column_to_row(_np(out["O"])),
-        E=_np(E), **grads, f_new=new.f, W_new=new.W, b_new=new.b)
+        Z1=layout.nhwc_to_conv_map(_np(out["Z1"])),
+        A1=layout.nhwc_to_conv_map(_np(out["A1"])),
+        Z2=layout.column_to_row(_np(out["Z2"])),
+        O=layout.column_to_row(_np(out["O"])),
+        E=_np(E),
+        **grads,
+        f_new=new.f,
+        W_new=new.W,
+        b_new=new.b,
+    )
 
 
 def _grad(fn, wrt, upstream=None):
@@ -117,12 +131,14 @@ def stage(tensor, inputs, lr, reduction="sum") -> np.ndarray:
     i = inputs
     if tensor == "patches":
         s = i["f"].shape[0]
-        cols = tf.image.extract_patches(_c(layout.images_to_nhwc(i["X"])), [1, s, s, 1],
-                                        [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+        cols = tf.image.extract_patches(
+            _c(layout.images_to_nhwc(i["X"])), [1, s, s, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"
+        )
         return layout.extract_patches_to_patches(_np(cols), s)
     if tensor == "Z1":
-        z = tf.nn.conv2d(_c(layout.images_to_nhwc(i["X"])), _c(layout.filters_to_hwio(i["f"])),
-                         1, "VALID")
+        z = tf.nn.conv2d(
+            _c(layout.images_to_nhwc(i["X"])), _c(layout.filters_to_hwio(i["f"])), 1, "VALID"
+        )
         return layout.nhwc_to_conv_map(_np(z))
     if tensor in ("A1", "O"):
         return _np(tf.sigmoid(_c(i["Z1" if tensor == "A1" else "Z2"])))
@@ -142,10 +158,15 @@ def stage(tensor, inputs, lr, reduction="sum") -> np.ndarray:
         return _np(_grad(lambda z: _loss(tf.sigmoid(z), y, reduction), [_c(i["Z2"])])[0])
     if tensor in ("dE_dW", "dE_db", "dE_dA1"):
         K, N = i["A1"].shape[1], i["A1"].shape[0]
-        ga, gw, gb = _grad(lambda a, w, b: tf.matmul(tf.reshape(a, (N, -1)), w) + b,
-                           [_c(layout.conv_map_to_nhwc(i["A1"])),
-                            _c(layout.dense_weights_to_keras(i["W"], K)), _c(i["b"])],
-                           _c(layout.row_to_column(i["dE_dZ2"])))
+        ga, gw, gb = _grad(
+            lambda a, w, b: tf.matmul(tf.reshape(a, (N, -1)), w) + b,
+            [
+                _c(layout.conv_map_to_nhwc(i["A1"])),
+                _c(layout.dense_weights_to_keras(i["W"], K)),
+                _c(i["b"]),
+            ],
+            _c(layout.row_to_column(i["dE_dZ2"])),
+        )
         if tensor == "dE_dW":
             return layout.keras_to_dense_weights(_np(gw), K)
         return _np(gb) if tensor == "dE_db" else layout.nhwc_to_conv_map(_np(ga))
@@ -153,13 +174,23 @@ def stage(tensor, inputs, lr, reduction="sum") -> np.ndarray:
         return _np(_grad(tf.sigmoid, [_c(i["Z1"])], _c(i["dE_dA1"]))[0])
     if tensor == "dE_df":
         x = _c(layout.images_to_nhwc(i["X"]))
-        (g,) = _grad(lambda k: tf.nn.conv2d(x, k, 1, "VALID"), [_c(layout.filters_to_hwio(i["f"]))],
-                     _c(layout.conv_map_to_nhwc(i["dE_dZ1"])))
+        (g,) = _grad(
+            lambda k: tf.nn.conv2d(x, k, 1, "VALID"),
+            [_c(layout.filters_to_hwio(i["f"]))],
+            _c(layout.conv_map_to_nhwc(i["dE_dZ1"])),
+        )
         return layout.hwio_to_filters(_np(g))
     if tensor in ("f_new", "W_new", "b_new"):
         net = ArticleNet(i["f"], i["W"], i["b"])
         K = i["f"].shape[2]
-        _sgd(net, [_c(layout.filters_to_hwio(i["dE_df"])),
-                   _c(layout.dense_weights_to_keras(i["dE_dW"], K)), _c(i["dE_db"])], lr)
+        _sgd(
+            net,
+            [
+                _c(layout.filters_to_hwio(i["dE_df"])),
+                _c(layout.dense_weights_to_keras(i["dE_dW"], K)),
+                _c(i["dE_db"]),
+            ],
+            lr,
+        )
         return net.params()[tensor[0]]
     raise ValueError(f"tensorflow mirror has no stage for tensor {tensor!r}")

@@ -52,9 +52,11 @@ class ArticleNet(torch.nn.Module):
 
     def params(self):
         K = self.n_filters
-        return Tensors(f=layout.oihw_to_filters(_np(self.conv.weight)),
-                       W=layout.torch_to_dense_weights(_np(self.linear.weight), K),
-                       b=_np(self.linear.bias))
+        return Tensors(
+            f=layout.oihw_to_filters(_np(self.conv.weight)),
+            W=layout.torch_to_dense_weights(_np(self.linear.weight), K),
+            b=_np(self.linear.bias),
+        )
 
 
 def _loss(o, y, reduction):
@@ -68,8 +70,7 @@ def train_step(params, X, y, lr, reduction="sum") -> Tensors:
     x = _t(layout.images_to_nchw(X))
     out = net(x)
     # Before retain_grad: retained tensors would also collect this call's gradient.
-    (dO_dZ2,) = torch.autograd.grad(out["O"], out["Z2"], torch.ones_like(out["O"]),
-                                    retain_graph=True)
+    (dO_dZ2,) = torch.autograd.grad(out["O"], out["Z2"], torch.ones_like(out["O"]), retain_graph=True)
     for t in out.values():
         t.retain_grad()
     E = _loss(out["O"], _t(layout.row_to_column(y)), reduction)
@@ -89,9 +90,16 @@ def train_step(params, X, y, lr, reduction="sum") -> Tensors:
     opt.step()
     new = net.params()
     return Tensors(
-        Z1=layout.nchw_to_conv_map(_np(out["Z1"])), A1=layout.nchw_to_conv_map(_np(out["A1"])),
-        Z2=layout.column_to_row(_np(out["Z2"])), O=layout.column_to_row(_np(out["O"])),
-        E=_np(E), **grads, f_new=new.f, W_new=new.W, b_new=new.b)
+        Z1=layout.nchw_to_conv_map(_np(out["Z1"])),
+        A1=layout.nchw_to_conv_map(_np(out["A1"])),
+        Z2=layout.column_to_row(_np(out["Z2"])),
+        O=layout.column_to_row(_np(out["O"])),
+        E=_np(E),
+        **grads,
+        f_new=new.f,
+        W_new=new.W,
+        b_new=new.b,
+    )
 
 
 def stage(tensor, inputs, lr, reduction="sum") -> np.ndarray:
