@@ -62,3 +62,35 @@ def test_end_to_end_rule_scales_with_unit_roundoff():
     assert t32.array.tolist() == [tolerance.E2E_FACTOR * 2**-20] * 3
     assert t64.array[0] == pytest.approx(t32.array[0] * 2.0**-29)
     assert "max|ref32-ref64|" in t32.rule
+    assert "spread used" in t32.rule
+
+
+@pytest.mark.parametrize("k", [1, 12, 1729, 115_200])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_end_to_end_floor_is_the_stage_allowance_in_float32_units(k, dtype):
+    # A lucky float32 run (no spread at all) still leaves E2E_FACTOR stage allowances: the
+    # floor is the float32 stage allowance of the same operation, scaled to dtype.
+    magnitude = np.array([0.5, 2.0, 0.0])
+    stage = tolerance.stage(magnitude, k, dtype)
+    same = np.array([1.0, -2.0, 0.0])
+    t = tolerance.end_to_end(stage, same, same, dtype)
+    extra = t.array - stage.array
+    assert np.allclose(extra, tolerance.E2E_FACTOR * stage.array.max(), rtol=1e-12, atol=0)
+    scale = tolerance.unit_roundoff(dtype) / U32
+    floor32 = extra[0] / (tolerance.E2E_FACTOR * scale)
+    assert floor32 == pytest.approx(tolerance.stage(magnitude, k, "float32").array.max(), rel=1e-4)
+    assert "stage floor used" in t.rule and "max|ref32-ref64| (=0)" in t.rule
+
+
+def test_end_to_end_spread_above_the_floor_is_kept():
+    # Where our float32 run strayed more than its last operation may round, the measured
+    # spread rules, as before the floor.
+    stage = tolerance.Tolerance(np.array([1e-9, 3e-9]), "stage: given")
+    lo, hi = np.array([1.0, 2.0]), np.array([1.0, 2.0 + 2**-20])
+    t = tolerance.end_to_end(stage, lo, hi, "float32")
+    assert t.array.tolist() == (stage.array + tolerance.E2E_FACTOR * 2**-20).tolist()
+    assert "spread used" in t.rule
+    just_below = tolerance.Tolerance(np.array([2**-20 * 0.99]), "stage: given")
+    assert "spread used" in tolerance.end_to_end(just_below, lo, hi, "float32").rule
+    just_above = tolerance.Tolerance(np.array([2**-20 * 1.01]), "stage: given")
+    assert "stage floor used" in tolerance.end_to_end(just_above, lo, hi, "float32").rule
