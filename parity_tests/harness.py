@@ -18,13 +18,14 @@ from parity_tests.impl_call import ImplementationError, modified_inputs, run_tra
 from parity_tests.mirrors import load_mirror
 from parity_tests.stages import BY_TENSOR, UPDATE_GRADIENT, Stage, stage_tolerance
 from reference import model
+from reference.data import ARTICLE_IMAGES
 from reference.tensors import Tensors
 
 
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
-    n_images: int = 200
+    n_images: int = ARTICLE_IMAGES
     lr: float = 0.0625  # 2^-4: Keras keeps lr in float32; a value float32 holds exactly
     reduction: str = "sum"
     init_scheme: str = "informative"

@@ -25,6 +25,7 @@ from parity_tests.compare import ParityRecorder, explanation_note
 from parity_tests.harness import Harness, RunConfig
 from parity_tests.stages import STAGES
 from reference import conv, dense, flatten, patches
+from reference.data import ARTICLE_IMAGES
 from reference.published import VARIANTS, ArticleStep
 from reports import normalise_record
 from reports.audit import format_detection_note
@@ -337,8 +338,15 @@ _HARNESSES: dict = {}
 
 def detection_config(run_config: RunConfig, impl_label: str) -> RunConfig:
     # NOTE: detection needs informative gradients (the article's init zeroes them, F1) and
-    # the declared sum reduction that the mean-for-sum mutant departs from.
-    return dataclasses.replace(run_config, init_scheme="informative", reduction="sum", impl=impl_label)
+    # the declared sum reduction that the mean-for-sum mutant departs from, and the article's
+    # 200 images (at one image a mean is a sum and a reshape a transpose: nothing to catch).
+    return dataclasses.replace(
+        run_config,
+        init_scheme="informative",
+        reduction="sum",
+        impl=impl_label,
+        n_images=ARTICLE_IMAGES,
+    )
 
 
 def detection_harness(run_config: RunConfig, data, step: ArticleStep) -> Harness:

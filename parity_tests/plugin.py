@@ -37,6 +37,7 @@ from parity_tests.settings import (
     versions_text,
 )
 from parity_tests.stages import END_TO_END, STAGES
+from reference.data import ARTICLE_IMAGES, load_article_data
 from reports import normalise_record
 
 PARITY_TEST_FILE = "test_parity.py"
@@ -156,6 +157,15 @@ def article_data(pytestconfig):
     for message in state.data_warnings:  # loaded at start-up; warned where pytest sees it
         warnings.warn(message, stacklevel=1)
     return state.data
+
+
+@pytest.fixture(scope="session")
+def article_batch(pytestconfig, article_data):
+    """The article's own 200 images, for tests about them whatever --parity-n-images says:
+    the run's batch when it is those, else the same source's first 200."""
+    if article_data.X.shape[2] == ARTICLE_IMAGES:
+        return article_data
+    return load_article_data(ARTICLE_IMAGES, source=pytestconfig.getoption("--parity-data"))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from parity_tests.harness import RunConfig
 from parity_tests.impl_call import DEFAULT_TIMEOUT_S, ChildProcessImpl, ImplementationError
 from parity_tests.impls import resolve_impl
 from parity_tests.mirrors import FRAMEWORKS
+from reference.data import ARTICLE_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("float64", "float32")
@@ -262,7 +263,7 @@ def reproduce_options(s: Settings) -> str:
         "--parity-init": "informative",
         "--parity-reduction": "sum",
         "--parity-impl": "reference",
-        "--parity-n-images": 200,
+        "--parity-n-images": ARTICLE_IMAGES,
     }
     values = {
         "--parity-init": s.init_scheme,
@@ -297,7 +298,11 @@ def add_options(parser) -> None:
         help="MNIST source: a .npz (x_train/y_train) or an IDX folder, or 'synthetic' "
         "(default: $PARITY_MNIST, then the keras cache, then a download)",
     )
-    g.addoption("--parity-n-images", default="200", help="images in the batch (200)")
+    g.addoption(
+        "--parity-n-images",
+        default=str(ARTICLE_IMAGES),
+        help=f"images in the batch ({ARTICLE_IMAGES}, the article's)",
+    )
     g.addoption(
         "--parity-init",
         default="informative",

@@ -16,10 +16,10 @@ from reports.explain import explain
 
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS.values(), ids=list(mutants.MUTANTS))
-def test_mutant_detected(parity, run_config, article_data, parity_settings, mutant):
+def test_mutant_detected(parity, run_config, article_batch, parity_settings, mutant):
     frameworks = parity_settings.frameworks
     framework = "torch" if "torch" in frameworks else frameworks[0]
-    assert_caught(detect(parity, run_config, article_data, mutant, framework), mutant)
+    assert_caught(detect(parity, run_config, article_batch, mutant, framework), mutant)
 
 
 def test_catalogue_is_complete():

@@ -24,9 +24,9 @@ def detector(parity_settings) -> str:
     return "torch" if "torch" in frameworks else frameworks[0]
 
 
-def detect(parity, run_config, article_data, step, framework):
+def detect(parity, run_config, article_batch, step, framework):
     """Localise `step` through `framework`'s stage checks; record and return the finding."""
-    harness = mutants.detection_harness(run_config, article_data, step)
+    harness = mutants.detection_harness(run_config, article_batch, step)
     recorder = mutants.quiet_recorder(parity, mutants.label(step))
     finding = mutants.localise(harness, recorder, framework, step.dtype)
     parity.add(mutants.detection_record(finding, step))
@@ -42,28 +42,28 @@ def assert_caught(finding, step):
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
-def test_variant_detected(parity, run_config, article_data, detector, variant):
-    assert_caught(detect(parity, run_config, article_data, variant, detector), variant)
+def test_variant_detected(parity, run_config, article_batch, detector, variant):
+    assert_caught(detect(parity, run_config, article_batch, variant, detector), variant)
 
 
 @pytest.mark.parametrize("variant", [VARIANTS[v] for v in CROSS_CHECKED], ids=CROSS_CHECKED)
-def test_variant_detected_by_tensorflow(parity, parity_settings, run_config, article_data, variant):
+def test_variant_detected_by_tensorflow(parity, parity_settings, run_config, article_batch, variant):
     if "tensorflow" not in parity_settings.frameworks:
         pytest.skip("tensorflow deselected by --parity-frameworks")
-    assert_caught(detect(parity, run_config, article_data, variant, "tensorflow"), variant)
+    assert_caught(detect(parity, run_config, article_batch, variant, "tensorflow"), variant)
 
 
-def test_unmodified_step_is_not_flagged(parity, run_config, article_data, detector):
+def test_unmodified_step_is_not_flagged(parity, run_config, article_batch, detector):
     # NOTE: the control: without a departure, no stage check may fail, or "detected" is free.
-    harness = mutants.detection_harness(run_config, article_data, mutants.STEPPER)
+    harness = mutants.detection_harness(run_config, article_batch, mutants.STEPPER)
     finding = mutants.localise(harness, mutants.quiet_recorder(parity, "stepper"), detector, "float64")
     assert not finding.disagree, mutants.message(finding, mutants.STEPPER)
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
-def test_variant_keeps_names_layout_and_dtype(run_config, article_data, variant):
-    out = mutants.detection_harness(run_config, article_data, variant).implementation("float64")
-    reference = mutants.detection_harness(run_config, article_data, mutants.STEPPER).implementation(
+def test_variant_keeps_names_layout_and_dtype(run_config, article_batch, variant):
+    out = mutants.detection_harness(run_config, article_batch, variant).implementation("float64")
+    reference = mutants.detection_harness(run_config, article_batch, mutants.STEPPER).implementation(
         "float64"
     )
     shapes = {k: np.shape(out[k]) for k in reference}

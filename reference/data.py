@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_IMAGES = 60000
+ARTICLE_IMAGES = 200  # the article trains on x_train[:200]
 DOWNLOAD_TIMEOUT_S = 5.0
 SYNTHETIC = "synthetic"
 
@@ -78,13 +79,16 @@ class ArticleData:
     sha256: str
 
     def __repr__(self) -> str:
-        return (f"ArticleData(X={self.X.shape}, y={self.y.shape}, labels={self.labels.shape}, "
-                f"source={self.source!r})")
+        return (
+            f"ArticleData(X={self.X.shape}, y={self.y.shape}, labels={self.labels.shape}, "
+            f"source={self.source!r})"
+        )
 
 
 # --------------------------------------------------------------------------- public API
 
-def load_article_data(n_images: int = 200, source=None) -> ArticleData:
+
+def load_article_data(n_images: int = ARTICLE_IMAGES, source=None) -> ArticleData:
     """Return the article's first `n_images` images as `ArticleData` (see the module docstring).
 
     `source`: None (search as described above), "synthetic", or a path to a `.npz` or an IDX
@@ -124,12 +128,15 @@ def load_article_data(n_images: int = 200, source=None) -> ArticleData:
     looked.append(note)
 
     reason = "; ".join(looked)
-    warnings.warn(SyntheticDataWarning(
-        f"NO MNIST FOUND ({reason}). Using SYNTHETIC digit-like images: the numbers are NOT "
-        "the article's. Point the loader at MNIST with load_article_data(source=PATH) or "
-        "PARITY_MNIST=PATH (PATH: a keras mnist.npz or a folder with the IDX files "
-        f"train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]), or put mnist.npz at {cache}."
-    ), stacklevel=2)
+    warnings.warn(
+        SyntheticDataWarning(
+            f"NO MNIST FOUND ({reason}). Using SYNTHETIC digit-like images: the numbers are NOT "
+            "the article's. Point the loader at MNIST with load_article_data(source=PATH) or "
+            "PARITY_MNIST=PATH (PATH: a keras mnist.npz or a folder with the IDX files "
+            f"train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]), or put mnist.npz at {cache}."
+        ),
+        stacklevel=2,
+    )
     x, labels = synthetic_digits(n)
     return _article(x, labels, n, "synthetic:seed=0", f"no MNIST found: {reason}")
 
@@ -178,6 +185,7 @@ def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- assembling
 
+
 def _check_n_images(n_images, name: str = "n_images") -> int:
     if isinstance(n_images, bool) or not isinstance(n_images, numbers.Integral):
         raise TypeError(f"{name} must be an int in 1..{MAX_IMAGES}, got {type(n_images).__name__}")
@@ -197,8 +205,7 @@ def _article(x: np.ndarray, labels: np.ndarray, n: int, desc: str, note: str) ->
 def _load_enough(source, n: int):
     x, labels, desc = load_mnist_arrays(source)
     if len(x) < n:
-        raise ValueError(f"{desc}: holds only {len(x)} images, "
-                         f"n_images={n} were requested")
+        raise ValueError(f"{desc}: holds only {len(x)} images, n_images={n} were requested")
     return x, labels, desc
 
 
@@ -236,6 +243,7 @@ def _try_keras_download(n: int):
 
 
 # --------------------------------------------------------------------------- file formats
+
 
 def _kind(mode: int) -> str:
     """What an `st_mode` is, in words: "regular file", "directory", "FIFO", "socket", ..."""
@@ -286,13 +294,17 @@ def _open_regular(path: str, what: str):
 def _validated(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Check x is uint8 (N, 28, 28) and y holds N digits 0..9; return (x, y as int64)."""
     if x.dtype != np.uint8:
-        raise ValueError(f"{where}: x_train has dtype {x.dtype}; expected uint8 "
-                         "(raw 0..255 pixels, as in keras mnist.npz)")
+        raise ValueError(
+            f"{where}: x_train has dtype {x.dtype}; expected uint8 "
+            "(raw 0..255 pixels, as in keras mnist.npz)"
+        )
     if x.ndim != 3 or x.shape[1:] != (28, 28) or x.shape[0] == 0:
         raise ValueError(f"{where}: x_train has shape {x.shape}; expected (N, 28, 28) with N >= 1")
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise ValueError(f"{where}: y_train has shape {y.shape} and dtype {y.dtype}; "
-                         "expected a 1-D integer array of digits")
+        raise ValueError(
+            f"{where}: y_train has shape {y.shape} and dtype {y.dtype}; "
+            "expected a 1-D integer array of digits"
+        )
     if len(y) != len(x):
         raise ValueError(f"{where}: {len(x)} images but {len(y)} labels")
     if len(y) and (y.min() < 0 or y.max() > 9):
@@ -307,8 +319,9 @@ def _load_npz(path: str):
         if not head:
             raise ValueError(f"{path}: file is empty; expected a .npz archive with x_train, y_train")
         if head[:2] != b"PK":
-            raise ValueError(f"{path}: not a .npz (zip) archive nor an IDX folder "
-                             f"(starts with {head!r})")
+            raise ValueError(
+                f"{path}: not a .npz (zip) archive nor an IDX folder (starts with {head!r})"
+            )
         fh.seek(0)
         try:
             with np.load(fh, allow_pickle=False) as npz:
@@ -316,11 +329,14 @@ def _load_npz(path: str):
                 x = npz["x_train"] if "x_train" in files else None
                 y = npz["y_train"] if "y_train" in files else None
         except ValueError as err:  # numpy refuses object (pickled) arrays, or a malformed header
-            raise ValueError(f"{path}: unreadable array in .npz ({err}); object/pickled arrays "
-                             "are refused, x_train must be uint8 and y_train integer") from err
+            raise ValueError(
+                f"{path}: unreadable array in .npz ({err}); object/pickled arrays "
+                "are refused, x_train must be uint8 and y_train integer"
+            ) from err
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
-            raise ValueError(f"{path}: corrupt or truncated .npz archive "
-                             f"({type(err).__name__}: {err})") from err
+            raise ValueError(
+                f"{path}: corrupt or truncated .npz archive ({type(err).__name__}: {err})"
+            ) from err
     missing = [k for k, v in (("x_train", x), ("y_train", y)) if v is None]
     if missing:
         raise ValueError(f"{path}: .npz has no {' or '.join(missing)} (it holds {files})")
@@ -347,8 +363,10 @@ def _find_idx(folder: str, names) -> str:
                 return path
             if kind is not None:
                 raise ValueError(f"{path} is a {kind}, not an IDX file")
-    raise FileNotFoundError(f"{folder}: no {names[0]} or {names[0]}.gz in this folder "
-                            "(expected the MNIST IDX training files, or give a .npz)")
+    raise FileNotFoundError(
+        f"{folder}: no {names[0]} or {names[0]}.gz in this folder "
+        "(expected the MNIST IDX training files, or give a .npz)"
+    )
 
 
 def _read_upto(f, limit: int) -> bytearray:
@@ -423,25 +441,41 @@ def _claim_error(path: str, dims: tuple[int, ...], header: int, holds: str) -> V
 
 # --------------------------------------------------------------------------- synthetic digits
 
+
 def _segments() -> tuple[np.ndarray, np.ndarray]:
     """Strokes of each digit in a unit box (x right, y down): (10, S, 2, 2) endpoints + mask."""
-    corner = {"a": ((0, 0), (1, 0)), "b": ((1, 0), (1, .5)), "c": ((1, .5), (1, 1)),
-              "d": ((0, 1), (1, 1)), "e": ((0, .5), (0, 1)), "f": ((0, 0), (0, .5)),
-              "g": ((0, .5), (1, .5))}
+    corner = {
+        "a": ((0, 0), (1, 0)),
+        "b": ((1, 0), (1, 0.5)),
+        "c": ((1, 0.5), (1, 1)),
+        "d": ((0, 1), (1, 1)),
+        "e": ((0, 0.5), (0, 1)),
+        "f": ((0, 0), (0, 0.5)),
+        "g": ((0, 0.5), (1, 0.5)),
+    }
     t = np.linspace(0, 2 * np.pi, 13)
-    ring = np.stack([.5 + .5 * np.cos(t), .5 + .5 * np.sin(t)], axis=1)
-    strokes = {0: [(tuple(ring[k]), tuple(ring[k + 1])) for k in range(12)],
-               1: [((.6, 0), (.6, 1)), ((.6, 0), (.3, .25))],
-               7: [corner["a"], ((1, 0), (.35, 1))]}
-    for digit, names in {2: "abged", 3: "abgcd", 4: "fgbc", 5: "afgcd", 6: "afgedc",
-                         8: "abcdefg", 9: "abcdfg"}.items():
+    ring = np.stack([0.5 + 0.5 * np.cos(t), 0.5 + 0.5 * np.sin(t)], axis=1)
+    strokes = {
+        0: [(tuple(ring[k]), tuple(ring[k + 1])) for k in range(12)],
+        1: [((0.6, 0), (0.6, 1)), ((0.6, 0), (0.3, 0.25))],
+        7: [corner["a"], ((1, 0), (0.35, 1))],
+    }
+    for digit, names in {
+        2: "abged",
+        3: "abgcd",
+        4: "fgbc",
+        5: "afgcd",
+        6: "afgedc",
+        8: "abcdefg",
+        9: "abcdfg",
+    }.items():
         strokes[digit] = [corner[c] for c in names]
     size = max(len(s) for s in strokes.values())
     segs = np.zeros((10, size, 2, 2))
     mask = np.zeros((10, size), dtype=bool)
     for digit, lines in strokes.items():
-        segs[digit, :len(lines)] = lines
-        mask[digit, :len(lines)] = True
+        segs[digit, : len(lines)] = lines
+        mask[digit, : len(lines)] = True
     return segs, mask
 
 
@@ -450,14 +484,17 @@ def _synthetic_block(seed: int, block: int, size: int = 1000) -> tuple[np.ndarra
     labels = np.argsort(rng.random((size // 10, 10)), axis=1).ravel().astype(np.int64)
     width, height = rng.uniform(8, 13, size), rng.uniform(14, 19, size)
     cx, cy = rng.uniform(11.5, 15.5, size), rng.uniform(11.5, 15.5, size)
-    slant, half = rng.uniform(-.3, .3, size), rng.uniform(.7, 1.5, size)
+    slant, half = rng.uniform(-0.3, 0.3, size), rng.uniform(0.7, 1.5, size)
     peak = rng.uniform(190, 255, size)
 
     segs, mask = _segments()
     s = segs[labels]  # (size, S, 2 ends, 2 coords) in the unit box
-    ys = cy[:, None, None] + (s[..., 1] - .5) * height[:, None, None]
-    xs = cx[:, None, None] + (s[..., 0] - .5) * width[:, None, None] \
+    ys = cy[:, None, None] + (s[..., 1] - 0.5) * height[:, None, None]
+    xs = (
+        cx[:, None, None]
+        + (s[..., 0] - 0.5) * width[:, None, None]
         - slant[:, None, None] * (ys - cy[:, None, None])
+    )
     row, col = np.mgrid[0:28, 0:28].astype(np.float64)
     dist2 = np.full((size, 28, 28), np.inf)  # squared distance to the nearest stroke
     for k in range(s.shape[1]):  # over the few stroke segments; vectorised over images and pixels
@@ -468,5 +505,5 @@ def _synthetic_block(seed: int, block: int, size: int = 1000) -> tuple[np.ndarra
         t = np.clip((px * dx + py * dy) / np.maximum(dx * dx + dy * dy, 1e-12), 0, 1)
         dist2[idx] = np.minimum(dist2[idx], (px - t * dx) ** 2 + (py - t * dy) ** 2)
     dist = np.sqrt(dist2)
-    ink = np.clip(half[:, None, None] + .5 - dist, 0, 1) * peak[:, None, None]
+    ink = np.clip(half[:, None, None] + 0.5 - dist, 0, 1) * peak[:, None, None]
     return np.rint(ink).astype(np.uint8), labels
