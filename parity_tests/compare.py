@@ -10,6 +10,7 @@ with `reports.metrics.format_mismatch` when the comparison does not pass.
 from __future__ import annotations
 
 import json
+import shlex
 import traceback
 from dataclasses import dataclass
 
@@ -44,7 +45,8 @@ class ParityRecorder:
         self.node, self.context = node, context
 
     def reproduce(self) -> str:
-        return f'pytest "{self.node.nodeid}" {self.context.reproduce_options}'.strip()
+        # Shell-quoted: a test id or a path must paste as an argument, never as a command.
+        return f"{shlex.join(['pytest', self.node.nodeid])} {self.context.reproduce_options}".strip()
 
     def _base(self, **fields) -> dict:
         c = self.context

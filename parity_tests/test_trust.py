@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from parity_tests import plugin, settings
+from parity_tests.compare import ParityRecorder, RunContext
 from parity_tests.harness import Harness
 from parity_tests.impl_call import ChildProcessImpl, ImplementationError
 from parity_tests.stages import BY_TENSOR, STAGES
@@ -342,6 +343,10 @@ def test_reproduce_line_is_shell_quoted(pytestconfig, tmp_path):
     s, _ = validate(pytestconfig, tmp_path, parity_data="synthetic")
     s = s.__class__(**{**s.__dict__, "data": data})
     assert shlex.split(settings.reproduce_options(s))[-1] == data
+    node = types.SimpleNamespace(nodeid="t.py::test[$(echo PWNED)]")
+    recorder = ParityRecorder(node, RunContext(0, "", "", "", "", "", settings.reproduce_options(s)))
+    words = shlex.split(recorder.reproduce())
+    assert words[:2] == ["pytest", node.nodeid] and words[-1] == data
 
 
 # --------------------------------------------------------------------------- 10. user code
