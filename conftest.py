@@ -1,16 +1,9 @@
-"""Pins the environment before anything imports NumPy, torch or TensorFlow, then loads the
-parity plugin (parity_tests/plugin.py: options, fixtures, records, reports, the gate)."""
+"""Loads the parity plugin (parity_tests/plugin.py: options, fixtures, records, reports,
+the gate) when its pytest11 entry point has not (the project is not installed), after
+pinning the environment (parity_tests/pins.py) before NumPy, torch or TensorFlow load."""
 
-import os
+import sys
 
-# TensorFlow reads these at import; set before anything can import it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # pinned: oneDNN changes float32 conv sums
-# NumPy's BLAS reads these at import: its thread count changes float32 summation order (256
-# fields of comparisons.csv differ between 1 and 2 threads), and one thread per library keeps
-# torch, TensorFlow and NumPy from spinning against each other on small machines.
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-for _var in BLAS_THREAD_VARS:
-    os.environ.setdefault(_var, "1")
+import parity_tests.pins  # noqa: F401  (first: sets the thread and oneDNN variables)
 
-pytest_plugins = ("parity_tests.plugin",)
+pytest_plugins = () if "parity_tests.plugin" in sys.modules else ("parity_tests.plugin",)

@@ -13,6 +13,7 @@ runs the gate. Whether the run was complete, partial or interrupted goes into ru
 top of summary.md/summary.html and the last line of the terminal output.
 """
 
+import parity_tests.pins  # noqa: F401, I001  (first: before NumPy, torch or TensorFlow load)
 import json
 import os
 import time
@@ -26,6 +27,7 @@ from parity_tests.compare import RECORD_KEY, ParityRecorder, RunContext, records
 from parity_tests.harness import Harness, RunConfig
 from parity_tests.impl_call import INPUT_NAMES
 from parity_tests.settings import (
+    ROOT,
     RunState,
     Settings,
     add_options,
@@ -41,6 +43,7 @@ from reference.data import ARTICLE_IMAGES, load_article_data
 from reports import normalise_record
 
 PARITY_TEST_FILE = "test_parity.py"
+PYPROJECT = ROOT / "pyproject.toml"
 # -m expressions that select the whole suite: pyproject's default and ./parity test's.
 FULL_MARK_EXPRESSIONS = ("not slow", "slow or not slow", "")
 
@@ -69,6 +72,41 @@ STATE = pytest.StashKey[RunState]()
 
 def pytest_addoption(parser):
     add_options(parser)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Root the session at the project when pytest took its rootdir from an option's value.
+
+    pytest picks its rootdir from the path-like words of the command line before any
+    plugin can declare options, so `pytest --parity-data /abs/mnist.npz` run in the project
+    roots the session at /abs and reads no pyproject.toml (no testpaths, no addopts, and the
+    test ids lose their parity_tests/ prefix). Installed through its pytest11 entry point,
+    this plugin is loaded before this hook: it re-reads the project's configuration when the
+    run is about the project (run from inside it, or naming a path inside it) and no
+    --rootdir or -c says otherwise.
+    """
+    from _pytest.config.findpaths import locate_config, parse_override_ini
+
+    ns = early_config.known_args_namespace
+    here = early_config.invocation_params.dir
+    if early_config.inipath == PYPROJECT or ns.rootdir or ns.inifilename:
+        return
+    named = [Path(here, a).resolve() for a in ns.file_or_dir]
+    if not (_inside(here.resolve(), ROOT) or any(_inside(p, ROOT) for p in named)):
+        return
+    rootdir, inipath, inicfg, _ = locate_config(here, [ROOT])
+    if inipath != PYPROJECT:
+        return
+    early_config._rootpath, early_config._inipath = rootdir, inipath
+    early_config._inicfg = {**inicfg, **parse_override_ini(ns.override_ini)}
+    early_config._inicache.clear()
+    ns.confcutdir = str(ROOT)
+    args[:] = [*early_config.getini("addopts"), *args]
 
 
 def _distributing(config) -> bool:

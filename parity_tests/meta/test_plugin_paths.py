@@ -1,0 +1,76 @@
+"""Path options outside the project, space-separated as the README writes them, work from the
+project root and from another directory.
+
+pytest takes its rootdir from the path-like words of the command line before any plugin
+declares its options; the parity plugin (pytest11 entry point) re-roots such a run at the
+project (plugin.pytest_load_initial_conftests), so the test ids, the configuration and the
+report are those of a plain run.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reference.data import synthetic_digits
+from reports import load_report
+
+ROOT = Path(__file__).resolve().parents[2]
+NARROW = ["-k", "test_forward and Z1", "--parity-frameworks", "torch", "--parity-dtypes", "float64"]
+
+
+def _pytest(cwd, *args):
+    env = {**os.environ, "PARITY_NO_DOWNLOAD": "1"}
+    env.pop("PARITY_MNIST", None)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", *NARROW, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert f"rootdir: {ROOT}" in run.stdout and "configfile: pyproject.toml" in run.stdout
+    return run.stdout
+
+
+@pytest.mark.slow  # three pytest sessions that import torch (~20 s)
+def test_path_options_outside_the_project(tmp_path):
+    x, labels = synthetic_digits(200)
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=labels)
+    base, cur, again = tmp_path / "base", tmp_path / "cur", tmp_path / "again"
+
+    _pytest(ROOT, "--parity-data", str(tmp_path / "mnist.npz"), "--parity-report-dir", str(base))
+    df, _ = load_report(base)
+    assert set(df["check"]) == {"parity_tests/test_parity.py::test_forward[Z1-torch-float64]"}
+
+    # From the project root, a relative baseline outside it.
+    out = _pytest(
+        ROOT,
+        "--parity-data",
+        str(tmp_path / "mnist.npz"),
+        "--parity-baseline",
+        os.path.relpath(base, ROOT),
+        "--parity-report-dir",
+        str(cur),
+    )
+    assert "No changes" in out
+
+    # From another directory, naming the tests and relative paths there.
+    out = _pytest(
+        tmp_path,
+        str(ROOT / "parity_tests" / "test_parity.py"),
+        "--parity-data",
+        "mnist.npz",
+        "--parity-baseline",
+        "base",
+        "--parity-report-dir",
+        "again",
+    )
+    assert "No changes" in out
+    assert set(load_report(again)[0]["check"]) == set(df["check"])
