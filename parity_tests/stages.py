@@ -5,12 +5,17 @@ A stage-isolated check hands a framework operation the implementation's own inpu
 that stage (the same patches, the same A1, the same upstream gradient...), so a mismatch
 points at that one operation. `compute` re-derives the tensor with the reference's public
 stage functions; run on float64 copies of float32 inputs it gives the float64 truth.
+
+This registry describes each checked tensor once. Adding one touches `STAGES` here and
+the `STAGE_OPS` table of each mirror (parity_tests/mirrors), nothing else;
+parity_tests/test_registry.py checks that the tables match.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,10 +23,16 @@ from parity_tests import tolerance
 from reference import activations as act
 from reference import conv, dense, flatten, loss, patches, update
 
-S = tolerance.SIGMOID_ROUNDINGS
+
+class Bound(NamedTuple):
+    """What a stage tolerance is built on: 2 * gamma(k) * magnitude (None: exact)."""
+
+    magnitude: np.ndarray | None  # the expression on absolute values, M
+    k: int  # roundings, from parity_tests.tolerance
+    what: str  # M as written in the report's tolerance_rule
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     tensor: str
     equation: str
@@ -29,11 +40,15 @@ class Stage:
     quantity: str  # forward | gradient | update
     inputs: tuple  # names of the tensors the operation is fed
     compute: Callable  # (inputs, lr, reduction) -> array, reference stage functions
-    bound: Callable  # (inputs, lr, reduction) -> (magnitude M, roundings k, what)
+    bound: Callable  # (inputs, lr, reduction) -> Bound(magnitude M, roundings k, what)
+    gradient: str | None = None  # update stages: the gradient the parameter moves along (E17)
 
     @property
     def id(self) -> str:
         return self.tensor
+
+
+# Shared pieces. i: the stage's inputs by name; lr: learning rate; r: loss reduction.
 
 
 def _p(i):
@@ -48,218 +63,363 @@ def _scale(i, reduction):
     return 1.0 / i["y"].shape[1] if reduction == "mean" else 1.0
 
 
-def _dE_dZ2(i, reduction):
+def _n(i, name):
+    """The batch size, read off a row-layout (1, n) input."""
+    return i[name].shape[1]
+
+
+# One compute and one bound per checked tensor, in forward/backward order.
+
+
+def _patches(i, lr, r):
+    return _p(i)
+
+
+def _patches_bound(i, lr, r):
+    return Bound(None, tolerance.EXACT_ROUNDINGS, "exact")
+
+
+def _z1(i, lr, r):
+    return conv.conv_forward(_p(i), i["f"])
+
+
+def _z1_bound(i, lr, r):
+    return Bound(
+        conv.conv_forward(np.abs(_p(i)), np.abs(i["f"])),
+        tolerance.roundings_dot(i["f"].shape[0] ** 2),  # one s x s patch . filter
+        "|patches|*|f|",
+    )
+
+
+def _a1(i, lr, r):
+    return act.sigmoid(i["Z1"])
+
+
+def _a1_bound(i, lr, r):
+    return Bound(act.sigmoid(i["Z1"]), tolerance.SIGMOID_ROUNDINGS, "|A1|")
+
+
+def _z2(i, lr, r):
+    return dense.dense_forward(flatten.flatten(i["A1"]), i["W"], i["b"])
+
+
+def _z2_bound(i, lr, r):
+    return Bound(
+        dense.dense_forward(flatten.flatten(np.abs(i["A1"])), np.abs(i["W"]), np.abs(i["b"])),
+        tolerance.roundings_affine(i["W"].shape[0]),  # all flattened A1 entries . W, + b
+        "|W|^T|A1|+|b|",
+    )
+
+
+def _out(i, lr, r):
+    return act.sigmoid(i["Z2"])
+
+
+def _out_bound(i, lr, r):
+    return Bound(_o(i), tolerance.SIGMOID_ROUNDINGS, "|O|")
+
+
+def _e(i, lr, r):
+    return loss.half_squared_error(i["O"], i["y"], r)
+
+
+def _e_bound(i, lr, r):
+    return Bound(
+        loss.half_squared_error(i["O"], i["y"], r),
+        tolerance.roundings_loss(_n(i, "y")),
+        "sum (y-O)^2/2",
+    )
+
+
+def _de_do(i, lr, r):
+    return loss.loss_grad_output(i["O"], i["y"], r)
+
+
+def _de_do_bound(i, lr, r):
+    return Bound(
+        (np.abs(i["O"]) + np.abs(i["y"])) * _scale(i, r), tolerance.LOSS_GRAD_ROUNDINGS, "|O|+|y|"
+    )
+
+
+def _do_dz2(i, lr, r):
+    return act.sigmoid_grad_from_output(_o(i))
+
+
+def _do_dz2_bound(i, lr, r):
+    return Bound(_o(i) * (1 + _o(i)), tolerance.SIGMOID_GRAD_ROUNDINGS, "|O|(1+|O|)")
+
+
+def _de_dz2(i, lr, r):
     O = _o(i)
-    return loss.loss_grad_output(O, i["y"], reduction) * act.sigmoid_grad_from_output(O)
+    return loss.loss_grad_output(O, i["y"], r) * act.sigmoid_grad_from_output(O)
 
 
-def _new(name, grad):
-    return lambda i, lr, r: update.sgd_update(i[name], i[grad], lr)
+def _de_dz2_bound(i, lr, r):
+    return Bound(
+        (_o(i) + np.abs(i["y"])) * _o(i) * (1 + _o(i)) * _scale(i, r),
+        tolerance.LOSS_SIGMOID_BACKWARD_ROUNDINGS,
+        "(|O|+|y|)|O|(1+|O|)",
+    )
 
 
-def _new_bound(name, grad):
-    return lambda i, lr, r: (np.abs(i[name]) + lr * np.abs(i[grad]), 2, "(|p|+lr|g|)")
+def _de_dw(i, lr, r):
+    return dense.dense_grad_weights(flatten.flatten(i["A1"]), i["dE_dZ2"])
 
+
+def _de_dw_bound(i, lr, r):
+    return Bound(
+        dense.dense_grad_weights(flatten.flatten(np.abs(i["A1"])), np.abs(i["dE_dZ2"])),
+        tolerance.roundings_dot(i["A1"].shape[0]),  # a sum over the n images
+        "|A1|.|dE_dZ2|",
+    )
+
+
+def _de_db(i, lr, r):
+    return dense.dense_grad_bias(i["dE_dZ2"])
+
+
+def _de_db_bound(i, lr, r):
+    return Bound(
+        dense.dense_grad_bias(np.abs(i["dE_dZ2"])),
+        tolerance.roundings_sum(_n(i, "dE_dZ2")),  # a sum over the n images
+        "sum|dE_dZ2|",
+    )
+
+
+def _de_da1(i, lr, r):
+    return flatten.unflatten(dense.dense_grad_input(i["W"], i["dE_dZ2"]), i["A1"].shape[1])
+
+
+def _de_da1_bound(i, lr, r):
+    return Bound(
+        flatten.unflatten(dense.dense_grad_input(np.abs(i["W"]), np.abs(i["dE_dZ2"])), i["A1"].shape[1]),
+        tolerance.roundings_dot(i["W"].shape[1]),  # a sum over the output units (one)
+        "|W||dE_dZ2|",
+    )
+
+
+def _de_dz1(i, lr, r):
+    return i["dE_dA1"] * act.sigmoid_grad_from_output(act.sigmoid(i["Z1"]))
+
+
+def _de_dz1_bound(i, lr, r):
+    return Bound(
+        np.abs(i["dE_dA1"]) * act.sigmoid(i["Z1"]) * (1 + act.sigmoid(i["Z1"])),
+        tolerance.SIGMOID_BACKWARD_ROUNDINGS,
+        "|dE_dA1||A1|(1+|A1|)",
+    )
+
+
+def _de_df(i, lr, r):
+    return conv.conv_grad_filter(_p(i), i["dE_dZ1"])
+
+
+def _de_df_bound(i, lr, r):
+    return Bound(
+        conv.conv_grad_filter(np.abs(_p(i)), np.abs(i["dE_dZ1"])),
+        # a sum over the n images x the output positions of each
+        tolerance.roundings_dot(i["dE_dZ1"].shape[0] * i["dE_dZ1"].shape[2]),
+        "|patches|.|dE_dZ1|",
+    )
+
+
+def _sgd(i, lr, param, grad):
+    return update.sgd_update(i[param], i[grad], lr)
+
+
+def _sgd_bound(i, lr, param, grad):
+    return Bound(np.abs(i[param]) + lr * np.abs(i[grad]), tolerance.SGD_ROUNDINGS, "(|p|+lr|g|)")
+
+
+def _f_new(i, lr, r):
+    return _sgd(i, lr, "f", "dE_df")
+
+
+def _f_new_bound(i, lr, r):
+    return _sgd_bound(i, lr, "f", "dE_df")
+
+
+def _w_new(i, lr, r):
+    return _sgd(i, lr, "W", "dE_dW")
+
+
+def _w_new_bound(i, lr, r):
+    return _sgd_bound(i, lr, "W", "dE_dW")
+
+
+def _b_new(i, lr, r):
+    return _sgd(i, lr, "b", "dE_db")
+
+
+def _b_new_bound(i, lr, r):
+    return _sgd_bound(i, lr, "b", "dE_db")
+
+
+_DENSE_BACKWARD_INPUTS = ("A1", "W", "b", "dE_dZ2")
+_UPDATE_INPUTS = ("f", "W", "b", "dE_df", "dE_dW", "dE_db")
 
 STAGES = (
     Stage(
-        "patches",
-        "E1",
-        "patches",
-        "forward",
-        ("X", "f"),
-        lambda i, lr, r: _p(i),
-        lambda i, lr, r: (None, 0, "exact"),
+        tensor="patches",
+        equation="E1",
+        step="patches",
+        quantity="forward",
+        inputs=("X", "f"),
+        compute=_patches,
+        bound=_patches_bound,
     ),
     Stage(
-        "Z1",
-        "E1",
-        "conv",
-        "forward",
-        ("X", "f"),
-        lambda i, lr, r: conv.conv_forward(_p(i), i["f"]),
-        lambda i, lr, r: (
-            conv.conv_forward(np.abs(_p(i)), np.abs(i["f"])),
-            i["f"].shape[0] ** 2,
-            "|patches|*|f|",
-        ),
+        tensor="Z1",
+        equation="E1",
+        step="conv",
+        quantity="forward",
+        inputs=("X", "f"),
+        compute=_z1,
+        bound=_z1_bound,
     ),
     Stage(
-        "A1",
-        "E3",
-        "activation",
-        "forward",
-        ("Z1",),
-        lambda i, lr, r: act.sigmoid(i["Z1"]),
-        lambda i, lr, r: (act.sigmoid(i["Z1"]), S, "|A1|"),
+        tensor="A1",
+        equation="E3",
+        step="activation",
+        quantity="forward",
+        inputs=("Z1",),
+        compute=_a1,
+        bound=_a1_bound,
     ),
     Stage(
-        "Z2",
-        "E5",
-        "dense",
-        "forward",
-        ("A1", "W", "b"),
-        lambda i, lr, r: dense.dense_forward(flatten.flatten(i["A1"]), i["W"], i["b"]),
-        lambda i, lr, r: (
-            dense.dense_forward(flatten.flatten(np.abs(i["A1"])), np.abs(i["W"]), np.abs(i["b"])),
-            i["W"].shape[0] + 1,
-            "|W|^T|A1|+|b|",
-        ),
+        tensor="Z2",
+        equation="E5",
+        step="dense",
+        quantity="forward",
+        inputs=("A1", "W", "b"),
+        compute=_z2,
+        bound=_z2_bound,
     ),
     Stage(
-        "O",
-        "E6",
-        "output",
-        "forward",
-        ("Z2",),
-        lambda i, lr, r: act.sigmoid(i["Z2"]),
-        lambda i, lr, r: (_o(i), S, "|O|"),
+        tensor="O",
+        equation="E6",
+        step="output",
+        quantity="forward",
+        inputs=("Z2",),
+        compute=_out,
+        bound=_out_bound,
     ),
     Stage(
-        "E",
-        "E7",
-        "loss",
-        "forward",
-        ("O", "y"),
-        lambda i, lr, r: loss.half_squared_error(i["O"], i["y"], r),
-        lambda i, lr, r: (
-            loss.half_squared_error(i["O"], i["y"], r),
-            i["y"].shape[1] + 3,
-            "sum (y-O)^2/2",
-        ),
+        tensor="E",
+        equation="E7",
+        step="loss",
+        quantity="forward",
+        inputs=("O", "y"),
+        compute=_e,
+        bound=_e_bound,
     ),
     Stage(
-        "dE_dO",
-        "E8",
-        "loss",
-        "gradient",
-        ("O", "y"),
-        lambda i, lr, r: loss.loss_grad_output(i["O"], i["y"], r),
-        lambda i, lr, r: ((np.abs(i["O"]) + np.abs(i["y"])) * _scale(i, r), 2, "|O|+|y|"),
+        tensor="dE_dO",
+        equation="E8",
+        step="loss",
+        quantity="gradient",
+        inputs=("O", "y"),
+        compute=_de_do,
+        bound=_de_do_bound,
     ),
     Stage(
-        "dO_dZ2",
-        "E9",
-        "output",
-        "gradient",
-        ("Z2",),
-        lambda i, lr, r: act.sigmoid_grad_from_output(_o(i)),
-        lambda i, lr, r: (_o(i) * (1 + _o(i)), 2 + S, "|O|(1+|O|)"),
+        tensor="dO_dZ2",
+        equation="E9",
+        step="output",
+        quantity="gradient",
+        inputs=("Z2",),
+        compute=_do_dz2,
+        bound=_do_dz2_bound,
     ),
     Stage(
-        "dE_dZ2",
-        "E8*E9",
-        "output",
-        "gradient",
-        ("Z2", "y"),
-        lambda i, lr, r: _dE_dZ2(i, r),
-        lambda i, lr, r: (
-            (_o(i) + np.abs(i["y"])) * _o(i) * (1 + _o(i)) * _scale(i, r),
-            4 + S,
-            "(|O|+|y|)|O|(1+|O|)",
-        ),
+        tensor="dE_dZ2",
+        equation="E8*E9",
+        step="output",
+        quantity="gradient",
+        inputs=("Z2", "y"),
+        compute=_de_dz2,
+        bound=_de_dz2_bound,
     ),
     Stage(
-        "dE_dW",
-        "E11",
-        "dense",
-        "gradient",
-        ("A1", "W", "b", "dE_dZ2"),
-        lambda i, lr, r: dense.dense_grad_weights(flatten.flatten(i["A1"]), i["dE_dZ2"]),
-        lambda i, lr, r: (
-            dense.dense_grad_weights(flatten.flatten(np.abs(i["A1"])), np.abs(i["dE_dZ2"])),
-            i["A1"].shape[0],
-            "|A1|.|dE_dZ2|",
-        ),
+        tensor="dE_dW",
+        equation="E11",
+        step="dense",
+        quantity="gradient",
+        inputs=_DENSE_BACKWARD_INPUTS,
+        compute=_de_dw,
+        bound=_de_dw_bound,
     ),
     Stage(
-        "dE_db",
-        "E12",
-        "dense",
-        "gradient",
-        ("A1", "W", "b", "dE_dZ2"),
-        lambda i, lr, r: dense.dense_grad_bias(i["dE_dZ2"]),
-        lambda i, lr, r: (
-            dense.dense_grad_bias(np.abs(i["dE_dZ2"])),
-            i["dE_dZ2"].shape[1],
-            "sum|dE_dZ2|",
-        ),
+        tensor="dE_db",
+        equation="E12",
+        step="dense",
+        quantity="gradient",
+        inputs=_DENSE_BACKWARD_INPUTS,
+        compute=_de_db,
+        bound=_de_db_bound,
     ),
     Stage(
-        "dE_dA1",
-        "E13",
-        "dense",
-        "gradient",
-        ("A1", "W", "b", "dE_dZ2"),
-        lambda i, lr, r: flatten.unflatten(
-            dense.dense_grad_input(i["W"], i["dE_dZ2"]), i["A1"].shape[1]
-        ),
-        lambda i, lr, r: (
-            flatten.unflatten(
-                dense.dense_grad_input(np.abs(i["W"]), np.abs(i["dE_dZ2"])), i["A1"].shape[1]
-            ),
-            1,
-            "|W||dE_dZ2|",
-        ),
+        tensor="dE_dA1",
+        equation="E13",
+        step="dense",
+        quantity="gradient",
+        inputs=_DENSE_BACKWARD_INPUTS,
+        compute=_de_da1,
+        bound=_de_da1_bound,
     ),
     Stage(
-        "dE_dZ1",
-        "E14",
-        "activation",
-        "gradient",
-        ("Z1", "dE_dA1"),
-        lambda i, lr, r: i["dE_dA1"] * act.sigmoid_grad_from_output(act.sigmoid(i["Z1"])),
-        lambda i, lr, r: (
-            np.abs(i["dE_dA1"]) * act.sigmoid(i["Z1"]) * (1 + act.sigmoid(i["Z1"])),
-            3 + S,
-            "|dE_dA1||A1|(1+|A1|)",
-        ),
+        tensor="dE_dZ1",
+        equation="E14",
+        step="activation",
+        quantity="gradient",
+        inputs=("Z1", "dE_dA1"),
+        compute=_de_dz1,
+        bound=_de_dz1_bound,
     ),
     Stage(
-        "dE_df",
-        "E16",
-        "conv",
-        "gradient",
-        ("X", "f", "dE_dZ1"),
-        lambda i, lr, r: conv.conv_grad_filter(_p(i), i["dE_dZ1"]),
-        lambda i, lr, r: (
-            conv.conv_grad_filter(np.abs(_p(i)), np.abs(i["dE_dZ1"])),
-            i["dE_dZ1"].shape[0] * i["dE_dZ1"].shape[2],
-            "|patches|.|dE_dZ1|",
-        ),
+        tensor="dE_df",
+        equation="E16",
+        step="conv",
+        quantity="gradient",
+        inputs=("X", "f", "dE_dZ1"),
+        compute=_de_df,
+        bound=_de_df_bound,
     ),
     Stage(
-        "f_new",
-        "E17",
-        "update",
-        "update",
-        ("f", "W", "b", "dE_df", "dE_dW", "dE_db"),
-        _new("f", "dE_df"),
-        _new_bound("f", "dE_df"),
+        tensor="f_new",
+        equation="E17",
+        step="update",
+        quantity="update",
+        inputs=_UPDATE_INPUTS,
+        compute=_f_new,
+        bound=_f_new_bound,
+        gradient="dE_df",
     ),
     Stage(
-        "W_new",
-        "E17",
-        "update",
-        "update",
-        ("f", "W", "b", "dE_df", "dE_dW", "dE_db"),
-        _new("W", "dE_dW"),
-        _new_bound("W", "dE_dW"),
+        tensor="W_new",
+        equation="E17",
+        step="update",
+        quantity="update",
+        inputs=_UPDATE_INPUTS,
+        compute=_w_new,
+        bound=_w_new_bound,
+        gradient="dE_dW",
     ),
     Stage(
-        "b_new",
-        "E17",
-        "update",
-        "update",
-        ("f", "W", "b", "dE_df", "dE_dW", "dE_db"),
-        _new("b", "dE_db"),
-        _new_bound("b", "dE_db"),
+        tensor="b_new",
+        equation="E17",
+        step="update",
+        quantity="update",
+        inputs=_UPDATE_INPUTS,
+        compute=_b_new,
+        bound=_b_new_bound,
+        gradient="dE_db",
     ),
 )
 
 BY_TENSOR = {s.tensor: s for s in STAGES}
 # The gradient each updated parameter moves along (E17).
-UPDATE_GRADIENT = {"f_new": "dE_df", "W_new": "dE_dW", "b_new": "dE_db"}
+UPDATE_GRADIENT = {s.tensor: s.gradient for s in STAGES if s.gradient is not None}
 FORWARD = tuple(s for s in STAGES if s.quantity == "forward")
 GRADIENT = tuple(s for s in STAGES if s.quantity == "gradient")
 UPDATE = tuple(s for s in STAGES if s.quantity == "update")

@@ -32,6 +32,21 @@ def test_gamma_is_monotone():
     assert values == sorted(values)
 
 
+def test_rounding_counts_are_the_documented_sums():
+    # The stage rule's k per kind of operation (parity_tests/stages.py takes them from here).
+    S = tolerance.SIGMOID_ROUNDINGS
+    assert tolerance.EXACT_ROUNDINGS == 0
+    assert [tolerance.roundings_dot(k) for k in (1, 25, 115_200)] == [1, 25, 115_200]
+    assert tolerance.roundings_affine(1728) == 1729
+    assert tolerance.roundings_sum(200) == 200
+    assert [tolerance.roundings_loss(n) for n in (1, 200)] == [4, 203]
+    assert tolerance.LOSS_GRAD_ROUNDINGS == 2
+    assert tolerance.SIGMOID_GRAD_ROUNDINGS == S + 2
+    assert tolerance.SIGMOID_BACKWARD_ROUNDINGS == S + 3
+    assert tolerance.LOSS_SIGMOID_BACKWARD_ROUNDINGS == S + 4
+    assert tolerance.SGD_ROUNDINGS == 2
+
+
 def test_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="float32 or float64"):
         tolerance.unit_roundoff("float16")

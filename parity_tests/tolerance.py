@@ -4,7 +4,7 @@ No test carries its own numbers. Each rule returns a `Tolerance`: a per-element 
 allowance (article layout) and the name of the rule that made it, which goes into every
 report record.
 
-Rules (DESIGN.md "Tolerances"):
+Rules (docs/tolerance.md):
 
 * stage: a framework operation fed the reference's exact inputs computes the same
   expression with its own rounding. Both results lie within gamma(k) * M of the exact value,
@@ -40,6 +40,49 @@ FAILURE_PROBABILITY = 1e-6
 # Roundings charged to an evaluation of the sigmoid: exp (<= 1 ulp in NumPy; vectorised
 # framework kernels ~2 ulp), one add, one divide, and the choice of form for negative x.
 SIGMOID_ROUNDINGS = 8
+
+# Rounding counts k of the stage rule, one per kind of operation; every stage in
+# parity_tests/stages.py takes its k from here. n is the batch size throughout.
+
+# patches: a re-indexing of X, no arithmetic.
+EXACT_ROUNDINGS = 0
+
+
+def roundings_dot(k: int) -> int:
+    """A k-term sum of products: each term is rounded by its product and at most k - 1 additions."""
+    return k
+
+
+def roundings_affine(k: int) -> int:
+    """w.x + b over k terms: the k-term sum of products, then one addition of the bias."""
+    return roundings_dot(k) + 1
+
+
+def roundings_sum(n: int) -> int:
+    """A sum of n terms (n - 1 additions), charged as an n-term sum of products (one spare)."""
+    return roundings_dot(n)
+
+
+def roundings_loss(n: int) -> int:
+    """E over n images: y - O, its square, the halving (3), n - 1 additions, mean's 1/n (1)."""
+    return 3 + (n - 1) + 1
+
+
+# dE/dO = O - y (times 1/n for the mean): the subtraction and the mean's scaling.
+LOSS_GRAD_ROUNDINGS = 2
+
+# sigmoid'(z) = s (1 - s) from s = sigmoid(z): the sigmoid, then 1 - s and the product.
+SIGMOID_GRAD_ROUNDINGS = SIGMOID_ROUNDINGS + 2
+
+# dE/dZ1 = dE/dA1 * A1 (1 - A1): sigmoid' and the product with the upstream gradient.
+SIGMOID_BACKWARD_ROUNDINGS = SIGMOID_GRAD_ROUNDINGS + 1
+
+# dE/dZ2 = (O - y) O (1 - O): as dE/dZ1, plus the subtraction O - y that makes the upstream
+# (the mean's 1/n is not charged a rounding of its own here).
+LOSS_SIGMOID_BACKWARD_ROUNDINGS = SIGMOID_BACKWARD_ROUNDINGS + 1
+
+# SGD, p - lr * g (E17): the product lr * g and the subtraction.
+SGD_ROUNDINGS = 2
 
 # End-to-end: two implementations each as far from the truth as our own float32 run
 # (triangle inequality: 2x), and 2x for different accumulation orders across the chain.

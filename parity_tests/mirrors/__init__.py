@@ -5,8 +5,12 @@ Every mirror takes the reference's parameters (article layout), converts them wi
 names. Each mirror module provides:
 
     train_step(params, X, y, lr, reduction) -> dict   # whole model, autograd + own optimiser
-    stage(tensor, inputs, lr, reduction) -> ndarray    # one operation fed the reference's inputs
+    STAGE_OPS: dict[str, Callable]                     # tensor -> fn(inputs, lr, reduction)
+    stage(tensor, inputs, lr, reduction) -> ndarray    # STAGE_OPS[tensor]: one operation
+                                                       # fed the reference's inputs
     version() -> str
+
+STAGE_OPS has one entry per tensor of parity_tests.stages.STAGES (test_registry.py).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ TensorFlow's first op.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -127,71 +128,155 @@ def _grad(fn, wrt, upstream=None):
     return tape.gradient(out, list(wrt), output_gradients=upstream)
 
 
+# One framework operation per checked tensor, fed the reference's exact inputs (article
+# layout in and out): tensor name -> function(inputs, lr, reduction). The keys are the
+# tensors of parity_tests.stages.STAGES (parity_tests/test_registry.py).
+
+
+def _patches(i, lr, reduction):
+    s = i["f"].shape[0]
+    cols = tf.image.extract_patches(
+        _c(layout.images_to_nhwc(i["X"])), [1, s, s, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"
+    )
+    return layout.extract_patches_to_patches(_np(cols), s)
+
+
+def _z1(i, lr, reduction):
+    z = tf.nn.conv2d(_c(layout.images_to_nhwc(i["X"])), _c(layout.filters_to_hwio(i["f"])), 1, "VALID")
+    return layout.nhwc_to_conv_map(_np(z))
+
+
+def _a1(i, lr, reduction):
+    return _np(tf.sigmoid(_c(i["Z1"])))
+
+
+def _z2(i, lr, reduction):
+    K = i["A1"].shape[1]
+    a1 = tf.reshape(_c(layout.conv_map_to_nhwc(i["A1"])), (i["A1"].shape[0], -1))
+    z2 = tf.matmul(a1, _c(layout.dense_weights_to_keras(i["W"], K))) + _c(i["b"])
+    return layout.column_to_row(_np(z2))
+
+
+def _out(i, lr, reduction):
+    return _np(tf.sigmoid(_c(i["Z2"])))
+
+
+def _e(i, lr, reduction):
+    return _np(_loss(_c(i["O"]), _c(i["y"]), reduction))
+
+
+def _de_do(i, lr, reduction):
+    y = _c(i["y"])
+    return _np(_grad(lambda o: _loss(o, y, reduction), [_c(i["O"])])[0])
+
+
+def _do_dz2(i, lr, reduction):
+    return _np(_grad(tf.sigmoid, [_c(i["Z2"])])[0])
+
+
+def _de_dz2(i, lr, reduction):
+    y = _c(i["y"])
+    return _np(_grad(lambda z: _loss(tf.sigmoid(z), y, reduction), [_c(i["Z2"])])[0])
+
+
+def _dense_backward(i):
+    """GradientTape of the dense layer fed dE_dZ2: (dE/dA1, dE/dW, dE/db) in keras layout."""
+    K, N = i["A1"].shape[1], i["A1"].shape[0]
+    return _grad(
+        lambda a, w, b: tf.matmul(tf.reshape(a, (N, -1)), w) + b,
+        [
+            _c(layout.conv_map_to_nhwc(i["A1"])),
+            _c(layout.dense_weights_to_keras(i["W"], K)),
+            _c(i["b"]),
+        ],
+        _c(layout.row_to_column(i["dE_dZ2"])),
+    )
+
+
+def _de_dw(i, lr, reduction):
+    _, gw, _ = _dense_backward(i)
+    return layout.keras_to_dense_weights(_np(gw), i["A1"].shape[1])
+
+
+def _de_db(i, lr, reduction):
+    _, _, gb = _dense_backward(i)
+    return _np(gb)
+
+
+def _de_da1(i, lr, reduction):
+    ga, _, _ = _dense_backward(i)
+    return layout.nhwc_to_conv_map(_np(ga))
+
+
+def _de_dz1(i, lr, reduction):
+    return _np(_grad(tf.sigmoid, [_c(i["Z1"])], _c(i["dE_dA1"]))[0])
+
+
+def _de_df(i, lr, reduction):
+    x = _c(layout.images_to_nhwc(i["X"]))
+    (g,) = _grad(
+        lambda k: tf.nn.conv2d(x, k, 1, "VALID"),
+        [_c(layout.filters_to_hwio(i["f"]))],
+        _c(layout.conv_map_to_nhwc(i["dE_dZ1"])),
+    )
+    return layout.hwio_to_filters(_np(g))
+
+
+def _sgd_step(i, lr) -> Tensors:
+    """Keras SGD fed the reference's gradients: the new f, W, b."""
+    net = ArticleNet(i["f"], i["W"], i["b"])
+    K = i["f"].shape[2]
+    _sgd(
+        net,
+        [
+            _c(layout.filters_to_hwio(i["dE_df"])),
+            _c(layout.dense_weights_to_keras(i["dE_dW"], K)),
+            _c(i["dE_db"]),
+        ],
+        lr,
+    )
+    return net.params()
+
+
+def _f_new(i, lr, reduction):
+    return _sgd_step(i, lr)["f"]
+
+
+def _w_new(i, lr, reduction):
+    return _sgd_step(i, lr)["W"]
+
+
+def _b_new(i, lr, reduction):
+    return _sgd_step(i, lr)["b"]
+
+
+STAGE_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "patches": _patches,
+    "Z1": _z1,
+    "A1": _a1,
+    "Z2": _z2,
+    "O": _out,
+    "E": _e,
+    "dE_dO": _de_do,
+    "dO_dZ2": _do_dz2,
+    "dE_dZ2": _de_dz2,
+    "dE_dW": _de_dw,
+    "dE_db": _de_db,
+    "dE_dA1": _de_da1,
+    "dE_dZ1": _de_dz1,
+    "dE_df": _de_df,
+    "f_new": _f_new,
+    "W_new": _w_new,
+    "b_new": _b_new,
+}
+
+
 def stage(tensor, inputs, lr, reduction="sum") -> np.ndarray:
     """One framework operation fed the reference's exact inputs (article layout in/out)."""
-    i = inputs
-    if tensor == "patches":
-        s = i["f"].shape[0]
-        cols = tf.image.extract_patches(
-            _c(layout.images_to_nhwc(i["X"])), [1, s, s, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"
-        )
-        return layout.extract_patches_to_patches(_np(cols), s)
-    if tensor == "Z1":
-        z = tf.nn.conv2d(
-            _c(layout.images_to_nhwc(i["X"])), _c(layout.filters_to_hwio(i["f"])), 1, "VALID"
-        )
-        return layout.nhwc_to_conv_map(_np(z))
-    if tensor in ("A1", "O"):
-        return _np(tf.sigmoid(_c(i["Z1" if tensor == "A1" else "Z2"])))
-    if tensor == "Z2":
-        K = i["A1"].shape[1]
-        a1 = tf.reshape(_c(layout.conv_map_to_nhwc(i["A1"])), (i["A1"].shape[0], -1))
-        z2 = tf.matmul(a1, _c(layout.dense_weights_to_keras(i["W"], K))) + _c(i["b"])
-        return layout.column_to_row(_np(z2))
-    y = _c(i["y"]) if "y" in i else None
-    if tensor == "E":
-        return _np(_loss(_c(i["O"]), y, reduction))
-    if tensor == "dE_dO":
-        return _np(_grad(lambda o: _loss(o, y, reduction), [_c(i["O"])])[0])
-    if tensor == "dO_dZ2":
-        return _np(_grad(tf.sigmoid, [_c(i["Z2"])])[0])
-    if tensor == "dE_dZ2":
-        return _np(_grad(lambda z: _loss(tf.sigmoid(z), y, reduction), [_c(i["Z2"])])[0])
-    if tensor in ("dE_dW", "dE_db", "dE_dA1"):
-        K, N = i["A1"].shape[1], i["A1"].shape[0]
-        ga, gw, gb = _grad(
-            lambda a, w, b: tf.matmul(tf.reshape(a, (N, -1)), w) + b,
-            [
-                _c(layout.conv_map_to_nhwc(i["A1"])),
-                _c(layout.dense_weights_to_keras(i["W"], K)),
-                _c(i["b"]),
-            ],
-            _c(layout.row_to_column(i["dE_dZ2"])),
-        )
-        if tensor == "dE_dW":
-            return layout.keras_to_dense_weights(_np(gw), K)
-        return _np(gb) if tensor == "dE_db" else layout.nhwc_to_conv_map(_np(ga))
-    if tensor == "dE_dZ1":
-        return _np(_grad(tf.sigmoid, [_c(i["Z1"])], _c(i["dE_dA1"]))[0])
-    if tensor == "dE_df":
-        x = _c(layout.images_to_nhwc(i["X"]))
-        (g,) = _grad(
-            lambda k: tf.nn.conv2d(x, k, 1, "VALID"),
-            [_c(layout.filters_to_hwio(i["f"]))],
-            _c(layout.conv_map_to_nhwc(i["dE_dZ1"])),
-        )
-        return layout.hwio_to_filters(_np(g))
-    if tensor in ("f_new", "W_new", "b_new"):
-        net = ArticleNet(i["f"], i["W"], i["b"])
-        K = i["f"].shape[2]
-        _sgd(
-            net,
-            [
-                _c(layout.filters_to_hwio(i["dE_df"])),
-                _c(layout.dense_weights_to_keras(i["dE_dW"], K)),
-                _c(i["dE_db"]),
-            ],
-            lr,
-        )
-        return net.params()[tensor[0]]
-    raise ValueError(f"tensorflow mirror has no stage for tensor {tensor!r}")
+    try:
+        op = STAGE_OPS[tensor]
+    except KeyError:
+        raise ValueError(
+            f"tensorflow mirror has no stage for tensor {tensor!r}; known: {', '.join(STAGE_OPS)}"
+        ) from None
+    return op(inputs, lr, reduction)

@@ -6,6 +6,8 @@ autograd and the update from `torch.optim.SGD`. Everything returned is article l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -102,55 +104,145 @@ def train_step(params, X, y, lr, reduction="sum") -> Tensors:
     )
 
 
+# One framework operation per checked tensor, fed the reference's exact inputs (article
+# layout in and out): tensor name -> function(inputs, lr, reduction). The keys are the
+# tensors of parity_tests.stages.STAGES (parity_tests/test_registry.py).
+
+
+def _patches(i, lr, reduction):
+    cols = F.unfold(_t(layout.images_to_nchw(i["X"])), i["f"].shape[0])
+    return layout.unfold_to_patches(_np(cols), i["f"].shape[0])
+
+
+def _z1(i, lr, reduction):
+    z = F.conv2d(_t(layout.images_to_nchw(i["X"])), _t(layout.filters_to_oihw(i["f"])))
+    return layout.nchw_to_conv_map(_np(z))
+
+
+def _a1(i, lr, reduction):
+    return _np(torch.sigmoid(_t(i["Z1"])))
+
+
+def _z2(i, lr, reduction):
+    a1 = _t(layout.conv_map_to_nchw(i["A1"])).flatten(1)
+    K = i["A1"].shape[1]
+    z2 = F.linear(a1, _t(layout.dense_weights_to_torch(i["W"], K)), _t(i["b"]))
+    return layout.column_to_row(_np(z2))
+
+
+def _out(i, lr, reduction):
+    return _np(torch.sigmoid(_t(i["Z2"])))
+
+
+def _e(i, lr, reduction):
+    o = _t(i["O"], requires_grad=True)
+    return _np(_loss(o, _t(i["y"]), reduction))
+
+
+def _de_do(i, lr, reduction):
+    o = _t(i["O"], requires_grad=True)
+    E = _loss(o, _t(i["y"]), reduction)
+    return _np(torch.autograd.grad(E, o)[0])
+
+
+def _do_dz2(i, lr, reduction):
+    z2 = _t(i["Z2"], requires_grad=True)
+    o = torch.sigmoid(z2)
+    return _np(torch.autograd.grad(o, z2, torch.ones_like(o))[0])
+
+
+def _de_dz2(i, lr, reduction):
+    z2 = _t(i["Z2"], requires_grad=True)
+    o = torch.sigmoid(z2)
+    return _np(torch.autograd.grad(_loss(o, _t(i["y"]), reduction), z2)[0])
+
+
+def _dense_backward(i):
+    """Autograd of the dense layer fed dE_dZ2: (dE/dW, dE/db, dE/dA1) in torch layout."""
+    K = i["A1"].shape[1]
+    a1 = _t(layout.conv_map_to_nchw(i["A1"]), requires_grad=True)
+    w = _t(layout.dense_weights_to_torch(i["W"], K), requires_grad=True)
+    b = _t(i["b"], requires_grad=True)
+    z2 = F.linear(a1.flatten(1), w, b)
+    return torch.autograd.grad(z2, (w, b, a1), _t(layout.row_to_column(i["dE_dZ2"])))
+
+
+def _de_dw(i, lr, reduction):
+    gw, _, _ = _dense_backward(i)
+    return layout.torch_to_dense_weights(_np(gw), i["A1"].shape[1])
+
+
+def _de_db(i, lr, reduction):
+    _, gb, _ = _dense_backward(i)
+    return _np(gb)
+
+
+def _de_da1(i, lr, reduction):
+    _, _, ga = _dense_backward(i)
+    return layout.nchw_to_conv_map(_np(ga))
+
+
+def _de_dz1(i, lr, reduction):
+    z1 = _t(i["Z1"], requires_grad=True)
+    return _np(torch.autograd.grad(torch.sigmoid(z1), z1, _t(i["dE_dA1"]))[0])
+
+
+def _de_df(i, lr, reduction):
+    w = _t(layout.filters_to_oihw(i["f"]), requires_grad=True)
+    z = F.conv2d(_t(layout.images_to_nchw(i["X"])), w)
+    (gw,) = torch.autograd.grad(z, w, _t(layout.conv_map_to_nchw(i["dE_dZ1"])))
+    return layout.oihw_to_filters(_np(gw))
+
+
+def _sgd_step(i, lr) -> Tensors:
+    """torch.optim.SGD fed the reference's gradients: the new f, W, b."""
+    net = ArticleNet(i["f"], i["W"], i["b"])
+    net.conv.weight.grad = _t(layout.filters_to_oihw(i["dE_df"]))
+    net.linear.weight.grad = _t(layout.dense_weights_to_torch(i["dE_dW"], i["f"].shape[2]))
+    net.linear.bias.grad = _t(i["dE_db"])
+    torch.optim.SGD(net.parameters(), lr=lr).step()
+    return net.params()
+
+
+def _f_new(i, lr, reduction):
+    return _sgd_step(i, lr)["f"]
+
+
+def _w_new(i, lr, reduction):
+    return _sgd_step(i, lr)["W"]
+
+
+def _b_new(i, lr, reduction):
+    return _sgd_step(i, lr)["b"]
+
+
+STAGE_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "patches": _patches,
+    "Z1": _z1,
+    "A1": _a1,
+    "Z2": _z2,
+    "O": _out,
+    "E": _e,
+    "dE_dO": _de_do,
+    "dO_dZ2": _do_dz2,
+    "dE_dZ2": _de_dz2,
+    "dE_dW": _de_dw,
+    "dE_db": _de_db,
+    "dE_dA1": _de_da1,
+    "dE_dZ1": _de_dz1,
+    "dE_df": _de_df,
+    "f_new": _f_new,
+    "W_new": _w_new,
+    "b_new": _b_new,
+}
+
+
 def stage(tensor, inputs, lr, reduction="sum") -> np.ndarray:
     """One framework operation fed the reference's exact inputs (article layout in/out)."""
-    i = inputs
-    if tensor == "patches":
-        cols = F.unfold(_t(layout.images_to_nchw(i["X"])), i["f"].shape[0])
-        return layout.unfold_to_patches(_np(cols), i["f"].shape[0])
-    if tensor == "Z1":
-        z = F.conv2d(_t(layout.images_to_nchw(i["X"])), _t(layout.filters_to_oihw(i["f"])))
-        return layout.nchw_to_conv_map(_np(z))
-    if tensor in ("A1", "O"):
-        return _np(torch.sigmoid(_t(i["Z1" if tensor == "A1" else "Z2"])))
-    if tensor == "Z2":
-        a1 = _t(layout.conv_map_to_nchw(i["A1"])).flatten(1)
-        K = i["A1"].shape[1]
-        z2 = F.linear(a1, _t(layout.dense_weights_to_torch(i["W"], K)), _t(i["b"]))
-        return layout.column_to_row(_np(z2))
-    if tensor in ("E", "dE_dO"):
-        o = _t(i["O"], requires_grad=True)
-        E = _loss(o, _t(i["y"]), reduction)
-        return _np(E) if tensor == "E" else _np(torch.autograd.grad(E, o)[0])
-    if tensor in ("dO_dZ2", "dE_dZ2"):
-        z2 = _t(i["Z2"], requires_grad=True)
-        o = torch.sigmoid(z2)
-        if tensor == "dO_dZ2":
-            return _np(torch.autograd.grad(o, z2, torch.ones_like(o))[0])
-        return _np(torch.autograd.grad(_loss(o, _t(i["y"]), reduction), z2)[0])
-    if tensor in ("dE_dW", "dE_db", "dE_dA1"):
-        K = i["A1"].shape[1]
-        a1 = _t(layout.conv_map_to_nchw(i["A1"]), requires_grad=True)
-        w = _t(layout.dense_weights_to_torch(i["W"], K), requires_grad=True)
-        b = _t(i["b"], requires_grad=True)
-        z2 = F.linear(a1.flatten(1), w, b)
-        gw, gb, ga = torch.autograd.grad(z2, (w, b, a1), _t(layout.row_to_column(i["dE_dZ2"])))
-        if tensor == "dE_dW":
-            return layout.torch_to_dense_weights(_np(gw), K)
-        return _np(gb) if tensor == "dE_db" else layout.nchw_to_conv_map(_np(ga))
-    if tensor == "dE_dZ1":
-        z1 = _t(i["Z1"], requires_grad=True)
-        return _np(torch.autograd.grad(torch.sigmoid(z1), z1, _t(i["dE_dA1"]))[0])
-    if tensor == "dE_df":
-        w = _t(layout.filters_to_oihw(i["f"]), requires_grad=True)
-        z = F.conv2d(_t(layout.images_to_nchw(i["X"])), w)
-        (gw,) = torch.autograd.grad(z, w, _t(layout.conv_map_to_nchw(i["dE_dZ1"])))
-        return layout.oihw_to_filters(_np(gw))
-    if tensor in ("f_new", "W_new", "b_new"):
-        net = ArticleNet(i["f"], i["W"], i["b"])
-        net.conv.weight.grad = _t(layout.filters_to_oihw(i["dE_df"]))
-        net.linear.weight.grad = _t(layout.dense_weights_to_torch(i["dE_dW"], i["f"].shape[2]))
-        net.linear.bias.grad = _t(i["dE_db"])
-        torch.optim.SGD(net.parameters(), lr=lr).step()
-        return net.params()[tensor[0]]
-    raise ValueError(f"torch mirror has no stage for tensor {tensor!r}")
+    try:
+        op = STAGE_OPS[tensor]
+    except KeyError:
+        raise ValueError(
+            f"torch mirror has no stage for tensor {tensor!r}; known: {', '.join(STAGE_OPS)}"
+        ) from None
+    return op(inputs, lr, reduction)
