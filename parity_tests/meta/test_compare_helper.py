@@ -63,7 +63,7 @@ def test_planted_mismatch_message():
         "(1, 0, 0)",
         "1.5",
         "rule-x",
-        'reproduce: pytest "t.py::test_x[dE_df-torch-float32]" --parity-seed 7',
+        "reproduce: pytest 't.py::test_x[dE_df-torch-float32]' --parity-seed 7",
     ):
         assert part in msg, f"{part!r} missing from:\n{msg}"
     ((key, value),) = rec.node.user_properties
