@@ -12,7 +12,7 @@ Runs, interleaved and `--runs` times each:
 
 and prints each wall time's median and its ratio to the import's. Each pytest run writes
 its report to its own temporary directory (--parity-report-dir), and every serial and
-xdist comparisons.csv is compared byte for byte with the first serial one (DESIGN.md:
+xdist comparisons.csv is compared byte for byte with the first serial one (docs/design.md:
 same seed, data and versions give a byte-identical comparisons.csv).
 """
 

@@ -1,5 +1,5 @@
 """Every public function of the reference refuses bad input with a ValueError or TypeError
-that names the argument (DESIGN.md "Quality bar"), and the sigmoid never overflows.
+that names the argument (docs/design.md "Quality bar"), and the sigmoid never overflows.
 
 The property test takes each public function with small valid arguments, replaces one
 argument (or one entry of a parameter / cache / gradient mapping) by a drawn bad value --

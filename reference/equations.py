@@ -29,7 +29,7 @@ VERDICTS = (HOLDS, CONVENTION, CORRECTED)
 @dataclass(frozen=True)
 class Equation:
     id: str
-    statement: str          # as ARTICLE.md states it
+    statement: str          # as docs/article.md states it
     functions: tuple        # the reference callables implementing it
     verdict: str            # one of VERDICTS
     convention: str = ""    # CONVENTION: the convention adopted

@@ -32,7 +32,7 @@ def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
 
     scheme="article": the published code: f = uniform[0, 1) of shape (K, s, s) then `.T`
       (so every filter is transposed too), W uniform[0, 1), b = 0. With it O is exactly 1.0
-      and every gradient is exactly zero (ARTICLE.md F1): fine for the forward pass, vacuous
+      and every gradient is exactly zero (docs/article.md F1): fine for the forward pass, vacuous
       for gradients.
     scheme="informative" (default for parity checks): centred LeCun-uniform draws,
       f ~ U(-sqrt(3/s^2), sqrt(3/s^2)), W ~ U(-sqrt(3/F), sqrt(3/F)) (variance 1/fan_in),

@@ -1,6 +1,6 @@
 """The published code's departures from the article's derivation, as runnable variants.
 
-Public transcriptions of the article's code differ from its text in the ways ARTICLE.md
+Public transcriptions of the article's code differ from its text in the ways docs/article.md
 lists as D1..D13. Each variant here is the reference model with exactly one of those
 departures and nothing else, so the parity suite can show, tensor by tensor, what each one
 changes. `VARIANTS["D3"].train_step(params, X, y, lr, reduction)` has the reference model's
@@ -10,8 +10,8 @@ API and returns the same article names in the same layout (`--parity-impl publis
 in forward/backward order (`ORDER`); a variant overrides the one method whose line the
 published code changes. `ArticleStep()` itself computes what `reference.model` computes.
 
-Applicability: ARTICLE.md describes D1..D8, D12 and D13, and all of them are here. D9..D11
-are not described in ARTICLE.md, so there is nothing to implement for them.
+Applicability: docs/article.md describes D1..D8, D12 and D13, and all of them are here.
+D9..D11 are not described in docs/article.md, so there is nothing to implement for them.
 """
 
 from __future__ import annotations

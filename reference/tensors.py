@@ -1,6 +1,6 @@
 """A dict of named tensors that also allows attribute access (`out.Z1 == out["Z1"]`).
 
-The names are the article's (see DESIGN.md "Names"); the same names are used by the
+The names are the article's (see docs/design.md "Names"); the same names are used by the
 framework mirrors, the test ids and the report rows.
 """
 

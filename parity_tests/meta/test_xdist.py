@@ -1,4 +1,4 @@
-"""`pytest -n 2` (pytest-xdist) writes the same comparisons.csv as a serial run (DESIGN.md:
+"""`pytest -n 2` (pytest-xdist) writes the same comparisons.csv as a serial run (docs/design.md:
 same seed, data and versions give byte-identical files), and its report carries the
 workers' framework versions although the controller never imports the frameworks."""
 
