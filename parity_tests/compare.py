@@ -112,14 +112,16 @@ class ParityRecorder:
             record, crash = None, (f"{type(exc).__name__}: {exc}", where)
         if crash:  # outside the except block, so pytest shows no chained tracebacks
             message, where = crash
-            self.add(self._base(**fields, status="error", passed=False, error=message))
+            record = self.add(
+                self._base(**fields, status="error", passed=False, mismatch_kind="error", error=message)
+            )
             if fail:
                 pytest.fail(
                     f"`{tensor}` ({equation}, {mode}) vs {against} [{dtype}] could not "
                     f"be computed: {message}\n{where}reproduce: {self.reproduce()}",
                     pytrace=False,
                 )
-            return {}
+            return record  # fail=False: the caller sees the error record
         if fail and not record["passed"]:
             pytest.fail(format_mismatch(record, self.reproduce()), pytrace=False)
         return record
@@ -136,9 +138,8 @@ class ParityRecorder:
             brief=self.brief,
         )
         if metrics["status"] == "fail":
-            metrics["note"] = _join(
-                metrics["note"], explanation_note(c, fields["tensor"], fields["against"])
-            )
+            verdict, line = explain_check(c, fields["tensor"], fields["against"])
+            metrics.update(verdict, note=_join(metrics["note"], line))
         metrics["note"] = _join(metrics["note"], note() if callable(note) else note)
         return self.add(self._base(**fields, **metrics, tolerance_rule=c.tolerance.rule))
 
@@ -147,8 +148,13 @@ def _join(*parts) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def explanation_note(check, tensor, against) -> str:
-    """The mismatch explainer's best guess (reports.explain), for a failing record's note."""
+def explain_check(check, tensor, against) -> tuple[dict, str]:
+    """The mismatch explainer's best guess (reports.explain) for a failing comparison.
+
+    Returns its record fields, `explanation` (the explainer's text) and `suspect` (its short
+    name, "" when nothing fits), which code reads by name, and the line for the record's
+    human `note` ("explainer: ...").
+    """
     try:
         found = explain(
             check.actual,
@@ -158,8 +164,10 @@ def explanation_note(check, tensor, against) -> str:
             context=getattr(check, "context", None),
         )
     except Exception as exc:  # the explainer must never mask the mismatch itself
-        return f"explainer failed: {type(exc).__name__}: {exc}"
-    return f"explainer: {found}" if found else "explainer: no simple fit"
+        text = f"explainer failed: {type(exc).__name__}: {exc}"
+        return dict(explanation=text, suspect=""), text
+    text = str(found) if found else "no simple fit"
+    return dict(explanation=text, suspect=found.suspect if found else ""), f"explainer: {text}"
 
 
 def records_from_report(report) -> list[dict]:

@@ -12,7 +12,7 @@ from parity_tests.audit_hook import audit_files
 from parity_tests.stages import STAGES
 from reference import equations, published
 from reports import normalise_record, write_report
-from reports.audit import audit_markdown, format_detection_note, parse_detection_note
+from reports.audit import audit_markdown
 
 AMBIGUOUS = ("E7", "E11", "E13", "E15", "E16")  # where the text is ambiguous or mistyped
 
@@ -58,15 +58,6 @@ def _rec(**fields):
 
 
 def _detection(impl, tensor, passed=True):
-    note = format_detection_note(
-        {
-            "expected first": tensor,
-            "first": tensor,
-            "disagree": f"{tensor} (3.2e+12)",
-            "explainer": "torch's x is 200 x ours",
-            "explainer suspect": "factor",
-        }
-    )
     return _rec(
         impl=impl,
         mode="detection",
@@ -76,7 +67,13 @@ def _detection(impl, tensor, passed=True):
         max_rel_err=0.9,
         passed=passed,
         status="pass" if passed else "fail",
-        note=note,
+        note=f"caught at {tensor}, the tensor it changes",
+        first_diverging=tensor,
+        disagreeing=tensor,
+        disagreeing_budgets="3.2e+12",
+        explanation="torch's x is 200 x ours",
+        suspect="factor",
+        mismatch_kind="value",
     )
 
 
@@ -128,6 +125,7 @@ def test_audit_reads_a_whole_run_of_a_variant():
             passed=s == "pass",
             budget_used=b,
             note="explainer: no simple fit" if s == "fail" else "",
+            explanation="no simple fit" if s == "fail" else "",
         )
         for t, e, s, b in (
             ("Z1", "E1", "pass", 0.3),
@@ -141,19 +139,42 @@ def test_audit_reads_a_whole_run_of_a_variant():
 
 def test_undetected_mutant_shows_as_not_detected():
     rec = _detection("mutant:sign_dE_dO", "dE_dO", passed=False)
-    rec["note"] = format_detection_note(
-        {"expected first": "dE_dO", "first": "none", "disagree": "none", "explainer": "none"}
+    rec.update(
+        note="not detected: expected at dE_dO",
+        first_diverging="",
+        disagreeing="",
+        disagreeing_budgets="",
+        explanation="",
+        suspect="",
+        mismatch_kind="",
     )
     text = _audit([rec])
     assert "0 / 1 mutants detected" in text
-    assert "NO" in next(r for r in text.splitlines() if r.startswith("| sign_dE_dO |"))
+    row = next(r for r in text.splitlines() if r.startswith("| sign_dE_dO |"))
+    assert "NO (torch float64 stage: NOT detected)" in row
+    assert row.endswith("| none |  |  | none | none |")  # first, check, how much, disagree, explainer
 
 
-def test_detection_note_round_trips_and_refuses_the_separator():
-    parts = {"first": "dE_df", "explainer": "torch's dE_df is 200 x ours: mean vs sum?"}
-    assert parse_detection_note(format_detection_note(parts)) == parts
-    with pytest.raises(ValueError):
-        format_detection_note({"first": "a | b"})
+def test_detection_is_read_from_fields_not_from_the_note():
+    # The note is for people: text in it that looks like a finding changes nothing.
+    rec = _detection("published:D13", "patches")
+    rec.update(
+        note="first: Z1 | disagree: Z1 (shape) | explainer: a decoy",
+        disagreeing="patches, Z1, dE_df",
+        disagreeing_budgets="inf, 4.58e+16, 1.3e+14",
+    )
+    row = next(r for r in _audit([rec]).splitlines() if r.startswith("| D13 |"))
+    assert "caught at patches" in row and "decoy" not in row
+    assert "| patches | any difference fails (exact rule, tolerance 0), max rel err 0.9 |" in row
+    assert "| patches (inf), Z1 (4.58e+16), dE_df (1.3e+14) | torch's x is 200 x ours |" in row
+
+
+@pytest.mark.parametrize(("kind", "words"), [("shape", "shape mismatch"), ("error", "raised")])
+def test_how_much_names_a_mismatch_without_a_budget(kind, words):
+    rec = _detection("mutant:dE_dW_transposed", "dE_dW")
+    rec.update(disagreeing="dE_dW, f_new", disagreeing_budgets=f"{kind}, error", mismatch_kind=kind)
+    row = next(r for r in _audit([rec]).splitlines() if r.startswith("| dE_dW_transposed |"))
+    assert words in row and f"| dE_dW ({kind}), f_new (error) |" in row
 
 
 def test_audit_files_never_raises():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from parity_tests.detection import QuietRecorder
 from parity_tests.harness import Harness
-from parity_tests.mutants import QuietRecorder
 from parity_tests.stages import END_TO_END, STAGES
 from reference import model
 from reference.data import ARTICLE_IMAGES

@@ -1,6 +1,7 @@
 """The mutation catalogue (parity_tests/mutants.py): every typical derivation mistake is
-caught by the suite's stage checks at the tensor it changes; and the mismatch explainer
-(reports/explain.py) names planted mistakes and stays silent on unrelated differences.
+caught by the suite's stage checks at the tensor it changes (parity_tests/detection.py);
+and the mismatch explainer (reports/explain.py) names planted mistakes and stays silent on
+unrelated differences.
 
 Each mutant test records one "detection" record (impl mutant:<id>): audit.md turns them into
 the catalogue and its detection rate.
@@ -16,10 +17,13 @@ from reports.explain import explain
 
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS.values(), ids=list(mutants.MUTANTS))
-def test_mutant_detected(parity, run_config, article_batch, parity_settings, mutant):
+def test_mutant_detected(
+    detection_harness_for, parity, run_config, article_batch, parity_settings, mutant
+):
     frameworks = parity_settings.frameworks
     framework = "torch" if "torch" in frameworks else frameworks[0]
-    assert_caught(detect(parity, run_config, article_batch, mutant, framework), mutant)
+    finding = detect(detection_harness_for, parity, run_config, article_batch, mutant, framework)
+    assert_caught(finding, mutant)
 
 
 def test_catalogue_is_complete():

@@ -10,10 +10,11 @@ Each test records one "detection" record (impl published:Dn) that audit.md shows
 import numpy as np
 import pytest
 
-from parity_tests import mutants
+from parity_tests import detection, mutants
 from parity_tests.impls import resolve_impl
 from parity_tests.stages import STAGES
 from reference.published import ORDER, VARIANTS
+from reports import normalise_record
 
 CROSS_CHECKED = ("D2", "D12")  # also caught through TensorFlow's stage operations
 
@@ -24,46 +25,88 @@ def detector(parity_settings) -> str:
     return "torch" if "torch" in frameworks else frameworks[0]
 
 
-def detect(parity, run_config, article_batch, step, framework):
-    """Localise `step` through `framework`'s stage checks; record and return the finding."""
-    harness = mutants.detection_harness(run_config, article_batch, step)
-    recorder = mutants.quiet_recorder(parity, mutants.label(step))
-    finding = mutants.localise(harness, recorder, framework, step.dtype)
-    parity.add(mutants.detection_record(finding, step))
+def find(harnesses, parity, run_config, article_batch, step, framework):
+    """Localise `step` through `framework`'s stage checks; return the finding."""
+    harness = harnesses(run_config, article_batch, step)
+    recorder = detection.quiet_recorder(parity, detection.label(step))
+    return detection.localise(harness, recorder, framework, step.dtype, harnesses)
+
+
+def detect(harnesses, parity, run_config, article_batch, step, framework):
+    """find(), and record the finding's detection record."""
+    finding = find(harnesses, parity, run_config, article_batch, step, framework)
+    parity.add(detection.detection_record(finding, step))
     return finding
 
 
 def assert_caught(finding, step):
-    assert finding.detected and finding.first_tensor == step.first, mutants.message(finding, step)
+    assert finding.detected and finding.first_tensor == step.first, detection.message(finding, step)
     assert finding.first_suspect == (step.explains or ""), (
-        f"{mutants.label(step)}: explainer verdict on {step.first} changed: expected suspect "
+        f"{detection.label(step)}: explainer verdict on {step.first} changed: expected suspect "
         f"{step.explains!r}, got {finding.first_explanation!r}"
     )
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
-def test_variant_detected(parity, run_config, article_batch, detector, variant):
-    assert_caught(detect(parity, run_config, article_batch, variant, detector), variant)
+def test_variant_detected(detection_harness_for, parity, run_config, article_batch, detector, variant):
+    finding = detect(detection_harness_for, parity, run_config, article_batch, variant, detector)
+    assert_caught(finding, variant)
 
 
 @pytest.mark.parametrize("variant", [VARIANTS[v] for v in CROSS_CHECKED], ids=CROSS_CHECKED)
-def test_variant_detected_by_tensorflow(parity, parity_settings, run_config, article_batch, variant):
+def test_variant_detected_by_tensorflow(
+    detection_harness_for, parity, parity_settings, run_config, article_batch, variant
+):
     if "tensorflow" not in parity_settings.frameworks:
         pytest.skip("tensorflow deselected by --parity-frameworks")
-    assert_caught(detect(parity, run_config, article_batch, variant, "tensorflow"), variant)
+    finding = detect(detection_harness_for, parity, run_config, article_batch, variant, "tensorflow")
+    assert_caught(finding, variant)
 
 
-def test_unmodified_step_is_not_flagged(parity, run_config, article_batch, detector):
+def test_unmodified_step_is_not_flagged(
+    detection_harness_for, parity, run_config, article_batch, detector
+):
     # NOTE: the control: without a departure, no stage check may fail, or "detected" is free.
-    harness = mutants.detection_harness(run_config, article_batch, mutants.STEPPER)
-    finding = mutants.localise(harness, mutants.quiet_recorder(parity, "stepper"), detector, "float64")
-    assert not finding.disagree, mutants.message(finding, mutants.STEPPER)
+    harness = detection_harness_for(run_config, article_batch, detection.STEPPER)
+    recorder = detection.quiet_recorder(parity, "stepper")
+    finding = detection.localise(harness, recorder, detector, "float64", detection_harness_for)
+    assert not finding.disagree, detection.message(finding, detection.STEPPER)
+
+
+@pytest.mark.parametrize(
+    ("step", "first", "disagreeing", "budgets", "kind", "suspect"),
+    [
+        (VARIANTS["D12"], "dE_df", "dE_df", None, "value", "factor"),
+        (mutants.MUTANTS["bias_grad_not_summed"], "dE_db", "dE_db, f_new, W_new, b_new",
+         "shape, error, error, error", "shape", "unreduced"),
+        (mutants.MUTANTS["float64_accumulation"], "dE_df", "dE_df, f_new, W_new, b_new",
+         "dtype, error, error, error", "dtype", "dtype"),
+    ],
+    ids=["D12", "bias_grad_not_summed", "float64_accumulation"],
+)  # fmt: skip
+def test_detection_record_carries_the_finding_in_fields(
+    detection_harness_for, parity, run_config, article_batch, detector,
+    step, first, disagreeing, budgets, kind, suspect,
+):  # fmt: skip
+    finding = find(detection_harness_for, parity, run_config, article_batch, step, detector)
+    rec = normalise_record(detection.detection_record(finding, step))
+    assert (rec["first_diverging"], rec["disagreeing"]) == (first, disagreeing)
+    names, texts = rec["disagreeing"].split(", "), rec["disagreeing_budgets"].split(", ")
+    assert len(texts) == len(names)
+    if budgets is None:  # numbers: each the budget of that tensor's stage record
+        by_tensor = {r["tensor"]: r["budget_used"] for r in finding.records}
+        assert texts == [f"{by_tensor[n]:.3g}" for n in names]
+    else:
+        assert rec["disagreeing_budgets"] == budgets
+    assert (rec["mismatch_kind"], rec["suspect"]) == (kind, suspect)
+    assert rec["explanation"] == finding.first["explanation"] and rec["explanation"]
+    assert rec["passed"] and rec["note"] == f"caught at {first}, the tensor it changes"
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=list(VARIANTS))
-def test_variant_keeps_names_layout_and_dtype(run_config, article_batch, variant):
-    out = mutants.detection_harness(run_config, article_batch, variant).implementation("float64")
-    reference = mutants.detection_harness(run_config, article_batch, mutants.STEPPER).implementation(
+def test_variant_keeps_names_layout_and_dtype(detection_harness_for, run_config, article_batch, variant):
+    out = detection_harness_for(run_config, article_batch, variant).implementation("float64")
+    reference = detection_harness_for(run_config, article_batch, detection.STEPPER).implementation(
         "float64"
     )
     shapes = {k: np.shape(out[k]) for k in reference}

@@ -15,8 +15,9 @@ Three tables:
    detection rate.
 
 The registry arrives as plain dicts (reports/ imports neither reference/ nor the
-frameworks); parity_tests/audit_hook.py builds them. Detection records carry their details
-in `note` as "key: value" parts joined by NOTE_SEP (format_detection_note).
+frameworks); parity_tests/audit_hook.py builds them. Detection records carry their finding
+in fields of their own (first_diverging, disagreeing, disagreeing_budgets, explanation,
+suspect: reports/fields.py), read here by name; no note is parsed.
 """
 
 from __future__ import annotations
@@ -30,25 +31,8 @@ import pandas as pd
 from reports.escape import markdown_cell
 from reports.tables import records_frame
 
-NOTE_SEP = " | "
 FRAMEWORKS = ("torch", "tensorflow")
-_EQ = re.compile(r"\bE\d+\b")
-
-
-def format_detection_note(parts: dict) -> str:
-    for key, value in parts.items():
-        if NOTE_SEP in str(value) or ": " in key:
-            raise ValueError(f"detection note part {key!r}: {value!r} holds the separator")
-    return NOTE_SEP.join(f"{k}: {v}" for k, v in parts.items())
-
-
-def parse_detection_note(note: str) -> dict:
-    out = {}
-    for part in str(note or "").split(NOTE_SEP):
-        key, sep, value = part.partition(": ")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
+_EQ = re.compile(r"\bE\d+\b")  # the equation ids in a record's `equation` field ("E8*E9")
 
 
 def _cell(x) -> str:
@@ -133,13 +117,13 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
 # --- variants and mutants -----------------------------------------------------------------
 
 
-def _explainer_of(note: str) -> str:
-    i = str(note).find("explainer: ")
-    return str(note)[i + len("explainer: ") :].split("; ")[0] if i >= 0 else ""
+def _items(field) -> list[str]:
+    """The entries of a comma-separated list field (disagreeing, disagreeing_budgets)."""
+    return [x.strip() for x in str(field or "").split(",") if x.strip()]
 
 
 def _how_much(budget: str) -> str:
-    """A detection note's budget text ("3.2e+12", "inf", "shape", "dtype", "error") in words."""
+    """A disagreeing_budgets entry ("3.2e+12", "inf", "shape", "dtype", "error") in words."""
     words = {
         "inf": "any difference fails (exact rule, tolerance 0)",
         "shape": "shape mismatch",
@@ -157,33 +141,29 @@ def _from_detection(det: pd.DataFrame) -> dict:
         key=lambda s: s.map(lambda v: (FRAMEWORKS.index(v) if v in FRAMEWORKS else 9, v)),
     )
     main = det.iloc[0]
-    parts = parse_detection_note(main["note"])
     by = "; ".join(
         f"{r['against']} {r['dtype']} stage: "
-        + (
-            "caught at " + parse_detection_note(r["note"]).get("first", "?")
-            if parse_detection_note(r["note"]).get("first", "none") != "none"
-            else "NOT detected"
-        )
+        + (f"caught at {r['first_diverging']}" if r["first_diverging"] else "NOT detected")
         for _, r in det.iterrows()
     )
     margin = main["budget_used"]
-    first = parts.get("first", "none")
+    first = main["first_diverging"] or "none"
+    names, budgets = _items(main["disagreeing"]), _items(main["disagreeing_budgets"])
+    budgets += [""] * (len(names) - len(budgets))  # the two lists are aligned
     how = ""
-    if first != "none":
-        disagree = parts.get("disagree", "")
-        m = re.search(re.escape(first) + r" \(([^)]*)\)", disagree)
-        how = _how_much(m.group(1) if m else "")
+    if main["first_diverging"]:
+        how = _how_much(dict(zip(names, budgets)).get(first, ""))
         if not math.isnan(float(main["max_rel_err"])):
             how += f", max rel err {_g(main['max_rel_err'])}"
+    disagree = ", ".join(f"{t} ({b})" if b else t for t, b in zip(names, budgets))
     return dict(
-        detected=first != "none",
+        detected=bool(main["first_diverging"]),
         localised=bool(main["passed"]),
         by=by,
         first=first,
         how=how,
-        disagree=parts.get("disagree", ""),
-        explainer=parts.get("explainer", ""),
+        disagree=disagree or "none",
+        explainer=main["explanation"] or "none",
         margin=margin,
         check=(
             f"{main['against']} {main['dtype']} stage-isolated check of {first}"
@@ -227,7 +207,7 @@ def _from_run(runs: pd.DataFrame, order: list[str]) -> dict:
         how=f"{_g(first['budget_used']) or first['status']} x tolerance "
         f"({first['against']} {first['dtype']} {first['mode']})",
         disagree=disagree,
-        explainer=_explainer_of(first["note"]),
+        explainer=first["explanation"],
         check=f"{first['against']} {first['dtype']} {first['mode']} check of {first['tensor']}",
     )
 

@@ -22,7 +22,6 @@ best fit (smallest residual) is returned, or None. NumPy only.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -44,12 +43,6 @@ class Explanation:
 
     def __str__(self) -> str:
         return f"{self.message} [{self.suspect}; fit residual {self.residual:.1e}]"
-
-
-def suspect_of(text: str) -> str:
-    """The suspect id in an Explanation's str() (as stored in a record's note), or ""."""
-    m = re.search(r"\[(\w+); fit residual", str(text))
-    return m.group(1) if m else ""
 
 
 def _norm(x) -> float:
@@ -183,7 +176,7 @@ def _affine_fits(a, e, who, ctx):
     var = float(np.vdot(x - mx, x - mx))
     if var == 0:
         return
-    c = float(np.vdot(x - mx, y - my)) / var          # least squares y ~ c x + d
+    c = float(np.vdot(x - mx, y - my)) / var  # least squares y ~ c x + d
     d = my - c * mx
     residual = _rel(a, c * e + d)
     if abs(d) <= 1e-6 * (_norm(a) / math.sqrt(a.size) + 1e-300):

@@ -15,8 +15,29 @@ RECORD_FIELDS = [
     "tolerance_rule", "budget_used", "budget_q99", "n_bad", "status", "passed",
     "vacuous", "closer_to_truth", "actual_err_vs_truth", "expected_err_vs_truth",
     "outlier", "init_scheme", "reduction", "seed", "data_source", "versions",
-    "error", "note",
+    "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
+    "disagreeing", "disagreeing_budgets",
 ]  # fmt: skip
+# What used to be packed into `note` and parsed back, now fields of their own (`note` holds
+# human text only, read by no code):
+# - explanation: the mismatch explainer's text (reports.explain.Explanation's str(), "no
+#   simple fit", or "explainer failed: ..."), on a failing comparison;
+# - suspect: its short machine name (factor, flipped_kernel, ...; "" when nothing fits);
+# - mismatch_kind: how a comparison disagrees, one of MISMATCH_KINDS ("" when it agrees or
+#   its producer does not say, e.g. the record of a test that failed outside a comparison);
+# and, on detection records (parity_tests/detection.py), from the localised finding:
+# - first_diverging: the first tensor, in forward/backward order, that disagrees ("": none);
+# - disagreeing: every tensor that disagrees, comma-separated, forward/backward order;
+# - disagreeing_budgets: for each of those, in the same order, its budget used (3
+#   significant digits, "inf" under an exact rule) or, where there is none, its
+#   mismatch kind (shape, dtype, error).
+# Fields added after the first reports were written: a comparisons.csv without them still
+# loads (reports.writer.load_report reads a missing one as "").
+OPTIONAL_FIELDS = (
+    "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
+    "disagreeing_budgets",
+)  # fmt: skip
+MISMATCH_KINDS = ("shape", "dtype", "value", "error")
 
 # Missing numbers become NaN (not "") so the CSV columns stay numeric.
 NUMERIC_FIELDS = frozenset({

@@ -91,7 +91,7 @@ def _blank(shape: tuple, n: int) -> dict:
         "expected_at_worst": NAN, "tol_at_worst": NAN, "budget_used": NAN,
         "budget_q99": NAN, "n_bad": NAN, "vacuous": False, "passed": False,
         "status": "fail", "note": "", "actual_err_vs_truth": NAN,
-        "expected_err_vs_truth": NAN, "closer_to_truth": "",
+        "expected_err_vs_truth": NAN, "closer_to_truth": "", "mismatch_kind": "",
     }  # fmt: skip
 
 
@@ -118,12 +118,14 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     out = _blank(shape, int(expected.size))
     if actual.shape != expected.shape:
         out["note"] = f"shape mismatch: actual {actual.shape}, expected {expected.shape}"
+        out["mismatch_kind"] = "shape"
         return out
     if actual.dtype != expected.dtype:
         out["note"] = f"dtype mismatch: actual {actual.dtype}, expected {expected.dtype}"
+        out["mismatch_kind"] = "dtype"
         return out
     if expected.size == 0:
-        out.update(status="error", note="empty")
+        out.update(status="error", note="empty", mismatch_kind="error")
         return out
     # After the shape check: a wrongly shaped result is a recorded failure, not a crash.
     tol = _tolerance(tolerance, shape)
@@ -188,6 +190,7 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
         vacuous=vacuous,
         passed=status == "pass",
         status=status,
+        mismatch_kind="value" if status == "fail" else "",
         note="; ".join(notes),
     )
     if truth is not None and not brief:

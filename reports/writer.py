@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from reports.escape import csv_neutralise, csv_restore
-from reports.fields import BOOL_FIELDS, NUMERIC_FIELDS, RECORD_FIELDS, STATUSES
+from reports.fields import (
+    BOOL_FIELDS,
+    MISMATCH_KINDS,
+    NUMERIC_FIELDS,
+    OPTIONAL_FIELDS,
+    RECORD_FIELDS,
+    STATUSES,
+)
 from reports.render import summary_html, summary_markdown
 from reports.tables import fill_outliers, records_frame, typed_frame
 
@@ -215,6 +222,9 @@ def _check_values(table: Path, raw: pd.DataFrame, lines: list[int]) -> None:
         for i, v in enumerate(raw[col]):
             if v not in ("True", "False"):
                 refuse(i, col, f"{v!r} is neither True nor False")
+    for i, kind in enumerate(raw["mismatch_kind"]):
+        if kind not in ("", *MISMATCH_KINDS):
+            refuse(i, "mismatch_kind", f"{kind!r} is not one of {', '.join(MISMATCH_KINDS)} or empty")
     budgets = pd.to_numeric(raw["budget_used"].astype(str).str.strip(), errors="coerce")
     for i, (status, passed, vacuous, mode, budget) in enumerate(
         zip(raw["status"], raw["passed"], raw["vacuous"], raw["mode"], budgets)
@@ -225,7 +235,7 @@ def _check_values(table: Path, raw: pd.DataFrame, lines: list[int]) -> None:
             refuse(i, "passed", f"{passed} contradicts status {status!r} (True exactly for pass)")
         if budget < 0:
             refuse(i, "budget_used", f"{budget!r} is negative")
-        # Detection records (parity_tests/mutants.py) store tolerance / error, not
+        # Detection records (parity_tests/detection.py) store tolerance / error, not
         # error / tolerance: any value >= 0 is theirs. Zeros expected (vacuous pass): both
         # sides lie within the tolerance of zero, so the error within twice it.
         limit = 2.0 if vacuous == "True" else 1.0
@@ -238,7 +248,8 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
     and for a bad value in comparisons.csv its line and column.
 
     A comparisons.csv with a header and no rows gives an empty frame: whether that is
-    acceptable is the caller's decision.
+    acceptable is the caller's decision. Columns of OPTIONAL_FIELDS (added after the first
+    reports were written) may be missing: they read as "".
     """
     d = Path(report_dir)
     if d.exists() and not d.is_dir():
@@ -260,9 +271,12 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
         if len(row) != len(header):
             raise ValueError(f"{table}: line {line} has {len(row)} fields, the header {len(header)}")
     raw = pd.DataFrame(rows, columns=header, dtype=object)
-    missing = [c for c in RECORD_FIELDS if c not in raw.columns]
+    missing = [c for c in RECORD_FIELDS if c not in raw.columns and c not in OPTIONAL_FIELDS]
     if missing:
         raise ValueError(f"{table}: missing column(s) {', '.join(missing)}")
+    for col in OPTIONAL_FIELDS:  # a report written before the field existed
+        if col not in raw.columns:
+            raw[col] = ""
     raw = raw[RECORD_FIELDS].copy()
     for col in TEXT_FIELDS:  # undo the writer's formula guard: exactly one quote
         raw[col] = raw[col].map(csv_restore)

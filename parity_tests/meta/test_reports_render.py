@@ -7,7 +7,7 @@ import re
 import pytest
 
 from reports import records_frame, summary_html, summary_markdown
-from reports.audit import audit_markdown, format_detection_note
+from reports.audit import audit_markdown
 from reports.escape import markdown_cell
 from reports.tables import fill_outliers
 
@@ -100,12 +100,11 @@ def test_normal_values_pass_unchanged(value):
 
 
 def test_audit_tables_escape_record_strings():
-    note = format_detection_note({"expected first": "Z1", "first": "Z1",
-                                  "disagree": "Z1 (3.2e+12)|<b>", "explainer": "x<script>|y",
-                                  "explainer suspect": "none"})  # fmt: skip
+    detection = dict(first_diverging="Z1", disagreeing="Z1, <i>|", disagreeing_budgets="3.2e+12, <b>|",
+                     explanation="x<script>|y", note="<u>")  # fmt: skip
     records = [
         rec(against="hand<b>|x", mode="hand<b>|x"),
-        rec(impl="published:D1", mode="detection", budget_used=0.1, note=note),
+        rec(impl="published:D1", mode="detection", budget_used=0.1, **detection),
     ]
     text = audit_markdown(
         records,
@@ -115,7 +114,7 @@ def test_audit_tables_escape_record_strings():
         order=["Z1"],
         meta={"impl": "reference", "data_source": "<img src=x>"},
     )
-    assert "<b>" not in text and "<script>" not in text and "<img" not in text
+    assert "<b>" not in text and "<script>" not in text and "<img" not in text and "<i>" not in text
     lines = text.splitlines()
     for head in ("| eq |", "| D |"):
         i = next(i for i, line in enumerate(lines) if line.startswith(head))

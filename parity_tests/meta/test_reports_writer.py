@@ -13,6 +13,7 @@ import pytest
 
 import reports.writer
 from reports import RECORD_FIELDS, compare_arrays, load_report, records_frame, write_report
+from reports.fields import OPTIONAL_FIELDS
 from reports.render import budget_grid
 from reports.writer import MARKER, check_report_dir
 
@@ -390,7 +391,7 @@ def strict_records():
     return [
         {"check": "t[a]", "tensor": "Z1", "status": "pass", "passed": True, "budget_used": 0.5},
         {"check": "t[b]", "tensor": "Z1", "status": "fail", "passed": False, "budget_used": math.inf},
-        # mutants.detection_record: tolerance / error at the first diverging tensor, 0 for
+        # detection.detection_record: tolerance / error at the first diverging tensor, 0 for
         # an error; stored as is, so > 1 and inf are legitimate there.
         {"check": "t[c]", "tensor": "Z1", "status": "pass", "passed": True, "budget_used": 5.0,
          "mode": "detection", "impl": "mutant:sign_dE_dO"},
@@ -425,10 +426,12 @@ def edit_csv(path, line=None, header=None, **cells):
         (dict(line=2, budget_used="inf"), "line 2, column budget_used: inf is over 1 in a pass row"),
         (dict(line=2, budget_used="1.5"), "line 2, column budget_used: 1.5 is over 1 in a pass row"),
         (dict(line=5, budget_used="2.5"), "line 5, column budget_used: 2.5 is over 2 in a pass row"),
+        (dict(line=3, mismatch_kind="size"),
+         "line 3, column mismatch_kind: 'size' is not one of shape, dtype, value, error or empty"),
     ],
     ids=["duplicate-column", "unknown-status", "passed-not-bool", "pass-not-passed",
          "fail-but-passed", "negative-budget", "negative-detection-margin", "pass-budget-inf",
-         "pass-budget-over-1", "zeros-expected-over-2"],
+         "pass-budget-over-1", "zeros-expected-over-2", "unknown-mismatch-kind"],
 )  # fmt: skip
 def test_load_refuses_values_no_writer_produces(tmp_path, edit, says):
     write_report(strict_records(), tmp_path / "r", META, heat_map=False)
@@ -441,6 +444,12 @@ def _header_only(path):
     path.write_text(path.read_text().splitlines()[0] + "\n")
 
 
+def _without_optional_fields(path):
+    # A report written before these fields existed.
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.drop(columns=list(OPTIONAL_FIELDS)).to_csv(path, index=False, lineterminator="\n")
+
+
 @pytest.mark.parametrize(
     ("edit", "rows"),
     [
@@ -449,14 +458,17 @@ def _header_only(path):
         (lambda p: edit_csv(p, line=4, budget_used="0.0"), 4),
         (lambda p: p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes()), 4),
         (_header_only, 0),
+        (_without_optional_fields, 4),
     ],
-    ids=["as-written", "detection-margin-inf", "detection-margin-0", "utf-8-bom", "header-only"],
-)
+    ids=["as-written", "detection-margin-inf", "detection-margin-0", "utf-8-bom", "header-only",
+         "before-the-optional-fields"],
+)  # fmt: skip
 def test_load_accepts_what_the_writers_produce(tmp_path, edit, rows):
     write_report(strict_records(), tmp_path / "r", META, heat_map=False)
     edit(tmp_path / "r" / "comparisons.csv")
     df, _ = load_report(tmp_path / "r")
     assert len(df) == rows and list(df.columns) == RECORD_FIELDS
+    assert (df[list(OPTIONAL_FIELDS)] == "").all().all()
 
 
 # --- comparisons.csv: no cell a spreadsheet would run -------------------------------------
