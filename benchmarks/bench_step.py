@@ -5,8 +5,9 @@
 
 Implementations (`--impls`, default all):
 
-  reference    reference.model.train_step: every named tensor of the step (validated inputs,
-               the article layout), new parameters returned
+  reference    reference.fast.train_step (the fast path `--parity-impl reference` checks):
+               every named tensor of the step (validated inputs, the article layout), new
+               parameters returned
   torch        PyTorch CPU: parity_tests.mirrors.torch_mirror.ArticleNet built once,
                autograd + torch.optim.SGD; timed: zero_grad, forward, loss, backward, step
   tf_eager     TensorFlow eager: parity_tests.mirrors.tf_mirror.ArticleNet (Keras layers)
@@ -198,10 +199,10 @@ def _blas_threads():
 # data to the framework's layout) done once, outside.
 
 def build_reference(setup, params, X, y):
-    from reference import model
+    from reference import fast
 
     def step():
-        return float(model.train_step(params, X, y, lr=LR)["E"])
+        return float(fast.train_step(params, X, y, lr=LR)["E"])
     return step
 
 
@@ -290,11 +291,11 @@ def reference_peak_memory(params, X, y) -> dict:
     buffers), against the input X and against what the step returns."""
     import tracemalloc
 
-    from reference import model
+    from reference import fast
 
     gc.collect()
     tracemalloc.start()
-    out = model.train_step(params, X, y, lr=LR)
+    out = fast.train_step(params, X, y, lr=LR)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     spans = {k: _extent(v) for k, v in out.items() if k not in ("X", "f", "W", "b")}

@@ -7,7 +7,10 @@ An implementation is any object with the reference's model API:
          dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own").
         Example: examples/byo_impl/batch_first_cnn.py.
 
-"reference" is the project's NumPy reference; "published:D3" a published-code variant
+"reference" is the project's NumPy reference on its fast path (reference.fast, proven equal
+to the readable model by parity_tests/test_fast_path.py in the same run);
+"reference:readable" the readable model itself (reference.model, one call per equation);
+"published:D3" a published-code variant
 (reference/published.py: D1..D8, D12, D13); "mutant:sign_dE_dO" a mistake of the mutation
 catalogue (parity_tests/mutants.py). These run in the pytest process. Any other name is a
 module (`mypackage.mymodule`) that provides `train_step`; it runs in a child process
@@ -19,9 +22,11 @@ from __future__ import annotations
 import importlib
 
 from parity_tests.impl_call import DEFAULT_TIMEOUT_S, ChildProcessImpl, ImplementationError
-from reference import model
+from reference import fast, model
 
 BUILTIN_PREFIXES = ("published:", "mutant:")
+READABLE = "reference:readable"
+CHOICES = "'reference', 'reference:readable', 'published:Dn', 'mutant:NAME'"
 
 
 def _named(name: str, table: dict):
@@ -32,7 +37,7 @@ def _named(name: str, table: dict):
 
 
 def is_builtin(name: str) -> bool:
-    return name == "reference" or name.startswith(BUILTIN_PREFIXES)
+    return name in ("reference", READABLE) or name.startswith(BUILTIN_PREFIXES)
 
 
 def import_impl(name: str):
@@ -41,8 +46,8 @@ def import_impl(name: str):
         impl = importlib.import_module(name)
     except Exception as exc:  # an import that fails for any reason is the same usage error
         raise ImplementationError(
-            f"--parity-impl {name!r}: not 'reference', 'published:Dn', 'mutant:NAME' or an "
-            f"importable module ({type(exc).__name__}: {exc})"
+            f"--parity-impl {name!r}: not {CHOICES} or an importable module "
+            f"({type(exc).__name__}: {exc})"
         ) from None
     if not callable(getattr(impl, "train_step", None)):
         raise ImplementationError(
@@ -55,6 +60,8 @@ def import_impl(name: str):
 def resolve_impl(name: str, timeout: float = DEFAULT_TIMEOUT_S):
     """The suite's own implementations as objects; anything else as a ChildProcessImpl."""
     if name == "reference":
+        return fast
+    if name == READABLE:
         return model
     if name.startswith("published:"):
         from reference.published import VARIANTS
@@ -65,8 +72,5 @@ def resolve_impl(name: str, timeout: float = DEFAULT_TIMEOUT_S):
 
         return _named(name, MUTANTS)
     if not name or not all(part.isidentifier() for part in name.split(".")):
-        raise ValueError(
-            f"--parity-impl {name!r}: expected 'reference', 'published:Dn', "
-            "'mutant:NAME' or a dotted module name"
-        )
+        raise ValueError(f"--parity-impl {name!r}: expected {CHOICES} or a dotted module name")
     return ChildProcessImpl(name, timeout)

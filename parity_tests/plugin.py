@@ -44,6 +44,12 @@ from reports import normalise_record
 
 PARITY_TEST_FILE = "test_parity.py"
 PYPROJECT = ROOT / "pyproject.toml"
+# Which of the reference's two forms a run checked (run.json; the audit names the functions).
+REFERENCE_KERNELS = {
+    "reference": "fast path (reference.fast), proven against the readable model in "
+    "parity_tests/test_fast_path.py",
+    "reference:readable": "readable model (reference.model)",
+}
 # -m expressions that select the whole suite: pyproject's default and ./parity test's.
 FULL_MARK_EXPRESSIONS = ("not slow", "slow or not slow", "")
 
@@ -342,6 +348,7 @@ def _meta(config) -> dict:
         "environment": state.environment,
         "versions": versions_text(state.environment),
         "completeness": state.completeness,
+        "reference_kernels": REFERENCE_KERNELS.get(s.impl, "not the reference"),
         "wall_time_s": round(time.time() - state.started, 2),
         "tensor_order": [st.tensor for st in STAGES],  # the heat map's rows
         "command": " ".join(["pytest", *config.invocation_params.args]),

@@ -20,8 +20,9 @@ def _describe(value) -> str:
     return f"{type(value).__name__}"
 
 
-def float_array(name: str, value, shape=None, *, ndim=None, dtype=None, finite=True,
-                allow_empty=False) -> np.ndarray:
+def float_array(
+    name: str, value, shape=None, *, ndim=None, dtype=None, finite=True, allow_empty=False
+) -> np.ndarray:
     """Return `value` as a float32/float64 ndarray or raise naming `name`.
 
     `shape` is a tuple whose entries are ints or None (any size). `dtype`, if given, is the
@@ -33,14 +34,17 @@ def float_array(name: str, value, shape=None, *, ndim=None, dtype=None, finite=T
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
     if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {value.dtype} "
-                        f"(shape {value.shape})")
+        raise TypeError(
+            f"{name} must have dtype float32 or float64, got {value.dtype} (shape {value.shape})"
+        )
     if dtype is not None and value.dtype != np.dtype(dtype):
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} like the other operands, "
-                        f"got {value.dtype}")
+        raise TypeError(
+            f"{name} must have dtype {np.dtype(dtype)} like the other operands, got {value.dtype}"
+        )
     if shape is not None:
         ok = value.ndim == len(shape) and all(
-            want is None or want == got for want, got in zip(shape, value.shape))
+            want is None or want == got for want, got in zip(shape, value.shape)
+        )
         if not ok:
             pretty = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise ValueError(f"{name} must have shape {pretty}, got {value.shape}")

@@ -41,49 +41,52 @@ def _side(P: int, what: str) -> int:
 
 # --- images: article (n, n, N) <-> torch (N, 1, n, n) <-> TF (N, n, n, 1) -------------
 
+
 def images_to_nchw(X):
     X = float_array("X", X, (None, None, None))
-    return np.ascontiguousarray(X.transpose(2, 1, 0)[:, None])          # (N, 1, n, n)
+    return np.ascontiguousarray(X.transpose(2, 1, 0)[:, None])  # (N, 1, n, n)
 
 
 def nchw_to_images(x):
     x = float_array("x", x, (None, 1, None, None))
-    return np.ascontiguousarray(x[:, 0].transpose(2, 1, 0))             # (n, n, N)
+    return np.ascontiguousarray(x[:, 0].transpose(2, 1, 0))  # (n, n, N)
 
 
 def images_to_nhwc(X):
     X = float_array("X", X, (None, None, None))
-    return np.ascontiguousarray(X.transpose(2, 1, 0)[..., None])        # (N, n, n, 1)
+    return np.ascontiguousarray(X.transpose(2, 1, 0)[..., None])  # (N, n, n, 1)
 
 
 def nhwc_to_images(x):
     x = float_array("x", x, (None, None, None, 1))
-    return np.ascontiguousarray(x[..., 0].transpose(2, 1, 0))           # (n, n, N)
+    return np.ascontiguousarray(x[..., 0].transpose(2, 1, 0))  # (n, n, N)
 
 
 # --- filters: article (s, s, K) <-> torch OIHW (K, 1, s, s) <-> TF HWIO (s, s, 1, K) ----
 
+
 def filters_to_oihw(f):
     f = float_array("f", f, (None, None, None))
-    return np.ascontiguousarray(f.transpose(2, 1, 0)[:, None])          # w[k,0,v,u] = f[u,v,k]
+    return np.ascontiguousarray(f.transpose(2, 1, 0)[:, None])  # w[k,0,v,u] = f[u,v,k]
 
 
 def oihw_to_filters(w):
     w = float_array("w", w, (None, 1, None, None))
-    return np.ascontiguousarray(w[:, 0].transpose(2, 1, 0))             # (s, s, K)
+    return np.ascontiguousarray(w[:, 0].transpose(2, 1, 0))  # (s, s, K)
 
 
 def filters_to_hwio(f):
     f = float_array("f", f, (None, None, None))
-    return np.ascontiguousarray(f.transpose(1, 0, 2)[:, :, None, :])    # kern[v,u,0,k] = f[u,v,k]
+    return np.ascontiguousarray(f.transpose(1, 0, 2)[:, :, None, :])  # kern[v,u,0,k] = f[u,v,k]
 
 
 def hwio_to_filters(kern):
     kern = float_array("kern", kern, (None, None, 1, None))
-    return np.ascontiguousarray(kern[:, :, 0, :].transpose(1, 0, 2))    # (s, s, K)
+    return np.ascontiguousarray(kern[:, :, 0, :].transpose(1, 0, 2))  # (s, s, K)
 
 
 # --- conv maps: article (N, K, P) <-> torch (N, K, m, m) <-> TF (N, m, m, K) --------------
+
 
 def conv_map_to_nchw(Z):
     Z = float_array("Z", Z, (None, None, None))
@@ -118,12 +121,13 @@ def nhwc_to_conv_map(z):
 # --- dense weights: article W (K*P, 1) <-> torch Linear.weight (1, K*P) <-> keras (K*P, 1)
 # The rows of W are a conv map of one "image" (k, p), so they reuse the maps above.
 
+
 def dense_weights_to_torch(W, n_filters: int):
     W = float_array("W", W, (None, 1))
     n_filters = _filters(n_filters, W.shape[0], "W")
     _side(W.shape[0] // n_filters, "W")
-    rows = conv_map_to_nchw(W.reshape(1, n_filters, -1))     # (1, K, m, m), NCHW flatten order
-    return rows.reshape(1, -1)                               # Linear.weight (out=1, in=F)
+    rows = conv_map_to_nchw(W.reshape(1, n_filters, -1))  # (1, K, m, m), NCHW flatten order
+    return rows.reshape(1, -1)  # Linear.weight (out=1, in=F)
 
 
 def torch_to_dense_weights(w, n_filters: int):
@@ -137,7 +141,7 @@ def dense_weights_to_keras(W, n_filters: int):
     W = float_array("W", W, (None, 1))
     n_filters = _filters(n_filters, W.shape[0], "W")
     _side(W.shape[0] // n_filters, "W")
-    return conv_map_to_nhwc(W.reshape(1, n_filters, -1)).reshape(-1, 1)   # (F, 1) NHWC order
+    return conv_map_to_nhwc(W.reshape(1, n_filters, -1)).reshape(-1, 1)  # (F, 1) NHWC order
 
 
 def keras_to_dense_weights(kern, n_filters: int):
@@ -149,17 +153,19 @@ def keras_to_dense_weights(kern, n_filters: int):
 
 # --- per-image vectors: article (1, N) <-> frameworks (N, 1) ---------------------------
 
+
 def row_to_column(v):
     v = float_array("v", v, (1, None))
-    return np.ascontiguousarray(v.T)                                     # (N, 1)
+    return np.ascontiguousarray(v.T)  # (N, 1)
 
 
 def column_to_row(v):
     v = float_array("v", v, (None, 1))
-    return np.ascontiguousarray(v.T)                                     # (1, N)
+    return np.ascontiguousarray(v.T)  # (1, N)
 
 
 # --- patches: torch F.unfold (N, s*s, P_torch) -> article (N, P, s, s) -----------------
+
 
 def unfold_to_patches(cols, size: int):
     """torch.nn.functional.unfold on NCHW images -> article patches.
@@ -171,7 +177,7 @@ def unfold_to_patches(cols, size: int):
     cols = float_array("cols", cols, (None, size * size, None))
     N, _, P = cols.shape
     m = _side(P, "cols")
-    c = cols.reshape(N, size, size, m, m)                   # [n, a, b, r, c] = [n, v, u, j, i]
+    c = cols.reshape(N, size, size, m, m)  # [n, a, b, r, c] = [n, v, u, j, i]
     return np.ascontiguousarray(c.transpose(0, 4, 3, 2, 1)).reshape(N, P, size, size)
 
 
@@ -181,7 +187,7 @@ def patches_to_unfold(patches):
     if s != s2:
         raise ValueError(f"patches must have square windows (N, P, s, s), got {patches.shape}")
     m = _side(P, "patches")
-    c = patches.reshape(N, m, m, s, s).transpose(0, 4, 3, 2, 1)           # [n, v, u, j, i]
+    c = patches.reshape(N, m, m, s, s).transpose(0, 4, 3, 2, 1)  # [n, v, u, j, i]
     return np.ascontiguousarray(c).reshape(N, s * s, P)
 
 
@@ -196,5 +202,5 @@ def extract_patches_to_patches(cols, size: int):
     N, m, m2, _ = cols.shape
     if m != m2:
         raise ValueError(f"cols must hold square maps (N, m, m, size^2), got shape {cols.shape}")
-    c = cols.reshape(N, m, m, size, size)                   # [n, r, c, a, b] = [n, j, i, v, u]
+    c = cols.reshape(N, m, m, size, size)  # [n, r, c, a, b] = [n, j, i, v, u]
     return np.ascontiguousarray(c.transpose(0, 2, 1, 4, 3)).reshape(N, m * m, size, size)

@@ -1,22 +1,24 @@
-"""The article's whole model: initialisation, forward pass, backward pass and one update.
-
-Each step calls the stage functions of this package (one per article equation), so the
-model adds no maths of its own. Inputs are validated once here; the private kernels it
-calls skip re-validation.
+"""The article's whole model, as an auditor reads it: initialisation, and one training step
+with one call per article equation (`ArticleStep`, one method per named tensor).
 
     X (n, n, N) -> patches (N, P, s, s) -> Z1 = patches * f (N, K, P) -> A1 = sigmoid(Z1)
       -> flatten (K*P, N) -> Z2 = W^T A1 + b (1, N) -> O = sigmoid(Z2) -> E (scalar)
+      -> dE/dO, dO/dZ2, dE/dZ2 -> dE/dW, dE/db, dE/dA1 -> dE/dZ1 -> dE/df -> f, W, b updated
+
+Every method calls the stage function of its equation (reference.patches, conv,
+activations, flatten, dense, loss, update); nothing else computes. reference.fast computes
+the same step faster (what `--parity-impl reference` checks by default) and is proven equal
+to this model, tensor by tensor, in parity_tests/test_fast_path.py. The published code's
+departures (reference.published) and the mutation catalogue subclass ArticleStep.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from reference import activations, conv, dense, flatten, loss, patches, update
 from reference._validate import choice, float_array, mapping, positive_int
-from reference.tensors import Tensors
+from reference.tensors import BACKWARD_NAMES, FORWARD_NAMES, ORDER, Tensors
 from reference.update import sgd_update
 
 SCHEMES = ("informative", "article")
@@ -26,8 +28,15 @@ DTYPES = ("float32", "float64")
 MAX_PARAMETERS = 2**31
 
 
-def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
-                n_filters: int = 3, filter_size: int = 5, image_side: int = 28) -> Tensors:
+def init_params(
+    seed: int = 0,
+    dtype="float64",
+    scheme: str = "informative",
+    *,
+    n_filters: int = 3,
+    filter_size: int = 5,
+    image_side: int = 28,
+) -> Tensors:
     """Initial parameters f (s, s, K), W (K * P, 1), b (1,); article: (5, 5, 3), (1728, 1), (1,).
 
     scheme="article": the published code: f = uniform[0, 1) of shape (K, s, s) then `.T`
@@ -44,7 +53,8 @@ def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
     seed = positive_int("seed", seed, minimum=0)
     if not _is_dtype(dtype) or str(np.dtype(dtype)) not in DTYPES:
         raise (ValueError if isinstance(dtype, (str, np.dtype, type)) else TypeError)(
-            f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+            f"dtype must be one of {list(DTYPES)}, got {dtype!r}"
+        )
     dtype = np.dtype(dtype)
     scheme = choice("scheme", scheme, SCHEMES)
     K = positive_int("n_filters", n_filters)
@@ -54,9 +64,11 @@ def init_params(seed: int = 0, dtype="float64", scheme: str = "informative", *,
         raise ValueError(f"filter_size must be <= image_side {n}, got {s}")
     F = K * patches.output_side(n, s) ** 2
     if F > MAX_PARAMETERS or K * s * s > MAX_PARAMETERS:
-        raise ValueError(f"n_filters={K}, filter_size={s}, image_side={n} give {F} dense "
-                         f"weights and {K * s * s} filter weights; at most {MAX_PARAMETERS} "
-                         f"of each are drawn")
+        raise ValueError(
+            f"n_filters={K}, filter_size={s}, image_side={n} give {F} dense "
+            f"weights and {K * s * s} filter weights; at most {MAX_PARAMETERS} "
+            f"of each are drawn"
+        )
     rng = np.random.default_rng(seed)
     if scheme == "article":
         f = rng.uniform(size=(K, s, s)).T
@@ -95,155 +107,152 @@ def check_params(params, X=None):
         if X.shape[0] != X.shape[1]:
             raise ValueError(f"X must hold square images (n, n, N), got shape {X.shape}")
         if X.shape[0] < f.shape[0]:
-            raise ValueError(f"X must hold images at least as large as the {f.shape[0]}x"
-                             f"{f.shape[0]} filters params['f'], got shape {X.shape}")
+            raise ValueError(
+                f"X must hold images at least as large as the {f.shape[0]}x"
+                f"{f.shape[0]} filters params['f'], got shape {X.shape}"
+            )
         rows = f.shape[2] * patches.output_side(X.shape[0], f.shape[0]) ** 2
     W = float_array("params['W']", params["W"], (rows, 1), dtype=f.dtype)
     b = float_array("params['b']", params["b"], (1,), dtype=f.dtype)
     return f, W, b
 
 
+class ArticleStep:
+    """One training step of the article's model, one method per named tensor.
+
+    Each method takes the tensors computed so far (`t`, a `Tensors` holding X, y, f, W, b and
+    every earlier name), the learning rate and the loss reduction, and returns its tensor
+    in the article layout. Subclasses override single methods; the metadata says what:
+
+    id: the name (`D3`, or a mutant's name); title: what it does differently;
+    equation: the article equation(s) it departs from; first: the tensor the change shows
+    in first, in ORDER (what a stage-isolated check must localise); dtype: the dtype in
+    which the change is visible (float64 unless it is a dtype mistake); explains: the
+    `reports.explain` suspect expected to explain the first tensor (None: no simple fit).
+    """
+
+    id = "reference"
+    title = "no departure: the article's derivation"
+    equation = ""
+    first = ""
+    dtype = "float64"
+    explains = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}: {self.title}>"
+
+    def train_step(self, params, X, y, lr: float = 0.1, reduction: str = "sum") -> Tensors:
+        """Every named tensor of one step (reference.model.train_step's API and names)."""
+        f, W, b = check_params(params, _required("X", X))
+        y = float_array("y", y, (1, X.shape[2]), dtype=X.dtype)
+        reduction = choice("reduction", reduction, loss.REDUCTIONS)
+        lr = update._learning_rate(lr)
+        t = Tensors(X=X, y=y, f=f, W=W, b=b)
+        for name in ORDER:
+            t[name] = getattr(self, name)(t, lr, reduction)
+        del t["y"]
+        return t
+
+    # --- forward: E1..E6 -----------------------------------------------------------------
+    def patches(self, t, lr, reduction):
+        return patches.extract_patches(t.X, t.f.shape[0])  # E1 operand
+
+    def Z1(self, t, lr, reduction):
+        return conv.conv_forward(t.patches, t.f)  # E1
+
+    def A1(self, t, lr, reduction):
+        return activations.sigmoid(t.Z1)  # E3
+
+    def Z2(self, t, lr, reduction):
+        return dense.dense_forward(flatten.flatten(t.A1), t.W, t.b)  # E4, E5
+
+    def O(self, t, lr, reduction):  # noqa: E743 (the article names its output O)
+        return activations.sigmoid(t.Z2)  # E6
+
+    # --- loss and backward: E7..E16 --------------------------------------------------------
+    def E(self, t, lr, reduction):
+        return loss.half_squared_error(t.O, t.y, reduction)  # E7
+
+    def dE_dO(self, t, lr, reduction):
+        return loss.loss_grad_output(t.O, t.y, reduction)  # E8
+
+    def dO_dZ2(self, t, lr, reduction):
+        return activations.sigmoid_grad_from_output(t.O)  # E9
+
+    def dE_dZ2(self, t, lr, reduction):
+        return t.dE_dO * t.dO_dZ2  # E8 . E9
+
+    def dE_dW(self, t, lr, reduction):
+        return dense.dense_grad_weights(flatten.flatten(t.A1), t.dE_dZ2)  # E10, E11
+
+    def dE_db(self, t, lr, reduction):
+        return dense.dense_grad_bias(t.dE_dZ2)  # E12
+
+    def dE_dA1(self, t, lr, reduction):
+        return flatten.unflatten(dense.dense_grad_input(t.W, t.dE_dZ2), t.f.shape[2])  # E13
+
+    def dE_dZ1(self, t, lr, reduction):
+        return t.dE_dA1 * activations.sigmoid_grad_from_output(t.A1)  # E14
+
+    def dE_df(self, t, lr, reduction):
+        return conv.conv_grad_filter(t.patches, t.dE_dZ1)  # E15, E16
+
+    # --- update: E17 (update.sgd_update's arithmetic; no dtype check, so that a mutant
+    # that leaks float64 into a float32 run still runs and the suite sees the dtype) -------
+    def f_new(self, t, lr, reduction):
+        return t.f - lr * t.dE_df
+
+    def W_new(self, t, lr, reduction):
+        return t.W - lr * t.dE_dW
+
+    def b_new(self, t, lr, reduction):
+        return t.b - lr * t.dE_db
+
+
+_STEP = ArticleStep()
+
+
 def forward(params, X: np.ndarray) -> Tensors:
-    """E1..E6: returns X, patches, Z1, A1, Z2, O (article layout and names).
-
-    Z1 is computed from the images directly (reference.conv's banded-filter kernel, the
-    same sums as conv_forward(patches, f)), so no s^2-times-the-input copy of the windows
-    is made. `patches` is returned as a read-only strided view holding exactly
-    extract_patches(X, s)'s values and shape, over a buffer of s column-shifted images
-    (s * n * m values per image: 4.3x the input for the article, not 18.4x).
-    """
+    """E1..E6: X, patches, Z1, A1, Z2, O (article layout and names), one call per equation."""
     f, W, b = check_params(params, _required("X", X))
-    buf = _Arena(f, X, backward=False)
-    return _forward(f, W, b, X, conv._images(X, out=buf.images), buf)
-
-
-def _forward(f, W, b, X, images, buf):
-    Z1 = conv._conv_forward_images(images, f, out=buf.Z1)
-    A1 = activations._sigmoid(Z1, out=buf.A1)
-    Z2 = dense._dense_forward(flatten._flatten(A1), W, b)
-    O = activations._sigmoid(Z2)
-    P = patches._patches_view_images(images, f.shape[0], out=buf.shifted)
-    return Tensors(X=X, patches=P, Z1=Z1, A1=A1, Z2=Z2, O=O)
-
-
-class _Arena:
-    """The large arrays of one call, carved out of ONE allocation.
-
-    A step makes ~8 arrays the size of Z1 or larger; allocated one by one, the C allocator
-    hands their memory back to the OS after every step and takes it again (page faults cost
-    more than the arithmetic at batch 200 here). One block is recycled whole instead (and
-    gets NumPy's huge-page advice once it is >= 4 MiB). The arrays returned to the caller
-    (Z1, A1, the patches buffer, dE_dA1, dE_dZ1) are disjoint C-contiguous views of it, so
-    the block is freed when the last of them is.
-    """
-
-    def __init__(self, f, X=None, *, N=None, m=None, forward=True, backward=True):
-        s, K = f.shape[0], f.shape[2]
-        if X is not None:
-            n, N = X.shape[0], X.shape[2]
-            m = n - s + 1
-        n = m + s - 1
-        conv_map = (N, K, m * m)
-        copy = X is not None and not X.transpose(2, 0, 1).flags.c_contiguous
-        want = {"images": (N, n, n) if copy else None,
-                "scratch": (2, min(N * K * m * m, activations.BLOCK))}   # for the E14 chain
-        if forward:
-            want.update(Z1=conv_map, A1=conv_map, shifted=(N, s, n, m))
-        if backward:
-            want.update(dE_dA1=conv_map, dE_dZ1=conv_map, work=conv._grad_work_shape(n, s, K))
-        align = max(1, 64 // f.dtype.itemsize)          # every view starts on 64 bytes
-        sizes = {k: -(-int(np.prod(v)) // align) * align for k, v in want.items() if v}
-        block = np.empty(sum(sizes.values()), dtype=f.dtype)
-        start = 0
-        for name in ("images", "scratch", "Z1", "A1", "shifted", "dE_dA1", "dE_dZ1", "work"):
-            view = None
-            if want.get(name):
-                view = block[start:start + int(np.prod(want[name]))].reshape(want[name])
-                start += sizes[name]
-            setattr(self, name, view)
+    t = Tensors(X=X, f=f, W=W, b=b)
+    for name in FORWARD_NAMES:
+        t[name] = getattr(_STEP, name)(t, None, None)
+    return Tensors({k: t[k] for k in ("X", *FORWARD_NAMES)})
 
 
 def backward(params, cache, y: np.ndarray, reduction: str = "sum") -> Tensors:
     """E7..E16: the loss E and every derivative, each in the shape of what it differentiates.
 
     dE_dO, dO_dZ2, dE_dZ2: (1, N); dE_dW: (F, 1); dE_db: (1,); dE_dA1, dE_dZ1: (N, K, P);
-    dE_df: (s, s, K). `cache` is forward()'s result. E16 is summed over the images
-    cache['X'] when the cache has them (its form in the article, and what forward()
-    returns); only a cache without X is read through cache['patches'].
+    dE_df: (s, s, K). `cache` is forward()'s result: A1, O and patches (or X, from which
+    the patches are taken).
     """
     f, W, b = check_params(params)
     mapping("cache", cache, ("A1", "O"))
     O = float_array("cache['O']", cache["O"], (1, None), dtype=f.dtype)
     A1 = float_array("cache['A1']", cache["A1"], (O.shape[1], f.shape[2], None), dtype=f.dtype)
-    s, N, K = f.shape[0], O.shape[1], f.shape[2]
-    images = P = None
-    if "X" in cache:
-        X = float_array("cache['X']", cache["X"], (None, None, N), dtype=f.dtype)
-        if X.shape[0] != X.shape[1] or X.shape[0] < s or (X.shape[0] - s + 1) ** 2 != A1.shape[2]:
-            raise ValueError(f"cache['X'] must hold square images (n, n, {N}) with "
-                             f"(n - {s} + 1)^2 = {A1.shape[2]} windows for A1 of shape "
-                             f"{A1.shape}, got {X.shape}")
+    if "patches" in cache:
+        P = cache["patches"]
+    elif "X" in cache:
+        X = float_array("cache['X']", cache["X"], (None, None, O.shape[1]), dtype=f.dtype)
+        P = patches.extract_patches(X, f.shape[0])
     else:
-        mapping("cache", cache, ("patches", "A1", "O"))
-        P = float_array("cache['patches']", cache["patches"], (N, A1.shape[2], s, s),
-                        dtype=f.dtype)
-    if W.shape[0] != K * A1.shape[2]:
-        raise ValueError(f"params['W'] must have {K * A1.shape[2]} rows for A1 of "
-                         f"shape {A1.shape}, got {W.shape}")
+        mapping("cache", cache, ("patches", "A1", "O"))  # names what is missing
+    if W.shape[0] != A1.shape[1] * A1.shape[2]:
+        raise ValueError(
+            f"params['W'] must have {A1.shape[1] * A1.shape[2]} rows for A1 of "
+            f"shape {A1.shape}, got {W.shape}"
+        )
+    P = float_array(
+        "cache['patches']", P, (O.shape[1], A1.shape[2], f.shape[0], f.shape[0]), dtype=f.dtype
+    )
     y = float_array("y", y, O.shape, dtype=O.dtype)
     reduction = choice("reduction", reduction, loss.REDUCTIONS)
-    if P is None:
-        buf = _Arena(f, X, forward=False)
-        images = conv._images(X, out=buf.images)
-    else:
-        buf = _Arena(f, N=N, m=math.isqrt(A1.shape[2]), forward=False)
-    return _backward(W, s, O, A1, y, reduction, images, P, buf)
-
-
-def _backward(W, s, O, A1, y, reduction, images, P, buf):
-    E = loss.half_squared_error(O, y, reduction)
-    dE_dO = loss._loss_grad_output(O, y, reduction)
-    dO_dZ2 = O * (1 - O)
-    dE_dZ2 = dE_dO * dO_dZ2
-    A1_flat = flatten._flatten(A1)
-    dE_dW = dense._dense_grad_weights(A1_flat, dE_dZ2)
-    dE_db = dense._dense_grad_bias(dE_dZ2)
-    dE_dA1, dE_dZ1 = _conv_deltas(W, dE_dZ2, A1, buf)
-    if images is not None:
-        dE_df = conv._conv_grad_filter_images(images, dE_dZ1, s, work=buf.work)
-    else:
-        dE_df = conv._conv_grad_filter(P, dE_dZ1)
-    return Tensors(E=E, dE_dO=dE_dO, dO_dZ2=dO_dZ2, dE_dZ2=dE_dZ2, dE_dW=dE_dW, dE_db=dE_db,
-                   dE_dA1=dE_dA1, dE_dZ1=dE_dZ1, dE_df=dE_df)
-
-
-def _conv_deltas(W, dE_dZ2, A1, buf):
-    """E13 + unflatten, then E14: dE_dA1 and dE_dZ1 = dE_dA1 * (A1 * (1 - A1)), (N, K, P).
-
-    dE_dA1[n, k, p] = W[k * P + p] * dE_dZ2[n]: the entries of the outer product W . dE_dZ2
-    (one product each, as the matrix product gives them), written directly in A1's layout.
-    Evaluated over blocks of images (activations.BLOCK values each) so that 1 - A1 and its
-    product stay in cache: same operations, same order, same values as the whole-array form.
-    """
-    N, K, P = A1.shape
-    F = K * P
-    A1 = A1.reshape(N, F)
-    dz2, w = dE_dZ2.reshape(N, 1), W.reshape(1, F)
-    dE_dA1, dE_dZ1 = buf.dE_dA1.reshape(N, F), buf.dE_dZ1.reshape(N, F)
-    rows = max(1, activations.BLOCK // F)                 # images per block
-    if min(rows, N) * F <= buf.scratch.size:
-        scratch = buf.scratch.reshape(-1)[:min(rows, N) * F].reshape(-1, F)
-    else:                                                 # images wider than 2 BLOCKs
-        scratch = np.empty((min(rows, N), F), dtype=A1.dtype)
-    for start in range(0, N, rows):
-        r = slice(start, start + rows)
-        a = A1[r]
-        t = scratch[:a.shape[0]]
-        np.multiply(dz2[r], w, out=dE_dA1[r])
-        np.subtract(1, a, out=t)
-        np.multiply(a, t, out=t)
-        np.multiply(dE_dA1[r], t, out=dE_dZ1[r])
-    return dE_dA1.reshape(N, K, P), dE_dZ1.reshape(N, K, P)
+    t = Tensors(f=f, W=W, b=b, y=y, patches=P, A1=A1, O=O)
+    for name in BACKWARD_NAMES:
+        t[name] = getattr(_STEP, name)(t, None, reduction)
+    return Tensors({k: t[k] for k in BACKWARD_NAMES})
 
 
 def sgd_step(params, grads, lr: float) -> Tensors:
@@ -252,22 +261,13 @@ def sgd_step(params, grads, lr: float) -> Tensors:
     mapping("grads", grads, ("dE_df", "dE_dW", "dE_db"))
     for name, param in (("dE_df", f), ("dE_dW", W), ("dE_db", b)):
         float_array(f"grads[{name!r}]", grads[name], param.shape, dtype=param.dtype)
-    return Tensors(f=sgd_update(f, grads["dE_df"], lr), W=sgd_update(W, grads["dE_dW"], lr),
-                   b=sgd_update(b, grads["dE_db"], lr))
+    return Tensors(
+        f=sgd_update(f, grads["dE_df"], lr),
+        W=sgd_update(W, grads["dE_dW"], lr),
+        b=sgd_update(b, grads["dE_db"], lr),
+    )
 
 
 def train_step(params, X, y, lr: float = 0.1, reduction: str = "sum") -> Tensors:
     """forward + backward + update: every named tensor of one step, incl. f_new, W_new, b_new."""
-    # Validated once here, then the same kernels as forward() and backward() run on the
-    # checked arrays (the images are laid out once for both convolutions).
-    f, W, b = check_params(params, _required("X", X))
-    y = float_array("y", y, (1, X.shape[2]), dtype=f.dtype)
-    reduction = choice("reduction", reduction, loss.REDUCTIONS)
-    lr = update._learning_rate(lr)
-    buf = _Arena(f, X)
-    images = conv._images(X, out=buf.images)
-    cache = _forward(f, W, b, X, images, buf)
-    g = _backward(W, f.shape[0], cache.O, cache.A1, y, reduction, images, None, buf)
-    return Tensors(f=f, W=W, b=b, **cache, **g, f_new=update._sgd_update(f, g.dE_df, lr),
-                   W_new=update._sgd_update(W, g.dE_dW, lr),
-                   b_new=update._sgd_update(b, g.dE_db, lr))
+    return _STEP.train_step(params, X, y, lr, reduction)

@@ -61,5 +61,6 @@ def _patches_view_images(images: np.ndarray, size: int, out=None) -> np.ndarray:
     # src[N, v, a, j] = images[N, a, j + v]: a strided view, copied once.
     np.copyto(shifted, as_strided(images, (N, size, n, m), (t[0], t[2], t[1], t[2])))
     e = shifted.itemsize
-    return as_strided(shifted, (N, m * m, size, size), (size * n * m * e, e, m * e, n * m * e),
-                      writeable=False)
+    return as_strided(
+        shifted, (N, m * m, size, size), (size * n * m * e, e, m * e, n * m * e), writeable=False
+    )

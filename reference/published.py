@@ -20,116 +20,19 @@ import math
 
 import numpy as np
 
-from reference import activations, conv, dense, flatten, loss, model, patches
-from reference._validate import choice, finite_float, float_array
-from reference.tensors import Tensors
-
-# Forward/backward order of the named tensors: the order in which a departure propagates,
-# and the order in which the suite looks for the first tensor that disagrees.
-ORDER = ("patches", "Z1", "A1", "Z2", "O", "E", "dE_dO", "dO_dZ2", "dE_dZ2", "dE_dW", "dE_db",
-         "dE_dA1", "dE_dZ1", "dE_df", "f_new", "W_new", "b_new")
-
-
-class ArticleStep:
-    """One training step of the article's model, one method per named tensor.
-
-    Each method takes the tensors computed so far (`t`, a `Tensors` holding X, y, f, W, b and
-    every earlier name), the learning rate and the loss reduction, and returns its tensor
-    in the article layout. Subclasses override single methods; the metadata says what:
-
-    id: the name (`D3`, or a mutant's name); title: what it does differently;
-    equation: the article equation(s) it departs from; first: the tensor the change shows
-    in first, in ORDER (what a stage-isolated check must localise); dtype: the dtype in
-    which the change is visible (float64 unless it is a dtype mistake); explains: the
-    `reports.explain` suspect expected to explain the first tensor (None: no simple fit).
-    """
-
-    id = "reference"
-    title = "no departure: the article's derivation"
-    equation = ""
-    first = ""
-    dtype = "float64"
-    explains = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id}: {self.title}>"
-
-    def train_step(self, params, X, y, lr: float = 0.1, reduction: str = "sum") -> Tensors:
-        """Every named tensor of one step (reference.model.train_step's API and names)."""
-        f, W, b = model.check_params(params, X)
-        y = float_array("y", y, (1, X.shape[2]), dtype=X.dtype)
-        reduction = choice("reduction", reduction, loss.REDUCTIONS)
-        lr = finite_float("lr", lr)
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        t = Tensors(X=X, y=y, f=f, W=W, b=b)
-        for name in ORDER:
-            t[name] = getattr(self, name)(t, lr, reduction)
-        del t["y"]
-        return t
-
-    # --- forward: E1..E6 -----------------------------------------------------------------
-    def patches(self, t, lr, reduction):
-        return patches.extract_patches(t.X, t.f.shape[0])                       # E1 operand
-
-    def Z1(self, t, lr, reduction):
-        return conv.conv_forward(t.patches, t.f)                                  # E1
-
-    def A1(self, t, lr, reduction):
-        return activations.sigmoid(t.Z1)                                          # E3
-
-    def Z2(self, t, lr, reduction):
-        return dense.dense_forward(flatten.flatten(t.A1), t.W, t.b)              # E4, E5
-
-    def O(self, t, lr, reduction):  # noqa: E743 (the article names its output O)
-        return activations.sigmoid(t.Z2)                                          # E6
-
-    # --- loss and backward: E7..E16 --------------------------------------------------------
-    def E(self, t, lr, reduction):
-        return loss.half_squared_error(t.O, t.y, reduction)                       # E7
-
-    def dE_dO(self, t, lr, reduction):
-        return loss.loss_grad_output(t.O, t.y, reduction)                         # E8
-
-    def dO_dZ2(self, t, lr, reduction):
-        return t.O * (1 - t.O)                                                    # E9
-
-    def dE_dZ2(self, t, lr, reduction):
-        return t.dE_dO * t.dO_dZ2                                                 # E8 . E9
-
-    def dE_dW(self, t, lr, reduction):
-        return dense.dense_grad_weights(flatten.flatten(t.A1), t.dE_dZ2)          # E10, E11
-
-    def dE_db(self, t, lr, reduction):
-        return dense.dense_grad_bias(t.dE_dZ2)                                    # E12
-
-    def dE_dA1(self, t, lr, reduction):
-        return flatten.unflatten(dense.dense_grad_input(t.W, t.dE_dZ2), t.f.shape[2])  # E13
-
-    def dE_dZ1(self, t, lr, reduction):
-        return t.dE_dA1 * (t.A1 * (1 - t.A1))                                     # E14
-
-    def dE_df(self, t, lr, reduction):
-        return conv.conv_grad_filter(t.patches, t.dE_dZ1)                         # E15, E16
-
-    # --- update: E17 (update.sgd_update's arithmetic; no dtype check, so that a mutant
-    # that leaks float64 into a float32 run still runs and the suite sees the dtype) -------
-    def f_new(self, t, lr, reduction):
-        return t.f - lr * t.dE_df
-
-    def W_new(self, t, lr, reduction):
-        return t.W - lr * t.dE_dW
-
-    def b_new(self, t, lr, reduction):
-        return t.b - lr * t.dE_db
-
+from reference import conv, dense, flatten, patches
+from reference.model import ArticleStep
+from reference.tensors import ORDER  # noqa: F401  (the variants' order, re-exported)
 
 # --- the published code's departures ------------------------------------------------------
 
+
 class D1(ArticleStep):
     id, equation, first, explains = "D1", "E5,E6", "Z2", "affine"
-    title = ("Z2 standardised over the batch, (Z2 - mean) / std, before the output sigmoid; "
-             "the derivation ignores it")
+    title = (
+        "Z2 standardised over the batch, (Z2 - mean) / std, before the output sigmoid; "
+        "the derivation ignores it"
+    )
 
     def Z2(self, t, lr, reduction):
         z = super().Z2(t, lr, reduction)
@@ -146,22 +49,26 @@ class D2(ArticleStep):
 
 class D3(ArticleStep):
     id, equation, first, explains = "D3", "E16", "dE_df", None
-    title = ("conv delta averaged over the images first; that one average map is convolved "
-             "with every image")
+    title = (
+        "conv delta averaged over the images first; that one average map is convolved with every image"
+    )
 
     def dE_df(self, t, lr, reduction):
         mean_delta = t.dE_dZ1.mean(axis=0, keepdims=True)
-        return conv.conv_grad_filter(t.patches, np.ascontiguousarray(
-            np.broadcast_to(mean_delta, t.dE_dZ1.shape)))
+        return conv.conv_grad_filter(
+            t.patches, np.ascontiguousarray(np.broadcast_to(mean_delta, t.dE_dZ1.shape))
+        )
 
 
 class D4(ArticleStep):
     id, equation, first, explains = "D4", "E4,E13", "dE_dA1", "flatten_order"
-    title = ("the 1728-long delta (filter-major, 3 x 576) reshaped to (24, 24, 3) channel-last, "
-             "mixing filters and positions")
+    title = (
+        "the 1728-long delta (filter-major, 3 x 576) reshaped to (24, 24, 3) channel-last, "
+        "mixing filters and positions"
+    )
 
     def dE_dA1(self, t, lr, reduction):
-        flat = dense.dense_grad_input(t.W, t.dE_dZ2)            # (K * P, N), row k * P + p
+        flat = dense.dense_grad_input(t.W, t.dE_dZ2)  # (K * P, N), row k * P + p
         N, K, P = t.A1.shape
         m = math.isqrt(P)
         # Each image's vector reshaped to (m, m, K): [i, j, k] reads row (i * m + j) * K + k.
@@ -184,15 +91,17 @@ class D6(ArticleStep):
 
     def f_new(self, t, lr, reduction):
         new = t.f.copy()
-        for k in range(t.f.shape[2]):       # the published loop, with its index bug
+        for k in range(t.f.shape[2]):  # the published loop, with its index bug
             new[:, :, 0] -= lr * t.dE_df[:, :, k]
         return new
 
 
 class D7(ArticleStep):
     id, equation, first, explains = "D7", "E16", "dE_df", None
-    title = ("the filter-gradient loop stores running partial sums inside the image loop; "
-             "the reshaped gradient holds the first stored partial sums")
+    title = (
+        "the filter-gradient loop stores running partial sums inside the image loop; "
+        "the reshaped gradient holds the first stored partial sums"
+    )
 
     def dE_df(self, t, lr, reduction):
         # The published loop (filters outer, images inner) appends the running sum
@@ -205,7 +114,7 @@ class D7(ArticleStep):
         out = np.empty((s, s, K), dtype=t.f.dtype)
         for entry in range(K):
             k, n = divmod(entry, N)
-            out[:, :, entry] = np.einsum("npuv,np->uv", t.patches[:n + 1], t.dE_dZ1[:n + 1, k])
+            out[:, :, entry] = np.einsum("npuv,np->uv", t.patches[: n + 1], t.dE_dZ1[: n + 1, k])
         return out
 
 
@@ -225,8 +134,10 @@ class D8(ArticleStep):
 
 class D12(ArticleStep):
     id, equation, first, explains = "D12", "E7,E16", "dE_df", "factor"
-    title = ("dense gradient summed over the batch, filter gradient divided by the batch size: "
-             "the two layers train with different effective learning rates")
+    title = (
+        "dense gradient summed over the batch, filter gradient divided by the batch size: "
+        "the two layers train with different effective learning rates"
+    )
 
     def dE_df(self, t, lr, reduction):
         return super().dE_df(t, lr, reduction) / t.X.shape[2]
@@ -234,8 +145,10 @@ class D12(ArticleStep):
 
 class D13(ArticleStep):
     id, equation, first, explains = "D13", "E1", "patches", "factor"
-    title = ("pixels divided by 255 in the code only; as a variant of the text: the pixels "
-             "are not scaled (X * 255 of the scaled data)")
+    title = (
+        "pixels divided by 255 in the code only; as a variant of the text: the pixels "
+        "are not scaled (X * 255 of the scaled data)"
+    )
 
     def patches(self, t, lr, reduction):
         # The data handed in are scaled as the published code does; the text never divides,
@@ -249,5 +162,14 @@ VARIANTS = {v.id: v for v in (D1(), D2(), D3(), D4(), D5(), D6(), D7(), D8(), D1
 def as_dicts(steps=None) -> list[dict]:
     """Plain-data description of variants (for reports/, which cannot import reference/)."""
     steps = VARIANTS.values() if steps is None else steps
-    return [dict(id=s.id, title=s.title, equation=s.equation, first=s.first, dtype=s.dtype,
-                 explains=s.explains or "") for s in steps]
+    return [
+        dict(
+            id=s.id,
+            title=s.title,
+            equation=s.equation,
+            first=s.first,
+            dtype=s.dtype,
+            explains=s.explains or "",
+        )
+        for s in steps
+    ]

@@ -10,6 +10,10 @@ FORWARD_NAMES = ("patches", "Z1", "A1", "Z2", "O")
 GRADIENT_NAMES = ("dE_dO", "dO_dZ2", "dE_dZ2", "dE_dW", "dE_db", "dE_dA1", "dE_dZ1", "dE_df")
 PARAM_NAMES = ("f", "W", "b")
 UPDATE_NAMES = ("f_new", "W_new", "b_new")
+BACKWARD_NAMES = ("E", *GRADIENT_NAMES)
+# Forward/backward order of the named tensors of a step: the order in which a change
+# propagates, and the order in which the suite looks for the first tensor that disagrees.
+ORDER = (*FORWARD_NAMES, *BACKWARD_NAMES, *UPDATE_NAMES)
 
 
 class Tensors(dict):

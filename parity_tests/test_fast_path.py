@@ -1,0 +1,90 @@
+"""The fast path (reference.fast, what `--parity-impl reference` runs) is the readable model
+(reference.model) computed faster: every tensor of a fast step equals the readable stage
+function fed the fast step's own inputs for that stage, within the stage tolerance policy.
+
+Checked at batch 1, 7 and the run's batch for seeds 0..2 and at 1000 for seed 0, both
+dtypes. The run's batch at its seed is recorded (against "readable", one record per tensor),
+so every report says that the kernels that ran were proven against the model the audit
+names; the other sizes and seeds fail the test with the same message but do not fill the
+report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from parity_tests.compare import ParityRecorder
+from parity_tests.detection import QuietRecorder
+from parity_tests.harness import Check
+from parity_tests.stages import STAGES, stage_tolerance
+from reference import equations, fast, model
+from reference.data import load_article_data
+
+BATCHES = (1, 7, None, 1000)  # None: the run's --parity-n-images
+SEEDS = (0, 1, 2)
+# Every batch at every seed, but 1000 images at one seed (a second of the gate each).
+CASES = [(n, seed) for n in BATCHES for seed in SEEDS if n != 1000 or seed == 0]
+
+
+@pytest.fixture(scope="module")
+def batch_of(pytestconfig, article_data):
+    made = {}
+
+    def get(n):
+        if n is None or n == article_data.X.shape[2]:
+            return article_data
+        if n not in made:
+            made[n] = load_article_data(n, source=pytestconfig.getoption("--parity-data"))
+        return made[n]
+
+    return get
+
+
+def _checks(data, seed, dtype, run_config):
+    """(stage, Check) for every tensor of one fast step."""
+    params = model.init_params(seed, dtype, run_config.init_scheme)
+    X, y = data.X.astype(dtype), data.y.astype(dtype)
+    lr, r = run_config.lr, run_config.reduction
+    t = dict(fast.train_step(params, X, y, lr=lr, reduction=r), y=y)
+    for stage in STAGES:
+        inputs = {name: t[name] for name in stage.inputs}
+        readable = stage.compute(inputs, lr, r)
+        tol = stage_tolerance(stage, inputs, t[stage.tensor], lr, r)
+        yield stage, Check(readable, t[stage.tensor], tol, None)
+
+
+@pytest.mark.parametrize(
+    "n,seed", CASES, ids=[f"n_images={n or 'run'}-seed={seed}" for n, seed in CASES]
+)
+def test_fast_path_is_the_readable_model(parity, run_config, batch_of, n, seed, dtype):
+    data = batch_of(n)
+    # The run's own batch and seed go into the report; the rest only fail the test.
+    recorded = n is None and seed == run_config.seed
+    context = dataclasses.replace(parity.context, seed=seed, impl="reference")
+    recorder = (ParityRecorder if recorded else QuietRecorder)(parity.node, context)
+    bad = []
+    for stage, check in _checks(data, seed, dtype, run_config):
+        rec = recorder.check(
+            tensor=stage.tensor,
+            equation=stage.equation,
+            step=stage.step,
+            quantity=stage.quantity,
+            mode="stage",
+            against="readable",
+            dtype=dtype,
+            compute=lambda c=check: c,
+            fail=False,
+            expect_zero=run_config.init_scheme == "article" and stage.quantity != "forward",
+        )
+        if not rec.get("passed"):
+            bad.append(f"{stage.tensor}: {rec.get('status')} budget {rec.get('budget_used')}")
+    assert not bad, f"fast path != readable model at {data.X.shape[2]} images:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "readable"])
+def test_audit_names_the_functions_that_ran(fast_path):
+    e16 = {e["id"]: e for e in equations.as_dicts(fast_path=fast_path)}["E16"]["functions"]
+    assert "reference.conv.conv_grad_filter" in e16
+    assert ("reference.fast._conv_grad_filter_images" in e16) == fast_path
