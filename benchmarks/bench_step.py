@@ -52,7 +52,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 IMPLS = ("reference", "torch", "tf_eager", "tf_function", "loop")
 LOOP_MAX_BATCH = 200
-LR = 0.0625  # 2^-4, the parity suite's learning rate (exact in float32)
+# reference.update.SUITE_LR, the suite's learning rate; not imported: NumPy must load after the
+# thread settings (test_bench_step checks that the two agree).
+LR = 2.0**-4
 LOSS_RTOL = {"float32": 1e-4, "float64": 1e-9}
 
 
@@ -71,41 +73,77 @@ def _csv(kind, allowed=None):
         if kind is int and min(items) < 1:
             raise argparse.ArgumentTypeError("sizes must be >= 1")
         return items
+
     return parse
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=_csv(int), default=[200, 1000, 5000],
-                   help="batch sizes, comma-separated (default 200,1000,5000)")
-    p.add_argument("--dtypes", type=_csv(str, ("float32", "float64")),
-                   default=["float32", "float64"], help="default float32,float64")
-    p.add_argument("--impls", type=_csv(str, IMPLS), default=list(IMPLS),
-                   help=f"default {','.join(IMPLS)}")
-    p.add_argument("--repeats", type=int, default=7, help="timed steps per implementation "
-                   "and size (median reported; default 7)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--sizes",
+        type=_csv(int),
+        default=[200, 1000, 5000],
+        help="batch sizes, comma-separated (default 200,1000,5000)",
+    )
+    p.add_argument(
+        "--dtypes",
+        type=_csv(str, ("float32", "float64")),
+        default=["float32", "float64"],
+        help="default float32,float64",
+    )
+    p.add_argument(
+        "--impls", type=_csv(str, IMPLS), default=list(IMPLS), help=f"default {','.join(IMPLS)}"
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="timed steps per implementation and size (median reported; default 7)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    p.add_argument("--loop-repeats", type=int, default=3,
-                   help="timed steps of the (slow) loop implementation (default 3)")
-    p.add_argument("--settle", type=float, default=0.2,
-                   help="seconds of sleep before each timed step, so that worker threads "
-                        "left spinning by the previous one park (default 0.2)")
-    p.add_argument("--lead", type=int, default=1,
-                   help="untimed steps of the same implementation right before each timed "
-                        "one, after the settle (default 1; not for the loop implementation)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for NumPy's BLAS, torch and TensorFlow alike (default: each "
-                        "library's own default, recorded)")
-    p.add_argument("--data", default=None,
-                   help="MNIST .npz / IDX folder, or 'synthetic' (default: $PARITY_MNIST, the "
-                        "keras cache, ... as reference.data.load_article_data)")
+    p.add_argument(
+        "--loop-repeats",
+        type=int,
+        default=3,
+        help="timed steps of the (slow) loop implementation (default 3)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.2,
+        help="seconds of sleep before each timed step, so that worker threads "
+        "left spinning by the previous one park (default 0.2)",
+    )
+    p.add_argument(
+        "--lead",
+        type=int,
+        default=1,
+        help="untimed steps of the same implementation right before each timed "
+        "one, after the settle (default 1; not for the loop implementation)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for NumPy's BLAS, torch and TensorFlow alike (default: each "
+        "library's own default, recorded)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="MNIST .npz / IDX folder, or 'synthetic' (default: $PARITY_MNIST, the "
+        "keras cache, ... as reference.data.load_article_data)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results here")
-    p.add_argument("--no-memory", action="store_true",
-                   help="skip the reference's peak-memory measurement (tracemalloc)")
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the reference's peak-memory measurement (tracemalloc)",
+    )
     args = p.parse_args(argv)
-    if (args.repeats < 1 or args.loop_repeats < 1 or args.warmup < 0 or args.settle < 0
-            or args.lead < 0):
+    if args.repeats < 1 or args.loop_repeats < 1 or args.warmup < 0 or args.settle < 0 or args.lead < 0:
         p.error("--repeats and --loop-repeats must be >= 1, --warmup, --settle, --lead >= 0")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
@@ -131,8 +169,9 @@ class Setup:
             except ImportError:
                 threadpoolctl = None
                 if "numpy" in sys.modules:
-                    raise SystemExit("--threads without threadpoolctl must be applied before "
-                                     "NumPy is imported") from None
+                    raise SystemExit(
+                        "--threads without threadpoolctl must be applied before NumPy is imported"
+                    ) from None
                 _limit_env_threads(args.threads)
             if threadpoolctl is not None:
                 import numpy  # noqa: F401  (loads the BLAS that threadpoolctl then limits)
@@ -164,22 +203,34 @@ class Setup:
 
     def environment(self) -> dict:
         np = self.np
-        env = {"python": platform.python_version(), "numpy": np.__version__,
-               "machine": platform.machine(), "processor": platform.processor(),
-               "cpu_count": os.cpu_count(), "threads_option": self.args.threads,
-               "blas_threads": _blas_threads(),
-               "env": {k: os.environ[k] for k in sorted(os.environ)
-                       if k.endswith("_NUM_THREADS") or k.startswith("TF_ENABLE_ONEDNN")}}
+        env = {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "threads_option": self.args.threads,
+            "blas_threads": _blas_threads(),
+            "env": {
+                k: os.environ[k]
+                for k in sorted(os.environ)
+                if k.endswith("_NUM_THREADS") or k.startswith("TF_ENABLE_ONEDNN")
+            },
+        }
         if self.torch is not None:
-            env.update(torch=self.torch.__version__,
-                       torch_num_threads=self.torch.get_num_threads(),
-                       torch_num_interop_threads=self.torch.get_num_interop_threads())
+            env.update(
+                torch=self.torch.__version__,
+                torch_num_threads=self.torch.get_num_threads(),
+                torch_num_interop_threads=self.torch.get_num_interop_threads(),
+            )
         if self.tf is not None:
             t = self.tf.config.threading
-            env.update(tensorflow=self.tf.__version__,
-                       tf_intra_op_threads=t.get_intra_op_parallelism_threads(),
-                       tf_inter_op_threads=t.get_inter_op_parallelism_threads(),
-                       tf_threads_note="0 means TensorFlow's default (one per core)")
+            env.update(
+                tensorflow=self.tf.__version__,
+                tf_intra_op_threads=t.get_intra_op_parallelism_threads(),
+                tf_inter_op_threads=t.get_inter_op_parallelism_threads(),
+                tf_threads_note="0 means TensorFlow's default (one per core)",
+            )
         return env
 
 
@@ -187,10 +238,11 @@ def _blas_threads():
     try:
         import threadpoolctl
     except ImportError:
-        return os.environ.get("OPENBLAS_NUM_THREADS") or "library default (threadpoolctl "\
-            "not installed)"
-    return [{k: info.get(k) for k in ("internal_api", "num_threads", "version")}
-            for info in threadpoolctl.threadpool_info()]
+        return os.environ.get("OPENBLAS_NUM_THREADS") or "library default (threadpoolctl not installed)"
+    return [
+        {k: info.get(k) for k in ("internal_api", "num_threads", "version")}
+        for info in threadpoolctl.threadpool_info()
+    ]
 
 
 # --------------------------------------------------------------------------- the steps
@@ -198,11 +250,13 @@ def _blas_threads():
 # everything that is not part of a training step (building the model, converting the
 # data to the framework's layout) done once, outside.
 
+
 def build_reference(setup, params, X, y):
     from reference import fast
 
     def step():
         return float(fast.train_step(params, X, y, lr=LR)["E"])
+
     return step
 
 
@@ -211,6 +265,7 @@ def build_loop(setup, params, X, y):
 
     def step():
         return float(loop_impl.train_step(params, X, y, lr=LR)["E"])
+
     return step
 
 
@@ -231,6 +286,7 @@ def build_torch(setup, params, X, y):
         E.backward()
         opt.step()
         return E.item()
+
     return step
 
 
@@ -254,6 +310,7 @@ def _tf_parts(setup, params, X, y):
         grads = tape.gradient(E, net.variables)
         opt.apply_gradients(zip(grads, net.variables))
         return E
+
     return raw_step
 
 
@@ -267,11 +324,17 @@ def build_tf_function(setup, params, X, y):
     return lambda: float(compiled().numpy())
 
 
-BUILDERS = {"reference": build_reference, "torch": build_torch, "tf_eager": build_tf_eager,
-            "tf_function": build_tf_function, "loop": build_loop}
+BUILDERS = {
+    "reference": build_reference,
+    "torch": build_torch,
+    "tf_eager": build_tf_eager,
+    "tf_function": build_tf_function,
+    "loop": build_loop,
+}
 
 
 # --------------------------------------------------------------------------- measuring
+
 
 def _extent(a) -> int:
     """Bytes of memory an array spans (a strided view counts what it covers, not its
@@ -301,12 +364,17 @@ def reference_peak_memory(params, X, y) -> dict:
     spans = {k: _extent(v) for k, v in out.items() if k not in ("X", "f", "W", "b")}
     largest = max(spans, key=spans.get)
     returned = sum(spans.values())
-    return {"input_bytes": int(X.nbytes), "peak_bytes": int(peak),
-            "peak_over_input": round(peak / X.nbytes, 2),
-            "returned_bytes": returned, "returned_over_input": round(returned / X.nbytes, 2),
-            "peak_over_returned": round(peak / returned, 2),
-            "largest_tensor": largest, "largest_tensor_bytes": spans[largest],
-            "largest_over_input": round(spans[largest] / X.nbytes, 2)}
+    return {
+        "input_bytes": int(X.nbytes),
+        "peak_bytes": int(peak),
+        "peak_over_input": round(peak / X.nbytes, 2),
+        "returned_bytes": returned,
+        "returned_over_input": round(returned / X.nbytes, 2),
+        "peak_over_returned": round(peak / returned, 2),
+        "largest_tensor": largest,
+        "largest_tensor_bytes": spans[largest],
+        "largest_over_input": round(spans[largest] / X.nbytes, 2),
+    }
 
 
 def _cpu_counters():
@@ -343,8 +411,7 @@ def paired_ratios(times, torch_times):
     if len(pairs) < 2:
         return None
     q25, q50, q75 = statistics.quantiles(pairs, n=4, method="inclusive")
-    return {"median": round(q50, 3), "q25": round(q25, 3), "q75": round(q75, 3),
-            "pairs": len(pairs)}
+    return {"median": round(q50, 3), "q25": round(q25, 3), "q75": round(q75, 3), "pairs": len(pairs)}
 
 
 def measure(steps: dict, repeats: dict, warmup: int, settle: float, lead: int) -> dict:
@@ -358,7 +425,7 @@ def measure(steps: dict, repeats: dict, warmup: int, settle: float, lead: int) -
     gc.disable()
     try:
         for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 if len(times[name]) >= repeats[name]:
                     continue
@@ -389,7 +456,7 @@ def run(args) -> dict:
     results = []
     for size in args.sizes:
         for dtype in args.dtypes:
-            X = np.asarray(data.X[:, :, :size], dtype=dtype)   # keeps the article's layout
+            X = np.asarray(data.X[:, :, :size], dtype=dtype)  # keeps the article's layout
             y = np.asarray(data.y[:, :size], dtype=dtype)
             params = model.init_params(0, dtype)
             impls = [i for i in args.impls if i != "loop" or size <= LOOP_MAX_BATCH]
@@ -397,64 +464,93 @@ def run(args) -> dict:
             E_ref = float(model.train_step(params, X, y, lr=LR)["E"])
             for name in impls:
                 steps[name] = BUILDERS[name](setup, params, X, y)
-                E = steps[name]()                 # first step: from the shared weights
+                E = steps[name]()  # first step: from the shared weights
                 rel = abs(E - E_ref) / abs(E_ref)
                 checks[name] = rel
                 if rel > LOSS_RTOL[dtype]:
-                    raise SystemExit(f"{name} {dtype} batch {size}: first-step loss {E!r} "
-                                     f"differs from the reference's {E_ref!r} (rel {rel:.3g})")
+                    raise SystemExit(
+                        f"{name} {dtype} batch {size}: first-step loss {E!r} "
+                        f"differs from the reference's {E_ref!r} (rel {rel:.3g})"
+                    )
             repeats = {n: args.loop_repeats if n == "loop" else args.repeats for n in steps}
             before = _cpu_counters()
             times = measure(steps, repeats, args.warmup, args.settle, args.lead)
             foreign = foreign_cpu_share(before, _cpu_counters())
             if foreign is not None and foreign > 0.05:
-                print(f"  note: other processes used {foreign:.0%} of the CPU during these "
-                      f"timings; ratios may be skewed", flush=True)
+                print(
+                    f"  note: other processes used {foreign:.0%} of the CPU during these "
+                    f"timings; ratios may be skewed",
+                    flush=True,
+                )
             med = {n: statistics.median(t) for n, t in times.items()}
-            paired = {n: paired_ratios(times[n], times["torch"]) if "torch" in times else None
-                      for n in impls}
+            paired = {
+                n: paired_ratios(times[n], times["torch"]) if "torch" in times else None for n in impls
+            }
             for name in impls:
-                row = {"impl": name, "batch": size, "dtype": dtype,
-                       "median_ms": round(med[name] * 1e3, 3),
-                       "min_ms": round(min(times[name]) * 1e3, 3),
-                       "repeats": len(times[name]),
-                       "ratio_to_torch": (round(med[name] / med["torch"], 3)
-                                          if "torch" in med else None),
-                       "paired_ratio_to_torch": paired[name],
-                       "first_step_loss_rel_diff": checks[name],
-                       "other_processes_cpu_share": foreign}
+                row = {
+                    "impl": name,
+                    "batch": size,
+                    "dtype": dtype,
+                    "median_ms": round(med[name] * 1e3, 3),
+                    "min_ms": round(min(times[name]) * 1e3, 3),
+                    "repeats": len(times[name]),
+                    "ratio_to_torch": (round(med[name] / med["torch"], 3) if "torch" in med else None),
+                    "paired_ratio_to_torch": paired[name],
+                    "first_step_loss_rel_diff": checks[name],
+                    "other_processes_cpu_share": foreign,
+                }
                 if name == "reference" and not args.no_memory:
                     row["memory"] = reference_peak_memory(params, X, y)
                 results.append(row)
                 _print_row(row)
-    return {"benchmark": "article model, one training step (forward + backward + SGD update)",
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "data_source": data.source, "lr": LR, "environment": setup.environment(),
-            "results": results}
+    return {
+        "benchmark": "article model, one training step (forward + backward + SGD update)",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "data_source": data.source,
+        "lr": LR,
+        "environment": setup.environment(),
+        "results": results,
+    }
 
 
 def _print_row(row):
     ratio = "" if row["ratio_to_torch"] is None else f"{row['ratio_to_torch']:.2f}"
     pr = row.get("paired_ratio_to_torch")
-    paired = "" if pr is None or row["impl"] == "torch" else (
-        f"  paired {pr['median']:.2f} [{pr['q25']:.2f}-{pr['q75']:.2f}]")
+    paired = (
+        ""
+        if pr is None or row["impl"] == "torch"
+        else (f"  paired {pr['median']:.2f} [{pr['q25']:.2f}-{pr['q75']:.2f}]")
+    )
     mem = row.get("memory")
-    extra = (f"  peak {mem['peak_bytes'] / 2**20:.0f} MiB = {mem['peak_over_input']}x input "
-             f"({mem['peak_over_returned']}x what it returns; largest tensor "
-             f"{mem['largest_tensor']} {mem['largest_over_input']}x input)") if mem else ""
-    print(f"{row['impl']:<12} {row['batch']:>6} {row['dtype']:<8} {row['median_ms']:>10.2f} "
-          f"{ratio:>8}{paired}{extra}", flush=True)
+    extra = (
+        (
+            f"  peak {mem['peak_bytes'] / 2**20:.0f} MiB = {mem['peak_over_input']}x input "
+            f"({mem['peak_over_returned']}x what it returns; largest tensor "
+            f"{mem['largest_tensor']} {mem['largest_over_input']}x input)"
+        )
+        if mem
+        else ""
+    )
+    print(
+        f"{row['impl']:<12} {row['batch']:>6} {row['dtype']:<8} {row['median_ms']:>10.2f} "
+        f"{ratio:>8}{paired}{extra}",
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     print(f"{'impl':<12} {'batch':>6} {'dtype':<8} {'median ms':>10} {'/torch':>8}", flush=True)
     report = run(args)
-    print("/torch: median over torch's median at the same size and dtype; paired: median "
-          "[quartiles] of the per-round ratios (steadier when the machine's speed drifts)")
+    print(
+        "/torch: median over torch's median at the same size and dtype; paired: median "
+        "[quartiles] of the per-round ratios (steadier when the machine's speed drifts)"
+    )
     env = report["environment"]
-    print(f"threads: torch {env.get('torch_num_threads')}, blas {env['blas_threads']}, "
-          f"tf intra {env.get('tf_intra_op_threads')} (0 = default), cpus {env['cpu_count']}")
+    print(
+        f"threads: torch {env.get('torch_num_threads')}, blas {env['blas_threads']}, "
+        f"tf intra {env.get('tf_intra_op_threads')} (0 = default), cpus {env['cpu_count']}"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

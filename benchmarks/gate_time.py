@@ -47,8 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
     if not os.environ.get("PARITY_MNIST"):
-        print("note: PARITY_MNIST is not set; the gate will look for MNIST itself",
-              file=sys.stderr)
+        print("note: PARITY_MNIST is not set; the gate will look for MNIST itself", file=sys.stderr)
     py = sys.executable
     env = dict(os.environ)
     times = {"import": [], "serial": [], "xdist": []}
@@ -72,21 +71,28 @@ def main(argv=None) -> int:
                 elif name != "import":
                     csvs[name].append(out / "comparisons.csv")
         first = csvs["serial"][0] if csvs["serial"] else None
-        identical = {name: [bool(first and filecmp.cmp(first, f, shallow=False)) for f in files]
-                     for name, files in csvs.items()}
+        identical = {
+            name: [bool(first and filecmp.cmp(first, f, shallow=False)) for f in files]
+            for name, files in csvs.items()
+        }
     med = {name: statistics.median(t) for name, t in times.items()}
-    result = {"runs": args.runs, "workers": args.workers, "python": py,
-              "median_s": {k: round(v, 2) for k, v in med.items()},
-              "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
-              "ratio_to_import": {k: round(med[k] / med["import"], 2)
-                                  for k in ("serial", "xdist")},
-              "comparisons_csv_identical_to_first_serial": identical,
-              "failures": failures}
+    result = {
+        "runs": args.runs,
+        "workers": args.workers,
+        "python": py,
+        "median_s": {k: round(v, 2) for k, v in med.items()},
+        "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
+        "ratio_to_import": {k: round(med[k] / med["import"], 2) for k in ("serial", "xdist")},
+        "comparisons_csv_identical_to_first_serial": identical,
+        "failures": failures,
+    }
     print(f"\nimport torch, tensorflow: {med['import']:.1f} s (median of {args.runs})")
     for name in ("serial", "xdist"):
         label = "pytest" if name == "serial" else f"pytest -n {args.workers}"
-        print(f"{label:<14} {med[name]:6.1f} s = {result['ratio_to_import'][name]:.2f} x import;"
-              f" comparisons.csv identical to the first serial run: {identical[name]}")
+        print(
+            f"{label:<14} {med[name]:6.1f} s = {result['ratio_to_import'][name]:.2f} x import;"
+            f" comparisons.csv identical to the first serial run: {identical[name]}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 1 if failures or not all(all(v) for v in identical.values()) else 0

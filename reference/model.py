@@ -22,7 +22,8 @@ from reference.tensors import BACKWARD_NAMES, FORWARD_NAMES, ORDER, Tensors
 from reference.update import sgd_update
 
 SCHEMES = ("informative", "article")
-DTYPES = ("float32", "float64")
+# The dtypes of a run, in the order the suite checks them (the one home of this list).
+DTYPES = ("float64", "float32")
 # init_params refuses sizes whose parameters would not fit in memory (2^31 float64 = 16 GiB)
 # with a ValueError naming them, instead of numpy's MemoryError or dimension overflow.
 MAX_PARAMETERS = 2**31

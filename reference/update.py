@@ -6,6 +6,11 @@ import numpy as np
 
 from reference._validate import finite_float, float_array
 
+# The suite's learning rate, 2^-4: Keras keeps the learning rate in a float32 variable, so a
+# value float32 cannot hold exactly (0.1) would shift every float64 update. (The article's
+# own examples use 0.1; train_step's default stays that.)
+SUITE_LR = 2.0**-4
+
 
 def sgd_update(param: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
     """E17: new = old - lr * gradient. param and grad of equal shape and dtype; lr > 0.

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from reports.escape import markdown_cell
+from reports.fields import number_text
 from reports.tables import records_frame
 
 FRAMEWORKS = ("torch", "tensorflow")
@@ -47,12 +48,8 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines
 
 
-def _g(x) -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return ""
-    return "" if math.isnan(x) else f"{x:.3g}"
+def _worst_budget(records: pd.DataFrame, tensor: str) -> str:
+    return number_text(records[records["tensor"] == tensor]["budget_used"].max())
 
 
 def check_kind(against: str, mode: str) -> str:
@@ -93,7 +90,7 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
         if len(kinds):
             groups = kinds.groupby("kind", sort=True)
             checks = prefix + ", ".join(f"{k} ({len(g)})" for k, g in groups)
-            budgets = prefix + "; ".join(f"{k} {_g(g['budget_used'].max())}" for k, g in groups)
+            budgets = prefix + "; ".join(f"{k} {number_text(g['budget_used'].max())}" for k, g in groups)
             counts = kinds["status"].value_counts()
             result = ", ".join(
                 f"{int(counts[s])} {s}" for s in ("error", "fail", "vacuous", "pass") if s in counts
@@ -154,7 +151,7 @@ def _from_detection(det: pd.DataFrame) -> dict:
     if main["first_diverging"]:
         how = _how_much(dict(zip(names, budgets)).get(first, ""))
         if not math.isnan(float(main["max_rel_err"])):
-            how += f", max rel err {_g(main['max_rel_err'])}"
+            how += f", max rel err {number_text(main['max_rel_err'])}"
     disagree = ", ".join(f"{t} ({b})" if b else t for t, b in zip(names, budgets))
     return dict(
         detected=bool(main["first_diverging"]),
@@ -196,7 +193,7 @@ def _from_run(runs: pd.DataFrame, order: list[str]) -> dict:
     first = bad.iloc[0]
     tensors = bad.drop_duplicates("tensor").sort_values("_rank")
     disagree = ", ".join(
-        f"{r['tensor']} ({_g(bad[bad['tensor'] == r['tensor']]['budget_used'].max()) or r['status']})"
+        f"{r['tensor']} ({_worst_budget(bad, r['tensor']) or r['status']})"
         for _, r in tensors.iterrows()
     )
     return dict(
@@ -204,7 +201,7 @@ def _from_run(runs: pd.DataFrame, order: list[str]) -> dict:
         localised=None,
         first=first["tensor"],
         by=f"this run ({len(bad)} of {len(runs)} comparisons disagree)",
-        how=f"{_g(first['budget_used']) or first['status']} x tolerance "
+        how=f"{number_text(first['budget_used']) or first['status']} x tolerance "
         f"({first['against']} {first['dtype']} {first['mode']})",
         disagree=disagree,
         explainer=first["explanation"],

@@ -7,6 +7,7 @@ import math
 import sys
 
 from reports.diff import (
+    DEFAULT_FACTOR,
     diff_reports,
     environment_changes,
     experiment_mismatches,
@@ -73,7 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("baseline", help="the baseline report directory")
     diff.add_argument("current", help="the report directory to judge")
-    diff.add_argument("--factor", type=_factor, default=10.0, help="allowed budget growth, > 1 (10)")
+    diff.add_argument(
+        "--factor",
+        type=_factor,
+        default=DEFAULT_FACTOR,
+        help=f"allowed budget growth, > 1 ({DEFAULT_FACTOR:g})",
+    )
     diff.add_argument(
         "--floor",
         type=_floor,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from reports.escape import terminal_text
+from reports.fields import number_text
 from reports.tables import by_severity
 
 KEY = ["check", "tensor", "mode", "against", "dtype", "impl"]
@@ -17,6 +18,8 @@ REGRESSIONS = ("new failure", "vanished", "budget grew")
 CHANGES = REGRESSIONS + ("fixed", "new check", "not run")  # display order
 NOT_RUN_SHOWN = 3  # format_diff counts "not run" rows and names only this many checks
 # The facts that make two runs the same experiment: the gate compares only such runs.
+# A budget that grows more than this many times (over max(baseline, 1/factor^2)) regresses.
+DEFAULT_FACTOR = 10.0
 EXPERIMENT_KEYS = ("seed", "n_images", "init_scheme", "reduction", "data_sha256", "impl", "lr")
 DIFF_COLUMNS = KEY + [
     "change",
@@ -64,7 +67,7 @@ def _check_factor_floor(factor, floor) -> float:
 def diff_reports(
     baseline_df: pd.DataFrame,
     current_df: pd.DataFrame,
-    factor: float = 10.0,
+    factor: float = DEFAULT_FACTOR,
     floor: float | None = None,
     *,
     partial: bool = False,
@@ -160,10 +163,6 @@ def is_regression(diff_df: pd.DataFrame) -> bool:
     return bool(diff_df["change"].isin(REGRESSIONS).any())
 
 
-def _g(x) -> str:
-    return "" if pd.isna(x) else f"{x:.3g}"
-
-
 def format_diff(diff_df: pd.DataFrame) -> str:
     """A plain-text table of the changes with the budget before, after and their ratio.
 
@@ -196,9 +195,9 @@ def format_diff(diff_df: pd.DataFrame) -> str:
                 "status": diff_df["status_before"].replace("", "-")
                 + " -> "
                 + diff_df["status_after"].replace("", "-"),
-                "budget before": diff_df["budget_before"].map(_g),
-                "budget after": diff_df["budget_after"].map(_g),
-                "ratio": diff_df["ratio"].map(_g),
+                "budget before": diff_df["budget_before"].map(number_text),
+                "budget after": diff_df["budget_after"].map(number_text),
+                "ratio": diff_df["ratio"].map(number_text),
             }
         )
         table = table.map(terminal_text)  # record strings: no escape sequences, one line each

@@ -90,3 +90,14 @@ def normalise_record(rec: dict) -> dict:
         else:
             out[key] = math.nan if key in NUMERIC_FIELDS else ""
     return out
+
+
+def number_text(x, na: str = "", spec: str = ".3g") -> str:
+    """A number as report text (three significant digits by default); a missing value
+    (None, NA, NaN) or anything that is not a number as `na`. The one number formatter of
+    the reports."""
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return na
+    return na if math.isnan(value) else format(value, spec)

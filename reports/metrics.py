@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from reports.fields import number_text
+
 NAN = math.nan
 
 
@@ -212,11 +214,6 @@ def _num(x) -> float:
         return NAN
 
 
-def _g(x, spec: str = ".3g") -> str:
-    x = _num(x)
-    return "n/a" if math.isnan(x) else format(x, spec)
-
-
 def format_mismatch(record: dict, reproduce: str) -> str:
     """The failure message for one record, in the manner of torch.testing.assert_close."""
     r = record.get
@@ -242,20 +239,24 @@ def format_mismatch(record: dict, reproduce: str) -> str:
         lines.append(f"Mismatched elements: {int(n_bad)} / {int(n)} ({100 * n_bad / n:.1f}%)")
         act, exp = _num(r("actual_at_worst")), _num(r("expected_at_worst"))
         diff = 0.0 if act == exp else abs(act - exp)
+
+        def g(key_or_value, spec=".3g"):
+            value = r(key_or_value) if isinstance(key_or_value, str) else key_or_value
+            return number_text(value, "n/a", spec)
+
         lines += [
-            (
-                f"Greatest budget used: {_g(r('budget_used'))} (error / tolerance) at index "
-                f"{r('worst_index')}: actual {_g(act, '.9g')}, expected {_g(exp, '.9g')}, "
-                f"|diff| {_g(diff, '.2g')}, allowed {_g(r('tol_at_worst'), '.2g')}"
-            ),
-            (f"Greatest absolute difference: {_g(r('max_abs_err'))} (mean {_g(r('mean_abs_err'))})"),
-            f"Greatest relative difference: {_g(r('max_rel_err'))}",
-            f"Greatest ULP distance: {_g(r('max_ulp'), '.0f')}",
+            f"Greatest budget used: {g('budget_used')} (error / tolerance) at index "
+            f"{r('worst_index')}: actual {g(act, '.9g')}, expected {g(exp, '.9g')}, "
+            f"|diff| {g(diff, '.2g')}, allowed {g('tol_at_worst', '.2g')}",
+            f"Greatest absolute difference: {g('max_abs_err')} (mean {g('mean_abs_err')})",
+            f"Greatest relative difference: {g('max_rel_err')}",
+            f"Greatest ULP distance: {g('max_ulp', '.0f')}",
         ]
     if r("closer_to_truth"):
         lines.append(
             f"Closer to the float64 truth: {r('closer_to_truth')} (error of actual "
-            f"{_g(r('actual_err_vs_truth'))}, of expected {_g(r('expected_err_vs_truth'))})"
+            f"{number_text(r('actual_err_vs_truth'), 'n/a')}, of expected "
+            f"{number_text(r('expected_err_vs_truth'), 'n/a')})"
         )
     for label, key in (
         ("Tolerance rule", "tolerance_rule"),

@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 
 import numpy as np
 import pandas as pd
 
 from reports.escape import markdown_cell, plot_label
-from reports.fields import STATUSES
+from reports.fields import STATUSES, number_text
 from reports.tables import by_severity, summary_frame
 
 MAX_MD_ROWS = 60  # a GitHub job summary is for reading, not scrolling
@@ -22,10 +21,9 @@ MNIST_CREDIT = (
 
 
 def _g(x) -> str:
-    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    if isinstance(x, (float, np.floating)):
-        return f"{x:.3g}"
+    """A table cell: numbers through number_text, missing values blank, the rest as text."""
+    if x is None or x is pd.NA or isinstance(x, (float, np.floating)):
+        return number_text(x)
     return str(x)
 
 

@@ -14,6 +14,7 @@ from reports.fields import (
     RECORD_FIELDS,
     STATUSES,
     normalise_record,
+    number_text,
 )
 
 SORT_KEYS = ("check", "tensor", "mode", "against", "dtype", "impl")
@@ -134,18 +135,14 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _g(x) -> str:
-    return "n/a" if pd.isna(x) else f"{x:.3g}"
-
-
 def terminal_lines(df: pd.DataFrame, n: int = 10) -> list[str]:
     """The worst n comparisons, one line each (control characters shown as \\xNN)."""
     lines = []
     for _, r in by_severity(df).head(n).iterrows():
         line = (
             f"{(r['status'] or 'error').upper()} {r['tensor']} {r['against']} {r['dtype']} "
-            f"{r['mode']} budget {_g(r['budget_used'])} at {r['worst_index'] or 'n/a'} "
-            f"abs {_g(r['max_abs_err'])} rel {_g(r['max_rel_err'])}"
+            f"{r['mode']} budget {number_text(r['budget_used'], 'n/a')} at {r['worst_index'] or 'n/a'} "
+            f"abs {number_text(r['max_abs_err'], 'n/a')} rel {number_text(r['max_rel_err'], 'n/a')}"
         )
         if r["impl"] not in ("", "reference"):
             line += f" [{r['impl']}]"

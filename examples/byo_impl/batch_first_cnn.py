@@ -29,9 +29,9 @@ class BatchFirstCNN:
     """conv (K filters, s x s, valid, stride 1) -> sigmoid -> flatten -> dense(1) -> sigmoid."""
 
     def __init__(self, kernels, weights, bias):
-        self.kernels = kernels      # (K, s, s): kernels[k] is filter k as it slides
-        self.weights = weights      # (K * m * m,) in flatten order (filter, row, column)
-        self.bias = bias            # scalar array, shape ()
+        self.kernels = kernels  # (K, s, s): kernels[k] is filter k as it slides
+        self.weights = weights  # (K * m * m,) in flatten order (filter, row, column)
+        self.bias = bias  # scalar array, shape ()
 
     # --- im2col --------------------------------------------------------------------------
     @staticmethod
@@ -39,18 +39,18 @@ class BatchFirstCNN:
         """(N, n, n) -> (N, m * m, s * s): window (i, j) of image n at row i * m + j."""
         n = images.shape[1]
         m = n - s + 1
-        rows = (np.arange(m)[:, None, None, None] + np.arange(s)[None, None, :, None])
-        cols = (np.arange(m)[None, :, None, None] + np.arange(s)[None, None, None, :])
+        rows = np.arange(m)[:, None, None, None] + np.arange(s)[None, None, :, None]
+        cols = np.arange(m)[None, :, None, None] + np.arange(s)[None, None, None, :]
         return images[:, rows, cols].reshape(images.shape[0], m * m, s * s)
 
     # --- forward / backward ----------------------------------------------------------------
     def forward(self, images):
         K, s, _ = self.kernels.shape
-        cols = self.windows(images, s)                                   # (N, P, s*s)
+        cols = self.windows(images, s)  # (N, P, s*s)
         z1 = np.einsum("npq,kq->nkp", cols, self.kernels.reshape(K, s * s))
-        a1 = _sigmoid(z1)                                                # (N, K, P)
-        feats = a1.reshape(a1.shape[0], -1)                              # (N, K*P)
-        z2 = feats @ self.weights + self.bias                            # (N,)
+        a1 = _sigmoid(z1)  # (N, K, P)
+        feats = a1.reshape(a1.shape[0], -1)  # (N, K*P)
+        z2 = feats @ self.weights + self.bias  # (N,)
         out = _sigmoid(z2)
         self.cache = dict(cols=cols, z1=z1, a1=a1, feats=feats, z2=z2, out=out)
         return out
@@ -60,29 +60,39 @@ class BatchFirstCNN:
         scale = 1.0 / len(targets) if reduction == "mean" else 1.0
         residual = c["out"] - targets
         loss = 0.5 * np.sum(residual * residual) * scale
-        d_out = residual * scale                                         # dE/dO
-        d_out_d_z2 = c["out"] * (1.0 - c["out"])                         # dO/dZ2
-        d_z2 = d_out * d_out_d_z2                                        # (N,)
-        d_w = c["feats"].T @ d_z2                                        # (K*P,)
+        d_out = residual * scale  # dE/dO
+        d_out_d_z2 = c["out"] * (1.0 - c["out"])  # dO/dZ2
+        d_z2 = d_out * d_out_d_z2  # (N,)
+        d_w = c["feats"].T @ d_z2  # (K*P,)
         d_b = np.sum(d_z2)
         d_a1 = np.einsum("n,f->nf", d_z2, self.weights).reshape(c["a1"].shape)
-        d_z1 = d_a1 * c["a1"] * (1.0 - c["a1"])                           # (N, K, P)
+        d_z1 = d_a1 * c["a1"] * (1.0 - c["a1"])  # (N, K, P)
         d_kernels = np.einsum("nkp,npq->kq", d_z1, c["cols"]).reshape(self.kernels.shape)
-        self.grads = dict(loss=loss, d_out=d_out, d_out_d_z2=d_out_d_z2, d_z2=d_z2, d_w=d_w,
-                          d_b=d_b, d_a1=d_a1, d_z1=d_z1, d_kernels=d_kernels)
+        self.grads = dict(
+            loss=loss,
+            d_out=d_out,
+            d_out_d_z2=d_out_d_z2,
+            d_z2=d_z2,
+            d_w=d_w,
+            d_b=d_b,
+            d_a1=d_a1,
+            d_z1=d_z1,
+            d_kernels=d_kernels,
+        )
         return loss
 
     def step(self, lr):
         g = self.grads
-        return BatchFirstCNN(self.kernels - lr * g["d_kernels"], self.weights - lr * g["d_w"],
-                             self.bias - lr * g["d_b"])
+        return BatchFirstCNN(
+            self.kernels - lr * g["d_kernels"], self.weights - lr * g["d_w"], self.bias - lr * g["d_b"]
+        )
 
 
 def train_step(params, X, y, lr=0.1, reduction="sum"):
     """One step from the suite's parameters; every tensor returned in the article layout."""
     f, W, b = params["f"], params["W"], params["b"]
     dtype = f.dtype
-    images = np.ascontiguousarray(np.moveaxis(X, 2, 0))                  # images[n] = X[:, :, n]
+    images = np.ascontiguousarray(np.moveaxis(X, 2, 0))  # images[n] = X[:, :, n]
     net = BatchFirstCNN(np.ascontiguousarray(np.moveaxis(f, 2, 0)), W[:, 0], b[0])
     targets = y[0]
     net.forward(images)
@@ -92,20 +102,32 @@ def train_step(params, X, y, lr=0.1, reduction="sum"):
     K, s, _ = net.kernels.shape
     N = images.shape[0]
 
-    def row(v):                                                           # (N,) -> (1, N)
+    def row(v):  # (N,) -> (1, N)
         return np.asarray(v, dtype=dtype).reshape(1, N)
 
-    def filters(k):                                                       # (K, s, s) -> (s, s, K)
+    def filters(k):  # (K, s, s) -> (s, s, K)
         return np.ascontiguousarray(np.moveaxis(k, 0, 2))
 
     return {
-        "X": X, "f": f, "W": W, "b": b,
+        "X": X,
+        "f": f,
+        "W": W,
+        "b": b,
         "patches": c["cols"].reshape(N, -1, s, s),
-        "Z1": c["z1"], "A1": c["a1"], "Z2": row(c["z2"]), "O": row(c["out"]),
+        "Z1": c["z1"],
+        "A1": c["a1"],
+        "Z2": row(c["z2"]),
+        "O": row(c["out"]),
         "E": np.asarray(g["loss"], dtype=dtype),
-        "dE_dO": row(g["d_out"]), "dO_dZ2": row(g["d_out_d_z2"]), "dE_dZ2": row(g["d_z2"]),
-        "dE_dW": g["d_w"].reshape(-1, 1), "dE_db": np.asarray(g["d_b"], dtype=dtype).reshape(1),
-        "dE_dA1": g["d_a1"], "dE_dZ1": g["d_z1"], "dE_df": filters(g["d_kernels"]),
-        "f_new": filters(new.kernels), "W_new": new.weights.reshape(-1, 1),
+        "dE_dO": row(g["d_out"]),
+        "dO_dZ2": row(g["d_out_d_z2"]),
+        "dE_dZ2": row(g["d_z2"]),
+        "dE_dW": g["d_w"].reshape(-1, 1),
+        "dE_db": np.asarray(g["d_b"], dtype=dtype).reshape(1),
+        "dE_dA1": g["d_a1"],
+        "dE_dZ1": g["d_z1"],
+        "dE_df": filters(g["d_kernels"]),
+        "f_new": filters(new.kernels),
+        "W_new": new.weights.reshape(-1, 1),
         "b_new": np.asarray(new.bias, dtype=dtype).reshape(1),
     }

@@ -58,3 +58,9 @@ def test_benchmark_writes_every_row(tmp_path, capsys):
     paired = rows["reference"]["paired_ratio_to_torch"]
     assert paired["q25"] <= paired["median"] <= paired["q75"]
     assert "paired" in capsys.readouterr().out
+
+
+def test_benchmark_uses_the_suites_learning_rate():
+    from reference.update import SUITE_LR
+
+    assert bench_step.LR == SUITE_LR
