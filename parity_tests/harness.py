@@ -16,7 +16,7 @@ import numpy as np
 from parity_tests import tolerance
 from parity_tests.impl_call import ImplementationError, modified_inputs, run_train_step
 from parity_tests.mirrors import load_mirror
-from parity_tests.stages import BY_TENSOR, UPDATE_GRADIENT, Stage, stage_tolerance
+from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES, UPDATE_GRADIENT, Stage, stage_tolerance
 from reference import model
 from reference.data import ARTICLE_IMAGES
 from reference.tensors import Tensors
@@ -207,3 +207,34 @@ class Harness:
             truth,
             self.explain_context(stage, inputs, dtype),
         )
+
+    def budgets(self, frameworks, dtypes, modes=("stage", "end_to_end"), label: str = ""):
+        """(budget used, where, failure message or None) for every stage-isolated and
+        end-to-end check of test_parity.py, compared directly (not recorded): the sweeps over
+        seeds and batch sizes. A crash is raised, not caught."""
+        from reports import compare_arrays
+
+        makers = {"stage": (STAGES, self.stage_check), "end_to_end": (END_TO_END, self.end_to_end_check)}
+        article = self.config.init_scheme == "article"
+        for framework in frameworks:
+            for dtype in dtypes:
+                for mode in modes:
+                    stages, make = makers[mode]
+                    for stage in stages:
+                        where = f"{label} {stage.tensor} {framework} {dtype} {mode}".strip()
+                        c = make(stage, framework, dtype)
+                        r = compare_arrays(
+                            c.actual,
+                            c.expected,
+                            c.tolerance.array,
+                            truth=c.truth,
+                            expect_zero=article and stage.quantity != "forward",
+                        )
+                        budget = float(r["budget_used"])
+                        failure = None
+                        if not r["passed"]:
+                            failure = (
+                                f"{where}: budget {budget:.3g}, {r['status']} {r['note']} "
+                                f"(rule {c.tolerance.rule})"
+                            )
+                        yield budget, where, failure

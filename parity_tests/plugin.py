@@ -243,28 +243,19 @@ def _failure_record(item, report) -> dict:
     """An error record for a parity test that failed without recording why."""
     params = getattr(getattr(item, "callspec", None), "params", {})
     stage = params.get("stage")
-    ctx = _context(item.config, item.config.stash[STATE].data)
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr).strip()[-500:]
-    return normalise_record(
-        dict(
-            check=item.nodeid,
-            tensor=getattr(stage, "tensor", params.get("name", "")),
-            equation=getattr(stage, "equation", ""),
-            against=params.get("framework", ""),
-            dtype=params.get("dtype", ""),
-            impl=ctx.impl,
-            seed=ctx.seed,
-            data_source=ctx.data_source,
-            versions=ctx.versions,
-            init_scheme=ctx.init_scheme,
-            reduction=ctx.reduction,
-            device=ctx.device,
-            status="error",
-            passed=False,
-            error=f"the test failed in {report.when} without a failing comparison: {message}",
-        )
+    base = ParityRecorder(item, _context(item.config, item.config.stash[STATE].data))._base(
+        tensor=getattr(stage, "tensor", params.get("name", "")),
+        equation=getattr(stage, "equation", ""),
+        against=params.get("framework", ""),
+        dtype=params.get("dtype", ""),
+        status="error",
+        passed=False,
+        mismatch_kind="error",
+        error=f"the test failed in {report.when} without a failing comparison: {message}",
     )
+    return normalise_record(base)
 
 
 @pytest.hookimpl(wrapper=True)

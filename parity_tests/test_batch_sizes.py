@@ -31,9 +31,7 @@ import pytest
 
 from parity_tests.harness import Harness
 from parity_tests.impls import resolve_impl
-from parity_tests.stages import END_TO_END, STAGES
 from reference.data import load_article_data
-from reports import compare_arrays
 
 SMALL_BATCHES = (1, 2)  # the batch sizes whose end-to-end checks failed
 BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 13, 32)
@@ -58,38 +56,6 @@ def harness_for(parity_settings, run_config):
     return get
 
 
-def _budgets(harness: Harness, frameworks, dtypes, modes):
-    """(budget used, where, failure message or None) for every check of `modes`."""
-    makers = {
-        "stage": (STAGES, harness.stage_check),
-        "end_to_end": (END_TO_END, harness.end_to_end_check),
-    }
-    n = harness.config.n_images
-    article = harness.config.init_scheme == "article"
-    for framework in frameworks:
-        for dtype in dtypes:
-            for mode in modes:
-                stages, make = makers[mode]
-                for stage in stages:
-                    where = f"n_images={n} {stage.tensor} {framework} {dtype} {mode}"
-                    c = make(stage, framework, dtype)  # a crash fails the test
-                    r = compare_arrays(
-                        c.actual,
-                        c.expected,
-                        c.tolerance.array,
-                        truth=c.truth,
-                        expect_zero=article and stage.quantity != "forward",
-                    )
-                    budget = float(r["budget_used"])
-                    failure = None
-                    if not r["passed"]:
-                        failure = (
-                            f"{where}: budget {budget:.3g}, {r['status']} {r['note']} "
-                            f"(rule {c.tolerance.rule})"
-                        )
-                    yield budget, where, failure
-
-
 def _assert_all_pass(results, record_property, what: str):
     results = list(results)
     budget, where, _ = max(results, key=lambda r: r[0])
@@ -103,7 +69,7 @@ def _assert_all_pass(results, record_property, what: str):
 @pytest.mark.parametrize("n_images", SMALL_BATCHES, ids=_ids(SMALL_BATCHES))
 def test_small_batch_end_to_end_float64(harness_for, n_images, framework, record_property):
     harness = harness_for(n_images)
-    results = _budgets(harness, [framework], ["float64"], ["end_to_end"])
+    results = harness.budgets([framework], ["float64"], ["end_to_end"], f"n_images={n_images}")
     _assert_all_pass(results, record_property, f"n_images={n_images} {framework} end_to_end")
 
 
@@ -111,7 +77,7 @@ def test_small_batch_end_to_end_float64(harness_for, n_images, framework, record
 @pytest.mark.parametrize("n_images", BATCH_SIZES, ids=_ids(BATCH_SIZES))
 def test_all_checks_hold_at_batch_size(harness_for, parity_settings, n_images, record_property):
     harness = harness_for(n_images)
-    results = _budgets(
-        harness, parity_settings.frameworks, parity_settings.dtypes, ["stage", "end_to_end"]
+    results = harness.budgets(
+        parity_settings.frameworks, parity_settings.dtypes, label=f"n_images={n_images}"
     )
     _assert_all_pass(results, record_property, f"n_images={n_images} all checks")

@@ -452,3 +452,43 @@ def test_partial_run_says_so_and_a_stopped_run_keeps_the_previous_report(tmp_pat
     assert (
         "no report written" in run.stdout and {p.name: p.read_bytes() for p in out.iterdir()} == before
     )
+
+
+SAFETY_NET = """
+import numpy as np
+from parity_tests.harness import Check
+from parity_tests.tolerance import exact
+
+def test_passes_a_comparison_then_fails(parity):
+    a = np.ones(3)
+    parity.check(tensor="Z1", equation="E1", step="conv", quantity="forward", mode="stage",
+                 against="torch", dtype="float64", compute=lambda: Check(a, a, exact(a.shape), None))
+    assert 1 == 2, "a plain assertion after the comparison"
+"""
+
+
+@pytest.mark.slow  # a pytest session in a subprocess (~9 s, the frameworks' import)
+def test_a_test_failing_outside_its_comparisons_leaves_an_error_record(tmp_path):
+    (tmp_path / "test_net.py").write_text(SAFETY_NET)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "test_net.py",
+            "-p",
+            "no:cacheprovider",
+            "--parity-data",
+            "synthetic",
+            "--parity-report-dir",
+            str(tmp_path / "r"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    df, _ = load_report(tmp_path / "r")
+    assert sorted(df["status"]) == ["error", "pass"]
+    assert "without a failing comparison" in df.loc[df["status"] == "error", "error"].iloc[0]
