@@ -492,3 +492,21 @@ def test_a_test_failing_outside_its_comparisons_leaves_an_error_record(tmp_path)
     df, _ = load_report(tmp_path / "r")
     assert sorted(df["status"]) == ["error", "pass"]
     assert "without a failing comparison" in df.loc[df["status"] == "error", "error"].iloc[0]
+
+
+@pytest.mark.slow  # a collection in a subprocess (~5 s, torch's import)
+def test_expected_parity_tests_is_what_test_parity_collects(pytestconfig, tmp_path):
+    # completeness() calls a run complete only if this many test_parity.py tests ran.
+    s, _ = validate(pytestconfig, tmp_path, parity_frameworks="torch", parity_dtypes="float64")
+    run = run_pytest(
+        "parity_tests/test_parity.py",
+        "--collect-only",
+        "-q",
+        "--parity-frameworks",
+        "torch",
+        "--parity-dtypes",
+        "float64",
+        env={"PARITY_MNIST": "synthetic"},
+    )
+    collected = [line for line in run.stdout.splitlines() if "test_parity.py::" in line]
+    assert len(collected) == plugin.expected_parity_tests(s), run.stdout[-2000:]
