@@ -30,7 +30,7 @@ class SignDEdO(Mutant):
 
 
 class SigmoidGradOfZ2(Mutant):
-    id, equation, first, explains = "sigmoid_grad_of_Z2", "E9", "dO_dZ2", None
+    id, equation, first, explains = "sigmoid_grad_of_Z2", "E9", "dO_dZ2", "sigmoid_grad_of_preactivation"
     title = "dO/dZ2 = Z2 (1 - Z2): the sigmoid derivative from the pre-activation, not from O"
 
     def dO_dZ2(self, t, lr, reduction):
@@ -38,7 +38,12 @@ class SigmoidGradOfZ2(Mutant):
 
 
 class SigmoidGradOfZ1(Mutant):
-    id, equation, first, explains = "sigmoid_grad_of_Z1", "E14", "dE_dZ1", None
+    id, equation, first, explains = (
+        "sigmoid_grad_of_Z1",
+        "E14",
+        "dE_dZ1",
+        "sigmoid_grad_of_preactivation",
+    )
     title = "dA1/dZ1 = Z1 (1 - Z1): the conv sigmoid derivative from the pre-activation"
 
     def dE_dZ1(self, t, lr, reduction):
@@ -58,7 +63,7 @@ class MissingTranspose(Mutant):
 
 
 class TrueConvolution(Mutant):
-    id, equation, first, explains = "true_convolution", "E1", "Z1", None
+    id, equation, first, explains = "true_convolution", "E1", "Z1", "flipped_kernel"
     title = "Z1 with the filter flipped (a true convolution, not the cross-correlation)"
 
     def Z1(self, t, lr, reduction):
@@ -79,7 +84,7 @@ def _flatten_position_major(A1):
 
 
 class FlattenPositionMajor(Mutant):
-    id, equation, first, explains = "flatten_position_major", "E4", "Z2", None
+    id, equation, first, explains = "flatten_position_major", "E4", "Z2", "flatten_order"
     title = (
         "features flattened position-major (p * K + k) instead of the article's filter-major "
         "order, consistently in Z2, dE/dW and dE/dA1"
@@ -185,7 +190,7 @@ class HalfFactorDropped(Mutant):
 
 
 class SigmoidFactorDropped(Mutant):
-    id, equation, first, explains = "sigmoid_factor_dropped", "E9,E11", "dE_dZ2", None
+    id, equation, first, explains = "sigmoid_factor_dropped", "E9,E11", "dE_dZ2", "derivative_dropped"
     title = "dE/dZ2 = dE/dO: the factor O (1 - O) of E11 dropped"
 
     def dE_dZ2(self, t, lr, reduction):

@@ -80,7 +80,8 @@ CASES = {  # id: (tensor, theirs, ours, context, expected suspect, words in the 
         "dtype",
         "upcast",
     ),
-    "bias-missing": ("Z2", G[:, 0, 0][None] + 0.25, G[:, 0, 0][None], CTX, "affine", "bias"),
+    "bias-missing": ("Z2", G[:, 0, 0][None] + 0.25, G[:, 0, 0][None], CTX, "missing_bias", "bias"),
+    "offset-not-b": ("Z2", G[:, 0, 0][None] + 0.5, G[:, 0, 0][None], CTX, "affine", "constant offset"),
     "standardised": (
         "Z2",
         3 * G[:, 0, 0][None] + 1,

@@ -40,7 +40,7 @@ class D1(ArticleStep):
 
 
 class D2(ArticleStep):
-    id, equation, first, explains = "D2", "E14", "dE_dZ1", None
+    id, equation, first, explains = "D2", "E14", "dE_dZ1", "derivative_dropped"
     title = "conv sigmoid derivative written A1 + (1 - A1) (always 1) instead of A1 * (1 - A1)"
 
     def dE_dZ1(self, t, lr, reduction):
@@ -48,7 +48,7 @@ class D2(ArticleStep):
 
 
 class D3(ArticleStep):
-    id, equation, first, explains = "D3", "E16", "dE_df", None
+    id, equation, first, explains = "D3", "E16", "dE_df", "batch_mean_delta"
     title = (
         "conv delta averaged over the images first; that one average map is convolved with every image"
     )
@@ -77,7 +77,7 @@ class D4(ArticleStep):
 
 
 class D5(ArticleStep):
-    id, equation, first, explains = "D5", "E13", "dE_dA1", None
+    id, equation, first, explains = "D5", "E13", "dE_dA1", "updated_weights"
     title = "W updated before dZ2/dA1 is taken, so the filter gradient flows through the new W"
 
     def dE_dA1(self, t, lr, reduction):
@@ -86,7 +86,7 @@ class D5(ArticleStep):
 
 
 class D6(ArticleStep):
-    id, equation, first, explains = "D6", "E17", "f_new", None
+    id, equation, first, explains = "D6", "E17", "f_new", "update_one_slice"
     title = "the update loop subtracts every filter's gradient from filter number 1 only"
 
     def f_new(self, t, lr, reduction):
@@ -97,7 +97,7 @@ class D6(ArticleStep):
 
 
 class D7(ArticleStep):
-    id, equation, first, explains = "D7", "E16", "dE_df", None
+    id, equation, first, explains = "D7", "E16", "dE_df", "partial_sums"
     title = (
         "the filter-gradient loop stores running partial sums inside the image loop; "
         "the reshaped gradient holds the first stored partial sums"
@@ -119,7 +119,7 @@ class D7(ArticleStep):
 
 
 class D8(ArticleStep):
-    id, equation, first, explains = "D8", "E5,E12", "Z2", "affine"
+    id, equation, first, explains = "D8", "E5,E12", "Z2", "missing_bias"
     title = "no bias in the code although the text has b"
 
     def Z2(self, t, lr, reduction):

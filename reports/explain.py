@@ -12,11 +12,22 @@ each a transform that would turn ours into theirs if that mistake were made:
   positions (an untransposed image), filter-major vs position-major flatten order, a reshape
   where a transpose belongs, a window shifted by one, a whole-array transpose (W vs W^T);
 - a missing reduction (a batch sum or mean not taken), a silent dtype change;
-- for updates (context old, grad, lr): old + lr g, old - 2 lr g, old, old - g, old - lr^2 g.
+- for updates (context old, grad, lr): old + lr g, old - 2 lr g, old, old - g, old - lr^2 g,
+  every filter's step applied to one filter (D6).
 
-A suspect fits when the relative residual ||theirs - T(ours)|| / ||theirs|| is below a few
-thousand unit roundoffs of the coarser dtype, and is much smaller than the raw mismatch. The
-best fit (smallest residual) is returned, or None. NumPy only.
+Mistakes that only the run's other tensors reveal (context `tensors`: the implementation's
+own named tensors of the step, by article name) are recomputed the mistaken way from those
+tensors and matched against ours: a sigmoid derivative replaced by a constant (D2, dE/dZ2 =
+dE/dO) or taken from the pre-activation, a conv delta averaged over the batch before the
+filter gradient (D3), backprop through the updated W (D5), running partial sums stored as
+the filter gradient (D7), a missing bias (D8), a true convolution in Z1, a position-major
+flatten in Z2 or dE/dW. Such a suspect is `specific`: it needs a real departure (theirs vs
+ours beyond the fit tolerance), and wins over a generic fit (a factor, an affine map).
+
+A suspect fits when the relative residual ||theirs - T(ours)|| / ||theirs|| (or, for the
+recomputed mistakes, ||ours - mistake(tensors)|| / ||ours||) is below a few thousand unit
+roundoffs of the coarser dtype, and is much smaller than the raw mismatch. The best fit
+(specific first, then the smallest residual) is returned, or None. NumPy only.
 """
 
 from __future__ import annotations
@@ -31,7 +42,14 @@ FIT_ROUNDOFFS = 2.0**12  # a fit is exact to this many unit roundoffs (relative,
 IMPROVEMENT = 1e-3  # and at least 1000x better than no transform at all
 MIN_FREE_SIZE = 4  # below this, only named constants count (any ratio fits a scalar)
 FILTER_TENSORS = ("f", "dE_df", "f_new")
-UPDATE_SUSPECTS = ("update_sign", "update_twice", "update_missing", "lr_missing", "lr_squared")
+UPDATE_SUSPECTS = (
+    "update_sign",
+    "update_twice",
+    "update_missing",
+    "lr_missing",
+    "lr_squared",
+    "update_one_slice",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,7 @@ class Explanation:
     message: str  # "torch's dE_dW is 200 x ours (N = 200): mean vs sum over the batch?"
     residual: float  # relative residual of the fit (0 is exact)
     factor: float | None = None
+    specific: bool = False  # names one mistake from the run's tensors: preferred when it fits
 
     def __str__(self) -> str:
         return f"{self.message} [{self.suspect}; fit residual {self.residual:.1e}]"
@@ -68,8 +87,10 @@ def explain(
 ) -> Explanation | None:
     """The best-fitting suspect for `actual` (theirs) vs `expected` (ours), or None.
 
-    context (all optional): lr, n_images (N), n_filters (K), filter_size, bias (b), and for
-    an updated parameter old (its value before the step) and grad (our gradient).
+    context (all optional): lr, n_images (N), n_filters (K), filter_size, bias (b), for
+    an updated parameter old (its value before the step) and grad (our gradient), and
+    tensors: the run's named tensors (A1, W, b, patches, dE_dZ2, W_new, ...), which the
+    specific suspects recompute the mistaken way.
     """
     a, e = np.asarray(actual), np.asarray(expected)
     if a.dtype.kind not in "biuf" or e.dtype.kind not in "biuf" or a.size == 0 or e.size == 0:
@@ -89,13 +110,21 @@ def explain(
             _rel(a64, e64),
         )
     raw = _rel(a64, e64) if a.shape == e.shape else math.inf
+    if raw == 0:
+        return None  # the same values: nothing to explain (any symmetry would fit exactly)
     best = None
     for fit in _fits(a64, e64, tensor, who, ctx, tol):
         # Update suspects are measured against the step size and screened in _update_fits.
         better = fit.suspect in UPDATE_SUSPECTS or fit.residual <= IMPROVEMENT * raw
-        if fit.residual <= tol and better and (best is None or fit.residual < best.residual):
+        if fit.residual <= tol and better and (best is None or _rank(fit) < _rank(best)):
             best = fit
     return best
+
+
+def _rank(fit: Explanation) -> tuple:
+    """A specific suspect (one named mistake, recomputed from the run's tensors) before a
+    generic fit that describes the same numbers (D8's missing bias is also an affine map)."""
+    return (not fit.specific, fit.residual)
 
 
 def _fits(a, e, tensor, who, ctx, tol) -> Iterator[Explanation]:
@@ -105,6 +134,7 @@ def _fits(a, e, tensor, who, ctx, tol) -> Iterator[Explanation]:
             yield from _affine_fits(a, e, who, ctx)
             yield from _layout_fits(a, e, tensor, who, ctx)
         yield from _update_fits(a, e, who, ctx)
+        yield from _context_fits(a, e, tensor, who, ctx, tol)
     else:
         yield from _shape_fits(a, e, who)
 
@@ -362,3 +392,337 @@ def _update_fits(a, e, who, ctx):
         residual = _norm(e - cand) / scale
         if residual <= IMPROVEMENT * raw:
             yield Explanation(suspect, f"{who} = old - lr * g, {msg}", residual)
+    yield from _one_slice_update(e, who, old, step, raw, scale)
+
+
+def _one_slice_update(e, who, old, step, raw, scale):
+    """Every filter's step subtracted from one filter (D6: `new[:, :, 0] -= lr * g[:, :, k]`
+    in the loop over k): ours = old, except slice j = old_j - lr * (sum of all slices of g).
+
+    Evidence: old and the step lr * g with at least two slices on the last axis (the filter
+    axis); fits to rounding of the step, like the other update suspects.
+    """
+    if e.ndim < 2 or e.shape[-1] < 2:
+        return
+    total = step.sum(axis=-1)
+    for j in range(e.shape[-1]):
+        cand = old.copy()
+        cand[..., j] -= total
+        residual = _norm(e - cand) / scale
+        if residual <= IMPROVEMENT * raw:
+            yield Explanation(
+                "update_one_slice",
+                f"{who} = old - lr * g, ours moves only slice {j} of the last axis, by the sum "
+                f"of every slice's step: all gradients applied to one filter (a fixed index in "
+                f"the update loop, D6)?",
+                residual,
+                specific=True,
+            )
+
+
+# --- mistakes recomputed from the run's tensors --------------------------------------------
+#
+# ctx["tensors"] holds the implementation's own tensors of the step by article name (conv map
+# (N, K, P), patches (N, P, s, s), f (s, s, K), W (K * P, 1), b (1,), row tensors (1, N)).
+# Each suspect recomputes ours the mistaken way from them; `_specific` decides whether ours
+# is that recomputation (to rounding) while theirs is not.
+
+# tensor: (pre-activation, upstream gradient (None: 1), the activation's name)
+LOCAL_DERIVATIVES = {
+    "dO_dZ2": ("Z2", None, "O"),
+    "dE_dZ2": ("Z2", "dE_dO", "O"),
+    "dE_dZ1": ("Z1", "dE_dA1", "A1"),
+}
+
+
+def _tensors(ctx, *names):
+    """The run's tensors `names` as float64 arrays, or None if one is missing."""
+    found = ctx.get("tensors") or {}
+    if any(found.get(n) is None for n in names):
+        return None
+    out = [np.asarray(found[n], dtype=np.float64) for n in names]
+    return out if all(np.isfinite(x).all() for x in out) else None
+
+
+def _specific(suspect, message, a, e, predicted, tol, magnitude=None):
+    """An Explanation when ours (e) is `predicted` (ours recomputed the mistaken way) to
+    rounding and theirs (a) departs from ours by more than rounding; else None.
+
+    The residual is ||ours - predicted|| relative to ||ours|| or, for a long sum with
+    cancellation, to `magnitude` (the same sum on absolute values), whichever is larger.
+    "explain" still requires it to be within `tol` and far below the raw mismatch.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if predicted.shape != e.shape or not np.isfinite(predicted).all() or _rel(a, e) <= tol:
+        return None
+    scale = max(_norm(e), _norm(magnitude) if magnitude is not None else 0.0)
+    if scale == 0:
+        return None
+    return Explanation(suspect, message, _norm(e - predicted) / scale, specific=True)
+
+
+def _context_fits(a, e, tensor, who, ctx, tol):
+    for suspect in (
+        _missing_bias,
+        _local_derivative,
+        _true_convolution,
+        _position_major_flatten,
+        _updated_weights_backprop,
+        _batch_mean_delta,
+        _running_partial_sums,
+    ):
+        for fit in suspect(a, e, tensor, who, ctx, tol):
+            if fit is not None:
+                yield fit
+
+
+def _missing_bias(a, e, tensor, who, ctx, tol):
+    """Z2 = W^T A1 without the + b of E5 (D8): ours = theirs - b, to rounding.
+
+    Evidence: the bias b (context `bias`, else the run's one-element b), non-zero; Z2 only.
+    """
+    if tensor != "Z2":
+        return
+    b = ctx.get("bias")
+    if b is None:
+        found = _tensors(ctx, "b")
+        b = float(found[0].ravel()[0]) if found and found[0].size == 1 else None
+    if not b:
+        return
+    yield _specific(
+        "missing_bias",
+        f"{who} = ours + {b:.6g} = ours + b: the bias b is missing from our Z2 = W^T A1 + b (D8)?",
+        a,
+        e,
+        a - b,
+        tol,
+    )
+
+
+def _local_derivative(a, e, tensor, who, ctx, tol):
+    """A sigmoid layer's backward step dE/dZ = upstream * s (1 - s) (E9, E11, E14) with the
+    wrong local derivative: replaced by a constant (ours = c * upstream: `A1 + (1 - A1)` is
+    1, D2; dE/dZ2 = dE/dO), or taken from the pre-activation (ours = upstream * Z (1 - Z)).
+
+    Evidence: the pre-activation Z (Z1 or Z2) and the upstream gradient (dE/dA1, dE/dO; 1
+    for dO/dZ2 itself) among the run's tensors.
+    """
+    if tensor not in LOCAL_DERIVATIVES:
+        return
+    z_name, up_name, s_name = LOCAL_DERIVATIVES[tensor]
+    found = _tensors(ctx, z_name) if up_name is None else _tensors(ctx, z_name, up_name)
+    if found is None:
+        return
+    z = found[0]
+    up = np.ones_like(z) if up_name is None else found[1]
+    if z.shape != e.shape or up.shape != e.shape:
+        return
+    uu = float(np.vdot(up, up))
+    if uu > 0:
+        c = float(np.vdot(e, up)) / uu
+        const = "1" if abs(c - 1) <= tol else f"{c:.6g}"
+        ours = const if up_name is None else f"{up_name} x {const}"
+        yield _specific(
+            "derivative_dropped",
+            f"ours is {ours}: the local derivative {s_name} (1 - {s_name}) in {tensor} "
+            f"replaced by a constant (`{s_name} + (1 - {s_name})` is 1, D2) or dropped?",
+            a,
+            e,
+            c * up,
+            tol,
+        )
+    yield _specific(
+        "sigmoid_grad_of_preactivation",
+        f"ours is {up_name + ' x ' if up_name else ''}{z_name} (1 - {z_name}): the sigmoid "
+        f"derivative taken from the pre-activation {z_name}, not from the output "
+        f"{s_name} = sigmoid({z_name})?",
+        a,
+        e,
+        up * z * (1 - z),
+        tol,
+    )
+
+
+def _conv(patches, f):
+    """Z1[n, k, p] = sum over u, v of patches[n, p, u, v] f[u, v, k] (E1)."""
+    N, P, s, _ = patches.shape
+    z = patches.reshape(N * P, s * s) @ f.reshape(s * s, -1)
+    return z.reshape(N, P, -1).transpose(0, 2, 1)
+
+
+def _true_convolution(a, e, tensor, who, ctx, tol):
+    """Z1 computed with the filter rotated 180 degrees (a true convolution, not the
+    frameworks' cross-correlation), or transposed (f vs f^T).
+
+    Evidence: the run's patches and f, f not symmetric under that rotation / transpose.
+    """
+    if tensor != "Z1":
+        return
+    found = _tensors(ctx, "patches", "f")
+    if found is None:
+        return
+    patches, f = found
+    if patches.ndim != 4 or f.ndim != 3 or patches.shape[2:] != f.shape[:2]:
+        return
+    for suspect, g, what in (
+        (
+            "flipped_kernel",
+            f[::-1, ::-1],
+            "rotated 180 degrees: a true convolution instead of the frameworks' cross-correlation",
+        ),
+        ("swap_axes", f.transpose(1, 0, 2), "transposed (f vs f^T: the article's .T on one side only?)"),
+    ):
+        if _rel(f, g) > tol:
+            yield _specific(
+                suspect,
+                f"ours is {tensor} computed with the filter {what}",
+                a,
+                e,
+                _conv(patches, g),
+                tol,
+            )
+
+
+def _position_major(A1):
+    """(N, K, P) -> (P * K, N), feature p * K + k (channel-last) instead of k * P + p."""
+    N, K, P = A1.shape
+    return A1.transpose(0, 2, 1).reshape(N, P * K).T
+
+
+def _position_major_flatten(a, e, tensor, who, ctx, tol):
+    """Z2 (or dE/dW) from A1 flattened position-major (p * K + k, channel-last) where W's
+    rows are filter-major (k * P + p): ours = W^T flat'(A1) + b, or flat'(A1) dE/dZ2^T.
+
+    Evidence: the run's A1 (N, K, P) with K, P >= 2, and W and b (Z2) or dE/dZ2 (dE/dW).
+    """
+    needs = {"Z2": ("A1", "W", "b"), "dE_dW": ("A1", "dE_dZ2")}.get(tensor)
+    found = _tensors(ctx, *needs) if needs else None
+    if found is None or found[0].ndim != 3 or min(found[0].shape[1:]) < 2:
+        return
+    flat = _position_major(found[0])
+    if tensor == "Z2":
+        W, b = found[1], found[2]
+        if W.shape[0] != flat.shape[0]:
+            return
+        predicted = W.T @ flat + b.reshape(-1, 1)
+    else:
+        dZ2 = found[1]
+        if dZ2.ndim != 2 or dZ2.shape[1] != flat.shape[1]:
+            return
+        predicted = flat @ dZ2.T
+    N, K, P = found[0].shape
+    yield _specific(
+        "flatten_order",
+        f"ours is {tensor} computed from A1 flattened position-major (feature p * {K} + k, "
+        f"channel-last) while W's rows are filter-major (k * {P} + p): E4's order (D4)?",
+        a,
+        e,
+        predicted,
+        tol,
+    )
+
+
+def _updated_weights_backprop(a, e, tensor, who, ctx, tol):
+    """dE/dA1 = W dE/dZ2 taken with the already updated W (W_new: the update ran before
+    the backward pass reached the conv layer, D5).
+
+    Evidence: the run's W_new (different from W), dE/dZ2 and A1 (for the K filters).
+    """
+    if tensor != "dE_dA1":
+        return
+    found = _tensors(ctx, "W", "W_new", "dE_dZ2", "A1")
+    if found is None:
+        return
+    W, W_new, dZ2, A1 = found
+    if W_new.shape != W.shape or A1.shape != e.shape or _rel(W, W_new) <= tol:
+        return
+    if W_new.ndim != 2 or dZ2.ndim != 2 or W_new.shape[1] != dZ2.shape[0]:
+        return
+    N, K, P = A1.shape
+    flat = W_new @ dZ2  # (K * P, N)
+    if flat.shape != (K * P, N):
+        return
+    yield _specific(
+        "updated_weights",
+        f"ours is {tensor} backpropagated through the updated W_new = W - lr dE/dW instead "
+        f"of the forward pass's W: the update ran before dZ2/dA1 was taken (D5)?",
+        a,
+        e,
+        flat.T.reshape(N, K, P),
+        tol,
+    )
+
+
+def _filter_grad_inputs(ctx, e):
+    """(patches (N, P, s, s), dE/dZ1 (N, K, P)) matching dE/df's shape e (s, s, K), or None."""
+    found = _tensors(ctx, "patches", "dE_dZ1")
+    if found is None:
+        return None
+    patches, delta = found
+    if patches.ndim != 4 or delta.ndim != 3 or e.ndim != 3:
+        return None
+    N, P, s, s2 = patches.shape
+    if delta.shape[0] != N or delta.shape[2] != P or (s, s2, delta.shape[1]) != e.shape:
+        return None
+    return patches, delta
+
+
+def _batch_mean_delta(a, e, tensor, who, ctx, tol):
+    """dE/df from the conv delta averaged over the images first (D3): one mean map
+    convolved with every image, ours = sum_n patches_n * mean_n(dE/dZ1).
+
+    Evidence: the run's patches and dE/dZ1 with N >= 2 images whose deltas differ.
+    """
+    found = _filter_grad_inputs(ctx, e) if tensor == "dE_df" else None
+    if found is None or found[0].shape[0] < 2:
+        return
+    patches, delta = found
+    mean = delta.mean(axis=0)
+    if _rel(delta, np.broadcast_to(mean, delta.shape)) <= tol:
+        return
+    summed = patches.sum(axis=0)  # (P, s, s)
+    predicted = np.einsum("puv,kp->uvk", summed, mean)
+    magnitude = np.einsum("puv,kp->uvk", np.abs(patches).sum(axis=0), np.abs(delta).mean(axis=0))
+    yield _specific(
+        "batch_mean_delta",
+        f"ours is {tensor} computed from the conv delta dE/dZ1 averaged over the images "
+        f"first: one mean map convolved with every image (D3)?",
+        a,
+        e,
+        predicted,
+        tol,
+        magnitude,
+    )
+
+
+def _running_partial_sums(a, e, tensor, who, ctx, tol):
+    """dE/df holding running partial sums (the sum stored inside the image loop, D7): the
+    loop appends S[k, n] = sum over images n' <= n of filter k's contribution, and its
+    first K entries become the K filters. Either loop order: filters outer (entry j holds
+    S[0, j] when N > K) or images outer (entry k holds S[k, 0], one image).
+
+    Evidence: the run's patches and dE/dZ1 with N >= 2 images.
+    """
+    found = _filter_grad_inputs(ctx, e) if tensor == "dE_df" else None
+    if found is None or found[0].shape[0] < 2:
+        return
+    patches, delta = found
+    N, K = delta.shape[:2]
+    parts = np.einsum("npuv,nkp->nkuv", patches, delta)  # (N, K, s, s): one image's share
+    sums = np.cumsum(parts, axis=0)  # S[n, k]
+    magnitude = np.cumsum(np.einsum("npuv,nkp->nkuv", np.abs(patches), np.abs(delta)), axis=0)
+    for order, index in (
+        ("filters outer, images inner", lambda j: divmod(j, N)),
+        ("images outer, filters inner", lambda j: divmod(j, K)[::-1]),
+    ):
+        picks = [index(j) for j in range(K)]  # (k, n) of entry j
+        yield _specific(
+            "partial_sums",
+            f"ours is {tensor} holding running partial sums ({order}): the sum stored inside "
+            f"the image loop and the first K stored entries kept (D7)?",
+            a,
+            e,
+            np.stack([sums[n, k] for k, n in picks], axis=-1),
+            tol,
+            np.stack([magnitude[n, k] for k, n in picks], axis=-1),
+        )

@@ -1,0 +1,79 @@
+"""The mismatch explainer (reports/explain.py) names real mistakes and nothing else.
+
+- It names most published-code variants and catalogue mistakes: the registries'
+  `explains` (asserted per variant by test_variants.py and per mutant by test_mutants.py,
+  at the first diverging tensor) are counted here.
+- It names nothing on a correct implementation (slow): the reference's stage-isolated and
+  end-to-end checks against torch, for 20 seeds and every dtype of the run. A passing check
+  calls no explainer, so the explainer is called here on every (framework output,
+  reference output) pair, passed or not, with the context the suite gives it, and must
+  return None for all of them. The comparisons are made directly (Harness +
+  compare_arrays + explain, as test_stability.py does), not recorded.
+
+    PARITY_MNIST=/path/to/mnist.npz \\
+        .venv/bin/python -m pytest parity_tests/test_explainer.py -m slow -q
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from parity_tests import mutants
+from parity_tests.harness import Harness
+from parity_tests.stages import END_TO_END, STAGES
+from reference.published import VARIANTS
+from reports import compare_arrays
+from reports.explain import explain
+
+SEEDS = tuple(range(20))
+NAMED_VARIANTS, NAMED_MUTANTS = 9, 17  # of the 10 published variants, the 19 catalogue ones
+
+
+def _named(steps) -> list[str]:
+    return [s.id for s in steps if s.explains]
+
+
+def test_explainer_names_most_variants_and_catalogue_mistakes():
+    variants, catalogue = list(VARIANTS.values()), list(mutants.MUTANTS.values())
+    named_v, named_m = _named(variants), _named(catalogue)
+    unnamed = sorted({s.id for s in variants + catalogue} - set(named_v) - set(named_m))
+    assert len(named_v) >= NAMED_VARIANTS and len(named_v) * 10 >= 9 * len(variants), unnamed
+    assert len(named_m) >= NAMED_MUTANTS and len(named_m) * 19 >= 17 * len(catalogue), unnamed
+
+
+@pytest.mark.slow
+def test_no_explanation_on_the_reference_for_20_seeds(
+    parity_settings, run_config, article_data, record_property
+):
+    if "torch" not in parity_settings.frameworks:
+        pytest.skip("torch deselected by --parity-frameworks")
+    claims, failed, pairs = [], [], 0
+    for seed in SEEDS:
+        config = dataclasses.replace(run_config, seed=seed, impl="reference")
+        harness = Harness(config, article_data)  # the reference itself
+        for dtype in parity_settings.dtypes:
+            for stage in STAGES:
+                checks = [("stage", harness.stage_check)]
+                if stage in END_TO_END:
+                    checks.append(("end_to_end", harness.end_to_end_check))
+                for mode, make in checks:
+                    c = make(stage, "torch", dtype)
+                    status = compare_arrays(
+                        c.actual, c.expected, c.tolerance.array, truth=c.truth, brief=True
+                    )["status"]
+                    found = explain(
+                        c.actual, c.expected, tensor=stage.tensor, against="torch", context=c.context
+                    )
+                    pairs += 1
+                    where = f"seed {seed} {dtype} {mode} {stage.tensor} ({status})"
+                    if found is not None:
+                        claims.append(f"{where}: {found}")
+                    if status == "fail":
+                        failed.append(where)
+    record_property("explained_pairs", pairs)
+    print(f"\nexplainer: {pairs} correct (framework, reference) pairs, {len(claims)} explained")
+    assert pairs and not claims, f"{len(claims)} false explanation(s):\n" + "\n".join(claims[:20])
+    # NOTE: the premise: these are correct results (test_stability.py owns the tolerances).
+    assert not failed, f"the reference disagrees with torch: {failed[:10]}"
