@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from reports.escape import markdown_cell
-from reports.fields import number_text
+from reports.fields import STATUSES, number_text
 from reports.tables import records_frame
 
 FRAMEWORKS = ("torch", "tensorflow")
@@ -92,9 +92,7 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
             checks = prefix + ", ".join(f"{k} ({len(g)})" for k, g in groups)
             budgets = prefix + "; ".join(f"{k} {number_text(g['budget_used'].max())}" for k, g in groups)
             counts = kinds["status"].value_counts()
-            result = ", ".join(
-                f"{int(counts[s])} {s}" for s in ("error", "fail", "vacuous", "pass") if s in counts
-            )
+            result = ", ".join(f"{int(counts[s])} {s}" for s in STATUSES if s in counts)
         else:
             checks, budgets, result = "none recorded in this run", "", ""
         verdict = eq["verdict"]

@@ -16,7 +16,7 @@ from reports.diff import (
 )
 from reports.escape import terminal_text
 from reports.render import display_frame, status_counts
-from reports.tables import summary_frame, terminal_lines
+from reports.tables import headline, summary_frame, tensor_order, terminal_lines
 from reports.writer import load_report
 
 COMPLETENESS = ("complete", "partial", "interrupted")
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 fine, 1 regression (diff), 2 unreadable input or bad usage.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    show = sub.add_parser("show", help="print the worst comparisons and the summary table")
+    show = sub.add_parser("show", help="print the verdict, the worst comparisons and the summary table")
     show.add_argument("dir", help="a report directory, e.g. reports/latest")
     show.add_argument("-n", type=_count, default=10, help="how many worst comparisons to list (10)")
     diff = sub.add_parser(
@@ -105,7 +105,8 @@ def _completeness(meta: dict, where: str) -> tuple[str, str]:
 
 def _show(args) -> int:
     df, meta = load_report(args.dir)
-    print(f"{args.dir}: {status_counts(df)}")
+    print("\n".join(headline(df, tensor_order(meta))) + "\n")
+    print(terminal_text(f"{args.dir}: {status_counts(df)}"))
     c = meta.get("completeness")
     if isinstance(c, dict) and c.get("status"):
         detail = f" ({c['detail']})" if c.get("detail") else ""

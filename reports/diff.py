@@ -45,6 +45,20 @@ def _index(df: pd.DataFrame) -> dict:
     return out
 
 
+def _names(index: dict, absent: bool) -> set:
+    """(tensor, dtype, impl) of the keys that are (absent=True) or are not "absent"
+    records; a key's dtype also as "" (an absent record without a dtype covers every one)."""
+    out = set()
+    for k, (_, status, _) in index.items():
+        if (status == "absent") == absent:
+            out |= {(k[1], k[4], k[5]), (k[1], "", k[5])}
+    return out
+
+
+def _name(k: tuple) -> tuple:
+    return k[1], k[4], k[5]  # tensor, dtype, impl (KEY order)
+
+
 def _real(x) -> float | None:
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         return None
@@ -82,11 +96,19 @@ def diff_reports(
 
     partial=True (the current run ran only some checks): a baseline key whose `check`
     never occurs in current_df is "not run", not "vanished".
+
+    A name the implementation did not provide is one "absent" record (mode contract), not
+    the comparisons it stands for: a baseline check of a tensor (same dtype and impl) that
+    is absent now is a "new failure" if it passed (status after: absent), and a check of a
+    tensor that was absent in the baseline is "fixed" if it passes (status before: absent),
+    else a "new check"; the absent records themselves are then not listed.
     """
     floor = _check_factor_floor(factor, floor)
     factor = float(factor)
     base, cur = _index(baseline_df), _index(current_df)
     ran = {str(c) for c in current_df["check"]}
+    absent_now, absent_before = _names(cur, True), _names(base, True)
+    present_now, present_before = _names(cur, False), _names(base, False)
     rows = []
     for k in sorted(set(base) | set(cur)):
         (p0, s0, b0), (p1, s1, b1) = (
@@ -96,8 +118,18 @@ def diff_reports(
         denom = float(np.fmax(b0, floor))  # NaN baseline -> floor
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = float(np.divide(b1, denom))
-        if k not in cur:
+        if k not in cur and s0 == "absent" and _name(k) in present_now:
+            continue  # provided now: its checks say how that went
+        elif k not in cur and s0 != "absent" and _name(k) in absent_now:
+            if not p0:
+                continue  # did not pass before either
+            change, s1 = "new failure", "absent"
+        elif k not in cur:
             change = "not run" if partial and k[0] not in ran else "vanished"
+        elif k not in base and s1 == "absent" and _name(k) in present_before:
+            continue  # listed as the new failures of the checks it stands for
+        elif k not in base and s1 != "absent" and _name(k) in absent_before:
+            change, s0 = ("fixed" if p1 else "new check"), "absent"
         elif k not in base:
             change = "new check"
         elif p0 and not p1:

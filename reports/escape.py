@@ -1,6 +1,7 @@
 """Strings from records or a run's meta, made harmless for the file they go into. One place.
 
-- Markdown table cells (summary.md, audit.md): `markdown_cell`.
+- Markdown table cells (summary.md, audit.md): `markdown_cell`; running Markdown text (the
+  headline of summary.md): `markdown_text`.
 - CSV cells a spreadsheet would run as a formula (comparisons.csv): `csv_neutralise` on
   writing, `csv_restore` on reading, so the round trip is exact.
 - HTML: `html.escape` (and the Styler's escape="html") in reports/render.py.
@@ -18,6 +19,8 @@ CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _CSV_RISKY = re.compile(r"'*[=+\-@\t\r]")
 _NEWLINE = re.compile(r"\r\n|[\r\n]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Inline Markdown: code spans, emphasis, links, strike-through (GitHub), and the escape itself.
+_MD_INLINE = re.compile(r"([\\`*_\[\]~])")
 
 
 def markdown_cell(value) -> str:
@@ -28,6 +31,13 @@ def markdown_cell(value) -> str:
     text = _NEWLINE.sub(" ", str(value))
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").strip()
+
+
+def markdown_text(value) -> str:
+    """`value` as literal text in a Markdown paragraph or list item: markdown_cell, and
+    \\ ` * _ [ ] ~ backslash-escaped, so "E8*E9" or "dE_dO" never turn into emphasis,
+    code or links."""
+    return markdown_cell(_MD_INLINE.sub(r"\\\1", str(value)))
 
 
 def csv_neutralise(text: str) -> str:

@@ -11,13 +11,17 @@ import numpy as np
 RECORD_FIELDS = [
     "check", "equation", "step", "tensor", "quantity", "mode", "impl", "against",
     "dtype", "device", "shape", "n", "max_abs_err", "max_rel_err", "mean_abs_err",
-    "max_ulp", "worst_index", "actual_at_worst", "expected_at_worst", "tol_at_worst",
+    "max_ulp", "worst_index", "against_at_worst", "impl_at_worst", "tol_at_worst",
     "tolerance_rule", "budget_used", "budget_q99", "n_bad", "status", "passed",
-    "vacuous", "closer_to_truth", "actual_err_vs_truth", "expected_err_vs_truth",
+    "vacuous", "closer_to_truth", "against_err_vs_truth", "impl_err_vs_truth",
     "outlier", "init_scheme", "reduction", "seed", "data_source", "versions",
     "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
     "disagreeing", "disagreeing_budgets",
 ]  # fmt: skip
+# Whose is whose: `impl` is the implementation under test, `against` the other side (a
+# framework's name in stage and end-to-end records). The *_at_worst and *_err_vs_truth
+# fields say which side they hold by name; closer_to_truth is the record's `against`,
+# "impl" or "tie".
 # What used to be packed into `note` and parsed back, now fields of their own (`note` holds
 # human text only, read by no code):
 # - explanation: the mismatch explainer's text (reports.explain.Explanation's str(), "no
@@ -37,17 +41,28 @@ OPTIONAL_FIELDS = (
     "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
     "disagreeing_budgets",
 )  # fmt: skip
+# Columns renamed since the first reports (old name -> new name): "actual" was the other
+# side, "expected" the implementation under test. reports.writer.load_report reads an older
+# comparisons.csv through this (and its closer_to_truth values "actual" / "expected").
+RENAMED_FIELDS = {
+    "actual_at_worst": "against_at_worst",
+    "expected_at_worst": "impl_at_worst",
+    "actual_err_vs_truth": "against_err_vs_truth",
+    "expected_err_vs_truth": "impl_err_vs_truth",
+}
 MISMATCH_KINDS = ("shape", "dtype", "value", "error")
 
 # Missing numbers become NaN (not "") so the CSV columns stay numeric.
 NUMERIC_FIELDS = frozenset({
-    "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "actual_at_worst",
-    "expected_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
-    "actual_err_vs_truth", "expected_err_vs_truth",
+    "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "against_at_worst",
+    "impl_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
+    "against_err_vs_truth", "impl_err_vs_truth",
 })  # fmt: skip
 # A record that never said it passed must not look green: missing flags are False.
 BOOL_FIELDS = frozenset({"passed", "vacuous"})
-STATUSES = ("error", "fail", "vacuous", "pass")  # worst first
+# Worst first. "absent": a name the implementation under test did not provide (a finding,
+# not a comparison: mode "contract", against "", no numbers, passed False).
+STATUSES = ("error", "fail", "vacuous", "absent", "pass")
 
 
 def _plain(value, key: str):

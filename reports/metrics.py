@@ -1,7 +1,10 @@
 """The one comparison of the project: metrics of `actual` against `expected`.
 
 Every check in the suite calls `compare_arrays` and stores its result in a record;
-`format_mismatch` turns such a record into the failure message.
+`format_mismatch` turns such a record into the failure message. `actual` is the other side
+(the framework: the record's `against`), `expected` the implementation under test (the
+record's `impl`); the record's fields and every message name them that way (against_*,
+impl_*, "impl reference: ..., torch: ..."), never actual/expected.
 """
 
 from __future__ import annotations
@@ -89,27 +92,37 @@ def _max_ulp(actual: np.ndarray, expected: np.ndarray):
 def _blank(shape: tuple, n: int) -> dict:
     return {
         "n": n, "shape": shape, "max_abs_err": NAN, "max_rel_err": NAN,
-        "mean_abs_err": NAN, "max_ulp": NAN, "worst_index": "", "actual_at_worst": NAN,
-        "expected_at_worst": NAN, "tol_at_worst": NAN, "budget_used": NAN,
+        "mean_abs_err": NAN, "max_ulp": NAN, "worst_index": "", "against_at_worst": NAN,
+        "impl_at_worst": NAN, "tol_at_worst": NAN, "budget_used": NAN,
         "budget_q99": NAN, "n_bad": NAN, "vacuous": False, "passed": False,
-        "status": "fail", "note": "", "actual_err_vs_truth": NAN,
-        "expected_err_vs_truth": NAN, "closer_to_truth": "", "mismatch_kind": "",
+        "status": "fail", "note": "", "against_err_vs_truth": NAN,
+        "impl_err_vs_truth": NAN, "closer_to_truth": "", "mismatch_kind": "",
     }  # fmt: skip
 
 
-def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False, brief=False) -> dict:
+def compare_arrays(
+    actual, expected, tolerance, *, truth=None, expect_zero=False, brief=False, against="against"
+) -> dict:
     """Compare `actual` with `expected` element by element: shape, then dtype, then values.
+
+    `actual` is the other side (a framework's result in stage and end-to-end checks),
+    `expected` the implementation under test's; `against` names the other side (the
+    record's `against`, e.g. "torch") in the notes and in closer_to_truth, where the
+    implementation under test is "impl". The result's against_* fields hold `actual`'s
+    values, its impl_* fields `expected`'s.
 
     `tolerance` is an absolute allowance per element (broadcast to `expected`; 0 means
     exact). An element's budget is |actual - expected| / tolerance; the check passes
     when every budget is <= 1 and the check is not vacuous (both sides within tolerance
     of zero everywhere), unless `expect_zero` says zeros are the right answer.
-    `truth` (float64, expected's shape) tells which side is nearer the exact result.
+    `truth` (float64, expected's shape) tells which side is nearer the exact result
+    (closer_to_truth: `against`, "impl" or "tie").
     brief=True leaves out the ULP distance, the 99th-percentile budget and the truth
     comparison (NaN / blank): for checks that only localise (mutants, variants) and are
     not reported one by one. Returns record fields as plain Python values.
     """
     _refuse_lossy(tolerance, "tolerance")  # before the shape check, which returns early
+    against = str(against) or "against"
     actual = _as_real_array(actual, "actual")
     expected = _as_real_array(expected, "expected")
     shape = tuple(int(s) for s in expected.shape)
@@ -119,11 +132,11 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
             raise ValueError(f"truth must be float64 of shape {shape}, got {truth.dtype} {truth.shape}")
     out = _blank(shape, int(expected.size))
     if actual.shape != expected.shape:
-        out["note"] = f"shape mismatch: actual {actual.shape}, expected {expected.shape}"
+        out["note"] = f"shape mismatch: {against} {actual.shape}, impl {expected.shape}"
         out["mismatch_kind"] = "shape"
         return out
     if actual.dtype != expected.dtype:
-        out["note"] = f"dtype mismatch: actual {actual.dtype}, expected {expected.dtype}"
+        out["note"] = f"dtype mismatch: {against} {actual.dtype}, impl {expected.dtype}"
         out["mismatch_kind"] = "dtype"
         return out
     if expected.size == 0:
@@ -160,7 +173,7 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     notes = []
     nan_a, nan_e = int(np.isnan(a).sum()), int(np.isnan(e).sum())
     if nan_a or nan_e:
-        notes.append(f"NaN: {nan_a} in actual, {nan_e} in expected (counted as mismatches)")
+        notes.append(f"NaN: {nan_a} in {against}, {nan_e} in impl (counted as mismatches)")
 
     budget_used = float(budget[k])
     if vacuous and not expect_zero:
@@ -179,8 +192,8 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
         mean_abs_err=mean_abs,
         max_ulp=NAN if brief else _max_ulp(actual, expected),
         worst_index=tuple(int(i) for i in worst),
-        actual_at_worst=float(a[worst]),
-        expected_at_worst=float(e[worst]),
+        against_at_worst=float(a[worst]),
+        impl_at_worst=float(e[worst]),
         tol_at_worst=float(tol[worst]),
         budget_used=budget_used,
         n_bad=int(np.count_nonzero(budget > 1)),
@@ -198,10 +211,10 @@ def compare_arrays(actual, expected, tolerance, *, truth=None, expect_zero=False
     if truth is not None and not brief:
         err_a = float(_abs_err(a, truth, out=scratch).max())
         err_e = float(_abs_err(e, truth, out=scratch).max())
-        closer = "tie" if err_a == err_e else "actual" if err_a < err_e else "expected"
+        closer = "tie" if err_a == err_e else against if err_a < err_e else "impl"
         out.update(
-            actual_err_vs_truth=err_a,
-            expected_err_vs_truth=err_e,
+            against_err_vs_truth=err_a,
+            impl_err_vs_truth=err_e,
             closer_to_truth=closer,
         )
     return out
@@ -220,25 +233,29 @@ def format_mismatch(record: dict, reproduce: str) -> str:
     where = ", ".join(str(p) for p in (r("equation", ""), r("mode", "")) if p)
     head = f"`{r('tensor', '?')}`" + (f" ({where})" if where else "")
     pair = f"{r('impl', '?')} and {r('against', '?')} [{r('dtype', '?')}]"
+    # Whose is whose: "impl reference" (the implementation under test), "torch" (the other).
+    impl, other = f"impl {r('impl') or '?'}", str(r("against") or "against")
     status = r("status", "")
     if status == "vacuous":
         lines = [
             (
                 f"{head} proves nothing between {pair}: both sides are indistinguishable from "
-                "zero (|actual| and |expected| within the tolerance at every element), so the "
-                "comparison proves nothing"
+                f"zero ({impl} and {other} within the tolerance of zero at every element), so "
+                "the comparison proves nothing"
             )
         ]
     elif status == "error":
         lines = [f"{head} could not be compared between {pair}"]
+    elif status == "absent":
+        lines = [f"{head} was not provided by {impl} [{r('dtype', '?')}]: nothing to compare"]
     else:
         lines = [f"{head} differs between {pair}"]
 
     n, n_bad = _num(r("n")), _num(r("n_bad"))
     if not math.isnan(n_bad) and n > 0:
         lines.append(f"Mismatched elements: {int(n_bad)} / {int(n)} ({100 * n_bad / n:.1f}%)")
-        act, exp = _num(r("actual_at_worst")), _num(r("expected_at_worst"))
-        diff = 0.0 if act == exp else abs(act - exp)
+        theirs, ours = _num(r("against_at_worst")), _num(r("impl_at_worst"))
+        diff = 0.0 if theirs == ours else abs(theirs - ours)
 
         def g(key_or_value, spec=".3g"):
             value = r(key_or_value) if isinstance(key_or_value, str) else key_or_value
@@ -246,17 +263,18 @@ def format_mismatch(record: dict, reproduce: str) -> str:
 
         lines += [
             f"Greatest budget used: {g('budget_used')} (error / tolerance) at index "
-            f"{r('worst_index')}: actual {g(act, '.9g')}, expected {g(exp, '.9g')}, "
+            f"{r('worst_index')}: {impl}: {g(ours, '.9g')}, {other}: {g(theirs, '.9g')}, "
             f"|diff| {g(diff, '.2g')}, allowed {g('tol_at_worst', '.2g')}",
             f"Greatest absolute difference: {g('max_abs_err')} (mean {g('mean_abs_err')})",
             f"Greatest relative difference: {g('max_rel_err')}",
             f"Greatest ULP distance: {g('max_ulp', '.0f')}",
         ]
-    if r("closer_to_truth"):
+    closer = r("closer_to_truth")
+    if closer:
         lines.append(
-            f"Closer to the float64 truth: {r('closer_to_truth')} (error of actual "
-            f"{number_text(r('actual_err_vs_truth'), 'n/a')}, of expected "
-            f"{number_text(r('expected_err_vs_truth'), 'n/a')})"
+            f"Closer to the float64 truth: {impl if closer == 'impl' else closer} (error of "
+            f"{impl} {number_text(r('impl_err_vs_truth'), 'n/a')}, of {other} "
+            f"{number_text(r('against_err_vs_truth'), 'n/a')})"
         )
     for label, key in (
         ("Tolerance rule", "tolerance_rule"),

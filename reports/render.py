@@ -9,9 +9,9 @@ import io
 import numpy as np
 import pandas as pd
 
-from reports.escape import markdown_cell, plot_label
+from reports.escape import markdown_cell, markdown_text, plot_label
 from reports.fields import STATUSES, number_text
-from reports.tables import by_severity, summary_frame
+from reports.tables import by_severity, headline_parts, summary_frame, tensor_order
 
 MAX_MD_ROWS = 60  # a GitHub job summary is for reading, not scrolling
 TABLE_UUID = "parity-summary"  # fixed, so the HTML is identical from run to run
@@ -89,17 +89,36 @@ def completeness_banner(meta: dict) -> tuple[str, str] | None:
     return f"{status.upper()} RUN", str(c.get("detail", ""))
 
 
-def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
-    """Title, run facts and the summary table (at most MAX_MD_ROWS rows), for CI.
+def headline_markdown(df: pd.DataFrame, meta: dict) -> list[str]:
+    """The headline (reports.tables.headline_parts) as Markdown list items, every record
+    string escaped (markdown_text)."""
+    parts = headline_parts(df, tensor_order(meta))
+    return [f"- **{label}**: {markdown_text(text)}" for label, text in parts]
 
-    Every string from a record or the meta is escaped (markdown_cell): no raw HTML, no
-    broken table rows.
+
+def headline_html(df: pd.DataFrame, meta: dict) -> str:
+    """The headline as an HTML list, every record string escaped."""
+    esc = html.escape
+    items = "".join(
+        f"<li><strong>{esc(label)}</strong>: {esc(text)}</li>"
+        for label, text in headline_parts(df, tensor_order(meta))
+    )
+    return f'<ul class="headline">{items}</ul>'
+
+
+def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
+    """Title, completeness banner, headline, run facts and the summary table (at most
+    MAX_MD_ROWS rows), for CI.
+
+    Every string from a record or the meta is escaped (markdown_cell, markdown_text): no
+    raw HTML, no broken table rows.
     """
     summary = summary_frame(df)
     lines = ["# Parity report", ""]
     banner = completeness_banner(meta)
     if banner:
         lines += [f"**{markdown_cell(banner[0])}**: {markdown_cell(banner[1])}", ""]
+    lines += [*headline_markdown(df, meta), ""]
     lines += [f"**{status_counts(df)}**", ""]
     lines += [f"- {k}: {markdown_cell(v)}" for k, v in _meta_items(df, meta) if v]
     lines += ["", "## Summary (worst first)", ""]
@@ -182,7 +201,7 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> bytes:
         if pd.isna(st):
             continue  # no comparison in this cell
         text = _g(values[i, j])
-        if st in ("vacuous", "error"):
+        if st in ("vacuous", "error", "absent"):
             text = f"{text}\n{st}".strip()
         dark = np.isfinite(shown[i, j]) and not 0.2 < norm(shown[i, j]) < 0.8
         colour = "white" if dark else "black"
@@ -203,7 +222,9 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> bytes:
 
 
 def _row_style(row: pd.Series) -> list[str]:
-    colour = {"fail": "#fde0dc", "error": "#fde0dc", "vacuous": "#fff4ce"}.get(row["status"], "")
+    colour = {"fail": "#fde0dc", "error": "#fde0dc", "vacuous": "#fff4ce", "absent": "#e8e8e8"}.get(
+        row["status"], ""
+    )
     return [f"background-color: {colour}" if colour else ""] * len(row)
 
 
@@ -219,7 +240,8 @@ def summary_html(
     extra_sections: dict[str, str] | None = None,
     heat_map: bool = True,
 ) -> str:
-    """A self-contained HTML page: verdict, run facts, heat map, styled summary, extras.
+    """A self-contained HTML page: completeness banner, headline, status counts, run facts,
+    heat map, styled summary, extras.
 
     Every string from a record or the meta is HTML-escaped.
     """
@@ -237,10 +259,12 @@ def summary_html(
         (
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{padding:2px 6px;border:1px solid #ddd;font-size:90%}"
-            "pre{background:#f6f8fa;padding:1em;overflow-x:auto}</style></head><body>"
+            "pre{background:#f6f8fa;padding:1em;overflow-x:auto}"
+            "ul.headline{background:#f6f8fa;padding:0.6em 2em}</style></head><body>"
         ),
         "<h1>Parity report</h1>",
         *banner_html,
+        headline_html(df, meta),
         f"<p><strong>{esc(status_counts(df))}</strong></p>",
         "<h2>Run</h2>",
         '<table class="meta">',
@@ -257,7 +281,7 @@ def summary_html(
             .hide(axis="index")
         )
         if heat_map:
-            png = base64.b64encode(_heatmap_png(df, meta.get("tensor_order", ()))).decode("ascii")
+            png = base64.b64encode(_heatmap_png(df, tensor_order(meta))).decode("ascii")
             parts += [
                 "<h2>Budget used by tensor and comparison</h2>",
                 f'<img alt="heat map of the largest budget used" src="data:image/png;base64,{png}">',

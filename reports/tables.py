@@ -77,7 +77,8 @@ def _farthest(errs: dict) -> str:
 
 
 def fill_outliers(df: pd.DataFrame) -> pd.DataFrame:
-    """Name, per float32 tensor, which of reference / torch / tensorflow strays from float64.
+    """Name, per float32 tensor, which of the implementation under test (by its `impl`
+    name, e.g. reference) / torch / tensorflow strays from float64.
 
     Only where both frameworks were compared with truth errors; "none" when no side is
     more than twice as far from the truth as each of the others, "" when undecidable.
@@ -87,26 +88,27 @@ def fill_outliers(df: pd.DataFrame) -> pd.DataFrame:
     usable = (
         (df["dtype"] == "float32")
         & df["against"].isin(["torch", "tensorflow"])
-        & df["actual_err_vs_truth"].notna()
-        & df["expected_err_vs_truth"].notna()
+        & df["against_err_vs_truth"].notna()
+        & df["impl_err_vs_truth"].notna()
     )
     keys = ["impl", "tensor", "mode", "dtype", "seed"]
-    for _, g in df[usable].groupby(keys, sort=False, dropna=False):
+    for (impl, *_), g in df[usable].groupby(keys, sort=False, dropna=False):
         torch, tf = g[g["against"] == "torch"], g[g["against"] == "tensorflow"]
         if torch.empty or tf.empty:
             continue
         errs = {
-            # Both rows compare against the same reference output: take the larger.
-            "reference": float(g["expected_err_vs_truth"].max()),
-            "torch": float(torch["actual_err_vs_truth"].max()),
-            "tensorflow": float(tf["actual_err_vs_truth"].max()),
+            # Both rows compare against the same output of the implementation: the larger.
+            str(impl) or "impl": float(g["impl_err_vs_truth"].max()),
+            "torch": float(torch["against_err_vs_truth"].max()),
+            "tensorflow": float(tf["against_err_vs_truth"].max()),
         }
         df.loc[g.index, "outlier"] = _farthest(errs)
     return df
 
 
 def by_severity(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows worst first: error, fail, vacuous, pass; then the largest budget; stable."""
+    """Rows worst first: error, fail, vacuous, absent, pass (STATUSES); then the largest
+    budget; stable."""
     rank = [STATUSES.index(s) if s in STATUSES else 0 for s in df["status"]]
     budget = [-b if not pd.isna(b) else math.inf for b in df["budget_used"]]
     order = sorted(range(len(df)), key=lambda i: (rank[i], budget[i]))
@@ -150,3 +152,157 @@ def terminal_lines(df: pd.DataFrame, n: int = 10) -> list[str]:
             line += f" | {r['error'] or r['note']}"
         lines.append(terminal_text(line))  # record strings: no escape sequences, one line
     return lines
+
+
+# --- the headline: the run's verdict, first --------------------------------------------------
+
+DISAGREE = ("fail", "vacuous")  # the two sides disagree, or the comparison proves nothing
+MODE_RANK = {"stage": 0, "end_to_end": 1}  # within a tensor: the localising check first
+LISTED = 12  # the most tensors or implementations one headline line names
+
+
+def _short(text, limit: int = 160) -> str:
+    """The first line of `text`, at most `limit` characters."""
+    line = next((x.strip() for x in str(text).splitlines() if x.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def tensor_order(meta: dict) -> tuple[str, ...]:
+    """The run's forward/backward order of tensor names (meta["tensor_order"], written by
+    the plugin); () when the meta has none or something else."""
+    order = meta.get("tensor_order") if isinstance(meta, dict) else None
+    return tuple(map(str, order)) if isinstance(order, (list, tuple)) else ()
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _names(names) -> str:
+    names = list(names)
+    shown = ", ".join(map(str, names[:LISTED]))
+    return shown + (f", ... ({len(names)} in all)" if len(names) > LISTED else "")
+
+
+def _in_order(df: pd.DataFrame, order) -> pd.DataFrame:
+    """Rows by tensor in forward/backward `order` (other names after, first seen first);
+    within a tensor the worst status, then stage before end_to_end before the rest, then
+    the largest budget; stable."""
+    rank = {t: i for i, t in enumerate(order)}
+    seen = {t: i for i, t in enumerate(pd.unique(df["tensor"]))}
+    keys = [
+        (
+            rank.get(t, len(rank) + seen[t]),
+            STATUSES.index(s) if s in STATUSES else 0,
+            MODE_RANK.get(m, len(MODE_RANK)),
+            -b if not pd.isna(b) else math.inf,
+        )
+        for t, s, m, b in zip(df["tensor"], df["status"], df["mode"], df["budget_used"])
+    ]
+    return df.iloc[sorted(range(len(df)), key=keys.__getitem__)]
+
+
+def _how(r: pd.Series) -> str:
+    """How one record disagrees, in a few words."""
+    detail = _short(r["error"] or r["note"])
+    if r["status"] == "error":
+        return "could not be compared" + (f": {detail}" if detail else "")
+    if r["status"] == "vacuous":
+        return f"proves nothing (vacuous): {detail or 'both sides within the tolerance of zero'}"
+    if r["mismatch_kind"] in ("shape", "dtype"):
+        return f"{r['mismatch_kind']} mismatch" + (f": {detail}" if detail else "")
+    if pd.isna(r["budget_used"]):
+        return f"{r['status']}" + (f": {detail}" if detail else "")
+    return f"budget used {number_text(r['budget_used'])} (error / tolerance)"
+
+
+def _tag(rows: pd.DataFrame) -> str:
+    """One tensor's disagreement in a word or two: its largest budget, vacuous, shape..."""
+    worst = rows.iloc[0]  # _in_order: the worst status first
+    if worst["status"] == "vacuous":
+        return "vacuous"
+    same = rows[rows["status"] == worst["status"]]
+    budget = same["budget_used"].max()
+    if not pd.isna(budget):
+        return f"budget {number_text(budget)}"
+    return worst["mismatch_kind"] or worst["status"]
+
+
+def headline_parts(df: pd.DataFrame, order=()) -> list[tuple[str, str]]:
+    """The run's verdict as (label, text) pairs, plain text (the caller escapes it).
+
+    verdict: the first diverging tensor in forward/backward `order` (the run's
+    meta["tensor_order"]; other names after), among the records that fail or are vacuous,
+    or, when none does, that could not be compared (error): its equation, mode, impl vs
+    framework, dtype, budget and the explainer's guess (`explanation`); or "every
+    comparison passed (N comparisons)". Then, each only when there is something to say:
+    also disagree (the other tensors that fail or are vacuous, with their largest budget),
+    errors (tensors with comparisons that could not be made, after the disagreements so
+    they never hide the first real failure), not provided (status "absent") and the
+    variant/mutant detection checks that failed (mode "detection").
+    """
+    if df.empty:
+        return [("verdict", "no comparisons were recorded")]
+    detection = df["mode"] == "detection"
+    ranked = _in_order(df[~detection], order)
+    # A record of no tensor (a test that failed outside its comparisons) goes by its test.
+    named = [
+        t or (f"(test {c})" if c else "(unnamed)") for t, c in zip(ranked["tensor"], ranked["check"])
+    ]
+    ranked = ranked.assign(_name=named)
+    disagree = ranked[ranked["status"].isin(DISAGREE)]
+    errors = ranked[ranked["status"] == "error"]
+    absent = ranked[ranked["status"] == "absent"]
+    missed = df[detection & (df["status"] != "pass")]
+    compared = int((df["status"] != "absent").sum())
+    # Errors come after the disagreements: the first of them only when nothing disagrees.
+    first = disagree.iloc[0] if len(disagree) else errors.iloc[0] if len(errors) else None
+    parts = []
+    if first is not None:
+        r = first
+        against = f"impl {r['impl'] or '?'}" + (f" vs {r['against']}" if r["against"] else "")
+        where = ", ".join(x for x in (r["equation"], r["mode"], against, r["dtype"]) if x)
+        text = f"first diverging tensor {r['_name']} ({where}): {_how(r)}"
+        if r["explanation"]:
+            text += f"; explainer: {_short(r['explanation'], 300)}"
+        parts.append(("verdict", text))
+    elif len(absent) or len(missed):
+        passed = int((df["status"] == "pass").sum())
+        text = f"no tensor disagrees ({passed} of {_count(compared, 'comparison')} passed)"
+        parts.append(("verdict", text))
+    else:
+        parts.append(("verdict", f"every comparison passed ({_count(compared, 'comparison')})"))
+    if first is not None:
+        others = disagree[disagree["_name"] != first["_name"]]
+        if len(others):
+            groups = others.groupby("_name", sort=False)
+            parts.append(("also disagree", _names(f"{t} ({_tag(g)})" for t, g in groups)))
+        others = errors if len(disagree) else errors[errors["_name"] != first["_name"]]
+        if len(others):
+            why = _short(others["error"].iat[0] or others["note"].iat[0], 120)
+            names = _names(pd.unique(others["_name"]))
+            parts.append(
+                (
+                    "errors",
+                    f"{names} could not be compared ({_count(len(others), 'comparison')}"
+                    + (f"; first: {why})" if why else ")"),
+                )
+            )
+    if len(absent):
+        parts.append(("not provided", _names(pd.unique(absent["_name"]))))
+    if len(missed):
+        impls = _names(pd.unique(missed["impl"]))
+        parts.append(
+            (
+                "detection",
+                f"{len(missed)} of {_count(int(detection.sum()), 'variant/mutant check')} failed "
+                f"(not caught, or caught at another tensor): {impls}",
+            )
+        )
+    return parts
+
+
+def headline(df: pd.DataFrame, order=()) -> list[str]:
+    """The headline as plain lines, "label: text" (control characters shown as \\xNN): what
+    every run shows first in summary.md / summary.html and last on the terminal."""
+    return [terminal_text(f"{label}: {text}") for label, text in headline_parts(df, order)]

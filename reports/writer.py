@@ -20,6 +20,7 @@ from reports.fields import (
     NUMERIC_FIELDS,
     OPTIONAL_FIELDS,
     RECORD_FIELDS,
+    RENAMED_FIELDS,
     STATUSES,
 )
 from reports.render import summary_html, summary_markdown
@@ -243,13 +244,41 @@ def _check_values(table: Path, raw: pd.DataFrame, lines: list[int]) -> None:
             refuse(i, "budget_used", f"{budget!r} is over {limit:g} in a pass row")
 
 
+def _renamed(table: Path, raw: pd.DataFrame) -> pd.DataFrame:
+    """An older comparisons.csv in today's names: the one place old names are read.
+
+    Columns of RENAMED_FIELDS (actual_* / expected_*) get their new names (against_* /
+    impl_*), and in such a file closer_to_truth "actual" becomes the row's `against` and
+    "expected" becomes "impl". A header with both an old and its new name is refused.
+    """
+    old = [c for c in RENAMED_FIELDS if c in raw.columns]
+    if not old:
+        return raw
+    for col in old:
+        if RENAMED_FIELDS[col] in raw.columns:
+            raise ValueError(
+                f"{table}: line 1, column {col}: an old name of {RENAMED_FIELDS[col]}, "
+                "which the header also holds"
+            )
+    raw = raw.rename(columns={c: RENAMED_FIELDS[c] for c in old})
+    if "closer_to_truth" in raw.columns and "against" in raw.columns:
+        closer = raw["closer_to_truth"]
+        other = raw["against"].where(raw["against"] != "", "against")
+        raw["closer_to_truth"] = closer.where(closer != "actual", other).where(
+            closer != "expected", "impl"
+        )
+    return raw
+
+
 def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
     """Read a report directory back: (records frame, meta). ValueError names the bad file,
     and for a bad value in comparisons.csv its line and column.
 
     A comparisons.csv with a header and no rows gives an empty frame: whether that is
     acceptable is the caller's decision. Columns of OPTIONAL_FIELDS (added after the first
-    reports were written) may be missing: they read as "".
+    reports were written) may be missing: they read as "". A comparisons.csv written before
+    the fields named whose is whose (actual_at_worst, ...; fields.RENAMED_FIELDS) reads
+    in today's names.
     """
     d = Path(report_dir)
     if d.exists() and not d.is_dir():
@@ -270,7 +299,7 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
     for row, line in zip(rows, lines):
         if len(row) != len(header):
             raise ValueError(f"{table}: line {line} has {len(row)} fields, the header {len(header)}")
-    raw = pd.DataFrame(rows, columns=header, dtype=object)
+    raw = _renamed(table, pd.DataFrame(rows, columns=header, dtype=object))
     missing = [c for c in RECORD_FIELDS if c not in raw.columns and c not in OPTIONAL_FIELDS]
     if missing:
         raise ValueError(f"{table}: missing column(s) {', '.join(missing)}")

@@ -171,6 +171,42 @@ def test_partial_run_checks_it_did_not_run_are_not_run(current, partial, changes
     assert is_regression(diff) is (changes != ["not run"])
 
 
+def absent(tensor="Z1", dtype="float32"):
+    """test_contract's record of a name the implementation did not return."""
+    return rec("t[contract]", math.nan, passed=False, tensor=tensor, status="absent",
+               mode="contract", against="", dtype=dtype)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("baseline", "current", "changes", "statuses"),
+    [
+        # Z1 is no longer provided: its passing checks are new failures, not "vanished"
+        (BASELINE, [absent()], ["new failure"] * 3, [("pass", "absent")] * 3),
+        # provided again: fixed where it passes, a new check where it does not
+        ([absent()], BASELINE, ["fixed"] * 3 + ["new check"], [("absent", "pass")] * 3
+         + [("absent", "fail")]),
+        # still absent: no change
+        ([absent()], [absent()], [], []),
+        # another tensor, or another dtype, is absent: the checks of Z1 float32 vanish
+        (BASELINE, [absent("A1")], ["vanished"] * 4 + ["new check"], None),
+        (BASELINE, [absent(dtype="float64")], ["vanished"] * 4 + ["new check"], None),
+        # the same key going pass -> absent and back
+        ([rec("t[contract]", 0.5, mode="contract", against="")], [absent()], ["new failure"],
+         [("pass", "absent")]),
+        ([absent()], [rec("t[contract]", 0.5, mode="contract", against="")], ["fixed"],
+         [("absent", "pass")]),
+    ],
+    ids=["pass-to-absent", "absent-to-checked", "still-absent", "other-tensor", "other-dtype",
+         "same-key-pass-to-absent", "same-key-absent-to-pass"],
+)  # fmt: skip
+def test_absent_names(baseline, current, changes, statuses):
+    diff = diff_reports(records_frame(baseline), records_frame(current))
+    assert list(diff["change"]) == changes
+    if statuses is not None:
+        assert list(zip(diff["status_before"], diff["status_after"])) == statuses
+    assert is_regression(diff) is bool({"new failure", "vanished"} & set(changes))
+
+
 @pytest.mark.parametrize(
     ("n_not_run", "says", "listed"),
     [
@@ -333,6 +369,7 @@ INTERRUPTED = {"status": "interrupted", "detail": "interrupted after 3 of 9 test
         (["diff", "@base", "@missing"], 2, "missing: not a report directory"),
         (["diff", "@not_a_report", "@base"], 2, "comparisons.csv: missing"),
         (["show", "@broken"], 0, "FAIL Z1 torch float32 stage budget 1.5"),
+        (["show", "@broken"], 0, "verdict: first diverging tensor Z1 (stage, impl reference vs torch"),
         (["show", "@not_a_report"], 2, "not a report directory"),
         (["frobnicate"], 2, "invalid choice"),
         (["diff", "@exp_base", "@exp_seed1"], 2, "seed: baseline 0, this run 1"),
@@ -360,6 +397,7 @@ INTERRUPTED = {"status": "interrupted", "detail": "interrupted after 3 of 9 test
         "missing-dir",
         "not-a-report",
         "show",
+        "show-verdict",
         "show-bad",
         "bad-command",
         "other-experiment",
@@ -412,6 +450,7 @@ def test_entry_point_runs_without_the_frameworks(report_dirs):
     )
     out = done.stdout + done.stderr
     assert "FAIL Z1 torch float32 stage budget 1.5" in out, out
+    assert out.startswith("verdict: first diverging tensor Z1"), out  # the verdict first
     assert "exit: 0" in out and "imported: []" in out, out
 
 

@@ -36,7 +36,7 @@ VALUE_CASES = [
     Case("scalar-tol", f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0), 0.25,
          {"n": 3, "max_abs_err": 0.5, "max_rel_err": 0.2, "mean_abs_err": 1 / 3,
           "budget_used": 2.0, "budget_q99": 2.0, "n_bad": 2, "worst_index": (1,),
-          "actual_at_worst": 2.0, "expected_at_worst": 2.5, "tol_at_worst": 0.25,
+          "against_at_worst": 2.0, "impl_at_worst": 2.5, "tol_at_worst": 0.25,
           "status": "fail", "passed": False}),
     # errors [0, 0.125, 0.5] over tolerances [0.5, 0.25, 0.25]: budgets [0, 0.5, 2]
     Case("per-element-tol", f64(0.0, 1.125, -2.0), f64(0.0, 1.0, -2.5), f64(0.5, 0.25, 0.25),
@@ -46,7 +46,7 @@ VALUE_CASES = [
     # budgets 2 at (1, 0) and exactly 1 at (0, 2): only one element is bad
     Case("2d-index", f64(1, 2, 3.25, 4.5, 5, 6).reshape(2, 3), f64(1, 2, 3, 4, 5, 6).reshape(2, 3),
          0.25, {"shape": (2, 3), "n": 6, "worst_index": (1, 0), "budget_used": 2.0,
-                "n_bad": 1, "actual_at_worst": 4.5, "expected_at_worst": 4.0}),
+                "n_bad": 1, "against_at_worst": 4.5, "impl_at_worst": 4.0}),
     Case("budget-exactly-1-passes", f64(1.25, 3.0), f64(1.0, 3.0), 0.25,
          {"budget_used": 1.0, "n_bad": 0, "status": "pass", "passed": True}),
     Case("tie-takes-first", f64(1.5, 2.5), f64(1.0, 2.0), 0.5,
@@ -109,18 +109,18 @@ def test_max_ulp(a, e, ulp):
 @pytest.mark.parametrize(
     ("actual", "expected", "nan_note"),
     [
-        (f64(NAN, 1.0), f64(1.0, 1.0), "1 in actual, 0 in expected"),
-        (f64(1.0, 1.0), f64(1.0, NAN), "0 in actual, 1 in expected"),
+        (f64(NAN, 1.0), f64(1.0, 1.0), "1 in torch, 0 in impl"),
+        (f64(1.0, 1.0), f64(1.0, NAN), "0 in torch, 1 in impl"),
         (
             f64(NAN, 1.0),
             f64(NAN, 1.0),
-            "1 in actual, 1 in expected",
+            "1 in torch, 1 in impl",
         ),  # same place: still fails
     ],
     ids=["actual", "expected", "both-same-place"],
 )
 def test_nan_is_a_mismatch(actual, expected, nan_note):
-    got = compare_arrays(actual, expected, 0.5)
+    got = compare_arrays(actual, expected, 0.5, against="torch")
     assert (got["status"], got["passed"], got["n_bad"], got["budget_used"]) == (
         "fail",
         False,
@@ -133,10 +133,10 @@ def test_nan_is_a_mismatch(actual, expected, nan_note):
 @pytest.mark.parametrize(
     ("actual", "expected", "words"),
     [
-        (np.zeros((2, 3)), np.zeros((3, 2)), ["shape", "(2, 3)", "(3, 2)"]),
-        (np.zeros(2, F32), np.zeros(2), ["dtype", "float32", "float64"]),
+        (np.zeros((2, 3)), np.zeros((3, 2)), ["shape", "against (2, 3)", "impl (3, 2)"]),
+        (np.zeros(2, F32), np.zeros(2), ["dtype", "against float32", "impl float64"]),
         # shape is checked before dtype
-        (np.zeros(2, F32), np.zeros(3), ["shape", "(2,)", "(3,)"]),
+        (np.zeros(2, F32), np.zeros(3), ["shape", "against (2,)", "impl (3,)"]),
     ],
     ids=["shape", "dtype", "shape-before-dtype"],
 )
@@ -189,24 +189,25 @@ def test_vacuous(actual, expected, tol, expect_zero, status, vacuous):
 @pytest.mark.parametrize(
     ("actual", "expected", "closer", "err_a", "err_e"),
     [
-        (f64(1.0, 2.25), f64(1.5, 2.0), "actual", 0.25, 0.5),
-        (f64(1.5, 2.0), f64(1.0, 2.25), "expected", 0.5, 0.25),
+        (f64(1.0, 2.25), f64(1.5, 2.0), "tensorflow", 0.25, 0.5),
+        (f64(1.5, 2.0), f64(1.0, 2.25), "impl", 0.5, 0.25),
         (f64(1.25, 2.0), f64(1.0, 1.75), "tie", 0.25, 0.25),
     ],
-    ids=["actual", "expected", "tie"],
+    ids=["framework", "impl", "tie"],
 )
 def test_closer_to_truth(actual, expected, closer, err_a, err_e):
-    got = compare_arrays(actual, expected, 1.0, truth=f64(1.0, 2.0))
+    # actual is the other side (named by `against`), expected the implementation under test.
+    got = compare_arrays(actual, expected, 1.0, truth=f64(1.0, 2.0), against="tensorflow")
     assert (
         got["closer_to_truth"],
-        got["actual_err_vs_truth"],
-        got["expected_err_vs_truth"],
+        got["against_err_vs_truth"],
+        got["impl_err_vs_truth"],
     ) == (closer, err_a, err_e)
 
 
 def test_no_truth_leaves_truth_fields_blank():
     got = compare_arrays(f64(1.0), f64(1.0), 0.5)
-    assert got["closer_to_truth"] == "" and math.isnan(got["actual_err_vs_truth"])
+    assert got["closer_to_truth"] == "" and math.isnan(got["against_err_vs_truth"])
 
 
 def test_brief_skips_only_the_unused_metrics():
@@ -216,15 +217,15 @@ def test_brief_skips_only_the_unused_metrics():
     skipped = {
         "max_ulp",
         "budget_q99",
-        "actual_err_vs_truth",
-        "expected_err_vs_truth",
+        "against_err_vs_truth",
+        "impl_err_vs_truth",
         "closer_to_truth",
     }
     assert {k: v for k, v in brief.items() if k not in skipped} == {
         k: v for k, v in full.items() if k not in skipped
     }
     assert math.isnan(brief["max_ulp"]) and math.isnan(brief["budget_q99"])
-    assert brief["closer_to_truth"] == "" and full["closer_to_truth"] == "expected"
+    assert brief["closer_to_truth"] == "" and full["closer_to_truth"] == "impl"
 
 
 @pytest.mark.parametrize(
@@ -301,7 +302,7 @@ def test_one_step_up_is_one_ulp(v):
 
 
 def _record(**changes):
-    rec = compare_arrays(f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0), 0.25)
+    rec = compare_arrays(f64(1.0, 2.0, 3.5), f64(1.0, 2.5, 3.0), 0.25, against="torch")
     rec.update(
         tensor="dE_df",
         equation="E16",
@@ -320,7 +321,7 @@ def test_mismatch_message():
     assert lines[1] == "Mismatched elements: 2 / 3 (66.7%)"
     assert lines[2] == (
         "Greatest budget used: 2 (error / tolerance) at index (1,): "
-        "actual 2, expected 2.5, |diff| 0.5, allowed 0.25"
+        "impl reference: 2.5, torch: 2, |diff| 0.5, allowed 0.25"
     )
     assert "Greatest absolute difference: 0.5" in lines[3]
     assert lines[4] == "Greatest relative difference: 0.2"
@@ -338,12 +339,35 @@ def test_vacuous_message_says_it_proves_nothing():
 
 
 def test_shape_mismatch_message_carries_the_note():
-    rec = compare_arrays(np.zeros((2, 3)), np.zeros((3, 2)), 0.1) | {"tensor": "Z1"}
+    rec = compare_arrays(np.zeros((2, 3)), np.zeros((3, 2)), 0.1, against="torch") | {"tensor": "Z1"}
     text = format_mismatch(rec, "pytest x")
-    assert "shape mismatch: actual (2, 3), expected (3, 2)" in text and "Mismatched" not in text
+    assert "shape mismatch: torch (2, 3), impl (3, 2)" in text and "Mismatched" not in text
 
 
 def test_shape_mismatch_with_expected_shaped_tolerance_is_recorded_not_raised():
     # A user implementation returning dE_dW as (1, 4) instead of (4, 1).
     out = compare_arrays(np.zeros((1, 4)), np.zeros((4, 1)), np.ones((4, 1)))
     assert out["status"] == "fail" and "shape mismatch" in out["note"]
+
+
+def test_messages_say_whose_is_whose():
+    # Records and messages name the implementation under test ("impl reference") and the
+    # framework ("torch"), never actual/expected.
+    x, ours = f64(0.74412322, 0.5), f64(0.74412304, 0.5)  # torch's, ours
+    rec = compare_arrays(x, ours, 1e-8, truth=f64(0.744123, 0.5), against="torch")
+    rec |= {"tensor": "A1", "equation": "E3", "mode": "stage", "impl": "reference",
+            "against": "torch", "dtype": "float64"}  # fmt: skip
+    assert (rec["against_at_worst"], rec["impl_at_worst"]) == (float(x[0]), float(ours[0]))
+    assert rec["closer_to_truth"] == "impl"
+    text = format_mismatch(rec, "pytest x")
+    assert "impl reference: 0.74412304, torch: 0.74412322" in text, text
+    closer = next(line for line in text.splitlines() if line.startswith("Closer"))
+    assert "error of impl reference" in closer and ", of torch" in closer
+    assert "actual" not in text and "expected" not in text
+
+
+def test_absent_message():
+    rec = {"tensor": "dE_dZ1", "status": "absent", "impl": "my_cnn", "dtype": "float64",
+           "mode": "contract"}  # fmt: skip
+    first = format_mismatch(rec, "pytest x").splitlines()[0]
+    assert first == "`dE_dZ1` (contract) was not provided by impl my_cnn [float64]: nothing to compare"

@@ -147,11 +147,68 @@ def test_completeness_banner_right_after_the_title(completeness, md_line, html_l
     page = summary_html(frame([rec()]), meta, heat_map=False)
     after_title = md.splitlines()[2]
     after_h1 = page.split("<h1>Parity report</h1>\n")[1].splitlines()[0]
+    verdict_md = "- **verdict**: every comparison passed (1 comparison)"
+    verdict_html = '<ul class="headline"><li><strong>verdict</strong>: every comparison passed'
     if md_line is None:
-        assert after_title.startswith("**0 error") and after_h1.startswith("<p><strong>0 error")
+        assert after_title == verdict_md and after_h1.startswith(verdict_html)
     else:
         assert after_title == md_line and after_h1 == html_line
+        # the headline right under the banner
+        assert md.splitlines()[4] == verdict_md
+        assert page.split(html_line + "\n")[1].startswith(verdict_html)
     assert md == summary_markdown(frame([rec()]), meta)  # identical for identical inputs
+
+
+FAILING = [
+    rec(check="t[ok]"),
+    rec(check="t[b]", tensor="dE_dZ2", equation="E8*E9", status="fail", passed=False,
+        budget_used=4.0, explanation="torch's dE_dZ2 is 2 x ours [factor; fit residual 0.0e+00]"),
+    rec(check="t[c]", tensor="A1", status="error", passed=False, budget_used=None, error="boom"),
+    rec(check="t[d]", tensor="f_new", status="absent", passed=False, mode="contract", against="",
+        budget_used=None),
+]  # fmt: skip
+ORDER = {"tensor_order": ["Z1", "A1", "dE_dZ2", "f_new"]}
+
+
+def test_summaries_start_with_the_headline():
+    md = summary_markdown(frame(FAILING), ORDER)
+    assert md.splitlines()[2:7] == [
+        "- **verdict**: first diverging tensor dE\\_dZ2 (E8\\*E9, stage, impl reference vs "
+        "torch, float32): budget used 4 (error / tolerance); explainer: torch's dE\\_dZ2 is 2 "
+        "x ours \\[factor; fit residual 0.0e+00\\]",
+        "- **errors**: A1 could not be compared (1 comparison; first: boom)",
+        "- **not provided**: f\\_new",
+        "",
+        "**1 error, 1 fail, 0 vacuous, 1 absent, 1 pass (4 comparisons)**",
+    ]
+    page = summary_html(frame(FAILING), ORDER, heat_map=False)
+    head = page.split("<h1>Parity report</h1>\n")[1].splitlines()[0]
+    assert head == (
+        '<ul class="headline"><li><strong>verdict</strong>: first diverging tensor dE_dZ2 '
+        "(E8*E9, stage, impl reference vs torch, float32): budget used 4 (error / tolerance); "
+        "explainer: torch&#x27;s dE_dZ2 is 2 x ours [factor; fit residual 0.0e+00]</li>"
+        "<li><strong>errors</strong>: A1 could not be compared (1 comparison; first: boom)</li>"
+        "<li><strong>not provided</strong>: f_new</li></ul>"
+    )
+
+
+@pytest.mark.parametrize(("field", "value"), HOSTILE, ids=IDS)
+def test_headline_escapes_record_strings(field, value):
+    bad = rec(status="fail", passed=False, budget_used=2.0, explanation="x<script>*y*|`z`")
+    md = summary_markdown(frame([bad | {field: value}]), {})
+    page = summary_html(frame([bad | {field: value}]), {}, heat_map=False)
+    verdict = md.splitlines()[2]
+    assert verdict.startswith("- **verdict**: ") and "<" not in verdict and "\n" not in verdict
+    assert "x&lt;script&gt;\\*y\\*\\|\\`z\\`" in verdict
+    head = page.split("<h1>Parity report</h1>\n")[1].splitlines()[0]
+    assert "<script>" not in head and "<svg" not in head and "<b>" not in head and "<i>" not in head
+    if field != "check":  # the headline names no test
+        assert html.escape(value.split("\n")[0]) in head
+
+
+def test_absent_rows_are_styled_and_drawn():
+    page = summary_html(frame(FAILING), ORDER, heat_map=True)
+    assert "background-color: #e8e8e8" in page and 'src="data:image/png;base64,' in page
 
 
 @pytest.mark.parametrize(

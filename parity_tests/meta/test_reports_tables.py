@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from reports.fields import RECORD_FIELDS, normalise_record
-from reports.tables import fill_outliers, records_frame, summary_frame, terminal_lines
+from reports.tables import (
+    by_severity,
+    fill_outliers,
+    headline,
+    records_frame,
+    summary_frame,
+    terminal_lines,
+)
 
 
 def rec(check="t[x]", **fields):
@@ -103,8 +110,8 @@ def truth_pair(ref_err, torch_err, tf_err, **fields):
         rec(
             f"t[{fw}]",
             against=fw,
-            actual_err_vs_truth=err,
-            expected_err_vs_truth=ref_err,
+            against_err_vs_truth=err,
+            impl_err_vs_truth=ref_err,
             seed=1,
         )
         | fields
@@ -129,12 +136,17 @@ def test_outlier(errors, outlier):
     assert list(df["outlier"]) == [outlier, outlier]
 
 
+def test_outlier_names_the_implementation_under_test():
+    df = fill_outliers(records_frame(truth_pair(1.0, 0.125, 0.25, impl="mutant:sign_dE_dO")))
+    assert list(df["outlier"]) == ["mutant:sign_dE_dO"] * 2
+
+
 @pytest.mark.parametrize(
     "records",
     [
         truth_pair(0.25, 0.25, 1.0)[:1],  # torch only
         truth_pair(0.25, 0.25, 1.0, dtype="float64"),  # float64 is the truth's own precision
-        [r | {"actual_err_vs_truth": math.nan} for r in truth_pair(0.25, 0.25, 1.0)],
+        [r | {"against_err_vs_truth": math.nan} for r in truth_pair(0.25, 0.25, 1.0)],
         [truth_pair(0.25, 0.25, 1.0)[0], truth_pair(0.25, 0.25, 1.0)[1] | {"seed": 2}],
     ],
     ids=["one-framework", "float64", "no-truth", "different-seeds"],
@@ -212,3 +224,114 @@ def test_terminal_lines_show_control_characters_harmlessly(field, value, shown):
     r = rec("t[w]", status="fail", passed=False, budget_used=3.0) | {field: value}
     (line,) = terminal_lines(records_frame([r]), n=1)
     assert shown in line and "\x1b" not in line and "\n" not in line and "\t" not in line
+
+
+# --- the headline ---------------------------------------------------------------------------
+
+ORDER = ["patches", "Z1", "A1", "Z2", "O", "E", "dE_dO", "dE_dW", "f_new"]
+
+
+def bad(tensor, status="fail", **fields):
+    return rec(f"t[{tensor}-{fields.get('against', 'torch')}-{fields.get('mode', 'stage')}]",
+               tensor=tensor, status=status, passed=False, **fields)  # fmt: skip
+
+
+def absent(tensor, dtype="float64"):
+    return rec(f"t[contract-{dtype}]", tensor=tensor, status="absent", passed=False,
+               mode="contract", against="", dtype=dtype, budget_used=math.nan)  # fmt: skip
+
+
+def test_headline_all_pass_is_one_line():
+    records = [rec("t[1]"), rec("t[2]", tensor="A1")]
+    assert headline(records_frame(records), ORDER) == [
+        "verdict: every comparison passed (2 comparisons)"
+    ]
+
+
+def test_headline_first_diverging_in_forward_backward_order():
+    records = [
+        rec("t[ok]"),
+        # Worse budgets, but later in the order than Z2:
+        bad("dE_dW", budget_used=1e9, equation="E12"),
+        bad("O", budget_used=50.0, mode="end_to_end"),
+        bad("Z2", budget_used=7.5, mode="end_to_end", against="tensorflow", equation="E4"),
+        bad("Z2", budget_used=3.25, equation="E4", explanation="torch's Z2 is ours + 0.5 [affine]"),
+        bad("E", "vacuous", budget_used=0.5),
+        bad("Q", budget_used=2.0),  # not in the order: after every name that is
+        bad("A1", "error", budget_used=math.nan, error="RuntimeError: boom\n  at line 3"),
+        absent("f_new"),
+        absent("dE_dO", dtype="float32"),
+        absent("dE_dO", dtype="float64"),
+    ]
+    lines = headline(records_frame(records), ORDER)
+    assert lines == [
+        # the stage check localises: it comes before the end-to-end one of the same tensor
+        "verdict: first diverging tensor Z2 (E4, stage, impl reference vs torch, float32): "
+        "budget used 3.25 (error / tolerance); explainer: torch's Z2 is ours + 0.5 [affine]",
+        "also disagree: O (budget 50), E (vacuous), dE_dW (budget 1e+09), Q (budget 2)",
+        # errors after the disagreements: A1 comes before Z2 but cannot hide it
+        "errors: A1 could not be compared (1 comparison; first: RuntimeError: boom)",
+        "not provided: dE_dO, f_new",
+    ]
+
+
+def test_headline_errors_only_and_absent_only():
+    error = bad("O", "error", budget_used=math.nan, error="ImportError: no torch", equation="E5")
+    lines = headline(records_frame([rec("t[ok]"), error, bad("A1", "error")]), ORDER)
+    assert lines[0] == (
+        "verdict: first diverging tensor A1 (stage, impl reference vs torch, float32): "
+        "could not be compared"
+    )
+    assert lines[1:] == ["errors: O could not be compared (1 comparison; first: ImportError: no torch)"]
+    lines = headline(records_frame([rec("t[ok]"), absent("dE_dW")]), ORDER)
+    assert lines == ["verdict: no tensor disagrees (1 of 1 comparison passed)", "not provided: dE_dW"]
+
+
+def test_headline_names_a_record_without_a_tensor_by_its_test():
+    # plugin._failure_record: a parity test that failed outside its comparisons
+    failed = {"check": "t.py::test_x[D1]", "tensor": "", "mode": "", "against": "", "dtype": "",
+              "impl": "reference", "status": "error", "passed": False,
+              "error": "the test failed in call without a failing comparison: boom"}  # fmt: skip
+    lines = headline(records_frame([rec("t[ok]"), failed, failed | {"check": "t.py::test_y"}]), ORDER)
+    assert lines == [
+        "verdict: first diverging tensor (test t.py::test_x[D1]) (impl reference): could not be "
+        "compared: the test failed in call without a failing comparison: boom",
+        "errors: (test t.py::test_y) could not be compared (1 comparison; first: the test "
+        "failed in call without a failing comparison: boom)",
+    ]
+
+
+def test_headline_shape_mismatch_vacuous_and_detection():
+    records = [
+        bad("Z1", "vacuous", budget_used=0.0, note="both sides are within tolerance of zero"),
+        bad("A1", mismatch_kind="shape", budget_used=math.nan, note="shape mismatch: ..."),
+        rec("t[d1]", impl="published:D1", mode="detection", budget_used=0.1),
+        rec("t[d2]", impl="mutant:x", mode="detection", status="fail", passed=False),
+    ]  # fmt: skip
+    lines = headline(records_frame(records), ORDER)
+    assert lines == [
+        "verdict: first diverging tensor Z1 (stage, impl reference vs torch, float32): proves "
+        "nothing (vacuous): both sides are within tolerance of zero",
+        "also disagree: A1 (shape)",
+        "detection: 1 of 2 variant/mutant checks failed (not caught, or caught at another "
+        "tensor): mutant:x",
+    ]
+    only_detection = records_frame([rec("t[ok]"), records[3]])
+    assert (
+        headline(only_detection, ORDER)[0] == "verdict: no tensor disagrees (1 of 2 comparisons passed)"
+    )
+
+
+def test_headline_is_safe_on_a_terminal_and_empty():
+    r = bad("Z1\x1b[2J", budget_used=2.0, explanation="line one\nline two")
+    (line,) = headline(records_frame([r]), ORDER)
+    assert "\x1b" not in line and "\\x1b[2J" in line and "explainer: line one" in line
+    assert headline(records_frame([]), ORDER) == ["verdict: no comparisons were recorded"]
+
+
+def test_absent_sorts_between_vacuous_and_pass():
+    statuses = ["pass", "absent", "error", "vacuous", "fail"]
+    records = [rec(f"t[{s}]", status=s, passed=s == "pass") for s in statuses]
+    assert list(by_severity(records_frame(records))["status"]) == [
+        "error", "fail", "vacuous", "absent", "pass"
+    ]  # fmt: skip

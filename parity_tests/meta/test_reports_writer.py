@@ -33,7 +33,7 @@ def make_records(shuffle_seed=None):
         for tensor in ("Z1", "A1", "dE_df"):
             e = rng.random((2, 3)).astype(np.float32)
             a = e + np.float32(rng.random() * 4e-7)
-            m = compare_arrays(a, e, np.float32(3e-7), truth=e.astype(np.float64))
+            m = compare_arrays(a, e, np.float32(3e-7), truth=e.astype(np.float64), against=fw)
             records.append(
                 dict(
                     check=f"t[{tensor}-{fw}]",
@@ -387,7 +387,8 @@ def test_unwritable_parent_refused(tmp_path, monkeypatch, how):
 
 
 def strict_records():
-    """Rows 2..5 of comparisons.csv: a pass, a fail, a detection margin, zeros expected."""
+    """Rows 2..6 of comparisons.csv: a pass, a fail, a detection margin, zeros expected, a
+    name not provided."""
     return [
         {"check": "t[a]", "tensor": "Z1", "status": "pass", "passed": True, "budget_used": 0.5},
         {"check": "t[b]", "tensor": "Z1", "status": "fail", "passed": False, "budget_used": math.inf},
@@ -398,6 +399,9 @@ def strict_records():
         # compare_arrays(expect_zero=True): both sides within tolerance of zero, error <= 2 tol
         {"check": "t[d]", "tensor": "Z1", "status": "pass", "passed": True, "budget_used": 1.8,
          "vacuous": True},
+        # test_contract: a name the implementation did not return; no numbers
+        {"check": "t[e]", "tensor": "dE_dZ1", "status": "absent", "passed": False,
+         "mode": "contract", "error": "train_step returned no dE_dZ1"},
     ]  # fmt: skip
 
 
@@ -428,10 +432,14 @@ def edit_csv(path, line=None, header=None, **cells):
         (dict(line=5, budget_used="2.5"), "line 5, column budget_used: 2.5 is over 2 in a pass row"),
         (dict(line=3, mismatch_kind="size"),
          "line 3, column mismatch_kind: 'size' is not one of shape, dtype, value, error or empty"),
+        (dict(line=6, passed="True"), "line 6, column passed: True contradicts status 'absent'"),
+        (dict(header={"impl_at_worst": "expected_at_worst", "tol_at_worst": "impl_at_worst"}),
+         "line 1, column expected_at_worst: an old name of impl_at_worst"),
     ],
     ids=["duplicate-column", "unknown-status", "passed-not-bool", "pass-not-passed",
          "fail-but-passed", "negative-budget", "negative-detection-margin", "pass-budget-inf",
-         "pass-budget-over-1", "zeros-expected-over-2", "unknown-mismatch-kind"],
+         "pass-budget-over-1", "zeros-expected-over-2", "unknown-mismatch-kind",
+         "absent-but-passed", "old-and-new-name"],
 )  # fmt: skip
 def test_load_refuses_values_no_writer_produces(tmp_path, edit, says):
     write_report(strict_records(), tmp_path / "r", META, heat_map=False)
@@ -453,12 +461,12 @@ def _without_optional_fields(path):
 @pytest.mark.parametrize(
     ("edit", "rows"),
     [
-        (lambda p: None, 4),
-        (lambda p: edit_csv(p, line=4, budget_used="inf"), 4),
-        (lambda p: edit_csv(p, line=4, budget_used="0.0"), 4),
-        (lambda p: p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes()), 4),
+        (lambda p: None, 5),
+        (lambda p: edit_csv(p, line=4, budget_used="inf"), 5),
+        (lambda p: edit_csv(p, line=4, budget_used="0.0"), 5),
+        (lambda p: p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes()), 5),
         (_header_only, 0),
-        (_without_optional_fields, 4),
+        (_without_optional_fields, 5),
     ],
     ids=["as-written", "detection-margin-inf", "detection-margin-0", "utf-8-bom", "header-only",
          "before-the-optional-fields"],
@@ -469,6 +477,33 @@ def test_load_accepts_what_the_writers_produce(tmp_path, edit, rows):
     df, _ = load_report(tmp_path / "r")
     assert len(df) == rows and list(df.columns) == RECORD_FIELDS
     assert (df[list(OPTIONAL_FIELDS)] == "").all().all()
+
+
+OLD_NAMES = {"against_at_worst": "actual_at_worst", "impl_at_worst": "expected_at_worst",
+             "against_err_vs_truth": "actual_err_vs_truth",
+             "impl_err_vs_truth": "expected_err_vs_truth"}  # fmt: skip
+
+
+def test_load_reads_a_report_with_the_old_field_names(tmp_path):
+    # Before the fields said whose is whose: actual_* (the framework), expected_* (the
+    # implementation under test), closer_to_truth "actual" / "expected".
+    write_report(make_records(), tmp_path / "new", META, heat_map=False)
+    write_report(make_records(), tmp_path / "old", META, heat_map=False)
+    path = tmp_path / "old" / "comparisons.csv"
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert set(df["closer_to_truth"]) == {"impl"}  # the truth is the implementation's output
+    df["closer_to_truth"] = ["actual", "expected", "tie"] * 2
+    df.rename(columns=OLD_NAMES).to_csv(path, index=False, lineterminator="\n")
+    assert "expected_at_worst" in path.read_text() and "against_at_worst" not in path.read_text()
+    new, _ = load_report(tmp_path / "new")
+    old, _ = load_report(tmp_path / "old")
+    assert list(old.columns) == RECORD_FIELDS
+    fw = list(old["against"])  # "actual" was the framework: each row's own
+    assert list(old["closer_to_truth"]) == [fw[0], "impl", "tie", fw[3], "impl", "tie"]
+    assert {fw[0], fw[3]} == {"torch", "tensorflow"}
+    pd.testing.assert_frame_equal(
+        old.drop(columns="closer_to_truth"), new.drop(columns="closer_to_truth")
+    )
 
 
 # --- comparisons.csv: no cell a spreadsheet would run -------------------------------------
