@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from parity_tests.impl_call import ImplementationError
+from parity_tests.impl_call import Absent, ImplementationError
 from parity_tests.mirrors import MirrorUnavailable
 from reports import compare_arrays, format_mismatch, normalise_record
 from reports.explain import explain
@@ -62,6 +62,19 @@ class ParityRecorder:
             **fields,
         )
 
+    def record(self, *, tensor: str, status: str, mismatch_kind: str = "", error: str = "", **fields):
+        """A record that is a finding, not a comparison (absent, unknown name, wrong shape)."""
+        return self.add(
+            self._base(
+                tensor=tensor,
+                status=status,
+                passed=status == "pass",
+                mismatch_kind=mismatch_kind,
+                error=error,
+                **fields,
+            )
+        )
+
     def add(self, record: dict) -> dict:
         record = normalise_record(record)
         self.node.user_properties.append((RECORD_KEY, json.dumps(record, sort_keys=True)))
@@ -87,7 +100,9 @@ class ParityRecorder:
         Any exception on the way to the verdict (the implementation, a framework that
         crashes, a missing mirror, the comparison itself; SystemExit and other
         BaseExceptions from user code too, but not Ctrl-C) becomes an error record and a
-        failing test carrying the original message, never a skip.
+        failing test carrying the original message, never a skip. The one exception: a
+        tensor a partial implementation did not return (Absent) skips the check, since
+        test_contract records it once as "absent" (a record per check would bury the rest).
         """
         fields = dict(
             tensor=tensor,
@@ -98,10 +113,13 @@ class ParityRecorder:
             against=against,
             dtype=dtype,
         )
+        absent = None
         try:
             record, crash = self._measure(fields, compute, expect_zero, note), None
         except KeyboardInterrupt:
             raise  # the user's Ctrl-C: the session is interrupted, and says so
+        except Absent as exc:
+            record, crash, absent = None, None, exc.name
         except BaseException as exc:  # noqa: BLE001  (SystemExit from user code is a failure too)
             # A missing framework's message says it all; a crash needs its traceback.
             where = (
@@ -110,6 +128,10 @@ class ParityRecorder:
                 else traceback.format_exc(limit=3)
             )
             record, crash = None, (f"{type(exc).__name__}: {exc}", where)
+        if absent:  # outside the except block, like the failures below
+            if fail:
+                pytest.skip(f"{absent} was not returned by {self.context.impl} (recorded as absent)")
+            return normalise_record(self._base(**fields, status="absent", passed=False))
         if crash:  # outside the except block, so pytest shows no chained tracebacks
             message, where = crash
             record = self.add(
@@ -127,7 +149,11 @@ class ParityRecorder:
         return record
 
     def _measure(self, fields, compute, expect_zero, note) -> dict:
-        """compute() and compare: anything that goes wrong on the way raises to check()."""
+        """compute() and compare: anything that goes wrong on the way raises to check().
+
+        c.actual is the other side (`against`), c.expected the implementation under test's:
+        the record says so by name (against_at_worst, impl_at_worst, closer_to_truth).
+        """
         c = compute()
         metrics = compare_arrays(
             c.actual,
@@ -136,6 +162,7 @@ class ParityRecorder:
             truth=c.truth,
             expect_zero=expect_zero,
             brief=self.brief,
+            against=fields["against"],
         )
         if metrics["status"] == "fail":
             verdict, line = explain_check(c, fields["tensor"], fields["against"])

@@ -7,6 +7,7 @@ so a test only compares.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import traceback
 from dataclasses import dataclass
@@ -14,12 +15,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from parity_tests import tolerance
-from parity_tests.impl_call import ImplementationError, modified_inputs, run_train_step
+from parity_tests.impl_call import (
+    INPUT_NAMES,
+    Absent,
+    ImplementationError,
+    modified_inputs,
+    run_train_step,
+)
 from parity_tests.mirrors import load_mirror
 from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES, UPDATE_GRADIENT, Stage, stage_tolerance
 from reference import model
 from reference.data import ARTICLE_IMAGES
-from reference.tensors import Tensors
+from reference.layout import to_layout
+from reference.tensors import ORDER, Tensors
 from reference.update import SUITE_LR
 
 
@@ -35,7 +43,9 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Check:
-    """One comparison ready to be made: framework (actual) vs implementation (expected)."""
+    """One comparison ready to be made. `actual` is the other side (the framework, or a hand
+    value, a naive loop, finite differences, the pristine input); `expected` is the
+    implementation under test's value (records call them `against` and `impl`)."""
 
     actual: np.ndarray
     expected: np.ndarray
@@ -96,6 +106,8 @@ class Harness:
                 # The suite's own inputs, never the implementation's: an implementation need
                 # not echo them back, and what the frameworks are fed must be ours.
                 tensors = Tensors({**result.outputs, "X": X, **params}, y=y)
+                tensors.returned = tuple(result.outputs)  # what train_step itself returned
+                tensors.layout = result.layout
                 self._steps[key] = (tensors, result.inputs_after)
             except KeyboardInterrupt:
                 raise
@@ -122,7 +134,7 @@ class Harness:
         after, pristine = self.inputs_after(dtype).get(name), self.pristine_inputs(dtype)[name]
         if not isinstance(after, np.ndarray):
             raise ImplementationError(f"train_step replaced its input {name} by {type(after).__name__}")
-        return Check(after, pristine, tolerance.exact(pristine.shape), None)
+        return Check(pristine, after, tolerance.exact(pristine.shape), None)  # impl: its copy
 
     def reference(self, dtype: str) -> Tensors:
         """The project's own reference (used for the end-to-end rounding spread)."""
@@ -164,46 +176,117 @@ class Harness:
         )
         if stage.tensor in UPDATE_GRADIENT:
             ctx.update(old=inputs[stage.tensor[0]], grad=inputs[UPDATE_GRADIENT[stage.tensor]])
+        # The run's own tensors, the stage's inputs among them (cached, nothing recomputed):
+        # the specific suspects recompute ours the mistaken way from them (W_new, patches...).
+        ctx["tensors"] = {**self.implementation(dtype), **inputs}
         return ctx
 
-    def stage_check(self, stage: Stage, framework: str, dtype: str) -> Check:
+    def provided(self, names, dtype: str) -> dict:
+        """The implementation's tensors `names` as a framework may be fed them: Absent if one
+        was not returned, ImplementationError if its shape is not the reference's (article
+        layout), and always in the run's dtype (a float64 tensor of a float32 run is fed as
+        float32; its own check records the dtype mismatch)."""
+        impl, ref = self.implementation(dtype), self.reference(dtype)
+        out = {}
+        for name in names:
+            if name not in impl:
+                raise Absent(name)
+            value, want = np.asarray(impl[name]), np.shape(ref[name])
+            if value.shape != want:
+                raise ImplementationError(
+                    f"{name}, an input of this check, has shape {value.shape}; the article "
+                    f"layout's is {want} (see test_contract)"
+                )
+            out[name] = value.astype(dtype, copy=False)
+        return out
+
+    def contract(self, dtype: str) -> list[tuple[str, str, str]]:
+        """What train_step returned against the article's names, shapes (article layout) and
+        the run's dtype: (name, kind, message) with kind absent | unknown | shape | dtype."""
+        impl, ref = self.implementation(dtype), self.reference(dtype)
+        returned = getattr(impl, "returned", tuple(impl))
+        known = (*ORDER, *INPUT_NAMES)
+        problems = [(n, "absent", f"{n} was not returned") for n in ORDER if n not in returned]
+        for name in returned:
+            if name not in known:
+                # Case-blind: dE_dw is a typo of dE_dW, not of dE_df.
+                lower = {k.lower(): k for k in known}
+                close = difflib.get_close_matches(name.lower(), lower, n=1)
+                hint = f" (closest article name: {lower[close[0]]})" if close else ""
+                problems.append((name, "unknown", f"{name} is not an article name{hint}"))
+            elif name in ORDER:
+                value, want = np.asarray(impl[name]), np.shape(ref[name])
+                wrong_dtype = f"{name} has dtype {value.dtype}, expected {dtype} (a {dtype} run)"
+                if value.dtype.kind != "f":
+                    problems.append((name, "dtype", wrong_dtype))
+                elif value.shape != want:
+                    problems.append((name, "shape", self._shape_message(name, value, ref, impl)))
+                elif value.dtype != np.dtype(dtype):
+                    problems.append((name, "dtype", wrong_dtype))
+        return problems
+
+    @staticmethod
+    def _shape_message(name, value, ref, impl) -> str:
+        """Expected and actual shape, in the layout the implementation declared."""
+        layout = getattr(impl, "layout", "article")
+        want = ref[name]
+        if layout != "article":
+            f = ref["f"]
+            want = to_layout({name: want}, layout, f.shape[2], f.shape[0])[name]
+        return f"{name} has shape {value.shape}, expected {np.shape(want)} ({layout} layout)"
+
+    def own(self, name: str, dtype: str) -> np.ndarray:
+        """The implementation's tensor `name` as it returned it (Absent if it did not)."""
         impl = self.implementation(dtype)
-        inputs = {name: impl[name] for name in stage.inputs}
+        if name not in impl:
+            raise Absent(name)
+        return np.asarray(impl[name])
+
+    def stage_check(self, stage: Stage, framework: str, dtype: str) -> Check:
+        expected = self.own(stage.tensor, dtype)
+        inputs = self.provided(stage.inputs, dtype)
         cfg = self.config
         actual = self.mirror(framework).stage(stage.tensor, inputs, cfg.lr, cfg.reduction)
-        expected = impl[stage.tensor]
         tol = stage_tolerance(stage, inputs, expected, cfg.lr, cfg.reduction)
         truth = None
         if dtype != "float64":
             truth = stage.compute(_f64(inputs), cfg.lr, cfg.reduction)
         return Check(
             np.asarray(actual),
-            np.asarray(expected),
+            expected,
             tol,
             truth,
             self.explain_context(stage, inputs, dtype),
         )
 
-    def end_to_end_check(self, stage: Stage, framework: str, dtype: str) -> Check:
-        impl, cfg = self.implementation(dtype), self.config
-        inputs = {name: impl[name] for name in stage.inputs}
-        stage_tol = stage_tolerance(stage, inputs, impl[stage.tensor], cfg.lr, cfg.reduction)
+    @functools.cache
+    def end_to_end_tolerance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
+        """The end-to-end allowance of `tensor`, built on the reference's own tensors: it
+        depends on the weights and data only, not on what the implementation provides."""
+        stage, cfg, ref = BY_TENSOR[tensor], self.config, self.reference(dtype)
+        inputs = {name: ref[name] for name in stage.inputs}
+        stage_tol = stage_tolerance(stage, inputs, ref[tensor], cfg.lr, cfg.reduction)
         tol = tolerance.end_to_end(
-            stage_tol,
-            self.reference("float32")[stage.tensor],
-            self.truth("float32")[stage.tensor],
-            dtype,
+            stage_tol, self.reference("float32")[tensor], self.truth("float32")[tensor], dtype
         )
-        if stage.tensor in UPDATE_GRADIENT:
-            grad = UPDATE_GRADIENT[stage.tensor]
-            grad_tol = self.end_to_end_check(BY_TENSOR[grad], framework, dtype).tolerance
+        if tensor in UPDATE_GRADIENT:
+            grad = UPDATE_GRADIENT[tensor]
+            grad_tol = self.end_to_end_tolerance(grad, dtype)
             tol = tolerance.end_to_end_update(tol, grad_tol, cfg.lr, grad)
+        return tol
+
+    def end_to_end_check(self, stage: Stage, framework: str, dtype: str) -> Check:
+        expected = self.own(stage.tensor, dtype)
+        ref = self.reference(dtype)
         truth = self.truth(dtype)[stage.tensor] if dtype != "float64" else None
         actual = self.end_to_end(framework, dtype)[stage.tensor]
+        # The explainer reads the implementation's inputs where it returned them.
+        impl = self.implementation(dtype)
+        inputs = {name: impl.get(name, ref[name]) for name in stage.inputs}
         return Check(
             np.asarray(actual),
-            np.asarray(impl[stage.tensor]),
-            tol,
+            expected,
+            self.end_to_end_tolerance(stage.tensor, dtype),
             truth,
             self.explain_context(stage, inputs, dtype),
         )
@@ -229,6 +312,7 @@ class Harness:
                             c.tolerance.array,
                             truth=c.truth,
                             expect_zero=article and stage.quantity != "forward",
+                            against=framework,
                         )
                         budget = float(r["budget_used"])
                         failure = None

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.layout import LAYOUTS, from_layout, to_layout
+
 INPUT_NAMES = ("X", "y", "f", "W", "b")
 PARAM_NAMES = ("f", "W", "b")
 DEFAULT_TIMEOUT_S = 300.0  # the article's own loop code takes ~90 s at 5000 images here
@@ -34,16 +36,27 @@ class ImplementationError(RuntimeError):
     """train_step raised, returned something unusable, hung, or ended its process."""
 
 
+class Absent(LookupError):
+    """A check needs a tensor the implementation did not return (a partial implementation:
+    recorded once as "absent" by test_contract; the checks that need it are skipped)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
 @dataclass(frozen=True)
 class StepResult:
-    outputs: dict  # what train_step returned, name -> ndarray
+    outputs: dict  # what train_step returned, name -> ndarray, in the article layout
     inputs_after: dict  # the copies handed to train_step, as they were after the call
+    layout: str = "article"  # the implementation's LAYOUT
+    unconverted: tuple = ()  # names whose value could not be read in that layout (kept raw)
 
 
-def _fresh_copies(params: dict, X, y) -> tuple[dict, dict]:
+def _fresh_copies(params: dict, X, y) -> dict:
     given = {"X": np.array(X, copy=True), "y": np.array(y, copy=True)}
     given.update({k: np.array(params[k], copy=True) for k in PARAM_NAMES})
-    return given, {k: given[k] for k in PARAM_NAMES}
+    return given
 
 
 def _as_arrays(out) -> dict:
@@ -74,13 +87,29 @@ def _as_arrays(out) -> dict:
     return arrays
 
 
+def implementation_layout(impl) -> str:
+    """The implementation's LAYOUT ("article" when it declares none)."""
+    found = getattr(impl, "LAYOUT", "article")
+    if found not in LAYOUTS:
+        raise ImplementationError(
+            f"{getattr(impl, '__name__', impl)}.LAYOUT must be one of {list(LAYOUTS)}, got {found!r}"
+        )
+    return found
+
+
 def call_in_process(impl, params: dict, X, y, lr: float, reduction: str) -> StepResult:
-    """train_step(copies of params, X, y) in this process; the originals are never passed."""
-    given, given_params = _fresh_copies(params, X, y)
+    """train_step(copies of params, X, y) in this process, in the implementation's LAYOUT
+    (reference.layout converts both ways); the originals are never passed."""
+    layout = implementation_layout(impl)
+    K, s = params["f"].shape[2], params["f"].shape[0]
+    given = to_layout(_fresh_copies(params, X, y), layout, K, s)
+    given_params = {k: given[k] for k in PARAM_NAMES}
     out = impl.train_step(given_params, given["X"], given["y"], lr=lr, reduction=reduction)
     # A rebinding (params["b"] = ...) is a change of the input too; read back from the dict.
     after = {**given, **{k: given_params.get(k) for k in PARAM_NAMES}}
-    return StepResult(_as_arrays(out), after)
+    after, _ = from_layout(after, layout, K, s)
+    outputs, unconverted = from_layout(_as_arrays(out), layout, K, s)
+    return StepResult(outputs, after, layout, tuple(unconverted))
 
 
 def modified_inputs(pristine: dict, after: dict) -> list[str]:
@@ -156,7 +185,8 @@ class ChildProcessImpl:
                 outputs = {k: z[k] for k in z.files}
             with np.load(workdir / "inputs_after.npz", allow_pickle=False) as z:
                 after = {k: z[k] for k in z.files}
-        return StepResult(outputs, after)
+            found = json.loads((workdir / "layout.json").read_text())
+        return StepResult(outputs, after, found["layout"], tuple(found["unconverted"]))
 
 
 def run_train_step(impl, params: dict, X, y, lr: float, reduction: str) -> StepResult:
@@ -184,6 +214,9 @@ def _child(request_path: str) -> int:
                 impl, params, inputs["X"], inputs["y"], request["lr"], request["reduction"]
             )
             np.savez(workdir / "outputs.npz", **result.outputs)
+            (workdir / "layout.json").write_text(
+                json.dumps({"layout": result.layout, "unconverted": list(result.unconverted)})
+            )
             np.savez(
                 workdir / "inputs_after.npz",
                 **{k: v for k, v in result.inputs_after.items() if isinstance(v, np.ndarray)},

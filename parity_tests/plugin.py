@@ -297,9 +297,11 @@ def pytest_testnodedown(node, error):
 
 
 def expected_parity_tests(s: Settings) -> int:
-    """The tests of test_parity.py for these frameworks and dtypes."""
+    """The tests of test_parity.py for these frameworks and dtypes: the stage and end-to-end
+    checks per framework and dtype, then per dtype the contract and one check per input."""
     stage_checks = len(STAGES) + len(END_TO_END)
-    return stage_checks * len(s.frameworks) * len(s.dtypes) + len(INPUT_NAMES) * len(s.dtypes)
+    per_dtype = 1 + len(INPUT_NAMES)
+    return (stage_checks * len(s.frameworks) + per_dtype) * len(s.dtypes)
 
 
 def completeness(session, exitstatus) -> dict:
@@ -396,16 +398,26 @@ def pytest_sessionfinish(session, exitstatus):
     _gate(session)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    from reports import format_diff, is_regression, records_frame, terminal_lines
+    """The worst comparisons, the regression gate, the verdict (reports.headline) and the
+    run's completeness line, last.
 
+    The outermost wrapper: this runs after pytest's own summary (FAILURES, the short test
+    summary), so however many tests failed or errored, the verdict and the completeness
+    line end the output, right above pytest's result line.
+    """
+    from reports import format_diff, headline, is_regression, records_frame, terminal_lines
+
+    yield
     if is_worker(config):
         return
     s, state = config.stash[SETTINGS], config.stash[STATE]
     tr = terminalreporter
-    if state.records:
+    df = records_frame(state.records) if state.records else None
+    if df is not None:
         tr.section("parity: worst comparisons")
-        for line in terminal_lines(records_frame(state.records), n=10):
+        for line in terminal_lines(df, n=10):
             tr.write_line(line)
     if state.diff is not None:
         tr.section("parity: regression gate")
@@ -414,6 +426,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(format_diff(state.diff))
         if is_regression(state.diff):
             tr.write_line(f"REGRESSION against {s.baseline}", red=True)
+    if df is not None:
+        tr.section("parity: verdict")
+        for line in headline(df, _meta(config)["tensor_order"]):
+            fine = line.startswith("verdict: every comparison passed")
+            tr.write_line(line, bold=line.startswith("verdict:"), green=fine, red=not fine)
     if not state.completeness:
         return
     status = state.completeness["status"]

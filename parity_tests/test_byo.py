@@ -1,7 +1,9 @@
 """Bring your own implementation: examples/byo_impl/batch_first_cnn.py, written independently
-of reference/ (class-based, batch-first, its own im2col and einsums), passes the suite's
-checks through the Harness, and `--parity-impl batch_first_cnn` works from the command line
-with the module outside the project package (on PYTHONPATH only)."""
+of reference/ (class-based, batch-first, its own im2col and einsums, in torch's NCHW layout),
+passes the suite's checks through the Harness, and `--parity-impl batch_first_cnn` works from
+the command line with the module outside the project package (on PYTHONPATH only). Partial
+implementations (examples/byo_impl/forward_only_nchw.py, a missing gradient) are checked on
+what they return; the contract names unknown names, shapes and dtypes up front."""
 
 import dataclasses
 import importlib.util
@@ -14,19 +16,21 @@ import pytest
 
 from parity_tests.detection import QuietRecorder
 from parity_tests.harness import Harness
-from parity_tests.stages import END_TO_END, STAGES
+from parity_tests.impl_call import Absent
+from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES
 from reference import model
 from reference.data import ARTICLE_IMAGES
-from reports import format_mismatch, load_report
+from reference.tensors import ORDER
+from reports import compare_arrays, format_mismatch, load_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BYO_DIR = ROOT / "examples" / "byo_impl"
 NAME = "batch_first_cnn"
 
 
-def _load():
+def _load(name=NAME):
     # As `PYTHONPATH=examples/byo_impl` would import it, without touching sys.path.
-    spec = importlib.util.spec_from_file_location(NAME, BYO_DIR / f"{NAME}.py")
+    spec = importlib.util.spec_from_file_location(name, BYO_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -119,3 +123,102 @@ def test_byo_runs_from_the_command_line(pytestconfig, tmp_path):
     df, meta = load_report(tmp_path / "report")
     assert meta["impl"] == NAME and set(df["impl"]) == {NAME}
     assert df["passed"].all() and len(df) >= 2 * len(END_TO_END)
+
+
+# --- partial implementations, layouts, the contract ---------------------------------------
+
+
+class Without:
+    """The readable reference, minus some names (a partial implementation)."""
+
+    def __init__(self, *missing):
+        self.missing = missing
+
+    def train_step(self, params, X, y, lr, reduction):
+        out = model.train_step(params, X, y, lr=lr, reduction=reduction)
+        return {k: v for k, v in out.items() if k not in self.missing}
+
+
+class Float64Only:
+    """Code that computes in float64 whatever it is given."""
+
+    def train_step(self, params, X, y, lr, reduction):
+        p64 = {k: v.astype("float64") for k, v in params.items()}
+        return model.train_step(p64, X.astype("float64"), y.astype("float64"), lr, reduction)
+
+
+def _passes(harness, stage, dtype, mode="stage"):
+    make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+    c = make(stage, "torch", dtype)
+    return compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth)
+
+
+def test_forward_only_nchw_example_reports_the_rest_absent(run_config, article_data):
+    harness = Harness(run_config, article_data, _load("forward_only_nchw"))
+    absent = [name for name, kind, _ in harness.contract("float64") if kind == "absent"]
+    assert absent == [n for n in ORDER if n not in ("Z1", "A1", "Z2", "O", "E")]
+    assert all(_passes(harness, BY_TENSOR[n], "float64")["passed"] for n in ("Z1", "A1", "O"))
+    with pytest.raises(Absent, match="dE_dW"):
+        harness.stage_check(BY_TENSOR["dE_dW"], "torch", "float64")
+
+
+def test_one_missing_gradient_leaves_the_other_updates_checked(run_config, article_data):
+    harness = Harness(run_config, article_data, Without("dE_dW"))
+    assert _passes(harness, BY_TENSOR["f_new"], "float64")["passed"]
+    assert _passes(harness, BY_TENSOR["b_new"], "float64")["passed"]
+    assert _passes(harness, BY_TENSOR["W_new"], "float64", "end_to_end")["passed"]
+    with pytest.raises(Absent, match="dE_dW"):
+        harness.stage_check(BY_TENSOR["W_new"], "torch", "float64")
+
+
+def test_float64_only_code_gives_dtype_records_not_framework_crashes(run_config, article_data):
+    harness = Harness(run_config, article_data, Float64Only())
+    kinds = {kind for _, kind, _ in harness.contract("float32")}
+    assert kinds == {"dtype"}
+    for stage in STAGES:  # the frameworks get float32 inputs: no crash, a dtype record
+        record = _passes(harness, stage, "float32")
+        assert record["mismatch_kind"] == "dtype", (stage.tensor, record)
+
+
+def test_contract_names_unknown_names_and_shapes_in_the_declared_layout(run_config, article_data):
+    class Sloppy:
+        LAYOUT = "nchw"
+
+        def train_step(self, params, X, y, lr, reduction):
+            out = _load().train_step(params, X, y, lr, reduction)
+            return {**out, "dE_dw": out.pop("dE_dW"), "Z1": out["Z1"][:, :, :-1]}
+
+    found = {
+        (n, kind): msg
+        for n, kind, msg in Harness(run_config, article_data, Sloppy()).contract("float64")
+    }
+    assert "closest article name: dE_dW" in found[("dE_dw", "unknown")]
+    n = article_data.X.shape[2]
+    assert f"expected ({n}, 3, 24, 24) (nchw layout)" in found[("Z1", "shape")]
+
+
+@pytest.mark.slow  # a pytest session in a subprocess (~8 s)
+def test_forward_only_run_exits_0_with_the_rest_absent(pytestconfig, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(BYO_DIR))
+    data = pytestconfig.getoption("--parity-data")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "parity_tests/test_parity.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--parity-impl",
+        "forward_only_nchw",
+        "--parity-frameworks",
+        "torch",
+        "--parity-report-dir",
+        str(tmp_path / "report"),
+        *(["--parity-data", data] if data else []),
+    ]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    df, _ = load_report(tmp_path / "report")
+    assert set(df.loc[df["status"] == "absent", "tensor"]) == set(ORDER) - {"Z1", "A1", "Z2", "O", "E"}
+    assert (df.loc[df["status"] != "absent", "status"] == "pass").all()

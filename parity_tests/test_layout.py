@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from reference import layout
+from reference import layout, model
 
 PAIRS = [
     ("images_nchw", layout.images_to_nchw, layout.nchw_to_images, lambda n, s, K, N: (n, n, N)),
@@ -85,3 +85,22 @@ def test_bad_input_names_the_argument():
         layout.filters_to_oihw(np.zeros((5, 5)))
     with pytest.raises(TypeError, match="X must"):
         layout.images_to_nchw([[1.0]])
+
+
+@pytest.mark.parametrize("target", layout.LAYOUTS)
+def test_a_whole_step_round_trips_through_each_layout(target):
+    params = model.init_params(0)
+    X = np.random.default_rng(0).random((28, 28, 3))
+    step = dict(model.train_step(params, X, np.ones((1, 3))))
+    converted = layout.to_layout(step, target, 3, 5)
+    back, failed = layout.from_layout(converted, target, 3, 5)
+    assert failed == [] and set(back) == set(step)
+    assert all(np.array_equal(np.asarray(back[k]), np.asarray(step[k])) for k in step)
+
+
+def test_from_layout_hands_back_what_it_cannot_convert():
+    Z1 = np.zeros((2, 3, 24, 23))  # not square: not an NCHW conv map
+    back, failed = layout.from_layout({"Z1": Z1, "mine": 1}, "nchw", 3, 5)
+    assert failed == ["Z1"] and back["Z1"] is Z1 and back["mine"] == 1
+    with pytest.raises(ValueError, match="layout must be one of"):
+        layout.to_layout({}, "nhcw", 3, 5)

@@ -10,6 +10,42 @@ import pytest
 
 from parity_tests.impl_call import INPUT_NAMES
 from parity_tests.stages import END_TO_END, FORWARD, GRADIENT, UPDATE
+from reference.tensors import ORDER
+
+
+def test_contract(parity, harness, dtype):
+    # What train_step returns, checked before the comparisons: a name it does not return is
+    # recorded once as absent (its checks are skipped); an unknown name, a wrong shape or
+    # dtype fails here with one clear line each (the frameworks are still fed our dtype).
+    problems = harness.contract(dtype)
+    kinds = {
+        "absent": ("absent", ""),
+        "unknown": ("error", "error"),
+        "shape": ("fail", "shape"),
+        "dtype": ("fail", "dtype"),
+    }
+    for name, kind, message in problems:
+        status, mismatch_kind = kinds[kind]
+        parity.record(
+            tensor=name,
+            status=status,
+            mismatch_kind=mismatch_kind,
+            error=message,
+            mode="contract",
+            dtype=dtype,
+        )
+    absent = {name for name, kind, _ in problems if kind == "absent"}
+    if len(absent) == len(ORDER):
+        parity.record(
+            tensor="(all)",
+            status="vacuous",
+            mode="contract",
+            dtype=dtype,
+            error="train_step returned none of the article's names: nothing to compare",
+        )
+        pytest.fail("train_step returned none of the article's names: nothing was compared")
+    bad = [message for _, kind, message in problems if kind != "absent"]
+    assert not bad, "train_step's result breaks the contract:\n" + "\n".join(bad)
 
 
 def _ids(stages):

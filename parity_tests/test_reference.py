@@ -31,7 +31,7 @@ def _hand(parity, tensor, equation, step, quantity, actual, expected, k=2, dtype
         mode="hand",
         against="hand",
         dtype=dtype,
-        compute=lambda: Check(np.asarray(actual), expected, tol, None),
+        compute=lambda: Check(expected, np.asarray(actual), tol, None),  # against: hand
     )
 
 
@@ -225,7 +225,7 @@ def test_vectorised_conv_matches_naive_loops(parity, article_data):
         mode="self",
         against="naive_loop",
         dtype="float64",
-        compute=lambda: Check(actual, expected, tol, None),
+        compute=lambda: Check(expected, actual, tol, None),  # against: naive loop
     )
 
 
@@ -265,7 +265,7 @@ def test_gradient_matches_finite_differences(parity, article_data, grad, param, 
         mode="finite_difference",
         against="finite_difference",
         dtype="float64",
-        compute=lambda: Check(picked, fd_h, tol, None),
+        compute=lambda: Check(fd_h, picked, tol, None),  # against: finite differences
     )
 
 
@@ -301,7 +301,7 @@ def test_article_init_saturates_and_zeroes_gradients(parity, article_data, dtype
             against="hand",
             dtype=dtype,
             expect_zero=True,
-            compute=lambda g=grad: Check(t[g], np.zeros_like(t[g]), tolerance.exact(t[g].shape), None),
+            compute=lambda g=grad: Check(np.zeros_like(t[g]), t[g], tolerance.exact(t[g].shape), None),
         )
 
 

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from reference._validate import float_array, positive_int
+from reference._validate import choice, float_array, positive_int
 
 
 def _filters(n_filters, rows: int, what: str) -> int:
@@ -204,3 +204,133 @@ def extract_patches_to_patches(cols, size: int):
         raise ValueError(f"cols must hold square maps (N, m, m, size^2), got shape {cols.shape}")
     c = cols.reshape(N, m, m, size, size)  # [n, r, c, a, b] = [n, j, i, v, u]
     return np.ascontiguousarray(c.transpose(0, 2, 1, 4, 3)).reshape(N, m * m, size, size)
+
+
+def patches_to_extract_patches(patches):
+    """article patches -> tf.image.extract_patches' (N, m, m, s*s) (inverse of the above)."""
+    patches = float_array("patches", patches, (None, None, None, None))
+    N, P, s, s2 = patches.shape
+    if s != s2:
+        raise ValueError(f"patches must have square windows (N, P, s, s), got {patches.shape}")
+    m = _side(P, "patches")
+    c = patches.reshape(N, m, m, s, s).transpose(0, 2, 1, 4, 3)  # [n, j, i, v, u]
+    return np.ascontiguousarray(c).reshape(N, m, m, s * s)
+
+
+# --- whole steps: an implementation that works in a framework's layout -------------------
+#
+# A bring-your-own implementation declares LAYOUT = "article" (default), "nchw" (torch's:
+# X (N, 1, n, n), f (K, 1, s, s), W as nn.Linear's weight (1, F) in NCHW flatten order,
+# Z1/A1 (N, K, m, m), per-image vectors (N, 1), patches as F.unfold's (N, s*s, P)) or
+# "nhwc" (TensorFlow's: X (N, n, n, 1), f HWIO (s, s, 1, K), W as keras Dense's kernel
+# (F, 1) in NHWC flatten order, Z1/A1 (N, m, m, K), patches as tf.image.extract_patches'
+# (N, m, m, s*s)). Gradients and updated parameters have their tensor's layout; b, dE_db,
+# b_new and E are the same everywhere.
+
+LAYOUTS = ("article", "nchw", "nhwc")
+
+
+def _named_arrays(name: str, tensors) -> None:
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) for k in tensors):
+        raise TypeError(f"{name} must be a dict of tensor names to arrays, got {type(tensors).__name__}")
+
+
+CONVERTED = (
+    "X",
+    "y",
+    "f",
+    "W",
+    "b",
+    "patches",
+    "Z1",
+    "A1",
+    "Z2",
+    "O",
+    "E",
+    "dE_dO",
+    "dO_dZ2",
+    "dE_dZ2",
+    "dE_dW",
+    "dE_db",
+    "dE_dA1",
+    "dE_dZ1",
+    "dE_df",
+    "f_new",
+    "W_new",
+    "b_new",
+)
+
+
+def _converters(layout: str, n_filters: int, size: int) -> dict:
+    """name -> (article -> layout, layout -> article)."""
+    choice("layout", layout, LAYOUTS)
+    n_filters, size = positive_int("n_filters", n_filters), positive_int("size", size)
+    same = (np.asarray, np.asarray)
+    if layout == "article":
+        return dict.fromkeys(CONVERTED, same)
+    column = (row_to_column, column_to_row)
+    if layout == "nchw":
+        image, filt, cmap = (
+            (images_to_nchw, nchw_to_images),
+            (filters_to_oihw, oihw_to_filters),
+            (conv_map_to_nchw, nchw_to_conv_map),
+        )
+        dense = (
+            lambda W: dense_weights_to_torch(W, n_filters),
+            lambda w: torch_to_dense_weights(w, n_filters),
+        )
+        windows = (patches_to_unfold, lambda c: unfold_to_patches(c, size))
+    else:
+        image, filt, cmap = (
+            (images_to_nhwc, nhwc_to_images),
+            (filters_to_hwio, hwio_to_filters),
+            (conv_map_to_nhwc, nhwc_to_conv_map),
+        )
+        dense = (
+            lambda W: dense_weights_to_keras(W, n_filters),
+            lambda k: keras_to_dense_weights(k, n_filters),
+        )
+        windows = (patches_to_extract_patches, lambda c: extract_patches_to_patches(c, size))
+    kinds = {
+        "X": image,
+        "patches": windows,
+        "f": filt,
+        "dE_df": filt,
+        "f_new": filt,
+        "W": dense,
+        "dE_dW": dense,
+        "W_new": dense,
+        "b": same,
+        "dE_db": same,
+        "b_new": same,
+        "E": same,
+        "Z1": cmap,
+        "A1": cmap,
+        "dE_dA1": cmap,
+        "dE_dZ1": cmap,
+    }
+    return {name: kinds.get(name, column) for name in CONVERTED}
+
+
+def to_layout(tensors: dict, layout: str, n_filters: int, size: int) -> dict:
+    """Article-layout tensors in `layout` (names it does not know pass unchanged)."""
+    conv = _converters(layout, n_filters, size)
+    _named_arrays("tensors", tensors)
+    return {k: conv[k][0](v) if k in conv else v for k, v in tensors.items()}
+
+
+def from_layout(tensors: dict, layout: str, n_filters: int, size: int) -> tuple[dict, list]:
+    """`layout` tensors in the article layout, and the names that could not be converted
+    (a wrong shape or dtype: those are returned as they came, for the contract check)."""
+    conv = _converters(layout, n_filters, size)
+    _named_arrays("tensors", tensors)
+    out, failed = {}, []
+    for k, v in tensors.items():
+        if k not in conv:
+            out[k] = v
+            continue
+        try:
+            out[k] = conv[k][1](v)
+        except (TypeError, ValueError):
+            out[k], failed = v, [*failed, k]
+    return out, failed

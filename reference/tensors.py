@@ -11,6 +11,8 @@ GRADIENT_NAMES = ("dE_dO", "dO_dZ2", "dE_dZ2", "dE_dW", "dE_db", "dE_dA1", "dE_d
 PARAM_NAMES = ("f", "W", "b")
 UPDATE_NAMES = ("f_new", "W_new", "b_new")
 BACKWARD_NAMES = ("E", *GRADIENT_NAMES)
+# Each parameter and the gradient E17 moves it along.
+UPDATE_PAIRS = (("f", "dE_df"), ("W", "dE_dW"), ("b", "dE_db"))
 # Forward/backward order of the named tensors of a step: the order in which a change
 # propagates, and the order in which the suite looks for the first tensor that disagrees.
 ORDER = (*FORWARD_NAMES, *BACKWARD_NAMES, *UPDATE_NAMES)

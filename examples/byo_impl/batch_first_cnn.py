@@ -3,14 +3,14 @@
 Nothing here comes from the suite's `reference/` package: a class holds the parameters,
 images are batch-first (N, 28, 28) inside, windows come from a hand-made im2col (index
 arrays), and every contraction is an einsum. What makes it checkable by the parity suite is
-only the module-level function
+`LAYOUT = "nchw"` (it works in torch's layout, so the suite hands it X (N, 1, 28, 28),
+f (K, 1, 5, 5), W (1, 1728), y (N, 1) and reads its tensors back in that layout) and the
+module-level function
 
     train_step(params, X, y, lr, reduction) -> dict
 
-which takes the suite's parameters and data in the article layout (f (5, 5, 3),
-W (1728, 1), b (1,), X (28, 28, N), y (1, N)) and returns the article's tensor names in the
-article layout (README "Bring your own"): the inputs X, f, W, b and patches, Z1, A1, Z2, O,
-E, dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1, dE_df, f_new, W_new, b_new.
+which returns the article's names (README "Bring your own"): patches, Z1, A1, Z2, O, E,
+dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1, dE_df, f_new, W_new, b_new.
 
 Run the suite on it from the project root:
 
@@ -88,46 +88,41 @@ class BatchFirstCNN:
         )
 
 
+LAYOUT = "nchw"
+
+
 def train_step(params, X, y, lr=0.1, reduction="sum"):
-    """One step from the suite's parameters; every tensor returned in the article layout."""
-    f, W, b = params["f"], params["W"], params["b"]
-    dtype = f.dtype
-    images = np.ascontiguousarray(np.moveaxis(X, 2, 0))  # images[n] = X[:, :, n]
-    net = BatchFirstCNN(np.ascontiguousarray(np.moveaxis(f, 2, 0)), W[:, 0], b[0])
-    targets = y[0]
-    net.forward(images)
-    net.backward(targets, reduction)
+    """One step from the suite's parameters, every tensor in NCHW (torch's) layout."""
+    net = BatchFirstCNN(params["f"][:, 0], params["W"][0], params["b"][0])
+    net.forward(X[:, 0])
+    net.backward(y[:, 0], reduction)
     new = net.step(lr)
     c, g = net.cache, net.grads
-    K, s, _ = net.kernels.shape
-    N = images.shape[0]
+    N, (K, s, _) = len(X), net.kernels.shape
+    m = X.shape[-1] - s + 1
 
-    def row(v):  # (N,) -> (1, N)
-        return np.asarray(v, dtype=dtype).reshape(1, N)
+    def column(v):  # (N,) -> (N, 1)
+        return np.asarray(v, dtype=X.dtype).reshape(N, 1)
 
-    def filters(k):  # (K, s, s) -> (s, s, K)
-        return np.ascontiguousarray(np.moveaxis(k, 0, 2))
+    def maps(v):  # (N, K, P) -> (N, K, m, m)
+        return v.reshape(N, K, m, m)
 
     return {
-        "X": X,
-        "f": f,
-        "W": W,
-        "b": b,
-        "patches": c["cols"].reshape(N, -1, s, s),
-        "Z1": c["z1"],
-        "A1": c["a1"],
-        "Z2": row(c["z2"]),
-        "O": row(c["out"]),
-        "E": np.asarray(g["loss"], dtype=dtype),
-        "dE_dO": row(g["d_out"]),
-        "dO_dZ2": row(g["d_out_d_z2"]),
-        "dE_dZ2": row(g["d_z2"]),
-        "dE_dW": g["d_w"].reshape(-1, 1),
-        "dE_db": np.asarray(g["d_b"], dtype=dtype).reshape(1),
-        "dE_dA1": g["d_a1"],
-        "dE_dZ1": g["d_z1"],
-        "dE_df": filters(g["d_kernels"]),
-        "f_new": filters(new.kernels),
-        "W_new": new.weights.reshape(-1, 1),
-        "b_new": np.asarray(new.bias, dtype=dtype).reshape(1),
+        "patches": c["cols"].transpose(0, 2, 1),  # F.unfold's (N, s*s, P)
+        "Z1": maps(c["z1"]),
+        "A1": maps(c["a1"]),
+        "Z2": column(c["z2"]),
+        "O": column(c["out"]),
+        "E": np.asarray(g["loss"], dtype=X.dtype),
+        "dE_dO": column(g["d_out"]),
+        "dO_dZ2": column(g["d_out_d_z2"]),
+        "dE_dZ2": column(g["d_z2"]),
+        "dE_dW": g["d_w"].reshape(1, -1),
+        "dE_db": np.asarray(g["d_b"], dtype=X.dtype).reshape(1),
+        "dE_dA1": maps(g["d_a1"]),
+        "dE_dZ1": maps(g["d_z1"]),
+        "dE_df": g["d_kernels"][:, None],
+        "f_new": new.kernels[:, None],
+        "W_new": new.weights.reshape(1, -1),
+        "b_new": np.asarray(new.bias, dtype=X.dtype).reshape(1),
     }

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from reference import layout  # noqa: E402
-from reference.tensors import Tensors  # noqa: E402
+from reference.tensors import UPDATE_PAIRS, Tensors  # noqa: E402
 
 
 def version() -> str:
@@ -222,16 +222,23 @@ def _de_df(i, lr, reduction):
     return layout.hwio_to_filters(_np(g))
 
 
+def _gradients(i) -> dict:
+    """dE_df, dE_dW, dE_db from an update check's inputs: it is fed its own gradient only,
+    the others are zeros (the optimiser then leaves those parameters as they are)."""
+    return {g: i[g] if g in i else np.zeros_like(i[p]) for p, g in UPDATE_PAIRS}
+
+
 def _sgd_step(i, lr) -> Tensors:
-    """Keras SGD fed the reference's gradients: the new f, W, b."""
+    """Keras SGD fed the check's gradient (zeros for the others): the new f, W, b."""
+    g = _gradients(i)
     net = ArticleNet(i["f"], i["W"], i["b"])
     K = i["f"].shape[2]
     _sgd(
         net,
         [
-            _c(layout.filters_to_hwio(i["dE_df"])),
-            _c(layout.dense_weights_to_keras(i["dE_dW"], K)),
-            _c(i["dE_db"]),
+            _c(layout.filters_to_hwio(g["dE_df"])),
+            _c(layout.dense_weights_to_keras(g["dE_dW"], K)),
+            _c(g["dE_db"]),
         ],
         lr,
     )

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from reference import layout
-from reference.tensors import Tensors
+from reference.tensors import UPDATE_PAIRS, Tensors
 
 
 def version() -> str:
@@ -194,12 +194,19 @@ def _de_df(i, lr, reduction):
     return layout.oihw_to_filters(_np(gw))
 
 
+def _gradients(i) -> dict:
+    """dE_df, dE_dW, dE_db from an update check's inputs: it is fed its own gradient only,
+    the others are zeros (the optimiser then leaves those parameters as they are)."""
+    return {g: i[g] if g in i else np.zeros_like(i[p]) for p, g in UPDATE_PAIRS}
+
+
 def _sgd_step(i, lr) -> Tensors:
-    """torch.optim.SGD fed the reference's gradients: the new f, W, b."""
+    """torch.optim.SGD fed the check's gradient (zeros for the others): the new f, W, b."""
+    g = _gradients(i)
     net = ArticleNet(i["f"], i["W"], i["b"])
-    net.conv.weight.grad = _t(layout.filters_to_oihw(i["dE_df"]))
-    net.linear.weight.grad = _t(layout.dense_weights_to_torch(i["dE_dW"], i["f"].shape[2]))
-    net.linear.bias.grad = _t(i["dE_db"])
+    net.conv.weight.grad = _t(layout.filters_to_oihw(g["dE_df"]))
+    net.linear.weight.grad = _t(layout.dense_weights_to_torch(g["dE_dW"], i["f"].shape[2]))
+    net.linear.bias.grad = _t(g["dE_db"])
     torch.optim.SGD(net.parameters(), lr=lr).step()
     return net.params()
 
