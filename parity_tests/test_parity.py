@@ -2,7 +2,9 @@
 
 Stage-isolated checks (test_forward, test_gradient, test_update) feed one framework
 operation the reference's own inputs for that stage; test_end_to_end runs the whole model
-in the framework from the shared weights. Ids read test_gradient[dE_df-torch-float32].
+in the framework from the shared weights. Ids name the tensor, the mode, the framework and
+the dtype: test_gradient[dE_df-stage-torch-float32], test_end_to_end[dE_df-end_to_end-...],
+so `-k "dE_dO and stage"` selects what it says.
 test_inputs_untouched checks that train_step left the copies of its inputs as it got them.
 """
 
@@ -48,8 +50,8 @@ def test_contract(parity, harness, dtype):
     assert not bad, "train_step's result breaks the contract:\n" + "\n".join(bad)
 
 
-def _ids(stages):
-    return pytest.mark.parametrize("stage", stages, ids=[s.id for s in stages])
+def _ids(stages, mode="stage"):
+    return pytest.mark.parametrize("stage", stages, ids=[f"{s.id}-{mode}" for s in stages])
 
 
 def _stage_check(parity, harness, stage, framework, dtype, mode):
@@ -82,7 +84,7 @@ def test_update(parity, harness, stage, framework, dtype):
     _stage_check(parity, harness, stage, framework, dtype, "stage")
 
 
-@_ids(END_TO_END)
+@_ids(END_TO_END, "end_to_end")
 def test_end_to_end(parity, harness, stage, framework, dtype):
     _stage_check(parity, harness, stage, framework, dtype, "end_to_end")
 

@@ -510,3 +510,22 @@ def test_expected_parity_tests_is_what_test_parity_collects(pytestconfig, tmp_pa
     )
     collected = [line for line in run.stdout.splitlines() if "test_parity.py::" in line]
     assert len(collected) == plugin.expected_parity_tests(s), run.stdout[-2000:]
+
+
+@pytest.mark.slow  # a pytest session in a subprocess (~9 s, the frameworks' import)
+def test_last_failed_works_with_the_projects_configuration(tmp_path):
+    # pyproject's addopts once held -p no:cacheprovider, which made --lf rerun everything.
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "parity_tests/meta/test_style.py",
+        "--lf",
+        "--parity-no-report",
+        "--parity-frameworks",
+        "torch",
+        "-o",
+        "cache_dir=" + str(tmp_path),
+    ]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "run-last-failure" in run.stdout, run.stdout[-2000:]

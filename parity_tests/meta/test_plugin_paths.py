@@ -47,7 +47,7 @@ def test_path_options_outside_the_project(tmp_path):
 
     _pytest(ROOT, "--parity-data", str(tmp_path / "mnist.npz"), "--parity-report-dir", str(base))
     df, _ = load_report(base)
-    assert set(df["check"]) == {"parity_tests/test_parity.py::test_forward[Z1-torch-float64]"}
+    assert set(df["check"]) == {"parity_tests/test_parity.py::test_forward[Z1-stage-torch-float64]"}
 
     # From the project root, a relative baseline outside it.
     out = _pytest(

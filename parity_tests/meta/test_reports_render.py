@@ -85,7 +85,7 @@ def test_markdown_cell(value, cell):
 @pytest.mark.parametrize(
     "value",
     [
-        "parity_tests/test_parity.py::test_forward[A1-tensorflow-float32]",
+        "parity_tests/test_parity.py::test_forward[A1-stage-tensorflow-float32]",
         "E8*E9",
         "(2, 3, 1)",
         "1.79e-07",
