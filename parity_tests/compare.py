@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import traceback
 from dataclasses import dataclass
 
@@ -45,8 +46,11 @@ class ParityRecorder:
         self.node, self.context = node, context
 
     def reproduce(self) -> str:
-        # Shell-quoted: a test id or a path must paste as an argument, never as a command.
-        return f"{shlex.join(['pytest', self.node.nodeid])} {self.context.reproduce_options}".strip()
+        """The command that reruns this check: the interpreter that ran it (so it works
+        without an activated virtual environment), `-m pytest`, the test id, the options.
+        Shell-quoted: a test id or a path must paste as an argument, never as a command."""
+        command = shlex.join([sys.executable, "-m", "pytest", self.node.nodeid])
+        return f"{command} {self.context.reproduce_options}".strip()
 
     def _base(self, **fields) -> dict:
         c = self.context

@@ -8,12 +8,17 @@ lives in `config.stash`; tests reach it through fixtures (`parity_settings`, `ru
 
 Records: every comparison appends one record to its test's user_properties; the controller
 (the only process without xdist) collects them from the teardown reports and, at session
-end, writes the report (only into a folder the suite wrote before, see reports.writer) and
-runs the gate. Whether the run was complete, partial or interrupted goes into run.json, the
-top of summary.md/summary.html and the last line of the terminal output.
+end, writes the report (only into a folder the suite wrote before, see reports.writer).
+Whether the run was complete, partial or interrupted goes into run.json, the top of
+summary.md/summary.html and the last line of the terminal output.
+
+The regression gate (--parity-baseline) is a test of its own, `parity::regression_gate`,
+so that its verdict is where CI looks (pytest's result line, JUnit XML): see
+RegressionGate.
 """
 
 import parity_tests.pins  # noqa: F401, I001  (first: before NumPy, torch or TensorFlow load)
+import dataclasses
 import json
 import os
 import time
@@ -125,7 +130,11 @@ def _distributing(config) -> bool:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long checks (many seeds); deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers",
+        "slow: long checks (seed and batch sweeps, pytest sessions in subprocesses); left out "
+        "of the default run (pyproject's -m 'not slow'), run by ./parity test",
+    )
     config.addinivalue_line("markers", "parity: compares the reference with a framework")
     s, state = validate_options(config)
     config.stash[SETTINGS], config.stash[STATE] = s, state
@@ -293,6 +302,160 @@ def pytest_testnodedown(node, error):
         node.config.stash[STATE].environment = dict(env)
 
 
+# --------------------------------------------------------------------------- regression gate
+
+# The gate's test id; JUnit XML reads it as classname "parity", name "regression_gate".
+GATE_NODEID = "parity::regression_gate"
+
+
+@dataclasses.dataclass
+class GateState:
+    added: bool = False  # the RegressionGate item is in session.items
+    ran: bool = False  # ... and its runtest ran (it reported the verdict itself)
+    completeness: dict = dataclasses.field(default_factory=dict)  # as the gate saw it
+    message: str = ""  # the failure message: the verdict and the changes, brief
+    text: str = ""  # the failure text: also the environment changes, every column
+    markdown: str = ""  # regression.md
+
+
+GATE = pytest.StashKey[GateState]()
+
+
+def _gate_state(config) -> GateState:
+    return config.stash.setdefault(GATE, GateState())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Crash:
+    """What pytest reads of a failure's `reprcrash`: JUnit's failure message, and the first
+    line of it in the short test summary (-ra)."""
+
+    path: str
+    lineno: int
+    message: str
+
+
+class GateVerdict:
+    """A failing gate's longrepr: reprcrash.message is the brief changes table (JUnit's
+    `message` attribute keeps about 500 characters); str() and the FAILURES section are the
+    whole text (JUnit's failure text)."""
+
+    def __init__(self, gate: GateState, path: str):
+        self.reprcrash, self.text = _Crash(path, 0, gate.message), gate.text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def toterminal(self, tw) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+
+class RegressionFound(Exception):
+    pass
+
+
+class RegressionGate(pytest.Item):
+    """`parity::regression_gate`: added last to the session when --parity-baseline is given.
+
+    It runs after every other test, so the records are all in (RunState.records, collected
+    on this process from the teardown reports), and fails with the table of what changed
+    when the run regressed: pytest's result line counts it, JUnit XML holds it as a failure
+    whose message is the table, and the exit status is 1. No regression: it passes (it
+    skips when nothing was recorded).
+
+    Under pytest-xdist (-n N) no test can see the other workers' records, so no such item is
+    collected: the controller diffs at session end and reports the same test, passed or
+    failed, under the same id through pytest_runtest_logreport (_report_gate), which the
+    terminal, JUnit XML and the exit status read like any test's report.
+    """
+
+    def runtest(self):
+        config, gate = self.config, _gate_state(self.config)
+        gate.ran = True
+        gate.completeness = completeness(self.session, pytest.ExitCode.OK)
+        if not config.stash[STATE].records:
+            pytest.skip("no comparisons were recorded: nothing to compare with the baseline")
+        if _compute_gate(config, gate.completeness):
+            raise RegressionFound(gate.message)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, RegressionFound):
+            return GateVerdict(_gate_state(self.config), self.location[0])
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, "regression_gate"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session):
+    """Add the gate last, after every selection and reordering (-k, -m, --deselect, --lf,
+    --ff) is done, so that it is never deselected and runs after the checks it judges."""
+    config = session.config
+    s = config.stash[SETTINGS]
+    if (
+        s.baseline is None
+        or is_worker(config)
+        or _distributing(config)
+        or config.getoption("collectonly")
+    ):
+        return
+    session.items.append(
+        RegressionGate.from_parent(
+            session, name="regression_gate", nodeid=GATE_NODEID, path=Path(__file__)
+        )
+    )
+    _gate_state(config).added = True
+
+
+def _compute_gate(config, status: dict) -> bool:
+    """Diff this run's records against the baseline; keep the diff, the environment
+    changes, the failure texts and regression.md. True on a regression."""
+    from reports import diff_reports, format_diff, is_regression, records_frame
+    from reports.diff import environment_changes, regression_markdown
+    from reports.escape import terminal_text
+
+    s, state, gate = config.stash[SETTINGS], config.stash[STATE], _gate_state(config)
+    state.diff = diff = diff_reports(
+        state.baseline_df,
+        records_frame(state.records),
+        factor=s.baseline_factor,
+        partial=status["status"] == "partial",
+    )
+    state.environment_changes = environment_changes(state.baseline_meta, _meta(config))
+    # The message: JUnit's message attribute keeps whole lines up to ~500 characters, so
+    # the verdict and the brief table first, the baseline last.
+    against = terminal_text(f"baseline: {s.baseline} (factor {s.baseline_factor:g})")
+    gate.message = f"{format_diff(diff, brief=True)}\n\n{against}"
+    changed = [terminal_text("environment changed: " + "; ".join(state.environment_changes))]
+    gate.text = "\n\n".join([format_diff(diff), *changed[: bool(state.environment_changes)], against])
+    gate.markdown = regression_markdown(diff, s.baseline, s.baseline_factor, state.environment_changes)
+    return is_regression(diff)
+
+
+def _report_gate(session, failed: bool) -> None:
+    """The gate's verdict as the test reports of `parity::regression_gate` (xdist's
+    controller, which runs no test): the terminal, JUnit XML and pytest's counts read them
+    like any other test's reports."""
+    config = session.config
+    hook, gate = config.hook, _gate_state(config)
+    where = Path(__file__).resolve()
+    path = str(where.relative_to(ROOT)) if _inside(where, ROOT) else str(where)
+    location = (path, None, "regression_gate")
+    keywords = {"regression_gate": 1, "parity": 1}
+    session.testscollected += 1  # the progress count: one more test
+    hook.pytest_runtest_logstart(nodeid=GATE_NODEID, location=location)
+    for when, outcome, longrepr in (
+        ("setup", "passed", None),
+        ("call", "failed", GateVerdict(gate, path)) if failed else ("call", "passed", None),
+        ("teardown", "passed", None),
+    ):
+        report = pytest.TestReport(GATE_NODEID, location, keywords, outcome, longrepr, when)
+        hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logfinish(nodeid=GATE_NODEID, location=location)
+
+
 # --------------------------------------------------------------------------- session end
 
 
@@ -308,7 +471,9 @@ def completeness(session, exitstatus) -> dict:
     """complete | partial (deselected or restricted, with counts) | interrupted."""
     config = session.config
     s, state = config.stash[SETTINGS], config.stash[STATE]
-    ran, collected = len(state.ran), int(session.testscollected)
+    # The regression gate judges the run; it is not one of its tests.
+    ran = len(state.ran - {GATE_NODEID})
+    collected = int(session.testscollected) - _gate_state(config).added
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         return dict(status="interrupted", detail=f"interrupted after {ran} of {collected} tests")
     if session.shouldstop or session.shouldfail or ran < collected:
@@ -361,7 +526,10 @@ def _write_report(config) -> None:
         state.no_report_why = f"the run was {state.completeness['detail']}"
     else:
         meta = _meta(config)
-        write_report(state.records, s.report_dir, meta, extra_files=audit_files(state.records, meta))
+        extra = audit_files(state.records, meta)
+        if _gate_state(config).markdown:  # the gate's verdict, whenever a baseline was given
+            extra["regression.md"] = _gate_state(config).markdown
+        write_report(state.records, s.report_dir, meta, extra_files=extra)
         state.report = s.report_dir
     note = os.environ.get("PARITY_REPORT_NOTE")  # ./parity report: which report to show
     if note:
@@ -369,38 +537,51 @@ def _write_report(config) -> None:
 
 
 def _gate(session) -> None:
+    """The gate's verdict at session end: the RegressionGate item's, or (xdist, or no item
+    ran) made here and reported as that item's failure."""
     config = session.config
-    s, state = config.stash[SETTINGS], config.stash[STATE]
+    from reports import is_regression
+
+    s, state, gate = config.stash[SETTINGS], config.stash[STATE], _gate_state(config)
     if s.baseline is None or state.completeness["status"] == "interrupted" or not state.records:
         return
-    from reports import diff_reports, is_regression, records_frame
-    from reports.diff import environment_changes
-
-    state.diff = diff_reports(
-        state.baseline_df,
-        records_frame(state.records),
-        factor=s.baseline_factor,
-        partial=state.completeness["status"] == "partial",
-    )
-    state.environment_changes = environment_changes(state.baseline_meta, _meta(config))
-    if is_regression(state.diff) and session.exitstatus == 0:
+    if state.diff is None:  # no gate item ran (pytest -n N): judged here
+        _compute_gate(config, state.completeness)
+    regression = is_regression(state.diff)
+    if not gate.ran:  # pytest -n N: the same test, passed or failed, as in a serial run
+        _report_gate(session, regression)
+    if regression and session.exitstatus == 0:
         session.exitstatus = 1
 
 
+def _append_step_summary(text: str) -> None:
+    """GitHub Actions' job summary gets regression.md after the report's summary.md."""
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary and text:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the gate's report is in it
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if is_worker(config):
         config.workeroutput["parity_environment"] = config.stash[STATE].environment
         return
-    state = config.stash[STATE]
-    state.completeness = completeness(session, exitstatus)
-    _write_report(config)
+    state, gate = config.stash[STATE], _gate_state(config)
+    if gate.ran and exitstatus != pytest.ExitCode.INTERRUPTED:
+        # As the gate saw it: its own failure (-x, --maxfail) does not make the run interrupted.
+        state.completeness = gate.completeness
+    else:
+        state.completeness = completeness(session, exitstatus)
     _gate(session)
+    _write_report(config)
+    _append_step_summary(gate.markdown)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """The worst comparisons, the regression gate, the verdict (reports.headline) and the
+    """The worst comparisons, the verdict (reports.headline), the regression gate and the
     run's completeness line, last.
 
     The outermost wrapper: this runs after pytest's own summary (FAILURES, the short test
@@ -408,6 +589,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     line end the output, right above pytest's result line.
     """
     from reports import format_diff, headline, is_regression, records_frame, terminal_lines
+    from reports.escape import terminal_text
 
     yield
     if is_worker(config):
@@ -419,18 +601,25 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.section("parity: worst comparisons")
         for line in terminal_lines(df, n=10):
             tr.write_line(line)
-    if state.diff is not None:
-        tr.section("parity: regression gate")
-        if state.environment_changes:
-            tr.write_line("environment changed: " + "; ".join(state.environment_changes))
-        tr.write_line(format_diff(state.diff))
-        if is_regression(state.diff):
-            tr.write_line(f"REGRESSION against {s.baseline}", red=True)
     if df is not None:
         tr.section("parity: verdict")
         for line in headline(df, _meta(config)["tensor_order"]):
             fine = line.startswith("verdict: every comparison passed")
             tr.write_line(line, bold=line.startswith("verdict:"), green=fine, red=not fine)
+    if state.diff is not None:  # last but the completeness line: the gate's verdict
+        tr.section("parity: regression gate")
+        if state.environment_changes:
+            tr.write_line(terminal_text("environment changed: " + "; ".join(state.environment_changes)))
+        tr.write_line(format_diff(state.diff))
+        regression = is_regression(state.diff)
+        verdict = "REGRESSION" if regression else "no regression"
+        where = f"; {state.report}/regression.md" if state.report else ""
+        tr.write_line(
+            terminal_text(f"{verdict} against {s.baseline}{where}"),
+            red=regression,
+            green=not regression,
+            bold=True,
+        )
     if not state.completeness:
         return
     status = state.completeness["status"]

@@ -346,7 +346,7 @@ def test_reproduce_line_is_shell_quoted(pytestconfig, tmp_path):
     node = types.SimpleNamespace(nodeid="t.py::test[$(echo PWNED)]")
     recorder = ParityRecorder(node, RunContext(0, "", "", "", "", "", settings.reproduce_options(s)))
     words = shlex.split(recorder.reproduce())
-    assert words[:2] == ["pytest", node.nodeid] and words[-1] == data
+    assert words[:4] == [sys.executable, "-m", "pytest", node.nodeid] and words[-1] == data
 
 
 # --------------------------------------------------------------------------- 10. user code

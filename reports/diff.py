@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from reports.escape import terminal_text
+from reports.escape import markdown_cell, markdown_text, terminal_text
 from reports.fields import number_text
 from reports.tables import by_severity
 
@@ -195,43 +195,88 @@ def is_regression(diff_df: pd.DataFrame) -> bool:
     return bool(diff_df["change"].isin(REGRESSIONS).any())
 
 
-def format_diff(diff_df: pd.DataFrame) -> str:
-    """A plain-text table of the changes with the budget before, after and their ratio.
+def _change_table(diff_df: pd.DataFrame, brief: bool = False) -> pd.DataFrame:
+    """The changes as display text, one row each; brief: change, check, status, the budget
+    before and after, ratio."""
+    table = pd.DataFrame({"change": diff_df["change"], "check": diff_df["check"]})
+    if not brief:
+        for col in ("tensor", "against", "dtype", "mode", "impl"):
+            table[col] = diff_df[col]
+    table["status"] = (
+        diff_df["status_before"].replace("", "-") + " -> " + diff_df["status_after"].replace("", "-")
+    )
+    before, after = ("before", "after") if brief else ("budget before", "budget after")
+    table[before] = diff_df["budget_before"].map(number_text)
+    table[after] = diff_df["budget_after"].map(number_text)
+    table["ratio"] = diff_df["ratio"].map(number_text)
+    return table
 
-    Checks a partial run did not run ("not run") are counted, not listed row by row.
-    """
+
+def _not_run_names(not_run: pd.DataFrame, escape) -> str:
+    names = list(dict.fromkeys(not_run["check"]))
+    return ", ".join(map(escape, names[:NOT_RUN_SHOWN])) + (
+        ", ..." if len(names) > NOT_RUN_SHOWN else ""
+    )
+
+
+def diff_headline(diff_df: pd.DataFrame) -> str:
+    """The diff's first line: "REGRESSION: 1 budget grew", "no regression: 2 fixed", or
+    "No changes: ..." when nothing changed."""
     if diff_df.empty:
         return "No changes: every check kept its status and its budget within the factor."
     counts = diff_df["change"].value_counts()
     head = ", ".join(f"{int(counts[c])} {c}" for c in CHANGES if c in counts)
-    verdict = "REGRESSION" if is_regression(diff_df) else "no regression"
+    return f"{'REGRESSION' if is_regression(diff_df) else 'no regression'}: {head}"
+
+
+def format_diff(diff_df: pd.DataFrame, brief: bool = False) -> str:
+    """A plain-text table of the changes with the budget before, after and their ratio.
+
+    Checks a partial run did not run ("not run") are counted, not listed row by row.
+    brief=True leaves out the columns the check id already names (tensor, against, dtype,
+    mode, impl): the gate's failure message, short enough for JUnit's message attribute.
+    """
+    if diff_df.empty:
+        return diff_headline(diff_df)
+    parts = [diff_headline(diff_df)]
     not_run = diff_df[diff_df["change"] == "not run"]
     diff_df = diff_df[diff_df["change"] != "not run"]
-    parts = [f"{verdict}: {head}"]
     if len(not_run):
-        names = list(dict.fromkeys(not_run["check"]))
-        shown = ", ".join(map(terminal_text, names[:NOT_RUN_SHOWN])) + (
-            ", ..." if len(names) > NOT_RUN_SHOWN else ""
-        )
+        shown = _not_run_names(not_run, terminal_text)
         parts.append(f"{len(not_run)} baseline checks not run in this (partial) run (e.g. {shown})")
     if len(diff_df):
-        table = pd.DataFrame(
-            {
-                "change": diff_df["change"],
-                "check": diff_df["check"],
-                "tensor": diff_df["tensor"],
-                "against": diff_df["against"],
-                "dtype": diff_df["dtype"],
-                "mode": diff_df["mode"],
-                "impl": diff_df["impl"],
-                "status": diff_df["status_before"].replace("", "-")
-                + " -> "
-                + diff_df["status_after"].replace("", "-"),
-                "budget before": diff_df["budget_before"].map(number_text),
-                "budget after": diff_df["budget_after"].map(number_text),
-                "ratio": diff_df["ratio"].map(number_text),
-            }
-        )
-        table = table.map(terminal_text)  # record strings: no escape sequences, one line each
+        table = _change_table(diff_df, brief).map(terminal_text)  # one line each, no escapes
         parts.append(table.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
     return "\n\n".join(parts)
+
+
+def regression_markdown(
+    diff_df: pd.DataFrame,
+    baseline,
+    factor: float = DEFAULT_FACTOR,
+    environment: list[str] | tuple = (),
+) -> str:
+    """regression.md: the gate's verdict against `baseline`, the environment facts that
+    changed, and one table row per changed check ("not run" ones counted). Every record
+    string is escaped for Markdown."""
+    regression = is_regression(diff_df)
+    verdict = "**REGRESSION**" if regression else "no regression"
+    not_run = diff_df[diff_df["change"] == "not run"]
+    shown = diff_df[diff_df["change"] != "not run"]
+    lines = [
+        "# Regression gate",
+        "",
+        f"- **verdict**: {verdict} against the baseline {markdown_text(baseline)} (factor {factor:g})",
+        f"- **changes**: {markdown_text(diff_headline(diff_df).split(': ', 1)[-1])}",
+        "- **environment changed**: "
+        + ("; ".join(map(markdown_text, environment)) if environment else "nothing recorded changed"),
+    ]
+    if len(not_run):
+        lines.append(
+            f"- **not run**: {len(not_run)} baseline checks not run in this (partial) run (e.g. "
+            f"{_not_run_names(not_run, markdown_text)})"
+        )
+    if len(shown):
+        table = _change_table(shown).map(markdown_cell)
+        lines += ["", table.to_markdown(index=False, tablefmt="github", disable_numparse=True)]
+    return "\n".join(lines) + "\n"

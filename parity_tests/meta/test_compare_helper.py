@@ -2,6 +2,8 @@
 how much, and how to reproduce; errors inside a computation become error records."""
 
 import json
+import shlex
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -63,7 +65,9 @@ def test_planted_mismatch_message():
         "(1, 0, 0)",
         "1.5",
         "rule-x",
-        "reproduce: pytest 't.py::test_x[dE_df-torch-float32]' --parity-seed 7",
+        # The interpreter that ran the check: no activated virtual environment needed.
+        f"reproduce: {shlex.quote(sys.executable)} -m pytest 't.py::test_x[dE_df-torch-float32]' "
+        "--parity-seed 7",
     ):
         assert part in msg, f"{part!r} missing from:\n{msg}"
     ((key, value),) = rec.node.user_properties
