@@ -4,7 +4,9 @@
   headline of summary.md): `markdown_text`.
 - CSV cells a spreadsheet would run as a formula (comparisons.csv): `csv_neutralise` on
   writing, `csv_restore` on reading, so the round trip is exact.
-- HTML: `html.escape` (and the Styler's escape="html") in reports/render.py.
+- HTML (summary.html): `html.escape` on every cell, header and text in reports/render.py;
+  Markdown extra files (audit.md, whose cells are `markdown_cell` text) through markdown-it-py
+  with raw HTML, links and images off (render.markdown_html).
 - Terminal lines (`python -m reports show`, pytest's summary): `terminal_text`.
 - Heat-map labels (matplotlib would parse "$...$" as mathtext): `plot_label`.
 """

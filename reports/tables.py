@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,23 @@ SUMMARY_COLUMNS = [
     "max_ulp",
     "outlier",
     "worst_check",
+]
+# The worst element of a group's worst comparison (summary_frame(..., worst_element=True)):
+# its index in the article layout and both values there; shown after max_ulp.
+WORST_ELEMENT_COLUMNS = ["worst_index", "impl_at_worst", "against_at_worst"]
+# One row per detection record (mode "detection": a published variant or a mutant).
+DETECTION_COLUMNS = [
+    "impl",
+    "against",
+    "dtype",
+    "status",
+    "first_diverging",
+    "margin",
+    "disagreeing",
+    "suspect",
+    "note",
+    "check",
+    "explanation",
 ]
 _COUNTS = (
     "n",
@@ -115,13 +133,18 @@ def by_severity(df: pd.DataFrame) -> pd.DataFrame:
     return df.iloc[order]
 
 
-def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per tensor x against x dtype x mode x impl, worst first."""
+def summary_frame(df: pd.DataFrame, *, worst_element: bool = False) -> pd.DataFrame:
+    """One row per tensor x against x dtype x mode x impl, worst first.
+
+    worst_element=True adds WORST_ELEMENT_COLUMNS (after max_ulp), from the group's worst
+    comparison (the one whose status and budget put it first).
+    """
     rows = []
     for key, g in by_severity(df).groupby(GROUP_KEYS, sort=False, dropna=False):
         worst = g.iloc[0]
         rows.append(
             {
+                **{c: worst[c] for c in WORST_ELEMENT_COLUMNS},
                 **dict(zip(GROUP_KEYS, key)),
                 "equation": ", ".join(sorted(set(g["equation"]) - {""})),
                 "status": worst["status"],
@@ -134,7 +157,71 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
                 "worst_check": worst["check"],
             }
         )
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    columns = SUMMARY_COLUMNS
+    if worst_element:
+        at = SUMMARY_COLUMNS.index("max_ulp") + 1
+        columns = [*SUMMARY_COLUMNS[:at], *WORST_ELEMENT_COLUMNS, *SUMMARY_COLUMNS[at:]]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _natural(text) -> tuple:
+    """A sort key that puts D2 before D10."""
+    return tuple(int(x) if x.isdigit() else x for x in re.split(r"(\d+)", str(text)))
+
+
+def _margin(r: pd.Series) -> str:
+    """How far a detection record's first diverging tensor is off, in tolerances (its
+    disagreeing_budgets entry: a number, "inf" under an exact rule, or shape / dtype /
+    error); "" when nothing was caught."""
+    if not r["first_diverging"]:
+        return ""
+    names = [x.strip() for x in str(r["disagreeing"]).split(",")]
+    budgets = [x.strip() for x in str(r["disagreeing_budgets"]).split(",")]
+    found = dict(zip(names, budgets)).get(r["first_diverging"], "")
+    if found:
+        return found
+    b = r["budget_used"]  # tolerance / error (parity_tests/detection.py)
+    return number_text(1 / b) if not pd.isna(b) and b > 0 else ""
+
+
+def detection_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The detection records (mode "detection"), one row each, DETECTION_COLUMNS: failures
+    first, then variants before mutants in their natural order, then framework and dtype.
+
+    Their own measure, `margin`: error / tolerance at the first diverging tensor (> 1:
+    caught), not their budget_used (tolerance / error, inverted); `disagreeing` names every
+    tensor that disagrees with its budget.
+    """
+    det = df[df["mode"] == "detection"]
+    if det.empty:
+        return pd.DataFrame(columns=DETECTION_COLUMNS)
+
+    def listed(r):
+        names = [x.strip() for x in str(r["disagreeing"]).split(",") if x.strip()]
+        budgets = [x.strip() for x in str(r["disagreeing_budgets"]).split(",")]
+        budgets += [""] * (len(names) - len(budgets))
+        return ", ".join(f"{t} ({b})" if b else t for t, b in zip(names, budgets))
+
+    rows = [
+        {
+            **{c: r[c] for c in DETECTION_COLUMNS if c in r.index},
+            "margin": _margin(r),
+            "disagreeing": listed(r),
+            "note": r["note"] or r["error"],
+        }
+        for _, r in det.iterrows()
+    ]
+    rank = {s: i for i, s in enumerate(STATUSES)}
+    rows.sort(
+        key=lambda r: (
+            rank.get(r["status"], 0),
+            not str(r["impl"]).startswith("published:"),
+            _natural(r["impl"]),
+            r["against"],
+            r["dtype"],
+        )
+    )
+    return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
 
 
 def terminal_lines(df: pd.DataFrame, n: int = 10) -> list[str]:

@@ -9,7 +9,8 @@ import pytest
 from reports import records_frame, summary_html, summary_markdown
 from reports.audit import audit_markdown
 from reports.escape import markdown_cell
-from reports.tables import fill_outliers
+from reports.render import MNIST_CREDIT, SCRIPT, _credit
+from reports.tables import detection_frame, fill_outliers, summary_frame
 
 
 def rec(**fields):
@@ -21,6 +22,13 @@ def rec(**fields):
 
 def frame(records):
     return fill_outliers(records_frame(records))
+
+
+def page_html(records, meta=None, **kw) -> str:
+    """summary.html without its own sorting script (the one <script> it may hold)."""
+    page = summary_html(frame(records), meta or {}, **kw)
+    assert page.count("<script>") == 1
+    return page.replace(f"<script>{SCRIPT}</script>", "")
 
 
 def cells(line: str) -> list[str]:
@@ -40,9 +48,10 @@ IDS = ["impl-svg", "tensor-b", "check-pipe-script", "against-ampersand", "equati
 
 @pytest.mark.parametrize(("field", "value"), HOSTILE, ids=IDS)
 def test_summary_html_escapes_record_strings(field, value):
-    page = summary_html(frame([rec(**{field: value})]), {}, heat_map=False)
-    assert "<script>" not in page and "<svg" not in page and "<b>" not in page and "<i>" not in page
-    assert html.escape(value) in page  # in the summary table (a newline is harmless in HTML)
+    page = page_html([rec(**{field: value})], heat_map=False)
+    assert "<script" not in page and "<svg" not in page and "<b>" not in page and "<i>" not in page
+    # in the summary table (a newline is harmless in HTML; a test id may wrap after "/")
+    assert html.escape(value) in re.sub(r"<wbr>|</?span>", "", page)
 
 
 @pytest.mark.parametrize(("field", "value"), HOSTILE, ids=IDS)
@@ -208,7 +217,7 @@ def test_headline_escapes_record_strings(field, value):
 
 def test_absent_rows_are_styled_and_drawn():
     page = summary_html(frame(FAILING), ORDER, heat_map=True)
-    assert "background-color: #e8e8e8" in page and 'src="data:image/png;base64,' in page
+    assert '<tr class="absent">' in page and 'src="data:image/png;base64,' in page
 
 
 @pytest.mark.parametrize(
@@ -220,3 +229,70 @@ def test_heat_map_draws_labels_literally(tmp_path, fields):
     # matplotlib parses "$...$" as mathtext: "$\\frac{$" made write_report raise.
     page = summary_html(frame([rec(**fields)]), {}, heat_map=True)
     assert 'src="data:image/png;base64,' in page
+
+
+SYNTHETIC = (
+    "synthetic:seed=0 (no MNIST found: keras cache ~/.keras/datasets/mnist.npz missing; "
+    "sha256 of the first 200 images: 0123)"
+)
+MNIST = "mnist:/data/mnist.npz (from PARITY_MNIST; sha256 of the first 200 images: c53778cb)"
+
+
+@pytest.mark.parametrize(
+    ("source", "credit"),
+    [(MNIST, True), ("MNIST (first 200)", True), (SYNTHETIC, False), ("synthetic", False),
+     ("digits.npz (my own, not MNIST)", False), ("", False)],
+    ids=["mnist", "mnist-words", "synthetic-says-no-mnist", "synthetic", "other", "none"],
+)  # fmt: skip
+def test_mnist_credit_only_for_mnist(source, credit):
+    meta = {"data_source": source}
+    assert (_credit(meta) == MNIST_CREDIT) is credit
+    for text in (summary_markdown(frame([rec()]), meta), page_html([rec()], meta, heat_map=False)):
+        assert ("Yann LeCun" in text) is credit
+
+
+def test_synthetic_banner_right_after_the_headline():
+    meta = {"data_source": SYNTHETIC, "completeness": {"status": "partial", "detail": "-k Z1"}}
+    md = summary_markdown(frame([rec()]), meta).splitlines()
+    assert md[2] == "**PARTIAL RUN**: -k Z1" and md[4].startswith("- **verdict**: ")
+    assert md[6].startswith("**SYNTHETIC DATA**: the images are deterministic digit-like")
+    assert "(synthetic:seed=0), not MNIST" in md[6]
+    page = page_html([rec()], meta, heat_map=False)
+    after = page.split("<h1>Parity report</h1>\n")[1].splitlines()
+    assert after[0].startswith('<p class="completeness">')
+    assert after[1].startswith('<ul class="headline"><li><strong>verdict</strong>')
+    assert after[2].startswith('<p class="synthetic"><strong>SYNTHETIC DATA</strong>: ')
+    for m in ({"data_source": MNIST}, {}):
+        assert "SYNTHETIC" not in summary_markdown(frame([rec()]), m)
+        assert "SYNTHETIC" not in page_html([rec()], m, heat_map=False)
+
+
+def test_synthetic_banner_from_the_records_when_the_meta_has_no_source():
+    page = page_html([rec(data_source=SYNTHETIC)], {}, heat_map=False)
+    assert '<p class="synthetic">' in page and "Yann LeCun" not in page
+
+
+DETECTION = rec(check="v[D1]", impl="published:D1", mode="detection", tensor="Z2", budget_used=1e-3,
+                first_diverging="Z2", disagreeing="Z2, dE_db", disagreeing_budgets="1e+03, shape",
+                note="caught at Z2, the tensor it changes", explanation="affine")  # fmt: skip
+
+
+def test_summary_frame_worst_element_and_detection_frame():
+    records = [rec(worst_index="(1, 2)", impl_at_worst=0.5, against_at_worst=0.25),
+               rec(check="t[b]", budget_used=0.75, worst_index="(3, 4)", impl_at_worst=1.0,
+                   against_at_worst=2.0), DETECTION]  # fmt: skip
+    df = frame(records)
+    plain = summary_frame(df[df["mode"] != "detection"], worst_element=True)
+    assert list(plain.columns[12:15]) == ["worst_index", "impl_at_worst", "against_at_worst"]
+    assert plain.iloc[0][["worst_index", "impl_at_worst", "against_at_worst"]].tolist() == [
+        "(3, 4)", 1.0, 2.0,
+    ]  # fmt: skip
+    assert "worst_index" not in summary_frame(df).columns  # summary.md and `show` unchanged
+    det = detection_frame(df)
+    assert det[["impl", "first_diverging", "margin", "disagreeing"]].values.tolist() == [
+        ["published:D1", "Z2", "1e+03", "Z2 (1e+03), dE_db (shape)"]
+    ]
+    page = page_html(records, heat_map=False)
+    summary, detections = page.split('id="parity-summary"')[1].split('id="parity-detection"')
+    assert "published:D1" not in summary and "published:D1" in detections
+    assert ">1e+03</td>" in detections  # the margin: error / tolerance, not 1e-3
