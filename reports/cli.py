@@ -1,4 +1,5 @@
-"""`python -m reports show DIR` and `python -m reports diff BASELINE CURRENT`."""
+"""`python -m reports show DIR`, `python -m reports diff BASELINE CURRENT` and
+`python -m reports approve RUN_DIR BASELINE_DIR` (reports/approve.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import math
 import sys
 
+from reports import approve
+from reports import merge as merge_cmd
 from reports.diff import (
     DEFAULT_FACTOR,
     diff_reports,
@@ -57,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reports",
         description="Read parity report directories written by the test suite.",
-        epilog="Exit status: 0 fine, 1 regression (diff), 2 unreadable input or bad usage.",
+        epilog="Exit status: 0 fine, 1 regression (diff), 2 unreadable input, a refused "
+        "approval or bad usage.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="print the verdict, the worst comparisons and the summary table")
@@ -87,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
         help="smallest baseline budget used as base (default 1 / FACTOR**2: a budget that "
         "stays below 1 / FACTOR never counts as grown)",
     )
+    approve.add_parser(sub)
+    merge_cmd.add_parser(sub)
     return parser
 
 
@@ -155,6 +161,10 @@ def _diff(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "approve":
+            return approve.main(args)
+        if args.command == "merge":
+            return merge_cmd.main(args)
         return _show(args) if args.command == "show" else _diff(args)
     except ValueError as exc:
         text = "\n".join(map(terminal_text, str(exc).split("\n")))
