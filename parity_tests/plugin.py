@@ -601,6 +601,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.section("parity: worst comparisons")
         for line in terminal_lines(df, n=10):
             tr.write_line(line)
+    if state.report:  # where each file is, before the verdict (which ends the output)
+        files = sorted(p.name for p in Path(state.report).iterdir() if not p.name.startswith("."))
+        tr.write_line(
+            f"report files in {state.report}: {', '.join(files)} (summary.html: open it in a browser)"
+        )
     if df is not None:
         tr.section("parity: verdict")
         for line in headline(df, _meta(config)["tensor_order"]):
