@@ -20,9 +20,7 @@ the previous baseline says nothing about the new one).
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +29,9 @@ import pandas as pd
 from reports.diff import _index, diff_headline, diff_reports, environment_changes, experiment_mismatches
 from reports.escape import terminal_text
 from reports.fields import number_text
-from reports.writer import MARKER, MARKER_TEXT, _remove_leftovers, check_report_dir, load_report
+from reports.writer import MARKER, _remove_leftovers, check_report_dir, load_report, replace_folder
 
-NOT_COPIED = (MARKER, "regression.md")  # the marker is written first, by approve itself
+NOT_COPIED = (MARKER, "regression.md")  # the marker is written first, by replace_folder
 BUDGETS_SHOWN = 10  # budgets moved: this many listed, largest move first
 
 
@@ -119,29 +117,13 @@ def _copy(run_dir: Path, out: Path) -> list[str]:
     if odd:
         raise ValueError(f"{run_dir} holds {', '.join(odd)}, which no report holds: refusing to copy it")
     _remove_leftovers(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # as write_report's
-    old = tmp.with_name(tmp.name + "-old")
-    copied = []
-    try:
-        (tmp / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        for e in entries:
-            if e.name not in NOT_COPIED:
-                shutil.copyfile(e, tmp / e.name)
-                copied.append(e.name)
-        if out.exists():
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            if old.exists():
-                os.rename(old, out)
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    copied = [e.name for e in entries if e.name not in NOT_COPIED]
+
+    def fill(tmp: Path) -> None:
+        for name in copied:
+            shutil.copyfile(run_dir / name, tmp / name)
+
+    replace_folder(out, fill)
     return copied
 
 

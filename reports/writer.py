@@ -123,6 +123,32 @@ def _remove_leftovers(out: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
+def replace_folder(out: Path, fill) -> None:
+    """Build a folder in a temporary sibling (MARKER first, then `fill(tmp)`) and swap it in
+    for `out` with two renames: a failure anywhere leaves `out` as it was. The caller has
+    checked `out` with check_report_dir."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The name matches the ".*tmp*" pattern in .gitignore.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = tmp.with_name(tmp.name + "-old")
+    try:
+        _write(tmp / MARKER, MARKER_TEXT)  # first: a killed run leaves a removable leftover
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is for reading
+        fill(tmp)
+        if out.exists():
+            os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            if old.exists():
+                os.rename(old, out)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_report(
     records,
     out_dir,
@@ -160,27 +186,11 @@ def write_report(
         **extra,
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The name matches the ".*tmp*" pattern in .gitignore.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = tmp.with_name(tmp.name + "-old")
-    try:
-        _write(tmp / MARKER, MARKER_TEXT)  # first: a killed run leaves a removable leftover
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is for reading
+    def fill(tmp: Path) -> None:
         for name, text in contents.items():
             _write(tmp / name, text)
-        if out.exists():
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            if old.exists():
-                os.rename(old, out)
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+
+    replace_folder(out, fill)
 
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
