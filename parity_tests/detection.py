@@ -171,15 +171,7 @@ def localise(
     for stage in STAGES:
         names = (*stage.inputs, stage.tensor)
         if base_tensors is not None and all(_same(mine.get(n), base_tensors.get(n)) for n in names):
-            fields = dict(
-                tensor=stage.tensor,
-                equation=stage.equation,
-                step=stage.step,
-                quantity=stage.quantity,
-                mode="stage",
-                against=framework,
-                dtype=dtype,
-            )
+            fields = _stage_fields(stage, framework, dtype)
             rec = dict(base_records[stage.tensor], **recorder._base(**fields))
             rec["note"] = "; ".join(p for p in (rec["note"], REUSED) if p)
             records.append(rec)
@@ -195,8 +187,9 @@ def _same(a, b) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
 
 
-def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
-    fields = dict(
+def _stage_fields(stage, framework, dtype) -> dict:
+    """The record fields that name one stage-isolated check."""
+    return dict(
         tensor=stage.tensor,
         equation=stage.equation,
         step=stage.step,
@@ -205,6 +198,10 @@ def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
         against=framework,
         dtype=dtype,
     )
+
+
+def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
+    fields = _stage_fields(stage, framework, dtype)
     try:
         c, err = harness.stage_check(stage, framework, dtype), None
     except Exception as exc:  # a crash in a stage is a detection too (an error record)
