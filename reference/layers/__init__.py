@@ -1,0 +1,18 @@
+"""Layers beyond the article (X1..X12 of EXTENSIONS.md), batch-first NCHW, NumPy only.
+
+One module per layer kind, each forward beside its hand-derived backward:
+
+- `conv2d`: padding (X1), stride (X2), bias (X3), channels (X4), input gradient (X5);
+- `pool`: max pooling (X6, ties to the first maximum) and average pooling (X7), no padding;
+- `activations`: ReLU (X8, derivative 0 at 0), tanh (X9), the article's sigmoid (E3, E9);
+- `dense`: the NCHW flatten and the dense layer with U units (X10);
+- `loss`: softmax (X11) with cross-entropy on integer labels (X12), and the squared error.
+
+Shapes: X (N, C, H, W), filters F (C_out, C_in, k, k), dense A (N, F) and W (F, U), logits
+(N, K). Every public function validates its arguments (reference._validate) and vectorises
+over images, channels, windows and pixels: no Python loop runs per element.
+"""
+
+from reference.layers import activations, conv2d, dense, loss, pool
+
+__all__ = ["activations", "conv2d", "dense", "loss", "pool"]

@@ -1,0 +1,77 @@
+"""Elementwise activations: ReLU (X8), tanh (X9) and the article's sigmoid (E3, E9).
+
+Any shape (NCHW after a convolution, (N, U) after a dense layer), dtype kept. Each
+`*_backward` multiplies the upstream delta dA by the local derivative: through the input Z
+for ReLU (its kink is defined by Z), through the output A for tanh and sigmoid, the usual
+form (no second exponential).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference._validate import float_array
+from reference.activations import sigmoid, sigmoid_grad_from_output
+
+__all__ = [
+    "relu",
+    "relu_grad",
+    "relu_backward",
+    "tanh",
+    "tanh_grad_from_output",
+    "tanh_backward",
+    "sigmoid",
+    "sigmoid_grad_from_output",
+    "sigmoid_backward",
+]
+
+
+def relu(Z: np.ndarray) -> np.ndarray:
+    """X8: A = max(0, Z), elementwise; any shape -> Z's shape. No rounding."""
+    Z = float_array("Z", Z, ndim=None, allow_empty=True)
+    return np.maximum(Z, 0)
+
+
+def relu_grad(Z: np.ndarray) -> np.ndarray:
+    """X8: dA/dZ = 1 where Z > 0 and 0 where Z <= 0, read from Z (never from the sign of the
+    upstream delta). At Z = 0 both frameworks take 0, and so does this. Z's shape and dtype.
+    """
+    Z = float_array("Z", Z, ndim=None, allow_empty=True)
+    return (Z > 0).astype(Z.dtype)
+
+
+def relu_backward(dA: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """X8: dE/dZ = dA * [Z > 0]. dA, Z: the same shape -> dZ: that shape. No rounding."""
+    Z = float_array("Z", Z, ndim=None, allow_empty=True)
+    dA = float_array("dA", dA, Z.shape, dtype=Z.dtype, allow_empty=True)
+    return np.where(Z > 0, dA, np.zeros((), Z.dtype))
+
+
+def tanh(Z: np.ndarray) -> np.ndarray:
+    """X9: A = tanh(Z) = (e^Z - e^-Z) / (e^Z + e^-Z), values in (-1, 1); any shape.
+    NumPy's tanh (no overflow for large |Z|: it saturates to +-1)."""
+    Z = float_array("Z", Z, ndim=None, allow_empty=True)
+    return np.tanh(Z)
+
+
+def tanh_grad_from_output(A: np.ndarray) -> np.ndarray:
+    """X9: d tanh(z) / dz = 1 - A^2 with A = tanh(z), through the output like E9; any shape."""
+    A = float_array("A", A, ndim=None, allow_empty=True)
+    if A.size and (A.min() < -1 or A.max() > 1):
+        raise ValueError(f"A must be a tanh output in [-1, 1], got values in [{A.min()}, {A.max()}]")
+    return 1 - A * A
+
+
+def tanh_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """X9: dE/dZ = dA (1 - A^2), A = tanh(Z). dA, A: the same shape -> dZ: that shape."""
+    A = float_array("A", A, ndim=None, allow_empty=True)
+    dA = float_array("dA", dA, A.shape, dtype=A.dtype, allow_empty=True)
+    return dA * tanh_grad_from_output(A)
+
+
+def sigmoid_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """E9 / E14 applied to a delta: dE/dZ = dA A (1 - A), A = sigmoid(Z) (reference.activations).
+    dA, A: the same shape -> dZ: that shape."""
+    A = float_array("A", A, ndim=None, allow_empty=True)
+    dA = float_array("dA", dA, A.shape, dtype=A.dtype, allow_empty=True)
+    return dA * sigmoid_grad_from_output(A)

@@ -1,0 +1,80 @@
+"""Flatten in NCHW order and the dense layer with U units (X10), batch-first.
+
+The article's own layer (reference/dense.py, E5) keeps one image per COLUMN; here, as in
+the rest of reference/layers/ and in both frameworks, one image per ROW: A (N, F). X10's
+Z = W^T A + b is that equation per image (a_n = A[n] as a column), so W keeps X10's shape
+(F, U): torch's nn.Linear weight is W.T, a Keras Dense kernel is W itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference._validate import float_array
+from reference.layers.conv2d import _shape4
+
+
+def flatten(X: np.ndarray) -> np.ndarray:
+    """The flatten before the first dense layer: (N, C, H, W) -> (N, C H W), row-major.
+
+    Feature index f = c H W + h W + w (NCHW order, torch's `flatten(1)`; NOT the article's
+    E4 order and not TensorFlow's NHWC order). No arithmetic. Returns a view when it can.
+    """
+    X = float_array("X", X, (None, None, None, None))
+    return X.reshape(X.shape[0], -1)
+
+
+def flatten_backward(dA: np.ndarray, x_shape: tuple) -> np.ndarray:
+    """The flatten's backward: the delta reshaped back, (N, C H W) -> x_shape (N, C, H, W)."""
+    x_shape = _shape4("x_shape", x_shape)
+    N, C, H, W = x_shape
+    dA = float_array("dA", dA, (N, C * H * W))
+    return dA.reshape(x_shape)
+
+
+def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """X10: Z[n, u] = sum over f of A[n, f] W[f, u] + b[u] (Z = W^T a_n + b per image;
+    no bias term when b is None).
+
+    A: (N, F); W: (F, U); b: (U,) or None -> Z: (N, U). Each entry sums F products.
+    """
+    A = float_array("A", A, (None, None))
+    W = float_array("W", W, (A.shape[1], None), dtype=A.dtype)
+    Z = A @ W
+    if b is not None:
+        Z += float_array("b", b, (W.shape[1],), dtype=A.dtype)
+    return Z
+
+
+def dense_grad_weights(A: np.ndarray, dZ: np.ndarray) -> np.ndarray:
+    """X10: dE/dW[f, u] = sum over n of A[n, f] dZ[n, u] (X10's A delta^T). A: (N, F);
+    dZ: (N, U) -> dW: (F, U), W's shape. Each entry sums N products."""
+    A = float_array("A", A, (None, None))
+    dZ = float_array("dZ", dZ, (A.shape[0], None), dtype=A.dtype)
+    return A.T @ dZ
+
+
+def dense_grad_bias(dZ: np.ndarray) -> np.ndarray:
+    """X10: dE/db[u] = sum over images n of dZ[n, u]. dZ: (N, U) -> db: (U,)."""
+    dZ = float_array("dZ", dZ, (None, None))
+    return dZ.sum(axis=0)
+
+
+def dense_grad_input(W: np.ndarray, dZ: np.ndarray) -> np.ndarray:
+    """X10: dE/dA[n, f] = sum over u of W[f, u] dZ[n, u] (X10's W delta). W: (F, U);
+    dZ: (N, U) -> dA: (N, F), A's shape. Each entry sums U products."""
+    W = float_array("W", W, (None, None))
+    dZ = float_array("dZ", dZ, (None, W.shape[1]), dtype=W.dtype)
+    return dZ @ W.T
+
+
+def dense_backward(A: np.ndarray, W: np.ndarray, dZ: np.ndarray, bias: bool = True) -> dict:
+    """X10 together: {"dA", "dW", "db" (only when bias)} for Z = dense_forward(A, W, b).
+    A: (N, F); W: (F, U); dZ: (N, U) -> dA (N, F), dW (F, U), db (U,)."""
+    A = float_array("A", A, (None, None))
+    W = float_array("W", W, (A.shape[1], None), dtype=A.dtype)
+    dZ = float_array("dZ", dZ, (A.shape[0], W.shape[1]), dtype=A.dtype)
+    grads = {"dA": dense_grad_input(W, dZ), "dW": dense_grad_weights(A, dZ)}
+    if bias:
+        grads["db"] = dense_grad_bias(dZ)
+    return grads
