@@ -25,6 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -417,12 +418,19 @@ def _compute_gate(config, status: dict) -> bool:
     from reports.escape import terminal_text
 
     s, state, gate = config.stash[SETTINGS], config.stash[STATE], _gate_state(config)
-    state.diff = diff = diff_reports(
-        state.baseline_df,
-        records_frame(state.records),
-        factor=s.baseline_factor,
-        partial=status["status"] == "partial",
+    current, base = records_frame(state.records), state.baseline_df
+    # Checks of test files this run did not run at all (a baseline made by `./parity test`,
+    # gated by `./parity report`) were not run, not vanished; within the files it ran,
+    # a missing check vanished unless the run was partial.
+    ran_files = {nodeid.split("::")[0] for nodeid in state.ran}
+    in_run = base["check"].str.split("::").str[0].isin(ran_files)
+    diff = diff_reports(
+        base[in_run], current, factor=s.baseline_factor, partial=status["status"] == "partial"
     )
+    if not in_run.all():
+        elsewhere = diff_reports(base[~in_run], current, factor=s.baseline_factor, partial=True)
+        diff = pd.concat([diff, elsewhere], ignore_index=True)
+    state.diff = diff
     state.environment_changes = environment_changes(state.baseline_meta, _meta(config))
     # The message: JUnit's message attribute keeps whole lines up to ~500 characters, so
     # the verdict and the brief table first, the baseline last.

@@ -237,8 +237,8 @@ def validate_options(config) -> tuple[Settings, RunState]:
     worker = is_worker(config)
     if not worker:
         _check_report_dir(s)
+    _resolve_impl(s, state, worker)  # first: a bad name fails before any data is looked for
     _load_data(config, s, state)
-    _resolve_impl(s, state, worker)
     if not worker:
         _load_baseline(s, state)
     return s, state

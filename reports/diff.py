@@ -225,7 +225,11 @@ def diff_headline(diff_df: pd.DataFrame) -> str:
     if diff_df.empty:
         return "No changes: every check kept its status and its budget within the factor."
     counts = diff_df["change"].value_counts()
-    head = ", ".join(f"{int(counts[c])} {c}" for c in CHANGES if c in counts)
+    head = ", ".join(
+        f"{int(counts[c])} {c}{'s' if c == 'new check' and counts[c] > 1 else ''}"
+        for c in CHANGES
+        if c in counts
+    )
     return f"{'REGRESSION' if is_regression(diff_df) else 'no regression'}: {head}"
 
 

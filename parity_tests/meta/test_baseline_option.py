@@ -145,3 +145,23 @@ def test_approved_baseline_gates_the_same_run_with_no_change(tmp_path):
     assert gate.returncode == 0, gate.stdout[-2000:]
     assert "No changes: every check kept its status" in gate.stdout
     assert "no regression against the baseline" in (again / "regression.md").read_text()
+
+
+@pytest.mark.slow  # two pytest sessions in subprocesses (~40 s)
+def test_checks_of_files_the_run_did_not_run_are_not_run_not_vanished(tmp_path):
+    # A baseline made by a wider command (./parity test) gated by a narrower but complete
+    # one (./parity report): the other files' checks were not run, not lost.
+    narrow = ["parity_tests/test_parity.py", "-q", "-p", "no:cacheprovider"]
+    wide = [*narrow, "parity_tests/test_layers.py"]
+    base = _pytest("--parity-report-dir", str(tmp_path / "base"), args=wide)
+    assert base.returncode == 0, base.stdout[-2000:]
+    run = _pytest(
+        "--parity-report-dir",
+        str(tmp_path / "cur"),
+        "--parity-baseline",
+        str(tmp_path / "base"),
+        args=narrow,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "parity run COMPLETE" in run.stdout
+    assert "not run" in run.stdout and "vanished" not in run.stdout
