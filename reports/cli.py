@@ -19,7 +19,7 @@ from reports.diff import (
 )
 from reports.escape import terminal_text
 from reports.render import display_frame, status_counts
-from reports.tables import headline, summary_frame, tensor_order, terminal_lines
+from reports.tables import detection_frame, headline, summary_frame, tensor_order, terminal_lines
 from reports.writer import load_report
 
 COMPLETENESS = ("complete", "partial", "interrupted")
@@ -121,11 +121,15 @@ def _show(args) -> int:
         print(terminal_text(f"versions: {meta['versions']}"))
     print("\nWorst comparisons:")
     print("\n".join(terminal_lines(df, args.n)) or "(none)")
-    summary = summary_frame(df)
-    if not summary.empty:
-        print()
-        shown = display_frame(summary).map(terminal_text)
-        print(shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
+    # Detection rows (variants, mutants) in their own table, with their own measure.
+    for title, table in (
+        ("", summary_frame(df[df["mode"] != "detection"])),
+        ("Detections (margin > 1: caught):", detection_frame(df)),
+    ):
+        if not table.empty:
+            print(f"\n{title}".rstrip())
+            shown = display_frame(table).map(terminal_text)
+            print(shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
     return 0
 
 

@@ -158,7 +158,9 @@ def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
     Every string from a record or the meta is escaped (markdown_cell, markdown_text): no
     raw HTML, no broken table rows.
     """
-    summary = summary_frame(df)
+    # Detection rows (variants, mutants) have their own table and measure, as in the HTML.
+    summary = summary_frame(df[df["mode"] != "detection"])
+    detections = detection_frame(df)
     lines = ["# Parity report", ""]
     banner = completeness_banner(meta)
     if banner:
@@ -183,6 +185,10 @@ def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
                     "every comparison is in comparisons.csv._"
                 ),
             ]
+    if not detections.empty:
+        lines += ["", "## Detections (variants and mutants; margin > 1: caught)", ""]
+        shown = display_frame(detections.head(MAX_MD_ROWS)).map(markdown_cell)
+        lines.append(shown.to_markdown(index=False, disable_numparse=True))
     if _credit(meta):
         lines += ["", _credit(meta)]
     return "\n".join(lines) + "\n"

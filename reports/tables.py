@@ -225,9 +225,11 @@ def detection_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def terminal_lines(df: pd.DataFrame, n: int = 10) -> list[str]:
-    """The worst n comparisons, one line each (control characters shown as \\xNN)."""
+    """The worst n comparisons, one line each (control characters shown as \\xNN). Names a
+    partial implementation did not return are not comparisons: the headline lists them
+    ("not provided"), so they never push the real budgets out of this list."""
     lines = []
-    for _, r in by_severity(df).head(n).iterrows():
+    for _, r in by_severity(df[df["status"] != "absent"]).head(n).iterrows():
         line = (
             f"{(r['status'] or 'error').upper()} {r['tensor']} {r['against']} {r['dtype']} "
             f"{r['mode']} budget {number_text(r['budget_used'], 'n/a')} at {r['worst_index'] or 'n/a'} "

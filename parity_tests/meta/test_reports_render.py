@@ -296,3 +296,35 @@ def test_summary_frame_worst_element_and_detection_frame():
     summary, detections = page.split('id="parity-summary"')[1].split('id="parity-detection"')
     assert "published:D1" not in summary and "published:D1" in detections
     assert ">1e+03</td>" in detections  # the margin: error / tolerance, not 1e-3
+
+
+def test_summary_markdown_keeps_detections_in_their_own_table():
+    det = dict(
+        check="v[D3]",
+        tensor="dE_df",
+        against="torch",
+        mode="detection",
+        dtype="float64",
+        impl="published:D3",
+        status="pass",
+        passed=True,
+        budget_used=1e-10,
+        first_diverging="dE_df",
+        disagreeing="dE_df",
+        disagreeing_budgets="5e+10",
+    )
+    par = dict(
+        check="t[Z1]",
+        tensor="Z1",
+        against="torch",
+        mode="stage",
+        dtype="float64",
+        impl="reference",
+        status="pass",
+        passed=True,
+        budget_used=0.5,
+    )
+    text = summary_markdown(records_frame([det, par]), {})
+    summary, detections = text.split("## Detections")
+    assert "published:D3" not in summary.split("## Summary")[1]
+    assert "published:D3" in detections and "5e+10" in detections

@@ -232,13 +232,26 @@ ORDER = ["patches", "Z1", "A1", "Z2", "O", "E", "dE_dO", "dE_dW", "f_new"]
 
 
 def bad(tensor, status="fail", **fields):
-    return rec(f"t[{tensor}-{fields.get('against', 'torch')}-{fields.get('mode', 'stage')}]",
-               tensor=tensor, status=status, passed=False, **fields)  # fmt: skip
+    return rec(
+        f"t[{tensor}-{fields.get('against', 'torch')}-{fields.get('mode', 'stage')}]",
+        tensor=tensor,
+        status=status,
+        passed=False,
+        **fields,
+    )
 
 
 def absent(tensor, dtype="float64"):
-    return rec(f"t[contract-{dtype}]", tensor=tensor, status="absent", passed=False,
-               mode="contract", against="", dtype=dtype, budget_used=math.nan)  # fmt: skip
+    return rec(
+        f"t[contract-{dtype}]",
+        tensor=tensor,
+        status="absent",
+        passed=False,
+        mode="contract",
+        against="",
+        dtype=dtype,
+        budget_used=math.nan,
+    )
 
 
 def test_headline_all_pass_is_one_line():
@@ -289,9 +302,17 @@ def test_headline_errors_only_and_absent_only():
 
 def test_headline_names_a_record_without_a_tensor_by_its_test():
     # plugin._failure_record: a parity test that failed outside its comparisons
-    failed = {"check": "t.py::test_x[D1]", "tensor": "", "mode": "", "against": "", "dtype": "",
-              "impl": "reference", "status": "error", "passed": False,
-              "error": "the test failed in call without a failing comparison: boom"}  # fmt: skip
+    failed = {
+        "check": "t.py::test_x[D1]",
+        "tensor": "",
+        "mode": "",
+        "against": "",
+        "dtype": "",
+        "impl": "reference",
+        "status": "error",
+        "passed": False,
+        "error": "the test failed in call without a failing comparison: boom",
+    }
     lines = headline(records_frame([rec("t[ok]"), failed, failed | {"check": "t.py::test_y"}]), ORDER)
     assert lines == [
         "verdict: first diverging tensor (test t.py::test_x[D1]) (impl reference): could not be "
@@ -307,7 +328,7 @@ def test_headline_shape_mismatch_vacuous_and_detection():
         bad("A1", mismatch_kind="shape", budget_used=math.nan, note="shape mismatch: ..."),
         rec("t[d1]", impl="published:D1", mode="detection", budget_used=0.1),
         rec("t[d2]", impl="mutant:x", mode="detection", status="fail", passed=False),
-    ]  # fmt: skip
+    ]
     lines = headline(records_frame(records), ORDER)
     assert lines == [
         "verdict: first diverging tensor Z1 (stage, impl reference vs torch, float32): proves "
@@ -333,5 +354,37 @@ def test_absent_sorts_between_vacuous_and_pass():
     statuses = ["pass", "absent", "error", "vacuous", "fail"]
     records = [rec(f"t[{s}]", status=s, passed=s == "pass") for s in statuses]
     assert list(by_severity(records_frame(records))["status"]) == [
-        "error", "fail", "vacuous", "absent", "pass"
-    ]  # fmt: skip
+        "error",
+        "fail",
+        "vacuous",
+        "absent",
+        "pass",
+    ]
+
+
+def test_terminal_lines_leave_absent_names_to_the_headline():
+    present = dict(
+        check="t[Z1]",
+        tensor="Z1",
+        against="torch",
+        mode="stage",
+        dtype="float64",
+        impl="mine",
+        status="pass",
+        passed=True,
+        budget_used=0.5,
+    )
+    absent = [
+        dict(
+            check="c",
+            tensor=f"T{i}",
+            mode="contract",
+            dtype="float64",
+            impl="mine",
+            status="absent",
+            passed=False,
+        )
+        for i in range(12)
+    ]
+    lines = terminal_lines(records_frame([present, *absent]), n=10)
+    assert len(lines) == 1 and lines[0].startswith("PASS Z1 torch")
