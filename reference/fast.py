@@ -304,7 +304,7 @@ def _conv_deltas(W, dE_dZ2, A1, buf):
         scratch = buf.scratch.reshape(-1)[: min(rows, N) * F].reshape(-1, F)
     else:  # images wider than 2 BLOCKs
         scratch = np.empty((min(rows, N), F), dtype=A1.dtype)
-    for start in range(0, N, rows):
+    for start in range(0, N, rows):  # cache blocks of `rows` images, not one image at a time
         r = slice(start, start + rows)
         a = A1[r]
         t = scratch[: a.shape[0]]
