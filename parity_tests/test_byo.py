@@ -91,8 +91,9 @@ def test_byo_passes_the_suite(parity, byo_harness, mode, framework, dtype):
     assert not bad, "\n\n".join(bad)
 
 
-@pytest.mark.slow  # a whole pytest session in a subprocess (~8 s, mostly start-up)
-def test_byo_runs_from_the_command_line(pytestconfig, tmp_path):
+def _run_example(pytestconfig, tmp_path, module: str, *options):
+    """`pytest parity_tests/test_parity.py --parity-impl MODULE` in a subprocess, with the
+    example on PYTHONPATH only (outside the project's packages), torch only; its report."""
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(p for p in (str(BYO_DIR), os.environ.get("PYTHONPATH", "")) if p),
@@ -107,20 +108,25 @@ def test_byo_runs_from_the_command_line(pytestconfig, tmp_path):
         "-p",
         "no:cacheprovider",
         "--parity-impl",
-        NAME,
+        module,
         "--parity-frameworks",
         "torch",
-        "--parity-dtypes",
-        "float64",
         "--parity-report-dir",
         str(tmp_path / "report"),
-        "--parity-n-images",
-        "20",  # the interface is under test here, not the numbers
+        *options,
         *(["--parity-data", data] if data else []),
     ]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, f"{' '.join(cmd)}\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
-    df, meta = load_report(tmp_path / "report")
+    return load_report(tmp_path / "report")
+
+
+@pytest.mark.slow  # a whole pytest session in a subprocess (~8 s, mostly start-up)
+def test_byo_runs_from_the_command_line(pytestconfig, tmp_path):
+    # The interface is under test here, not the numbers: 20 images, float64.
+    df, meta = _run_example(
+        pytestconfig, tmp_path, NAME, "--parity-dtypes", "float64", "--parity-n-images", "20"
+    )
     assert meta["impl"] == NAME and set(df["impl"]) == {NAME}
     assert df["passed"].all() and len(df) >= 2 * len(END_TO_END)
 
@@ -199,26 +205,6 @@ def test_contract_names_unknown_names_and_shapes_in_the_declared_layout(run_conf
 
 @pytest.mark.slow  # a pytest session in a subprocess (~8 s)
 def test_forward_only_run_exits_0_with_the_rest_absent(pytestconfig, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(BYO_DIR))
-    data = pytestconfig.getoption("--parity-data")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "parity_tests/test_parity.py",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--parity-impl",
-        "forward_only_nchw",
-        "--parity-frameworks",
-        "torch",
-        "--parity-report-dir",
-        str(tmp_path / "report"),
-        *(["--parity-data", data] if data else []),
-    ]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:]
-    df, _ = load_report(tmp_path / "report")
+    df, _ = _run_example(pytestconfig, tmp_path, "forward_only_nchw")
     assert set(df.loc[df["status"] == "absent", "tensor"]) == set(ORDER) - {"Z1", "A1", "Z2", "O", "E"}
     assert (df.loc[df["status"] != "absent", "status"] == "pass").all()
