@@ -98,6 +98,8 @@ class ParityRecorder:
         expect_zero=False,
         fail=True,
         note="",
+        model="",
+        extra=None,
     ) -> dict:
         """Run `compute() -> harness.Check`, record the comparison, fail the test on mismatch.
 
@@ -107,6 +109,8 @@ class ParityRecorder:
         failing test carrying the original message, never a skip. The one exception: a
         tensor a partial implementation did not return (Absent) skips the check, since
         test_contract records it once as "absent" (a record per check would bury the rest).
+        `model` names a spec-built network's checks; `extra` gives more record fields
+        (kinks), a dict or a callable called after compute.
         """
         fields = dict(
             tensor=tensor,
@@ -117,9 +121,11 @@ class ParityRecorder:
             against=against,
             dtype=dtype,
         )
+        if model:
+            fields["model"] = model
         absent = None
         try:
-            record, crash = self._measure(fields, compute, expect_zero, note), None
+            record, crash = self._measure(fields, compute, expect_zero, note, extra), None
         except KeyboardInterrupt:
             raise  # the user's Ctrl-C: the session is interrupted, and says so
         except Absent as exc:
@@ -152,7 +158,7 @@ class ParityRecorder:
             pytest.fail(format_mismatch(record, self.reproduce()), pytrace=False)
         return record
 
-    def _measure(self, fields, compute, expect_zero, note) -> dict:
+    def _measure(self, fields, compute, expect_zero, note, extra=None) -> dict:
         """compute() and compare: anything that goes wrong on the way raises to check().
 
         c.actual is the other side (`against`), c.expected the implementation under test's:
@@ -172,7 +178,8 @@ class ParityRecorder:
             verdict, line = explain_check(c, fields["tensor"], fields["against"])
             metrics.update(verdict, note=_join(metrics["note"], line))
         metrics["note"] = _join(metrics["note"], note() if callable(note) else note)
-        return self.add(self._base(**fields, **metrics, tolerance_rule=c.tolerance.rule))
+        more = (extra() if callable(extra) else extra) or {}
+        return self.add(self._base(**fields, **metrics, **more, tolerance_rule=c.tolerance.rule))
 
 
 def _join(*parts) -> str:

@@ -49,6 +49,7 @@ from reference.data import ARTICLE_IMAGES, load_article_data
 from reports import normalise_record
 
 PARITY_TEST_FILE = "test_parity.py"
+MODEL_TEST_FILE = "test_model.py"  # the spec-built network's checks (--parity-model)
 PYPROJECT = ROOT / "pyproject.toml"
 # Which of the reference's two forms a run checked (run.json; the audit names the functions).
 REFERENCE_KERNELS = {
@@ -183,6 +184,7 @@ def pytest_report_header(config):
         f"parity: frameworks={','.join(s.frameworks)} dtypes={','.join(s.dtypes)} "
         f"seed={s.seed} init={s.init_scheme} impl={s.impl} reduction={s.reduction} "
         f"n_images={s.n_images}",
+        f"parity networks: the article's (test_parity.py), {s.model_checked} (test_model.py)",
         f"parity data: {state.data.source}",
     ]
     if state.environment:
@@ -225,6 +227,21 @@ def article_batch(pytestconfig, article_data):
 @pytest.fixture(scope="session")
 def harness(pytestconfig, run_config, article_data) -> Harness:
     return Harness(run_config, article_data, pytestconfig.stash[STATE].impl)
+
+
+@pytest.fixture(scope="session")
+def model_network(parity_settings):
+    """The spec-built network test_model.py checks (reference.network.Network)."""
+    from reference.network import Network
+
+    return Network(parity_settings.model_checked)
+
+
+@pytest.fixture(scope="session")
+def model_harness(run_config, article_data, model_network):
+    from parity_tests.model_harness import ModelHarness
+
+    return ModelHarness(model_network, run_config, article_data)
 
 
 def _context(config, data) -> RunContext:
@@ -475,6 +492,12 @@ def expected_parity_tests(s: Settings) -> int:
     return (stage_checks * len(s.frameworks) + per_dtype) * len(s.dtypes)
 
 
+def expected_model_tests(s: Settings) -> int:
+    """The tests of test_model.py: every tensor of the network, stage and end to end, per
+    framework and dtype."""
+    return 2 * len(_model_order(s)) * len(s.frameworks) * len(s.dtypes)
+
+
 def completeness(session, exitstatus) -> dict:
     """complete | partial (deselected or restricted, with counts) | interrupted."""
     config = session.config
@@ -499,9 +522,19 @@ def completeness(session, exitstatus) -> dict:
     got = sum(1 for n in state.ran if n.split("::")[0].endswith(PARITY_TEST_FILE))
     if got < expected:
         why.append(f"{got} of the {expected} parity tests ({PARITY_TEST_FILE}) ran")
+    expected = expected_model_tests(s)
+    got = sum(1 for n in state.ran if n.split("::")[0].endswith(MODEL_TEST_FILE))
+    if got < expected:
+        why.append(f"{got} of the {expected} tests of {s.model_checked} ({MODEL_TEST_FILE}) ran")
     if why:
         return dict(status="partial", detail="; ".join(why))
     return dict(status="complete", detail=f"{ran} of {collected} tests ran")
+
+
+def _model_order(s: Settings) -> tuple:
+    from reference.network import Network
+
+    return Network(s.model_checked).order
 
 
 def _meta(config) -> dict:
@@ -516,7 +549,9 @@ def _meta(config) -> dict:
         "completeness": state.completeness,
         "reference_kernels": REFERENCE_KERNELS.get(s.impl, "not the reference"),
         "wall_time_s": round(time.time() - state.started, 2),
-        "tensor_order": [st.tensor for st in STAGES],  # the heat map's rows
+        # The heat map's rows: the article's tensors, then the spec network's, each in
+        # forward/backward order.
+        "tensor_order": [st.tensor for st in STAGES] + list(_model_order(s)),
         "command": " ".join(["pytest", *config.invocation_params.args]),
     }
 

@@ -51,6 +51,13 @@ class Settings:
     report_dir: Path | None  # None: --parity-no-report
     baseline: Path | None
     baseline_factor: float
+    model: str = "article"  # --parity-model as given (a preset name or a spec string)
+
+    @property
+    def model_checked(self) -> str:
+        """The network test_model.py checks: --parity-model's, or lenet beside the article
+        (test_parity.py always checks the article's own network)."""
+        return "lenet" if self.model == "article" else self.model
 
     @property
     def run_config(self) -> RunConfig:
@@ -144,7 +151,18 @@ def _settings(config) -> Settings:
         report_dir=None if no_report else Path(o("--parity-report-dir")).absolute(),
         baseline=Path(baseline).absolute() if baseline else None,
         baseline_factor=_real("--parity-baseline-factor", o("--parity-baseline-factor"), 1),
+        model=_model("--parity-model", o("--parity-model")),
     )
+
+
+def _model(option: str, value: str) -> str:
+    from reference.spec import parse_spec
+
+    try:
+        spec = parse_spec(value)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(f"{option} {value!r}: {exc}") from None
+    return spec.preset or spec.text
 
 
 def _data_option(config) -> str:
@@ -194,6 +212,7 @@ def experiment(s: Settings, data) -> dict:
         data_sha256=data.sha256,
         impl=s.impl,
         lr=RunConfig.lr,
+        model=s.model_checked,
     )
 
 
@@ -275,6 +294,8 @@ def reproduce_options(s: Settings) -> str:
     for name, value in values.items():
         if value != defaults[name]:
             opts += [name, str(value)]
+    if s.model != "article":
+        opts += ["--parity-model", s.model]
     if s.data:
         opts += ["--parity-data", s.data]
     return shlex.join(opts)
@@ -333,6 +354,14 @@ def add_options(parser) -> None:
         default=str(DEFAULT_REPORT_DIR),
         help="where the reports are written (default reports/latest); an existing "
         "folder is replaced only if the suite wrote it",
+    )
+    g.addoption(
+        "--parity-model",
+        default="article",
+        help="the network test_model.py checks: a preset (article, lenet) or a spec string "
+        "such as 'conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce' (README "
+        "'Beyond the article'); with article, the default, it checks lenet beside the "
+        "article's own network",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(

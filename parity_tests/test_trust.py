@@ -233,6 +233,10 @@ def _parity_ids(n):
     return [f"parity_tests/test_parity.py::test_forward[{i}]" for i in range(n)]
 
 
+def _model_ids(n):
+    return [f"parity_tests/test_model.py::test_model_stage[{i}]" for i in range(n)]
+
+
 @pytest.mark.parametrize(
     "case,expected",
     [
@@ -245,8 +249,10 @@ def _parity_ids(n):
     ],
 )
 def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
-    full = plugin.expected_parity_tests(validate(pytestconfig, tmp_path)[0])
-    kw = dict(ran=_parity_ids(full), collected=full)
+    s = validate(pytestconfig, tmp_path)[0]
+    full, model = plugin.expected_parity_tests(s), plugin.expected_model_tests(s)
+    every = _parity_ids(full) + _model_ids(model)
+    kw = dict(ran=every, collected=len(every))
     exit_status = pytest.ExitCode.OK
     if case == "dash_k":
         kw.update(keyword="Z1")

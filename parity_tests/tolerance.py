@@ -84,6 +84,51 @@ LOSS_SIGMOID_BACKWARD_ROUNDINGS = SIGMOID_BACKWARD_ROUNDINGS + 1
 # SGD, p - lr * g (E17): the product lr * g and the subtraction.
 SGD_ROUNDINGS = 2
 
+# --- the layers beyond the article (X1..X12, parity_tests/model_stages.py) -------------
+# Each is charged the operations of its expression; M is always the expression evaluated on
+# absolute values, so the counts below only say how many roundings each term goes through.
+
+# Re-indexing and selection: flatten, ReLU (max(0, z) and its masked delta), max-pool's
+# forward (a maximum is one of its inputs) all return an input value exactly.
+SELECT_ROUNDINGS = 0
+
+# tanh from a vectorised kernel (NumPy's libm tanh is <= 1 ulp; framework kernels are
+# polynomial or exp-based and measured a few ulp): charged as the sigmoid.
+TANH_ROUNDINGS = SIGMOID_ROUNDINGS
+
+# dE/dZ = dA (1 - A^2) with the framework's own A = tanh(z): tanh, the square, 1 - A^2 and
+# the product. (An error e in A moves 1 - A^2 by 2|A|e: M carries |dA| (1 + A^2).)
+TANH_BACKWARD_ROUNDINGS = TANH_ROUNDINGS + 3
+
+
+def roundings_window_sum(windows: int) -> int:
+    """A gradient scattered back from `windows` overlapping windows (pool backward,
+    ceil(k / s)^2 per element): one addition per window, charged as a sum."""
+    return roundings_sum(windows)
+
+
+def roundings_avg_pool(k: int) -> int:
+    """An average over a k x k window: the k^2-term sum, then the division by k^2."""
+    return roundings_sum(k * k) + 1
+
+
+def roundings_softmax(K: int) -> int:
+    """P over K classes: the shift z - max (1), exp (2, as the sigmoid's), the K-term sum
+    and the division (1). The exponent's own error u |z - max| is in M, not here."""
+    return 1 + 2 + roundings_sum(K) + 1
+
+
+def roundings_cross_entropy(K: int, n: int) -> int:
+    """E = -sum_n log P[n, y_n] from the shifted logits: log-sum-exp (as softmax, plus the
+    log), the subtraction, then n - 1 additions and the mean's 1/n."""
+    return roundings_softmax(K) + 2 + (n - 1) + 1
+
+
+def roundings_softmax_backward(K: int) -> int:
+    """dE/dZ = P - onehot (times 1/n for the mean): P's roundings, the subtraction, the scaling."""
+    return roundings_softmax(K) + 2
+
+
 # End-to-end: two implementations each as far from the truth as our own float32 run
 # (triangle inequality: 2x), and 2x for different accumulation orders across the chain.
 E2E_FACTOR = 4.0

@@ -334,3 +334,28 @@ def from_layout(tensors: dict, layout: str, n_filters: int, size: int) -> tuple[
         except (TypeError, ValueError):
             out[k], failed = v, [*failed, k]
     return out, failed
+
+
+# --- any channel count: NCHW <-> NHWC maps, OIHW <-> HWIO filters --------------------------
+# The batch-first networks (reference/network.py) keep NCHW maps and OIHW filters
+# (C_out, C_in, k, k); TensorFlow runs NHWC with HWIO filters (k, k, C_in, C_out).
+
+
+def nchw_to_nhwc(x):
+    x = float_array("x", x, (None, None, None, None))
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, C)
+
+
+def nhwc_to_nchw(x):
+    x = float_array("x", x, (None, None, None, None))
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, C, H, W)
+
+
+def oihw_to_hwio(w):
+    w = float_array("w", w, (None, None, None, None))
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # kern[a, b, i, o] = w[o, i, a, b]
+
+
+def hwio_to_oihw(kern):
+    kern = float_array("kern", kern, (None, None, None, None))
+    return np.ascontiguousarray(kern.transpose(3, 2, 0, 1))  # (C_out, C_in, k, k)

@@ -20,7 +20,7 @@ NOT_RUN_SHOWN = 3  # format_diff counts "not run" rows and names only this many 
 # The facts that make two runs the same experiment: the gate compares only such runs.
 # A budget that grows more than this many times (over max(baseline, 1/factor^2)) regresses.
 DEFAULT_FACTOR = 10.0
-EXPERIMENT_KEYS = ("seed", "n_images", "init_scheme", "reduction", "data_sha256", "impl", "lr")
+EXPERIMENT_KEYS = ("seed", "n_images", "init_scheme", "reduction", "data_sha256", "impl", "lr", "model")
 DIFF_COLUMNS = KEY + [
     "change",
     "status_before",

@@ -16,7 +16,7 @@ RECORD_FIELDS = [
     "vacuous", "closer_to_truth", "against_err_vs_truth", "impl_err_vs_truth",
     "outlier", "init_scheme", "reduction", "seed", "data_source", "versions",
     "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
-    "disagreeing", "disagreeing_budgets",
+    "disagreeing", "disagreeing_budgets", "model", "kinks", "kinks_taken",
 ]  # fmt: skip
 # Whose is whose: `impl` is the implementation under test, `against` the other side (a
 # framework's name in stage and end-to-end records). The *_at_worst and *_err_vs_truth
@@ -35,11 +35,16 @@ RECORD_FIELDS = [
 # - disagreeing_budgets: for each of those, in the same order, its budget used (3
 #   significant digits, "inf" under an exact rule) or, where there is none, its
 #   mismatch kind (shape, dtype, error).
+# On the records of a spec-built network (parity_tests/test_model.py):
+# - model: the preset's name or the spec string ("" on the article's own checks);
+# - kinks, kinks_taken: end to end, the ReLU inputs and max-pool windows upstream of the
+#   tensor that lie within rounding of their kink, and how many of them the framework took
+#   the other way (parity_tests/kinks.py); empty where no kinked layer reaches the tensor.
 # Fields added after the first reports were written: a comparisons.csv without them still
 # loads (reports.writer.load_report reads a missing one as "").
 OPTIONAL_FIELDS = (
     "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
-    "disagreeing_budgets",
+    "disagreeing_budgets", "model", "kinks", "kinks_taken",
 )  # fmt: skip
 # Columns renamed since the first reports (old name -> new name): "actual" was the other
 # side, "expected" the implementation under test. reports.writer.load_report reads an older
@@ -56,7 +61,7 @@ MISMATCH_KINDS = ("shape", "dtype", "value", "error")
 NUMERIC_FIELDS = frozenset({
     "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "against_at_worst",
     "impl_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
-    "against_err_vs_truth", "impl_err_vs_truth",
+    "against_err_vs_truth", "impl_err_vs_truth", "kinks", "kinks_taken",
 })  # fmt: skip
 # A record that never said it passed must not look green: missing flags are False.
 BOOL_FIELDS = frozenset({"passed", "vacuous"})

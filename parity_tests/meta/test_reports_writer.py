@@ -13,7 +13,7 @@ import pytest
 
 import reports.writer
 from reports import RECORD_FIELDS, compare_arrays, load_report, records_frame, write_report
-from reports.fields import OPTIONAL_FIELDS
+from reports.fields import NUMERIC_FIELDS, OPTIONAL_FIELDS
 from reports.render import budget_grid
 from reports.writer import MARKER, check_report_dir
 
@@ -476,7 +476,9 @@ def test_load_accepts_what_the_writers_produce(tmp_path, edit, rows):
     edit(tmp_path / "r" / "comparisons.csv")
     df, _ = load_report(tmp_path / "r")
     assert len(df) == rows and list(df.columns) == RECORD_FIELDS
-    assert (df[list(OPTIONAL_FIELDS)] == "").all().all()
+    text = [c for c in OPTIONAL_FIELDS if c not in NUMERIC_FIELDS]
+    numbers = [c for c in OPTIONAL_FIELDS if c in NUMERIC_FIELDS]
+    assert (df[text] == "").all().all() and df[numbers].isna().all().all()
 
 
 OLD_NAMES = {"against_at_worst": "actual_at_worst", "impl_at_worst": "expected_at_worst",

@@ -1,0 +1,181 @@
+"""TensorFlow mirror of any spec network (reference/network.py): one layer, the update, the step.
+
+TensorFlow runs in its natural layout, NHWC maps and HWIO filters; the reference's NCHW
+arrays and OIHW filters are converted at the boundary by reference.layout only. Inside the
+graph the flatten transposes NHWC to NCHW before the reshape, so its features are in the
+reference's NCHW order and the dense weight W (F, U) is used as it is (a Keras Dense kernel).
+Explicit padding is tf.pad then 'VALID' ('SAME' pads asymmetrically). Gradients come from
+tf.GradientTape, the update from Keras SGD on tf.Variables (Keras keeps the learning rate in
+float32: the suite's 2**-4 is exact). oneDNN is pinned by conftest.py and thread counts by
+parity_tests/plugin.py, before TensorFlow's first op.
+
+    stage(net, node, x, params, upstream, target, reduction) -> {qualified name: array}
+    update(param, grad, lr) -> array
+    end_to_end(net, params, X, target, reduction, lr) -> {every name of net.order: array}
+    version() -> str
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from reference import layout  # noqa: E402
+from reference.network import Network, Node, update_pairs  # noqa: E402
+from reference.spec import (  # noqa: E402
+    AvgPool,
+    Conv,
+    Dense,
+    Flatten,
+    MaxPool,
+    Mse,
+    Relu,
+    Sigmoid,
+    SoftmaxCE,
+    Tanh,
+)
+
+
+def version() -> str:
+    return tf.__version__
+
+
+def _np(t):
+    return np.array(t.numpy(), copy=True)
+
+
+def _to_tf(a):
+    """A reference array as TensorFlow takes it: 4-D maps NCHW -> NHWC, others as they are."""
+    a = np.asarray(a)
+    return tf.constant(layout.nchw_to_nhwc(a) if a.ndim == 4 else a)
+
+
+def _from_tf(t):
+    """Back to the reference's layout: 4-D maps NHWC -> NCHW."""
+    a = _np(t)
+    return layout.nhwc_to_nchw(a) if a.ndim == 4 else a
+
+
+def _param_to_tf(short: str, a) -> np.ndarray:
+    """Conv filters OIHW -> HWIO; biases and dense weights (F, U) as they are."""
+    return layout.oihw_to_hwio(a) if short == "F" else np.asarray(a)
+
+
+def _param_from_tf(short: str, a) -> np.ndarray:
+    return layout.hwio_to_oihw(a) if short == "F" else a
+
+
+def _target(node: Node, target):
+    """Labels as int64 for softmax_ce; Y (N, 1) as a float tensor for mse."""
+    if isinstance(node.layer, SoftmaxCE):
+        return tf.constant(np.asarray(target).astype(np.int64))
+    return tf.constant(np.asarray(target))
+
+
+def _reduce(per_item, reduction: str):
+    return tf.reduce_sum(per_item) if reduction == "sum" else tf.reduce_mean(per_item)
+
+
+def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:
+    """One layer in TensorFlow (NHWC): its forward outputs by short name. p: short name ->
+    tensor or variable in TensorFlow's layout (HWIO filters)."""
+    layer = node.layer
+    if isinstance(layer, Conv):
+        if layer.pad:
+            pad = layer.pad
+            h = tf.pad(h, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        z = tf.nn.conv2d(h, p["F"], strides=layer.stride, padding="VALID")
+        return {"Z": tf.nn.bias_add(z, p["b"]) if "b" in p else z}
+    if isinstance(layer, MaxPool):
+        return {"A": tf.nn.max_pool2d(h, layer.size, layer.stride, "VALID")}
+    if isinstance(layer, AvgPool):
+        return {"A": tf.nn.avg_pool2d(h, layer.size, layer.stride, "VALID")}
+    if isinstance(layer, Relu):
+        return {"A": tf.nn.relu(h)}
+    if isinstance(layer, Tanh):
+        return {"A": tf.tanh(h)}
+    if isinstance(layer, Sigmoid):
+        return {"A": tf.sigmoid(h)}
+    if isinstance(layer, Flatten):
+        # NHWC -> NCHW first: the reference's (and torch's) feature order.
+        return {"A": tf.reshape(tf.transpose(h, [0, 3, 1, 2]), (tf.shape(h)[0], -1))}
+    if isinstance(layer, Dense):
+        z = tf.matmul(h, p["W"])
+        return {"Z": z + p["b"] if "b" in p else z}
+    if isinstance(layer, SoftmaxCE):
+        per_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=h)
+        return {"P": tf.nn.softmax(h, axis=-1), "E": _reduce(per_image, reduction)}
+    if isinstance(layer, Mse):
+        E = tf.reduce_sum((target - h) ** 2) / 2
+        return {"E": E / h.shape[0] if reduction == "mean" else E}
+    raise ValueError(f"tensorflow mirror has no layer kind {node.kind!r} ({node.name})")
+
+
+def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> dict:
+    """One layer run by TensorFlow on the reference's input `x`: its forward outputs and,
+    by GradientTape, its backward tensors (the vector-Jacobian product with `upstream`, or
+    the gradient of E itself for the loss layer), under the qualified names."""
+    leaves = {node.input_grad: _to_tf(x)}
+    leaves.update({f"d{s}": tf.constant(_param_to_tf(s, params[node.q(s)])) for s in node.params})
+    p = {s: leaves[f"d{s}"] for s in node.params}
+    with tf.GradientTape() as tape:
+        for t in leaves.values():
+            tape.watch(t)
+        out = _apply(node, leaves[node.input_grad], p, _target(node, target), reduction)
+    got = {node.q(s): _from_tf(out[s]) for s in node.outputs}
+    if node.grads:
+        result = out["E"] if node.layer.is_loss else out[node.outputs[0]]
+        seed = None if node.layer.is_loss else _to_tf(upstream)
+        grads = tape.gradient(result, [leaves[g] for g in node.grads], output_gradients=seed)
+        for g, d in zip(node.grads, grads):
+            got[node.q(g)] = _param_from_tf(g[1:], _np(d)) if g[1:] in node.params else _from_tf(d)
+    return got
+
+
+def _sgd(pairs, lr) -> None:
+    # Keras keeps the learning rate as a float32 variable: an lr that float32 cannot hold
+    # exactly would shift float64 updates (the suite's 2**-4 is exact).
+    keras.optimizers.SGD(learning_rate=lr).apply_gradients(pairs)
+
+
+def update(param, grad, lr) -> np.ndarray:
+    """param - lr * grad by Keras SGD on a tf.Variable (plain: no momentum)."""
+    v = tf.Variable(np.asarray(param))
+    _sgd([(tf.constant(np.asarray(grad)), v)], lr)
+    return _np(v)
+
+
+def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
+    """The whole network in TensorFlow (NHWC) from `params`: forward and loss under a
+    GradientTape, the gradient of E w.r.t. each layer input node.grads lists and each
+    variable, then Keras SGD. Every name of net.order, in the reference's layout."""
+    short = {name: name.split(".")[1] for name in net.param_names}
+    variables = {name: tf.Variable(_param_to_tf(short[name], params[name])) for name in net.param_names}
+    tensors, inputs = {}, {}
+    with tf.GradientTape() as tape:
+        h = _to_tf(X)
+        for node in net.nodes:
+            if node.input_grad in node.grads:
+                tape.watch(h)
+                inputs[node.q(node.input_grad)] = h
+            p = {s: variables[node.q(s)] for s in node.params}
+            out = _apply(node, h, p, _target(node, target), reduction)
+            tensors.update({node.q(s): t for s, t in out.items()})
+            h = out[node.outputs[0]]
+        E = tensors[net.nodes[-1].q("E")]
+    grads = tape.gradient(E, [*inputs.values(), *variables.values()])
+    g_inputs, g_vars = grads[: len(inputs)], grads[len(inputs) :]
+    got = {name: _from_tf(t) for name, t in tensors.items()}
+    got.update({name: _from_tf(g) for name, g in zip(inputs, g_inputs)})
+    g_by_param = dict(zip(variables, g_vars))
+    got.update(
+        {grad: _param_from_tf(short[name], _np(g_by_param[name])) for name, grad in update_pairs(net)}
+    )
+    _sgd(list(zip(g_vars, variables.values())), lr)
+    got.update({f"{name}_new": _param_from_tf(short[name], _np(v)) for name, v in variables.items()})
+    return {name: got[name] for name in net.order}

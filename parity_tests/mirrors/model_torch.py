@@ -1,0 +1,134 @@
+"""PyTorch mirror of any spec network (reference/network.py): one layer, the update, the step.
+
+torch is NCHW with OIHW filters, the reference's own layout, so nothing is re-indexed; the
+dense weight W (F, U) is X10's, used as F.linear's weight W.T. Gradients come from autograd
+(vector-Jacobian products with the reference's upstream delta for one layer, E.backward()
+end to end) and the update from torch.optim.SGD. Tensors are created from the reference's
+NumPy arrays and keep their dtype (float32 or float64); thread counts are set by
+parity_tests/plugin.py.
+
+    stage(net, node, x, params, upstream, target, reduction) -> {qualified name: array}
+    update(param, grad, lr) -> array
+    end_to_end(net, params, X, target, reduction, lr) -> {every name of net.order: array}
+    version() -> str
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reference.network import Network, Node, update_pairs
+from reference.spec import (
+    AvgPool,
+    Conv,
+    Dense,
+    Flatten,
+    MaxPool,
+    Mse,
+    Relu,
+    Sigmoid,
+    SoftmaxCE,
+    Tanh,
+)
+
+
+def version() -> str:
+    return torch.__version__
+
+
+def _t(a, requires_grad=False):
+    return torch.tensor(np.asarray(a), requires_grad=requires_grad)
+
+
+def _np(t):
+    return t.detach().numpy().copy()
+
+
+def _target(node: Node, target):
+    """Labels as int64 for softmax_ce; Y (N, 1) as a float tensor for mse."""
+    if isinstance(node.layer, SoftmaxCE):
+        return torch.as_tensor(np.asarray(target), dtype=torch.long)
+    return _t(target)
+
+
+def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:
+    """One layer in torch: its forward outputs by short name. p: short name -> tensor."""
+    layer = node.layer
+    if isinstance(layer, Conv):
+        return {"Z": F.conv2d(h, p["F"], p.get("b"), stride=layer.stride, padding=layer.pad)}
+    if isinstance(layer, MaxPool):
+        return {"A": F.max_pool2d(h, layer.size, layer.stride)}
+    if isinstance(layer, AvgPool):
+        return {"A": F.avg_pool2d(h, layer.size, layer.stride)}
+    if isinstance(layer, Relu):
+        return {"A": torch.relu(h)}
+    if isinstance(layer, Tanh):
+        return {"A": torch.tanh(h)}
+    if isinstance(layer, Sigmoid):
+        return {"A": torch.sigmoid(h)}
+    if isinstance(layer, Flatten):
+        return {"A": h.flatten(1)}  # NCHW feature order, the reference's
+    if isinstance(layer, Dense):
+        return {"Z": F.linear(h, p["W"].T, p.get("b"))}
+    if isinstance(layer, SoftmaxCE):
+        # Named reduction: F.cross_entropy defaults to the mean.
+        return {"P": torch.softmax(h, dim=1), "E": F.cross_entropy(h, target, reduction=reduction)}
+    if isinstance(layer, Mse):
+        E = ((target - h) ** 2).sum() / 2
+        return {"E": E / h.shape[0] if reduction == "mean" else E}
+    raise ValueError(f"torch mirror has no layer kind {node.kind!r} ({node.name})")
+
+
+def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> dict:
+    """One layer run by torch on the reference's input `x`: its forward outputs and, by
+    autograd, its backward tensors (the vector-Jacobian product with `upstream`, or the
+    gradient of E itself for the loss layer), under the qualified names."""
+    leaves = {node.input_grad: _t(x, requires_grad=True)}
+    leaves.update({f"d{s}": _t(params[node.q(s)], requires_grad=True) for s in node.params})
+    p = {s: leaves[f"d{s}"] for s in node.params}
+    out = _apply(node, leaves[node.input_grad], p, _target(node, target), reduction)
+    got = {node.q(s): _np(out[s]) for s in node.outputs}
+    if node.grads:
+        result = out["E"] if node.layer.is_loss else out[node.outputs[0]]
+        seed = None if node.layer.is_loss else _t(upstream)
+        wrt = [leaves[g] for g in node.grads]
+        grads = torch.autograd.grad(result, wrt, seed)
+        got.update({node.q(g): _np(d) for g, d in zip(node.grads, grads)})
+    return got
+
+
+def update(param, grad, lr) -> np.ndarray:
+    """param - lr * grad by torch.optim.SGD (plain: no momentum, no weight decay)."""
+    p = torch.nn.Parameter(_t(param))
+    p.grad = _t(grad)
+    torch.optim.SGD([p], lr=lr).step()
+    return _np(p)
+
+
+def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
+    """The whole network in torch from `params`: forward, loss, E.backward(), SGD step.
+    Every name of net.order: forward outputs, the gradient of E w.r.t. each layer input
+    node.grads lists (retained on the intermediates) and each parameter, "<param>_new"."""
+    weights = {name: torch.nn.Parameter(_t(params[name])) for name in net.param_names}
+    tensors, inputs = {}, {}
+    h = _t(X)
+    for node in net.nodes:
+        if node.input_grad in node.grads:
+            h.retain_grad()
+            inputs[node.q(node.input_grad)] = h
+        p = {s: weights[node.q(s)] for s in node.params}
+        out = _apply(node, h, p, _target(node, target), reduction)
+        tensors.update({node.q(s): t for s, t in out.items()})
+        h = out[node.outputs[0]]
+    E = tensors[net.nodes[-1].q("E")]
+    opt = torch.optim.SGD(list(weights.values()), lr=lr)
+    opt.zero_grad()
+    E.backward()
+    got = {name: _np(t) for name, t in tensors.items()}
+    got.update({name: _np(t.grad) for name, t in inputs.items()})
+    got.update({grad: _np(weights[name].grad) for name, grad in update_pairs(net)})
+    opt.step()
+    got.update({f"{name}_new": _np(w) for name, w in weights.items()})
+    return {name: got[name] for name in net.order}

@@ -1,0 +1,231 @@
+"""Checks for a spec-built network (reference/network.py), as harness.py does for the article.
+
+One `ModelHarness` per network and session: the reference's step per dtype, each
+framework's whole-network run and each framework's layer run on our inputs, all cached,
+so a test only compares. Tensor names are layer-qualified (conv1.Z, pool1.dX, conv1.F_new).
+
+- stage: a framework's layer fed our input to that layer, its parameters and our upstream
+  gradient (updates: our parameter and our gradient); the stage rule of model_stages.py.
+- end_to_end: the framework's whole network from the same weights; the end-to-end rule of
+  tolerance.py (stage allowance + the reference's own float32 error, floored), with the
+  kinks of ReLU and max-pool handled as parity_tests/kinks.py explains.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import numpy as np
+
+from parity_tests import kinks as kink_rules
+from parity_tests import model_stages, tolerance
+from parity_tests.harness import Check, _read_only
+from parity_tests.mirrors import MirrorUnavailable
+from reference.network import KINKED, Network, images_nchw, update_pairs
+
+_MIRRORS = {
+    "torch": "parity_tests.mirrors.model_torch",
+    "tensorflow": "parity_tests.mirrors.model_tf",
+}
+
+
+def load_model_mirror(framework: str):
+    try:
+        return importlib.import_module(_MIRRORS[framework])
+    except Exception as exc:
+        raise MirrorUnavailable(
+            f"{framework} is selected (--parity-frameworks) but could not be imported: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class ModelHarness:
+    """`net` is the reference; `impl` the network under test (the reference unless layers
+    of a user's are plugged in). Both get read-only inputs."""
+
+    def __init__(self, net: Network, config, data, impl: Network | None = None):
+        self.net, self.config, self.data = net, config, data
+        self.impl = impl or net
+        self.grad_of = dict(update_pairs(net))  # conv1.F -> conv1.dF
+
+    # --- inputs -----------------------------------------------------------------------
+
+    @functools.cache
+    def params(self, dtype: str) -> dict:
+        p = self.net.init_params(self.config.seed, dtype)
+        return {k: _read_only(v) for k, v in p.items()}
+
+    @functools.cache
+    def inputs(self, dtype: str):
+        X = _read_only(images_nchw(self.data.X).astype(dtype))
+        target = self.net.targets(self.data.labels, dtype)
+        return X, _read_only(np.ascontiguousarray(target))
+
+    # --- our side ---------------------------------------------------------------------
+
+    @functools.cache
+    def reference(self, dtype: str, decide_from: str | None = None) -> dict:
+        """The reference's step. decide_from="float64": a float32 run whose ReLU and
+        max-pool branches follow the float64 run's inputs (its rounding error, not a branch)."""
+        X, target = self.inputs(dtype)
+        decide = None
+        if decide_from:
+            ref = self.reference(decide_from)
+            decide = {n.name: ref[self._input_name(n)].astype(dtype) for n in self._kinked()}
+        return self._step(self.net, dtype, decide)
+
+    def _step(self, net, dtype, decide):
+        X, target = self.inputs(dtype)
+        cfg = self.config
+        labels = self.data.labels
+        return net.train_step(self.params(dtype), X, labels, cfg.lr, cfg.reduction, decide)
+
+    @functools.cache
+    def implementation(self, dtype: str) -> dict:
+        return self.reference(dtype) if self.impl is self.net else self._step(self.impl, dtype, None)
+
+    def _kinked(self):
+        return [n for n in self.net.nodes if n.kind in KINKED and n.grads]
+
+    def _input_name(self, node) -> str:
+        i = self.net.nodes.index(node)
+        if i == 0:
+            raise ValueError(f"{node.name} is the first layer: its input is the image")
+        prev = self.net.nodes[i - 1]
+        return prev.q(prev.outputs[0])
+
+    # --- stage ------------------------------------------------------------------------
+
+    def _stage_inputs(self, tensor: str, dtype: str):
+        """(node, x, upstream) of the layer that computes `tensor`, from our own step."""
+        net, ours = self.net, self.implementation(dtype)
+        node = net.node_of(tensor)
+        X, _ = self.inputs(dtype)
+        x = net.inputs_of(node, X, ours)
+        return node, x, net.upstream_of(node, ours)
+
+    @functools.cache
+    def _framework_stage(self, framework: str, layer: str, dtype: str) -> dict:
+        node = next(n for n in self.net.nodes if n.name == layer)
+        node, x, upstream = self._stage_inputs(node.q(node.outputs[0]), dtype)
+        _, target = self.inputs(dtype)
+        mirror = load_model_mirror(framework)
+        params = self.params(dtype)
+        return mirror.stage(self.net, node, x, params, upstream, target, self.config.reduction)
+
+    def stage_check(self, tensor: str, framework: str, dtype: str) -> Check:
+        ours = self.implementation(dtype)
+        expected = np.asarray(ours[tensor])
+        cfg = self.config
+        if tensor.endswith("_new"):
+            param = tensor[: -len("_new")]
+            p, g = self.params(dtype)[param], ours[self.grad_of[param]]
+            actual = load_model_mirror(framework).update(p, g, cfg.lr)
+            tol = model_stages.update_tolerance(p, g, cfg.lr, dtype)
+            truth = None if dtype == "float64" else p.astype(np.float64) - cfg.lr * g.astype(np.float64)
+            return Check(np.asarray(actual), expected, tol, truth)
+        node, x, upstream = self._stage_inputs(tensor, dtype)
+        short = tensor.split(".", 1)[1]
+        actual = self._framework_stage(framework, node.name, dtype)[tensor]
+        _, target = self.inputs(dtype)
+        params = self.params(dtype)
+        own = self.net.node_step(node, x, params, upstream, target, cfg.reduction)
+        tol = model_stages.stage_tolerance(
+            node, short, x, params, upstream, own, cfg.reduction, dtype, target
+        )
+        truth = None
+        if dtype != "float64":
+            f64 = {k: v.astype(np.float64) for k, v in params.items()}
+            up64 = None if upstream is None else upstream.astype(np.float64)
+            t64 = target.astype(np.float64) if target.dtype.kind == "f" else target
+            truth = self.net.node_step(node, x.astype(np.float64), f64, up64, t64, cfg.reduction)[tensor]
+        return Check(np.asarray(actual), expected, tol, truth)
+
+    # --- end to end -------------------------------------------------------------------
+
+    @functools.cache
+    def end_to_end(self, framework: str, dtype: str) -> dict:
+        X, target = self.inputs(dtype)
+        cfg = self.config
+        mirror = load_model_mirror(framework)
+        return mirror.end_to_end(self.net, self.params(dtype), X, target, cfg.reduction, cfg.lr)
+
+    @functools.cache
+    def end_to_end_tolerance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
+        """stage allowance on the reference's own inputs + the reference's float32 error
+        (its float32 run taking the float64 run's branches: rounding, not a kink)."""
+        net, cfg, ref = self.net, self.config, self.reference(dtype)
+        lo, hi = self.reference("float32", "float64")[tensor], self.reference("float64")[tensor]
+        if tensor.endswith("_new"):
+            param = tensor[: -len("_new")]
+            grad = self.grad_of[param]
+            stage_tol = model_stages.update_tolerance(
+                self.params(dtype)[param], ref[grad], cfg.lr, dtype
+            )
+            tol = tolerance.end_to_end(stage_tol, lo, hi, dtype)
+            return tolerance.end_to_end_update(tol, self.end_to_end_tolerance(grad, dtype), cfg.lr, grad)
+        X, target = self.inputs(dtype)
+        node = net.node_of(tensor)
+        x, upstream = net.inputs_of(node, X, ref), net.upstream_of(node, ref)
+        own = net.node_step(node, x, self.params(dtype), upstream, target, cfg.reduction)
+        stage_tol = model_stages.stage_tolerance(
+            node,
+            tensor.split(".", 1)[1],
+            x,
+            self.params(dtype),
+            upstream,
+            own,
+            cfg.reduction,
+            dtype,
+            target,
+        )
+        return tolerance.end_to_end(stage_tol, lo, hi, dtype)
+
+    @functools.cache
+    def kinks(self, framework: str, dtype: str) -> tuple[dict, tuple]:
+        """(decide, Kinks per kinked layer) of our step against this framework's run."""
+        ours, theirs = self.implementation(dtype), self.end_to_end(framework, dtype)
+        decide, found = {}, []
+        for node in self._kinked():
+            name = self._input_name(node)
+            tol = self.end_to_end_tolerance(name, dtype).array
+            if node.kind == "relu":
+                d, k = kink_rules.relu(ours[name], np.asarray(theirs[name]), tol, node.name)
+            else:
+                layer = node.layer
+                d, k = kink_rules.maxpool(
+                    ours[name], np.asarray(theirs[name]), tol, layer.size, layer.stride, node.name
+                )
+            decide[node.name] = d
+            found.append(k)
+        return decide, tuple(found)
+
+    @functools.cache
+    def following(self, framework: str, dtype: str) -> dict:
+        """Our step with the framework's branches at the kinks (and only there)."""
+        decide, _ = self.kinks(framework, dtype)
+        if not decide:
+            return self.implementation(dtype)
+        return self._step(self.impl, dtype, decide)
+
+    def kinks_reaching(self, tensor: str, framework: str, dtype: str) -> tuple:
+        """The kinked layers whose branch `tensor` depends on: those at or after its layer."""
+        if tensor in self.net.forward_names:
+            return ()
+        name = tensor.split(".", 1)[0]
+        position = {n.name: i for i, n in enumerate(self.net.nodes)}
+        _, found = self.kinks(framework, dtype)
+        return tuple(k for k in found if position[k.layer] >= position[name])
+
+    def end_to_end_check(self, tensor: str, framework: str, dtype: str) -> Check:
+        ours = (
+            self.following(framework, dtype)
+            if tensor not in self.net.forward_names
+            else self.implementation(dtype)
+        )
+        truth = self.reference("float64")[tensor] if dtype != "float64" else None
+        actual = self.end_to_end(framework, dtype)[tensor]
+        return Check(
+            np.asarray(actual), np.asarray(ours[tensor]), self.end_to_end_tolerance(tensor, dtype), truth
+        )

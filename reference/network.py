@@ -1,0 +1,403 @@
+"""Any network a spec string describes, built from the layer modules (reference/layers/).
+
+`Network(spec)` reads a `ModelSpec` (reference/spec.py) and gives every layer a name and
+every tensor a layer-qualified name (docs/extensions.md, "Names"):
+
+- weighted layers are numbered in order: conv1, conv2, dense3, dense4, dense5 (LeNet);
+- an activation or a pool takes the number of the weighted layer before it: relu1, pool1;
+- the implied flatten is `flatten`, the loss `softmax_ce` or `mse`.
+
+Per layer, forward tensors are its outputs, backward tensors what its backward step
+computes: the gradient with respect to its input (`relu1.dZ` is dE/d conv1.Z, `pool1.dX`,
+`conv2.dX`, `dense3.dA`, `flatten.dX`, `softmax_ce.dZ`, `mse.dO`) and its parameters
+(`conv1.dF`, `conv1.db`, `dense3.dW`, `dense3.db`). Updates are `conv1.F_new` and so on.
+An input gradient nobody upstream needs (the image's) is not computed.
+
+Batch-first NCHW throughout: images (N, 1, 28, 28). What you read here is what runs: each
+step is one call of a layer function, so a mutant or a user's own layer (parity_tests) is
+a different `ops` entry for one kind, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from reference._validate import choice, float_array, positive_int
+from reference.layers import activations, conv2d, dense, loss, pool
+from reference.spec import (
+    AvgPool,
+    Conv,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool,
+    ModelSpec,
+    Mse,
+    Relu,
+    Sigmoid,
+    SoftmaxCE,
+    Tanh,
+    parse_spec,
+)
+from reference.update import _learning_rate, _sgd_update
+
+REDUCTIONS = loss.REDUCTIONS
+# The kinds whose backward takes a branch (a mask, a window's maximum): end to end, a
+# framework may legitimately take the other branch where the input is within rounding of
+# the kink (parity_tests/kinks.py).
+KINKED = ("relu", "maxpool")
+
+
+@dataclass(frozen=True)
+class Ops:
+    """One layer kind's forward and backward functions, in the Network's calling form.
+
+    conv:     forward(X, F, b, stride, pad) -> Z;  backward(X, F, dZ, stride, pad, bias) ->
+              {"dX", "dF", "db"?}
+    maxpool, avgpool: forward(X, k, stride) -> A;  backward(X, dA, k, stride) -> dX
+    relu, tanh, sigmoid: forward(Z) -> A;  backward(dA, Z, A) -> dZ
+    flatten:  forward(X) -> A;  backward(dA, x_shape) -> dX
+    dense:    forward(A, W, b) -> Z;  backward(A, W, dZ, bias) -> {"dA", "dW", "db"?}
+    softmax_ce: forward(Z, labels, reduction) -> (P, E);  backward(P, labels, reduction) -> dZ
+    mse:      forward(O, Y, reduction) -> E;  backward(O, Y, reduction) -> dO
+    """
+
+    forward: Callable
+    backward: Callable
+
+
+DEFAULT_OPS: Mapping[str, Ops] = {
+    "conv": Ops(conv2d.conv2d_forward, conv2d.conv2d_backward),
+    "maxpool": Ops(pool.max_pool_forward, pool.max_pool_backward),
+    "avgpool": Ops(pool.avg_pool_forward, lambda X, dA, k, s: pool.avg_pool_backward(dA, X.shape, k, s)),
+    "relu": Ops(activations.relu, lambda dA, Z, A: activations.relu_backward(dA, Z)),
+    "tanh": Ops(activations.tanh, lambda dA, Z, A: activations.tanh_backward(dA, A)),
+    "sigmoid": Ops(activations.sigmoid, lambda dA, Z, A: activations.sigmoid_backward(dA, A)),
+    "flatten": Ops(dense.flatten, dense.flatten_backward),
+    "dense": Ops(dense.dense_forward, dense.dense_backward),
+    "softmax_ce": Ops(loss.softmax_cross_entropy, loss.softmax_cross_entropy_backward),
+    "mse": Ops(loss.mse, loss.mse_backward),
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer of a built network: its name, its spec layer, its shapes (per image)."""
+
+    name: str
+    layer: Layer
+    in_shape: tuple
+    out_shape: tuple
+    needs_input_grad: bool  # some layer before it has parameters
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Its parameters' short names: conv F (and b), dense W (and b)."""
+        if isinstance(self.layer, Conv):
+            return ("F", "b") if self.layer.bias else ("F",)
+        if isinstance(self.layer, Dense):
+            return ("W", "b") if self.layer.bias else ("W",)
+        return ()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Forward tensors, short names."""
+        if isinstance(self.layer, (Conv, Dense)):
+            return ("Z",)
+        if isinstance(self.layer, SoftmaxCE):
+            return ("P", "E")
+        if isinstance(self.layer, Mse):
+            return ("E",)
+        return ("A",)
+
+    @property
+    def input_grad(self) -> str:
+        """The short name of dE/d(this layer's input), as its backward computes it."""
+        if isinstance(self.layer, (Relu, Tanh, Sigmoid, SoftmaxCE)):
+            return "dZ"
+        if isinstance(self.layer, Dense):
+            return "dA"
+        if isinstance(self.layer, Mse):
+            return "dO"
+        return "dX"
+
+    @property
+    def grads(self) -> tuple[str, ...]:
+        """Backward tensors, short names: the input gradient (when needed), then the
+        parameters' gradients."""
+        own = (self.input_grad,) if self.needs_input_grad or self.layer.is_loss else ()
+        return own + tuple(f"d{p}" for p in self.params)
+
+    def q(self, short: str) -> str:
+        """The qualified name: conv1.Z."""
+        return f"{self.name}.{short}"
+
+
+def _names(layers) -> list[str]:
+    names, number, seen = [], 0, set()
+    for layer in layers:
+        if isinstance(layer, (Conv, Dense)):
+            number += 1
+            name = f"{layer.kind}{number}"
+        elif isinstance(layer, (MaxPool, AvgPool)):
+            name = f"pool{number}"
+        elif isinstance(layer, (Relu, Tanh, Sigmoid)):
+            name = f"{layer.kind}{number}"
+        else:  # flatten, the loss
+            name = layer.kind
+        base, extra = name, 2
+        while name in seen:  # conv-relu-relu: relu1, relu1_2
+            name, extra = f"{base}_{extra}", extra + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+class Network:
+    """The reference for one spec: init_params, forward, backward, sgd_step, train_step."""
+
+    def __init__(self, spec: ModelSpec | str, ops: Mapping[str, Ops] | None = None):
+        self.spec = parse_spec(spec) if isinstance(spec, str) else spec
+        if not isinstance(self.spec, ModelSpec):
+            raise TypeError(f"spec must be a spec string or a ModelSpec, got {type(spec).__name__}")
+        self.ops = {**DEFAULT_OPS, **(ops or {})}
+        unknown = set(self.ops) - set(DEFAULT_OPS)
+        if unknown:
+            raise ValueError(
+                f"ops has unknown layer kinds {sorted(unknown)}; known: {list(DEFAULT_OPS)}"
+            )
+        layers, shapes = self.spec.layers, self.spec.shapes
+        names = _names(layers)
+        weighted_before, nodes = False, []
+        for i, layer in enumerate(layers):
+            nodes.append(Node(names[i], layer, shapes[i], shapes[i + 1], weighted_before))
+            weighted_before = weighted_before or isinstance(layer, (Conv, Dense))
+        self.nodes: tuple[Node, ...] = tuple(nodes)
+
+    # --- names ------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """The preset's name, else the canonical spec string."""
+        return self.spec.preset or self.spec.text
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(n.q(p) for n in self.nodes for p in n.params)
+
+    @property
+    def forward_names(self) -> tuple[str, ...]:
+        return tuple(n.q(o) for n in self.nodes for o in n.outputs)
+
+    @property
+    def backward_names(self) -> tuple[str, ...]:
+        """In the order backward computes them: from the loss back to the first layer."""
+        return tuple(n.q(g) for n in reversed(self.nodes) for g in n.grads)
+
+    @property
+    def update_names(self) -> tuple[str, ...]:
+        return tuple(f"{p}_new" for p in self.param_names)
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Every tensor, forward then backward then updates (the report's row order)."""
+        return (*self.forward_names, *self.backward_names, *self.update_names)
+
+    def node_of(self, tensor: str) -> Node:
+        name = tensor.split(".", 1)[0]
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(
+            f"no layer named {name!r} in {self.label}; layers: {[n.name for n in self.nodes]}"
+        )
+
+    # --- parameters -------------------------------------------------------------------
+
+    def init_params(self, seed: int = 0, dtype="float64") -> dict:
+        """Every parameter drawn U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default range
+        for conv and linear layers), biases too, in float64 from default_rng(seed), layer by
+        layer in order, then cast once: float32 and float64 runs start from the same values.
+
+        conv F (C_out, C_in, k, k), b (C_out,); dense W (F, U) (X10's shape), b (U,).
+        """
+        seed = positive_int("seed", seed, minimum=0)
+        dtype = np.dtype(choice("dtype", str(np.dtype(dtype)), ("float64", "float32")))
+        rng = np.random.default_rng(seed)
+        params = {}
+        for node in self.nodes:
+            layer = node.layer
+            if isinstance(layer, Conv):
+                fan_in = node.in_shape[0] * layer.kernel**2
+                shapes = {"F": (layer.channels, node.in_shape[0], layer.kernel, layer.kernel)}
+                shapes["b"] = (layer.channels,)
+            elif isinstance(layer, Dense):
+                fan_in = node.in_shape[0]
+                shapes = {"W": (fan_in, layer.units), "b": (layer.units,)}
+            else:
+                continue
+            bound = 1 / math.sqrt(fan_in)
+            for p in node.params:
+                params[node.q(p)] = rng.uniform(-bound, bound, shapes[p]).astype(dtype)
+        return params
+
+    def check_params(self, params, X=None) -> tuple[dict, np.ndarray | None]:
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"params must be a mapping of {list(self.param_names)}, got {type(params).__name__}"
+            )
+        missing = [p for p in self.param_names if p not in params]
+        if missing:
+            raise ValueError(f"params is missing {missing} (has {sorted(map(str, params))})")
+        dtype = np.asarray(params[self.param_names[0]]).dtype if self.param_names else None
+        if X is not None:
+            X = float_array("X", X, (None, *self.spec.shapes[0]), dtype=dtype)
+        return {p: float_array(p, params[p], dtype=dtype) for p in self.param_names}, X
+
+    def targets(self, labels: np.ndarray, dtype) -> np.ndarray:
+        """What the loss compares with: the digits 0..9 for softmax_ce; for mse, as the
+        article (E7): (N, 1) of dtype, 1.0 where the digit is > 4."""
+        labels = np.asarray(labels)
+        if isinstance(self.spec.loss, Mse):
+            return (labels > 4).astype(dtype).reshape(-1, 1)
+        return labels
+
+    # --- the step ---------------------------------------------------------------------
+
+    def forward(self, params, X: np.ndarray, target, reduction: str = "sum") -> dict:
+        """Every forward tensor: {"conv1.Z": ..., ..., "softmax_ce.E": ...}.
+
+        X: (N, 1, 28, 28); target: what `targets` gives (labels (N,) or Y (N, 1)).
+        """
+        params, X = self.check_params(params, X)
+        reduction = choice("reduction", reduction, REDUCTIONS)
+        out, h = {}, X
+        for node in self.nodes:
+            h = self._forward_node(node, params, h, target, reduction, out)
+        return out
+
+    def _forward_node(self, node, params, h, target, reduction, out):
+        layer, f = node.layer, self.ops[node.kind].forward
+        if isinstance(layer, Conv):
+            b = params[node.q("b")] if layer.bias else None
+            h = f(h, params[node.q("F")], b, layer.stride, layer.pad)
+        elif isinstance(layer, (MaxPool, AvgPool)):
+            h = f(h, layer.size, layer.stride)
+        elif isinstance(layer, Dense):
+            h = f(h, params[node.q("W")], params[node.q("b")] if layer.bias else None)
+        elif isinstance(layer, SoftmaxCE):
+            out[node.q("P")], out[node.q("E")] = f(h, target, reduction)
+            return None
+        elif isinstance(layer, Mse):
+            out[node.q("E")] = f(h, target, reduction)
+            return None
+        else:  # activations, flatten
+            h = f(h)
+        out[node.q(node.outputs[0])] = h
+        return h
+
+    def inputs_of(self, node: Node, X: np.ndarray, tensors: Mapping) -> np.ndarray:
+        """The input a layer got: the image for the first, else the previous layer's output."""
+        i = self.nodes.index(node)
+        if i == 0:
+            return X
+        prev = self.nodes[i - 1]
+        return tensors[prev.q(prev.outputs[0])]
+
+    def upstream_of(self, node: Node, tensors: Mapping) -> np.ndarray | None:
+        """dE/d(this layer's output): the next layer's input gradient (None for the loss)."""
+        i = self.nodes.index(node)
+        if i == len(self.nodes) - 1:
+            return None
+        nxt = self.nodes[i + 1]
+        return tensors[nxt.q(nxt.input_grad)]
+
+    def backward(self, params, X, forward: Mapping, target, reduction: str = "sum", decide=None) -> dict:
+        """Every backward tensor, from the loss back to the first layer.
+
+        `decide` (optional) maps a kinked layer's name (relu1, pool1) to the array its
+        backward takes its branch from, in place of its own input: end to end, at inputs
+        within rounding of a kink the suite lets the reference take the framework's branch
+        (parity_tests/kinks.py). Nothing else changes.
+        """
+        params, X = self.check_params(params, X)
+        reduction = choice("reduction", reduction, REDUCTIONS)
+        decide = decide or {}
+        grads: dict = {}
+        for node in reversed(self.nodes):
+            x = self.inputs_of(node, X, forward)
+            grads.update(self._backward_node(node, params, x, forward, grads, target, reduction, decide))
+        return grads
+
+    def _backward_node(self, node, params, x, fwd, grads, target, reduction, decide):
+        layer, b = node.layer, self.ops[node.kind].backward
+        up = self.upstream_of(node, grads)
+        if isinstance(layer, SoftmaxCE):
+            return {node.q("dZ"): b(fwd[node.q("P")], target, reduction)}
+        if isinstance(layer, Mse):
+            return {node.q("dO"): b(x, target, reduction)}
+        if isinstance(layer, Conv):
+            got = b(x, params[node.q("F")], up, layer.stride, layer.pad, layer.bias)
+        elif isinstance(layer, Dense):
+            got = b(x, params[node.q("W")], up, layer.bias)
+        elif isinstance(layer, (MaxPool, AvgPool)):
+            got = {"dX": b(decide.get(node.name, x), up, layer.size, layer.stride)}
+        elif isinstance(layer, Flatten):
+            got = {"dX": b(up, x.shape)}
+        else:  # activations: relu decides from its input, tanh and sigmoid use the output
+            got = {"dZ": b(up, decide.get(node.name, x), fwd[node.q("A")])}
+        return {node.q(g): got[g] for g in node.grads}
+
+    def node_step(self, node: Node, x, params, upstream, target, reduction="sum") -> dict:
+        """One layer alone: its forward outputs and backward tensors (qualified names) from
+        its input `x`, the parameters and `upstream` = dE/d(its output) (None for the loss).
+        What a stage-isolated check feeds a framework's layer, computed by ours."""
+        fwd: dict = {}
+        self._forward_node(node, params, x, target, reduction, fwd)
+        i = self.nodes.index(node)
+        grads = {}
+        if upstream is not None:
+            nxt = self.nodes[i + 1]
+            grads[nxt.q(nxt.input_grad)] = upstream
+        own = self._backward_node(node, params, x, fwd, grads, target, reduction, {})
+        return {**fwd, **own}
+
+    def sgd_step(self, params, grads: Mapping, lr: float) -> dict:
+        """X17 / E17 for every parameter: p_new = p - lr * dE/dp."""
+        lr = _learning_rate(lr)
+        params, _ = self.check_params(params)
+        return {f"{p}_new": _sgd_update(params[p], grads[_grad_name(p)], lr) for p in self.param_names}
+
+    def train_step(self, params, X, labels, lr: float, reduction: str = "sum", decide=None) -> dict:
+        """One step: forward, backward, update; every tensor by its qualified name."""
+        params, X = self.check_params(params, X)
+        target = self.targets(labels, X.dtype)
+        fwd = self.forward(params, X, target, reduction)
+        grads = self.backward(params, X, fwd, target, reduction, decide)
+        return {**fwd, **grads, **self.sgd_step(params, grads, lr)}
+
+
+def _grad_name(param: str) -> str:
+    """conv1.F -> conv1.dF."""
+    layer, short = param.split(".")
+    return f"{layer}.d{short}"
+
+
+def update_pairs(net: Network) -> tuple[tuple[str, str], ...]:
+    """(parameter, its gradient) for every parameter: ("conv1.F", "conv1.dF")."""
+    return tuple((p, _grad_name(p)) for p in net.param_names)
+
+
+def images_nchw(X_article: np.ndarray) -> np.ndarray:
+    """The data's images (reference.data: article layout (28, 28, N)) as (N, 1, 28, 28)."""
+    from reference.layout import images_to_nchw
+
+    return images_to_nchw(X_article)
