@@ -104,8 +104,11 @@ def bound(node: Node, short: str, x, params, upstream, ours: dict, reduction: st
     if kind == "maxpool":
         if short == "A":
             return None, tolerance.SELECT_ROUNDINGS, ""
+        windows = _windows_per_element(layer.size, layer.stride)
+        if windows == 1:  # each element gets at most one window's delta: placed, not added
+            return None, tolerance.SELECT_ROUNDINGS, ""
         M = pool.max_pool_backward(x, a(upstream), layer.size, layer.stride)
-        k = tolerance.roundings_window_sum(_windows_per_element(layer.size, layer.stride))
+        k = tolerance.roundings_window_sum(windows)
         return M, k, "scatter |dA|"
     if kind == "avgpool":
         if short == "A":
@@ -178,7 +181,7 @@ def stage_tolerance(node, short, x, params, upstream, ours, reduction, dtype, ta
     M, k, what = bound(node, short, x, params, upstream, ours, reduction, target)
     if M is None:
         return tolerance.exact(np.shape(ours[node.q(short)]))
-    return tolerance.stage(M, k, dtype, what)
+    return tolerance.with_underflow(tolerance.stage(M, k, dtype, what), k, dtype)
 
 
 def update_tolerance(param, grad, lr, dtype) -> tolerance.Tolerance:

@@ -1,6 +1,6 @@
 """The derivation audit: the equation registry (reference/equations.py) is complete and
 consistent, and reports/audit.py turns registry + records into audit.md (also shown in
-summary.html)."""
+summary.html): the article's equations E1..E17 and the layers beyond it, X1..X12."""
 
 import importlib
 import re
@@ -12,16 +12,39 @@ from parity_tests.audit_hook import audit_files
 from parity_tests.stages import STAGES
 from reference import equations, published
 from reports import normalise_record, write_report
-from reports.audit import audit_markdown
+from reports.audit import _EQ, audit_markdown
 
 AMBIGUOUS = ("E7", "E11", "E13", "E15", "E16")  # where the text is ambiguous or mistyped
+# Beyond the article: the equations whose verdict rests on a fixed convention.
+X_CONVENTIONS = {
+    "X6": "first maximum in row-major order",
+    "X8": "derivative 0 at z = 0",
+    "X12": "sum over images",
+}
+X_IDS = [f"X{i}" for i in range(1, 13)]
 
 
 def test_registry_covers_every_equation_in_order():
     assert [e.id for e in equations.EQUATIONS] == [f"E{i}" for i in range(1, 18)]
 
 
-@pytest.mark.parametrize("eq", equations.EQUATIONS, ids=[e.id for e in equations.EQUATIONS])
+def test_extensions_cover_x1_to_x12_in_order():
+    assert [e.id for e in equations.EXTENSIONS] == X_IDS
+    assert [d["id"] for d in equations.as_dicts()] == [f"E{i}" for i in range(1, 18)] + X_IDS
+
+
+@pytest.mark.parametrize("eq", equations.EXTENSIONS, ids=[e.id for e in equations.EXTENSIONS])
+def test_extension_entry_states_its_layer_functions_and_verdict(eq):
+    assert all(fn.__module__.startswith("reference.layers.") for fn in eq.functions)
+    if eq.id in X_CONVENTIONS:
+        assert eq.verdict == equations.CONVENTION and X_CONVENTIONS[eq.id] in eq.convention
+    else:
+        assert eq.verdict == equations.HOLDS
+    assert not eq.variants and not eq.fast  # no published code, no fast path
+    assert bool(eq.via_setting) == (eq.id in ("X1", "X2"))
+
+
+@pytest.mark.parametrize("eq", equations.ALL, ids=[e.id for e in equations.ALL])
 def test_registry_entry_is_complete(eq):
     assert eq.statement and eq.verdict in equations.VERDICTS
     assert eq.functions and all(fn.__module__.startswith("reference.") for fn in eq.functions)
@@ -80,7 +103,7 @@ def _detection(impl, tensor, passed=True):
 def _audit(records, **meta):
     return audit_markdown(
         records,
-        equations=equations.as_dicts(),
+        equations=equations.as_dicts(model=meta.get("model")),
         variants=published.as_dicts(),
         mutants=mutants.as_dicts(),
         order=[s.tensor for s in STAGES],
@@ -194,3 +217,141 @@ def test_audit_is_written_and_shown_in_summary_html(tmp_path):
     )
     assert paths["audit.md"].read_text().startswith("# Derivation audit")
     assert "Derivation audit" in paths["summary.html"].read_text()
+
+
+# --- beyond the article (X1..X12) ---------------------------------------------------------
+
+LENET_LAYER = {  # a layer of lenet for each equation test_model.py writes
+    "X3": "conv1",
+    "X4": "conv2",
+    "X5": "conv2",
+    "X6": "pool1",
+    "X8": "relu1",
+    "X10": "dense3",
+    "X11": "softmax_ce",
+    "X12": "softmax_ce",
+}
+MODEL_KINDS = ("tensorflow end_to_end", "tensorflow stage", "torch end_to_end", "torch stage")
+
+
+def _model_recs(eq, step, tensor="Z", budget=0.25):
+    """What test_model.py writes for one tensor: torch and tensorflow, stage and end_to_end."""
+    return [
+        _rec(
+            check=f"test_model[{step}.{tensor}-{mode}-{fw}]",
+            equation=eq,
+            step=step,
+            tensor=f"{step}.{tensor}",
+            against=fw,
+            mode=mode,
+            model="lenet",
+            budget_used=budget,
+        )
+        for fw in FRAMEWORKS
+        for mode in ("stage", "end_to_end")
+    ]
+
+
+def _layer_recs(eq):
+    """What test_layers.py writes: a hand example, finite differences, torch (no model)."""
+    return [
+        _rec(equation=eq, step="layer", against="hand", mode="hand", budget_used=0.0),
+        _rec(equation=eq, step="layer", against="finite_difference", mode="finite_difference"),
+        _rec(equation=eq, step="layer", against="torch", mode="stage", budget_used=0.001),
+    ]
+
+
+FRAMEWORKS = ("torch", "tensorflow")
+
+
+def _rows(text):
+    return {r.split(" | ")[0][2:]: r for r in text.splitlines() if re.match(r"\| [EXD]\d+ \|", r)}
+
+
+def test_equation_ids_are_read_whole():
+    assert _EQ.findall("X1,X2,X3,X4") == ["X1", "X2", "X3", "X4"]
+    assert _EQ.findall("E8*E9, X10") == ["E8", "E9", "X10"]
+    assert _EQ.findall("X, Xp, max, EX1, X1a, relu X") == []
+    # a record of X10 is no check of X1, nor one of X1 of X10
+    rows = _rows(_audit([*_layer_recs("X10")]))
+    assert "none recorded" in rows["X1"] and "hand (1)" in rows["X10"]
+    rows = _rows(_audit([*_layer_recs("X1")]))
+    assert "none recorded" in rows["X10"] and "hand (1)" in rows["X1"]
+
+
+def test_every_x_id_has_a_row_with_the_model_checks():
+    recs = [r for eq in X_IDS for r in _layer_recs(eq)]
+    recs += [r for eq, step in LENET_LAYER.items() for r in _model_recs(eq, step)]
+    recs += _model_recs("X4", "conv1") + _model_recs("X6", "pool2", "dX")
+    text = _audit(recs, model="lenet")
+    article, beyond = text.split("## Beyond the article (X1..X12)")
+    assert "| X" not in article and "| E1 |" in article
+    rows = _rows(beyond.split("## Published-code variants")[0])
+    assert list(rows) == X_IDS
+    for eq in X_IDS:
+        assert all(k in rows[eq] for k in ("hand (1)", "finite_difference (1)")), rows[eq]
+        assert "none recorded" not in rows[eq]
+    for eq in LENET_LAYER:  # test_model's four kinds, beside test_layers' torch stage
+        counts = dict(re.findall(r"(\w+ \w+) \((\d+)\)", rows[eq].split(" | ")[3]))
+        assert set(MODEL_KINDS) <= set(counts), rows[eq]
+        assert int(counts["torch stage"]) == int(counts["tensorflow stage"]) + 1
+    assert "tensorflow end_to_end 0.25" in rows["X10"]
+    for eq, words in X_CONVENTIONS.items():
+        assert "holds under a stated convention: " in rows[eq] and words in rows[eq]
+    assert all(rows[eq].split(" | ")[6] == "holds" for eq in X_IDS if eq not in X_CONVENTIONS)
+    assert "reference.layers.pool.max_pool_backward" in rows["X6"]
+
+
+def test_max_pool_tie_rule_is_stated():
+    text = _audit([], model="lenet")
+    x6 = _rows(text)["X6"]
+    assert "ties go to the first maximum in row-major order of the window" in x6
+    assert "torch and TensorFlow on the CPU" in x6
+    assert "first maximum in row-major order" in text.split("| eq |")[2]  # the section's text
+
+
+def test_padding_and_stride_rows_name_the_checks_that_exercise_them():
+    recs = [
+        *_model_recs("X4", "conv1", budget=0.5),  # lenet's conv1 pads by 2
+        *_model_recs("X4", "conv2", budget=9.0),  # conv2 neither pads nor strides
+        *_model_recs("X3", "conv1"),  # the bias: not one of X1's via
+        *_model_recs("X6", "pool1", "dX", budget=0.125),  # pools stride 2
+        *_layer_recs("X4"),  # no model: no layer of lenet
+    ]
+    rows = _rows(_audit(recs, model="lenet"))
+    x1, x2 = rows["X1"], rows["X2"]
+    assert x1.split(" | ")[3] == (
+        "through X4 on lenet's conv1 = conv(6,5,pad=2): tensorflow end_to_end (1), "
+        "tensorflow stage (1), torch end_to_end (1), torch stage (1)"
+    )
+    assert "through X4 on conv1: tensorflow end_to_end 0.5;" in x1 and "9" not in x1.split(" | ")[4]
+    assert x2.split(" | ")[3] == (
+        "through X6 on lenet's pool1 = maxpool(2) (stride 2), pool2 = maxpool(2) (stride 2): "
+        "tensorflow end_to_end (1), tensorflow stage (1), torch end_to_end (1), torch stage (1)"
+    )
+    assert "through X6 on pool1, pool2: " in x2 and "4 pass" in x2
+    # Its own checks first, then those it is exercised through.
+    rows = _rows(_audit([*recs, *_layer_recs("X1")], model="lenet"))
+    assert (
+        rows["X1"]
+        .split(" | ")[3]
+        .startswith("finite_difference (1), hand (1), torch stage (1); through X4 on lenet's conv1")
+    )
+
+
+def test_padding_row_says_when_the_model_has_no_padded_layer():
+    spec = "conv(4,3,stride=2)-relu-dense(10)-softmax_ce"
+    recs = _model_recs("X4", "conv1")
+    for r in recs:
+        r["model"] = spec
+    rows = _rows(_audit(recs, model=spec))
+    none = "through X4, X5: none (the checked network has no layer with padding)"
+    assert none in rows["X1"]
+    assert "through X4 on the checked network's conv1 = conv(4,3,stride=2): " in rows["X2"]
+
+
+def test_audit_files_scopes_padding_to_the_checked_model():
+    recs = _model_recs("X4", "conv1")
+    for meta in ({"impl": "reference", "model": "lenet"}, {"impl": "reference"}):
+        rows = _rows(audit_files(recs, meta)["audit.md"])  # without: read from the records
+        assert "through X4 on lenet's conv1 = conv(6,5,pad=2): " in rows["X1"], meta

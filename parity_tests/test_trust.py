@@ -290,6 +290,9 @@ def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
         ("parity_baseline_factor", "-1", "> 1"),
         ("parity_baseline_factor", "nan", "finite"),
         ("parity_data", "/no/such/mnist.npz", "does not exist"),
+        ("parity_model", "conv(4,30)-dense(10)-softmax_ce", r"layer 1 'conv\(4,30\)'.*28x28"),
+        ("parity_model", "conv(4,3)-dense(9)-softmax_ce", "would get 9 features"),
+        ("parity_model", "lenett", "closest: the preset 'lenet'"),
     ],
     ids=lambda v: str(v)[:24],
 )

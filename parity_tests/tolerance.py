@@ -129,6 +129,14 @@ def roundings_softmax_backward(K: int) -> int:
     return roundings_softmax(K) + 2
 
 
+def with_underflow(tol: Tolerance, k: int, dtype) -> Tolerance:
+    """tol + 2 k eta, eta the dtype's smallest subnormal: an operation whose result falls in
+    the subnormal range errs by up to eta absolutely, not relatively (a softmax probability
+    of 5e-42 in float32 has no relative precision left); negligible everywhere else."""
+    eta = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
+    return Tolerance(tol.array + 2 * k * eta, f"{tol.rule} + 2*k*eta (underflow)")
+
+
 # End-to-end: two implementations each as far from the truth as our own float32 run
 # (triangle inequality: 2x), and 2x for different accumulation orders across the chain.
 E2E_FACTOR = 4.0

@@ -1,5 +1,7 @@
 """The audit registry: every article equation (E1..E17), the reference function(s) that state
-it, and the verdict on the equation as the article writes it.
+it, and the verdict on the equation as the article writes it; then the layers the suite
+checks beyond the article (X1..X12, docs/extensions.md, reference/layers/), each with the
+verdict on the maths as the reference states it.
 
 Verdict classes:
 
@@ -12,6 +14,11 @@ Verdict classes:
 each equation was checked (which framework, which mode, finite differences, hand examples);
 `reports/audit.py` joins both into audit.md. `as_dicts()` gives plain data for reports/,
 which may not import reference/.
+
+X1 (padding) and X2 (stride) have no records of their own in a model's checks: they act
+inside the convolutions and pools. Their `via` checks count only on the layers of the
+checked model that use them (`via_setting`: pad > 0, stride > 1), which `as_dicts(model=)`
+names.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reference import activations, conv, dense, fast, flatten, loss, patches, update
+from reference.layers import activations as layer_activations
+from reference.layers import conv2d, pool
+from reference.layers import dense as layer_dense
+from reference.layers import loss as layer_loss
 
 HOLDS = "holds"
 CONVENTION = "holds under a stated convention"
@@ -38,6 +49,9 @@ class Equation:
     variants: tuple = ()  # published-code departures (reference.published) that break it
     via: tuple = ()  # equations whose checks exercise this one (no record of its own)
     fast: tuple = ()  # reference.fast kernels that compute it on the fast path instead
+    # The layer setting ("pad", "stride") that makes a layer of the checked model exercise
+    # this equation: its `via` checks then count only on those layers (X1, X2).
+    via_setting: str = ""
 
     @property
     def function_names(self) -> tuple[str, ...]:
@@ -191,14 +205,170 @@ EQUATIONS = (
     ),
 )
 
-BY_ID = {e.id: e for e in EQUATIONS}
+# The layers beyond the article (docs/extensions.md, "Layers (X1..X12)"), batch-first NCHW.
+EXTENSIONS = (
+    Equation(
+        "X1",
+        "padding: each image and channel is surrounded by p zeros on every side, (H, W) -> "
+        "(H + 2p, W + 2p), before the windows are taken",
+        (conv2d.pad_input,),
+        HOLDS,
+        note="symmetric, like torch's padding=p; TensorFlow's 'SAME' puts an odd extra row and "
+        "column at the bottom and right, so its mirror pads with tf.pad and uses 'VALID'",
+        via=("X4", "X5"),
+        via_setting="pad",
+    ),
+    Equation(
+        "X2",
+        "stride: windows start every s pixels, so a side of n gives floor((n + 2p - k) / s) + 1 "
+        "outputs (pools: p = 0)",
+        (conv2d.output_side,),
+        HOLDS,
+        note="a remainder the stride leaves over is dropped, as both frameworks do; the "
+        "dropped pixels get a zero input gradient",
+        via=("X4", "X5", "X6", "X7"),
+        via_setting="stride",
+    ),
+    Equation(
+        "X3",
+        "conv bias: b[o] is added at every output position of filter o, so dE/db[o] is the "
+        "sum of dZ[n, o, i, j] over images and positions",
+        (conv2d.conv2d_forward, conv2d.conv2d_grad_bias),
+        HOLDS,
+    ),
+    Equation(
+        "X4",
+        "channels: Z[n, o, i, j] = sum over input channels c and offsets u, v of "
+        "F[o, c, u, v] Xp[n, c, s i + u, s j + v] (+ b[o]); dE/dF[o, c, u, v] = sum over "
+        "n, i, j of dZ[n, o, i, j] Xp[n, c, s i + u, s j + v]",
+        (conv2d.conv2d_forward, conv2d.conv2d_grad_filter),
+        HOLDS,
+        note="a cross-correlation (the filter is not flipped), as E1 and both frameworks; "
+        "the filter gradient reads the padded input Xp",
+    ),
+    Equation(
+        "X5",
+        "conv input gradient: each delta goes back through its filter to every pixel of its "
+        "window, dE/dXp[n, c, s i + u, s j + v] += dZ[n, o, i, j] F[o, c, u, v], then the "
+        "padding border is cropped",
+        (conv2d.conv2d_grad_input,),
+        HOLDS,
+        note="computed as the full correlation of the stride-dilated delta with the flipped "
+        "filters; pixels no window covers get 0",
+    ),
+    Equation(
+        "X6",
+        "max pool: A = the largest value of each k x k window, per channel; the backward "
+        "gives the window's delta to its maximum and nothing to the other elements "
+        "(overlapping windows add)",
+        (pool.max_pool_forward, pool.max_pool_backward),
+        CONVENTION,
+        convention="ties go to the first maximum in row-major order of the window (torch "
+        "and TensorFlow on the CPU; GPU kernels may differ)",
+        note="a window of equal values (all zeros after a ReLU) sends its whole delta to its "
+        "top-left element, never shared among the maxima nor copied to each",
+    ),
+    Equation(
+        "X7",
+        "average pool: A = the mean of each k x k window, per channel; the backward gives "
+        "every element of the window dA / k^2 (overlapping windows add)",
+        (pool.avg_pool_forward, pool.avg_pool_backward),
+        HOLDS,
+        note="pools have no padding: with padding the frameworks disagree on average pooling "
+        "(torch counts the padded zeros by default, TensorFlow 'SAME' does not)",
+    ),
+    Equation(
+        "X8",
+        "ReLU: A = max(0, Z); dE/dZ = dA where Z > 0 and 0 where Z <= 0, read from Z",
+        (layer_activations.relu, layer_activations.relu_grad, layer_activations.relu_backward),
+        CONVENTION,
+        convention="derivative 0 at z = 0 (both frameworks)",
+    ),
+    Equation(
+        "X9",
+        "tanh: A = tanh(Z); dA/dZ = 1 - A^2, written through the output",
+        (
+            layer_activations.tanh,
+            layer_activations.tanh_grad_from_output,
+            layer_activations.tanh_backward,
+        ),
+        HOLDS,
+    ),
+    Equation(
+        "X10",
+        "dense with U units: Z = W^T a + b per image, W of shape (F, U); dE/dW = A^T dZ, "
+        "dE/db = dZ summed over images, dE/dA = dZ W^T",
+        (
+            layer_dense.dense_forward,
+            layer_dense.dense_grad_weights,
+            layer_dense.dense_grad_bias,
+            layer_dense.dense_grad_input,
+        ),
+        HOLDS,
+        note="torch's nn.Linear weight is W^T; the flatten before the first dense reads NCHW "
+        "order (torch's flatten(1), not TensorFlow's NHWC nor the article's E4)",
+    ),
+    Equation(
+        "X11",
+        "softmax: P[n, k] = exp(z_k - m) / sum over j of exp(z_j - m), m = max_j z_j",
+        (layer_loss.softmax, layer_loss.log_softmax),
+        HOLDS,
+        note="the shift by the row's largest logit changes nothing mathematically and keeps "
+        "every exponent <= 0; log P is taken from the shifted logits, never as log of a "
+        "rounded P",
+    ),
+    Equation(
+        "X12",
+        "cross-entropy: E = - sum over images of log P[n, y_n]; dE/dZ = P - onehot(y) "
+        "(divided by N under the mean)",
+        (layer_loss.softmax_cross_entropy, layer_loss.softmax_cross_entropy_backward),
+        CONVENTION,
+        convention="sum over images (the suite's default; torch and Keras default to the "
+        "mean, set explicitly)",
+        note="reduction='mean' divides E and dE/dZ by N, as E7 does",
+    ),
+)
+
+ALL = EQUATIONS + EXTENSIONS
+BY_ID = {e.id: e for e in ALL}
+
+# A layer uses a setting when it is not the neutral one.
+_SETTING_USED = {
+    "pad": lambda layer: getattr(layer, "pad", 0) > 0,
+    "stride": lambda layer: getattr(layer, "stride", 1) > 1,
+}
 
 
-def as_dicts(fast_path: bool = False) -> list[dict]:
-    """Plain-data registry for reports/audit.py (strings only, in E1..E17 order); `functions`
-    names what computed each equation in a run on the fast path or on the readable model."""
-    return [
-        dict(
+def layers_using(model: str | None, setting: str) -> tuple[str, list[tuple[str, str]]]:
+    """(the model's label, [(layer name, its spec token and setting), ...]) for the layers
+    of `model` (a preset name or a spec string) whose `setting` ("pad", "stride") is not the
+    neutral one, e.g. ("lenet", [("pool1", "maxpool(2) (stride 2)")]); ("", []) when no model
+    is given."""
+    if not model:
+        return "", []
+    from reference.network import Network  # network imports the layers, not this module
+
+    net = Network(model)
+    used = []
+    for n in net.nodes:
+        if _SETTING_USED[setting](n.layer):
+            token = n.layer.text()
+            if f"{setting}=" not in token:  # a default (a pool's stride is its size)
+                token += f" ({setting} {getattr(n.layer, setting)})"
+            used.append((n.name, token))
+    return net.label, used
+
+
+def as_dicts(fast_path: bool = False, model: str | None = None) -> list[dict]:
+    """Plain-data registry for reports/audit.py (strings only, E1..E17 then X1..X12);
+    `functions` names what computed each equation in a run on the fast path or on the
+    readable model. `model` (the network test_model.py checked, a preset name or a spec)
+    scopes the `via` checks of X1/X2 to its layers that pad / stride: `via_setting` says
+    which setting, `via_model` the model's label, `via_layers` the layer names (comma
+    separated; "" when none uses it) and `via_where` the same in words."""
+    out = []
+    for e in ALL:
+        d = dict(
             id=e.id,
             statement=e.statement,
             functions=e.ran(fast_path),
@@ -209,5 +379,13 @@ def as_dicts(fast_path: bool = False) -> list[dict]:
             variants=", ".join(e.variants),
             via=", ".join(e.via),
         )
-        for e in EQUATIONS
-    ]
+        if e.via_setting:
+            label, used = layers_using(model, e.via_setting)
+            d.update(
+                via_setting=e.via_setting,
+                via_model=label,
+                via_layers=", ".join(name for name, _ in used),
+                via_where=", ".join(f"{name} = {token}" for name, token in used),
+            )
+        out.append(d)
+    return out

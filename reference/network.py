@@ -333,6 +333,8 @@ class Network:
         decide = decide or {}
         grads: dict = {}
         for node in reversed(self.nodes):
+            if not node.grads:
+                continue  # nothing before it has parameters: its gradient is not needed
             x = self.inputs_of(node, X, forward)
             grads.update(self._backward_node(node, params, x, forward, grads, target, reduction, decide))
         return grads
@@ -358,10 +360,13 @@ class Network:
 
     def node_step(self, node: Node, x, params, upstream, target, reduction="sum") -> dict:
         """One layer alone: its forward outputs and backward tensors (qualified names) from
-        its input `x`, the parameters and `upstream` = dE/d(its output) (None for the loss).
+        its input `x`, the parameters and `upstream` = dE/d(its output) (None: the loss's
+        own gradient for the loss layer, the forward only for any other).
         What a stage-isolated check feeds a framework's layer, computed by ours."""
         fwd: dict = {}
         self._forward_node(node, params, x, target, reduction, fwd)
+        if upstream is None and not node.layer.is_loss:
+            return fwd  # forward only: nothing came back from the layers after it
         i = self.nodes.index(node)
         grads = {}
         if upstream is not None:

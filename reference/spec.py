@@ -363,9 +363,11 @@ def _unknown_kind(name: str) -> str:
             f"'{name}' is a preset: it stands for a whole spec and must be written alone "
             f"(known kinds: {known})"
         )
-    close = difflib.get_close_matches(name.lower(), KINDS, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name.lower(), [*KINDS, *PRESETS], n=1, cutoff=0.5)
     hint = f"closest: '{close[0]}'" if close else "no close match"
-    return f"unknown layer kind '{name}' ({hint}); known kinds: {known}"
+    if close and close[0] in PRESETS:
+        hint = f"closest: the preset '{close[0]}'"
+    return f"unknown layer kind '{name}' ({hint}); known kinds: {known}; presets: {', '.join(PRESETS)}"
 
 
 def _value(cls: type[Layer], name: str, raw: str):

@@ -1,18 +1,26 @@
 """audit.md: the derivation audit, from the equation registry and the run's records.
 
-Three tables:
+Four tables:
 
 1. one row per article equation (E1..E17): its statement, the reference function(s), the
    checks this run made of it (records matched by their `equation` field: torch/tensorflow
    stage and end_to_end, finite differences, hand examples...), the largest budget used per
    kind of check, the verdict (holds / holds under a stated convention / does not hold as
    written, with the corrected form) and the note on the text;
-2. one row per published-code variant (D1..D13): from its detection record (mode
+2. the same for the layers beyond the article (X1..X12, docs/extensions.md), when the
+   registry has them: checked alone (parity_tests/test_layers.py) and inside the checked
+   network (parity_tests/test_model.py);
+3. one row per published-code variant (D1..D13): from its detection record (mode
    "detection", written by parity_tests/test_variants.py) or, in a run of the variant
    itself (`--parity-impl published:D3`), from that run's records: which tensors disagree,
    by how much, the first in forward/backward order, the explainer's verdict;
-3. the mutation catalogue: the same per mutant, the check that caught it, and the
+4. the mutation catalogue: the same per mutant, the check that caught it, and the
    detection rate.
+
+In the first two, a row lists its own checks, then apart ("through E1: ...") those of the
+equations that exercise it (`via`); for X1 (padding) and X2 (stride) only those on the
+checked model's layers that pad or stride (`via_layers`, matched by the records' `model`
+and `step`), named in the row.
 
 The registry arrives as plain dicts (reports/ imports neither reference/ nor the
 frameworks); parity_tests/audit_hook.py builds them. Detection records carry their finding
@@ -33,7 +41,10 @@ from reports.fields import STATUSES, number_text
 from reports.tables import records_frame
 
 FRAMEWORKS = ("torch", "tensorflow")
-_EQ = re.compile(r"\bE\d+\b")  # the equation ids in a record's `equation` field ("E8*E9")
+# The equation ids in a record's `equation` field ("E8*E9", "X1,X2,X4"): E or X and digits,
+# a whole word (X10 is not X1; a lone "X" or a word is none).
+_EQ = re.compile(r"\b[EX]\d+\b")
+_SETTING_WORDS = {"pad": "padding", "stride": "a stride above 1"}
 
 
 def _cell(x) -> str:
@@ -76,25 +87,79 @@ def _run_impl(df: pd.DataFrame, meta: dict) -> str:
 
 # --- equations ----------------------------------------------------------------------------
 
+EQUATION_HEADER = [
+    "eq",
+    "statement",
+    "reference",
+    "checks run (count)",
+    "largest budget used",
+    "result",
+    "verdict",
+    "note",
+]
+
+
+def _kinds(records: pd.DataFrame) -> tuple[str, str]:
+    """(checks, budgets) of some records, per kind of check: "torch stage (4), hand (1)"."""
+    kinds = records.assign(kind=[check_kind(a, m) for a, m in zip(records["against"], records["mode"])])
+    groups = kinds.groupby("kind", sort=True)
+    checks = ", ".join(f"{k} ({len(g)})" for k, g in groups)
+    budgets = "; ".join(f"{k} {number_text(g['budget_used'].max())}" for k, g in groups)
+    return checks, budgets
+
+
+def _via_scope(df: pd.DataFrame, eq: dict, via: list[str]) -> tuple[np.ndarray, str, str, str]:
+    """Which records may count as `via` checks of `eq`: (their mask, the words naming where
+    (checks column), the same in short (budgets column), the words when none may). Unscoped:
+    every record; scoped (X1, X2): those on the checked model's layers that use the setting,
+    matched by the records' `model` and `step`."""
+    setting = eq.get("via_setting", "")
+    if not setting:
+        return np.ones(len(df), dtype=bool), "", "", ""
+    model, layers = str(eq.get("via_model", "")), _items(eq.get("via_layers"))
+    models = df["model"].astype(str) if "model" in df else pd.Series("", index=df.index)
+    mask = ((models == model) & df["step"].astype(str).isin(layers)).to_numpy() & bool(model)
+    if not model:
+        return mask, "", "", ""
+    # A preset by its name; a spec string is named once, in the section's text.
+    net = model if re.fullmatch(r"\w+", model) else "the checked network"
+    if not layers:
+        none = f"through {', '.join(via)}: none ({net} has no layer with {_SETTING_WORDS[setting]})"
+        return mask, "", "", none
+    where = eq.get("via_where") or ", ".join(layers)
+    return mask, f" on {net}'s {where}", f" on {', '.join(layers)}", ""
+
 
 def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
     eq_sets = [set(_EQ.findall(str(e))) for e in df["equation"]]
     rows = []
     for eq in equations:
-        via = [v.strip() for v in str(eq.get("via", "")).split(",") if v.strip()]
+        via = _items(eq.get("via", ""))
         direct = np.array([eq["id"] in s for s in eq_sets], dtype=bool)
         through = np.array([bool(s & set(via)) for s in eq_sets], dtype=bool) & ~direct
+        scope, where, short, none_text = _via_scope(df, eq, via)
+        through &= scope
+        checks, budgets = [], []
+        if direct.any():
+            c, b = _kinds(df.loc[direct])
+            checks.append(c)
+            budgets.append(b)
+        if through.any():
+            # Named: the equations whose records count here, in `via` order.
+            seen = set().union(*(s for s, t in zip(eq_sets, through) if t))
+            label = f"through {', '.join(v for v in via if v in seen)}"
+            c, b = _kinds(df.loc[through])
+            checks.append(f"{label}{where}: {c}")
+            budgets.append(f"{label}{short}: {b}")
+        elif none_text:
+            checks.append(none_text)
         mine = df.loc[direct | through]
-        kinds = mine.assign(kind=[check_kind(a, m) for a, m in zip(mine["against"], mine["mode"])])
-        prefix = f"through {', '.join(via)}: " if through.any() and not direct.any() else ""
-        if len(kinds):
-            groups = kinds.groupby("kind", sort=True)
-            checks = prefix + ", ".join(f"{k} ({len(g)})" for k, g in groups)
-            budgets = prefix + "; ".join(f"{k} {number_text(g['budget_used'].max())}" for k, g in groups)
-            counts = kinds["status"].value_counts()
+        if len(mine):
+            counts = mine["status"].value_counts()
             result = ", ".join(f"{int(counts[s])} {s}" for s in STATUSES if s in counts)
         else:
-            checks, budgets, result = "none recorded in this run", "", ""
+            checks.insert(0, "none recorded in this run")
+            result = ""
         verdict = eq["verdict"]
         if eq.get("correction"):
             verdict += f"; corrected: {eq['correction']}"
@@ -104,7 +169,16 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
         if eq.get("variants"):
             note = f"{note} (published code departs: {eq['variants']})".strip()
         rows.append(
-            [eq["id"], eq["statement"], eq.get("functions", ""), checks, budgets, result, verdict, note]
+            [
+                eq["id"],
+                eq["statement"],
+                eq.get("functions", ""),
+                "; ".join(checks),
+                "; ".join(budgets),
+                result,
+                verdict,
+                note,
+            ]
         )
     return rows
 
@@ -299,19 +373,26 @@ def audit_markdown(
         "error / tolerance (<= 1 passes).",
         "",
     ]
-    lines += _table(
-        [
-            "eq",
-            "statement",
-            "reference",
-            "checks run (count)",
-            "largest budget used",
-            "result",
-            "verdict",
-            "note",
-        ],
-        _equation_rows(plain, equations),
-    )
+    article = [e for e in equations if not str(e["id"]).startswith("X")]
+    beyond = [e for e in equations if str(e["id"]).startswith("X")]
+    lines += _table(EQUATION_HEADER, _equation_rows(plain, article))
+    if beyond:
+        model = _cell(meta.get("model", ""))
+        on = f" ({model})" if model else ""
+        lines += [
+            "",
+            f"## Beyond the article ({beyond[0]['id']}..{beyond[-1]['id']})",
+            "",
+            "The layers the suite checks beyond the article (docs/extensions.md): alone in "
+            "parity_tests/test_layers.py (hand examples, finite differences, torch) and "
+            f"inside the checked network{on} in parity_tests/test_model.py (torch and "
+            "TensorFlow, stage and end_to_end). Padding (X1) and stride (X2) act inside the "
+            "convolutions and pools: besides their own checks, their rows count those of the "
+            "network's layers that pad or stride. Max-pool ties go to the first maximum in "
+            "row-major order of the window, as torch and TensorFlow on the CPU.",
+            "",
+        ]
+        lines += _table(EQUATION_HEADER, _equation_rows(plain, beyond))
     var = _impl_summaries(df, variants, "published", run_impl, order)
     lines += [
         "",

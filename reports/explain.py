@@ -24,6 +24,17 @@ the filter gradient (D7), a missing bias (D8), a true convolution in Z1, a posit
 flatten in Z2 or dE/dW. Such a suspect is `specific`: it needs a real departure (theirs vs
 ours beyond the fit tolerance), and wins over a generic fit (a factor, an affine map).
 
+The layers of the spec-built networks (reference/layers/, X1..X12) get the same treatment
+from context `layer`: the layer's kind and the inputs its stage was fed (section "layers of
+the spec-built networks" below). Their suspects: a max-pool gradient sent to every tied
+maximum or spread evenly, an avg-pool gradient not divided by k^2, a conv input gradient
+without the stride dilation or cropped at the wrong corner, a conv filter gradient from the
+unpadded input, a conv bias gradient averaged over positions or taken at one, one-sided
+padding, a ReLU mask from the upstream delta's sign, tanh / sigmoid derivatives from the
+input, a dense bias gradient averaged, a channel-last flatten, the cross-entropy gradient
+without (or with a spurious) 1/N, the squared error without its 1/2, and the one NaN/inf
+the explainer accounts for: a softmax without the max shift, overflowing.
+
 A suspect fits when the relative residual ||theirs - T(ours)|| / ||theirs|| (or, for the
 recomputed mistakes, ||ours - mistake(tensors)|| / ||ours||) is below a few thousand unit
 roundoffs of the coarser dtype, and is much smaller than the raw mismatch. The best fit
@@ -90,16 +101,18 @@ def explain(
     context (all optional): lr, n_images (N), n_filters (K), filter_size, bias (b), for
     an updated parameter old (its value before the step) and grad (our gradient), and
     tensors: the run's named tensors (A1, W, b, patches, dE_dZ2, W_new, ...), which the
-    specific suspects recompute the mistaken way.
+    specific suspects recompute the mistaken way; for a tensor of a spec-built network
+    ("pool1.dX"), layer: its layer's kind and stage inputs (see LAYER_SUSPECTS).
     """
     a, e = np.asarray(actual), np.asarray(expected)
     if a.dtype.kind not in "biuf" or e.dtype.kind not in "biuf" or a.size == 0 or e.size == 0:
         return None
-    if not (np.isfinite(a).all() and np.isfinite(e).all()):
-        return None
     ctx = dict(context or {})
     tol = fit_tolerance(a.dtype, e.dtype)
     who = f"{against or 'theirs'}'s {tensor}".strip() if tensor else (against or "theirs")
+    if not (np.isfinite(a).all() and np.isfinite(e).all()):
+        # Only an overflow recomputed from the layer's own inputs explains a NaN or inf.
+        return _nonfinite_fit(a, e, tensor, who, ctx, tol)
     a64, e64 = a.astype(np.float64), e.astype(np.float64)
     if a.shape == e.shape and a.dtype != e.dtype and _rel(a64, e64) <= tol:
         return Explanation(
@@ -470,6 +483,7 @@ def _context_fits(a, e, tensor, who, ctx, tol):
         _updated_weights_backprop,
         _batch_mean_delta,
         _running_partial_sums,
+        _layer_fits,
     ):
         for fit in suspect(a, e, tensor, who, ctx, tol):
             if fit is not None:
@@ -726,3 +740,487 @@ def _running_partial_sums(a, e, tensor, who, ctx, tol):
             tol,
             np.stack([magnitude[n, k] for k, n in picks], axis=-1),
         )
+
+
+# --- layers of the spec-built networks (context `layer`) ----------------------------------
+#
+# ctx["layer"] describes the layer a tensor of a spec-built network belongs to (its name is
+# layer-qualified: "pool1.dX", the part after the dot says which output): "kind" (conv,
+# maxpool, avgpool, relu, tanh, sigmoid, flatten, dense, softmax_ce, mse) and what its
+# stage was fed, by the names of the layer's calling form: conv X, F, b, dZ, stride, pad;
+# maxpool / avgpool X, dA, k, stride; relu / tanh / sigmoid Z, A, dA; flatten X, dA; dense
+# A, W, b, dZ; softmax_ce Z, P, labels, reduction; mse O, Y, reduction. Batch-first NCHW.
+# Each suspect recomputes ours the mistaken way from them; `_specific` decides.
+
+
+def _layer_context(ctx):
+    layer = ctx.get("layer")
+    return layer if isinstance(layer, Mapping) and layer.get("kind") else None
+
+
+def _layer_arrays(layer, *names):
+    """The layer's inputs `names` as float64 arrays, or None if one is missing or not finite."""
+    if any(not isinstance(layer.get(n), np.ndarray | np.generic) for n in names):
+        return None
+    out = [np.asarray(layer[n], dtype=np.float64) for n in names]
+    return out if all(np.isfinite(x).all() for x in out) else None
+
+
+def _win(X, k, stride):
+    """(N, C, H, W) -> (N, C, H_out, W_out, k, k): window (i, j) at (s i, s j)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    return sliding_window_view(X, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+
+
+def _scatter(x_shape, share, k, stride):
+    """share (N, C, H_out, W_out, k, k) added into each window's positions of zeros(x_shape)."""
+    _, _, H_out, W_out = share.shape[:4]
+    u = np.arange(k)
+    rows = (stride * np.arange(H_out))[:, None, None, None] + u[None, None, :, None]
+    cols = (stride * np.arange(W_out))[None, :, None, None] + u[None, None, None, :]
+    out = np.zeros(x_shape)
+    np.add.at(out, (slice(None), slice(None), rows, cols), share)
+    return out
+
+
+def _pool_geometry(layer, X, dA, e):
+    k, stride = layer.get("k"), layer.get("stride")
+    if not isinstance(k, int) or not isinstance(stride, int) or X.ndim != 4 or e.shape != X.shape:
+        return None
+    win = _win(X, k, stride)
+    return (k, stride, win) if win.shape[:4] == dA.shape else None
+
+
+def _max_pool_grads(a, e, who, layer, tol):
+    """X6's delta to every maximum of a tied window (each gets it whole), or spread evenly
+    over the window as average pooling does. Evidence: the pool's input X (a tied window
+    for the first) and its upstream delta dA."""
+    found = _layer_arrays(layer, "X", "dA")
+    geometry = _pool_geometry(layer, *found, e) if found else None
+    if geometry is None:
+        return
+    (X, dA), (k, stride, win) = found, geometry
+    hits = win == win.max(axis=(4, 5), keepdims=True)
+    tied = int(np.count_nonzero(hits.sum(axis=(4, 5)) > 1))
+    if tied:
+        yield _specific(
+            "pool_grad_all_maxima",
+            f"ours is {who} with each window's delta given whole to every one of its tied "
+            f"maxima ({tied} tied windows): the max-pool gradient must go to the first maximum "
+            "only (row-major, as torch and TensorFlow do)?",
+            a,
+            e,
+            _scatter(X.shape, np.where(hits, dA[..., None, None], 0.0), k, stride),
+            tol,
+        )
+    yield _specific(
+        "pool_grad_spread_evenly",
+        f"ours is {who} with each window's delta spread evenly, delta / {k * k} to every "
+        "element, as average pooling does: the max-pool gradient must go to the window's "
+        "maximum only?",
+        a,
+        e,
+        _scatter(X.shape, np.broadcast_to(dA[..., None, None] / (k * k), win.shape), k, stride),
+        tol,
+    )
+
+
+def _avg_pool_grads(a, e, who, layer, tol):
+    """X7's delta given whole to every element of the window: the 1 / k^2 forgotten."""
+    found = _layer_arrays(layer, "X", "dA")
+    geometry = _pool_geometry(layer, *found, e) if found else None
+    if geometry is None:
+        return
+    (X, dA), (k, stride, win) = found, geometry
+    yield _specific(
+        "avgpool_grad_not_divided",
+        f"ours is {k * k} x {who}: each element of a window gets the window's whole delta, "
+        f"not delta / k^2 = delta / {k * k}: the average pool's 1 / k^2 forgotten in its "
+        "gradient?",
+        a,
+        e,
+        _scatter(X.shape, np.broadcast_to(dA[..., None, None], win.shape), k, stride),
+        tol,
+    )
+
+
+def _conv_settings(layer):
+    stride, pad = layer.get("stride"), layer.get("pad")
+    if not isinstance(stride, int) or not isinstance(pad, int):
+        return None
+    return stride, pad
+
+
+def _conv_input_grad(dZ, F, x_shape, stride, pad, dilate=True, top=None):
+    """X5: dXp[n, c, s i + u, s j + v] += dZ[n, o, i, j] F[o, c, u, v], cropped to X at
+    offset `top` (pad: the right crop); dilate=False puts delta (i, j) at (i + u, j + v)."""
+    N, C, H, W = x_shape
+    k, (H_out, W_out) = F.shape[2], dZ.shape[2:]
+    step = stride if dilate else 1
+    dXp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
+    for u in range(k):
+        for v in range(k):
+            rows = slice(u, u + step * (H_out - 1) + 1, step)
+            cols = slice(v, v + step * (W_out - 1) + 1, step)
+            dXp[:, :, rows, cols] += np.einsum("nohw,oc->nchw", dZ, F[:, :, u, v])
+    top = pad if top is None else top
+    return dXp[:, :, top : top + H, top : top + W]
+
+
+def _conv_inputs(layer, e, names):
+    found = _layer_arrays(layer, *names)
+    settings = _conv_settings(layer)
+    if found is None or settings is None or any(x.ndim != 4 for x in found):
+        return None
+    return found, settings
+
+
+def _conv_input_grads(a, e, who, layer, tol):
+    """X5 without the stride dilation (stride > 1), or the padded input's gradient cropped
+    at a corner instead of the pad border on every side (pad > 0). Evidence: the conv's
+    input X (its shape), filters F and upstream delta dZ."""
+    got = _conv_inputs(layer, e, ("X", "F", "dZ"))
+    if got is None:
+        return
+    (X, F, dZ), (stride, pad) = got
+    if e.shape != X.shape or F.shape[1] != X.shape[1] or dZ.shape[1] != F.shape[0]:
+        return
+    magnitude = _conv_input_grad(np.abs(dZ), np.abs(F), X.shape, stride, pad)
+    if stride > 1:
+        yield _specific(
+            "conv_grad_input_no_dilation",
+            f"ours is {who} with the deltas placed side by side instead of every {stride} "
+            "pixels: the stride dilation of the conv input gradient (zeros between the "
+            "deltas) forgotten?",
+            a,
+            e,
+            _conv_input_grad(dZ, F, X.shape, stride, pad, dilate=False),
+            tol,
+            magnitude,
+        )
+    if pad > 0:
+        for top, where in ((0, "top-left"), (2 * pad, "bottom-right")):
+            yield _specific(
+                "conv_grad_input_crop",
+                f"ours is {who} cropped at the {where} corner of the padded input's gradient "
+                f"instead of removing the {pad}-pixel pad border on every side?",
+                a,
+                e,
+                _conv_input_grad(dZ, F, X.shape, stride, pad, top=top),
+                tol,
+                magnitude,
+            )
+
+
+def _pad_after(X, pad):
+    return np.pad(X, ((0, 0), (0, 0), (0, 2 * pad), (0, 2 * pad)))
+
+
+def _conv_filter_grads(a, e, who, layer, tol):
+    """X4 from the unpadded input indexed as if padded (X[s i + u] for Xp[s i + u]), pad > 0.
+    Evidence: the conv's input X and upstream delta dZ."""
+    got = _conv_inputs(layer, e, ("X", "dZ"))
+    if got is None or e.ndim != 4 or got[1][1] == 0:
+        return
+    (X, dZ), (stride, pad) = got
+    k = e.shape[2]
+    win = _win(_pad_after(X, pad), k, stride)
+    if win.shape[:1] + win.shape[2:4] != dZ.shape[:1] + dZ.shape[2:] or win.shape[1] != e.shape[1]:
+        return
+    abs_win = _win(_pad(np.abs(X), pad), k, stride)
+    yield _specific(
+        "conv_grad_filter_unpadded",
+        f"ours is {who} taken from the unpadded input indexed as if padded (X[s i + u] "
+        f"where the forward read Xp[s i + u], Xp with {pad} zero(s) on every side): the filter "
+        "gradient must pair each delta with the padded window it came from?",
+        a,
+        e,
+        np.einsum("nchwuv,nohw->ocuv", win, dZ, optimize=True),
+        tol,
+        np.einsum("nchwuv,nohw->ocuv", abs_win, np.abs(dZ), optimize=True),
+    )
+
+
+def _pad(X, pad):
+    return np.pad(X, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def _conv_bias_grads(a, e, who, layer, tol):
+    """X3 summed over the images but averaged over the positions, or taken at position
+    (0, 0) only. Evidence: the upstream delta dZ with more than one position."""
+    found = _layer_arrays(layer, "dZ")
+    if found is None or found[0].ndim != 4 or found[0].shape[2] * found[0].shape[3] < 2:
+        return
+    dZ = found[0]
+    magnitude = np.abs(dZ).sum(axis=(0, 2, 3))
+    positions = dZ.shape[2] * dZ.shape[3]
+    for suspect, predicted, what in (
+        (
+            "conv_bias_grad_mean_over_positions",
+            dZ.sum(axis=0).mean(axis=(1, 2)),
+            f"averaged over the {positions} positions",
+        ),
+        ("conv_bias_grad_one_position", dZ[:, :, 0, 0].sum(axis=0), "taken at position (0, 0) only"),
+    ):
+        yield _specific(
+            suspect,
+            f"ours is {who} summed over the images but {what}: the bias enters every "
+            "position, so its gradient sums the delta over the positions too?",
+            a,
+            e,
+            predicted,
+            tol,
+            magnitude,
+        )
+
+
+def _conv_forwards(a, e, who, layer, tol):
+    """X1 with all 2p zeros on one side (after the image, like TensorFlow's 'SAME' when the
+    total is odd, or before it), pad > 0. Evidence: the conv's X, F (and b)."""
+    got = _conv_inputs(layer, e, ("X", "F"))
+    if got is None or got[1][1] == 0:
+        return
+    (X, F), (stride, pad) = got
+    b = _layer_arrays(layer, "b")
+    k = F.shape[2]
+    for where, Xs in (
+        ("after the image (bottom/right)", _pad_after(X, pad)),
+        ("before the image (top/left)", np.pad(X, ((0, 0), (0, 0), (2 * pad, 0), (2 * pad, 0)))),
+    ):
+        win = _win(Xs, k, stride)
+        if win.shape[1] != F.shape[1] or (e.shape[0], F.shape[0], *win.shape[2:4]) != e.shape:
+            return
+        Z = np.einsum("nchwuv,ocuv->nohw", win, F, optimize=True)
+        if b is not None and b[0].shape == (F.shape[0],):
+            Z = Z + b[0][None, :, None, None]
+        yield _specific(
+            "conv_pad_one_side",
+            f"ours is {who} with all {2 * pad} rows and columns of zero padding {where} "
+            f"instead of {pad} on every side (TensorFlow's 'SAME' pads the extra at the "
+            "bottom/right)?",
+            a,
+            e,
+            Z,
+            tol,
+        )
+
+
+def _activation_grads(a, e, who, layer, tol):
+    """The local derivative of an activation's backward taken the wrong way: ReLU's mask
+    from the sign of the upstream delta instead of Z; tanh's as 1 - Z^2 (from the input)
+    or 1 - A; the sigmoid's as Z (1 - Z). Evidence: the layer's Z, A and upstream dA."""
+    kind = layer["kind"]
+    found = _layer_arrays(layer, "Z", "A", "dA")
+    if found is None or any(x.shape != e.shape for x in found):
+        return
+    Z, A, dA = found
+    if kind == "relu":
+        yield _specific(
+            "relu_grad_from_upstream_sign",
+            f"ours is {who} masked by the sign of the upstream delta (dA > 0) instead of "
+            "by z > 0: the ReLU derivative must be read from its input?",
+            a,
+            e,
+            np.where(dA > 0, dA, 0.0),
+            tol,
+        )
+    elif kind == "tanh":
+        yield _specific(
+            "tanh_grad_of_preactivation",
+            f"ours is {who} with the derivative 1 - Z^2 of the layer's input Z: tanh' = "
+            "1 - A^2 with A = tanh(Z), the output?",
+            a,
+            e,
+            dA * (1 - Z * Z),
+            tol,
+        )
+        yield _specific(
+            "tanh_grad_missing_square",
+            f"ours is {who} with the derivative 1 - A: tanh' = 1 - A^2, the square forgotten?",
+            a,
+            e,
+            dA * (1 - A),
+            tol,
+        )
+    elif kind == "sigmoid":
+        yield _specific(
+            "sigmoid_grad_of_preactivation",
+            f"ours is {who} with the derivative Z (1 - Z) of the layer's input Z: the "
+            "sigmoid's derivative is A (1 - A) with A = sigmoid(Z), the output?",
+            a,
+            e,
+            dA * Z * (1 - Z),
+            tol,
+        )
+
+
+def _dense_bias_grads(a, e, who, layer, tol):
+    """X10's bias gradient averaged over the images instead of summed."""
+    found = _layer_arrays(layer, "dZ")
+    if found is None or found[0].ndim != 2 or found[0].shape[0] < 2:
+        return
+    dZ = found[0]
+    yield _specific(
+        "dense_bias_grad_mean",
+        f"ours is {who} / {dZ.shape[0]}: the dense bias gradient averaged over the "
+        f"{dZ.shape[0]} images instead of summed (a mean where the loss sums)?",
+        a,
+        e,
+        dZ.mean(axis=0),
+        tol,
+        np.abs(dZ).mean(axis=0),
+    )
+
+
+def _flatten_orders(a, e, who, layer, tol, backward):
+    found = _layer_arrays(layer, "X", "dA") if backward else _layer_arrays(layer, "X")
+    if found is None or found[0].ndim != 4:
+        return
+    X = found[0]
+    N, C, H, W = X.shape
+    if C < 2 or H * W < 2:
+        return
+    if backward:
+        predicted = found[1].reshape(N, H, W, C).transpose(0, 3, 1, 2)
+        what = "the delta reshaped back as channel-last (N, H, W, C) features"
+    else:
+        predicted = X.transpose(0, 2, 3, 1).reshape(N, -1)
+        what = "the features flattened channel-last, h W C + w C + c (NHWC, TensorFlow's order)"
+    yield _specific(
+        "flatten_channel_last",
+        f"ours is {who} with {what}, not NCHW's c H W + h W + w (torch's flatten(1))?",
+        a,
+        e,
+        predicted,
+        tol,
+    )
+
+
+def _ce_grads(a, e, who, layer, tol):
+    """X12's p - onehot(y) without the mean's 1/N, or divided by N under a sum. Evidence:
+    the layer's P, labels and reduction, N > 1."""
+    found = _layer_arrays(layer, "P")
+    labels, reduction = layer.get("labels"), layer.get("reduction")
+    if found is None or not isinstance(labels, np.ndarray) or reduction not in ("sum", "mean"):
+        return
+    P = found[0]
+    N = P.shape[0] if P.ndim == 2 else 0
+    if N < 2 or labels.shape != (N,) or P.shape != e.shape:
+        return
+    grad = P - (np.arange(P.shape[1]) == labels[:, None])
+    if reduction == "mean":
+        yield _specific(
+            "ce_grad_missing_1_over_N",
+            f"ours is {N} x {who}: p - onehot(y) without the 1/N of the mean reduction?",
+            a,
+            e,
+            grad,
+            tol,
+        )
+    else:
+        yield _specific(
+            "ce_grad_divided_by_N",
+            f"ours is {who} / {N}: p - onehot(y) divided by N under the sum reduction?",
+            a,
+            e,
+            grad / N,
+            tol,
+        )
+
+
+def _mse_without_half(a, e, who, layer, tol, backward):
+    """E7 without its 1/2 (torch's mse_loss form): E = sum (y - O)^2, dE/dO = 2 (O - y)."""
+    found = _layer_arrays(layer, "O", "Y")
+    reduction = layer.get("reduction")
+    if found is None or found[0].shape != found[1].shape or reduction not in ("sum", "mean"):
+        return
+    O, Y = found
+    scale = 1 / O.shape[0] if reduction == "mean" else 1.0
+    predicted = 2 * (O - Y) * scale if backward else np.asarray(((Y - O) ** 2).sum() * scale)
+    yield _specific(
+        "mse_without_half",
+        f"ours is 2 x {who}: the squared error without the 1/2 of E = sum (y - O)^2 / 2 "
+        "(torch's mse_loss has none)?",
+        a,
+        e,
+        predicted,
+        tol,
+    )
+
+
+# (kind, short name of the tensor) -> its suspects, each (a, e, who, layer, tol) -> fits.
+LAYER_SUSPECTS = {
+    ("maxpool", "dX"): (_max_pool_grads,),
+    ("avgpool", "dX"): (_avg_pool_grads,),
+    ("conv", "Z"): (_conv_forwards,),
+    ("conv", "dX"): (_conv_input_grads,),
+    ("conv", "dF"): (_conv_filter_grads,),
+    ("conv", "db"): (_conv_bias_grads,),
+    ("relu", "dZ"): (_activation_grads,),
+    ("tanh", "dZ"): (_activation_grads,),
+    ("sigmoid", "dZ"): (_activation_grads,),
+    ("dense", "db"): (_dense_bias_grads,),
+    ("flatten", "A"): (lambda *args: _flatten_orders(*args, backward=False),),
+    ("flatten", "dX"): (lambda *args: _flatten_orders(*args, backward=True),),
+    ("softmax_ce", "dZ"): (_ce_grads,),
+    ("mse", "E"): (lambda *args: _mse_without_half(*args, backward=False),),
+    ("mse", "dO"): (lambda *args: _mse_without_half(*args, backward=True),),
+}
+
+
+def _layer_fits(a, e, tensor, who, ctx, tol):
+    layer = _layer_context(ctx)
+    if layer is None:
+        return
+    short = tensor.rsplit(".", 1)[-1]
+    for suspect in LAYER_SUSPECTS.get((layer["kind"], short), ()):
+        yield from suspect(a, e, who, layer, tol)
+
+
+def _nonfinite_fit(a, e, tensor, who, ctx, tol) -> Explanation | None:
+    """NaN / inf in ours where theirs is finite, matched by a softmax without the max shift
+    recomputed in ours' dtype from the layer's logits Z: exp(Z) overflows once a logit
+    exceeds log(max float) (88.7 in float32), and inf / inf is NaN. Everything else that is
+    not finite is left unexplained (None)."""
+    layer = _layer_context(ctx)
+    short = tensor.rsplit(".", 1)[-1]
+    if layer is None or layer["kind"] != "softmax_ce" or short not in ("P", "E"):
+        return None
+    Z, labels, reduction = layer.get("Z"), layer.get("labels"), layer.get("reduction")
+    if not isinstance(Z, np.ndarray) or Z.ndim != 2 or not np.isfinite(Z).all():
+        return None
+    if not np.isfinite(a).all() or e.dtype.kind != "f":
+        return None
+    Zd = Z.astype(e.dtype)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ex = np.exp(Zd)
+        total = ex.sum(axis=1, keepdims=True)
+        if short == "P":
+            predicted = ex / total
+        else:
+            if not isinstance(labels, np.ndarray) or labels.shape != (Z.shape[0],):
+                return None
+            logP = Zd - np.log(total)
+            picked = np.take_along_axis(logP, labels.astype(np.intp)[:, None], axis=1)
+            predicted = np.asarray(-(picked.sum() if reduction == "sum" else picked.mean()))
+    if predicted.shape != e.shape or np.isfinite(predicted).all():
+        return None
+    same = np.isnan(predicted) == np.isnan(e)
+    same &= np.where(np.isinf(predicted) | np.isinf(e), predicted == e, True)
+    if not same.all():
+        return None
+    ok = np.isfinite(e)
+    residual = _rel(e[ok], predicted[ok]) if ok.any() else 0.0
+    if residual > tol:
+        return None
+    limit = float(np.log(np.finfo(e.dtype).max))
+    bad = int(e.size - np.count_nonzero(ok))
+    return Explanation(
+        "softmax_no_max_shift",
+        f"ours has {bad} NaN/inf value(s) where {who} is finite, as exp(Z) gives when a logit "
+        f"exceeds log(max {e.dtype}) = {limit:.4g} (the largest here: {float(Z.max()):.4g}): "
+        "the softmax taken without subtracting each row's maximum logit?",
+        residual,
+        specific=True,
+    )
