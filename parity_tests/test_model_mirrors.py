@@ -27,6 +27,8 @@ SPECS = [
     "conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce",
     "conv(3,5,bias=false)-sigmoid-dense(1)-sigmoid-mse",
     "conv(2,3)-relu-maxpool(3,stride=2)-dense(10)-softmax_ce",  # overlapping windows
+    "dense(10)-softmax_ce",  # nothing before the first layer needs a gradient
+    "maxpool(2)-relu-dense(10)-softmax_ce",
 ]
 OVERLAPPING = SPECS[3]
 N = 4

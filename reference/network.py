@@ -313,11 +313,14 @@ class Network:
         return tensors[prev.q(prev.outputs[0])]
 
     def upstream_of(self, node: Node, tensors: Mapping) -> np.ndarray | None:
-        """dE/d(this layer's output): the next layer's input gradient (None for the loss)."""
+        """dE/d(this layer's output): the next layer's input gradient (None for the loss, and
+        where no gradient is needed this far back)."""
         i = self.nodes.index(node)
         if i == len(self.nodes) - 1:
             return None
         nxt = self.nodes[i + 1]
+        if nxt.input_grad not in nxt.grads:
+            return None  # nothing before `nxt` has parameters: no gradient flows back here
         return tensors[nxt.q(nxt.input_grad)]
 
     def backward(self, params, X, forward: Mapping, target, reduction: str = "sum", decide=None) -> dict:
