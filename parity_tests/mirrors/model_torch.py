@@ -49,7 +49,7 @@ def _np(t):
 def _target(node: Node, target):
     """Labels as int64 for softmax_ce; Y (N, 1) as a float tensor for mse."""
     if isinstance(node.layer, SoftmaxCE):
-        return torch.as_tensor(np.asarray(target), dtype=torch.long)
+        return torch.tensor(np.array(target, dtype=np.int64))  # a copy: ours are read-only
     return _t(target)
 
 
