@@ -229,3 +229,30 @@ class ModelHarness:
         return Check(
             np.asarray(actual), np.asarray(ours[tensor]), self.end_to_end_tolerance(tensor, dtype), truth
         )
+
+    def budgets(self, frameworks, dtypes, label: str = "", allow_vacuous: bool = False):
+        """(budget used, where, failure message or None) for every check of test_model.py,
+        compared directly (as Harness.budgets): the sweeps over seeds and generated
+        networks. A crash is raised, not caught. allow_vacuous: a comparison of two zeros
+        (a drawn network whose ReLUs are all off carries nothing) is no failure."""
+        from reports import compare_arrays
+
+        makers = {"stage": self.stage_check, "end_to_end": self.end_to_end_check}
+        for framework in frameworks:
+            for dtype in dtypes:
+                for mode, make in makers.items():
+                    for tensor in self.net.order:
+                        where = f"{label} {tensor} {framework} {dtype} {mode}".strip()
+                        c = make(tensor, framework, dtype)
+                        r = compare_arrays(
+                            c.actual, c.expected, c.tolerance.array, truth=c.truth, against=framework
+                        )
+                        budget, failure = float(r["budget_used"]), None
+                        if not r["passed"] and not (allow_vacuous and r["status"] == "vacuous"):
+                            found = self.kinks_reaching(tensor, framework, dtype)
+                            kinks = "; ".join(k.text() for k in found) or "none"
+                            failure = (
+                                f"{where}: budget {budget:.3g}, {r['status']} {r['note']} "
+                                f"(rule {c.tolerance.rule}); kinks: {kinks}"
+                            )
+                        yield budget, where, failure

@@ -187,6 +187,8 @@ def pytest_report_header(config):
         f"parity networks: the article's (test_parity.py), {s.model_checked} (test_model.py)",
         f"parity data: {state.data.source}",
     ]
+    if s.layers:
+        lines.append(f"parity own layers (--parity-layer): {'; '.join(s.layers)}")
     if state.environment:
         lines.append(f"parity versions: {versions_text(state.environment)}")
     for name, err in state.framework_errors.items():
@@ -238,10 +240,15 @@ def model_network(parity_settings):
 
 
 @pytest.fixture(scope="session")
-def model_harness(run_config, article_data, model_network):
+def model_harness(parity_settings, run_config, article_data, model_network):
     from parity_tests.model_harness import ModelHarness
 
-    return ModelHarness(model_network, run_config, article_data)
+    impl = None
+    if parity_settings.layers:  # --parity-layer: the same network built with the user's layers
+        from parity_tests.own_layers import user_network
+
+        impl = user_network(model_network.spec, parity_settings.layers, parity_settings.reduction)
+    return ModelHarness(model_network, run_config, article_data, impl=impl)
 
 
 def _context(config, data) -> RunContext:
@@ -260,7 +267,13 @@ def _context(config, data) -> RunContext:
 @pytest.fixture
 def parity(request, article_data) -> ParityRecorder:
     """The comparison helper bound to this test: `parity.check(...)` records and asserts."""
-    return ParityRecorder(request.node, _context(request.config, article_data))
+    context = _context(request.config, article_data)
+    s = request.config.stash[SETTINGS]
+    if s.layers and request.node.path.name == MODEL_TEST_FILE:  # the network has the user's layers
+        from parity_tests.own_layers import impl_label, load
+
+        context = dataclasses.replace(context, impl=impl_label(load(s.layers, s.reduction)))
+    return ParityRecorder(request.node, context)
 
 
 # --------------------------------------------------------------------------- records

@@ -52,6 +52,7 @@ class Settings:
     baseline: Path | None
     baseline_factor: float
     model: str = "article"  # --parity-model as given (a preset name or a spec string)
+    layers: tuple = ()  # --parity-layer values as given, one per kind (parity_tests/own_layers.py)
 
     @property
     def model_checked(self) -> str:
@@ -152,6 +153,7 @@ def _settings(config) -> Settings:
         baseline=Path(baseline).absolute() if baseline else None,
         baseline_factor=_real("--parity-baseline-factor", o("--parity-baseline-factor"), 1),
         model=_model("--parity-model", o("--parity-model")),
+        layers=tuple(o("--parity-layer") or ()),
     )
 
 
@@ -191,6 +193,14 @@ def _resolve_impl(s: Settings, state: RunState, worker: bool) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _check_layers(s: Settings) -> None:
+    """--parity-layer: every module imported and every function found now (own_layers.py)."""
+    if s.layers:
+        from parity_tests.own_layers import load
+
+        load(s.layers, s.reduction)  # raises the one pytest.UsageError
+
+
 def _check_report_dir(s: Settings) -> None:
     from reports.writer import check_report_dir
 
@@ -204,7 +214,7 @@ def _check_report_dir(s: Settings) -> None:
 
 def experiment(s: Settings, data) -> dict:
     """The facts that make two runs the same experiment (the gate compares only such runs)."""
-    return dict(
+    facts = dict(
         seed=s.seed,
         n_images=s.n_images,
         init_scheme=s.init_scheme,
@@ -214,6 +224,9 @@ def experiment(s: Settings, data) -> dict:
         lr=RunConfig.lr,
         model=s.model_checked,
     )
+    if s.layers:  # only when given: a run without them is the same experiment as before
+        facts["layers"] = {value.partition("=")[0].strip(): value for value in s.layers}
+    return facts
 
 
 def _load_baseline(s: Settings, state: RunState) -> None:
@@ -257,6 +270,7 @@ def validate_options(config) -> tuple[Settings, RunState]:
     if not worker:
         _check_report_dir(s)
     _resolve_impl(s, state, worker)  # first: a bad name fails before any data is looked for
+    _check_layers(s)
     _load_data(config, s, state)
     if not worker:
         _load_baseline(s, state)
@@ -298,6 +312,8 @@ def reproduce_options(s: Settings) -> str:
         opts += ["--parity-model", s.model]
     if s.data:
         opts += ["--parity-data", s.data]
+    for value in s.layers:
+        opts += ["--parity-layer", value]
     return shlex.join(opts)
 
 
@@ -362,6 +378,22 @@ def add_options(parser) -> None:
         "such as 'conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce' (README "
         "'Beyond the article'); with article, the default, it checks lenet beside the "
         "article's own network",
+    )
+    g.addoption(
+        "--parity-layer",
+        action="append",
+        default=None,
+        metavar="KIND=module:forward,module:backward",
+        help="check your own layer (CS231n convention, NCHW; docs/own_layers.md) in "
+        "test_own_layers.py and inside the --parity-model network in test_model.py; once per "
+        "kind. conv: conv_forward(x, w, b, {'stride','pad'}) -> (out, cache), "
+        "conv_backward(dout, cache) -> (dx, dw, db); maxpool / avgpool: "
+        "max_pool_forward(x, {'pool_height','pool_width','stride'}) -> (out, cache), "
+        "max_pool_backward(dout, cache) -> dx; relu / sigmoid / tanh: relu_forward(x) -> "
+        "(out, cache), relu_backward(dout, cache) -> dx; dense: affine_forward(x, w, b) -> "
+        "(out, cache), affine_backward(dout, cache) -> (dx, dw, db); softmax_ce=module:softmax_loss, "
+        "softmax_loss(x, y) -> (loss, dx), the mean over the images (needs --parity-reduction "
+        "mean). module: a dotted module name or a path to a .py file",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(

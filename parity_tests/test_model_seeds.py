@@ -32,37 +32,6 @@ from reference.network import Network
 LENET_SEEDS = tuple(range(20))
 SMALL_CONV = "conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce"
 SMALL_CONV_SEEDS = tuple(range(5))
-MODES = ("stage", "end_to_end")
-
-
-def budgets(harness: ModelHarness, frameworks, dtypes, label: str = ""):
-    """(budget used, where, failure message or None) for every check of test_model.py,
-    compared directly (as parity_tests/harness.py Harness.budgets). A crash is raised."""
-    from reports import compare_arrays
-
-    net = harness.net
-    makers = {"stage": harness.stage_check, "end_to_end": harness.end_to_end_check}
-    for framework in frameworks:
-        for dtype in dtypes:
-            for mode in MODES:
-                for tensor in net.order:
-                    where = f"{label} {tensor} {framework} {dtype} {mode}".strip()
-                    c = makers[mode](tensor, framework, dtype)
-                    r = compare_arrays(
-                        c.actual, c.expected, c.tolerance.array, truth=c.truth, against=framework
-                    )
-                    budget = float(r["budget_used"])
-                    failure = None
-                    if not r["passed"]:
-                        kinks = ""
-                        if mode == "end_to_end":
-                            found = harness.kinks_reaching(tensor, framework, dtype)
-                            kinks = " kinks: " + ("; ".join(k.text() for k in found) or "none")
-                        failure = (
-                            f"{where}: budget {budget:.3g}, {r['status']} {r['note']} "
-                            f"(rule {c.tolerance.rule}){kinks}"
-                        )
-                    yield budget, where, failure
 
 
 def kinks(harness: ModelHarness, frameworks, dtypes) -> tuple[int, int]:
@@ -81,7 +50,7 @@ def _sweep(spec, seeds, parity_settings, run_config, article_data, record_proper
         config = dataclasses.replace(run_config, seed=seed)
         harness = ModelHarness(net, config, article_data)
         seed_max = 0.0
-        for budget, where, failure in budgets(harness, frameworks, dtypes, f"seed {seed}"):
+        for budget, where, failure in harness.budgets(frameworks, dtypes, f"seed {seed}"):
             checks += 1
             seed_max = max(seed_max, budget)
             if budget > worst["budget"]:
@@ -100,7 +69,7 @@ def _sweep(spec, seeds, parity_settings, run_config, article_data, record_proper
     record_property("kinks_taken", total_taken)
     summary = (
         f"{net.label}: {len(seeds)} seeds, {checks} checks ({','.join(frameworks)}; "
-        f"{','.join(dtypes)}; {', '.join(MODES)}), largest budget used {worst['budget']:.3f} "
+        f"{','.join(dtypes)}; stage, end_to_end), largest budget used {worst['budget']:.3f} "
         f"({worst['where']}); kinks within rounding {total_kinks}, taken the other way "
         f"{total_taken} (kinks/taken per seed, over frameworks and dtypes: {', '.join(per_seed)})"
     )

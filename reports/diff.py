@@ -21,6 +21,9 @@ NOT_RUN_SHOWN = 3  # format_diff counts "not run" rows and names only this many 
 # A budget that grows more than this many times (over max(baseline, 1/factor^2)) regresses.
 DEFAULT_FACTOR = 10.0
 EXPERIMENT_KEYS = ("seed", "n_images", "init_scheme", "reduction", "data_sha256", "impl", "lr", "model")
+# --parity-layer's layers, {kind: option value}: recorded only when given, so a run without
+# them is the same experiment as before they existed.
+EXPERIMENT_KEYS += ("layers",)
 DIFF_COLUMNS = KEY + [
     "change",
     "status_before",

@@ -1,0 +1,655 @@
+"""The checks of a user's own layer (parity_tests/own_layers.py): property-based, localised,
+and a sweep that says which hyper-parameters trigger a mismatch.
+
+`check_layer(recorder, layer, dtype, frameworks, max_examples)` lets Hypothesis draw a
+layer's hyper-parameters (conv: N, C, F, H, W, k, stride, pad; pools: k, stride and ties in
+the windows; activations: exact zeros at the input, large inputs; dense: N, D, M, an
+(N, d1, d2) input; softmax_ce: N, K, large logits) and a seed for the values (inputs,
+weights, upstream gradient, labels). For each draw it runs the user's forward and backward
+and compares the output and every gradient with
+
+- the reference's layer (reference/layers/, through reference.network.DEFAULT_OPS), and
+- each framework's layer (the model mirrors' `stage`: torch and TensorFlow autograd with
+  the same upstream gradient),
+
+in `dtype`, each under the stage rule of parity_tests/model_stages.py (the layer's own
+rounding count: both sides round the same expression of the same inputs). The user's
+mistakes show against the reference first, so a failing draw is shrunk against the
+reference alone (cheap); the frameworks are asked once the reference agrees.
+
+Records (mode "layer", tensors conv.Z, conv.dX, maxpool.dX, softmax_ce.dZ, ...): when every
+draw passes, one record per tensor and side for the draw that used most of its budget;
+when one fails, the comparisons of the minimal failing draw (Hypothesis shrinks it). The
+failure message (`Outcome.message`) gives that draw with its hyper-parameters, the mismatch
+in the suite's words with the explainer's verdict (reports.explain, fed the layer's inputs),
+and a sweep: the user's layer rerun over a small grid of hyper-parameters on fixed inputs,
+summarised as "fails for stride >= 2 (stride=2, 3), at every pad and k; passes for stride=1".
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, note
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+
+from parity_tests import model_stages, own_layers
+from parity_tests.harness import Check
+from parity_tests.own_layers import OUTPUTS, UserLayer
+from reference.network import DEFAULT_OPS, Node
+from reference.spec import AvgPool, Conv, Dense, MaxPool, Relu, Sigmoid, SoftmaxCE, Tanh
+from reports import compare_arrays, format_mismatch
+
+MODE = "layer"
+REDUCTION = "mean"  # the CS231n softmax_loss's; the other kinds do not depend on it
+REFERENCE = "reference"
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+FAILED = ("fail", "error")
+
+# The hyper-parameters of each kind, in the order a case is written.
+HYPER = {
+    "conv": ("N", "C", "F", "H", "W", "k", "stride", "pad"),
+    "maxpool": ("N", "C", "H", "W", "k", "stride", "ties"),
+    "avgpool": ("N", "C", "H", "W", "k", "stride"),
+    "dense": ("N", "d1", "d2", "M", "x_nd"),
+    "softmax_ce": ("N", "K", "big"),
+    **{kind: ("N", "dims", "D", "C", "H", "W", "zeros", "big") for kind in ACTIVATIONS},
+}
+# What a flag means, for the messages.
+FLAGS = {
+    "ties": "integer-valued inputs in 0..2: windows with tied maxima",
+    "zeros": "about a third of the inputs exactly 0",
+    "big": "inputs scaled up (logits x 30, activations x 10)",
+    "x_nd": "x given as (N, d1, d2) instead of (N, d1 d2)",
+}
+
+
+def _show(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One draw: a layer kind, its hyper-parameters and the seed of its values."""
+
+    kind: str
+    hyper: tuple  # ((name, value), ...) in HYPER order
+    seed: int = 0
+
+    @classmethod
+    def make(cls, kind: str, seed: int = 0, **hyper) -> Case:
+        return cls(kind, tuple((n, hyper[n]) for n in HYPER[kind] if n in hyper), seed)
+
+    def __getitem__(self, name):
+        return dict(self.hyper)[name]
+
+    def get(self, name, default=None):
+        return dict(self.hyper).get(name, default)
+
+    def text(self) -> str:
+        args = ", ".join(f"{n}={_show(v)}" for n, v in self.hyper)
+        return f"{self.kind}({args}, seed={self.seed})"
+
+    __repr__ = text  # Hypothesis writes the falsifying example with it
+
+
+# --- drawing cases ------------------------------------------------------------------------------
+
+
+def _ints(lo, hi):
+    return st.integers(lo, hi)
+
+
+@st.composite
+def _conv_case(draw):
+    k, stride, pad = draw(_ints(1, 4)), draw(_ints(1, 3)), draw(_ints(0, 2))
+    lo = max(3, k - 2 * pad)  # the window fits the padded input
+    N, C, F = draw(_ints(1, 3)), draw(_ints(1, 3)), draw(_ints(1, 3))
+    H, W = draw(_ints(lo, 9)), draw(_ints(lo, 9))
+    seed = draw(_ints(0, 2**31 - 1))
+    return Case.make("conv", seed, N=N, C=C, F=F, H=H, W=W, k=k, stride=stride, pad=pad)
+
+
+@st.composite
+def _pool_case(draw, kind):
+    k, stride = draw(_ints(1, 3)), draw(_ints(1, 3))
+    N, C, H, W = draw(_ints(1, 3)), draw(_ints(1, 3)), draw(_ints(3, 9)), draw(_ints(3, 9))
+    extra = {"ties": draw(st.booleans())} if kind == "maxpool" else {}
+    seed = draw(_ints(0, 2**31 - 1))
+    return Case.make(kind, seed, N=N, C=C, H=H, W=W, k=k, stride=stride, **extra)
+
+
+@st.composite
+def _activation_case(draw, kind):
+    N, dims = draw(_ints(1, 3)), draw(st.sampled_from([2, 4]))
+    shape = {"D": draw(_ints(1, 8))} if dims == 2 else {"C": draw(_ints(1, 3)), "H": draw(_ints(1, 4))}
+    if dims == 4:
+        shape["W"] = draw(_ints(1, 4))
+    zeros, big, seed = draw(st.booleans()), draw(st.booleans()), draw(_ints(0, 2**31 - 1))
+    return Case.make(kind, seed, N=N, dims=dims, zeros=zeros, big=big, **shape)
+
+
+@st.composite
+def _dense_case(draw):
+    N, d1, d2, M = draw(_ints(1, 4)), draw(_ints(1, 4)), draw(_ints(1, 3)), draw(_ints(1, 6))
+    x_nd, seed = draw(st.booleans()), draw(_ints(0, 2**31 - 1))
+    return Case.make("dense", seed, N=N, d1=d1, d2=d2, M=M, x_nd=x_nd)
+
+
+@st.composite
+def _softmax_case(draw):
+    N, K, big = draw(_ints(1, 5)), draw(_ints(2, 10)), draw(st.booleans())
+    return Case.make("softmax_ce", draw(_ints(0, 2**31 - 1)), N=N, K=K, big=big)
+
+
+def cases(kind: str):
+    """The Hypothesis strategy of `kind`'s draws."""
+    if kind == "conv":
+        return _conv_case()
+    if kind in ("maxpool", "avgpool"):
+        return _pool_case(kind)
+    if kind in ACTIVATIONS:
+        return _activation_case(kind)
+    if kind == "dense":
+        return _dense_case()
+    if kind == "softmax_ce":
+        return _softmax_case()
+    raise KeyError(kind)
+
+
+# --- one case's inputs and the reference's outputs --------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerInputs:
+    case: Case
+    node: Node  # a layer standing alone; its name is the kind: tensors conv.Z, conv.dX
+    a: dict  # the user's inputs, by the names of the Network's calling form
+    x: np.ndarray  # the layer's input as the frameworks take it (dense: (N, D))
+    params: dict  # by qualified name: conv.F, conv.b
+    upstream: np.ndarray | None
+    target: np.ndarray  # the labels (softmax_ce), else a placeholder
+
+
+def make_inputs(case: Case, dtype: str) -> LayerInputs:
+    """The case's arrays from its seed, drawn in float64 and then cast to `dtype` (so the
+    float32 and float64 inputs of a case are the same numbers, rounded)."""
+    rng, c, kind = np.random.default_rng(case.seed), case, case.kind
+    normal = rng.standard_normal
+    if kind == "conv":
+        N, C, F, H, W, k, s, p = (c[n] for n in HYPER["conv"])
+        layer = Conv(channels=F, kernel=k, stride=s, pad=p, bias=True)
+        out = layer.output_shape((C, H, W))
+        a = dict(X=normal((N, C, H, W)), F=normal((F, C, k, k)), b=normal(F), stride=s, pad=p)
+        a["dZ"] = normal((N, *out))
+        params = {"conv.F": a["F"], "conv.b": a["b"]}
+        x, upstream, shape = a["X"], a["dZ"], (C, H, W)
+    elif kind in ("maxpool", "avgpool"):
+        N, C, H, W, k, s = (c[n] for n in HYPER["avgpool"])
+        layer = (MaxPool if kind == "maxpool" else AvgPool)(size=k, stride=s)
+        out = layer.output_shape((C, H, W))
+        X = rng.integers(0, 3, (N, C, H, W)).astype(float) if c.get("ties") else normal((N, C, H, W))
+        a = dict(X=X, dA=normal((N, *out)), k=k, stride=s)
+        params, x, upstream, shape = {}, X, a["dA"], (C, H, W)
+    elif kind in ACTIVATIONS:
+        layer = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}[kind]()
+        shape = (c["D"],) if c["dims"] == 2 else (c["C"], c["H"], c["W"])
+        Z = normal((c["N"], *shape)) * (10.0 if c["big"] else 1.0)
+        if c["zeros"]:
+            Z[rng.random(Z.shape) < 1 / 3] = 0.0
+        a = dict(Z=Z, dA=normal(Z.shape))
+        params, x, upstream, out = {}, Z, a["dA"], shape
+    elif kind == "dense":
+        N, d1, d2, M = c["N"], c["d1"], c["d2"], c["M"]
+        D = d1 * d2
+        layer = Dense(units=M, bias=True)
+        A = normal((N, d1, d2) if c["x_nd"] else (N, D))
+        a = dict(A=A, W=normal((D, M)) / np.sqrt(D), b=normal(M), dZ=normal((N, M)))
+        params = {"dense.W": a["W"], "dense.b": a["b"]}
+        x, upstream, shape, out = A.reshape(N, D), a["dZ"], (D,), (M,)
+    elif kind == "softmax_ce":
+        N, K = c["N"], c["K"]
+        layer = SoftmaxCE()
+        Z = normal((N, K)) * (30.0 if c["big"] else 1.0)
+        a = dict(Z=Z, labels=rng.integers(0, K, N))
+        params, x, upstream, shape, out = {}, Z, None, (K,), ()
+    else:
+        raise KeyError(kind)
+
+    def cast(v):
+        return v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+
+    a = {k: cast(v) for k, v in a.items()}
+    target = a["labels"] if kind == "softmax_ce" else np.zeros(1, dtype)
+    return LayerInputs(
+        case=case,
+        node=Node(kind, layer, shape, out, True),
+        a=a,
+        x=cast(x),
+        params={k: cast(v) for k, v in params.items()},
+        upstream=cast(upstream),
+        target=target,
+    )
+
+
+def as_float64(inp: LayerInputs) -> LayerInputs:
+    """The same inputs (already rounded to their dtype) in float64: the truth's."""
+
+    def up(v):
+        return v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+
+    return LayerInputs(
+        inp.case,
+        inp.node,
+        {k: up(v) for k, v in inp.a.items()},
+        up(inp.x),
+        {k: up(v) for k, v in inp.params.items()},
+        up(inp.upstream),
+        up(inp.target),
+    )
+
+
+def reference_outputs(inp: LayerInputs) -> dict:
+    """The reference's layer (reference.network.DEFAULT_OPS) on these inputs: every tensor
+    of the layer by qualified name (softmax_ce: P too)."""
+    node, a, kind = inp.node, inp.a, inp.case.kind
+    ops, layer = DEFAULT_OPS[kind], node.layer
+    if kind == "conv":
+        out = {"Z": ops.forward(a["X"], a["F"], a["b"], layer.stride, layer.pad)}
+        out.update(ops.backward(a["X"], a["F"], a["dZ"], layer.stride, layer.pad, True))
+    elif kind in ("maxpool", "avgpool"):
+        out = {"A": ops.forward(a["X"], layer.size, layer.stride)}
+        out["dX"] = ops.backward(a["X"], a["dA"], layer.size, layer.stride)
+    elif kind in ACTIVATIONS:
+        A = ops.forward(a["Z"])
+        out = {"A": A, "dZ": ops.backward(a["dA"], a["Z"], A)}
+    elif kind == "dense":
+        out = {"Z": ops.forward(inp.x, a["W"], a["b"])}
+        out.update(ops.backward(inp.x, a["W"], a["dZ"], True))
+    else:  # softmax_ce
+        P, E = ops.forward(a["Z"], a["labels"], REDUCTION)
+        out = {"P": P, "E": E, "dZ": ops.backward(P, a["labels"], REDUCTION)}
+    return {node.q(k): v for k, v in out.items()}
+
+
+def _explain_context(inp: LayerInputs, ref: dict) -> dict:
+    """What reports.explain reads of a layer (its section "layers of the spec-built networks")."""
+    a, kind = inp.a, inp.case.kind
+    if kind == "conv":
+        layer = {n: a[n] for n in ("X", "F", "b", "dZ", "stride", "pad")}
+    elif kind in ("maxpool", "avgpool"):
+        layer = {n: a[n] for n in ("X", "dA", "k", "stride")}
+    elif kind in ACTIVATIONS:
+        layer = {"Z": a["Z"], "A": ref[f"{kind}.A"], "dA": a["dA"]}
+    elif kind == "dense":
+        layer = {"A": inp.x, "W": a["W"], "b": a["b"], "dZ": a["dZ"]}
+    else:
+        layer = {"Z": a["Z"], "P": ref["softmax_ce.P"], "labels": a["labels"], "reduction": REDUCTION}
+    return {"layer": {"kind": kind, **layer}}
+
+
+# --- one case, compared ------------------------------------------------------------------------
+
+
+class UserFailure(Exception):
+    """The user's layer raised, or returned something unusable, on `case`."""
+
+    def __init__(self, case: Case, error: BaseException):
+        super().__init__(f"{case.text()}: {type(error).__name__}: {error}")
+        self.case, self.error = case, error
+
+
+class LayerMismatch(Exception):
+    """A comparison failed on `case` (Hypothesis shrinks the case)."""
+
+    def __init__(self, case: Case, tensor: str, against: str):
+        super().__init__(f"{tensor} vs {against} on {case.text()}")
+        self.case, self.tensor, self.against = case, tensor, against
+
+
+class CaseRun:
+    """One case in one dtype: the user's tensors, the reference's and each framework's, and
+    a Check per (tensor, side); all computed on first use."""
+
+    def __init__(self, layer: UserLayer, case: Case, dtype: str, mirrors: dict):
+        self.layer, self.case, self.dtype, self.mirrors = layer, case, dtype, mirrors
+        self.inputs = make_inputs(case, dtype)
+        self._theirs: dict = {}
+        self._tolerances: dict = {}
+
+    @functools.cached_property
+    def user(self) -> dict:
+        return own_layers.run(self.layer, self.inputs.a)
+
+    @functools.cached_property
+    def reference(self) -> dict:
+        return reference_outputs(self.inputs)
+
+    @functools.cached_property
+    def truth(self) -> dict | None:
+        return None if self.dtype == "float64" else reference_outputs(as_float64(self.inputs))
+
+    def theirs(self, against: str) -> dict:
+        if against == REFERENCE:
+            return self.reference
+        if against not in self._theirs:
+            mirror = self.mirrors[against]
+            if isinstance(mirror, BaseException):
+                raise mirror
+            i = self.inputs
+            self._theirs[against] = mirror.stage(
+                None, i.node, i.x, i.params, i.upstream, i.target, REDUCTION
+            )
+        return self._theirs[against]
+
+    def tolerance(self, short: str):
+        if short not in self._tolerances:
+            i = self.inputs
+            self._tolerances[short] = model_stages.stage_tolerance(
+                i.node, short, i.x, i.params, i.upstream, self.reference, REDUCTION, self.dtype, i.target
+            )
+        return self._tolerances[short]
+
+    def ours(self, short: str) -> np.ndarray:
+        value = self.user[short]
+        return value.reshape(self.inputs.x.shape) if short == "dA" else value  # (N, d1, d2) -> (N, D)
+
+    def check(self, short: str, against: str) -> Check:
+        q = self.inputs.node.q(short)
+        truth = None if self.truth is None else self.truth[q]
+        return Check(
+            np.asarray(self.theirs(against)[q]),
+            self.ours(short),
+            self.tolerance(short),
+            truth,
+            _explain_context(self.inputs, self.reference),
+        )
+
+    def measure(self, short: str, against: str) -> dict:
+        c = self.check(short, against)
+        return compare_arrays(c.actual, c.expected, c.tolerance.array, brief=True, against=against)
+
+
+def _failed(result: dict) -> bool:
+    return result["status"] in FAILED
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+# kind -> (fixed hyper-parameters, the grid: (name, values) ...). Seed 0.
+SWEEPS = {
+    "conv": (
+        dict(N=2, C=2, F=2, H=7, W=7),
+        (("stride", (1, 2, 3)), ("pad", (0, 1, 2)), ("k", (1, 2, 3))),
+    ),
+    "maxpool": (
+        dict(N=2, C=2, H=6, W=6),
+        (("ties", (False, True)), ("k", (1, 2, 3)), ("stride", (1, 2, 3))),
+    ),
+    "avgpool": (dict(N=2, C=2, H=6, W=6), (("k", (1, 2, 3)), ("stride", (1, 2, 3)))),
+    "dense": (dict(d1=2, d2=3), (("N", (1, 2, 3)), ("M", (1, 3)), ("x_nd", (False, True)))),
+    "softmax_ce": ({}, (("N", (1, 2, 3, 4)), ("K", (2, 5, 10)), ("big", (False, True)))),
+    **{
+        kind: (
+            dict(D=6, C=2, H=3, W=3),
+            (("N", (1, 2)), ("dims", (2, 4)), ("zeros", (False, True)), ("big", (False, True))),
+        )
+        for kind in ACTIVATIONS
+    },
+}
+
+
+def _values_text(name, values) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return f"{name} no/yes"
+    ints = [v for v in values if isinstance(v, int)]
+    if len(ints) == len(values) and ints == list(range(ints[0], ints[-1] + 1)) and len(ints) > 2:
+        return f"{name} {ints[0]}..{ints[-1]}"
+    return f"{name} " + "/".join(_show(v) for v in values)
+
+
+def _condition(name, chosen, values) -> str:
+    """'stride >= 2 (stride=2, 3)', 'ties=yes', 'k=1', 'K in {2, 10}'."""
+    if len(chosen) == 1:
+        return f"{name}={_show(chosen[0])}"
+    listed = f"{name}=" + ", ".join(_show(v) for v in chosen)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if list(chosen) == [v for v in values if v >= min(chosen)]:
+            return f"{name} >= {min(chosen)} ({listed})"
+        if list(chosen) == [v for v in values if v <= max(chosen)]:
+            return f"{name} <= {max(chosen)} ({listed})"
+    return f"{name} in {{{', '.join(_show(v) for v in chosen)}}}"
+
+
+def _every(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def describe_sweep(grid, points) -> str:
+    """points: [(values by name, failed)] over the whole grid -> which values trigger it."""
+    names = [n for n, _ in grid]
+    values_of = dict(grid)
+    failing = [p for p, f in points if f]
+    if not failing:
+        return f"passes at all {len(points)} points"
+    if len(failing) == len(points):
+        return f"fails at all {len(points)} points (every {_every(names)})"
+    chosen = {n: [v for v in values_of[n] if any(p[n] == v for p in failing)] for n in names}
+    if all(f == all(p[n] in chosen[n] for n in names) for p, f in points):  # a product of values
+        deciding = [n for n in names if len(chosen[n]) < len(values_of[n])]
+        rest = [n for n in names if n not in deciding]
+        text = "fails for " + " and ".join(_condition(n, chosen[n], values_of[n]) for n in deciding)
+        if rest:
+            text += f", at every {_every(rest)}"
+        if len(deciding) == 1:
+            n = deciding[0]
+            others = [v for v in values_of[n] if v not in chosen[n]]
+            return f"{text}; passes for {_condition(n, others, values_of[n])}"
+        return f"{text}; passes otherwise"
+
+    def count(n, v):
+        at = [f for p, f in points if p[n] == v]
+        return f"{n}={_show(v)}: {sum(at)}/{len(at)}"
+
+    per_value = "; ".join(", ".join(count(n, v) for v in values_of[n]) for n in names)
+    return f"fails at {len(failing)} of {len(points)} points (failing/all per value: {per_value})"
+
+
+def _fails(layer: UserLayer, case: Case, dtype: str, shorts) -> bool:
+    run = CaseRun(layer, case, dtype, {})
+    try:
+        _ = run.user
+    except Exception:  # noqa: BLE001  (a crash at a point of the grid is a failure there)
+        return True
+    return any(_failed(run.measure(s, REFERENCE)) for s in shorts)
+
+
+def sweep(layer: UserLayer, dtype: str, shorts=None) -> str:
+    """Rerun the user's layer over its kind's grid on fixed inputs (seed 0) against the
+    reference, watching the tensors `shorts` (default: every one): which values fail."""
+    kind = layer.kind
+    shorts = tuple(shorts or OUTPUTS[kind])
+    base, grid = SWEEPS[kind]
+    points = []
+    for values in itertools.product(*(v for _, v in grid)):
+        at = dict(zip((n for n, _ in grid), values))
+        points.append((at, _fails(layer, Case.make(kind, 0, **base, **at), dtype, shorts)))
+    watched = ", ".join(f"{kind}.{s}" for s in shorts)
+    fixed = ", ".join(f"{n}={v}" for n, v in base.items())
+    grid_text = " x ".join(_values_text(n, v) for n, v in grid)
+    flags = "; ".join(f"{n}: {FLAGS[n]}" for n, _ in grid if n in FLAGS)
+    return (
+        f"sweep of {watched} against the reference [{dtype}] over {grid_text} on fixed inputs "
+        f"({fixed + ', ' if fixed else ''}seed 0){' (' + flags + ')' if flags else ''}: "
+        + describe_sweep(grid, points)
+    )
+
+
+# --- the check -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    records: list
+    message: str | None  # None: every comparison passed
+    case: Case | None = None  # the minimal failing case
+
+
+def _mirrors(frameworks) -> dict:
+    from parity_tests.model_harness import load_model_mirror
+
+    found = {}
+    for name in frameworks:
+        try:
+            found[name] = load_model_mirror(name)
+        except Exception as exc:  # noqa: BLE001  (recorded as an error of every comparison)
+            found[name] = exc
+    return found
+
+
+def _quantity(short: str) -> str:
+    return "forward" if short in ("Z", "A", "P", "E") else "gradient"
+
+
+def _record(recorder, run: CaseRun, short: str, against: str, note: str) -> dict:
+    kind = run.layer.kind
+    return recorder.check(
+        tensor=f"{kind}.{short}",
+        equation=model_stages.EQUATIONS[(kind, short)],
+        step=kind,
+        quantity=_quantity(short),
+        mode=MODE,
+        against=against,
+        dtype=run.dtype,
+        compute=lambda: run.check(short, against),
+        note=note,
+        fail=False,
+    )
+
+
+def check_layer(
+    recorder, layer: UserLayer, dtype: str, frameworks=(), max_examples: int = 25
+) -> Outcome:
+    """Draw `max_examples` cases of the layer's kind and compare (see the module docstring).
+    `recorder`: a ParityRecorder (its records go to the report) or a QuietRecorder."""
+    kind, shorts = layer.kind, OUTPUTS[layer.kind]
+    mirrors = _mirrors(frameworks)
+    sides = (REFERENCE, *mirrors)
+    worst: dict = {}  # (short, side) -> (budget used, case)
+    seen: list = []  # the draws, for a tensor no draw could check (every one vacuous)
+
+    @hyp_settings(max_examples=max_examples, report_multiple_bugs=False, database=None)
+    @given(case=cases(kind))
+    def draws(case):
+        note(f"hyper-parameters: {case.text()}")
+        run = CaseRun(layer, case, dtype, mirrors)
+        seen[:] = [case]
+        try:
+            _ = run.user
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
+            raise UserFailure(case, exc) from None
+        for side in sides:  # the reference first: a user's mistake shrinks without frameworks
+            if isinstance(mirrors.get(side), BaseException):
+                continue
+            for short in shorts:
+                try:
+                    result = run.measure(short, side)
+                except Exception:  # noqa: BLE001  (a framework that cannot run this case)
+                    raise LayerMismatch(case, f"{kind}.{short}", side) from None
+                if _failed(result):
+                    raise LayerMismatch(case, f"{kind}.{short}", side)
+                if result["status"] == "pass":
+                    budget = float(result["budget_used"])
+                    if budget >= worst.get((short, side), (-1.0,))[0]:
+                        worst[(short, side)] = (budget, case)
+
+    try:
+        draws()
+    except UserFailure as exc:
+        return _user_failure(recorder, layer, dtype, mirrors, exc)
+    except LayerMismatch as exc:
+        return _mismatch(recorder, layer, dtype, mirrors, exc.case)
+    # Every draw passed: one record per tensor and side, the draw that used most of its budget.
+    runs: dict = {}
+    records = []
+    for side in sides:
+        for short in shorts:
+            budget, case = worst.get((short, side), (None, seen[0]))
+            if case not in runs:
+                runs[case] = CaseRun(layer, case, dtype, mirrors)
+            what = (
+                f"the largest budget used of {max_examples} draws" if budget is not None else "no draw"
+            )
+            records.append(_record(recorder, runs[case], short, side, f"{what}: {case.text()}"))
+    bad = [r for r in records if r["status"] in FAILED]
+    if bad:  # a framework that could not be loaded: every comparison with it is an error
+        return Outcome(records, _message(recorder, layer, dtype, None, bad, None))
+    return Outcome(records, None)
+
+
+def _mismatch(recorder, layer, dtype, mirrors, case: Case) -> Outcome:
+    run = CaseRun(layer, case, dtype, mirrors)
+    note = f"minimal failing draw: {case.text()}"
+    records = [
+        _record(recorder, run, s, side, note)
+        for side in (REFERENCE, *mirrors)
+        for s in OUTPUTS[layer.kind]
+    ]
+    bad = [r for r in records if r["status"] in FAILED]
+    shorts = [r["tensor"].split(".", 1)[1] for r in bad if r["against"] == REFERENCE]
+    text = sweep(layer, dtype, dict.fromkeys(shorts) or None)
+    return Outcome(records, _message(recorder, layer, dtype, case, bad, text), case)
+
+
+def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure) -> Outcome:
+    case, error = exc.case, exc.error
+    run = CaseRun(layer, case, dtype, mirrors)
+    note = f"minimal failing draw: {case.text()}"
+    records = [_record(recorder, run, s, REFERENCE, note) for s in OUTPUTS[layer.kind]]
+    head = [
+        f"own layer {layer.kind} [{dtype}] ({layer.where}) failed to run: "
+        f"{type(error).__name__}: {error}",
+        f"minimal failing example (hypothesis, shrunk): {case.text()}",
+        *_user_traceback(error),
+        sweep(layer, dtype),
+        f"reproduce: {recorder.reproduce()}",
+    ]
+    return Outcome(records, "\n".join(head), case)
+
+
+def _user_traceback(error: BaseException) -> list[str]:
+    """The frames of the user's code (none for what the suite found wrong in a result)."""
+    if isinstance(error, own_layers.OwnLayerError):
+        return []
+    suite = str(Path(__file__).resolve().parent)
+    frames = traceback.extract_tb(error.__traceback__)
+    calls = [i for i, f in enumerate(frames) if f.filename.startswith(suite)]
+    frames = frames[calls[-1] + 1 :] if calls else frames  # below the suite's last call
+    if not frames:
+        return []
+    return ["Traceback (your code, most recent call last):", *traceback.format_list(frames[-6:])]
+
+
+def _message(recorder, layer, dtype, case, bad, sweep_text) -> str:
+    listed = ", ".join(f"{r['tensor']} vs {r['against']}" for r in bad)
+    lines = [f"own layer {layer.kind} [{dtype}] ({layer.where}) differs: {listed}"]
+    if case is not None:
+        lines.append(f"minimal failing example (hypothesis, shrunk): {case.text()}")
+        flags = [n for n, v in case.hyper if n in FLAGS and v is True]
+        lines += [f"  {n}=yes: {FLAGS[n]}" for n in flags]
+    first = bad[0]
+    lines += ["", format_mismatch(first, recorder.reproduce())]
+    if sweep_text:
+        lines += ["", sweep_text]
+    return "\n".join(lines)

@@ -1,0 +1,550 @@
+"""A user's own layers in the CS231n convention, plugged into the suite (`--parity-layer`).
+
+Students write each layer as a pair of functions, NCHW, batch first:
+
+    conv_forward(x, w, b, conv_param) -> (out, cache)   conv_param {"stride": s, "pad": p}
+    conv_backward(dout, cache) -> (dx, dw, db)          w (F, C, HH, WW), b (F,)
+    max_pool_forward(x, pool_param) -> (out, cache)     pool_param {"pool_height": k,
+    max_pool_backward(dout, cache) -> dx                 "pool_width": k, "stride": s}
+    avg_pool_forward / avg_pool_backward                the same
+    affine_forward(x, w, b) -> (out, cache)             x (N, D) or (N, d1, ...), w (D, M)
+    affine_backward(dout, cache) -> (dx, dw, db)
+    relu_forward(x) -> (out, cache); relu_backward(dout, cache) -> dx   (sigmoid_, tanh_ too)
+    softmax_loss(x, y) -> (loss, dx)                    the MEAN over the N images
+
+`--parity-layer KIND=module:forward,module:backward` names one kind's pair (softmax_ce
+takes the one function `module:softmax_loss`); `module` is a dotted importable module or a
+path to a .py file. `parse_layers` turns the option's values into `UserLayer`s (every
+problem one pytest.UsageError naming the option, the value and what is expected);
+`user_ops` turns them into reference.network `Ops`, so that any spec network can be built
+with them (`Network(spec, ops=user_ops(layers))`); `forward` / `backward` call a pair on
+the Network's inputs and return its tensors by the Network's short names (conv: Z, dX,
+dF, db), checking what the user's code returns (a tuple of the right length, arrays of the
+right shape and dtype) and that it leaves its arguments alone.
+
+The user's functions run in the pytest process (they are plain NumPy layers, called
+thousands of times by the property tests of parity_tests/test_own_layers.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import importlib.util
+import os
+import sys
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reference.layers import loss as ref_loss
+from reference.network import Network, Ops
+
+OPTION = "--parity-layer"
+
+# kind -> the user's functions, in the order the option names them, with their signatures.
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "conv": (
+        "conv_forward(x, w, b, conv_param) -> (out, cache)",
+        "conv_backward(dout, cache) -> (dx, dw, db)",
+    ),
+    "maxpool": (
+        "max_pool_forward(x, pool_param) -> (out, cache)",
+        "max_pool_backward(dout, cache) -> dx",
+    ),
+    "avgpool": (
+        "avg_pool_forward(x, pool_param) -> (out, cache)",
+        "avg_pool_backward(dout, cache) -> dx",
+    ),
+    "relu": ("relu_forward(x) -> (out, cache)", "relu_backward(dout, cache) -> dx"),
+    "sigmoid": ("sigmoid_forward(x) -> (out, cache)", "sigmoid_backward(dout, cache) -> dx"),
+    "tanh": ("tanh_forward(x) -> (out, cache)", "tanh_backward(dout, cache) -> dx"),
+    "dense": ("affine_forward(x, w, b) -> (out, cache)", "affine_backward(dout, cache) -> (dx, dw, db)"),
+    "softmax_ce": ("softmax_loss(x, y) -> (loss, dx)",),
+}
+KINDS = tuple(SIGNATURES)
+# The CS231n names of each kind's functions: conv -> (conv_forward, conv_backward).
+FUNCTION_NAMES = {kind: tuple(s.split("(", 1)[0] for s in sigs) for kind, sigs in SIGNATURES.items()}
+# The tensors each kind's pair gives, by the Network's short names (reference/network.py).
+OUTPUTS = {
+    "conv": ("Z", "dX", "dF", "db"),
+    "maxpool": ("A", "dX"),
+    "avgpool": ("A", "dX"),
+    "relu": ("A", "dZ"),
+    "sigmoid": ("A", "dZ"),
+    "tanh": ("A", "dZ"),
+    "dense": ("Z", "dA", "dW", "db"),
+    "softmax_ce": ("E", "dZ"),
+}
+EXPECTED = (
+    "KIND=module:forward,module:backward with KIND one of " + ", ".join(KINDS) + " "
+    "(softmax_ce=module:softmax_loss, one function); module a dotted importable module or a "
+    "path to a .py file"
+)
+
+
+class OwnLayerError(RuntimeError):
+    """A user's layer returned something unusable or changed its arguments."""
+
+
+def _usage(value, expected: str) -> pytest.UsageError:
+    return pytest.UsageError(f"{OPTION} {value!r}: expected {expected}")
+
+
+def _template(kind: str) -> str:
+    return f"{kind}=" + ",".join(f"module:{n}" for n in FUNCTION_NAMES[kind])
+
+
+def option_value(kind: str, module) -> str:
+    """The --parity-layer value naming `kind`'s CS231n functions in one module or file:
+    option_value("conv", "layers.py") == "conv=layers.py:conv_forward,layers.py:conv_backward"."""
+    return f"{kind}=" + ",".join(f"{module}:{n}" for n in FUNCTION_NAMES[kind])
+
+
+def _signatures(kind: str) -> str:
+    return "; ".join(SIGNATURES[kind])
+
+
+@dataclass(frozen=True)
+class UserFunction:
+    label: str  # as given: "examples/cs231n_layers/layers.py:conv_forward"
+    fn: Callable
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+@dataclass(frozen=True)
+class UserLayer:
+    """One kind's functions as --parity-layer named them."""
+
+    kind: str
+    value: str  # the option's value, as given
+    functions: tuple[UserFunction, ...]  # (forward, backward), or (softmax_loss,)
+
+    @property
+    def label(self) -> str:
+        """The implementation's name in the records: own:conv."""
+        return f"own:{self.kind}"
+
+    @property
+    def where(self) -> str:
+        return ", ".join(f.label for f in self.functions)
+
+
+# --- finding the functions ------------------------------------------------------------------
+
+
+def _is_path(module: str) -> bool:
+    return module.endswith(".py") or "/" in module or os.sep in module
+
+
+@functools.cache
+def _load_path(path: Path):
+    """A .py file as a module, once per file: forward and backward of one file share it."""
+    name = f"parity_own_layer_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses, pickling and tracebacks look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _import(value: str, module: str):
+    if _is_path(module):
+        path = Path(module).expanduser()
+        if not path.is_file():
+            raise _usage(
+                value,
+                f"{module!r} to be a .py file (no such file, relative to {os.getcwd()}) or a "
+                "dotted module name",
+            )
+        try:
+            return _load_path(path.resolve())
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001  (anything the user's module raises)
+            raise pytest.UsageError(
+                f"{OPTION} {value!r}: the file {module!r} could not be imported "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise _usage(value, f"{module!r} to be a dotted module name or a path to a .py file")
+    try:
+        return importlib.import_module(module)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001  (as --parity-impl: any failure is the same error)
+        raise pytest.UsageError(
+            f"{OPTION} {value!r}: {module!r} is not an importable module or a path to a .py "
+            f"file ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _function(value: str, kind: str, part: str, signature: str) -> UserFunction:
+    module, colon, name = part.rpartition(":")  # rpartition: C:\\x\\layers.py:conv_forward
+    if not colon or not module.strip() or not name.strip():
+        raise _usage(
+            value, f"module:function for {signature} (no ':' in {part!r}), as {_template(kind)}"
+        )
+    module, name = module.strip(), name.strip()
+    if not name.isidentifier():
+        raise _usage(value, f"a function name after the ':' in {part!r}, as {_template(kind)}")
+    found = getattr(_import(value, module), name, None)
+    if found is None:
+        raise pytest.UsageError(
+            f"{OPTION} {value!r}: {module!r} has no {name!r}; expected a function {signature}"
+        )
+    if not callable(found):
+        raise pytest.UsageError(
+            f"{OPTION} {value!r}: {module}:{name} is a {type(found).__name__}, not a function; "
+            f"expected {signature}"
+        )
+    return UserFunction(f"{module}:{name}", found)
+
+
+def parse_layer(value: str) -> UserLayer:
+    """One --parity-layer value -> its UserLayer; pytest.UsageError on any problem."""
+    if not isinstance(value, str):
+        raise _usage(value, EXPECTED)
+    kind, eq, spec = value.partition("=")
+    kind = kind.strip()
+    if not eq or not kind:
+        raise _usage(value, EXPECTED)
+    if kind not in SIGNATURES:
+        close = difflib.get_close_matches(kind, KINDS, n=1)
+        hint = f" (closest: {close[0]!r})" if close else ""
+        raise _usage(value, f"a layer kind{hint} before the '=', one of {', '.join(KINDS)}")
+    parts = [p.strip() for p in spec.split(",")]
+    wanted = SIGNATURES[kind]
+    if len(parts) != len(wanted) or not all(parts):
+        count = "one function" if len(wanted) == 1 else f"{len(wanted)} functions"
+        raise _usage(
+            value,
+            f"{count} for {kind}, comma-separated: {_template(kind)} ({_signatures(kind)}); "
+            f"got {len([p for p in parts if p])}",
+        )
+    functions = tuple(_function(value, kind, p, s) for p, s in zip(parts, wanted))
+    return UserLayer(kind, value, functions)
+
+
+def parse_layers(values: Iterable[str] | None) -> dict[str, UserLayer]:
+    """Every --parity-layer value, one per kind: {kind: UserLayer} in the order given."""
+    layers: dict[str, UserLayer] = {}
+    for value in values or ():
+        layer = parse_layer(value)
+        if layer.kind in layers:
+            raise _usage(
+                value,
+                f"each kind at most once, but {layer.kind} is also given as "
+                f"{layers[layer.kind].value!r} (one --parity-layer per kind)",
+            )
+        layers[layer.kind] = layer
+    return layers
+
+
+def check_reduction(layers: Mapping[str, UserLayer], reduction: str) -> None:
+    """softmax_loss gives the mean over the images: only --parity-reduction mean can use it."""
+    layer = layers.get("softmax_ce")
+    if layer is not None and reduction != "mean":
+        raise pytest.UsageError(
+            f"{OPTION} {layer.value!r}: softmax_loss computes the MEAN over the N images "
+            f"(CS231n), so it needs --parity-reduction mean; this run's reduction is {reduction!r}"
+        )
+
+
+@functools.cache
+def load(values: tuple[str, ...], reduction: str = "mean") -> Mapping[str, UserLayer]:
+    """parse_layers + check_reduction, once per session (options are validated with it)."""
+    layers = parse_layers(values)
+    check_reduction(layers, reduction)
+    return layers
+
+
+# --- calling the user's functions -----------------------------------------------------------
+#
+# `a` holds one layer's inputs by the names of the Network's calling form (reference/network.py
+# Ops): conv X, F, b, dZ, stride, pad; maxpool / avgpool X, dA, k, stride; relu / sigmoid /
+# tanh Z, dA; dense A, W, b, dZ; softmax_ce Z, labels. Outputs by the Network's short names.
+
+
+def _conv_sides(a) -> tuple[int, int]:
+    _, _, H, W = np.shape(a["X"])
+    k, s, p = np.shape(a["F"])[2], a["stride"], a["pad"]
+    return (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+
+
+def expected_shapes(kind: str, a: Mapping) -> dict[str, tuple]:
+    """The shape of every tensor the pair must give for these inputs."""
+    if kind == "conv":
+        N, F = np.shape(a["X"])[0], np.shape(a["F"])[0]
+        return {"Z": (N, F, *_conv_sides(a)), "dX": np.shape(a["X"]), "dF": np.shape(a["F"]), "db": (F,)}
+    if kind in ("maxpool", "avgpool"):
+        N, C, H, W = np.shape(a["X"])
+        k, s = a["k"], a["stride"]
+        return {"A": (N, C, (H - k) // s + 1, (W - k) // s + 1), "dX": (N, C, H, W)}
+    if kind in ("relu", "sigmoid", "tanh"):
+        return {"A": np.shape(a["Z"]), "dZ": np.shape(a["Z"])}
+    if kind == "dense":
+        N, M = np.shape(a["A"])[0], np.shape(a["W"])[1]
+        return {"Z": (N, M), "dA": np.shape(a["A"]), "dW": np.shape(a["W"]), "db": (M,)}
+    if kind == "softmax_ce":
+        return {"E": (), "dZ": np.shape(a["Z"])}
+    raise KeyError(kind)
+
+
+def _input_dtype(kind: str, a: Mapping):
+    return np.asarray(
+        a[{"conv": "X", "maxpool": "X", "avgpool": "X", "dense": "A"}.get(kind, "Z")]
+    ).dtype
+
+
+def _array(value, fn: UserFunction, what: str, shape, dtype) -> np.ndarray:
+    if not isinstance(value, np.ndarray | np.generic | float | int) or isinstance(value, bool):
+        raise OwnLayerError(
+            f"{fn.label} returned {type(value).__name__} as {what}, expected an array of shape {shape}"
+        )
+    out = np.asarray(value)
+    if out.dtype.kind != "f":
+        raise OwnLayerError(f"{fn.label} returned {what} of dtype {out.dtype}, expected {dtype}")
+    if out.shape != tuple(shape):
+        raise OwnLayerError(f"{fn.label} returned {what} of shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise OwnLayerError(
+            f"{fn.label} returned {what} as {out.dtype} for {dtype} inputs: a layer must keep its "
+            "inputs' dtype (np.zeros_like(x), not np.zeros(x.shape))"
+        )
+    return out
+
+
+def _unpack(result, fn: UserFunction, names: tuple[str, ...]):
+    if len(names) == 1:
+        return (result,)
+    if not isinstance(result, tuple | list) or len(result) != len(names):
+        got = (
+            f"a {type(result).__name__} of {len(result)}"
+            if isinstance(result, tuple | list)
+            else type(result).__name__
+        )
+        raise OwnLayerError(f"{fn.label} returned {got}, expected ({', '.join(names)})")
+    return tuple(result)
+
+
+class _Guard:
+    """Copies of the arrays handed to a user's function, checked bit for bit afterwards: a
+    layer that writes into its input (x[x < 0] = 0) changes what the layer before it gave."""
+
+    def __init__(self, fn: UserFunction, **arrays):
+        self.fn, self.arrays = fn, {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
+        self.copies = {k: v.copy() for k, v in self.arrays.items()}
+
+    def args(self, name):
+        return self.copies[name]
+
+    def check(self):
+        for name, original in self.arrays.items():
+            if not np.array_equal(original, self.copies[name], equal_nan=True):
+                raise OwnLayerError(
+                    f"{self.fn.label} changed its argument {name} in place: a layer must leave "
+                    "its inputs as they are (the layer before it still holds them)"
+                )
+
+
+def _pool_param(a) -> dict:
+    return {"pool_height": int(a["k"]), "pool_width": int(a["k"]), "stride": int(a["stride"])}
+
+
+def forward(layer: UserLayer, a: Mapping) -> tuple[dict, object]:
+    """The user's forward on the inputs `a`: ({short name: output}, cache). softmax_ce: its
+    one function, ({"E": loss, "dZ": dx}, None)."""
+    kind, fn = layer.kind, layer.functions[0]
+    shapes, dtype = expected_shapes(kind, a), _input_dtype(kind, a)
+    if kind == "conv":
+        g = _Guard(fn, x=a["X"], w=a["F"], b=a["b"])
+        param = {"stride": int(a["stride"]), "pad": int(a["pad"])}
+        result = fn(g.args("x"), g.args("w"), g.args("b"), param)
+        out_name = "Z"
+    elif kind in ("maxpool", "avgpool"):
+        g = _Guard(fn, x=a["X"])
+        result, out_name = fn(g.args("x"), _pool_param(a)), "A"
+    elif kind in ("relu", "sigmoid", "tanh"):
+        g = _Guard(fn, x=a["Z"])
+        result, out_name = fn(g.args("x")), "A"
+    elif kind == "dense":
+        g = _Guard(fn, x=a["A"], w=a["W"], b=a["b"])
+        result, out_name = fn(g.args("x"), g.args("w"), g.args("b")), "Z"
+    elif kind == "softmax_ce":
+        g = _Guard(fn, x=a["Z"], y=a["labels"])
+        loss, dx = _unpack(fn(g.args("x"), g.args("y")), fn, ("loss", "dx"))
+        g.check()
+        if isinstance(loss, bool) or not isinstance(loss, np.ndarray | np.generic | float):
+            raise OwnLayerError(
+                f"{fn.label} returned {type(loss).__name__} as the loss, expected a float"
+            )
+        if np.ndim(loss) != 0 or np.asarray(loss).dtype.kind != "f":
+            raise OwnLayerError(
+                f"{fn.label} returned a loss of shape {np.shape(loss)} and dtype "
+                f"{np.asarray(loss).dtype}, expected one float"
+            )
+        # A scalar loss may come back as a Python float: it is taken in the inputs' dtype.
+        E = np.asarray(loss).astype(dtype)
+        return {"E": E, "dZ": _array(dx, fn, "dx", shapes["dZ"], dtype)}, None
+    else:
+        raise KeyError(kind)
+    out, cache = _unpack(result, fn, ("out", "cache"))
+    g.check()
+    return {out_name: _array(out, fn, "out", shapes[out_name], dtype)}, cache
+
+
+def backward(layer: UserLayer, a: Mapping, cache) -> dict:
+    """The user's backward with the upstream gradient of `a` and a cache of its forward."""
+    kind, fn = layer.kind, layer.functions[1]
+    shapes, dtype = expected_shapes(kind, a), _input_dtype(kind, a)
+    upstream = a["dA"] if kind in ("maxpool", "avgpool", "relu", "sigmoid", "tanh") else a["dZ"]
+    g = _Guard(fn, dout=upstream)
+    if kind in ("conv", "dense"):
+        names = ("dx", "dw", "db")
+        got = _unpack(fn(g.args("dout"), cache), fn, names)
+        short = ("dX", "dF", "db") if kind == "conv" else ("dA", "dW", "db")
+    else:
+        got, names = (fn(g.args("dout"), cache),), ("dx",)
+        short = ("dX",) if kind in ("maxpool", "avgpool") else ("dZ",)
+    g.check()
+    return {s: _array(v, fn, n, shapes[s], dtype) for s, n, v in zip(short, names, got)}
+
+
+def run(layer: UserLayer, a: Mapping) -> dict:
+    """Forward, then backward with the forward's own cache: every tensor of OUTPUTS[kind]."""
+    out, cache = forward(layer, a)
+    if layer.kind == "softmax_ce":
+        return out
+    return {**out, **backward(layer, a, cache)}
+
+
+# --- as reference.network Ops -----------------------------------------------------------------
+#
+# The Network's backward gets the layer's input again, not a cache: each backward below calls
+# the user's forward on that input for its cache first (so a backward sees the cache of a
+# forward on the very input it is asked about, also where the Network's `decide` hands a
+# kinked layer another input). The bias of that forward call is zero: the Network's
+# backward form does not take b, and no CS231n gradient depends on its value.
+
+
+def _conv_ops(layer: UserLayer) -> Ops:
+    def fwd(X, F, b, stride, pad):
+        b = np.zeros(F.shape[0], X.dtype) if b is None else b
+        return forward(layer, dict(X=X, F=F, b=b, stride=stride, pad=pad))[0]["Z"]
+
+    def bwd(X, F, dZ, stride, pad, bias=True):
+        a = dict(X=X, F=F, b=np.zeros(F.shape[0], X.dtype), dZ=dZ, stride=stride, pad=pad)
+        grads = backward(layer, a, forward(layer, a)[1])
+        return grads if bias else {k: v for k, v in grads.items() if k != "db"}
+
+    return Ops(fwd, bwd)
+
+
+def _pool_ops(layer: UserLayer) -> Ops:
+    def fwd(X, k, stride=None):
+        return forward(layer, dict(X=X, k=k, stride=k if stride is None else stride))[0]["A"]
+
+    def bwd(X, dA, k, stride=None):
+        a = dict(X=X, dA=dA, k=k, stride=k if stride is None else stride)
+        return backward(layer, a, forward(layer, a)[1])["dX"]
+
+    return Ops(fwd, bwd)
+
+
+def _activation_ops(layer: UserLayer) -> Ops:
+    def fwd(Z):
+        return forward(layer, dict(Z=Z))[0]["A"]
+
+    def bwd(dA, Z, A):
+        a = dict(Z=Z, dA=dA)
+        return backward(layer, a, forward(layer, a)[1])["dZ"]
+
+    return Ops(fwd, bwd)
+
+
+def _dense_ops(layer: UserLayer) -> Ops:
+    def fwd(A, W, b=None):
+        b = np.zeros(W.shape[1], A.dtype) if b is None else b
+        return forward(layer, dict(A=A, W=W, b=b))[0]["Z"]
+
+    def bwd(A, W, dZ, bias=True):
+        a = dict(A=A, W=W, b=np.zeros(W.shape[1], A.dtype), dZ=dZ)
+        grads = backward(layer, a, forward(layer, a)[1])
+        return grads if bias else {k: v for k, v in grads.items() if k != "db"}
+
+    return Ops(fwd, bwd)
+
+
+def _needs_mean(layer: UserLayer, reduction: str) -> None:
+    if reduction != "mean":
+        raise ValueError(
+            f"{OPTION} {layer.value!r}: softmax_loss gives the MEAN over the N images (CS231n), "
+            f"so it cannot stand for reduction {reduction!r}; run with --parity-reduction mean"
+        )
+
+
+def _softmax_ops(layer: UserLayer) -> Ops:
+    """softmax_loss gives the loss and dE/dZ, no probabilities: P is the reference's softmax
+    (reference.layers.loss), E and dZ the user's. The Network's backward gets P, not Z: the
+    dx of the forward call that returned this very P is handed back; for any other P (not
+    the Network's own step) softmax_loss is called again on log P, logits with that softmax."""
+    last: dict = {}
+
+    def fwd(Z, labels, reduction="sum"):
+        _needs_mean(layer, reduction)
+        got = forward(layer, dict(Z=Z, labels=np.asarray(labels)))[0]
+        P = ref_loss.softmax(Z)
+        last.clear()
+        last.update(P=P, labels=np.asarray(labels), dZ=got["dZ"])
+        return P, got["E"]
+
+    def bwd(P, labels, reduction="sum"):
+        _needs_mean(layer, reduction)
+        if last.get("P") is P and np.array_equal(last["labels"], labels):
+            return last["dZ"]
+        with np.errstate(divide="ignore"):
+            Z = np.log(np.maximum(P, np.finfo(P.dtype).tiny))
+        return forward(layer, dict(Z=Z, labels=np.asarray(labels)))[0]["dZ"]
+
+    return Ops(fwd, bwd)
+
+
+_ADAPTERS = {
+    "conv": _conv_ops,
+    "maxpool": _pool_ops,
+    "avgpool": _pool_ops,
+    "relu": _activation_ops,
+    "sigmoid": _activation_ops,
+    "tanh": _activation_ops,
+    "dense": _dense_ops,
+    "softmax_ce": _softmax_ops,
+}
+
+
+def user_ops(layers: Mapping[str, UserLayer]) -> dict[str, Ops]:
+    """The user's layers as reference.network Ops: Network(spec, ops=user_ops(layers))."""
+    return {kind: _ADAPTERS[kind](layer) for kind, layer in layers.items()}
+
+
+def user_network(spec, values: Iterable[str], reduction: str = "mean") -> Network:
+    """The network `spec` with the --parity-layer values' layers in place of the reference's."""
+    return Network(spec, ops=user_ops(load(tuple(values), reduction)))
+
+
+def impl_label(layers: Mapping[str, UserLayer]) -> str:
+    """The records' implementation name for a network with these layers: own:conv,maxpool."""
+    return "own:" + ",".join(layers)

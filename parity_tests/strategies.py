@@ -1,0 +1,60 @@
+"""Hypothesis strategies for whole networks: valid spec strings of small CNNs.
+
+`specs()` draws 1 to 3 conv blocks (channels, kernel, stride, padding, bias; an activation;
+optionally a max or average pool), then 1 to 2 dense layers and a loss (`mse` after a
+dense(1), or `softmax_ce` after a dense(10)). Every draw is valid by construction: each
+window is drawn to fit the size the layer will get (reference/spec.py would refuse it
+otherwise). Shrinking moves towards fewer blocks, fewer channels, smaller kernels, stride
+1, no padding, no pool, one dense layer: the minimal failing network.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from reference.spec import CLASSES, INPUT_SHAPE
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
+@st.composite
+def conv_block(draw, side: int) -> tuple[str, int]:
+    """One 'conv(...)-act[-pool(...)]' for an input of side `side`; returns (text, new side)."""
+    pad = draw(st.integers(0, 2))
+    kernel = draw(st.integers(1, min(5, side + 2 * pad)))
+    stride = draw(st.integers(1, 3))
+    channels = draw(st.integers(1, 4))
+    bias = draw(st.booleans())
+    args = [str(channels), str(kernel)]
+    if stride != 1:
+        args.append(f"stride={stride}")
+    if pad:
+        args.append(f"pad={pad}")
+    if not bias:
+        args.append("bias=false")
+    side = (side + 2 * pad - kernel) // stride + 1
+    parts = [f"conv({','.join(args)})", draw(st.sampled_from(ACTIVATIONS))]
+    pool = draw(st.sampled_from((None, "maxpool", "avgpool")))
+    if pool and side >= 2:
+        size = draw(st.integers(2, min(3, side)))
+        stride = draw(st.integers(1, size))
+        parts.append(f"{pool}({size})" if stride == size else f"{pool}({size},stride={stride})")
+        side = (side - size) // stride + 1
+    return "-".join(parts), side
+
+
+@st.composite
+def specs(draw, max_convs: int = 3) -> str:
+    """A valid spec string of a small CNN (see the module docstring)."""
+    side, parts = INPUT_SHAPE[1], []
+    for _ in range(draw(st.integers(1, max_convs))):
+        text, side = draw(conv_block(side))
+        parts.append(text)
+    if draw(st.booleans()):  # a hidden dense layer
+        parts += [f"dense({draw(st.integers(2, 16))})", draw(st.sampled_from(ACTIVATIONS))]
+    if draw(st.booleans()):
+        parts.append(f"dense({CLASSES})-softmax_ce")
+    else:
+        out = draw(st.sampled_from(("sigmoid", None)))
+        parts.append("dense(1)" + (f"-{out}" if out else "") + "-mse")
+    return "-".join(parts)

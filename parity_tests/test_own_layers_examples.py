@@ -1,0 +1,246 @@
+"""--parity-layer on the bundled examples: examples/cs231n_layers/layers.py passes every
+layer's checks, and each mistake planted in examples/cs231n_layers/broken.py is caught,
+named (the tensor, the explainer's suspect), shown on a minimal example with its
+hyper-parameters and pinned by the sweep to the hyper-parameters that trigger it. Also: the
+option's usage errors, the adapters that build a spec network from a user's layers, and
+lenet built with the broken max-pool failing at the pool's dX.
+
+The checks run in-process (own_layer_checks.check_layer, as test_own_layers.py calls it)
+with a QuietRecorder: measured and failed like every check, but not recorded (the report is
+about the layers the session checks, not about these examples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity_tests import model_stages, own_layers
+from parity_tests.detection import QuietRecorder
+from parity_tests.model_harness import ModelHarness
+from parity_tests.own_layer_checks import Case, check_layer, describe_sweep
+from parity_tests.test_own_layers import draws
+from reference.network import Network
+from reports import compare_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "cs231n_layers"
+GOOD, BROKEN = EXAMPLES / "layers.py", EXAMPLES / "broken.py"
+
+
+def _layer(kind, path):
+    return own_layers.parse_layer(own_layers.option_value(kind, path))
+
+
+def _quiet(parity, layer):
+    return QuietRecorder(parity.node, dataclasses.replace(parity.context, impl=layer.label))
+
+
+@pytest.mark.parametrize("kind", own_layers.KINDS)
+def test_example_passes_every_layer(parity, parity_settings, kind):
+    layer = _layer(kind, GOOD)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", parity_settings.frameworks, draws())
+    assert outcome.message is None, outcome.message
+    sides = {"reference", *parity_settings.frameworks}
+    assert {(r["tensor"], r["against"]) for r in outcome.records} == {
+        (f"{kind}.{s}", side) for s in own_layers.OUTPUTS[kind] for side in sides
+    }
+
+
+# kind -> (the tensor, in the minimal example, the sweep's verdict, the explainer's suspect)
+PLANTED = {
+    "conv": (
+        "conv.dX",
+        "stride=2",
+        "fails for stride >= 2 (stride=2, 3), at every pad and k; passes for stride=1",
+        "conv_grad_input_no_dilation",
+    ),
+    "maxpool": (
+        "maxpool.dX",
+        "ties=yes",
+        "fails for ties=yes and k >= 2 (k=2, 3), at every stride; passes otherwise",
+        "pool_grad_all_maxima",
+    ),
+    "softmax_ce": (
+        "softmax_ce.dZ",
+        "N=2",
+        "fails for N >= 2 (N=2, 3, 4), at every K and big; passes for N=1",
+        "ce_grad_missing_1_over_N",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", PLANTED)
+def test_planted_mistake_is_caught_named_and_pinned(parity, parity_settings, kind):
+    tensor, minimal, swept, suspect = PLANTED[kind]
+    layer = _layer(kind, BROKEN)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", parity_settings.frameworks, draws())
+    message = outcome.message
+    assert message is not None, f"{kind}: the planted mistake was not caught"
+    first = message.splitlines()[0]
+    # Only the planted tensor differs, and from every side.
+    assert first.endswith(
+        ", ".join(f"{tensor} vs {s}" for s in ("reference", *parity_settings.frameworks))
+    )
+    assert f"`{tensor}`" in message
+    example = next(line for line in message.splitlines() if line.startswith("minimal failing example"))
+    assert minimal in example, message
+    assert swept in message, message
+    assert suspect in message, message  # the explainer's verdict
+    assert "reproduce: " in message
+    failed = [r for r in outcome.records if r["status"] == "fail"]
+    assert failed and {r["tensor"] for r in failed} == {tensor}
+
+
+def test_sweep_summary_names_the_values_that_fail():
+    grid = (("stride", (1, 2, 3)), ("pad", (0, 1)))
+    points = [({"stride": s, "pad": p}, s >= 2 and p == 1) for s in (1, 2, 3) for p in (0, 1)]
+    assert describe_sweep(grid, points) == (
+        "fails for stride >= 2 (stride=2, 3) and pad=1; passes otherwise"
+    )
+    scattered = [
+        ({"stride": s, "pad": p}, (s, p) in {(1, 0), (3, 1)}) for s in (1, 2, 3) for p in (0, 1)
+    ]
+    assert describe_sweep(grid, scattered).startswith("fails at 2 of 6 points")
+    assert describe_sweep(grid, [(p, False) for p, _ in points]) == "passes at all 6 points"
+
+
+# --- the option --------------------------------------------------------------------------------
+
+
+def _value(kind, module, names=None):
+    names = names or own_layers.FUNCTION_NAMES[kind]
+    return f"{kind}=" + ",".join(f"{module}:{n}" for n in names)
+
+
+@pytest.fixture
+def raising_module(tmp_path):
+    path = tmp_path / "raises_at_import.py"
+    path.write_text("1 / 0\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "values,says",
+    [
+        (["conv"], "expected KIND=module:forward,module:backward"),
+        (["convv=a.py:f,a.py:g"], "closest: 'conv'"),
+        (
+            [_value("relu", GOOD, ["relu_forward", "relu_backward", "relu_forward"])],
+            "2 functions for relu",
+        ),
+        ([_value("softmax_ce", GOOD, ["softmax_loss", "softmax_loss"])], "one function for softmax_ce"),
+        (["relu=relu_forward,relu_backward"], "no ':'"),
+        ([_value("relu", "no_such_module_here_xyz")], "not an importable module"),
+        ([_value("relu", "/no/such/dir/layers.py")], "no such file"),
+        ([_value("relu", "not a module")], "dotted module name or a path"),
+        ([_value("relu", GOOD, ["relu_forwardd", "relu_backward"])], "has no 'relu_forwardd'"),
+        ([_value("relu", GOOD, ["np", "relu_backward"])], "is a module, not a function"),
+        ([_value("relu", GOOD), _value("relu", GOOD)], "at most once"),
+        ([_value("tanh", "RAISING")], "could not be imported .ZeroDivisionError"),
+    ],
+    ids=lambda v: str(v)[:40] if isinstance(v, str) else None,
+)
+def test_bad_layer_option_is_one_usage_error(values, says, raising_module):
+    values = [v.replace("RAISING", str(raising_module)) for v in values]
+    with pytest.raises(pytest.UsageError, match=f"(?s)--parity-layer '.*{says}") as err:
+        own_layers.parse_layers(values)
+    assert repr(values[-1]) in str(err.value)  # the value as given
+
+
+def test_softmax_loss_needs_the_mean_reduction():
+    value = _value("softmax_ce", GOOD)
+    with pytest.raises(
+        pytest.UsageError, match="needs --parity-reduction mean; this run's reduction is 'sum'"
+    ):
+        own_layers.load((value,), "sum")
+    ops = own_layers.user_ops(own_layers.load((value,), "mean"))
+    net = Network("conv(2,5,stride=3)-relu-dense(10)-softmax_ce", ops=ops)
+    X = np.random.default_rng(0).standard_normal((2, 1, 28, 28))
+    with pytest.raises(ValueError, match="cannot stand for reduction 'sum'"):
+        net.train_step(net.init_params(0), X, np.array([1, 2]), 0.1, "sum")
+
+
+def test_layers_are_reproduced_and_an_experiment_fact_only_when_given(parity_settings, article_data):
+    import shlex
+
+    from parity_tests import settings
+
+    value = _value("relu", "examples/cs231n_layers/layers.py")
+    given = dataclasses.replace(parity_settings, layers=(value,))
+    assert shlex.split(settings.reproduce_options(given))[-2:] == ["--parity-layer", value]
+    assert settings.experiment(given, article_data)["layers"] == {"relu": value}
+    plain = dataclasses.replace(parity_settings, layers=())
+    assert "layers" not in settings.experiment(plain, article_data)
+    assert "--parity-layer" not in settings.reproduce_options(plain)
+
+
+def test_usage_error_on_the_command_line_exits_4():
+    import subprocess
+
+    value = _value("softmax_ce", "examples/cs231n_layers/layers.py")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "parity_tests/test_own_layers.py"]
+        + [f"--parity-layer={value}", "--parity-no-report"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 4, run.stdout[-2000:] + run.stderr[-2000:]
+    assert f"--parity-layer {value!r}: softmax_loss computes the MEAN" in run.stderr
+
+
+# --- the adapters: a spec network from the user's layers -------------------------------------------
+
+SPEC = (
+    "conv(3,3,stride=2,pad=1,bias=false)-relu-maxpool(2)-conv(4,3)-tanh-avgpool(2,stride=1)"
+    "-dense(6,bias=false)-sigmoid-dense(10)-softmax_ce"
+)
+
+
+def test_user_layers_build_any_spec_network(parity):
+    """Every tensor of a network built from layers.py equals the reference's layer on the same
+    inputs, under the stage rule: the adapters pass the right arguments (a bias-free conv and
+    dense get zeros and lose db, a pool's k and stride, softmax_loss's mean)."""
+    values = tuple(own_layers.option_value(kind, GOOD) for kind in own_layers.KINDS)
+    ours, ref = Network(SPEC, ops=own_layers.user_ops(own_layers.load(values))), Network(SPEC)
+    rng = np.random.default_rng(1)
+    X, labels = rng.standard_normal((3, 1, 28, 28)), rng.integers(0, 10, 3)
+    params = ref.init_params(0)
+    step = ours.train_step(params, X, labels, 0.1, "mean")
+    assert set(step) == set(ref.order)
+    for node in ours.nodes:
+        x, up = ours.inputs_of(node, X, step), ours.upstream_of(node, step)
+        want = ref.node_step(node, x, params, up, labels, "mean")
+        for name in (*map(node.q, node.outputs), *map(node.q, node.grads)):
+            short = name.split(".", 1)[1]
+            tol = model_stages.stage_tolerance(
+                node, short, x, params, up, want, "mean", "float64", labels
+            )
+            result = compare_arrays(want[name], step[name], tol.array, against="reference")
+            assert result["passed"] or result["vacuous"], (name, result["note"], result["budget_used"])
+
+
+@pytest.mark.parametrize("path,passes", [(GOOD, True), (BROKEN, False)], ids=["layers", "broken"])
+def test_lenet_with_own_max_pool(article_data, run_config, framework, path, passes):
+    """End to end (test_model.py's stage checks): lenet built with the broken max-pool fails at
+    the pools' dX (ReLU zeros tie the windows), with the correct one it passes."""
+    value = own_layers.option_value("maxpool", path)
+    impl = own_layers.user_network("lenet", (value,))
+    harness = ModelHarness(Network("lenet"), run_config, article_data, impl=impl)
+    results = {}
+    for tensor in ("pool1.A", "pool1.dX", "pool2.dX"):
+        c = harness.stage_check(tensor, framework, "float64")
+        results[tensor] = compare_arrays(c.actual, c.expected, c.tolerance.array, against=framework)
+    assert results["pool1.A"]["passed"]
+    assert results["pool1.dX"]["passed"] is passes and results["pool2.dX"]["passed"] is passes, results
+
+
+def test_case_text_is_what_hypothesis_prints():
+    case = Case.make("maxpool", 0, N=1, C=1, H=3, W=3, k=2, stride=1, ties=True)
+    assert repr(case) == "maxpool(N=1, C=1, H=3, W=3, k=2, stride=1, ties=yes, seed=0)"
