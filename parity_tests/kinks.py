@@ -68,8 +68,8 @@ def maxpool(x_ours, x_theirs, tol, k: int, stride: int, layer: str):
 
     A window is a kink when some value other than its maximum lies within the two values'
     allowances of the maximum (x >= max - tol(max) - tol(x)), unless those values are
-    exactly equal on both sides (an exact tie: both apply the first-maximum rule). In a
-    kink window our backward decides from the framework's values.
+    exactly equal on both sides (an exact tie: both apply the first-maximum rule). In every
+    window with several candidates our backward decides from the framework's values.
     """
     tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), x_ours.shape)
     ours = _windows(x_ours.astype(np.float64), k, stride)
@@ -83,8 +83,12 @@ def maxpool(x_ours, x_theirs, tol, k: int, stride: int, layer: str):
     exact_tie = np.all(~close | ((ours == top) & (theirs == top_theirs)), axis=-1)
     kink = several & ~exact_tie
     taken = kink & (theirs.argmax(axis=-1) != first[..., 0])
-    # Every element of a kink window decides from the framework's value (an element that
-    # is also in a clear window cannot change that window's maximum: it is > 2 tol below).
-    reached = pool.avg_pool_backward(kink.astype(np.float64), x_ours.shape, k, stride) > 0
+    # Every element of a window with several candidates decides from the framework's
+    # values, exact ties included: with overlapping windows an exact-tie window shares
+    # elements with a kink window, and a tie half ours, half theirs would pick neither
+    # side's maximum. Where the framework's values tie exactly too, its first maximum is
+    # ours. A clear window keeps its maximum whichever of its elements are replaced: its
+    # runner-up lies more than the two allowances below it.
+    reached = pool.avg_pool_backward(several.astype(np.float64), x_ours.shape, k, stride) > 0
     decide = np.where(reached, x_theirs.astype(x_ours.dtype), x_ours)
     return decide, Kinks(layer, "maxpool", int(kink.sum()), int(taken.sum()))

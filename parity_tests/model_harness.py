@@ -62,18 +62,55 @@ class ModelHarness:
         target = self.net.targets(self.data.labels, dtype)
         return X, _read_only(np.ascontiguousarray(target))
 
+    @functools.cache
+    def _point_params(self, point: int, dtype: str) -> dict:
+        """The weights at spread point `point` (0: the run's; 1.. : each weight times
+        1 + SPREAD_PERTURBATION xi, xi uniform in [-1, 1] from default_rng((seed, point)))."""
+        if point == 0:
+            return self.params(dtype)
+        base = self.params("float64")
+        rng = np.random.default_rng((self.config.seed, point))
+        scale = tolerance.SPREAD_PERTURBATION
+        return {
+            k: (v * (1 + scale * rng.uniform(-1, 1, v.shape))).astype(dtype) for k, v in base.items()
+        }
+
+    @functools.cache
+    def _at_point(self, point: int, dtype: str, decide_from: str | None = None) -> dict:
+        """The reference's step at weight point `point` (its float32 run following the
+        float64 run's branches when decide_from="float64")."""
+        X, _ = self.inputs(dtype)
+        decide = None
+        if decide_from:
+            ref = self._at_point(point, decide_from)
+            decide = {n.name: ref[self._input_name(n)].astype(dtype) for n in self._kinked()}
+        cfg = self.config
+        params = self._point_params(point, dtype)
+        return self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
+
+    def spread(self, tensor: str) -> float:
+        """max |ref32 - ref64| of `tensor` over the run's weights and SPREAD_POINTS weight
+        points nearby: the reference's own float32 error, sampled more than once."""
+        return max(
+            float(
+                np.max(
+                    np.abs(
+                        self._at_point(k, "float32", "float64")[tensor].astype(np.float64)
+                        - self._at_point(k, "float64")[tensor]
+                    ),
+                    initial=0.0,
+                )
+            )
+            for k in range(1 + tolerance.SPREAD_POINTS)
+        )
+
     # --- our side ---------------------------------------------------------------------
 
     @functools.cache
     def reference(self, dtype: str, decide_from: str | None = None) -> dict:
         """The reference's step. decide_from="float64": a float32 run whose ReLU and
         max-pool branches follow the float64 run's inputs (its rounding error, not a branch)."""
-        X, target = self.inputs(dtype)
-        decide = None
-        if decide_from:
-            ref = self.reference(decide_from)
-            decide = {n.name: ref[self._input_name(n)].astype(dtype) for n in self._kinked()}
-        return self._step(self.net, dtype, decide)
+        return self._at_point(0, dtype, decide_from)
 
     def _step(self, net, dtype, decide):
         X, target = self.inputs(dtype)
@@ -154,16 +191,18 @@ class ModelHarness:
     @functools.cache
     def end_to_end_tolerance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
         """stage allowance on the reference's own inputs + the reference's float32 error
-        (its float32 run taking the float64 run's branches: rounding, not a kink)."""
+        (its float32 run taking the float64 run's branches: rounding, not a kink), measured
+        at the run's weights and SPREAD_POINTS points nearby (tolerance.py)."""
         net, cfg, ref = self.net, self.config, self.reference(dtype)
-        lo, hi = self.reference("float32", "float64")[tensor], self.reference("float64")[tensor]
+        spread = self.spread(tensor)
+        what = f"max|ref32-ref64| over {1 + tolerance.SPREAD_POINTS} weight points"
         if tensor.endswith("_new"):
             param = tensor[: -len("_new")]
             grad = self.grad_of[param]
             stage_tol = model_stages.update_tolerance(
                 self.params(dtype)[param], ref[grad], cfg.lr, dtype
             )
-            tol = tolerance.end_to_end(stage_tol, lo, hi, dtype)
+            tol = tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
             return tolerance.end_to_end_update(tol, self.end_to_end_tolerance(grad, dtype), cfg.lr, grad)
         X, target = self.inputs(dtype)
         node = net.node_of(tensor)
@@ -180,7 +219,7 @@ class ModelHarness:
             dtype,
             target,
         )
-        return tolerance.end_to_end(stage_tol, lo, hi, dtype)
+        return tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
 
     @functools.cache
     def kinks(self, framework: str, dtype: str) -> tuple[dict, tuple]:

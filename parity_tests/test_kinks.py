@@ -56,3 +56,19 @@ def test_synthetic_fallback_has_ten_classes():
     labels = load_article_data(40, source="synthetic").labels
     assert set(labels.tolist()) == set(range(10))
     assert np.array_equal(Network("lenet").targets(labels, "float32"), labels)
+
+
+def test_overlapping_exact_tie_next_to_a_kink_follows_the_framework_whole():
+    # Found by the generated networks: sigmoid of a constant map, ours all equal, the
+    # framework's 1 ulp higher except its last element; 2x2 windows at stride 1 overlap, so
+    # the exact-tie windows share elements with the kink window at the corner.
+    from reference.layers import pool
+
+    ours = np.full((1, 1, 3, 3), 0.5, dtype=np.float32)
+    theirs = np.full_like(ours, np.nextafter(np.float32(0.5), np.float32(1)))
+    theirs[0, 0, 2, 2] = 0.5
+    decide, found = kinks.maxpool(ours, theirs, 1e-6, 2, 1, "pool1")
+    assert (found.ambiguous, found.taken) == (1, 0)
+    dA = np.arange(1.0, 5.0, dtype=np.float32).reshape(1, 1, 2, 2)
+    expected = pool.max_pool_backward(theirs, dA, 2, 1)
+    assert np.array_equal(pool.max_pool_backward(decide, dA, 2, 1), expected)
