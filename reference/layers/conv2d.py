@@ -10,7 +10,7 @@ frameworks do, and the dropped rows and columns get a zero input gradient.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from reference._validate import float_array, positive_int
 
@@ -65,10 +65,12 @@ def conv2d_forward(
     Each entry is a sum of C_in k^2 products (plus the bias).
     """
     X, F, b, stride, pad = _check_forward(X, F, b, stride, pad)
-    Z = np.einsum("nchwuv,ocuv->nohw", _windows(_pad(X, pad), F.shape[2], stride), F, optimize=True)
+    C_out, k = F.shape[0], F.shape[2]
+    cols, (H_out, W_out) = _im2col(_pad(X, pad), k, stride)
+    Z = F.reshape(C_out, -1) @ cols  # (C_out, N H_out W_out): every filter times every window
     if b is not None:
-        Z += b[None, :, None, None]
-    return np.ascontiguousarray(Z)
+        Z += b[:, None]
+    return _to_nchw(Z, X.shape[0], H_out, W_out)
 
 
 def conv2d_grad_bias(dZ: np.ndarray) -> np.ndarray:
@@ -77,6 +79,10 @@ def conv2d_grad_bias(dZ: np.ndarray) -> np.ndarray:
     dZ: (N, C_out, H_out, W_out) -> db: (C_out,).
     """
     dZ = float_array("dZ", dZ, (None, None, None, None))
+    return _grad_bias(dZ)
+
+
+def _grad_bias(dZ):
     return dZ.sum(axis=(0, 2, 3))
 
 
@@ -93,7 +99,14 @@ def conv2d_grad_filter(
     X = float_array("X", X, (None, None, None, None))
     k, stride, pad, (H_out, W_out) = _check_geometry(X, k, stride, pad)
     dZ = float_array("dZ", dZ, (X.shape[0], None, H_out, W_out), dtype=X.dtype)
-    return np.einsum("nchwuv,nohw->ocuv", _windows(_pad(X, pad), k, stride), dZ, optimize=True)
+    return _grad_filter(X, _from_nchw(dZ), k, stride, pad)
+
+
+def _grad_filter(X, dZ2, k, stride, pad):
+    """X4 from dZ2 = dZ as (C_out, N H_out W_out) (_from_nchw)."""
+    cols, _ = _im2col(_pad(X, pad), k, stride)  # (C_in k k, N H_out W_out)
+    dF = dZ2 @ cols.T  # each entry: a sum over n, i, j
+    return dF.reshape(dZ2.shape[0], X.shape[1], k, k)
 
 
 def conv2d_grad_input(
@@ -102,10 +115,9 @@ def conv2d_grad_input(
     """X5: dE/dXp[n, c, s i + u, s j + v] += dZ[n, o, i, j] F[o, c, u, v] (summed over o, i, j,
     u, v); dE/dX = dE/dXp with the `pad` border cropped.
 
-    Computed as X5's equivalent form: the full correlation of the stride-dilated delta
-    (dZ[n, o, i, j] placed at (s i, s j), zeros between) with the flipped filters,
-    F[o, c, k-1-u, k-1-v]. The dilated delta is padded with k - 1 zeros on the top/left and
-    as many on the bottom/right as make the result Xp's size, so rows and columns the
+    Computed as X5 stands: G[(c, u, v), (n, i, j)] = sum over o of F[o, c, u, v] dZ[n, o, i, j]
+    (one matrix product, F^T dZ), then every G value added at the pixel (s i + u, s j + v)
+    its window read (_col2im, the adjoint of the forward's _im2col). Rows and columns the
     forward dropped (stride remainder) get zero.
     dZ: (N, C_out, H_out, W_out); F: (C_out, C_in, k, k); x_shape: X's shape (N, C_in, H, W)
     -> dX: (N, C_in, H, W), dZ's dtype.
@@ -121,32 +133,95 @@ def conv2d_grad_input(
     pad = positive_int("pad", pad, minimum=0)
     H_out, W_out = output_side(H, k, stride, pad), output_side(W, k, stride, pad)
     dZ = float_array("dZ", dZ, (N, F.shape[0], H_out, W_out), dtype=F.dtype)
+    return _grad_input(_from_nchw(dZ), F, x_shape, stride, pad)
+
+
+def _grad_input(dZ2, F, x_shape, stride, pad):
+    """X5 from dZ2 = dZ as (C_out, N H_out W_out) (_from_nchw)."""
+    C_out, C_in, k, _ = F.shape
+    N, _, H, W = x_shape
     Hp, Wp = H + 2 * pad, W + 2 * pad
-    dilated = np.zeros((N, F.shape[0], Hp + k - 1, Wp + k - 1), dtype=dZ.dtype)
-    rows = slice(k - 1, k + (H_out - 1) * stride, stride)  # dZ[:, :, i] lands on row k-1 + s i
-    cols = slice(k - 1, k + (W_out - 1) * stride, stride)
-    dilated[:, :, rows, cols] = dZ
-    flipped = F[:, :, ::-1, ::-1]
-    dXp = np.einsum("nohwuv,ocuv->nchw", _windows(dilated, k, 1), flipped, optimize=True)
+    G = F.reshape(C_out, C_in * k * k).T @ dZ2  # (C_in k k, N H_out W_out)
+    G = G.reshape(C_in, k, k, N, (Hp - k) // stride + 1, (Wp - k) // stride + 1)  # [c, u, v, n, i, j]
+    dXp = _col2im(G.transpose(1, 2, 3, 0, 4, 5), (N, C_in, Hp, Wp), stride)
     return np.ascontiguousarray(dXp[:, :, pad : pad + H, pad : pad + W])
 
 
 def conv2d_backward(
-    X: np.ndarray, F: np.ndarray, dZ: np.ndarray, stride: int = 1, pad: int = 0, bias: bool = True
+    X: np.ndarray,
+    F: np.ndarray,
+    dZ: np.ndarray,
+    stride: int = 1,
+    pad: int = 0,
+    bias: bool = True,
+    *,
+    input_grad: bool = True,
 ) -> dict:
     """X3..X5 together: {"dX": X5, "dF": X4, "db": X3 (only when bias)} for Z = conv2d_forward.
 
     X: (N, C_in, H, W); F: (C_out, C_in, k, k); dZ: (N, C_out, H_out, W_out)
-    -> dX (N, C_in, H, W), dF (C_out, C_in, k, k), db (C_out,).
+    -> dX (N, C_in, H, W), dF (C_out, C_in, k, k), db (C_out,). input_grad=False leaves dX
+    out (a first layer: nothing before it needs the image's gradient).
     """
     X, F, _, stride, pad = _check_forward(X, F, None, stride, pad)
-    grads = {
-        "dX": conv2d_grad_input(dZ, F, X.shape, stride, pad),
-        "dF": conv2d_grad_filter(X, dZ, F.shape[2], stride, pad),
-    }
+    k = F.shape[2]
+    _, _, _, (H_out, W_out) = _check_geometry(X, k, stride, pad)
+    dZ = float_array("dZ", dZ, (X.shape[0], F.shape[0], H_out, W_out), dtype=F.dtype)
+    dZ2 = _from_nchw(dZ)  # validated once, shared by X5 and X4
+    grads = {"dX": _grad_input(dZ2, F, X.shape, stride, pad)} if input_grad else {}
+    grads["dF"] = _grad_filter(X, dZ2, k, stride, pad)
     if bias:
-        grads["db"] = conv2d_grad_bias(dZ)
+        grads["db"] = _grad_bias(dZ)
     return grads
+
+
+# --- windows as matrix columns ----------------------------------------------------------
+
+
+def _im2col(Xp, k, stride):
+    """(N, C, Hp, Wp) -> (cols, (H_out, W_out)): every window one column of the matrix
+    cols (C k k, N H_out W_out), cols[(c, u, v), (n, i, j)] = Xp[n, c, s i + u, s j + v].
+
+    One copy of the windows view (k^2 times the input), rows in a filter bank's (c, u, v)
+    order: F (C_out, C_in, k, k) reshaped to (C_out, C_in k k) times cols is X4's sum for
+    every image and window in one matrix product.
+    """
+    windows = _windows(Xp, k, stride)  # (N, C, H_out, W_out, k, k)
+    N, C, H_out, W_out = windows.shape[:4]
+    cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(C * k * k, N * H_out * W_out)
+    return cols, (H_out, W_out)
+
+
+def _col2im(G, xp_shape, stride):
+    """The adjoint of _windows, X5's (and the pools') += for every window at once: G (k, k,
+    N, C, H_out, W_out), one value per window element, G[u, v, n, c, i, j] read from pixel
+    (s i + u, s j + v) -> (N, C, Hp, Wp), each pixel the sum of the G values read from it.
+
+    No np.add.at: each offset (u, v) gets a zeroed plane of its own, where a strided view
+    puts G[u, v, n, c, i, j] at row s i + u and column s j + v (distinct places: a plain
+    assignment); the k^2 planes are then summed, so overlapping windows (stride < k) add
+    up. Pixels no window reads (stride remainder) get 0. Memory: k^2 times the result.
+    """
+    k, _, N, C, H_out, W_out = G.shape
+    planes = np.zeros((k, k, *xp_shape), dtype=G.dtype)
+    t = planes.strides
+    at_pixels = as_strided(
+        planes,
+        G.shape,  # [u, v, n, c, i, j] -> planes[u, v, n, c, s i + u, s j + v]
+        (t[0] + t[4], t[1] + t[5], t[2], t[3], stride * t[4], stride * t[5]),
+    )
+    at_pixels[...] = G
+    return planes.sum(axis=(0, 1))
+
+
+def _from_nchw(A):
+    """(N, C, H, W) -> (C, N H W), a copy: one row per channel, the layout of im2col's columns."""
+    return A.transpose(1, 0, 2, 3).reshape(A.shape[1], -1)
+
+
+def _to_nchw(Z, N, H, W):
+    """(C, N H W) -> (N, C, H, W), C-contiguous: _from_nchw undone."""
+    return np.ascontiguousarray(Z.reshape(-1, N, H, W).transpose(1, 0, 2, 3))
 
 
 # --- argument checks --------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from reference._validate import float_array, positive_int
-from reference.layers.conv2d import _shape4, _windows, output_side
+from reference.layers.conv2d import _col2im, _shape4, _windows, output_side
 
 
 def max_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
@@ -22,7 +22,7 @@ def max_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.nda
     No arithmetic: every A entry is one of X's values.
     """
     X, k, stride = _check(X, k, stride)
-    return np.ascontiguousarray(_windows(X, k, stride).max(axis=(4, 5)))
+    return _planes(X, k, stride).max(axis=0)
 
 
 def max_pool_backward(X: np.ndarray, dA: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
@@ -37,15 +37,16 @@ def max_pool_backward(X: np.ndarray, dA: np.ndarray, k: int, stride: int | None 
     X, k, stride = _check(X, k, stride)
     N, C, H_out, W_out = _out_shape(X.shape, k, stride)
     dA = float_array("dA", dA, (N, C, H_out, W_out), dtype=X.dtype)
-    # np.argmax returns the first occurrence: the frameworks' tie rule, with no extra step.
-    first = _windows(X, k, stride).reshape(N, C, H_out, W_out, k * k).argmax(axis=-1)
-    rows = stride * np.arange(H_out)[:, None] + first // k
-    cols = stride * np.arange(W_out)[None, :] + first % k
-    n = np.arange(N)[:, None, None, None]
-    c = np.arange(C)[None, :, None, None]
-    dX = np.zeros_like(X)
-    np.add.at(dX, (n, c, rows, cols), dA)  # unbuffered: overlapping windows accumulate
-    return dX
+    planes = _planes(X, k, stride)  # planes[u k + v, n, c, i, j] = X[n, c, s i + u, s j + v]
+    is_max = planes == planes.max(axis=0)
+    # The first maximum in (u, v) row-major order is the maximum with the smallest plane
+    # index p: the one with the highest score k^2 - p (0 where not a maximum), exactly one
+    # per window. (np.argmax over the planes gives the same index, several times slower.)
+    rank = np.arange(k * k, 0, -1, dtype=np.min_scalar_type(k * k)).reshape(-1, 1, 1, 1, 1)
+    score = is_max * rank
+    first = (score == score.max(axis=0)).reshape(k, k, N, C, H_out, W_out)
+    # dX[n, c, s i + u, s j + v] gets dA[n, c, i, j] where (u, v) is the first maximum.
+    return _scatter(np.multiply, (first, dA), X.shape, k, stride)
 
 
 def avg_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
@@ -55,7 +56,7 @@ def avg_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.nda
     Each entry is a sum of k^2 values and one division.
     """
     X, k, stride = _check(X, k, stride)
-    return np.ascontiguousarray(_windows(X, k, stride).sum(axis=(4, 5)) / (k * k))
+    return _planes(X, k, stride).sum(axis=0) / (k * k)
 
 
 def avg_pool_backward(dA: np.ndarray, x_shape: tuple, k: int, stride: int | None = None) -> np.ndarray:
@@ -69,12 +70,42 @@ def avg_pool_backward(dA: np.ndarray, x_shape: tuple, k: int, stride: int | None
     k, stride = _geometry(x_shape, k, stride)
     N, C, H_out, W_out = _out_shape(x_shape, k, stride)
     dA = float_array("dA", dA, (N, C, H_out, W_out))
-    u = np.arange(k)
-    rows = (stride * np.arange(H_out))[:, None, None, None] + u[None, None, :, None]
-    cols = (stride * np.arange(W_out))[None, :, None, None] + u[None, None, None, :]
-    share = np.broadcast_to((dA / (k * k))[..., None, None], (N, C, H_out, W_out, k, k))
-    dX = np.zeros(x_shape, dtype=dA.dtype)
-    np.add.at(dX, (slice(None), slice(None), rows, cols), share)
+    share = np.broadcast_to(dA, (k, k, N, C, H_out, W_out))  # a view: no copy
+    return _scatter(np.divide, (share, k * k), x_shape, k, stride)
+
+
+def _planes(X, k, stride):
+    """(N, C, H, W) -> (k^2, N, C, H_out, W_out), a copy: planes[u k + v, n, c, i, j] =
+    X[n, c, s i + u, s j + v], one plane per window offset in row-major (u, v) order.
+
+    A reduction over a window is then elementwise across k^2 contiguous planes (NumPy
+    reduces short trailing axes, the windows view's (k, k), an order of magnitude slower).
+    """
+    windows = _windows(X, k, stride)  # (N, C, H_out, W_out, k, k), a view
+    planes = np.ascontiguousarray(windows.transpose(4, 5, 0, 1, 2, 3))
+    return planes.reshape(k * k, *windows.shape[:4])
+
+
+def _scatter(ufunc, operands, x_shape, k, stride):
+    """G = ufunc(*operands) (k, k, N, C, H_out, W_out), the delta each window sends to each
+    of its elements (G[u, v, n, c, i, j] to X[n, c, s i + u, s j + v]) -> dX (N, C, H, W),
+    every element the sum of what it receives.
+
+    Windows that do not overlap (stride == k) tile X: each element receives from at most
+    one window, so the ufunc writes G straight into dX's tiles (elements past the last
+    window keep 0); through `out=` it runs in its operands' memory order, an assignment
+    would run in dX's, (k, k) innermost and several times slower. Otherwise (stride != k)
+    conv2d's _col2im adds the contributions up, as np.add.at would.
+    """
+    if stride != k:
+        dX = _col2im(ufunc(*operands), x_shape, stride)
+    else:
+        N, C = x_shape[:2]
+        H_out, W_out = _out_shape(x_shape, k, stride)[2:]
+        dX = np.zeros(x_shape, dtype=np.result_type(*operands))
+        tiles = dX[:, :, : H_out * k, : W_out * k].reshape(N, C, H_out, k, W_out, k)
+        ufunc(*operands, out=tiles.transpose(3, 5, 0, 1, 2, 4))  # [u, v, n, c, i, j]
+    dX += 0  # -0.0 (False times a negative delta, say) -> 0.0, as adding into zeros gives
     return dX
 
 
