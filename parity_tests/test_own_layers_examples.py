@@ -179,6 +179,7 @@ def test_layers_are_reproduced_and_an_experiment_fact_only_when_given(parity_set
     assert "--parity-layer" not in settings.reproduce_options(plain)
 
 
+@pytest.mark.slow  # a whole pytest process (~1.5 s); the option checks above run in-process
 def test_usage_error_on_the_command_line_exits_4():
     import subprocess
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from parity_tests.mirrors.torch_mirror import _np, _t, version  # noqa: F401  (version: the mirror API)
 from reference.network import Network, Node, update_pairs
 from reference.spec import (
     AvgPool,
@@ -32,18 +33,6 @@ from reference.spec import (
     SoftmaxCE,
     Tanh,
 )
-
-
-def version() -> str:
-    return torch.__version__
-
-
-def _t(a, requires_grad=False):
-    return torch.tensor(np.asarray(a), requires_grad=requires_grad)
-
-
-def _np(t):
-    return t.detach().numpy().copy()
 
 
 def _target(node: Node, target):
