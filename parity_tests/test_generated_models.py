@@ -30,6 +30,7 @@ from parity_tests import model_mutants as mm
 from parity_tests.model_harness import ModelHarness
 from parity_tests.strategies import specs
 from reference.network import Network
+from reports.explain import fit_tolerance
 
 # A drawn network is checked against both frameworks in both dtypes: one example costs
 # what ~30 property examples of a layer do, so each profile draws an eighth of its count.
@@ -111,11 +112,18 @@ def _layers_it_breaks(mutant, net):
     return [n for n in net.nodes if n.kind == mutant.kind and (forward or short in n.grads) and test(n)]
 
 
+TANH_VISIBLE = 0.1  # some |z| reached by a delta above this: the two differ by > 6e-5
+
+
 def _live(net, node, tensors, X) -> bool:
     """Does anything flow through `node` in this step (a dead ReLU network carries zeros:
     no mistake in it can show)? Its input, and for a gradient its upstream, not all zero."""
     x = net.inputs_of(node, X, tensors)
     up = net.upstream_of(node, tensors)
+    if node.kind == "tanh" and up is not None:
+        # 1 - Z^2 for 1 - A^2 differs by ~(2/3) z^4: invisible under rounding while every
+        # |z| is small (a thorough run drew a dense(2)-tanh fed 1e-3s).
+        return bool(np.any(up != 0) and np.abs(x[up != 0]).max() > TANH_VISIBLE)
     return bool(np.any(x != 0) and (up is None or np.any(up != 0)))
 
 
@@ -150,6 +158,13 @@ def test_broken_layer_is_caught_at_its_own_tensor(article_data, parity, case):
         f"diverging tensor to be a {mutant.kind} layer's {expected}, got {first or 'none'}\n"
         + mm.message(finding, mutant)
     )
+    # The explainer names a mismatch only above its own fit tolerance (reports/explain.py):
+    # a tanh fed small z, or a delta that reaches a few elements, can be caught below it.
+    c = mm.stage_check(r, first)
+    mismatch = np.linalg.norm(c.actual.astype(float) - c.expected) / np.linalg.norm(c.expected)
+    if mismatch <= fit_tolerance(c.actual.dtype, c.expected.dtype):
+        note(f"caught at {first}, relative mismatch {mismatch:.2g}: below the explainer's fit")
+        return
     assert finding.first_suspect == mutant.explains, (
         f"{mutant.label} in {spec!r}: caught at {first}, but the explainer said "
         f"{finding.first_explanation!r}, not {mutant.explains!r}"
