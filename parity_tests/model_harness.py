@@ -24,6 +24,23 @@ from parity_tests.harness import Check, _read_only
 from parity_tests.mirrors import MirrorUnavailable
 from reference.network import KINKED, Network, images_nchw, update_pairs
 
+
+def _memo(method):
+    """Cache a method's results on the instance (functools.cache on a method keeps every
+    harness alive for the whole session: 20 LeNet seeds held ~15 GB until the OOM killer
+    ended a CI run). Gone with the harness."""
+
+    @functools.wraps(method)
+    def cached(self, *args):
+        memo = self.__dict__.setdefault("_memo", {})
+        key = (method.__name__, args)
+        if key not in memo:
+            memo[key] = method(self, *args)
+        return memo[key]
+
+    return cached
+
+
 _MIRRORS = {
     "torch": "parity_tests.mirrors.model_torch",
     "tensorflow": "parity_tests.mirrors.model_tf",
@@ -51,18 +68,18 @@ class ModelHarness:
 
     # --- inputs -----------------------------------------------------------------------
 
-    @functools.cache
+    @_memo
     def params(self, dtype: str) -> dict:
         p = self.net.init_params(self.config.seed, dtype)
         return {k: _read_only(v) for k, v in p.items()}
 
-    @functools.cache
+    @_memo
     def inputs(self, dtype: str):
         X = _read_only(images_nchw(self.data.X).astype(dtype))
         target = self.net.targets(self.data.labels, dtype)
         return X, _read_only(np.ascontiguousarray(target))
 
-    @functools.cache
+    @_memo
     def _point_params(self, point: int, dtype: str) -> dict:
         """The weights at spread point `point` (0: the run's; 1.. : each weight times
         1 + SPREAD_PERTURBATION xi, xi uniform in [-1, 1] from default_rng((seed, point)))."""
@@ -75,7 +92,7 @@ class ModelHarness:
             k: (v * (1 + scale * rng.uniform(-1, 1, v.shape))).astype(dtype) for k, v in base.items()
         }
 
-    @functools.cache
+    @_memo
     def _at_point(self, point: int, dtype: str, decide_from: str | None = None) -> dict:
         """The reference's step at weight point `point` (its float32 run following the
         float64 run's branches when decide_from="float64")."""
@@ -106,7 +123,7 @@ class ModelHarness:
 
     # --- our side ---------------------------------------------------------------------
 
-    @functools.cache
+    @_memo
     def reference(self, dtype: str, decide_from: str | None = None) -> dict:
         """The reference's step. decide_from="float64": a float32 run whose ReLU and
         max-pool branches follow the float64 run's inputs (its rounding error, not a branch)."""
@@ -118,7 +135,7 @@ class ModelHarness:
         labels = self.data.labels
         return net.train_step(self.params(dtype), X, labels, cfg.lr, cfg.reduction, decide)
 
-    @functools.cache
+    @_memo
     def implementation(self, dtype: str) -> dict:
         return self.reference(dtype) if self.impl is self.net else self._step(self.impl, dtype, None)
 
@@ -142,7 +159,7 @@ class ModelHarness:
         x = net.inputs_of(node, X, ours)
         return node, x, net.upstream_of(node, ours)
 
-    @functools.cache
+    @_memo
     def _framework_stage(self, framework: str, layer: str, dtype: str) -> dict:
         node = next(n for n in self.net.nodes if n.name == layer)
         node, x, upstream = self._stage_inputs(node.q(node.outputs[0]), dtype)
@@ -181,14 +198,14 @@ class ModelHarness:
 
     # --- end to end -------------------------------------------------------------------
 
-    @functools.cache
+    @_memo
     def end_to_end(self, framework: str, dtype: str) -> dict:
         X, target = self.inputs(dtype)
         cfg = self.config
         mirror = load_model_mirror(framework)
         return mirror.end_to_end(self.net, self.params(dtype), X, target, cfg.reduction, cfg.lr)
 
-    @functools.cache
+    @_memo
     def end_to_end_tolerance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
         """stage allowance on the reference's own inputs + the reference's float32 error
         (its float32 run taking the float64 run's branches: rounding, not a kink), measured
@@ -221,7 +238,7 @@ class ModelHarness:
         )
         return tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
 
-    @functools.cache
+    @_memo
     def kinks(self, framework: str, dtype: str) -> tuple[dict, tuple]:
         """(decide, Kinks per kinked layer) of our step against this framework's run."""
         ours, theirs = self.implementation(dtype), self.end_to_end(framework, dtype)
@@ -240,7 +257,7 @@ class ModelHarness:
             found.append(k)
         return decide, tuple(found)
 
-    @functools.cache
+    @_memo
     def following(self, framework: str, dtype: str) -> dict:
         """Our step with the framework's branches at the kinks (and only there)."""
         decide, _ = self.kinks(framework, dtype)
