@@ -165,11 +165,8 @@ def _import(value: str, module: str):
     if _is_path(module):
         path = Path(module).expanduser()
         if not path.is_file():
-            raise _usage(
-                value,
-                f"{module!r} to be a .py file (no such file, relative to {os.getcwd()}) or a "
-                "dotted module name",
-            )
+            what = "not a regular file" if path.exists() else f"no such file, relative to {os.getcwd()}"
+            raise _usage(value, f"{module!r} to be a .py file ({what}) or a dotted module name")
         try:
             return _load_path(path.resolve())
         except (KeyboardInterrupt, SystemExit):

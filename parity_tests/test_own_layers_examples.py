@@ -13,6 +13,7 @@ about the layers the session checks, not about these examples).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -142,11 +143,14 @@ def raising_module(tmp_path):
         ([_value("relu", GOOD, ["np", "relu_backward"])], "is a module, not a function"),
         ([_value("relu", GOOD), _value("relu", GOOD)], "at most once"),
         ([_value("tanh", "RAISING")], "could not be imported .ZeroDivisionError"),
+        ([_value("tanh", "FIFO")], "not a regular file"),  # refused, never read (it would block)
     ],
     ids=lambda v: str(v)[:40] if isinstance(v, str) else None,
 )
-def test_bad_layer_option_is_one_usage_error(values, says, raising_module):
-    values = [v.replace("RAISING", str(raising_module)) for v in values]
+def test_bad_layer_option_is_one_usage_error(values, says, raising_module, tmp_path):
+    fifo = tmp_path / "layers_fifo.py"
+    os.mkfifo(fifo)
+    values = [v.replace("RAISING", str(raising_module)).replace("FIFO", str(fifo)) for v in values]
     with pytest.raises(pytest.UsageError, match=f"(?s)--parity-layer '.*{says}") as err:
         own_layers.parse_layers(values)
     assert repr(values[-1]) in str(err.value)  # the value as given
