@@ -269,10 +269,15 @@ def parity(request, article_data) -> ParityRecorder:
     """The comparison helper bound to this test: `parity.check(...)` records and asserts."""
     context = _context(request.config, article_data)
     s = request.config.stash[SETTINGS]
-    if s.layers and request.node.path.name == MODEL_TEST_FILE:  # the network has the user's layers
-        from parity_tests.own_layers import impl_label, load
+    if request.node.path.name == MODEL_TEST_FILE:
+        # --parity-impl names an implementation of the article's train_step; the spec
+        # network is the reference's, or built from the user's --parity-layer functions.
+        impl = "reference"
+        if s.layers:
+            from parity_tests.own_layers import impl_label, load
 
-        context = dataclasses.replace(context, impl=impl_label(load(s.layers, s.reduction)))
+            impl = impl_label(load(s.layers, s.reduction))
+        context = dataclasses.replace(context, impl=impl)
     return ParityRecorder(request.node, context)
 
 
