@@ -127,10 +127,19 @@ def test_baseline_gate(tmp_path):
         assert summary.read_text().endswith(verdict)
 
 
+# The smallest complete run: every parity test of the article and of a spec network (a
+# small one: lenet would add ~10 s a session without checking anything more here).
+COMPLETE_RUN = [
+    "parity_tests/test_parity.py",
+    "parity_tests/test_model.py",
+    "--parity-model=conv(2,3)-relu-maxpool(2)-dense(10)-softmax_ce",
+]
+
+
 @pytest.mark.slow  # two whole test_parity.py sessions, ~40 s
 def test_approved_baseline_gates_the_same_run_with_no_change(tmp_path):
     run, base, again = tmp_path / "run", tmp_path / "baselines" / "b", tmp_path / "again"
-    args = ["parity_tests/test_parity.py", "-q", "-p", "no:cacheprovider"]
+    args = [*COMPLETE_RUN, "-q", "-p", "no:cacheprovider"]
     first = _pytest(f"--parity-report-dir={run}", args=args)
     assert first.returncode == 0 and "parity run COMPLETE" in first.stdout, first.stdout[-2000:]
     approved = subprocess.run(
@@ -151,7 +160,7 @@ def test_approved_baseline_gates_the_same_run_with_no_change(tmp_path):
 def test_checks_of_files_the_run_did_not_run_are_not_run_not_vanished(tmp_path):
     # A baseline made by a wider command (./parity test) gated by a narrower but complete
     # one (./parity report): the other files' checks were not run, not lost.
-    narrow = ["parity_tests/test_parity.py", "-q", "-p", "no:cacheprovider"]
+    narrow = [*COMPLETE_RUN, "-q", "-p", "no:cacheprovider"]
     wide = [*narrow, "parity_tests/test_layers.py"]
     base = _pytest("--parity-report-dir", str(tmp_path / "base"), args=wide)
     assert base.returncode == 0, base.stdout[-2000:]
