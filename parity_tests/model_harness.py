@@ -124,10 +124,9 @@ class ModelHarness:
     # --- our side ---------------------------------------------------------------------
 
     @_memo
-    def reference(self, dtype: str, decide_from: str | None = None) -> dict:
-        """The reference's step. decide_from="float64": a float32 run whose ReLU and
-        max-pool branches follow the float64 run's inputs (its rounding error, not a branch)."""
-        return self._at_point(0, dtype, decide_from)
+    def reference(self, dtype: str) -> dict:
+        """The reference's step at the run's weights."""
+        return self._at_point(0, dtype)
 
     def _step(self, net, dtype, decide):
         X, target = self.inputs(dtype)
