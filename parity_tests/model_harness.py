@@ -187,13 +187,30 @@ class ModelHarness:
         tol = model_stages.stage_tolerance(
             node, short, x, params, upstream, own, cfg.reduction, dtype, target
         )
+        context = self._explain_context(tensor, dtype)
         truth = None
         if dtype != "float64":
             f64 = {k: v.astype(np.float64) for k, v in params.items()}
             up64 = None if upstream is None else upstream.astype(np.float64)
             t64 = target.astype(np.float64) if target.dtype.kind == "f" else target
             truth = self.net.node_step(node, x.astype(np.float64), f64, up64, t64, cfg.reduction)[tensor]
-        return Check(np.asarray(actual), expected, tol, truth)
+        return Check(np.asarray(actual), expected, tol, truth, context)
+
+    def _explain_context(self, tensor: str, dtype: str) -> dict:
+        """What reports.explain reads to name a layer's mistake: the layer's own inputs in
+        the calling form of reference.network.Ops (model_mutants.stage_inputs)."""
+        from parity_tests import model_mutants
+
+        X, _ = self.inputs(dtype)
+        run = model_mutants.Run(
+            self.impl,
+            self.params(dtype),
+            X,
+            self.data.labels,
+            model_mutants.Case(self.net.spec.text, self.config.reduction),
+            self.implementation(dtype),
+        )
+        return {"layer": model_mutants.stage_inputs(run, tensor), "n_images": X.shape[0]}
 
     # --- end to end -------------------------------------------------------------------
 

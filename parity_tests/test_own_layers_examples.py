@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from parity_tests import model_stages, own_layers
+from parity_tests.compare import explain_check
 from parity_tests.detection import QuietRecorder
 from parity_tests.model_harness import ModelHarness
 from parity_tests.own_layer_checks import Case, check_layer, describe_sweep
@@ -244,6 +245,11 @@ def test_lenet_with_own_max_pool(article_data, run_config, framework, path, pass
         results[tensor] = compare_arrays(c.actual, c.expected, c.tolerance.array, against=framework)
     assert results["pool1.A"]["passed"]
     assert results["pool1.dX"]["passed"] is passes and results["pool2.dX"]["passed"] is passes, results
+    if not passes:  # the network's own check names the mistake too, as the layer check does
+        verdict, _ = explain_check(
+            harness.stage_check("pool2.dX", framework, "float64"), "pool2.dX", framework
+        )
+        assert verdict["suspect"] == "pool_grad_all_maxima", verdict
 
 
 def test_case_text_is_what_hypothesis_prints():
