@@ -563,22 +563,8 @@ def run(args) -> dict:
                     flush=True,
                 )
             med = {n: statistics.median(t) for n, t in times.items()}
-            paired = {
-                n: paired_ratios(times[n], times["torch"]) if "torch" in times else None for n in impls
-            }
             for name in impls:
-                row = {
-                    "impl": name,
-                    "batch": size,
-                    "dtype": dtype,
-                    "median_ms": round(med[name] * 1e3, 3),
-                    "min_ms": round(min(times[name]) * 1e3, 3),
-                    "repeats": len(times[name]),
-                    "ratio_to_torch": (round(med[name] / med["torch"], 3) if "torch" in med else None),
-                    "paired_ratio_to_torch": paired[name],
-                    "first_step_loss_rel_diff": checks[name],
-                    "other_processes_cpu_share": foreign,
-                }
+                row = _result_row(name, size, dtype, times, med, checks, foreign)
                 if name == "reference" and not args.no_memory:
                     row["memory"] = reference_peak_memory(params, X, y)
                 results.append(row)
@@ -590,6 +576,25 @@ def run(args) -> dict:
         "lr": LR,
         "environment": setup.environment(),
         "results": results,
+    }
+
+
+def _result_row(name, size, dtype, times, med, checks, foreign) -> dict:
+    """One implementation's timings at one batch size and dtype, as the JSON and the table
+    show them (the article path and --model alike)."""
+    return {
+        "impl": name,
+        "batch": size,
+        "dtype": dtype,
+        "median_ms": round(med[name] * 1e3, 3),
+        "min_ms": round(min(times[name]) * 1e3, 3),
+        "repeats": len(times[name]),
+        "ratio_to_torch": (round(med[name] / med["torch"], 3) if "torch" in med else None),
+        "paired_ratio_to_torch": (
+            paired_ratios(times[name], times["torch"]) if "torch" in times else None
+        ),
+        "first_step_loss_rel_diff": checks[name],
+        "other_processes_cpu_share": foreign,
     }
 
 
@@ -834,20 +839,7 @@ def run_spec(args) -> dict:
             gc.collect()
             med = {n: statistics.median(t) for n, t in times.items()}
             for name in args.impls:
-                row = {
-                    "impl": name,
-                    "batch": size,
-                    "dtype": dtype,
-                    "median_ms": round(med[name] * 1e3, 3),
-                    "min_ms": round(min(times[name]) * 1e3, 3),
-                    "repeats": len(times[name]),
-                    "ratio_to_torch": (round(med[name] / med["torch"], 3) if "torch" in med else None),
-                    "paired_ratio_to_torch": (
-                        paired_ratios(times[name], times["torch"]) if "torch" in times else None
-                    ),
-                    "first_step_loss_rel_diff": checks[name],
-                    "other_processes_cpu_share": foreign,
-                }
+                row = _result_row(name, size, dtype, times, med, checks, foreign)
                 if not args.no_memory:
                     row["memory"] = memory_probe(args, name, size, dtype)
                 results.append(row)
