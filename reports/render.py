@@ -285,6 +285,7 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> tuple[bytes, tuple[int, int]]:
     """The heat map as PNG bytes and its size in CSS pixels (width, height)."""
     # Figure + Agg canvas directly: no pyplot, no global backend switch for the caller.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -317,7 +318,11 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> tuple[bytes, tuple[int, int]]:
     ax.add_patch(
         Rectangle((-0.5, -0.5), n_cols, n_rows, fill=False, hatch="////", ec="#c8c8c8", lw=0, zorder=-1)
     )
-    image = ax.imshow(shown, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    # One quad per cell (masked cells: the colour map's transparent "bad"): imshow would
+    # resample the grid to the PNG's pixels and colour every pixel (a third of a report).
+    edges_x, edges_y = np.arange(n_cols + 1) - 0.5, np.arange(n_rows + 1) - 0.5
+    ax.pcolormesh(edges_x, edges_y, shown, cmap=cmap, norm=norm)
+    rgba = cmap(norm(shown))
     # White lines between the cells (lines, not minor-tick grids: a tenth of the cost).
     ax.hlines(np.arange(0.5, n_rows - 1), -0.5, n_cols - 0.5, colors="white", lw=1.5)
     ax.vlines(np.arange(0.5, n_cols - 1), -0.5, n_rows - 0.5, colors="white", lw=1.5)
@@ -331,8 +336,8 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> tuple[bytes, tuple[int, int]]:
         text = _g(values[i, j])
         if st in ("vacuous", "error", "absent"):
             text = f"{text}\n{st}".strip()
-        cell = shown[i, j]  # inf is drawn as the darkest red
-        r, g, b, _ = (1, 1, 1, 1) if cell is np.ma.masked else cmap(norm(cell))
+        # inf is drawn as the darkest red; a masked cell's text sits on white
+        r, g, b, _ = (1, 1, 1, 1) if shown[i, j] is np.ma.masked else rgba[i, j]
         colour = "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"
         bold = values[i, j] == worst  # the largest budget: the cell to look at first
         ax.text(
@@ -354,7 +359,7 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> tuple[bytes, tuple[int, int]]:
         plot_label(title) + "\nbold: the largest; outlined: not a pass; hatched: no comparison",
         fontsize=8.5,
     )
-    bar = fig.colorbar(image, cax=cax)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
     bar.minorticks_off()
     ticks = _bar_ticks(vmax)
     bar.set_ticks(ticks, labels=[_g(float(t)) for t in ticks])

@@ -110,17 +110,29 @@ def fill_outliers(df: pd.DataFrame) -> pd.DataFrame:
         & df["impl_err_vs_truth"].notna()
     )
     keys = ["impl", "tensor", "mode", "dtype", "seed"]
-    for (impl, *_), g in df[usable].groupby(keys, sort=False, dropna=False):
-        torch, tf = g[g["against"] == "torch"], g[g["against"] == "tensorflow"]
-        if torch.empty or tf.empty:
-            continue
-        errs = {
-            # Both rows compare against the same output of the implementation: the larger.
-            str(impl) or "impl": float(g["impl_err_vs_truth"].max()),
-            "torch": float(torch["against_err_vs_truth"].max()),
-            "tensorflow": float(tf["against_err_vs_truth"].max()),
-        }
-        df.loc[g.index, "outlier"] = _farthest(errs)
+    rows = df.loc[usable, [*keys, "against", "impl_err_vs_truth", "against_err_vs_truth"]]
+    rows[keys] = rows[keys].astype(str)  # a missing seed groups, and is found, as "nan"
+    # One row per group (whole-column maxima; a report has hundreds of groups): both rows
+    # of a group compare against the same output of the implementation, so its larger.
+    errs = pd.concat(
+        {
+            "impl": rows.groupby(keys, sort=False, dropna=False)["impl_err_vs_truth"].max(),
+            **{
+                name: rows[rows["against"] == name]
+                .groupby(keys, sort=False, dropna=False)["against_err_vs_truth"]
+                .max()
+                for name in ("torch", "tensorflow")
+            },
+        },
+        axis=1,
+    ).dropna(subset=["torch", "tensorflow"])  # both frameworks compared, or undecidable
+    verdicts = {
+        key: _farthest({str(key[0]) or "impl": e.impl, "torch": e.torch, "tensorflow": e.tensorflow})
+        for key, e in zip(errs.index, errs.itertuples(index=False))
+    }
+    if verdicts:
+        at = pd.MultiIndex.from_frame(rows[keys])
+        df.loc[rows.index, "outlier"] = [verdicts.get(k, "") for k in at]
     return df
 
 
@@ -139,29 +151,31 @@ def summary_frame(df: pd.DataFrame, *, worst_element: bool = False) -> pd.DataFr
     worst_element=True adds WORST_ELEMENT_COLUMNS (after max_ulp), from the group's worst
     comparison (the one whose status and budget put it first).
     """
-    rows = []
-    for key, g in by_severity(df).groupby(GROUP_KEYS, sort=False, dropna=False):
-        worst = g.iloc[0]
-        rows.append(
-            {
-                **{c: worst[c] for c in WORST_ELEMENT_COLUMNS},
-                **dict(zip(GROUP_KEYS, key)),
-                "equation": ", ".join(sorted(set(g["equation"]) - {""})),
-                "status": worst["status"],
-                "checks": len(g),
-                "budget_used": g["budget_used"].max(),
-                "max_abs_err": g["max_abs_err"].max(),
-                "max_rel_err": g["max_rel_err"].max(),
-                "max_ulp": g["max_ulp"].max(),
-                "outlier": ", ".join(sorted(set(g["outlier"]) - {""})),
-                "worst_check": worst["check"],
-            }
-        )
     columns = SUMMARY_COLUMNS
     if worst_element:
         at = SUMMARY_COLUMNS.index("max_ulp") + 1
         columns = [*SUMMARY_COLUMNS[:at], *WORST_ELEMENT_COLUMNS, *SUMMARY_COLUMNS[at:]]
-    return pd.DataFrame(rows, columns=columns)
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    ordered = by_severity(df)
+    groups = ordered.groupby(GROUP_KEYS, sort=False, dropna=False)
+    # Whole-column operations over the groups, not one Python step per group (a report has
+    # hundreds): the worst row is each group's first, the group order its first appearance.
+    worst = ordered.drop_duplicates(GROUP_KEYS).reset_index(drop=True)
+    most = groups[["budget_used", "max_abs_err", "max_rel_err", "max_ulp"]].max()
+    out = worst[[*GROUP_KEYS, *WORST_ELEMENT_COLUMNS, "status"]].assign(
+        equation=groups["equation"].agg(_listed).to_numpy(),
+        checks=groups.size().to_numpy(),
+        outlier=groups["outlier"].agg(_listed).to_numpy(),
+        worst_check=worst["check"],
+        **{c: most[c].to_numpy() for c in most.columns},
+    )
+    return out[columns]
+
+
+def _listed(values: pd.Series) -> str:
+    """A group's distinct non-empty values, sorted, comma-separated."""
+    return ", ".join(sorted(set(values) - {""}))
 
 
 def _natural(text) -> tuple:

@@ -141,6 +141,23 @@ def test_outlier_names_the_implementation_under_test():
     assert list(df["outlier"]) == ["mutant:sign_dE_dO"] * 2
 
 
+def test_outliers_are_named_per_tensor_and_seed_even_without_a_seed():
+    records = [
+        *truth_pair(0.25, 0.25, 1.0, tensor="Z1"),
+        *truth_pair(0.25, 1.0, 0.25, tensor="A1"),
+        *truth_pair(1.0, 0.125, 0.25, tensor="A1", seed=None),  # no seed: a group of its own
+    ]
+    df = fill_outliers(records_frame(records))
+    assert sorted(zip(df["tensor"], df["seed"].astype(str), df["against"], df["outlier"])) == [
+        ("A1", "", "tensorflow", "reference"),
+        ("A1", "", "torch", "reference"),
+        ("A1", "1", "tensorflow", "torch"),
+        ("A1", "1", "torch", "torch"),
+        ("Z1", "1", "tensorflow", "tensorflow"),
+        ("Z1", "1", "torch", "tensorflow"),
+    ]
+
+
 @pytest.mark.parametrize(
     "records",
     [
