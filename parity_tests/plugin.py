@@ -428,6 +428,7 @@ class RegressionGate(pytest.Item):
 def pytest_collection_finish(session):
     """Add the gate last, after every selection and reordering (-k, -m, --deselect, --lf,
     --ff) is done, so that it is never deselected and runs after the checks it judges."""
+    parity_tests.pins.settle_gc()  # start-up is over: the session's objects from here on
     config = session.config
     s = config.stash[SETTINGS]
     if (
