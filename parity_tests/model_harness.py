@@ -150,13 +150,31 @@ class ModelHarness:
 
     # --- stage ------------------------------------------------------------------------
 
-    def _stage_inputs(self, tensor: str, dtype: str):
-        """(node, x, upstream) of the layer that computes `tensor`, from our own step."""
-        net, ours = self.net, self.implementation(dtype)
+    def _stage_inputs(self, tensor: str, dtype: str, source: str = "implementation"):
+        """(node, x, upstream) of the layer that computes `tensor`, from our own step
+        (source "implementation") or the reference's ("reference")."""
+        net, ours = self.net, getattr(self, source)(dtype)
         node = net.node_of(tensor)
         X, _ = self.inputs(dtype)
         x = net.inputs_of(node, X, ours)
         return node, x, net.upstream_of(node, ours)
+
+    @_memo
+    def _layer_step(self, layer: str, dtype: str, source: str, in_float64: bool = False) -> dict:
+        """The reference layer `layer` (every tensor it computes) on `source`'s inputs to it
+        (_stage_inputs), in float64 when in_float64 (the exact side of a float32 check).
+        Once per layer, not once per tensor and framework."""
+        node = next(n for n in self.net.nodes if n.name == layer)
+        node, x, upstream = self._stage_inputs(node.q(node.outputs[0]), dtype, source)
+        _, target = self.inputs(dtype)
+        params = self.params(dtype)
+        if in_float64:
+            params = {k: v.astype(np.float64) for k, v in params.items()}
+            x = x.astype(np.float64)
+            upstream = None if upstream is None else upstream.astype(np.float64)
+            target = target.astype(np.float64) if target.dtype.kind == "f" else target
+        out = self.net.node_step(node, x, params, upstream, target, self.config.reduction)
+        return {k: _read_only(v) for k, v in out.items()}  # shared by every check of the layer
 
     @_memo
     def _framework_stage(self, framework: str, layer: str, dtype: str) -> dict:
@@ -183,17 +201,14 @@ class ModelHarness:
         actual = self._framework_stage(framework, node.name, dtype)[tensor]
         _, target = self.inputs(dtype)
         params = self.params(dtype)
-        own = self.net.node_step(node, x, params, upstream, target, cfg.reduction)
+        own = self._layer_step(node.name, dtype, "implementation")
         tol = model_stages.stage_tolerance(
             node, short, x, params, upstream, own, cfg.reduction, dtype, target
         )
         context = self._explain_context(tensor, dtype)
         truth = None
         if dtype != "float64":
-            f64 = {k: v.astype(np.float64) for k, v in params.items()}
-            up64 = None if upstream is None else upstream.astype(np.float64)
-            t64 = target.astype(np.float64) if target.dtype.kind == "f" else target
-            truth = self.net.node_step(node, x.astype(np.float64), f64, up64, t64, cfg.reduction)[tensor]
+            truth = self._layer_step(node.name, dtype, "implementation", True)[tensor]
         return Check(np.asarray(actual), expected, tol, truth, context)
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
@@ -226,7 +241,7 @@ class ModelHarness:
         """stage allowance on the reference's own inputs + the reference's float32 error
         (its float32 run taking the float64 run's branches: rounding, not a kink), measured
         at the run's weights and SPREAD_POINTS points nearby (tolerance.py)."""
-        net, cfg, ref = self.net, self.config, self.reference(dtype)
+        cfg, ref = self.config, self.reference(dtype)
         spread = self.spread(tensor)
         what = f"max|ref32-ref64| over {1 + tolerance.SPREAD_POINTS} weight points"
         if tensor.endswith("_new"):
@@ -237,10 +252,9 @@ class ModelHarness:
             )
             tol = tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
             return tolerance.end_to_end_update(tol, self.end_to_end_tolerance(grad, dtype), cfg.lr, grad)
-        X, target = self.inputs(dtype)
-        node = net.node_of(tensor)
-        x, upstream = net.inputs_of(node, X, ref), net.upstream_of(node, ref)
-        own = net.node_step(node, x, self.params(dtype), upstream, target, cfg.reduction)
+        _, target = self.inputs(dtype)
+        node, x, upstream = self._stage_inputs(tensor, dtype, "reference")
+        own = self._layer_step(node.name, dtype, "reference")
         stage_tol = model_stages.stage_tolerance(
             node,
             tensor.split(".", 1)[1],
