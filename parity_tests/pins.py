@@ -19,9 +19,10 @@ for _var in BLAS_THREAD_VARS:
 
 # Start-up (pytest, pandas, hypothesis, torch, TensorFlow) leaves millions of objects that live
 # for the whole session, and every full collection of the cyclic garbage collector walks them
-# all again: about 1.5 s of a 20 s gate. The collector is off until the session has collected
-# its tests; then what exists is frozen (never walked again) and the collector is back on
-# (plugin.pytest_collection_finish calls settle_gc). Start-up's few cyclic leftovers stay.
+# all again: about 1.5 s of a 20 s gate. The collector is off until the frameworks are
+# imported; then what exists is frozen (never walked again) and the collector is back on
+# (settle_gc: at the end of the plugin's pytest_configure, and again once the tests are
+# collected). Start-up's few cyclic leftovers stay.
 gc.disable()
 
 

@@ -143,6 +143,7 @@ def pytest_configure(config):
     if not is_worker(config):
         config.pluginmanager.register(RecordCollector(state), "parity-record-collector")
     if _distributing(config):
+        parity_tests.pins.settle_gc()  # the controller collects no tests
         return  # the xdist controller runs no test: only the workers import the frameworks
     # Thread counts must be set before TensorFlow's first op; one thread keeps every
     # reduction order, and so comparisons.csv, identical from run to run.
@@ -162,6 +163,7 @@ def pytest_configure(config):
         except Exception as exc:
             state.framework_errors["torch"] = f"{type(exc).__name__}: {exc}"
     state.environment = environment(s)
+    parity_tests.pins.settle_gc()  # the frameworks are in: the bulk of start-up's objects
 
 
 @pytest.hookimpl(trylast=True)
@@ -428,7 +430,7 @@ class RegressionGate(pytest.Item):
 def pytest_collection_finish(session):
     """Add the gate last, after every selection and reordering (-k, -m, --deselect, --lf,
     --ff) is done, so that it is never deselected and runs after the checks it judges."""
-    parity_tests.pins.settle_gc()  # start-up is over: the session's objects from here on
+    parity_tests.pins.settle_gc()  # and the collected tests: the session's own from here on
     config = session.config
     s = config.stash[SETTINGS]
     if (

@@ -74,3 +74,12 @@ def test_path_options_outside_the_project(tmp_path):
     )
     assert "No changes" in out
     assert set(load_report(again)[0]["check"]) == set(df["check"])
+
+
+def test_garbage_collector_is_on_and_start_up_frozen_during_the_tests():
+    # parity_tests.pins turns the collector off for start-up; left off, the cyclic garbage
+    # of a long sweep (harness caches) would never be freed.
+    import gc
+
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 100_000  # pytest, pandas and the frameworks' objects
