@@ -105,6 +105,7 @@ class ModelHarness:
         params = self._point_params(point, dtype)
         return self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
 
+    @_memo
     def spread(self, tensor: str) -> float:
         """max |ref32 - ref64| of `tensor` over the run's weights and SPREAD_POINTS weight
         points nearby: the reference's own float32 error, sampled more than once."""
