@@ -7,7 +7,7 @@ changes the report.
 Runs, interleaved and `--runs` times each:
 
   import   python -c "import torch, tensorflow"       (the floor any gate run pays)
-  serial   python -m pytest parity_tests -q -p no:cacheprovider -m "not slow"
+  serial   python -m pytest -q -p no:cacheprovider   (plain pytest: pyproject's gate)
   xdist    the same with -n WORKERS
 
 and prints each wall time's median and its ratio to the import's. Each pytest run writes
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GATE = ["-m", "pytest", "parity_tests", "-q", "-p", "no:cacheprovider", "-m", "not slow"]
+GATE = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]  # plain `pytest`: the testpaths
 
 
 def _run(cmd, env) -> tuple[float, int, str]:
