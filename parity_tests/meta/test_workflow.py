@@ -86,3 +86,32 @@ def test_workflow_gates_uploads_merges_and_diffs():
     assert 'python -m reports diff "$BASELINE" merged' in text
     assert "BASELINE: baselines/" in text
     assert "GITHUB_STEP_SUMMARY" in text
+
+
+def _gate_files() -> list[str]:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return config["tool"]["pytest"]["ini_options"]["testpaths"]
+
+
+def test_the_gate_is_existing_files_with_both_networks_checks():
+    # pytest drops a testpaths entry that matches nothing without a word: a renamed file
+    # would leave the gate silently.
+    from parity_tests.plugin import MODEL_TEST_FILE, PARITY_TEST_FILE
+
+    files = _gate_files()
+    assert [f for f in files if not (ROOT / f).is_file()] == []
+    assert {f"parity_tests/{PARITY_TEST_FILE}", f"parity_tests/{MODEL_TEST_FILE}"} <= set(files)
+
+
+def test_tox_report_runs_the_files_of_parity_report():
+    def files(text: str) -> set[str]:
+        return set(re.findall(r"parity_tests/test_\w+\.py", text))
+
+    script = (ROOT / "parity").read_text(encoding="utf-8")
+    report = script[script.index("    report)") : script.index("    test)")]
+    tox = (ROOT / "tox.ini").read_text(encoding="utf-8")
+    tox_report = tox[tox.index("[testenv:report]") : tox.index("[testenv:lint]")]
+    assert files(report) and files(tox_report) == files(report)
+    assert set(_gate_files()) <= files(report)  # the parity report holds the gate's records
