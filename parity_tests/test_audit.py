@@ -137,6 +137,16 @@ def test_audit_has_a_row_per_equation_variant_and_mutant():
     assert "| D3 |" in text and "not run" in next(r for r in rows if r.startswith("| D3 |"))
 
 
+def test_audit_without_detection_runs_says_none_ran_and_what_runs_them():
+    # Plain pytest (the gate) runs no variant or mutant: the audit must not look complete.
+    text = _audit([_rec()])
+    for what in ("variant", "mutant"):
+        assert f"No {what} was run in this session" in text
+    assert text.count("`./parity report` runs them") == 2
+    rows = [line for line in text.splitlines() if re.match(r"\| D\d+ \|", line)]
+    assert rows and all("not run" in r for r in rows)
+
+
 def test_audit_reads_a_whole_run_of_a_variant():
     # `pytest --parity-impl published:D3`: the run's own records say what disagrees.
     recs = [

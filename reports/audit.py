@@ -302,7 +302,10 @@ def _yes(flag) -> str:
 def _rate(summaries, what: str) -> str:
     run = [x for _, x in summaries if x is not None]
     if not run:
-        return f"No {what} was run in this session."
+        return (
+            f"No {what} was run in this session (plain `pytest` leaves them out: "
+            "`./parity report` runs them)."
+        )
     caught = sum(bool(x["detected"]) for x in run)
     localised = sum(bool(x["localised"]) for x in run)
     return (
