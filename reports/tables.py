@@ -111,7 +111,7 @@ def fill_outliers(df: pd.DataFrame) -> pd.DataFrame:
     )
     keys = ["impl", "tensor", "mode", "dtype", "seed"]
     rows = df.loc[usable, [*keys, "against", "impl_err_vs_truth", "against_err_vs_truth"]]
-    rows[keys] = rows[keys].astype(str)  # a missing seed groups, and is found, as "nan"
+    rows = rows.astype(dict.fromkeys(keys, str))  # a missing seed groups, and is found, as "nan"
     # One row per group (whole-column maxima; a report has hundreds of groups): both rows
     # of a group compare against the same output of the implementation, so its larger.
     errs = pd.concat(
