@@ -4,7 +4,6 @@ Imported first by the parity plugin (loaded through its pytest11 entry point, be
 conftest) and by conftest.py (when the project is not installed).
 """
 
-import gc
 import os
 
 # TensorFlow reads these at import; set before anything can import it.
@@ -16,17 +15,3 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # pinned: oneDNN changes fl
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 for _var in BLAS_THREAD_VARS:
     os.environ.setdefault(_var, "1")
-
-# Start-up (pytest, pandas, hypothesis, torch, TensorFlow) leaves millions of objects that live
-# for the whole session, and every full collection of the cyclic garbage collector walks them
-# all again: about 1.5 s of a 20 s gate. The collector is off until the frameworks are
-# imported; then what exists is frozen (never walked again) and the collector is back on
-# (settle_gc: at the end of the plugin's pytest_configure, and again once the tests are
-# collected). Start-up's few cyclic leftovers stay.
-gc.disable()
-
-
-def settle_gc() -> None:
-    """Freeze every object made so far out of the collector's reach and turn it back on."""
-    gc.freeze()
-    gc.enable()

@@ -19,6 +19,7 @@ RegressionGate.
 
 import parity_tests.pins  # noqa: F401, I001  (first: before NumPy, torch or TensorFlow load)
 import dataclasses
+import gc
 import json
 import os
 import time
@@ -131,6 +132,25 @@ def _distributing(config) -> bool:
     )
 
 
+# The frameworks' import leaves millions of objects that live for the whole session, and
+# every full collection of the cyclic garbage collector walks them all again: about 1.5 s
+# of a 20 s gate. The collector is off from the start of the run until the frameworks are
+# imported; then what exists is frozen (never walked again) and the collector is back on
+# (_settle_gc: at the end of pytest_configure, and again once the tests are collected).
+# Whatever ends the run, pytest's cleanup turns it back on: pytest.main() called from a
+# notebook must not leave its interpreter without one.
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    gc.disable()
+    config.add_cleanup(gc.enable)
+
+
+def _settle_gc() -> None:
+    """Freeze every object made so far out of the collector's reach and turn it back on."""
+    gc.freeze()
+    gc.enable()
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
@@ -143,7 +163,7 @@ def pytest_configure(config):
     if not is_worker(config):
         config.pluginmanager.register(RecordCollector(state), "parity-record-collector")
     if _distributing(config):
-        parity_tests.pins.settle_gc()  # the controller collects no tests
+        _settle_gc()  # the controller collects no tests
         return  # the xdist controller runs no test: only the workers import the frameworks
     # Thread counts must be set before TensorFlow's first op; one thread keeps every
     # reduction order, and so comparisons.csv, identical from run to run.
@@ -163,7 +183,7 @@ def pytest_configure(config):
         except Exception as exc:
             state.framework_errors["torch"] = f"{type(exc).__name__}: {exc}"
     state.environment = environment(s)
-    parity_tests.pins.settle_gc()  # the frameworks are in: the bulk of start-up's objects
+    _settle_gc()  # the frameworks are in: the bulk of start-up's objects
 
 
 @pytest.hookimpl(trylast=True)
@@ -430,7 +450,7 @@ class RegressionGate(pytest.Item):
 def pytest_collection_finish(session):
     """Add the gate last, after every selection and reordering (-k, -m, --deselect, --lf,
     --ff) is done, so that it is never deselected and runs after the checks it judges."""
-    parity_tests.pins.settle_gc()  # and the collected tests: the session's own from here on
+    _settle_gc()  # and the collected tests: the session's own from here on
     config = session.config
     s = config.stash[SETTINGS]
     if (

@@ -77,9 +77,22 @@ def test_path_options_outside_the_project(tmp_path):
 
 
 def test_garbage_collector_is_on_and_start_up_frozen_during_the_tests():
-    # parity_tests.pins turns the collector off for start-up; left off, the cyclic garbage
-    # of a long sweep (harness caches) would never be freed.
+    # The plugin turns the collector off for start-up; left off, the cyclic garbage of a
+    # long sweep (harness caches) would never be freed.
     import gc
 
     assert gc.isenabled()
     assert gc.get_freeze_count() > 100_000  # pytest, pandas and the frameworks' objects
+
+
+def test_a_refused_in_process_run_leaves_the_garbage_collector_on():
+    # pytest.main() from a notebook: a usage error ends the run before the frameworks load,
+    # and the interpreter must keep its collector.
+    code = (
+        "import gc, pytest; rc = pytest.main(['--parity-n-images=0', '-p', 'no:cacheprovider',"
+        " '-q']); print(int(rc), gc.isenabled())"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert run.stdout.strip().splitlines()[-1] == "4 True", run.stdout[-2000:] + run.stderr[-2000:]
