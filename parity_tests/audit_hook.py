@@ -1,5 +1,6 @@
 """Bridge to reports/audit.py: hands it the registry (reference.equations, the published
-variants, the mutation catalogue) as plain data, since reports/ may not import reference/.
+variants, the mutation catalogue) as plain data, since reports/ may not import reference/,
+with the functions that computed each equation traced from the run's checked steps.
 
 parity_tests/plugin.py's pytest_sessionfinish calls `audit_files(records, meta)` and writes what it
 returns into the report directory (the writer also shows it in summary.html).
@@ -17,6 +18,55 @@ def checked_model(records, meta) -> str:
     return max(set(names), key=names.count) if names else ""
 
 
+def _batch(n_images: int = 3, seed: int = 0):
+    """A few random images in the article layout (28, 28, N) and their digits: which
+    functions a step calls does not depend on the values, only on the code path."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return rng.random((28, 28, n_images)), np.arange(n_images) % 10
+
+
+def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1) -> dict:
+    """{"article": Traced, "network": Traced}: the reference functions the run's checked
+    steps call, traced (reference/trace.py). The article's step is the fast path when the
+    run checked `--parity-impl reference`, else the readable model (the reference every
+    other implementation is checked against); the network is `model` (--parity-model's)."""
+    import numpy as np
+
+    from reference import fast
+    from reference import model as readable
+    from reference.network import Network, images_nchw
+    from reference.trace import trace
+
+    X, digits = _batch()
+    step = fast.train_step if impl == "reference" else readable.train_step
+    params = readable.init_params(0, "float64")
+    y = (digits > 4).astype(np.float64).reshape(1, -1)
+    _, article = trace(step, params, X, y, lr=lr, reduction=reduction)
+    out = {"article": article}
+    if model:
+        net = Network(model)
+        targets = net.targets(digits, np.float64)
+        args = (net.init_params(0, "float64"), images_nchw(X), targets, lr)
+        _, out["network"] = trace(net.train_step, *args, reduction=reduction)
+    return out
+
+
+def traced_functions(impl: str, model: str, reduction: str = "sum", lr: float = 0.1) -> dict[str, str]:
+    """{equation id: the functions that computed it, comma separated}: E1..E17 from the
+    article's traced step, X1..X12 from the network's; a fast kernel carries "(fast path;
+    proven equal to ...)"."""
+    steps = traced_steps(impl, model, reduction, lr)
+    out: dict[str, str] = {}
+    for part, prefix in (("article", "E"), ("network", "X")):
+        if part in steps:
+            for eq, impls in steps[part].by_equation().items():
+                if eq.startswith(prefix):
+                    out[eq] = ", ".join(i.label() for i in impls)
+    return out
+
+
 def audit_files(records, meta) -> dict[str, str]:
     """{"audit.md": text}. Never raises: a broken audit must not cost the run its report."""
     try:
@@ -27,10 +77,16 @@ def audit_files(records, meta) -> dict[str, str]:
 
         text = audit_markdown(
             records,
-            # The functions that ran: the fast path's kernels when the run checked it; the
-            # checked network's padded and strided layers for X1's and X2's rows.
+            # The functions that ran, traced from the checked steps; the checked network's
+            # padded and strided layers for X1's and X2's rows.
             equations=equations.as_dicts(
-                fast_path=meta.get("impl") == "reference", model=checked_model(records, meta)
+                functions=traced_functions(
+                    str(meta.get("impl", "reference")),
+                    checked_model(records, meta),
+                    str(meta.get("reduction", "sum")),
+                    float(meta.get("lr", 0.1)),
+                ),
+                model=checked_model(records, meta),
             ),
             variants=published.as_dicts(),
             mutants=mutants.as_dicts() + model_mutants.as_dicts(),

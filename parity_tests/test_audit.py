@@ -2,13 +2,12 @@
 consistent, and reports/audit.py turns registry + records into audit.md (also shown in
 summary.html): the article's equations E1..E17 and the layers beyond it, X1..X12."""
 
-import importlib
 import re
 
 import pytest
 
 from parity_tests import mutants
-from parity_tests.audit_hook import audit_files
+from parity_tests.audit_hook import audit_files, traced_functions
 from parity_tests.stages import STAGES
 from reference import equations, published
 from reports import normalise_record, write_report
@@ -34,23 +33,18 @@ def test_extensions_cover_x1_to_x12_in_order():
 
 
 @pytest.mark.parametrize("eq", equations.EXTENSIONS, ids=[e.id for e in equations.EXTENSIONS])
-def test_extension_entry_states_its_layer_functions_and_verdict(eq):
-    assert all(fn.__module__.startswith("reference.layers.") for fn in eq.functions)
+def test_extension_entry_states_its_verdict(eq):
     if eq.id in X_CONVENTIONS:
         assert eq.verdict == equations.CONVENTION and X_CONVENTIONS[eq.id] in eq.convention
     else:
         assert eq.verdict == equations.HOLDS
-    assert not eq.variants and not eq.fast  # no published code, no fast path
+    assert not eq.variants  # no published code
     assert bool(eq.via_setting) == (eq.id in ("X1", "X2"))
 
 
 @pytest.mark.parametrize("eq", equations.ALL, ids=[e.id for e in equations.ALL])
 def test_registry_entry_is_complete(eq):
     assert eq.statement and eq.verdict in equations.VERDICTS
-    assert eq.functions and all(fn.__module__.startswith("reference.") for fn in eq.functions)
-    for name in eq.function_names:  # names resolve to the same callables
-        module, _, attr = name.rpartition(".")
-        assert callable(getattr(importlib.import_module(module), attr))
     assert bool(eq.convention) == (eq.verdict == equations.CONVENTION)
     assert bool(eq.correction) == (eq.verdict == equations.CORRECTED)
     assert bool(eq.note) or eq.id not in AMBIGUOUS
@@ -103,7 +97,10 @@ def _detection(impl, tensor, passed=True):
 def _audit(records, **meta):
     return audit_markdown(
         records,
-        equations=equations.as_dicts(model=meta.get("model")),
+        equations=equations.as_dicts(
+            functions=traced_functions(meta.get("impl", "reference"), meta.get("model") or ""),
+            model=meta.get("model"),
+        ),
         variants=published.as_dicts(),
         mutants=mutants.as_dicts(),
         order=[s.tensor for s in STAGES],
@@ -365,3 +362,91 @@ def test_audit_files_scopes_padding_to_the_checked_model():
     for meta in ({"impl": "reference", "model": "lenet"}, {"impl": "reference"}):
         rows = _rows(audit_files(recs, meta)["audit.md"])  # without: read from the records
         assert "through X4 on lenet's conv1 = conv(6,5,pad=2): " in rows["X1"], meta
+
+
+# --- what the audit names is what ran -----------------------------------------------------
+
+# The steps a ./parity report run checks: the fast path with lenet (its default), and a
+# readable-model run with a network that has the layers lenet lacks (tanh, average pooling,
+# padding and stride on a convolution).
+TRACED_RUNS = {
+    "fast-lenet": ("reference", "lenet"),
+    "readable-strided": (
+        "published:D1",
+        "conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce",
+    ),
+}
+
+
+def _traced_here(impl, model, X, digits):
+    """The checked steps traced here, on the run's own images: {part: names that ran}."""
+    import numpy as np
+
+    from reference import fast
+    from reference import model as readable
+    from reference.network import Network, images_nchw
+    from reference.trace import trace
+
+    y = (digits > 4).astype(np.float64).reshape(1, -1)
+    step = fast.train_step if impl == "reference" else readable.train_step
+    _, article = trace(step, readable.init_params(0, "float64"), X, y, lr=0.1)
+    _, truth = trace(readable.train_step, readable.init_params(0, "float64"), X, y, lr=0.1)
+    net = Network(model)
+    args = (net.init_params(0, "float64"), images_nchw(X), net.targets(digits, np.float64), 0.1)
+    _, network = trace(net.train_step, *args)
+    return {"E": article.names(), "X": network.names(), "readable": truth.names()}
+
+
+def _functions_column(audit_md: str) -> dict[str, str]:
+    """{id: the 'functions' cell} of audit.md's equation table (third column)."""
+    out = {}
+    for line in audit_md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and re.fullmatch(r"[EX]\d+", cells[0]):
+            out[cells[0]] = cells[2]
+    return out
+
+
+# A function name in a cell, and the readable functions a fast kernel is proven equal to.
+_NAMED = r"(reference\.[\w.]+)(?: \(fast path; proven equal to ([^)]*)\))?"
+
+
+@pytest.mark.parametrize("run", TRACED_RUNS, ids=list(TRACED_RUNS))
+def test_audit_names_only_functions_that_ran(run, article_data):
+    impl, model = TRACED_RUNS[run]
+    X, digits = article_data.X[:, :, :8].astype("float64"), article_data.labels[:8]
+    ran = _traced_here(impl, model, X, digits)
+    meta = {"impl": impl, "model": model, "reduction": "sum", "lr": 0.1}
+    cells = _functions_column(audit_files([], meta)["audit.md"])
+    assert set(cells) == {e.id for e in equations.ALL}
+    named_any = set()
+    for eq, cell in cells.items():
+        for entry in re.findall(
+            r"(reference\.[\w.]+)(?: \(fast path; proven equal to ([^)]*)\))?", cell
+        ):
+            name, proven = entry
+            assert name in ran[eq[0]], f"{eq}: audit.md names {name}, which the checked step did not run"
+            named_any.add(eq)
+            for readable in filter(None, proven.split(", ")):
+                # A fast kernel's proof partner is a readable function the reference ran.
+                assert readable in ran["readable"], (
+                    f"{eq}: {name} is proven equal to {readable}, not run"
+                )
+        assert ("fast path" in cell) <= (impl == "reference")
+    # Every equation with a function of its own that the step computes is named.
+    assert {"E1", "E3", "E5", "E7", "E8", "E9", "E16", "E17", "X4", "X10", "X12"} <= named_any
+
+
+def test_audit_says_when_no_function_of_its_own_ran():
+    cells = _functions_column(audit_files([], {"impl": "reference", "model": "lenet"})["audit.md"])
+    assert cells["E15"].startswith("none") and cells["X9"].startswith("none")  # via E16; no tanh
+
+
+def test_every_tag_names_a_registered_equation():
+    import reference.fast  # noqa: F401  (imports every tagged module)
+    import reference.network  # noqa: F401
+    from reference.trace import implementations
+
+    tagged = {eq for impl in implementations() for eq in impl.ids}
+    assert tagged <= set(equations.BY_ID)
+    assert tagged == set(equations.BY_ID)  # every equation has a function that computes it

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from reference._validate import float_array
+from reference.trace import implements
 
 
+@implements("E3", "E6")
 def sigmoid(Z: np.ndarray) -> np.ndarray:
     """E3 / E6: sigmoid(x) = 1 / (1 + e^-x), values in (0, 1); any shape, dtype kept.
 
@@ -26,6 +28,7 @@ def sigmoid(Z: np.ndarray) -> np.ndarray:
     return A
 
 
+@implements("E9", "E14")
 def sigmoid_grad_from_output(A: np.ndarray) -> np.ndarray:
     """E9 / E14: d sigmoid(z) / dz = A (1 - A) with A = sigmoid(z); any shape.
 
@@ -35,4 +38,9 @@ def sigmoid_grad_from_output(A: np.ndarray) -> np.ndarray:
     A = float_array("A", A, ndim=None, allow_empty=True)
     if A.size and (A.min() < 0 or A.max() > 1):
         raise ValueError(f"A must be a sigmoid output in [0, 1], got values in [{A.min()}, {A.max()}]")
+    return _sigmoid_grad_from_output(A)
+
+
+@implements("E9", "E14")
+def _sigmoid_grad_from_output(A):
     return A * (1 - A)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from reference._validate import float_array
+from reference.trace import implements
 
 
+@implements("E1")
 def conv_forward(patches: np.ndarray, f: np.ndarray) -> np.ndarray:
     """E1: Z1 = X * f, a cross-correlation (the filter is not flipped).
 
@@ -21,6 +23,7 @@ def conv_forward(patches: np.ndarray, f: np.ndarray) -> np.ndarray:
     return _conv_forward(patches, f)
 
 
+@implements("E1")
 def _conv_forward(patches, f):
     N, P, s, _ = patches.shape
     K = f.shape[2]
@@ -29,6 +32,7 @@ def _conv_forward(patches, f):
     return np.ascontiguousarray(z.reshape(N, P, K).transpose(0, 2, 1))
 
 
+@implements("E15")
 def conv_local_gradient(patches: np.ndarray) -> np.ndarray:
     """E15: dZ1/df = X: dZ1[n, k, p] / df[u, v, k] = patches[n, p, u, v].
 
@@ -39,6 +43,7 @@ def conv_local_gradient(patches: np.ndarray) -> np.ndarray:
     return float_array("patches", patches, (None, None, None, None))
 
 
+@implements("E16")
 def conv_grad_filter(patches: np.ndarray, dE_dZ1: np.ndarray) -> np.ndarray:
     """E16: dE/df = delta1 convolved with X (not multiplied by it).
 
@@ -52,6 +57,7 @@ def conv_grad_filter(patches: np.ndarray, dE_dZ1: np.ndarray) -> np.ndarray:
     return _conv_grad_filter(patches, dE_dZ1)
 
 
+@implements("E16")
 def _conv_grad_filter(patches, dE_dZ1):
     N, P, s, _ = patches.shape
     K = dE_dZ1.shape[1]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from reference._validate import float_array
+from reference.trace import implements
 
 
+@implements("E5")
 def dense_forward(A1_flat: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """E5: Z2 = W^T . A1 + b.
 
@@ -19,10 +21,12 @@ def dense_forward(A1_flat: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarr
     return _dense_forward(A1_flat, W, b)
 
 
+@implements("E5")
 def _dense_forward(A1_flat, W, b):
     return W.T @ A1_flat + b[:, None]
 
 
+@implements("E10", "E11")
 def dense_grad_weights(A1_flat: np.ndarray, dE_dZ2: np.ndarray) -> np.ndarray:
     """E10 + E11: dE/dW = sum over images n of A1[:, n] * dE/dZ2[n], W's shape.
 
@@ -34,10 +38,12 @@ def dense_grad_weights(A1_flat: np.ndarray, dE_dZ2: np.ndarray) -> np.ndarray:
     return _dense_grad_weights(A1_flat, dE_dZ2)
 
 
+@implements("E10", "E11")
 def _dense_grad_weights(A1_flat, dE_dZ2):
     return A1_flat @ dE_dZ2.T
 
 
+@implements("E12")
 def dense_grad_bias(dE_dZ2: np.ndarray) -> np.ndarray:
     """E12: dE/db = sum over the batch of dE/dO . dO/dZ2. dE_dZ2: (1, N) -> (1,).
 
@@ -48,10 +54,12 @@ def dense_grad_bias(dE_dZ2: np.ndarray) -> np.ndarray:
     return _dense_grad_bias(dE_dZ2)
 
 
+@implements("E12")
 def _dense_grad_bias(dE_dZ2):
     return dE_dZ2.sum(axis=1)
 
 
+@implements("E13")
 def dense_grad_input(W: np.ndarray, dE_dZ2: np.ndarray) -> np.ndarray:
     """E13: dE/dA1 = W . dE/dZ2 (the text writes dZ2/dA1 = W^T; as a matrix product the
     upstream delta is multiplied by W). W: (F, 1); dE_dZ2: (1, N) -> (F, N), A1_flat's shape.
@@ -61,5 +69,6 @@ def dense_grad_input(W: np.ndarray, dE_dZ2: np.ndarray) -> np.ndarray:
     return _dense_grad_input(W, dE_dZ2)
 
 
+@implements("E13")
 def _dense_grad_input(W, dE_dZ2):
     return W @ dE_dZ2

@@ -1,7 +1,11 @@
-"""The audit registry: every article equation (E1..E17), the reference function(s) that state
-it, and the verdict on the equation as the article writes it; then the layers the suite
-checks beyond the article (X1..X12, docs/extensions.md, reference/layers/), each with the
-verdict on the maths as the reference states it.
+"""The audit registry: every article equation (E1..E17) and the verdict on the equation as
+the article writes it; then the layers the suite checks beyond the article (X1..X12,
+docs/extensions.md, reference/layers/), each with the verdict on the maths as the reference
+states it.
+
+Which functions compute an equation is not written here: each function says so itself
+(`@implements("E5")`, reference/trace.py), and the audit names the ones a traced run of
+the checked step called.
 
 Verdict classes:
 
@@ -25,12 +29,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reference import activations, conv, dense, fast, flatten, loss, patches, update
-from reference.layers import activations as layer_activations
-from reference.layers import conv2d, pool
-from reference.layers import dense as layer_dense
-from reference.layers import loss as layer_loss
-
 HOLDS = "holds"
 CONVENTION = "holds under a stated convention"
 CORRECTED = "does not hold as written"
@@ -41,69 +39,42 @@ VERDICTS = (HOLDS, CONVENTION, CORRECTED)
 class Equation:
     id: str
     statement: str  # as docs/article.md states it
-    functions: tuple  # the reference callables implementing it
     verdict: str  # one of VERDICTS
     convention: str = ""  # CONVENTION: the convention adopted
     correction: str = ""  # CORRECTED: the form that holds
     note: str = ""  # where the text is ambiguous or mistyped
     variants: tuple = ()  # published-code departures (reference.published) that break it
     via: tuple = ()  # equations whose checks exercise this one (no record of its own)
-    fast: tuple = ()  # reference.fast kernels that compute it on the fast path instead
     # The layer setting ("pad", "stride") that makes a layer of the checked model exercise
     # this equation: its `via` checks then count only on those layers (X1, X2).
     via_setting: str = ""
-
-    @property
-    def function_names(self) -> tuple[str, ...]:
-        return _names(self.functions)
-
-    def ran(self, fast_path: bool) -> str:
-        """The functions that computed this equation in a run: on the fast path (the default
-        `--parity-impl reference`) its kernels, proven equal to the readable functions by
-        parity_tests/test_fast_path.py; else the readable model's."""
-        if fast_path and self.fast:
-            return (
-                f"{', '.join(_names(self.fast))} (fast path; proven equal to "
-                f"{', '.join(self.function_names)})"
-            )
-        return ", ".join(self.function_names)
-
-
-def _names(functions) -> tuple[str, ...]:
-    return tuple(f"{fn.__module__}.{fn.__qualname__}" for fn in functions)
 
 
 EQUATIONS = (
     Equation(
         "E1",
         "Z1 = X * f: each window is multiplied elementwise by the filter and summed",
-        (patches.extract_patches, conv.conv_forward),
         CONVENTION,
         convention="a cross-correlation (the filter is not flipped), stride 1, no padding; "
         "on the article's transposed images and filters it equals the transpose "
         "of the frameworks' convolution (reference.layout maps it)",
         note="'*' is called a convolution but computed as a cross-correlation, as the frameworks do",
         variants=("D13",),
-        fast=(fast._conv_forward_images,),
     ),
     Equation(
         "E2",
         "an (n, n) image and an (f, f) filter give an (n - f + 1, n - f + 1) output",
-        (patches.output_side,),
         HOLDS,
         via=("E1",),
     ),
     Equation(
         "E3",
         "A1 = sigmoid(Z1), sigmoid(x) = 1 / (1 + e^-x)",
-        (activations.sigmoid,),
         HOLDS,
-        fast=(fast._sigmoid,),
     ),
     Equation(
         "E4",
         "flatten: the dense layer takes (n - f + 1)^2 * filters 1-D features per image",
-        (flatten.flatten, flatten.unflatten),
         CONVENTION,
         convention="feature index k * P + (i * m + j): filter-major, then window row and "
         "column; not NCHW's order, so W's rows follow the article's order",
@@ -113,17 +84,13 @@ EQUATIONS = (
     Equation(
         "E5",
         "Z2 = W^T . A1 + b, W of shape (features, neurons)",
-        (dense.dense_forward,),
         HOLDS,
         variants=("D1", "D8"),
     ),
-    Equation(
-        "E6", "O = sigmoid(Z2)", (activations.sigmoid,), HOLDS, variants=("D1",), fast=(fast._sigmoid,)
-    ),
+    Equation("E6", "O = sigmoid(Z2)", HOLDS, variants=("D1",)),
     Equation(
         "E7",
         "E = (y - O)^2 / 2 per image",
-        (loss.half_squared_error,),
         CONVENTION,
         convention="the batch reduction is a named choice: sum over the images (default) "
         "or mean (reduction='mean'), applied to E and to every gradient alike",
@@ -134,16 +101,14 @@ EQUATIONS = (
     Equation(
         "E8",
         "dE/dO = -(y - O)",
-        (loss.loss_grad_output,),
         HOLDS,
         note="per image; divided by N under reduction='mean'",
     ),
-    Equation("E9", "dO/dZ2 = O (1 - O)", (activations.sigmoid_grad_from_output,), HOLDS),
-    Equation("E10", "dZ2/dW = A1", (dense.dense_grad_weights,), HOLDS, via=("E11",)),
+    Equation("E9", "dO/dZ2 = O (1 - O)", HOLDS),
+    Equation("E10", "dZ2/dW = A1", HOLDS, via=("E11",)),
     Equation(
         "E11",
         "dE/dW = dE/dO . dO/dZ2 . dZ2/dW, same shape as W",
-        (dense.dense_grad_weights,),
         CONVENTION,
         convention="the product over the batch is A1 . (dE/dZ2)^T, a sum over images, "
         "giving W's shape (F, 1)",
@@ -153,7 +118,6 @@ EQUATIONS = (
     Equation(
         "E12",
         "dE/db = dE/dO . dO/dZ2 summed over the batch",
-        (dense.dense_grad_bias,),
         HOLDS,
         note="left to the reader as an exercise; supplied here",
         variants=("D8",),
@@ -161,26 +125,21 @@ EQUATIONS = (
     Equation(
         "E13",
         "dZ2/dA1 = W^T",
-        (dense.dense_grad_input,),
         CONVENTION,
         convention="W^T is the Jacobian dZ2/dA1 (one row per image); backprop applies its "
         "transpose: dE/dA1 = W . dE/dZ2, (F, 1) @ (1, N)",
         note="W^T in the text vs W . delta as a matrix product",
         variants=("D4", "D5"),
-        fast=(fast._conv_deltas,),
     ),
     Equation(
         "E14",
         "dA1/dZ1 = A1 (1 - A1)",
-        (activations.sigmoid_grad_from_output,),
         HOLDS,
         variants=("D2",),
-        fast=(fast._conv_deltas,),
     ),
     Equation(
         "E15",
         "dZ1/df = X",
-        (conv.conv_local_gradient,),
         CONVENTION,
         convention="X stands for the input window under each output position: "
         "dZ1[n, k, i, j] / df[u, v, k] = X[i + u, j + v, n] (the patches)",
@@ -191,18 +150,14 @@ EQUATIONS = (
     Equation(
         "E16",
         "dE/df = (dE/dO . dO/dZ2 . dZ2/dA1 . dA1/dZ1) * X",
-        (conv.conv_grad_filter,),
         CORRECTED,
         correction="dE/df[u, v, k] = sum over images n and positions (i, j) of "
         "delta1[n, k, i, j] * X[i + u, j + v, n], delta1 = dE/dZ1: the delta is "
         "cross-correlated with the input, per image, and summed",
         note="'*' is a convolution, not an elementwise or matrix product",
         variants=("D3", "D7", "D12"),
-        fast=(fast._conv_grad_filter_images,),
     ),
-    Equation(
-        "E17", "new = old - lr * gradient, for W, b and f", (update.sgd_update,), HOLDS, variants=("D6",)
-    ),
+    Equation("E17", "new = old - lr * gradient, for W, b and f", HOLDS, variants=("D6",)),
 )
 
 # The layers beyond the article (docs/extensions.md, "Layers (X1..X12)"), batch-first NCHW.
@@ -211,7 +166,6 @@ EXTENSIONS = (
         "X1",
         "padding: each image and channel is surrounded by p zeros on every side, (H, W) -> "
         "(H + 2p, W + 2p), before the windows are taken",
-        (conv2d.pad_input,),
         HOLDS,
         note="symmetric, like torch's padding=p; TensorFlow's 'SAME' puts an odd extra row and "
         "column at the bottom and right, so its mirror pads with tf.pad and uses 'VALID'",
@@ -222,7 +176,6 @@ EXTENSIONS = (
         "X2",
         "stride: windows start every s pixels, so a side of n gives floor((n + 2p - k) / s) + 1 "
         "outputs (pools: p = 0)",
-        (conv2d.output_side,),
         HOLDS,
         note="a remainder the stride leaves over is dropped, as both frameworks do; the "
         "dropped pixels get a zero input gradient",
@@ -233,7 +186,6 @@ EXTENSIONS = (
         "X3",
         "conv bias: b[o] is added at every output position of filter o, so dE/db[o] is the "
         "sum of dZ[n, o, i, j] over images and positions",
-        (conv2d.conv2d_forward, conv2d.conv2d_grad_bias),
         HOLDS,
     ),
     Equation(
@@ -241,7 +193,6 @@ EXTENSIONS = (
         "channels: Z[n, o, i, j] = sum over input channels c and offsets u, v of "
         "F[o, c, u, v] Xp[n, c, s i + u, s j + v] (+ b[o]); dE/dF[o, c, u, v] = sum over "
         "n, i, j of dZ[n, o, i, j] Xp[n, c, s i + u, s j + v]",
-        (conv2d.conv2d_forward, conv2d.conv2d_grad_filter),
         HOLDS,
         note="a cross-correlation (the filter is not flipped), as E1 and both frameworks; "
         "the filter gradient reads the padded input Xp",
@@ -251,17 +202,16 @@ EXTENSIONS = (
         "conv input gradient: each delta goes back through its filter to every pixel of its "
         "window, dE/dXp[n, c, s i + u, s j + v] += dZ[n, o, i, j] F[o, c, u, v], then the "
         "padding border is cropped",
-        (conv2d.conv2d_grad_input,),
         HOLDS,
-        note="computed as the full correlation of the stride-dilated delta with the flipped "
-        "filters; pixels no window covers get 0",
+        note="computed as one matrix product F^T dZ giving every window element's share, then "
+        "added back onto the padded image window by window (col2im, the adjoint of the "
+        "forward's im2col); pixels no window covers get 0",
     ),
     Equation(
         "X6",
         "max pool: A = the largest value of each k x k window, per channel; the backward "
         "gives the window's delta to its maximum and nothing to the other elements "
         "(overlapping windows add)",
-        (pool.max_pool_forward, pool.max_pool_backward),
         CONVENTION,
         convention="ties go to the first maximum in row-major order of the window (torch "
         "and TensorFlow on the CPU; GPU kernels may differ)",
@@ -272,7 +222,6 @@ EXTENSIONS = (
         "X7",
         "average pool: A = the mean of each k x k window, per channel; the backward gives "
         "every element of the window dA / k^2 (overlapping windows add)",
-        (pool.avg_pool_forward, pool.avg_pool_backward),
         HOLDS,
         note="pools have no padding: with padding the frameworks disagree on average pooling "
         "(torch counts the padded zeros by default, TensorFlow 'SAME' does not)",
@@ -280,30 +229,18 @@ EXTENSIONS = (
     Equation(
         "X8",
         "ReLU: A = max(0, Z); dE/dZ = dA where Z > 0 and 0 where Z <= 0, read from Z",
-        (layer_activations.relu, layer_activations.relu_grad, layer_activations.relu_backward),
         CONVENTION,
         convention="derivative 0 at z = 0 (both frameworks)",
     ),
     Equation(
         "X9",
         "tanh: A = tanh(Z); dA/dZ = 1 - A^2, written through the output",
-        (
-            layer_activations.tanh,
-            layer_activations.tanh_grad_from_output,
-            layer_activations.tanh_backward,
-        ),
         HOLDS,
     ),
     Equation(
         "X10",
         "dense with U units: Z = W^T a + b per image, W of shape (F, U); dE/dW = A^T dZ, "
         "dE/db = dZ summed over images, dE/dA = dZ W^T",
-        (
-            layer_dense.dense_forward,
-            layer_dense.dense_grad_weights,
-            layer_dense.dense_grad_bias,
-            layer_dense.dense_grad_input,
-        ),
         HOLDS,
         note="torch's nn.Linear weight is W^T; the flatten before the first dense reads NCHW "
         "order (torch's flatten(1), not TensorFlow's NHWC nor the article's E4)",
@@ -311,7 +248,6 @@ EXTENSIONS = (
     Equation(
         "X11",
         "softmax: P[n, k] = exp(z_k - m) / sum over j of exp(z_j - m), m = max_j z_j",
-        (layer_loss.softmax, layer_loss.log_softmax),
         HOLDS,
         note="the shift by the row's largest logit changes nothing mathematically and keeps "
         "every exponent <= 0; log P is taken from the shifted logits, never as log of a "
@@ -321,7 +257,6 @@ EXTENSIONS = (
         "X12",
         "cross-entropy: E = - sum over images of log P[n, y_n]; dE/dZ = P - onehot(y) "
         "(divided by N under the mean)",
-        (layer_loss.softmax_cross_entropy, layer_loss.softmax_cross_entropy_backward),
         CONVENTION,
         convention="sum over images (the suite's default; torch and Keras default to the "
         "mean, set explicitly)",
@@ -359,19 +294,22 @@ def layers_using(model: str | None, setting: str) -> tuple[str, list[tuple[str, 
     return net.label, used
 
 
-def as_dicts(fast_path: bool = False, model: str | None = None) -> list[dict]:
-    """Plain-data registry for reports/audit.py (strings only, E1..E17 then X1..X12);
-    `functions` names what computed each equation in a run on the fast path or on the
-    readable model. `model` (the network test_model.py checked, a preset name or a spec)
-    scopes the `via` checks of X1/X2 to its layers that pad / stride: `via_setting` says
-    which setting, `via_model` the model's label, `via_layers` the layer names (comma
-    separated; "" when none uses it) and `via_where` the same in words."""
+def as_dicts(functions: dict[str, str] | None = None, model: str | None = None) -> list[dict]:
+    """Plain-data registry for reports/audit.py (strings only, E1..E17 then X1..X12).
+    `functions` maps an equation id to the functions that computed it in the run, as traced
+    (parity_tests/audit_hook.py, reference/trace.py); an id it lacks gets "" (nothing that
+    ran computes it: it acts through the `via` equations, or the checked network has no such
+    layer). `model` (the network test_model.py checked, a preset name or a spec) scopes the
+    `via` checks of X1/X2 to its layers that pad / stride: `via_setting` says which setting,
+    `via_model` the model's label, `via_layers` the layer names (comma separated; "" when
+    none uses it) and `via_where` the same in words."""
+    functions = functions or {}
     out = []
     for e in ALL:
         d = dict(
             id=e.id,
             statement=e.statement,
-            functions=e.ran(fast_path),
+            functions=functions.get(e.id, ""),
             verdict=e.verdict,
             convention=e.convention,
             correction=e.correction,

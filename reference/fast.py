@@ -24,11 +24,12 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from reference import conv, dense, flatten, loss, update
+from reference import activations, conv, dense, flatten, loss, update
 from reference._validate import choice, float_array, mapping
 from reference.model import _required, check_params, sgd_step  # noqa: F401  (sgd_step: same API)
 from reference.patches import _patches_view_images
 from reference.tensors import Tensors
+from reference.trace import implements
 
 # Elementwise chains run over blocks of BLOCK elements (1 MiB of float64): each step of
 # the chain then reads and writes cache-resident data. The loop runs size / BLOCK times
@@ -37,6 +38,7 @@ from reference.tensors import Tensors
 BLOCK = 1 << 17
 
 
+@implements("E3", "E6", proven_equal_to=(activations.sigmoid,))
 def _sigmoid(Z, out=None):
     """E3 / E6 over blocks of BLOCK elements; the same values as activations.sigmoid."""
     # out: C-contiguous, Z's shape and dtype.
@@ -123,6 +125,7 @@ def _banded_filters(f, n):
     return T
 
 
+@implements("E1", proven_equal_to=(conv.conv_forward,))
 def _conv_forward_images(images, f, out=None):
     """E1 from the images: (N, n, n) and f (s, s, K) -> Z1 (N, K, m * m) (into `out`)."""
     N, n, _ = images.shape
@@ -141,6 +144,7 @@ def _grad_work_shape(n, s, K):
     return (n - s + 1, K, n - s + 1, s * n)
 
 
+@implements("E16", proven_equal_to=(conv.conv_grad_filter,))
 def _conv_grad_filter_images(images, dE_dZ1, s, work=None):
     """E16 from the images: (N, n, n), dE_dZ1 (N, K, m * m) -> dE_df (s, s, K).
 
@@ -263,7 +267,7 @@ def backward(params, cache, y: np.ndarray, reduction: str = "sum") -> Tensors:
 def _backward(W, s, O, A1, y, reduction, images, P, buf):
     E = loss.half_squared_error(O, y, reduction)
     dE_dO = loss._loss_grad_output(O, y, reduction)
-    dO_dZ2 = O * (1 - O)
+    dO_dZ2 = activations._sigmoid_grad_from_output(O)
     dE_dZ2 = dE_dO * dO_dZ2
     A1_flat = flatten._flatten(A1)
     dE_dW = dense._dense_grad_weights(A1_flat, dE_dZ2)
@@ -286,6 +290,12 @@ def _backward(W, s, O, A1, y, reduction, images, P, buf):
     )
 
 
+@implements(
+    "E4",
+    "E13",
+    "E14",
+    proven_equal_to=(dense.dense_grad_input, flatten.unflatten, activations.sigmoid_grad_from_output),
+)
 def _conv_deltas(W, dE_dZ2, A1, buf):
     """E13 + unflatten, then E14: dE_dA1 and dE_dZ1 = dE_dA1 * (A1 * (1 - A1)), (N, K, P).
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from reference._validate import float_array, positive_int
+from reference.trace import implements
 
 
+@implements("E4")
 def flatten(A1: np.ndarray) -> np.ndarray:
     """E4: the dense layer sees 1-D features per image: (N, K, P) -> (K * P, N).
 
@@ -18,11 +20,13 @@ def flatten(A1: np.ndarray) -> np.ndarray:
     return _flatten(A1)
 
 
+@implements("E4")
 def _flatten(A1):
     N, K, P = A1.shape
     return A1.reshape(N, K * P).T
 
 
+@implements("E4")
 def unflatten(features: np.ndarray, n_filters: int) -> np.ndarray:
     """Inverse of E4: (K * P, N) -> (N, K, P); used to give dE/dA1 A1's shape."""
     features = float_array("features", features, (None, None))
@@ -32,6 +36,7 @@ def unflatten(features: np.ndarray, n_filters: int) -> np.ndarray:
     return _unflatten(features, K)
 
 
+@implements("E4")
 def _unflatten(features, K):
     F, N = features.shape
     return np.ascontiguousarray(features.T).reshape(N, K, F // K)

@@ -198,16 +198,16 @@ class ArticleStep:
     def dE_df(self, t, lr, reduction):
         return conv.conv_grad_filter(t.patches, t.dE_dZ1)  # E15, E16
 
-    # --- update: E17 (update.sgd_update's arithmetic; no dtype check, so that a mutant
+    # --- update: E17 (update.sgd_update's kernel, without its dtype check, so that a mutant
     # that leaks float64 into a float32 run still runs and the suite sees the dtype) -------
     def f_new(self, t, lr, reduction):
-        return t.f - lr * t.dE_df
+        return update._sgd_update(t.f, t.dE_df, lr)
 
     def W_new(self, t, lr, reduction):
-        return t.W - lr * t.dE_dW
+        return update._sgd_update(t.W, t.dE_dW, lr)
 
     def b_new(self, t, lr, reduction):
-        return t.b - lr * t.dE_db
+        return update._sgd_update(t.b, t.dE_db, lr)
 
 
 _STEP = ArticleStep()

@@ -6,8 +6,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from reference._validate import float_array, positive_int
+from reference.trace import implements
 
 
+@implements("E2")
 def output_side(image_side: int, size: int) -> int:
     """E2: an (n, n) image and an (f, f) filter give an (n - f + 1, n - f + 1) output."""
     image_side = positive_int("image_side", image_side)
@@ -17,6 +19,7 @@ def output_side(image_side: int, size: int) -> int:
     return image_side - size + 1
 
 
+@implements("E1")
 def extract_patches(X: np.ndarray, size: int) -> np.ndarray:
     """E1 operand: every `size` x `size` window of every image, stride 1, no padding.
 
@@ -33,17 +36,20 @@ def extract_patches(X: np.ndarray, size: int) -> np.ndarray:
     return _extract_patches(X, size, m)
 
 
+@implements("E1")
 def _extract_patches(X: np.ndarray, size: int, m: int) -> np.ndarray:
     # One contiguous copy of the windows (size * size times the input): what the article
     # computes and what BLAS-friendly consumers of `patches` want.
     return np.ascontiguousarray(_patches_view(X, size, m))
 
 
+@implements("E1")
 def _patches_view(X: np.ndarray, size: int, m: int) -> np.ndarray:
     """The same (N, m * m, size, size) values as `_extract_patches`, as a read-only view."""
     return _patches_view_images(np.ascontiguousarray(X.transpose(2, 0, 1)), size)
 
 
+@implements("E1")
 def _patches_view_images(images: np.ndarray, size: int, out=None) -> np.ndarray:
     """patches from images (N, n, n), images[N, a, b] = X[a, b, N], as a read-only view.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from reference._validate import finite_float, float_array
+from reference.trace import implements
 
 # The suite's learning rate, 2^-4: Keras keeps the learning rate in a float32 variable, so a
 # value float32 cannot hold exactly (0.1) would shift every float64 update. (The article's
@@ -12,6 +13,7 @@ from reference._validate import finite_float, float_array
 SUITE_LR = 2.0**-4
 
 
+@implements("E17")
 def sgd_update(param: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
     """E17: new = old - lr * gradient. param and grad of equal shape and dtype; lr > 0.
 
@@ -29,5 +31,6 @@ def _learning_rate(lr) -> float:
     return lr
 
 
+@implements("E17")
 def _sgd_update(param, grad, lr):
     return param - lr * grad

@@ -130,6 +130,11 @@ def _via_scope(df: pd.DataFrame, eq: dict, via: list[str]) -> tuple[np.ndarray, 
     return mask, f" on {net}'s {where}", f" on {', '.join(layers)}", ""
 
 
+# The functions cell of an equation no traced function computed: it acts inside others
+# (its `via` equations), or the checked network has no such layer.
+_NO_FUNCTION = "none of its own ran in the checked step"
+
+
 def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
     eq_sets = [set(_EQ.findall(str(e))) for e in df["equation"]]
     rows = []
@@ -172,7 +177,7 @@ def _equation_rows(df: pd.DataFrame, equations: list[dict]) -> list[list]:
             [
                 eq["id"],
                 eq["statement"],
-                eq.get("functions", ""),
+                eq.get("functions") or _NO_FUNCTION,
                 "; ".join(checks),
                 "; ".join(budgets),
                 result,

@@ -12,6 +12,7 @@ import numpy as np
 
 from reference._validate import float_array
 from reference.activations import sigmoid, sigmoid_grad_from_output
+from reference.trace import implements
 
 __all__ = [
     "relu",
@@ -26,12 +27,14 @@ __all__ = [
 ]
 
 
+@implements("X8")
 def relu(Z: np.ndarray) -> np.ndarray:
     """X8: A = max(0, Z), elementwise; any shape -> Z's shape. No rounding."""
     Z = float_array("Z", Z, ndim=None, allow_empty=True)
     return np.maximum(Z, 0)
 
 
+@implements("X8")
 def relu_grad(Z: np.ndarray) -> np.ndarray:
     """X8: dA/dZ = 1 where Z > 0 and 0 where Z <= 0, read from Z (never from the sign of the
     upstream delta). At Z = 0 both frameworks take 0, and so does this. Z's shape and dtype.
@@ -40,6 +43,7 @@ def relu_grad(Z: np.ndarray) -> np.ndarray:
     return (Z > 0).astype(Z.dtype)
 
 
+@implements("X8")
 def relu_backward(dA: np.ndarray, Z: np.ndarray) -> np.ndarray:
     """X8: dE/dZ = dA * [Z > 0]. dA, Z: the same shape -> dZ: that shape. No rounding."""
     Z = float_array("Z", Z, ndim=None, allow_empty=True)
@@ -49,6 +53,7 @@ def relu_backward(dA: np.ndarray, Z: np.ndarray) -> np.ndarray:
     return dZ
 
 
+@implements("X9")
 def tanh(Z: np.ndarray) -> np.ndarray:
     """X9: A = tanh(Z) = (e^Z - e^-Z) / (e^Z + e^-Z), values in (-1, 1); any shape.
     NumPy's tanh (no overflow for large |Z|: it saturates to +-1)."""
@@ -56,6 +61,7 @@ def tanh(Z: np.ndarray) -> np.ndarray:
     return np.tanh(Z)
 
 
+@implements("X9")
 def tanh_grad_from_output(A: np.ndarray) -> np.ndarray:
     """X9: d tanh(z) / dz = 1 - A^2 with A = tanh(z), through the output like E9; any shape."""
     A = float_array("A", A, ndim=None, allow_empty=True)
@@ -64,6 +70,7 @@ def tanh_grad_from_output(A: np.ndarray) -> np.ndarray:
     return 1 - A * A
 
 
+@implements("X9")
 def tanh_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
     """X9: dE/dZ = dA (1 - A^2), A = tanh(Z). dA, A: the same shape -> dZ: that shape."""
     A = float_array("A", A, ndim=None, allow_empty=True)
@@ -71,6 +78,7 @@ def tanh_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
     return dA * tanh_grad_from_output(A)
 
 
+@implements("E9", "E14")
 def sigmoid_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
     """E9 / E14 applied to a delta: dE/dZ = dA A (1 - A), A = sigmoid(Z) (reference.activations).
     dA, A: the same shape -> dZ: that shape."""

@@ -13,8 +13,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from reference._validate import float_array, positive_int
+from reference.trace import implements
 
 
+@implements("X2")
 def output_side(n: int, k: int, stride: int = 1, pad: int = 0) -> int:
     """X2: windows start every `stride` pixels: side = floor((n + 2 pad - k) / stride) + 1.
 
@@ -32,6 +34,7 @@ def output_side(n: int, k: int, stride: int = 1, pad: int = 0) -> int:
     return (n + 2 * pad - k) // stride + 1
 
 
+@implements("X1")
 def pad_input(X: np.ndarray, pad: int) -> np.ndarray:
     """X1: Xp = X surrounded by `pad` zeros on every side of each image and channel.
 
@@ -42,18 +45,21 @@ def pad_input(X: np.ndarray, pad: int) -> np.ndarray:
     return _pad(X, positive_int("pad", pad, minimum=0))
 
 
+@implements("X1")
 def _pad(X, pad):
     if pad == 0:
         return X
     return np.pad(X, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
 
 
+@implements("X2")
 def _windows(Xp, k, stride):
     """(N, C, Hp, Wp) -> the read-only view (N, C, H_out, W_out, k, k) of every window:
     window (i, j) is Xp[:, :, s i : s i + k, s j : s j + k]. No copy, no loop."""
     return sliding_window_view(Xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
+@implements("X3", "X4")
 def conv2d_forward(
     X: np.ndarray, F: np.ndarray, b: np.ndarray | None = None, stride: int = 1, pad: int = 0
 ) -> np.ndarray:
@@ -73,6 +79,7 @@ def conv2d_forward(
     return _to_nchw(Z, X.shape[0], H_out, W_out)
 
 
+@implements("X3")
 def conv2d_grad_bias(dZ: np.ndarray) -> np.ndarray:
     """X3: dE/db[o] = sum over n, i, j of dZ[n, o, i, j] (the bias enters every position).
 
@@ -82,10 +89,12 @@ def conv2d_grad_bias(dZ: np.ndarray) -> np.ndarray:
     return _grad_bias(dZ)
 
 
+@implements("X3")
 def _grad_bias(dZ):
     return dZ.sum(axis=(0, 2, 3))
 
 
+@implements("X4")
 def conv2d_grad_filter(
     X: np.ndarray, dZ: np.ndarray, k: int, stride: int = 1, pad: int = 0
 ) -> np.ndarray:
@@ -102,6 +111,7 @@ def conv2d_grad_filter(
     return _grad_filter(X, _from_nchw(dZ), k, stride, pad)
 
 
+@implements("X4")
 def _grad_filter(X, dZ2, k, stride, pad):
     """X4 from dZ2 = dZ as (C_out, N H_out W_out) (_from_nchw)."""
     cols, _ = _im2col(_pad(X, pad), k, stride)  # (C_in k k, N H_out W_out)
@@ -109,6 +119,7 @@ def _grad_filter(X, dZ2, k, stride, pad):
     return dF.reshape(dZ2.shape[0], X.shape[1], k, k)
 
 
+@implements("X5")
 def conv2d_grad_input(
     dZ: np.ndarray, F: np.ndarray, x_shape: tuple, stride: int = 1, pad: int = 0
 ) -> np.ndarray:
@@ -136,6 +147,7 @@ def conv2d_grad_input(
     return _grad_input(_from_nchw(dZ), F, x_shape, stride, pad)
 
 
+@implements("X5")
 def _grad_input(dZ2, F, x_shape, stride, pad):
     """X5 from dZ2 = dZ as (C_out, N H_out W_out) (_from_nchw)."""
     C_out, C_in, k, _ = F.shape
@@ -147,6 +159,7 @@ def _grad_input(dZ2, F, x_shape, stride, pad):
     return np.ascontiguousarray(dXp[:, :, pad : pad + H, pad : pad + W])
 
 
+@implements("X3", "X4")
 def conv2d_backward(
     X: np.ndarray,
     F: np.ndarray,
@@ -178,6 +191,7 @@ def conv2d_backward(
 # --- windows as matrix columns ----------------------------------------------------------
 
 
+@implements("X4")
 def _im2col(Xp, k, stride):
     """(N, C, Hp, Wp) -> (cols, (H_out, W_out)): every window one column of the matrix
     cols (C k k, N H_out W_out), cols[(c, u, v), (n, i, j)] = Xp[n, c, s i + u, s j + v].
@@ -192,6 +206,7 @@ def _im2col(Xp, k, stride):
     return cols, (H_out, W_out)
 
 
+@implements("X5")
 def _col2im(G, xp_shape, stride):
     """The adjoint of _windows, X5's (and the pools') += for every window at once: G (k, k,
     N, C, H_out, W_out), one value per window element, G[u, v, n, c, i, j] read from pixel

@@ -12,8 +12,10 @@ import numpy as np
 
 from reference._validate import float_array
 from reference.layers.conv2d import _shape4
+from reference.trace import implements
 
 
+@implements("X10")
 def flatten(X: np.ndarray) -> np.ndarray:
     """The flatten before the first dense layer: (N, C, H, W) -> (N, C H W), row-major.
 
@@ -24,6 +26,7 @@ def flatten(X: np.ndarray) -> np.ndarray:
     return X.reshape(X.shape[0], -1)
 
 
+@implements("X10")
 def flatten_backward(dA: np.ndarray, x_shape: tuple) -> np.ndarray:
     """The flatten's backward: the delta reshaped back, (N, C H W) -> x_shape (N, C, H, W)."""
     x_shape = _shape4("x_shape", x_shape)
@@ -32,6 +35,7 @@ def flatten_backward(dA: np.ndarray, x_shape: tuple) -> np.ndarray:
     return dA.reshape(x_shape)
 
 
+@implements("X10")
 def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """X10: Z[n, u] = sum over f of A[n, f] W[f, u] + b[u] (Z = W^T a_n + b per image;
     no bias term when b is None).
@@ -46,6 +50,7 @@ def dense_forward(A: np.ndarray, W: np.ndarray, b: np.ndarray | None = None) -> 
     return Z
 
 
+@implements("X10")
 def dense_grad_weights(A: np.ndarray, dZ: np.ndarray) -> np.ndarray:
     """X10: dE/dW[f, u] = sum over n of A[n, f] dZ[n, u] (X10's A delta^T). A: (N, F);
     dZ: (N, U) -> dW: (F, U), W's shape. Each entry sums N products."""
@@ -54,12 +59,14 @@ def dense_grad_weights(A: np.ndarray, dZ: np.ndarray) -> np.ndarray:
     return A.T @ dZ
 
 
+@implements("X10")
 def dense_grad_bias(dZ: np.ndarray) -> np.ndarray:
     """X10: dE/db[u] = sum over images n of dZ[n, u]. dZ: (N, U) -> db: (U,)."""
     dZ = float_array("dZ", dZ, (None, None))
     return dZ.sum(axis=0)
 
 
+@implements("X10")
 def dense_grad_input(W: np.ndarray, dZ: np.ndarray) -> np.ndarray:
     """X10: dE/dA[n, f] = sum over u of W[f, u] dZ[n, u] (X10's W delta). W: (F, U);
     dZ: (N, U) -> dA: (N, F), A's shape. Each entry sums U products."""
@@ -68,6 +75,7 @@ def dense_grad_input(W: np.ndarray, dZ: np.ndarray) -> np.ndarray:
     return dZ @ W.T
 
 
+@implements("X10")
 def dense_backward(A: np.ndarray, W: np.ndarray, dZ: np.ndarray, bias: bool = True) -> dict:
     """X10 together: {"dA", "dW", "db" (only when bias)} for Z = dense_forward(A, W, b).
     A: (N, F); W: (F, U); dZ: (N, U) -> dA (N, F), dW (F, U), db (U,)."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from reference._validate import choice, float_array
+from reference.trace import implements
 
 REDUCTIONS = ("sum", "mean")
 
 
+@implements("X11")
 def softmax(Z: np.ndarray) -> np.ndarray:
     """X11: P[n, k] = exp(Z[n, k] - m_n) / sum over j of exp(Z[n, j] - m_n), m_n = max_j Z[n, j].
 
@@ -26,6 +28,7 @@ def softmax(Z: np.ndarray) -> np.ndarray:
     return _softmax(Z)[0]
 
 
+@implements("X11")
 def _softmax(Z):
     shifted = Z - Z.max(axis=1, keepdims=True)
     with np.errstate(under="ignore"):  # exp of a very negative shift is 0, correctly
@@ -34,6 +37,7 @@ def _softmax(Z):
     return e / total, shifted - np.log(total)
 
 
+@implements("X11")
 def log_softmax(Z: np.ndarray) -> np.ndarray:
     """X11 in logs: log P[n, k] = (Z[n, k] - m_n) - log sum over j of exp(Z[n, j] - m_n).
 
@@ -44,6 +48,7 @@ def log_softmax(Z: np.ndarray) -> np.ndarray:
     return _softmax(Z)[1]
 
 
+@implements("X11", "X12")
 def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray, reduction: str = "sum") -> tuple:
     """X11 + X12 forward: P = softmax(Z) and E = - sum over n of log P[n, y_n] (reduction
     "sum"), or that sum / N ("mean").
@@ -58,6 +63,7 @@ def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray, reduction: str = "sum") 
     return P, np.asarray(E, dtype=Z.dtype)
 
 
+@implements("X12")
 def softmax_cross_entropy_backward(P: np.ndarray, y: np.ndarray, reduction: str = "sum") -> np.ndarray:
     """X12 backward through X11: dE/dZ[n, k] = P[n, k] - [k == y_n], divided by N when
     reduction="mean" (the softmax Jacobian and the log's 1/p cancel to this).
@@ -72,6 +78,7 @@ def softmax_cross_entropy_backward(P: np.ndarray, y: np.ndarray, reduction: str 
     return dZ / P.shape[0] if reduction == "mean" else dZ
 
 
+@implements("E7")
 def mse(O: np.ndarray, Y: np.ndarray, reduction: str = "sum") -> np.ndarray:
     """The article's loss (E7) batch-first: E = sum over n, u of (Y[n, u] - O[n, u])^2 / 2
     ("sum"), or that sum / N ("mean": the mean over IMAGES, as E7's).
@@ -84,6 +91,7 @@ def mse(O: np.ndarray, Y: np.ndarray, reduction: str = "sum") -> np.ndarray:
     return total if reduction == "sum" else total / O.shape[0]
 
 
+@implements("E8")
 def mse_backward(O: np.ndarray, Y: np.ndarray, reduction: str = "sum") -> np.ndarray:
     """E8 batch-first: dE/dO = O - Y, divided by N under "mean". O, Y: (N, U) -> (N, U)."""
     O, Y, reduction = _check_mse(O, Y, reduction)

@@ -13,8 +13,10 @@ import numpy as np
 
 from reference._validate import float_array, positive_int
 from reference.layers.conv2d import _col2im, _shape4, _windows, output_side
+from reference.trace import implements
 
 
+@implements("X6")
 def max_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
     """X6: A[n, c, i, j] = max over u, v < k of X[n, c, s i + u, s j + v].
 
@@ -25,6 +27,7 @@ def max_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.nda
     return _planes(X, k, stride).max(axis=0)
 
 
+@implements("X6")
 def max_pool_backward(X: np.ndarray, dA: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
     """X6: dE/dX[n, c, s i + u*, s j + v*] += dA[n, c, i, j], (u*, v*) the position of the
     window's maximum; every other element of the window gets nothing from it.
@@ -49,6 +52,7 @@ def max_pool_backward(X: np.ndarray, dA: np.ndarray, k: int, stride: int | None 
     return _scatter(np.multiply, (first, dA), X.shape, k, stride)
 
 
+@implements("X7")
 def avg_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.ndarray:
     """X7: A[n, c, i, j] = (1 / k^2) sum over u, v < k of X[n, c, s i + u, s j + v].
 
@@ -59,6 +63,7 @@ def avg_pool_forward(X: np.ndarray, k: int, stride: int | None = None) -> np.nda
     return _planes(X, k, stride).sum(axis=0) / (k * k)
 
 
+@implements("X7")
 def avg_pool_backward(dA: np.ndarray, x_shape: tuple, k: int, stride: int | None = None) -> np.ndarray:
     """X7: dE/dX[n, c, s i + u, s j + v] += dA[n, c, i, j] / k^2 for every u, v < k.
 
