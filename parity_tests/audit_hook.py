@@ -47,8 +47,7 @@ def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1)
     out = {"article": article}
     if model:
         net = Network(model)
-        targets = net.targets(digits, np.float64)
-        args = (net.init_params(0, "float64"), images_nchw(X), targets, lr)
+        args = (net.init_params(0, "float64"), images_nchw(X), digits, lr)
         _, out["network"] = trace(net.train_step, *args, reduction=reduction)
     return out
 

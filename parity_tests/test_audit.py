@@ -392,7 +392,7 @@ def _traced_here(impl, model, X, digits):
     _, article = trace(step, readable.init_params(0, "float64"), X, y, lr=0.1)
     _, truth = trace(readable.train_step, readable.init_params(0, "float64"), X, y, lr=0.1)
     net = Network(model)
-    args = (net.init_params(0, "float64"), images_nchw(X), net.targets(digits, np.float64), 0.1)
+    args = (net.init_params(0, "float64"), images_nchw(X), digits, 0.1)
     _, network = trace(net.train_step, *args)
     return {"E": article.names(), "X": network.names(), "readable": truth.names()}
 

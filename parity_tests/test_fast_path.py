@@ -23,6 +23,9 @@ from parity_tests.harness import Check
 from parity_tests.stages import STAGES, stage_tolerance
 from reference import fast, model
 from reference.data import load_article_data
+from reference.layout import to_layout
+from reference.network import Network, images_nchw
+from reports import compare_arrays
 
 BATCHES = (1, 7, None, 1000)  # None: the run's --parity-n-images
 SEEDS = (0, 1, 2)
@@ -110,3 +113,62 @@ def test_audit_names_the_functions_that_ran(impl):
         "reference.fast._conv_grad_filter_images (fast path; proven equal to "
         "reference.conv.conv_grad_filter)" in e16
     ) == (impl == "reference")
+
+
+# --- the readable article model is the article network ------------------------------------
+
+# The article's names on Network("article") (conv(3,5,bias=false)-sigmoid-dense(1)-sigmoid-mse):
+# every tensor both compute. `patches` and `dO_dZ2` are the article's own intermediates.
+ARTICLE_AS_NETWORK = {
+    "Z1": "conv1.Z",
+    "A1": "sigmoid1.A",
+    "Z2": "dense2.Z",
+    "O": "sigmoid2.A",
+    "E": "mse.E",
+    "dE_dO": "mse.dO",
+    "dE_dZ2": "sigmoid2.dZ",
+    "dE_dW": "dense2.dW",
+    "dE_db": "dense2.db",
+    "dE_dA1": "flatten.dX",
+    "dE_dZ1": "sigmoid1.dZ",
+    "dE_df": "conv1.dF",
+    "f_new": "conv1.F_new",
+    "W_new": "dense2.W_new",
+    "b_new": "dense2.b_new",
+}
+_DENSE_WEIGHTS = ("W", "dE_dW", "W_new")  # torch's (U, F) is the network's (F, U) transposed
+
+
+def _as_network(tensors, n_filters, size):
+    """Article-layout tensors in the network's batch-first layout (reference.layout)."""
+    out = to_layout(tensors, "nchw", n_filters, size)
+    return {k: (v.T if k in _DENSE_WEIGHTS else v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def article_network_step(harness, article_data):
+    """{dtype: the article network's step} from the run's weights, images and digits."""
+    net, steps = Network("article"), {}
+    for dtype in ("float64", "float32"):
+        p = harness.params(dtype)
+        K, s = p["f"].shape[2], p["f"].shape[0]
+        q = _as_network(dict(p), K, s)
+        params = {"conv1.F": q["f"], "dense2.W": q["W"], "dense2.b": q["b"]}
+        X, _ = harness.inputs(dtype)
+        steps[dtype] = net.train_step(params, images_nchw(X), article_data.labels, harness.config.lr)
+    return steps
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("tensor", list(ARTICLE_AS_NETWORK))
+def test_article_network_is_the_readable_model(tensor, dtype, harness, article_network_step):
+    ours = harness.reference(dtype)
+    K, s = ours["f"].shape[2], ours["f"].shape[0]
+    expected = _as_network({tensor: ours[tensor]}, K, s)[tensor]
+    actual = article_network_step[dtype][ARTICLE_AS_NETWORK[tensor]]
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    # The network sums in other orders (im2col products): held to the allowance a whole
+    # framework model gets against the readable model, in the network's layout.
+    allowance = _as_network({tensor: harness.end_to_end_tolerance(tensor, dtype).array}, K, s)[tensor]
+    r = compare_arrays(actual, expected, allowance, against="network")
+    assert r["passed"], f"Network('article').{ARTICLE_AS_NETWORK[tensor]} != {tensor}: {r['note']}"
