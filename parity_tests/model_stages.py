@@ -128,7 +128,7 @@ def bound(node: Node, short: str, x, params, upstream, ours: dict, reduction: st
         A = ours[node.q("A")]
         if short == "A":
             return a(A), tolerance.SIGMOID_ROUNDINGS, "|A|"
-        M = a(upstream) * (A * (1 - A) + A)
+        M = a(upstream) * tolerance.sigmoid_grad_magnitude(A)
         return M, tolerance.SIGMOID_BACKWARD_ROUNDINGS, "|dA|(A(1-A)+A)"
     if kind == "dense":
         W = a(params[node.q("W")])

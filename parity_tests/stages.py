@@ -146,7 +146,7 @@ def _do_dz2(i, lr, r):
 
 
 def _do_dz2_bound(i, lr, r):
-    return Bound(_o(i) * (1 + _o(i)), tolerance.SIGMOID_GRAD_ROUNDINGS, "|O|(1+|O|)")
+    return Bound(tolerance.sigmoid_grad_magnitude(_o(i)), tolerance.SIGMOID_GRAD_ROUNDINGS, "O(1-O)+O")
 
 
 def _de_dz2(i, lr, r):
@@ -156,9 +156,9 @@ def _de_dz2(i, lr, r):
 
 def _de_dz2_bound(i, lr, r):
     return Bound(
-        (_o(i) + np.abs(i["y"])) * _o(i) * (1 + _o(i)) * _scale(i, r),
+        (_o(i) + np.abs(i["y"])) * tolerance.sigmoid_grad_magnitude(_o(i)) * _scale(i, r),
         tolerance.LOSS_SIGMOID_BACKWARD_ROUNDINGS,
-        "(|O|+|y|)|O|(1+|O|)",
+        "(|O|+|y|)(O(1-O)+O)",
     )
 
 
@@ -204,9 +204,9 @@ def _de_dz1(i, lr, r):
 
 def _de_dz1_bound(i, lr, r):
     return Bound(
-        np.abs(i["dE_dA1"]) * act.sigmoid(i["Z1"]) * (1 + act.sigmoid(i["Z1"])),
+        np.abs(i["dE_dA1"]) * tolerance.sigmoid_grad_magnitude(act.sigmoid(i["Z1"])),
         tolerance.SIGMOID_BACKWARD_ROUNDINGS,
-        "|dE_dA1||A1|(1+|A1|)",
+        "|dE_dA1|(A1(1-A1)+A1)",
     )
 
 

@@ -77,6 +77,17 @@ SIGMOID_GRAD_ROUNDINGS = SIGMOID_ROUNDINGS + 2
 # dE/dZ1 = dE/dA1 * A1 (1 - A1): sigmoid' and the product with the upstream gradient.
 SIGMOID_BACKWARD_ROUNDINGS = SIGMOID_GRAD_ROUNDINGS + 1
 
+
+def sigmoid_grad_magnitude(A):
+    """M of sigmoid'(z) = A (1 - A) written through the output A, wherever a sigmoid's
+    derivative is computed (E9, E14, a spec network's sigmoid): A (1 - A) for the roundings
+    of 1 - A and of the product, plus A for the error A itself carries (an error e in A moves
+    A (1 - A) by |1 - 2A| e <= e, and e is relative to A). One rule for the article and the
+    spec networks."""
+    A = np.abs(A)
+    return A * (1 - A) + A
+
+
 # dE/dZ2 = (O - y) O (1 - O): as dE/dZ1, plus the subtraction O - y that makes the upstream
 # (the mean's 1/n is not charged a rounding of its own here).
 LOSS_SIGMOID_BACKWARD_ROUNDINGS = SIGMOID_BACKWARD_ROUNDINGS + 1
