@@ -35,6 +35,11 @@ DEFAULT_REPORT_DIR = ROOT / "reports" / "latest"
 ENVIRONMENT_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "OPENBLAS_NUM_THREADS")
 
 
+# --parity-model's default: a network with what the article lacks (a second convolution,
+# pooling, ReLU, softmax), so that every plain run checks those layers too.
+DEFAULT_MODEL = "lenet"
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The validated --parity-* options of this run."""
@@ -51,14 +56,15 @@ class Settings:
     report_dir: Path | None  # None: --parity-no-report
     baseline: Path | None
     baseline_factor: float
-    model: str = "article"  # --parity-model as given (a preset name or a spec string)
+    model: str = DEFAULT_MODEL  # --parity-model as given (a preset name or a spec string)
     layers: tuple = ()  # --parity-layer values as given, one per kind (parity_tests/own_layers.py)
 
     @property
     def model_checked(self) -> str:
-        """The network test_model.py checks: --parity-model's, or lenet beside the article
-        (test_parity.py always checks the article's own network)."""
-        return "lenet" if self.model == "article" else self.model
+        """The network test_model.py checks: --parity-model's, as given (`article` is the
+        article's own network built from its spec; test_parity.py checks it by its article
+        names whatever this says)."""
+        return self.model
 
     @property
     def run_config(self) -> RunConfig:
@@ -308,7 +314,7 @@ def reproduce_options(s: Settings) -> str:
     for name, value in values.items():
         if value != defaults[name]:
             opts += [name, str(value)]
-    if s.model != "article":
+    if s.model != DEFAULT_MODEL:
         opts += ["--parity-model", s.model]
     if s.data:
         opts += ["--parity-data", s.data]
@@ -373,11 +379,12 @@ def add_options(parser) -> None:
     )
     g.addoption(
         "--parity-model",
-        default="article",
-        help="the network test_model.py checks: a preset (article, lenet) or a spec string "
-        "such as 'conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce' (README "
-        "'Beyond the article'); with article, the default, it checks lenet beside the "
-        "article's own network",
+        default=DEFAULT_MODEL,
+        help="the network test_model.py checks beside the article's (test_parity.py): a "
+        "preset (lenet, the default: two convolutions, max pooling, ReLU, softmax; "
+        "article: the article's own network, as a spec network) or a spec string "
+        "such as 'conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce' "
+        "(docs/extensions.md)",
     )
     g.addoption(
         "--parity-layer",

@@ -359,9 +359,15 @@ def test_padding_row_says_when_the_model_has_no_padded_layer():
 
 def test_audit_files_scopes_padding_to_the_checked_model():
     recs = _model_recs("X4", "conv1")
-    for meta in ({"impl": "reference", "model": "lenet"}, {"impl": "reference"}):
-        rows = _rows(audit_files(recs, meta)["audit.md"])  # without: read from the records
-        assert "through X4 on lenet's conv1 = conv(6,5,pad=2): " in rows["X1"], meta
+    rows = _rows(audit_files(recs, {"impl": "reference", "model": "lenet"})["audit.md"])
+    assert "through X4 on lenet's conv1 = conv(6,5,pad=2): " in rows["X1"]
+
+
+def test_audit_model_comes_from_the_settings_not_the_records():
+    recs = _model_recs("X4", "conv1")  # records of lenet's conv1, in a run that says article
+    rows = _rows(audit_files(recs, {"impl": "reference", "model": "article"})["audit.md"])
+    assert "none (article has no layer with padding)" in rows["X1"]
+    assert rows["X6"].split(" | ")[2].startswith("none")  # the article has no max pooling
 
 
 # --- what the audit names is what ran -----------------------------------------------------
