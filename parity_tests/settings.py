@@ -357,7 +357,7 @@ def add_options(parser) -> None:
         "--parity-impl",
         default="reference",
         help="implementation under test: 'reference', 'published:Dn', 'mutant:NAME' or "
-        "an importable module with train_step (see README 'Bring your own')",
+        "an importable module with train_step (see docs/byo.md)",
     )
     g.addoption(
         "--parity-timeout",
@@ -375,8 +375,8 @@ def add_options(parser) -> None:
         "--parity-model",
         default="article",
         help="the network test_model.py checks: a preset (article, lenet) or a spec string "
-        "such as 'conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce' (README "
-        "'Beyond the article'); with article, the default, it checks lenet beside the "
+        "such as 'conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce' "
+        "(docs/extensions.md); with article, the default, it checks lenet beside the "
         "article's own network",
     )
     g.addoption(
