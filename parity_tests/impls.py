@@ -4,7 +4,7 @@ An implementation is any object with the reference's model API:
 
     train_step(params, X, y, lr, reduction) -> mapping with the article's names
         (patches, Z1, A1, Z2, O, E, dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1,
-         dE_df, f_new, W_new, b_new) in the article layout (README "Bring your own").
+         dE_df, f_new, W_new, b_new) in the article layout (docs/byo.md).
         Example: examples/byo_impl/batch_first_cnn.py.
 
 "reference" is the project's NumPy reference on its fast path (reference.fast, proven equal
@@ -52,7 +52,7 @@ def import_impl(name: str):
     if not callable(getattr(impl, "train_step", None)):
         raise ImplementationError(
             f"--parity-impl {name!r}: module {impl.__name__} has no train_step(params, X, y, lr, "
-            "reduction); see README 'Bring your own'"
+            "reduction); see docs/byo.md"
         )
     return impl
 

@@ -363,7 +363,7 @@ def add_options(parser) -> None:
         "--parity-impl",
         default="reference",
         help="implementation under test: 'reference', 'published:Dn', 'mutant:NAME' or "
-        "an importable module with train_step (see README 'Bring your own')",
+        "an importable module with train_step (see docs/byo.md)",
     )
     g.addoption(
         "--parity-timeout",

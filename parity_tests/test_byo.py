@@ -58,7 +58,7 @@ class SharedRunsHarness(Harness):
 def byo_harness(harness, article_batch):
     # The example at the article's 200 images, whatever --parity-n-images says: at one image
     # the end-to-end rule is too thin for code that sums in another order than the
-    # reference (README "What the suite guarantees").
+    # reference (docs/guarantees.md, "Known limit").
     shared = harness
     if harness.data is not article_batch:
         config = dataclasses.replace(harness.config, n_images=ARTICLE_IMAGES)

@@ -38,7 +38,7 @@ EXAMPLES = max(2, settings.default.max_examples // 8)
 # At one to three images a tensor can rest on a single long dot product (a dense(1) output),
 # and the frameworks' small-batch kernels are less accurate there than our blocked BLAS
 # (torch float32 at one image, conv(1,1)-sigmoid-dense(1)-sigmoid-mse: dense2.db 8 ulp off
-# where our float32 run is ~1; README "What the suite guarantees", known limit). From four
+# where our float32 run is ~1; docs/guarantees.md, "Known limit"). From four
 # images up no false alarm in two sweeps of 60 drawn networks (at 4..8 and at 1..8 images).
 MIN_IMAGES = 4
 

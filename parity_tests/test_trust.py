@@ -1,4 +1,4 @@
-"""What the suite guarantees under abuse (README "What the suite guarantees").
+"""What the suite guarantees under abuse (docs/guarantees.md).
 
 Hostile implementations (modules written to tmp_path) and careless options, each against
 the promise it would break: nothing that is not ours is deleted, the implementation cannot

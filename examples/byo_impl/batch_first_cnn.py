@@ -9,7 +9,7 @@ module-level function
 
     train_step(params, X, y, lr, reduction) -> dict
 
-which returns the article's names (README "Bring your own"): patches, Z1, A1, Z2, O, E,
+which returns the article's names (docs/byo.md): patches, Z1, A1, Z2, O, E,
 dE_dO, dO_dZ2, dE_dZ2, dE_dW, dE_db, dE_dA1, dE_dZ1, dE_df, f_new, W_new, b_new.
 
 Run the suite on it from the project root:
