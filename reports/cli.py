@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from reports import approve
 from reports import merge as merge_cmd
@@ -134,6 +135,12 @@ def _show(args) -> int:
 
 
 def _diff(args) -> int:
+    if Path(args.baseline).resolve() == Path(args.current).resolve():
+        # Through a respelled path or a symlink too: a report never regresses against itself.
+        raise ValueError(
+            f"{args.current} is the baseline itself ({Path(args.baseline).resolve()}): "
+            "compare a new run with it"
+        )
     baseline, base_meta = load_report(args.baseline)
     current, cur_meta = load_report(args.current)
     problems = []

@@ -327,4 +327,7 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
             meta = json.loads(run.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{run}: not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            # Every reader does meta.get(...): a list, string or number must not reach them.
+            raise ValueError(f"{run}: expected a JSON object of run facts, got {type(meta).__name__}")
     return typed_frame(raw), meta

@@ -351,6 +351,15 @@ def report_dirs(tmp_path_factory):
             write_report(records, root / name, meta, heat_map=False)
     (root / "not_a_report").mkdir()
     (root / "a_file").write_text("not a report")
+    (root / "base_link").symlink_to(root / "base")
+    for name, text in {
+        "meta_list": "[]",
+        "meta_null": "null",
+        "meta_text": '"x"',
+        "meta_42": "42",
+    }.items():
+        write_report(BASELINE, root / name, {"seed": 1}, heat_map=False)
+        (root / name / "run.json").write_text(text)
     return root
 
 
@@ -388,6 +397,13 @@ INTERRUPTED = {"status": "interrupted", "detail": "interrupted after 3 of 9 test
         (["show", "@a_file"], 2, "a_file is a file, not a report directory"),
         (["show", "@exp_partial"], 0, "run: partial (selected with -k"),
         (["diff", "@exp_base", "@exp_unknown"], 2, "completeness {'status': 'done?'} has no status"),
+        (["diff", "@base", "@base"], 2, "is the baseline itself"),
+        (["diff", "@base", "@base_link"], 2, "is the baseline itself"),
+        (["diff", "@base", "@not_a_report/../base"], 2, "is the baseline itself"),
+        (["show", "@meta_list"], 2, "expected a JSON object of run facts, got list"),
+        (["diff", "@meta_null", "@base"], 2, "expected a JSON object of run facts, got NoneType"),
+        (["diff", "@base", "@meta_text"], 2, "expected a JSON object of run facts, got str"),
+        (["show", "@meta_42"], 2, "expected a JSON object of run facts, got int"),
     ],
     ids=[
         "identical",
@@ -416,6 +432,13 @@ INTERRUPTED = {"status": "interrupted", "detail": "interrupted after 3 of 9 test
         "show-a-file",
         "show-completeness",
         "unknown-completeness",
+        "self-compare",
+        "self-compare-through-a-symlink",
+        "self-compare-respelled",
+        "run-json-list",
+        "run-json-null",
+        "run-json-string",
+        "run-json-number",
     ],
 )
 def test_cli_exit_codes(capsys, report_dirs, args, code, says):
