@@ -173,6 +173,34 @@ def _model(option: str, value: str) -> str:
     return spec.preset or spec.text
 
 
+def available_memory() -> int:
+    """Bytes the kernel says a new process can use without swapping (MemAvailable), else
+    the physical memory."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_model_memory(s: Settings) -> None:
+    """A spec whose step cannot fit is refused before any test allocates it (conv(100000000,5)
+    would otherwise take 18 GiB per test, then fail or be killed)."""
+    from reference.network import Network
+
+    need = Network(s.model).step_bytes(s.n_images, "float64")
+    have = available_memory()
+    if need > have:
+        raise pytest.UsageError(
+            f"--parity-model {s.model!r}: one step at {s.n_images} images needs at least "
+            f"{need / 2**30:.3g} GiB in float64 (every layer's output, gradient and im2col "
+            f"windows), more than the {have / 2**30:.3g} GiB available; use a smaller network "
+            "or fewer images (--parity-n-images)"
+        )
+
+
 def _data_option(config) -> str:
     return "--parity-data" if config.getoption("--parity-data") else "PARITY_MNIST"
 
@@ -277,6 +305,7 @@ def validate_options(config) -> tuple[Settings, RunState]:
         _check_report_dir(s)
     _resolve_impl(s, state, worker)  # first: a bad name fails before any data is looked for
     _check_layers(s)
+    _check_model_memory(s)
     _load_data(config, s, state)
     if not worker:
         _load_baseline(s, state)

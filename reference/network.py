@@ -218,6 +218,23 @@ class Network:
         """Every tensor, forward then backward then updates (the report's row order)."""
         return (*self.forward_names, *self.backward_names, *self.update_names)
 
+    def step_bytes(self, n_images: int, dtype="float64") -> int:
+        """A lower bound on the memory one train_step of `n_images` holds at its peak: every
+        forward output and input gradient (N x the per-image shape), each parameter three
+        times (itself, its gradient, its update) and, per convolution, the im2col matrix of
+        its windows (C_in k^2 x N H_out W_out, the step's largest array)."""
+        item = np.dtype(dtype).itemsize
+        total = 0
+        for n in self.nodes:
+            total += 2 * n_images * (math.prod(n.out_shape) + math.prod(n.in_shape))
+            if isinstance(n.layer, Conv):
+                c_in, k = n.in_shape[0], n.layer.kernel
+                total += c_in * k * k * n_images * math.prod(n.out_shape[1:])
+                total += 3 * (n.layer.channels * c_in * k * k + n.layer.channels)
+            elif isinstance(n.layer, Dense):
+                total += 3 * (math.prod(n.in_shape) + 1) * n.layer.units
+        return total * item
+
     def node_of(self, tensor: str) -> Node:
         name = tensor.split(".", 1)[0]
         for node in self.nodes:
