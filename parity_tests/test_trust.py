@@ -294,7 +294,7 @@ def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
         ("parity_model", "conv(4,3)-dense(9)-softmax_ce", "would get 9 features"),
         ("parity_model", "lenett", "closest: the preset 'lenet'"),
         ("parity_model", "conv(100000000,5)-relu-dense(10)-softmax_ce", r"needs at least .* GiB"),
-        ("parity_model", "dense(1000000000)-softmax_ce", r"more than the .* available"),
+        ("parity_model", "dense(1000000000)-dense(10)-softmax_ce", r"more than the .* available"),
     ],
     ids=lambda v: str(v)[:24],
 )
