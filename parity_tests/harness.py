@@ -27,7 +27,7 @@ from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES, UPDATE_GRADIENT, 
 from reference import model
 from reference.data import ARTICLE_IMAGES
 from reference.layout import to_layout
-from reference.tensors import ORDER, Tensors
+from reference.tensors import ORDER, PARAM_NAMES, UPDATE_PAIRS, Tensors
 from reference.update import SUITE_LR
 
 
@@ -242,11 +242,29 @@ class Harness:
             raise Absent(name)
         return np.asarray(impl[name])
 
+    @functools.cache
+    def update(self, framework: str, dtype: str) -> Tensors:
+        """f_new, W_new, b_new from one step of the framework's optimiser over f, W, b, fed
+        every gradient the implementation provided (a zero one for a gradient it did not
+        provide: that update's own check reports the gradient Absent or misshapen). Plain
+        SGD moves each parameter by its own gradient only, so each is what a step fed that
+        check's inputs alone gives; one step serves the three update checks."""
+        inputs = self.provided(PARAM_NAMES, dtype)
+        for _, grad in UPDATE_PAIRS:
+            try:
+                inputs.update(self.provided((grad,), dtype))
+            except (Absent, ImplementationError):
+                pass
+        return self.mirror(framework).update(inputs, self.config.lr)
+
     def stage_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         expected = self.own(stage.tensor, dtype)
         inputs = self.provided(stage.inputs, dtype)
         cfg = self.config
-        actual = self.mirror(framework).stage(stage.tensor, inputs, cfg.lr, cfg.reduction)
+        if stage.tensor in UPDATE_GRADIENT:
+            actual = self.update(framework, dtype)[stage.tensor]
+        else:
+            actual = self.mirror(framework).stage(stage.tensor, inputs, cfg.lr, cfg.reduction)
         tol = stage_tolerance(stage, inputs, expected, cfg.lr, cfg.reduction)
         truth = None
         if dtype != "float64":

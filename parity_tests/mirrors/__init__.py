@@ -8,6 +8,9 @@ names. Each mirror module provides:
     STAGE_OPS: dict[str, Callable]                     # tensor -> fn(inputs, lr, reduction)
     stage(tensor, inputs, lr, reduction) -> ndarray    # STAGE_OPS[tensor]: one operation
                                                        # fed the reference's inputs
+    update(inputs, lr) -> dict                         # one optimiser step over f, W, b
+                                                       # fed their gradients: f_new, W_new,
+                                                       # b_new (the update stage checks)
     version() -> str
 
 STAGE_OPS has one entry per tensor of parity_tests.stages.STAGES (test_registry.py).

@@ -195,32 +195,39 @@ def _de_df(i, lr, reduction):
 
 
 def _gradients(i) -> dict:
-    """dE_df, dE_dW, dE_db from an update check's inputs: it is fed its own gradient only,
-    the others are zeros (the optimiser then leaves those parameters as they are)."""
+    """dE_df, dE_dW, dE_db from `i`; zeros for one it lacks (an update check fed its own
+    gradient only), which the optimiser then leaves where it is."""
     return {g: i[g] if g in i else np.zeros_like(i[p]) for p, g in UPDATE_PAIRS}
 
 
-def _sgd_step(i, lr) -> Tensors:
-    """torch.optim.SGD fed the check's gradient (zeros for the others): the new f, W, b."""
+def update(i, lr) -> Tensors:
+    """One torch.optim.SGD step over f, W, b, each moved by its own gradient in `i`
+    (zeros for one not given: that parameter stays): f_new, W_new, b_new."""
     g = _gradients(i)
     net = ArticleNet(i["f"], i["W"], i["b"])
     net.conv.weight.grad = _t(layout.filters_to_oihw(g["dE_df"]))
     net.linear.weight.grad = _t(layout.dense_weights_to_torch(g["dE_dW"], i["f"].shape[2]))
     net.linear.bias.grad = _t(g["dE_db"])
     torch.optim.SGD(net.parameters(), lr=lr).step()
-    return net.params()
+    new = net.params()
+    return Tensors(f_new=new.f, W_new=new.W, b_new=new.b)
+
+
+# The update checks: Harness.stage_check calls `update` once per framework and dtype with
+# every gradient the implementation returned and hands out each parameter from that one
+# step; these are the same step fed one check's inputs (`stage`).
 
 
 def _f_new(i, lr, reduction):
-    return _sgd_step(i, lr)["f"]
+    return update(i, lr)["f_new"]
 
 
 def _w_new(i, lr, reduction):
-    return _sgd_step(i, lr)["W"]
+    return update(i, lr)["W_new"]
 
 
 def _b_new(i, lr, reduction):
-    return _sgd_step(i, lr)["b"]
+    return update(i, lr)["b_new"]
 
 
 STAGE_OPS: dict[str, Callable[..., np.ndarray]] = {
