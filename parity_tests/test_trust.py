@@ -25,9 +25,10 @@ from parity_tests import completeness, settings
 from parity_tests.compare import ParityRecorder, RunContext
 from parity_tests.harness import Harness
 from parity_tests.impl_call import ChildProcessImpl, ImplementationError
+from parity_tests.metrics import compare_arrays
 from parity_tests.stages import BY_TENSOR, STAGES
 from reference import model
-from reports import compare_arrays, load_report, write_report
+from reports import load_report, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
