@@ -2,8 +2,8 @@
 variants, the mutation catalogue) as plain data, since reports/ may not import reference/,
 with the functions that computed each equation traced from the run's checked steps.
 
-parity_tests/plugin.py's pytest_sessionfinish calls `audit_files(records, meta)` and writes what it
-returns into the report directory (the writer also shows it in summary.html).
+parity_tests/session_report.py calls `audit_files(records, meta)` at session end and writes what
+it returns into the report directory (the writer also shows it in summary.html).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 says what, where and how much.
 
 Every check anywhere in parity_tests/ goes through `ParityRecorder.check`, which measures
-with `reports.metrics.compare_arrays`, appends one record to the test's user_properties
+with `parity_tests.metrics.compare_arrays`, appends one record to the test's user_properties
 (pytest-xdist relays them to the controller, which writes the reports) and fails the test
-with `reports.metrics.format_mismatch` when the comparison does not pass.
+with `parity_tests.metrics.format_mismatch` when the comparison does not pass.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from parity_tests.explain import explain
 from parity_tests.impl_call import Absent, ImplementationError
+from parity_tests.metrics import compare_arrays, format_mismatch
 from parity_tests.mirrors import MirrorUnavailable
-from reports import compare_arrays, format_mismatch, normalise_record
-from reports.explain import explain
+from reports import normalise_record
 
 RECORD_KEY = "parity_record"
 
@@ -187,7 +188,7 @@ def _join(*parts) -> str:
 
 
 def explain_check(check, tensor, against) -> tuple[dict, str]:
-    """The mismatch explainer's best guess (reports.explain) for a failing comparison.
+    """The mismatch explainer's best guess (parity_tests.explain) for a failing comparison.
 
     Returns its record fields, `explanation` (the explainer's text) and `suspect` (its short
     name, "" when nothing fits), which code reads by name, and the line for the record's

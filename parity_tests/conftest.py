@@ -1,5 +1,5 @@
-"""Fixtures of the detection tests (test_variants.py, test_mutants.py). The suite's plugin,
-its options and its other fixtures live in parity_tests/plugin.py."""
+"""Fixtures of the detection tests (test_variants.py, test_mutants.py). The suite's plugin is
+parity_tests/plugin.py; its other fixtures live in parity_tests/fixtures.py."""
 
 import pytest
 

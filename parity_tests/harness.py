@@ -51,7 +51,7 @@ class Check:
     expected: np.ndarray
     tolerance: tolerance.Tolerance
     truth: np.ndarray | None
-    context: dict | None = None  # what reports.explain may use to name a mismatch
+    context: dict | None = None  # what parity_tests.explain may use to name a mismatch
 
 
 def _failure(exc: BaseException) -> str:
@@ -165,7 +165,7 @@ class Harness:
         )
 
     def explain_context(self, stage: Stage, inputs, dtype: str) -> dict:
-        """Run facts the mismatch explainer (reports.explain) uses to name a mistake."""
+        """Run facts the mismatch explainer (parity_tests.explain) uses to name a mistake."""
         p = self.params(dtype)
         ctx = dict(
             lr=self.config.lr,
@@ -313,7 +313,7 @@ class Harness:
         """(budget used, where, failure message or None) for every stage-isolated and
         end-to-end check of test_parity.py, compared directly (not recorded): the sweeps over
         seeds and batch sizes. A crash is raised, not caught."""
-        from reports import compare_arrays
+        from parity_tests.metrics import compare_arrays
 
         makers = {"stage": (STAGES, self.stage_check), "end_to_end": (END_TO_END, self.end_to_end_check)}
         article = self.config.init_scheme == "article"

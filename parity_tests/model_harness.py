@@ -213,7 +213,7 @@ class ModelHarness:
         return Check(np.asarray(actual), expected, tol, truth, context)
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
-        """What reports.explain reads to name a layer's mistake: the layer's own inputs in
+        """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
         the calling form of reference.network.Ops (model_mutants.stage_inputs)."""
         from parity_tests import model_mutants
 
@@ -322,7 +322,7 @@ class ModelHarness:
         compared directly (as Harness.budgets): the sweeps over seeds and generated
         networks. A crash is raised, not caught. allow_vacuous: a comparison of two zeros
         (a drawn network whose ReLUs are all off carries nothing) is no failure."""
-        from reports import compare_arrays
+        from parity_tests.metrics import compare_arrays
 
         makers = {"stage": self.stage_check, "end_to_end": self.end_to_end_check}
         for framework in frameworks:

@@ -11,14 +11,14 @@ in the spec gets them), with
   padding, a tied window, logits large enough to overflow),
 - `blind`: where it is NOT detectable, when there is such a place worth stating (the
   mistake computes the right numbers there, or numbers within rounding of them),
-- `explains`: the mismatch explainer's suspect expected for it (reports/explain.py).
+- `explains`: the mismatch explainer's suspect expected for it (parity_tests/explain.py).
 
 Localisation (`localise`) is the suite's stage isolation applied to a Network: the mutant
 runs one train_step in float32 on real images; then for every tensor of `Network.order`
 the stage truth is the DEFAULT reference layer function (reference.network.DEFAULT_OPS)
 in float64, fed the mutant network's own inputs to that layer (its own input, upstream
 gradient, parameters), so only the broken layer disagrees. Each tensor is compared through
-the suite's comparison (`ParityRecorder.check`: reports.metrics.compare_arrays, the
+the suite's comparison (`ParityRecorder.check`: parity_tests.metrics.compare_arrays, the
 explainer on a failure) under the stage rule of parity_tests/model_stages.py, the one
 test_model.py uses (2 gamma(k, u) M: M the same expression on absolute values, k the
 roundings of the operation). The first disagreeing tensor in `Network.order`

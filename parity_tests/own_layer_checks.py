@@ -21,7 +21,7 @@ Records (mode "layer", tensors conv.Z, conv.dX, maxpool.dX, softmax_ce.dZ, ...):
 draw passes, one record per tensor and side for the draw that used most of its budget;
 when one fails, the comparisons of the minimal failing draw (Hypothesis shrinks it). The
 failure message (`Outcome.message`) gives that draw with its hyper-parameters, the mismatch
-in the suite's words with the explainer's verdict (reports.explain, fed the layer's inputs),
+in the suite's words with the explainer's verdict (parity_tests.explain, fed the layer's inputs),
 and a sweep: the user's layer rerun over a small grid of hyper-parameters on fixed inputs,
 summarised as "fails for stride >= 2 (stride=2, 3), at every pad and k; passes for stride=1".
 """
@@ -41,10 +41,10 @@ from hypothesis import strategies as st
 
 from parity_tests import model_stages, own_layers
 from parity_tests.harness import Check
+from parity_tests.metrics import compare_arrays, format_mismatch
 from parity_tests.own_layers import OUTPUTS, UserLayer
 from reference.network import DEFAULT_OPS, Node
 from reference.spec import AvgPool, Conv, Dense, MaxPool, Relu, Sigmoid, SoftmaxCE, Tanh
-from reports import compare_arrays, format_mismatch
 
 MODE = "layer"
 REDUCTION = "mean"  # the CS231n softmax_loss's; the other kinds do not depend on it
@@ -281,7 +281,8 @@ def reference_outputs(inp: LayerInputs) -> dict:
 
 
 def _explain_context(inp: LayerInputs, ref: dict) -> dict:
-    """What reports.explain reads of a layer (its section "layers of the spec-built networks")."""
+    """What parity_tests.explain reads of a layer (its section "layers of the spec-built
+    networks")."""
     a, kind = inp.a, inp.case.kind
     if kind == "conv":
         layer = {n: a[n] for n in ("X", "F", "b", "dZ", "stride", "pad")}

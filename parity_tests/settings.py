@@ -105,6 +105,12 @@ class RunState:
     environment_changes: list = dataclasses.field(default_factory=list)
 
 
+# Where the run keeps them: `config.stash[SETTINGS]`, `config.stash[STATE]` (set by the
+# plugin's pytest_configure; tests reach them through the fixtures of fixtures.py).
+SETTINGS = pytest.StashKey[Settings]()
+STATE = pytest.StashKey[RunState]()
+
+
 def _usage(option: str, value, expected: str) -> pytest.UsageError:
     return pytest.UsageError(f"{option} {value!r}: expected {expected}")
 
@@ -293,6 +299,15 @@ def _load_baseline(s: Settings, state: RunState) -> None:
 
 def is_worker(config) -> bool:
     return hasattr(config, "workerinput")
+
+
+def distributing(config) -> bool:
+    """True in the xdist controller of a `pytest -n N` run (N > 0)."""
+    return (
+        not is_worker(config)
+        and bool(getattr(config.option, "numprocesses", 0))
+        and getattr(config.option, "dist", "no") != "no"
+    )
 
 
 def validate_options(config) -> tuple[Settings, RunState]:

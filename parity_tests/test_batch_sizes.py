@@ -13,11 +13,12 @@ stage allowance). At MNIST, seed 0, the end-to-end checks of dE_db against Tenso
 * test_all_checks_hold_at_batch_size (slow): the whole matrix of test_parity.py, every
   stage-isolated and end-to-end check, each framework and dtype, at 1..8, 13 and 32 images.
 
-The comparisons are made directly (Harness + reports.compare_arrays, as test_stability.py
-does for seeds), not through the `parity` fixture, so they do not enter the report; the
-largest budget used is printed and attached with record_property (`max_budget_used`,
-`max_budget_used_at`). Seed, data, init, reduction, impl, frameworks and dtypes are the
-run's (--parity-*), except that the gate test checks float64 whatever --parity-dtypes says.
+The comparisons are made directly (Harness + parity_tests.metrics.compare_arrays, as
+test_stability.py does for seeds), not through the `parity` fixture, so they do not enter
+the report; the largest budget used is printed and attached with record_property
+(`max_budget_used`, `max_budget_used_at`). Seed, data, init, reduction, impl, frameworks and
+dtypes are the run's (--parity-*), except that the gate test checks float64 whatever
+--parity-dtypes says.
 
     PARITY_MNIST=/path/to/mnist.npz \\
         .venv/bin/python -m pytest parity_tests/test_batch_sizes.py -m slow -q -s

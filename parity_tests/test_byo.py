@@ -17,11 +17,12 @@ import pytest
 from parity_tests.detection import QuietRecorder
 from parity_tests.harness import Harness
 from parity_tests.impl_call import Absent
+from parity_tests.metrics import compare_arrays, format_mismatch
 from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES
 from reference import model
 from reference.data import ARTICLE_IMAGES
 from reference.tensors import ORDER
-from reports import compare_arrays, format_mismatch, load_report
+from reports import load_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BYO_DIR = ROOT / "examples" / "byo_impl"

@@ -1,4 +1,4 @@
-"""The mismatch explainer (reports/explain.py) names real mistakes and nothing else.
+"""The mismatch explainer (parity_tests/explain.py) names real mistakes and nothing else.
 
 - It names most published-code variants and catalogue mistakes: the registries'
   `explains` (asserted per variant by test_variants.py and per mutant by test_mutants.py,
@@ -21,11 +21,11 @@ import dataclasses
 import pytest
 
 from parity_tests import mutants
+from parity_tests.explain import explain
 from parity_tests.harness import Harness
+from parity_tests.metrics import compare_arrays
 from parity_tests.stages import END_TO_END, STAGES
 from reference.published import VARIANTS
-from reports import compare_arrays
-from reports.explain import explain
 
 SEEDS = tuple(range(20))
 NAMED_VARIANTS, NAMED_MUTANTS = 9, 17  # of the 10 published variants, the 19 catalogue ones

@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from parity_tests import model_mutants as mm
+from parity_tests.explain import fit_tolerance
 from parity_tests.model_harness import ModelHarness
 from parity_tests.strategies import specs
 from reference.network import Network
-from reports.explain import fit_tolerance
 
 # A drawn network is checked against both frameworks in both dtypes: one example costs
 # what ~30 property examples of a layer do, so each profile draws an eighth of its count.
@@ -158,7 +158,7 @@ def test_broken_layer_is_caught_at_its_own_tensor(article_data, parity, case):
         f"diverging tensor to be a {mutant.kind} layer's {expected}, got {first or 'none'}\n"
         + mm.message(finding, mutant)
     )
-    # The explainer names a mismatch only above its own fit tolerance (reports/explain.py):
+    # The explainer names a mismatch only above its own fit tolerance (parity_tests/explain.py):
     # a tanh fed small z, or a delta that reaches a few elements, can be caught below it.
     c = mm.stage_check(r, first)
     mismatch = np.linalg.norm(c.actual.astype(float) - c.expected) / np.linalg.norm(c.expected)

@@ -11,7 +11,7 @@ max-pool kinks are handled and counted as parity_tests/kinks.py says.
 from __future__ import annotations
 
 from parity_tests import model_stages
-from parity_tests.plugin import SETTINGS
+from parity_tests.settings import SETTINGS
 from reference.network import Network
 
 

@@ -52,7 +52,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from parity_tests import model_stages, tolerance
 from parity_tests.harness import Check
-from parity_tests.plugin import SETTINGS
+from parity_tests.settings import SETTINGS
 from parity_tests.test_taylor import ABOVE_ROUNDING, SLOPE_BAND
 from reference.network import DEFAULT_OPS, Network, Ops, images_nchw, update_pairs
 

@@ -1,7 +1,7 @@
 """The mutation catalogue of the spec-built networks (parity_tests/model_mutants.py): each
 classic mistake in a layer of reference/layers/ is caught at its own tensor by the
 stage-isolated checks (the default layer in float64 fed the mutant network's own inputs)
-and named by the mismatch explainer (reports/explain.py); where a mistake cannot show (a
+and named by the mismatch explainer (parity_tests/explain.py); where a mistake cannot show (a
 stride of 1, no padding, moderate logits, a sum reduction) the checks stay quiet, and on the
 correct layers the checks agree and the explainer names nothing.
 
@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from parity_tests import detection, mutants
+from parity_tests import explain as explain_module
 from parity_tests import model_mutants as mm
+from parity_tests.explain import explain
+from parity_tests.metrics import compare_arrays
 from reference.network import DEFAULT_OPS, Network
-from reports import compare_arrays
-from reports import explain as explain_module
-from reports.explain import explain
 
 CATALOGUE = list(mm.MODEL_MUTANTS.values())
 WITH_BLIND = [m for m in CATALOGUE if m.blind is not None]

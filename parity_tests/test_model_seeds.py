@@ -8,7 +8,7 @@ unchanged) is repeated for several seeds of the initial weights:
 * test_small_conv_checks_hold_for_5_seeds: a strided-conv/tanh/avg-pool network, seeds 0..4.
 
 As test_stability.py does for the article, the comparisons are made directly
-(ModelHarness + reports.compare_arrays), not through the `parity` fixture, so the
+(ModelHarness + parity_tests.metrics.compare_arrays), not through the `parity` fixture, so the
 thousands of comparisons do not flood the report. No false alarm is allowed. The largest
 budget used and the kinks the end-to-end checks found (ReLU inputs and max-pool windows
 within rounding of their kink, and how many a framework took the other way;

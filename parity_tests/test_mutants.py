@@ -1,6 +1,6 @@
 """The mutation catalogue (parity_tests/mutants.py): every typical derivation mistake is
 caught by the suite's stage checks at the tensor it changes (parity_tests/detection.py);
-and the mismatch explainer (reports/explain.py) names planted mistakes and stays silent on
+and the mismatch explainer (parity_tests/explain.py) names planted mistakes and stays silent on
 unrelated differences.
 
 Each mutant test records one "detection" record (impl mutant:<id>): audit.md turns them into
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from parity_tests import mutants
+from parity_tests.explain import explain
 from parity_tests.test_variants import assert_caught, detect
 from reference.published import ORDER
-from reports.explain import explain
 
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS.values(), ids=list(mutants.MUTANTS))

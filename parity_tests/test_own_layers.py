@@ -23,7 +23,7 @@ from hypothesis import settings as hyp_settings
 from parity_tests import own_layers
 from parity_tests.compare import ParityRecorder
 from parity_tests.own_layer_checks import check_layer
-from parity_tests.plugin import SETTINGS
+from parity_tests.settings import SETTINGS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cs231n_layers" / "layers.py"
 

@@ -23,11 +23,11 @@ import pytest
 from parity_tests import model_stages, own_layers
 from parity_tests.compare import explain_check
 from parity_tests.detection import QuietRecorder
+from parity_tests.metrics import compare_arrays
 from parity_tests.model_harness import ModelHarness
 from parity_tests.own_layer_checks import Case, check_layer, describe_sweep
 from parity_tests.test_own_layers import draws
 from reference.network import Network
-from reports import compare_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "cs231n_layers"

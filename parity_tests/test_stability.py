@@ -2,11 +2,11 @@
 
 Every stage-isolated and end-to-end check of test_parity.py (both frameworks, both dtypes,
 the same tolerance policy, unchanged) is repeated for 20 seeds of the shared initial
-weights. The comparisons are made directly (Harness + reports.compare_arrays), not through
-the `parity` fixture, so the 20 x 132 comparisons do not flood the report; the largest
-budget used over all of them is printed and attached to the test with record_property
-(`max_budget_used`, and per seed `max_budget_used_seed_<n>`), so a reader sees how much
-headroom the tolerances have across seeds.
+weights. The comparisons are made directly (Harness + parity_tests.metrics.compare_arrays),
+not through the `parity` fixture, so the 20 x 132 comparisons do not flood the report; the
+largest budget used over all of them is printed and attached to the test with
+record_property (`max_budget_used`, and per seed `max_budget_used_seed_<n>`), so a reader
+sees how much headroom the tolerances have across seeds.
 
     PARITY_MNIST=/path/to/mnist.npz \
         .venv/bin/python -m pytest parity_tests/test_stability.py -m slow -q -s

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from parity_tests import tolerance
+from parity_tests.metrics import compare_arrays
 from parity_tests.stages import BY_TENSOR
-from reports import compare_arrays
 
 U32 = tolerance.UNIT_ROUNDOFF["float32"]
 

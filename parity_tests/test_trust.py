@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity_tests import plugin, settings
+from parity_tests import completeness, settings
 from parity_tests.compare import ParityRecorder, RunContext
 from parity_tests.harness import Harness
 from parity_tests.impl_call import ChildProcessImpl, ImplementationError
+from parity_tests.metrics import compare_arrays
 from parity_tests.stages import BY_TENSOR, STAGES
 from reference import model
-from reports import compare_arrays, load_report, write_report
+from reports import load_report, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,7 +224,7 @@ def _session(pytestconfig, tmp_path, *, ran, collected, keyword="", shouldstop=F
     state.ran = set(ran)
     config = FakeConfig(pytestconfig)
     config.option.keyword = keyword
-    config.stash = {plugin.SETTINGS: s, plugin.STATE: state}
+    config.stash = {settings.SETTINGS: s, settings.STATE: state}
     return types.SimpleNamespace(
         config=config, testscollected=collected, shouldstop=shouldstop, shouldfail=False
     )
@@ -250,7 +251,7 @@ def _model_ids(n):
 )
 def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
     s = validate(pytestconfig, tmp_path)[0]
-    full, model = plugin.expected_parity_tests(s), plugin.expected_model_tests(s)
+    full, model = completeness.expected_parity_tests(s), completeness.expected_model_tests(s)
     every = _parity_ids(full) + _model_ids(model)
     kw = dict(ran=every, collected=len(every))
     exit_status = pytest.ExitCode.OK
@@ -265,7 +266,7 @@ def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
         exit_status = pytest.ExitCode.INTERRUPTED
     elif case == "dash_x":
         kw.update(ran=_parity_ids(3), shouldstop="stopping after 1 failures")
-    result = plugin.completeness(_session(pytestconfig, tmp_path, **kw), exit_status)
+    result = completeness.completeness(_session(pytestconfig, tmp_path, **kw), exit_status)
     assert result["status"] == expected, result
 
 
@@ -520,7 +521,7 @@ def test_expected_parity_tests_is_what_test_parity_collects(pytestconfig, tmp_pa
         env={"PARITY_MNIST": "synthetic"},
     )
     collected = [line for line in run.stdout.splitlines() if "test_parity.py::" in line]
-    assert len(collected) == plugin.expected_parity_tests(s), run.stdout[-2000:]
+    assert len(collected) == completeness.expected_parity_tests(s), run.stdout[-2000:]
 
 
 @pytest.mark.slow  # a pytest session in a subprocess (~9 s, the frameworks' import)

@@ -129,7 +129,7 @@ class ArticleStep:
     equation: the article equation(s) it departs from; first: the tensor the change shows
     in first, in ORDER (what a stage-isolated check must localise); dtype: the dtype in
     which the change is visible (float64 unless it is a dtype mistake); explains: the
-    `reports.explain` suspect expected to explain the first tensor (None: no simple fit).
+    `parity_tests.explain` suspect expected to explain the first tensor (None: no simple fit).
     """
 
     id = "reference"

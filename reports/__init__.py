@@ -9,16 +9,13 @@ from reports.diff import (
 )
 from reports.fields import RECORD_FIELDS, normalise_record
 from reports.merge import merge_reports
-from reports.metrics import compare_arrays, format_mismatch
 from reports.render import summary_html, summary_markdown
 from reports.tables import fill_outliers, headline, records_frame, summary_frame, terminal_lines
 from reports.writer import check_report_dir, load_report, write_report
 
 __all__ = [
-    "RECORD_FIELDS", "check_report_dir", "compare_arrays", "diff_reports",
-    "environment_changes", "experiment_mismatches", "fill_outliers", "format_diff",
-    "format_mismatch", "headline", "is_regression", "load_report", "merge_reports",
-    "normalise_record",
-    "records_frame", "summary_frame", "summary_html", "summary_markdown", "terminal_lines",
-    "write_report",
+    "RECORD_FIELDS", "check_report_dir", "diff_reports", "environment_changes",
+    "experiment_mismatches", "fill_outliers", "format_diff", "headline", "is_regression",
+    "load_report", "merge_reports", "normalise_record", "records_frame", "summary_frame",
+    "summary_html", "summary_markdown", "terminal_lines", "write_report",
 ]  # fmt: skip

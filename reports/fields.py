@@ -24,7 +24,7 @@ RECORD_FIELDS = [
 # "impl" or "tie".
 # What used to be packed into `note` and parsed back, now fields of their own (`note` holds
 # human text only, read by no code):
-# - explanation: the mismatch explainer's text (reports.explain.Explanation's str(), "no
+# - explanation: the mismatch explainer's text (parity_tests.explain.Explanation's str(), "no
 #   simple fit", or "explainer failed: ..."), on a failing comparison;
 # - suspect: its short machine name (factor, flipped_kernel, ...; "" when nothing fits);
 # - mismatch_kind: how a comparison disagrees, one of MISMATCH_KINDS ("" when it agrees or

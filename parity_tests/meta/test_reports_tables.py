@@ -318,7 +318,7 @@ def test_headline_errors_only_and_absent_only():
 
 
 def test_headline_names_a_record_without_a_tensor_by_its_test():
-    # plugin._failure_record: a parity test that failed outside its comparisons
+    # records._failure_record: a parity test that failed outside its comparisons
     failed = {
         "check": "t.py::test_x[D1]",
         "tensor": "",

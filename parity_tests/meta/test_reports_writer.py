@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import reports.writer
-from reports import RECORD_FIELDS, compare_arrays, load_report, records_frame, write_report
+from parity_tests.metrics import compare_arrays
+from reports import RECORD_FIELDS, load_report, records_frame, write_report
 from reports.fields import NUMERIC_FIELDS, OPTIONAL_FIELDS
 from reports.render import budget_grid
 from reports.writer import MARKER, check_report_dir

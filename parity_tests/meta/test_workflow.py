@@ -98,7 +98,7 @@ def _gate_files() -> list[str]:
 def test_the_gate_is_existing_files_with_both_networks_checks():
     # pytest drops a testpaths entry that matches nothing without a word: a renamed file
     # would leave the gate silently.
-    from parity_tests.plugin import MODEL_TEST_FILE, PARITY_TEST_FILE
+    from parity_tests.completeness import MODEL_TEST_FILE, PARITY_TEST_FILE
 
     files = _gate_files()
     assert [f for f in files if not (ROOT / f).is_file()] == []

@@ -7,7 +7,7 @@ reference's NCHW order and the dense weight W (F, U) is used as it is (a Keras D
 Explicit padding is tf.pad then 'VALID' ('SAME' pads asymmetrically). Gradients come from
 tf.GradientTape, the update from Keras SGD on tf.Variables (Keras keeps the learning rate in
 float32: the suite's 2**-4 is exact). oneDNN is pinned by conftest.py and thread counts by
-parity_tests/plugin.py, before TensorFlow's first op.
+parity_tests/pins.py (from the plugin's pytest_configure), before TensorFlow's first op.
 
     stage(net, node, x, params, upstream, target, reduction) -> {qualified name: array}
     update(param, grad, lr) -> array

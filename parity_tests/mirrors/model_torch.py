@@ -5,7 +5,7 @@ dense weight W (F, U) is X10's, used as F.linear's weight W.T. Gradients come fr
 (vector-Jacobian products with the reference's upstream delta for one layer, E.backward()
 end to end) and the update from torch.optim.SGD. Tensors are created from the reference's
 NumPy arrays and keep their dtype (float32 or float64); thread counts are set by
-parity_tests/plugin.py.
+parity_tests/pins.py (from the plugin's pytest_configure).
 
     stage(net, node, x, params, upstream, target, reduction) -> {qualified name: array}
     update(param, grad, lr) -> array

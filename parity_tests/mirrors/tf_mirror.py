@@ -2,8 +2,8 @@
 
 Built from the reference's parameters through `reference.layout` (NHWC / HWIO, keras
 flatten order); gradients come from `tf.GradientTape` and the update from Keras `SGD`.
-oneDNN is pinned by conftest.py and thread counts by parity_tests/plugin.py, before
-TensorFlow's first op.
+oneDNN is pinned by conftest.py and thread counts by parity_tests/pins.py (from the plugin's
+pytest_configure), before TensorFlow's first op.
 """
 
 from __future__ import annotations

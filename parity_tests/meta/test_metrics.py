@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from parity_tests.metrics import compare_arrays, format_mismatch
 from reports.fields import normalise_record
-from reports.metrics import compare_arrays, format_mismatch
 
 F32 = np.float32
 INF, NAN = math.inf, math.nan

@@ -1,4 +1,4 @@
-"""reports.explain's specific suspects on a small synthetic step, without any framework.
+"""parity_tests.explain's specific suspects on a small synthetic step, without any framework.
 
 Each mistake (a published-code variant or a catalogue mutant) runs on 6 random 9 x 9 images;
 the framework's side is played by the reference's own stage computation on the mistaken
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from parity_tests import mutants
+from parity_tests.explain import explain
 from parity_tests.stages import BY_TENSOR, UPDATE_GRADIENT
 from reference.model import ArticleStep, init_params
 from reference.published import VARIANTS
-from reports.explain import explain
 
 LR, N, SIDE = 0.0625, 6, 9
 RNG = np.random.default_rng(11)

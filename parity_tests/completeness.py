@@ -1,0 +1,77 @@
+"""Whether a run was complete, partial or interrupted: what run.json, the top of
+summary.md/summary.html and the last line of the terminal output say.
+
+complete: every collected test ran and nothing narrowed the run; partial: deselected or
+restricted (-k, -m, --deselect, fewer frameworks or dtypes, fewer of test_parity.py's or
+test_model.py's tests than these settings make), with the reasons; interrupted: Ctrl-C,
+-x, --maxfail or tests that never ran. A partial run's report is written; an interrupted
+run's is not (session_report.py), and the gate (gate.py) reads a partial run's missing
+checks as "not run" rather than "vanished".
+"""
+
+import pytest
+
+from parity_tests.impl_call import INPUT_NAMES
+from parity_tests.settings import SETTINGS, STATE, Settings
+from parity_tests.stages import END_TO_END, STAGES
+
+PARITY_TEST_FILE = "test_parity.py"
+MODEL_TEST_FILE = "test_model.py"  # the spec-built network's checks (--parity-model)
+# -m expressions that select the whole suite: pyproject's default and ./parity test's.
+FULL_MARK_EXPRESSIONS = ("not slow", "slow or not slow", "")
+
+
+def expected_parity_tests(s: Settings) -> int:
+    """The tests of test_parity.py for these frameworks and dtypes: the stage and end-to-end
+    checks per framework and dtype, then per dtype the contract and one check per input."""
+    stage_checks = len(STAGES) + len(END_TO_END)
+    per_dtype = 1 + len(INPUT_NAMES)
+    return (stage_checks * len(s.frameworks) + per_dtype) * len(s.dtypes)
+
+
+def expected_model_tests(s: Settings) -> int:
+    """The tests of test_model.py: every tensor of the network, stage and end to end, per
+    framework and dtype."""
+    return 2 * len(model_order(s)) * len(s.frameworks) * len(s.dtypes)
+
+
+def completeness(session, exitstatus) -> dict:
+    """complete | partial (deselected or restricted, with counts) | interrupted."""
+    from parity_tests.gate import GATE_NODEID, gate_state  # (gate.py imports this module)
+
+    config = session.config
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    # The regression gate judges the run; it is not one of its tests.
+    ran = len(state.ran - {GATE_NODEID})
+    collected = int(session.testscollected) - gate_state(config).added
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return dict(status="interrupted", detail=f"interrupted after {ran} of {collected} tests")
+    if session.shouldstop or session.shouldfail or ran < collected:
+        why = session.shouldstop or session.shouldfail or "stopped early"
+        return dict(status="interrupted", detail=f"{why}: {ran} of {collected} tests ran")
+    why = list(s.restricted)
+    o = config.option
+    if getattr(o, "keyword", ""):
+        why.append(f"selected with -k {o.keyword!r}")
+    if getattr(o, "markexpr", "") not in FULL_MARK_EXPRESSIONS:
+        why.append(f"selected with -m {o.markexpr!r}")
+    if getattr(o, "deselect", None):
+        why.append(f"{len(o.deselect)} --deselect option(s)")
+    expected = expected_parity_tests(s)
+    got = sum(1 for n in state.ran if n.split("::")[0].endswith(PARITY_TEST_FILE))
+    if got < expected:
+        why.append(f"{got} of the {expected} parity tests ({PARITY_TEST_FILE}) ran")
+    expected = expected_model_tests(s)
+    got = sum(1 for n in state.ran if n.split("::")[0].endswith(MODEL_TEST_FILE))
+    if got < expected:
+        why.append(f"{got} of the {expected} tests of {s.model_checked} ({MODEL_TEST_FILE}) ran")
+    if why:
+        return dict(status="partial", detail="; ".join(why))
+    return dict(status="complete", detail=f"{ran} of {collected} tests ran")
+
+
+def model_order(s: Settings) -> tuple:
+    """The spec network's tensors in forward/backward order (the heat map's later rows)."""
+    from reference.network import Network
+
+    return Network(s.model_checked).order

@@ -1,0 +1,89 @@
+"""The suite's fixtures: how a test reaches the run's validated settings and state.
+
+Registered by the plugin (plugin.py names this module in `pytest_plugins`), so every test
+of the project sees them: `parity_settings`, `run_config`, `article_data`, `article_batch`,
+`harness`, `model_network`, `model_harness` (session-scoped) and `parity` (per test: the
+comparison helper that records and asserts). The detection tests' own cache fixture is in
+parity_tests/conftest.py.
+"""
+
+import dataclasses
+import warnings
+
+import pytest
+
+from parity_tests.compare import ParityRecorder
+from parity_tests.completeness import MODEL_TEST_FILE
+from parity_tests.harness import Harness, RunConfig
+from parity_tests.records import run_context
+from parity_tests.settings import SETTINGS, STATE, Settings
+from reference.data import ARTICLE_IMAGES, load_article_data
+
+
+@pytest.fixture(scope="session")
+def parity_settings(pytestconfig) -> Settings:
+    return pytestconfig.stash[SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def run_config(parity_settings) -> RunConfig:
+    return parity_settings.run_config
+
+
+@pytest.fixture(scope="session")
+def article_data(pytestconfig):
+    state = pytestconfig.stash[STATE]
+    for message in state.data_warnings:  # loaded at start-up; warned where pytest sees it
+        warnings.warn(message, stacklevel=1)
+    return state.data
+
+
+@pytest.fixture(scope="session")
+def article_batch(pytestconfig, article_data):
+    """The article's own 200 images, for tests about them whatever --parity-n-images says:
+    the run's batch when it is those, else the same source's first 200."""
+    if article_data.X.shape[2] == ARTICLE_IMAGES:
+        return article_data
+    return load_article_data(ARTICLE_IMAGES, source=pytestconfig.getoption("--parity-data"))
+
+
+@pytest.fixture(scope="session")
+def harness(pytestconfig, run_config, article_data) -> Harness:
+    return Harness(run_config, article_data, pytestconfig.stash[STATE].impl)
+
+
+@pytest.fixture(scope="session")
+def model_network(parity_settings):
+    """The spec-built network test_model.py checks (reference.network.Network)."""
+    from reference.network import Network
+
+    return Network(parity_settings.model_checked)
+
+
+@pytest.fixture(scope="session")
+def model_harness(parity_settings, run_config, article_data, model_network):
+    from parity_tests.model_harness import ModelHarness
+
+    impl = None
+    if parity_settings.layers:  # --parity-layer: the same network built with the user's layers
+        from parity_tests.own_layers import user_network
+
+        impl = user_network(model_network.spec, parity_settings.layers, parity_settings.reduction)
+    return ModelHarness(model_network, run_config, article_data, impl=impl)
+
+
+@pytest.fixture
+def parity(request, article_data) -> ParityRecorder:
+    """The comparison helper bound to this test: `parity.check(...)` records and asserts."""
+    context = run_context(request.config, article_data)
+    s = request.config.stash[SETTINGS]
+    if request.node.path.name == MODEL_TEST_FILE:
+        # --parity-impl names an implementation of the article's train_step; the spec
+        # network is the reference's, or built from the user's --parity-layer functions.
+        impl = "reference"
+        if s.layers:
+            from parity_tests.own_layers import impl_label, load
+
+            impl = impl_label(load(s.layers, s.reduction))
+        context = dataclasses.replace(context, impl=impl)
+    return ParityRecorder(request.node, context)

@@ -1,0 +1,97 @@
+"""What a run leaves behind: the report folder written at session end and the terminal's
+parity sections.
+
+The report (reports.write_report: comparisons.csv, run.json, summary.md/summary.html,
+audit.md, and regression.md when a baseline was given) is written only into a folder the
+suite wrote before (see reports.writer), and not at all with --parity-no-report, without
+records or after an interrupted run; the terminal's last line says which. The terminal
+summary ends the output: the worst comparisons, the verdict (reports.headline), the
+regression gate and the completeness line (completeness.py).
+"""
+
+import os
+from pathlib import Path
+
+from parity_tests.gate import gate_state
+from parity_tests.records import run_meta
+from parity_tests.settings import SETTINGS, STATE
+
+
+def write_run_report(config) -> None:
+    """The report into --parity-report-dir, or why none was written (state.no_report_why)."""
+    from parity_tests.audit_hook import audit_files
+    from reports import write_report
+
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    if s.report_dir is None:
+        state.no_report_why = "--parity-no-report"
+    elif not state.records:
+        state.no_report_why = "no comparisons were recorded"
+    elif state.completeness["status"] == "interrupted":
+        state.no_report_why = f"the run was {state.completeness['detail']}"
+    else:
+        meta = run_meta(config)
+        extra = audit_files(state.records, meta)
+        if gate_state(config).markdown:  # the gate's verdict, whenever a baseline was given
+            extra["regression.md"] = gate_state(config).markdown
+        write_report(state.records, s.report_dir, meta, extra_files=extra)
+        state.report = s.report_dir
+    note = os.environ.get("PARITY_REPORT_NOTE")  # ./parity report: which report to show
+    if note:
+        Path(note).write_text(str(state.report or ""), encoding="utf-8")
+
+
+def append_step_summary(text: str) -> None:
+    """GitHub Actions' job summary gets regression.md after the report's summary.md."""
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary and text:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+
+
+def terminal_summary(tr, config) -> None:
+    """The parity sections, after pytest's own summary: the worst comparisons, where the
+    report's files are, the verdict, the gate's verdict and the completeness line, last."""
+    from reports import format_diff, headline, is_regression, records_frame, terminal_lines
+    from reports.escape import terminal_text
+
+    s, state = config.stash[SETTINGS], config.stash[STATE]
+    df = records_frame(state.records) if state.records else None
+    if df is not None:
+        tr.section("parity: worst comparisons")
+        for line in terminal_lines(df, n=10):
+            tr.write_line(line)
+    if state.report:  # where each file is, before the verdict (which ends the output)
+        files = sorted(p.name for p in Path(state.report).iterdir() if not p.name.startswith("."))
+        tr.write_line(
+            f"report files in {state.report}: {', '.join(files)} (summary.html: open it in a browser)"
+        )
+    if df is not None:
+        tr.section("parity: verdict")
+        for line in headline(df, run_meta(config)["tensor_order"]):
+            fine = line.startswith("verdict: every comparison passed")
+            tr.write_line(line, bold=line.startswith("verdict:"), green=fine, red=not fine)
+    if state.diff is not None:  # last but the completeness line: the gate's verdict
+        tr.section("parity: regression gate")
+        if state.environment_changes:
+            tr.write_line(terminal_text("environment changed: " + "; ".join(state.environment_changes)))
+        tr.write_line(format_diff(state.diff))
+        regression = is_regression(state.diff)
+        verdict = "REGRESSION" if regression else "no regression"
+        where = f"; {state.report}/regression.md" if state.report else ""
+        tr.write_line(
+            terminal_text(f"{verdict} against {s.baseline}{where}"),
+            red=regression,
+            green=not regression,
+            bold=True,
+        )
+    if not state.completeness:
+        return
+    status = state.completeness["status"]
+    line = f"parity run {status.upper()}: {state.completeness['detail']}"
+    if state.report:
+        line += f"; {len(state.records)} comparisons; report: {state.report}/summary.md"
+    else:
+        kept = f"; {s.report_dir} is untouched" if s.report_dir else ""
+        line += f"; no report written ({state.no_report_why}){kept}"
+    tr.write_line(line, red=status != "complete", bold=True)
