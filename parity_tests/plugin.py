@@ -162,6 +162,7 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist must still load us
 def pytest_testnodedown(node, error):
     """xdist controller: the environment the workers ran with (the controller imports no
     framework)."""

@@ -20,12 +20,12 @@ from parity_tests.audit_hook import traced_functions
 from parity_tests.compare import ParityRecorder
 from parity_tests.detection import QuietRecorder
 from parity_tests.harness import Check
+from parity_tests.metrics import compare_arrays
 from parity_tests.stages import STAGES, stage_tolerance
 from reference import fast, model
 from reference.data import load_article_data
 from reference.layout import to_layout
 from reference.network import Network, images_nchw
-from reports import compare_arrays
 
 BATCHES = (1, 7, None, 1000)  # None: the run's --parity-n-images
 SEEDS = (0, 1, 2)

@@ -96,3 +96,18 @@ def test_a_refused_in_process_run_leaves_the_garbage_collector_on():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert run.stdout.strip().splitlines()[-1] == "4 True", run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_plugin_loads_without_xdist_or_autoloaded_plugins():
+    # NOTE: conftest.py loads the plugin when entry points are off; its xdist hook must then
+    # be optional, or pytest stops with "unknown hook 'pytest_testnodedown'" (INTERNALERROR).
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "parity_tests/test_layout.py"],
+        cwd=ROOT,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PARITY_NO_DOWNLOAD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "INTERNALERROR" not in run.stdout + run.stderr
