@@ -43,6 +43,7 @@ from parity_tests import model_stages, own_layers
 from parity_tests.harness import Check
 from parity_tests.metrics import compare_arrays, format_mismatch
 from parity_tests.own_layers import OUTPUTS, UserLayer
+from reference.layers import KINDS
 from reference.network import DEFAULT_OPS, Node
 from reference.spec import AvgPool, Conv, Dense, MaxPool, Relu, Sigmoid, SoftmaxCE, Tanh
 
@@ -525,7 +526,7 @@ def _record(recorder, run: CaseRun, short: str, against: str, note: str) -> dict
     kind = run.layer.kind
     return recorder.check(
         tensor=f"{kind}.{short}",
-        equation=model_stages.EQUATIONS[(kind, short)],
+        equation=KINDS[kind].equations[short],
         step=kind,
         quantity=_quantity(short),
         mode=MODE,

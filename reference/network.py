@@ -27,44 +27,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from reference._validate import choice, float_array, positive_int
-from reference.layers import activations, conv2d, dense, loss, pool
-from reference.spec import (
-    AvgPool,
-    Conv,
-    Dense,
-    Flatten,
-    Layer,
-    MaxPool,
-    ModelSpec,
-    Mse,
-    Relu,
-    Sigmoid,
-    SoftmaxCE,
-    Tanh,
-    parse_spec,
-)
+from reference.layers import KINDS, loss
+from reference.layers.registry import LayerKind, call_backward, call_forward, name_prefix, numbered
+from reference.spec import Layer, ModelSpec, parse_spec
 from reference.update import _learning_rate, _sgd_update
 
 REDUCTIONS = loss.REDUCTIONS
 # The kinds whose backward takes a branch (a mask, a window's maximum): end to end, a
 # framework may legitimately take the other branch where the input is within rounding of
-# the kink (parity_tests/kinks.py).
-KINKED = ("relu", "maxpool")
+# the kink (parity_tests/kinks.py). Read from the registry entries.
+KINKED = tuple(name for name, kind in KINDS.items() if kind.kinked)
 
 
 @dataclass(frozen=True)
 class Ops:
-    """One layer kind's forward and backward functions, in the Network's calling form.
-
-    conv:     forward(X, F, b, stride, pad) -> Z;  backward(X, F, dZ, stride, pad, bias) ->
-              {"dX", "dF", "db"?}
-    maxpool, avgpool: forward(X, k, stride) -> A;  backward(X, dA, k, stride) -> dX
-    relu, tanh, sigmoid: forward(Z) -> A;  backward(dA, Z, A) -> dZ
-    flatten:  forward(X) -> A;  backward(dA, x_shape) -> dX
-    dense:    forward(A, W, b) -> Z;  backward(A, W, dZ, bias) -> {"dA", "dW", "db"?}
-    softmax_ce: forward(Z, labels, reduction) -> (P, E);  backward(P, labels, reduction) -> dZ
-    mse:      forward(O, Y, reduction) -> E;  backward(O, Y, reduction) -> dO
-    """
+    """One layer kind's forward and backward functions, in the calling form of its family
+    (reference/layers/registry.py, FAMILIES): what a mutant or a user's own layer replaces."""
 
     forward: Callable
     backward: Callable
@@ -73,21 +51,9 @@ class Ops:
     params_only: Callable | None = None
 
 
+# The reference's own functions, from the registry.
 DEFAULT_OPS: Mapping[str, Ops] = {
-    "conv": Ops(
-        conv2d.conv2d_forward,
-        conv2d.conv2d_backward,
-        lambda X, F, dZ, s, p, bias: conv2d.conv2d_backward(X, F, dZ, s, p, bias, input_grad=False),
-    ),
-    "maxpool": Ops(pool.max_pool_forward, pool.max_pool_backward),
-    "avgpool": Ops(pool.avg_pool_forward, lambda X, dA, k, s: pool.avg_pool_backward(dA, X.shape, k, s)),
-    "relu": Ops(activations.relu, lambda dA, Z, A: activations.relu_backward(dA, Z)),
-    "tanh": Ops(activations.tanh, lambda dA, Z, A: activations.tanh_backward(dA, A)),
-    "sigmoid": Ops(activations.sigmoid, lambda dA, Z, A: activations.sigmoid_backward(dA, A)),
-    "flatten": Ops(dense.flatten, dense.flatten_backward),
-    "dense": Ops(dense.dense_forward, dense.dense_backward),
-    "softmax_ce": Ops(loss.softmax_cross_entropy, loss.softmax_cross_entropy_backward),
-    "mse": Ops(loss.mse, loss.mse_backward),
+    name: Ops(kind.forward, kind.backward, kind.params_only) for name, kind in KINDS.items()
 }
 
 
@@ -106,35 +72,24 @@ class Node:
         return self.layer.kind
 
     @property
+    def entry(self) -> LayerKind:
+        """The layer kind's registry entry."""
+        return KINDS[self.layer.kind]
+
+    @property
     def params(self) -> tuple[str, ...]:
         """Its parameters' short names: conv F (and b), dense W (and b)."""
-        if isinstance(self.layer, Conv):
-            return ("F", "b") if self.layer.bias else ("F",)
-        if isinstance(self.layer, Dense):
-            return ("W", "b") if self.layer.bias else ("W",)
-        return ()
+        return self.entry.params_of(self.layer)
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """Forward tensors, short names."""
-        if isinstance(self.layer, (Conv, Dense)):
-            return ("Z",)
-        if isinstance(self.layer, SoftmaxCE):
-            return ("P", "E")
-        if isinstance(self.layer, Mse):
-            return ("E",)
-        return ("A",)
+        return self.entry.outputs
 
     @property
     def input_grad(self) -> str:
         """The short name of dE/d(this layer's input), as its backward computes it."""
-        if isinstance(self.layer, (Relu, Tanh, Sigmoid, SoftmaxCE)):
-            return "dZ"
-        if isinstance(self.layer, Dense):
-            return "dA"
-        if isinstance(self.layer, Mse):
-            return "dO"
-        return "dX"
+        return self.entry.input_grad
 
     @property
     def grads(self) -> tuple[str, ...]:
@@ -151,15 +106,9 @@ class Node:
 def _names(layers) -> list[str]:
     names, number, seen = [], 0, set()
     for layer in layers:
-        if isinstance(layer, (Conv, Dense)):
-            number += 1
-            name = f"{layer.kind}{number}"
-        elif isinstance(layer, (MaxPool, AvgPool)):
-            name = f"pool{number}"
-        elif isinstance(layer, (Relu, Tanh, Sigmoid)):
-            name = f"{layer.kind}{number}"
-        else:  # flatten, the loss
-            name = layer.kind
+        kind = KINDS[layer.kind]
+        number += bool(kind.params)  # weighted layers count; the others take the count before
+        name = f"{name_prefix(kind)}{number}" if numbered(kind) else kind.name
         base, extra = name, 2
         while name in seen:  # conv-relu-relu: relu1, relu1_2
             name, extra = f"{base}_{extra}", extra + 1
@@ -186,7 +135,7 @@ class Network:
         weighted_before, nodes = False, []
         for i, layer in enumerate(layers):
             nodes.append(Node(names[i], layer, shapes[i], shapes[i + 1], weighted_before))
-            weighted_before = weighted_before or isinstance(layer, (Conv, Dense))
+            weighted_before = weighted_before or bool(KINDS[layer.kind].params)
         self.nodes: tuple[Node, ...] = tuple(nodes)
 
     # --- names ------------------------------------------------------------------------
@@ -227,12 +176,11 @@ class Network:
         total = 0
         for n in self.nodes:
             total += 2 * n_images * (math.prod(n.out_shape) + math.prod(n.in_shape))
-            if isinstance(n.layer, Conv):
-                c_in, k = n.in_shape[0], n.layer.kernel
-                total += c_in * k * k * n_images * math.prod(n.out_shape[1:])
-                total += 3 * (n.layer.channels * c_in * k * k + n.layer.channels)
-            elif isinstance(n.layer, Dense):
-                total += 3 * (math.prod(n.in_shape) + 1) * n.layer.units
+            if n.entry.init is not None:
+                _, shapes = n.entry.init(n.layer, n.in_shape)
+                total += 3 * sum(math.prod(shape) for shape in shapes.values())
+            if n.entry.family == "conv":  # the im2col windows: C_in k^2 x N H_out W_out
+                total += n.in_shape[0] * n.layer.kernel**2 * n_images * math.prod(n.out_shape[1:])
         return total * item
 
     def node_of(self, tensor: str) -> Node:
@@ -258,16 +206,9 @@ class Network:
         rng = np.random.default_rng(seed)
         params = {}
         for node in self.nodes:
-            layer = node.layer
-            if isinstance(layer, Conv):
-                fan_in = node.in_shape[0] * layer.kernel**2
-                shapes = {"F": (layer.channels, node.in_shape[0], layer.kernel, layer.kernel)}
-                shapes["b"] = (layer.channels,)
-            elif isinstance(layer, Dense):
-                fan_in = node.in_shape[0]
-                shapes = {"W": (fan_in, layer.units), "b": (layer.units,)}
-            else:
+            if node.entry.init is None:
                 continue
+            fan_in, shapes = node.entry.init(node.layer, node.in_shape)
             bound = 1 / math.sqrt(fan_in)
             for p in node.params:
                 params[node.q(p)] = rng.uniform(-bound, bound, shapes[p]).astype(dtype)
@@ -290,7 +231,7 @@ class Network:
         """What the loss compares with: the digits 0..9 for softmax_ce; for mse, as the
         article (E7): (N, 1) of dtype, 1.0 where the digit is > 4."""
         labels = np.asarray(labels)
-        if isinstance(self.spec.loss, Mse):
+        if self.spec.loss.kind == "mse":
             return (labels > 4).astype(dtype).reshape(-1, 1)
         return labels
 
@@ -309,24 +250,10 @@ class Network:
         return out
 
     def _forward_node(self, node, params, h, target, reduction, out):
-        layer, f = node.layer, self.ops[node.kind].forward
-        if isinstance(layer, Conv):
-            b = params[node.q("b")] if layer.bias else None
-            h = f(h, params[node.q("F")], b, layer.stride, layer.pad)
-        elif isinstance(layer, (MaxPool, AvgPool)):
-            h = f(h, layer.size, layer.stride)
-        elif isinstance(layer, Dense):
-            h = f(h, params[node.q("W")], params[node.q("b")] if layer.bias else None)
-        elif isinstance(layer, SoftmaxCE):
-            out[node.q("P")], out[node.q("E")] = f(h, target, reduction)
-            return None
-        elif isinstance(layer, Mse):
-            out[node.q("E")] = f(h, target, reduction)
-            return None
-        else:  # activations, flatten
-            h = f(h)
-        out[node.q(node.outputs[0])] = h
-        return h
+        p = {s: params[node.q(s)] for s in node.params}
+        got = call_forward(node.entry, self.ops[node.kind].forward, node.layer, h, p, target, reduction)
+        out.update({node.q(s): got[s] for s in node.outputs})
+        return None if node.layer.is_loss else got[node.outputs[0]]
 
     def inputs_of(self, node: Node, X: np.ndarray, tensors: Mapping) -> np.ndarray:
         """The input a layer got: the image for the first, else the previous layer's output."""
@@ -368,24 +295,14 @@ class Network:
 
     def _backward_node(self, node, params, x, fwd, grads, target, reduction, decide):
         ops = self.ops[node.kind]
-        layer, b = node.layer, ops.backward
+        b = ops.backward
         if ops.params_only is not None and node.input_grad not in node.grads:
             b = ops.params_only
+        p = {s: params[node.q(s)] for s in node.params}
+        mine = {s: fwd[node.q(s)] for s in node.outputs if node.q(s) in fwd}
         up = self.upstream_of(node, grads)
-        if isinstance(layer, SoftmaxCE):
-            return {node.q("dZ"): b(fwd[node.q("P")], target, reduction)}
-        if isinstance(layer, Mse):
-            return {node.q("dO"): b(x, target, reduction)}
-        if isinstance(layer, Conv):
-            got = b(x, params[node.q("F")], up, layer.stride, layer.pad, layer.bias)
-        elif isinstance(layer, Dense):
-            got = b(x, params[node.q("W")], up, layer.bias)
-        elif isinstance(layer, (MaxPool, AvgPool)):
-            got = {"dX": b(decide.get(node.name, x), up, layer.size, layer.stride)}
-        elif isinstance(layer, Flatten):
-            got = {"dX": b(up, x.shape)}
-        else:  # activations: relu decides from its input, tanh and sigmoid use the output
-            got = {"dZ": b(up, decide.get(node.name, x), fwd[node.q("A")])}
+        branch = decide.get(node.name, x)  # a kinked layer's branch (kinks.py), else its input
+        got = call_backward(node.entry, b, node.layer, x, p, mine, up, target, reduction, branch)
         return {node.q(g): got[g] for g in node.grads}
 
     def node_step(self, node: Node, x, params, upstream, target, reduction="sum") -> dict:

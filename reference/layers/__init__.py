@@ -11,8 +11,29 @@ One module per layer kind, each forward beside its hand-derived backward:
 Shapes: X (N, C, H, W), filters F (C_out, C_in, k, k), dense A (N, F) and W (F, U), logits
 (N, K). Every public function validates its arguments (reference._validate) and vectorises
 over images, channels, windows and pixels: no Python loop runs per element.
+
+Each module also holds its kinds' registry entries (reference/layers/registry.py), collected
+in `KINDS`.
 """
 
-from reference.layers import activations, conv2d, dense, loss, pool
+from operator import attrgetter
 
-__all__ = ["activations", "conv2d", "dense", "loss", "pool"]
+from reference.layers import activations, conv2d, dense, loss, pool
+from reference.layers.registry import LayerKind
+
+# Every layer kind, by its spec token's name: the one registry (reference/layers/registry.py).
+_ENTRIES = (
+    conv2d.CONV,
+    pool.MAXPOOL,
+    pool.AVGPOOL,
+    activations.RELU,
+    activations.TANH,
+    activations.SIGMOID,
+    dense.FLATTEN,
+    dense.DENSE,
+    loss.SOFTMAX_CE,
+    loss.MSE,
+)
+KINDS: dict[str, LayerKind] = dict(zip(map(attrgetter("name"), _ENTRIES), _ENTRIES))
+
+__all__ = ["KINDS", "activations", "conv2d", "dense", "loss", "pool"]

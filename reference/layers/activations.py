@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference import rounding
 from reference._validate import float_array
 from reference.activations import sigmoid, sigmoid_grad_from_output
+from reference.layers.registry import Bound, LayerKind, Site
 from reference.trace import implements
 
 __all__ = [
@@ -85,3 +87,48 @@ def sigmoid_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
     A = float_array("A", A, ndim=None, allow_empty=True)
     dA = float_array("dA", dA, A.shape, dtype=A.dtype, allow_empty=True)
     return dA * sigmoid_grad_from_output(A)
+
+
+# --- the registry entries (reference/layers/registry.py) ----------------------------------
+
+
+def _relu_bound(site: Site, short: str) -> Bound:
+    """X8: max(0, z) and its masked delta return an input value exactly."""
+    return Bound(None, rounding.SELECT_ROUNDINGS)
+
+
+def _tanh_bound(site: Site, short: str) -> Bound:
+    A = site.ours["A"]
+    if short == "A":
+        return Bound(np.abs(A), rounding.TANH_ROUNDINGS, "|A|")
+    return Bound(np.abs(site.upstream) * (1 + A * A), rounding.TANH_BACKWARD_ROUNDINGS, "|dA|(1+A^2)")
+
+
+def _sigmoid_bound(site: Site, short: str) -> Bound:
+    A = site.ours["A"]
+    if short == "A":
+        return Bound(np.abs(A), rounding.SIGMOID_ROUNDINGS, "|A|")
+    M = np.abs(site.upstream) * rounding.sigmoid_grad_magnitude(A)
+    return Bound(M, rounding.SIGMOID_BACKWARD_ROUNDINGS, "|dA|(A(1-A)+A)")
+
+
+def _activation(name, forward, backward, bound, equations, kinked=False) -> LayerKind:
+    return LayerKind(
+        name=name,
+        family="activation",
+        outputs=("A",),
+        input_grad="dZ",
+        equations=dict(zip(("A", "dZ"), equations)),
+        forward=forward,
+        backward=backward,
+        bound=bound,
+        kinked=kinked,
+    )
+
+
+# ReLU's backward reads its input Z (the kink is Z's sign); tanh's and sigmoid's the output A.
+RELU = _activation("relu", relu, lambda dA, Z, A: relu_backward(dA, Z), _relu_bound, ("X8", "X8"), True)
+TANH = _activation("tanh", tanh, lambda dA, Z, A: tanh_backward(dA, A), _tanh_bound, ("X9", "X9"))
+SIGMOID = _activation(
+    "sigmoid", sigmoid, lambda dA, Z, A: sigmoid_backward(dA, A), _sigmoid_bound, ("E3", "E9")
+)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from reference import rounding
 from reference._validate import float_array, positive_int
+from reference.layers.registry import Bound, LayerKind, Site
 from reference.trace import implements
 
 
@@ -280,3 +282,47 @@ def _check_forward(X, F, b, stride, pad):
         b = float_array("b", b, (F.shape[0],), dtype=X.dtype)
     k, stride, pad, _ = _check_geometry(X, F.shape[2], stride, pad)
     return X, F, b, stride, pad
+
+
+# --- the registry entry (reference/layers/registry.py) ------------------------------------
+
+
+def _bound(site: Site, short: str) -> Bound:
+    """Stage bounds of X3..X5: each a sum of products, M the same sum on |X|, |F|, |dZ|."""
+    layer, a = site.layer, np.abs
+    F = a(site.params["F"])
+    if short == "Z":
+        b = a(site.params["b"]) if layer.bias else None
+        M = conv2d_forward(a(site.x), F, b, layer.stride, layer.pad)
+        terms = F.shape[1] * layer.kernel**2
+        k = rounding.roundings_affine(terms) if layer.bias else rounding.roundings_dot(terms)
+        return Bound(M, k, "conv(|X|,|F|)+|b|")
+    n, _, h, w = site.upstream.shape
+    if short == "dF":
+        M = conv2d_grad_filter(a(site.x), a(site.upstream), layer.kernel, layer.stride, layer.pad)
+        return Bound(M, rounding.roundings_dot(n * h * w), "sum |dZ||Xp|")
+    if short == "db":
+        return Bound(conv2d_grad_bias(a(site.upstream)), rounding.roundings_sum(n * h * w), "sum |dZ|")
+    M = conv2d_grad_input(a(site.upstream), F, site.x.shape, layer.stride, layer.pad)
+    return Bound(M, rounding.roundings_dot(F.shape[0] * layer.kernel**2), "sum |dZ||F|")
+
+
+def _init(layer, in_shape):
+    """F (C_out, C_in, k, k) and b (C_out,), fan-in C_in k^2."""
+    c_in, k = in_shape[0], layer.kernel
+    return c_in * k * k, {"F": (layer.channels, c_in, k, k), "b": (layer.channels,)}
+
+
+CONV = LayerKind(
+    name="conv",
+    family="conv",
+    outputs=("Z",),
+    input_grad="dX",
+    equations={"Z": "X4", "dF": "X4", "db": "X3", "dX": "X5"},
+    forward=conv2d_forward,
+    backward=conv2d_backward,
+    params_only=lambda X, F, dZ, s, p, bias: conv2d_backward(X, F, dZ, s, p, bias, input_grad=False),
+    bound=_bound,
+    params=("F", "b"),
+    init=_init,
+)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference import rounding
 from reference._validate import float_array
 from reference.layers.conv2d import _shape4
+from reference.layers.registry import Bound, LayerKind, Site
 from reference.trace import implements
 
 
@@ -86,3 +88,59 @@ def dense_backward(A: np.ndarray, W: np.ndarray, dZ: np.ndarray, bias: bool = Tr
     if bias:
         grads["db"] = dense_grad_bias(dZ)
     return grads
+
+
+# --- the registry entries (reference/layers/registry.py) ----------------------------------
+
+
+def _flatten_bound(site: Site, short: str) -> Bound:
+    """A re-indexing: exact."""
+    return Bound(None, rounding.SELECT_ROUNDINGS)
+
+
+def _dense_bound(site: Site, short: str) -> Bound:
+    """X10: every tensor a sum of products over F features, N images or U units."""
+    layer, a = site.layer, np.abs
+    W = a(site.params["W"])
+    if short == "Z":
+        b = a(site.params["b"]) if layer.bias else None
+        F_in = W.shape[0]
+        k = rounding.roundings_affine(F_in) if layer.bias else rounding.roundings_dot(F_in)
+        return Bound(dense_forward(a(site.x), W, b), k, "|A||W|+|b|")
+    n = site.x.shape[0]
+    if short == "dW":
+        return Bound(
+            dense_grad_weights(a(site.x), a(site.upstream)), rounding.roundings_dot(n), "|A|^T|dZ|"
+        )
+    if short == "db":
+        return Bound(dense_grad_bias(a(site.upstream)), rounding.roundings_sum(n), "sum |dZ|")
+    return Bound(dense_grad_input(W, a(site.upstream)), rounding.roundings_dot(W.shape[1]), "|dZ||W|^T")
+
+
+def _dense_init(layer, in_shape):
+    """W (F, U) (X10's shape) and b (U,), fan-in F."""
+    return in_shape[0], {"W": (in_shape[0], layer.units), "b": (layer.units,)}
+
+
+FLATTEN = LayerKind(
+    name="flatten",
+    family="flatten",
+    outputs=("A",),
+    input_grad="dX",
+    equations={"A": "E4", "dX": "E4"},
+    forward=flatten,
+    backward=flatten_backward,
+    bound=_flatten_bound,
+)
+DENSE = LayerKind(
+    name="dense",
+    family="dense",
+    outputs=("Z",),
+    input_grad="dA",
+    equations={"Z": "X10", "dA": "X10", "dW": "X10", "db": "X10"},
+    forward=dense_forward,
+    backward=dense_backward,
+    bound=_dense_bound,
+    params=("W", "b"),
+    init=_dense_init,
+)

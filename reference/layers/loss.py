@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference import rounding
 from reference._validate import choice, float_array
+from reference.layers.registry import Bound, LayerKind, Site
 from reference.trace import implements
 
 REDUCTIONS = ("sum", "mean")
@@ -124,3 +126,63 @@ def _labels(y, N, K, against):
     if y.min() < 0 or y.max() >= K:
         raise ValueError(f"y must hold labels in 0..{K - 1} ({K} classes), got [{y.min()}, {y.max()}]")
     return y.astype(np.intp, copy=False)
+
+
+# --- the registry entries (reference/layers/registry.py) ----------------------------------
+
+
+def _softmax_scale(Z):
+    """1 + max_j |z_j - max z| per image (rows): the exponent's own rounding, u |z - m|,
+    is a relative error of every exp of that row and so of P."""
+    return 1 + (Z.max(axis=1, keepdims=True) - Z.min(axis=1, keepdims=True))
+
+
+def _softmax_ce_bound(site: Site, short: str) -> Bound:
+    """X11, X12: P's exp and normalisation; dZ = P - onehot; E = log-sum-exp sums."""
+    x, a = site.x, np.abs
+    n, K = x.shape
+    P, scale = site.ours["P"], _softmax_scale(x)
+    div = n if site.reduction == "mean" else 1
+    if short == "P":
+        return Bound(P * scale, rounding.roundings_softmax(K), "P(1+max|z-m|)")
+    if short == "dZ":
+        M = (P * scale + 1) / div
+        return Bound(M, rounding.roundings_softmax_backward(K), "(P(1+max|z-m|)+1)/N?")
+    # E: per image |z_y - m| + log S (S in [1, K]) + the exp's rounding scale.
+    shifted = x - x.max(axis=1, keepdims=True)
+    logS = np.log(np.exp(shifted).sum(axis=1))
+    M = (a(shifted).max(axis=1) + logS + scale[:, 0]).sum() / div
+    return Bound(np.asarray(M), rounding.roundings_cross_entropy(K, n), "sum(|z-m|+logS+1+max|z-m|)")
+
+
+def _mse_bound(site: Site, short: str) -> Bound:
+    """E7, E8 batch-first: (|O| + |y|)^2 / 2 summed; O - y."""
+    x, a = site.x, np.abs
+    n = x.shape[0]
+    div = n if site.reduction == "mean" else 1
+    if short == "E":
+        M = ((a(x) + a(site.target)) ** 2).sum() / 2 / div
+        return Bound(np.asarray(M), rounding.roundings_loss(n), "sum (|y|+|O|)^2/2")
+    return Bound((a(x) + a(site.target)) / div, rounding.LOSS_GRAD_ROUNDINGS, "|O|+|y|")
+
+
+SOFTMAX_CE = LayerKind(
+    name="softmax_ce",
+    family="softmax_ce",
+    outputs=("P", "E"),
+    input_grad="dZ",
+    equations={"P": "X11", "E": "X12", "dZ": "X12"},
+    forward=softmax_cross_entropy,
+    backward=softmax_cross_entropy_backward,
+    bound=_softmax_ce_bound,
+)
+MSE = LayerKind(
+    name="mse",
+    family="mse",
+    outputs=("E",),
+    input_grad="dO",
+    equations={"E": "E7", "dO": "E8"},
+    forward=mse,
+    backward=mse_backward,
+    bound=_mse_bound,
+)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference import rounding
 from reference._validate import float_array, positive_int
 from reference.layers.conv2d import _col2im, _shape4, _windows, output_side
+from reference.layers.registry import Bound, LayerKind, Site
 from reference.trace import implements
 
 
@@ -131,3 +133,56 @@ def _geometry(shape, k, stride):
 def _out_shape(shape, k, stride):
     N, C, H, W = shape
     return N, C, (H - k) // stride + 1, (W - k) // stride + 1
+
+
+# --- the registry entries (reference/layers/registry.py) ----------------------------------
+
+
+def _windows_per_element(k: int, stride: int) -> int:
+    """How many windows can cover one element: ceil(k / s)^2."""
+    return ((k + stride - 1) // stride) ** 2
+
+
+def _max_bound(site: Site, short: str) -> Bound:
+    """X6: the forward selects; the backward places each delta, adding only where windows
+    overlap (the sum over the windows covering an element)."""
+    layer = site.layer
+    windows = _windows_per_element(layer.size, layer.stride)
+    if short == "A" or windows == 1:
+        return Bound(None, rounding.SELECT_ROUNDINGS)
+    M = max_pool_backward(site.x, np.abs(site.upstream), layer.size, layer.stride)
+    return Bound(M, rounding.roundings_window_sum(windows), "scatter |dA|")
+
+
+def _avg_bound(site: Site, short: str) -> Bound:
+    """X7: a k^2-term mean forward; backward each element sums dA / k^2 over its windows."""
+    layer, a = site.layer, np.abs
+    if short == "A":
+        M = avg_pool_forward(a(site.x), layer.size, layer.stride)
+        return Bound(M, rounding.roundings_avg_pool(layer.size), "mean |X|")
+    M = avg_pool_backward(a(site.upstream), site.x.shape, layer.size, layer.stride)
+    k = rounding.roundings_window_sum(_windows_per_element(layer.size, layer.stride)) + 1
+    return Bound(M, k, "scatter |dA|/k^2")
+
+
+MAXPOOL = LayerKind(
+    name="maxpool",
+    family="pool",
+    outputs=("A",),
+    input_grad="dX",
+    equations={"A": "X6", "dX": "X6"},
+    forward=max_pool_forward,
+    backward=max_pool_backward,
+    bound=_max_bound,
+    kinked=True,
+)
+AVGPOOL = LayerKind(
+    name="avgpool",
+    family="pool",
+    outputs=("A",),
+    input_grad="dX",
+    equations={"A": "X7", "dX": "X7"},
+    forward=avg_pool_forward,
+    backward=lambda X, dA, k, s: avg_pool_backward(dA, X.shape, k, s),
+    bound=_avg_bound,
+)

@@ -1,0 +1,138 @@
+"""The layer registry: one declarative entry per layer kind, read by everything that needs it.
+
+An entry (`LayerKind`) says, for one spec token (reference/spec.py's layer class):
+
+- its tensors' short names (`outputs`, the input gradient `input_grad`, its `params`) and
+  the equation id of each (`equations`);
+- its readable forward and backward (`forward`, `backward`, and `params_only` for a
+  convolution that needs no image gradient), in the calling form of its `family`;
+- its stage bound (`bound`: the expression on absolute values and the rounding count, with
+  the reason in reference/rounding.py);
+- whether its backward takes a branch (`kinked`: ReLU's mask, max-pool's maximum), which
+  lets a framework legitimately take the other branch within rounding of the kink;
+- how its parameters are drawn (`init`).
+
+Each layer module defines its entries beside its maths (reference/layers/pool.py holds
+MAXPOOL and AVGPOOL); `KINDS` below collects them. reference/network.py, the stage rule
+(parity_tests/model_stages.py) and the kinks read the entries; each framework's mirror is a
+table from kind to function whose keys a test holds equal to `KINDS`.
+
+A family is a calling form shared by several kinds (`FAMILIES`): the Network calls every
+kind of one family the same way, so a new kind of an existing family is its entry, one row
+per mirror table and its spec token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The stage rule's ingredients for one tensor: `magnitude` M (the expression on absolute
+    values; None: the exact rule, a selection or re-indexing), `roundings` k, and `what` M is,
+    in words, for the report's rule column."""
+
+    magnitude: np.ndarray | None
+    roundings: int
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Site:
+    """What a bound is computed from, for one layer of one network (all arrays are the
+    reference's own): `x` the layer's input, `params` its parameters by short name, `upstream`
+    dE/d(its output) (None for the loss), `ours` its own forward outputs by short name,
+    `target` the loss's target, `reduction` sum or mean."""
+
+    layer: object
+    x: np.ndarray
+    params: Mapping[str, np.ndarray] = field(default_factory=dict)
+    upstream: np.ndarray | None = None
+    ours: Mapping[str, np.ndarray] = field(default_factory=dict)
+    target: object = None
+    reduction: str = "sum"
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    name: str  # the spec token's kind: conv, maxpool, ...
+    family: str  # one of FAMILIES: how Network calls forward and backward
+    outputs: tuple[str, ...]  # forward tensors, short names
+    input_grad: str  # dE/d(the layer's input), short name
+    equations: Mapping[str, str]  # short tensor name -> equation id
+    forward: Callable
+    backward: Callable
+    bound: Callable[[Site, str], Bound]  # (site, short tensor name) -> Bound
+    params: tuple[str, ...] = ()  # parameter short names; "b" only when the layer has a bias
+    params_only: Callable | None = None  # conv: the backward without the image gradient
+    kinked: bool = False
+    init: Callable | None = None  # (layer, in_shape) -> (fan_in, {short: shape})
+
+    def params_of(self, layer) -> tuple[str, ...]:
+        if getattr(layer, "bias", True):
+            return self.params
+        return tuple(filter("b".__ne__, self.params))
+
+
+# The calling forms, one per family (reference/network.py uses them; docs: Ops):
+#   conv:       forward(X, F, b, stride, pad) -> Z;  backward(X, F, dZ, stride, pad, bias) ->
+#               {"dX", "dF", "db"?}
+#   pool:       forward(X, k, stride) -> A;  backward(X, dA, k, stride) -> dX
+#   activation: forward(Z) -> A;  backward(dA, Z, A) -> dZ
+#   flatten:    forward(X) -> A;  backward(dA, x_shape) -> dX
+#   dense:      forward(A, W, b) -> Z;  backward(A, W, dZ, bias) -> {"dA", "dW", "db"?}
+#   softmax_ce: forward(Z, labels, reduction) -> (P, E);  backward(P, labels, reduction) -> dZ
+#   mse:        forward(O, Y, reduction) -> E;  backward(O, Y, reduction) -> dO
+FAMILIES = ("conv", "pool", "activation", "flatten", "dense", "softmax_ce", "mse")
+
+
+def call_forward(kind: LayerKind, forward, layer, h, p: Mapping, target, reduction) -> dict:
+    """One layer's forward in its family's calling form: {short name: array}."""
+    fam = kind.family
+    if fam == "conv":
+        return {"Z": forward(h, p["F"], p.get("b"), layer.stride, layer.pad)}
+    if fam == "pool":
+        return {"A": forward(h, layer.size, layer.stride)}
+    if fam == "dense":
+        return {"Z": forward(h, p["W"], p.get("b"))}
+    if fam == "softmax_ce":
+        P, E = forward(h, target, reduction)
+        return {"P": P, "E": E}
+    if fam == "mse":
+        return {"E": forward(h, target, reduction)}
+    return {kind.outputs[0]: forward(h)}  # activation, flatten
+
+
+def call_backward(
+    kind: LayerKind, backward, layer, x, p: Mapping, fwd: Mapping, up, target, reduction, decide
+):
+    """One layer's backward in its family's calling form: {short name: array}. `fwd`: its own
+    forward outputs by short name; `decide`: the array a kinked layer takes its branch from
+    (its input unless the end-to-end kink rule says otherwise)."""
+    fam = kind.family
+    if fam == "softmax_ce":
+        return {"dZ": backward(fwd["P"], target, reduction)}
+    if fam == "mse":
+        return {"dO": backward(x, target, reduction)}
+    if fam == "conv":
+        return backward(x, p["F"], up, layer.stride, layer.pad, layer.bias)
+    if fam == "dense":
+        return backward(x, p["W"], up, layer.bias)
+    if fam == "pool":
+        return {"dX": backward(decide, up, layer.size, layer.stride)}
+    if fam == "flatten":
+        return {"dX": backward(up, x.shape)}
+    return {"dZ": backward(up, decide, fwd["A"])}  # activation: ReLU reads Z, others A
+
+
+def numbered(kind: LayerKind) -> bool:
+    """Layers named by the weighted layer count: conv1, dense3 (weighted), relu1, pool1."""
+    return kind.family in ("conv", "dense", "pool", "activation")
+
+
+def name_prefix(kind: LayerKind) -> str:
+    return "pool" if kind.family == "pool" else kind.name
