@@ -133,3 +133,13 @@ def test_layout_any_channels_round_trip(there, back, shape, moved):
     np.testing.assert_array_equal(back(b), a)
     with pytest.raises(ValueError):
         there(a[0])
+
+
+@pytest.mark.parametrize("framework", MODULES)
+def test_mirror_table_has_one_row_per_registry_kind(framework):
+    from reference import spec
+    from reference.layers import KINDS
+
+    assert set(_mirror(framework).LAYERS) == set(KINDS)
+    # and the registry has one entry per spec token (flatten is implied, never written)
+    assert set(KINDS) == set(spec.KINDS) | {"flatten"}

@@ -27,18 +27,6 @@ import tensorflow as tf  # noqa: E402
 
 from reference import layout  # noqa: E402
 from reference.network import Network, Node, update_pairs  # noqa: E402
-from reference.spec import (  # noqa: E402
-    AvgPool,
-    Conv,
-    Dense,
-    Flatten,
-    MaxPool,
-    Mse,
-    Relu,
-    Sigmoid,
-    SoftmaxCE,
-    Tanh,
-)
 
 
 def version() -> str:
@@ -72,7 +60,7 @@ def _param_from_tf(short: str, a) -> np.ndarray:
 
 def _target(node: Node, target):
     """Labels as int64 for softmax_ce; Y (N, 1) as a float tensor for mse."""
-    if isinstance(node.layer, SoftmaxCE):
+    if node.kind == "softmax_ce":
         return tf.constant(np.asarray(target).astype(np.int64))
     return tf.constant(np.asarray(target))
 
@@ -81,39 +69,55 @@ def _reduce(per_item, reduction: str):
     return tf.reduce_sum(per_item) if reduction == "sum" else tf.reduce_mean(per_item)
 
 
+def _conv(layer, h, p, target, reduction):
+    if layer.pad:
+        pad = layer.pad
+        h = tf.pad(h, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    z = tf.nn.conv2d(h, p["F"], strides=layer.stride, padding="VALID")
+    return {"Z": tf.nn.bias_add(z, p["b"]) if "b" in p else z}
+
+
+def _flatten(layer, h, p, target, reduction):
+    # NHWC -> NCHW first: the reference's (and torch's) feature order.
+    return {"A": tf.reshape(tf.transpose(h, [0, 3, 1, 2]), (tf.shape(h)[0], -1))}
+
+
+def _dense(layer, h, p, target, reduction):
+    z = tf.matmul(h, p["W"])
+    return {"Z": z + p["b"] if "b" in p else z}
+
+
+def _softmax_ce(layer, h, p, target, reduction):
+    per_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=h)
+    return {"P": tf.nn.softmax(h, axis=-1), "E": _reduce(per_image, reduction)}
+
+
+def _mse(layer, h, p, target, reduction):
+    E = tf.reduce_sum((target - h) ** 2) / 2
+    return {"E": E / h.shape[0] if reduction == "mean" else E}
+
+
+# One row per layer kind of the registry (reference.layers.KINDS; test_model_mirrors.py
+# holds the keys equal): (layer, h, p, target, reduction) -> its forward outputs by short
+# name, in TensorFlow's layout (NHWC maps, HWIO filters).
+LAYERS = {
+    "conv": _conv,
+    "maxpool": lambda layer, h, p, t, r: {"A": tf.nn.max_pool2d(h, layer.size, layer.stride, "VALID")},
+    "avgpool": lambda layer, h, p, t, r: {"A": tf.nn.avg_pool2d(h, layer.size, layer.stride, "VALID")},
+    "relu": lambda layer, h, p, t, r: {"A": tf.nn.relu(h)},
+    "tanh": lambda layer, h, p, t, r: {"A": tf.tanh(h)},
+    "sigmoid": lambda layer, h, p, t, r: {"A": tf.sigmoid(h)},
+    "flatten": _flatten,
+    "dense": _dense,
+    "softmax_ce": _softmax_ce,
+    "mse": _mse,
+}
+
+
 def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:
     """One layer in TensorFlow (NHWC): its forward outputs by short name. p: short name ->
     tensor or variable in TensorFlow's layout (HWIO filters)."""
-    layer = node.layer
-    if isinstance(layer, Conv):
-        if layer.pad:
-            pad = layer.pad
-            h = tf.pad(h, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-        z = tf.nn.conv2d(h, p["F"], strides=layer.stride, padding="VALID")
-        return {"Z": tf.nn.bias_add(z, p["b"]) if "b" in p else z}
-    if isinstance(layer, MaxPool):
-        return {"A": tf.nn.max_pool2d(h, layer.size, layer.stride, "VALID")}
-    if isinstance(layer, AvgPool):
-        return {"A": tf.nn.avg_pool2d(h, layer.size, layer.stride, "VALID")}
-    if isinstance(layer, Relu):
-        return {"A": tf.nn.relu(h)}
-    if isinstance(layer, Tanh):
-        return {"A": tf.tanh(h)}
-    if isinstance(layer, Sigmoid):
-        return {"A": tf.sigmoid(h)}
-    if isinstance(layer, Flatten):
-        # NHWC -> NCHW first: the reference's (and torch's) feature order.
-        return {"A": tf.reshape(tf.transpose(h, [0, 3, 1, 2]), (tf.shape(h)[0], -1))}
-    if isinstance(layer, Dense):
-        z = tf.matmul(h, p["W"])
-        return {"Z": z + p["b"] if "b" in p else z}
-    if isinstance(layer, SoftmaxCE):
-        per_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=h)
-        return {"P": tf.nn.softmax(h, axis=-1), "E": _reduce(per_image, reduction)}
-    if isinstance(layer, Mse):
-        E = tf.reduce_sum((target - h) ** 2) / 2
-        return {"E": E / h.shape[0] if reduction == "mean" else E}
-    raise ValueError(f"tensorflow mirror has no layer kind {node.kind!r} ({node.name})")
+    return LAYERS[node.kind](node.layer, h, p, target, reduction)
 
 
 def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> dict:

@@ -21,53 +21,46 @@ import torch.nn.functional as F
 
 from parity_tests.mirrors.torch_mirror import _np, _t, version  # noqa: F401  (version: the mirror API)
 from reference.network import Network, Node, update_pairs
-from reference.spec import (
-    AvgPool,
-    Conv,
-    Dense,
-    Flatten,
-    MaxPool,
-    Mse,
-    Relu,
-    Sigmoid,
-    SoftmaxCE,
-    Tanh,
-)
+
+
+def _mse(layer, h, p, target, reduction):
+    E = ((target - h) ** 2).sum() / 2
+    return {"E": E / h.shape[0] if reduction == "mean" else E}
+
+
+# One row per layer kind of the registry (reference.layers.KINDS; test_model_mirrors.py
+# holds the keys equal): (layer, h, p, target, reduction) -> its forward outputs by short
+# name, p mapping short names to tensors.
+LAYERS = {
+    "conv": lambda layer, h, p, t, r: {
+        "Z": F.conv2d(h, p["F"], p.get("b"), stride=layer.stride, padding=layer.pad)
+    },
+    "maxpool": lambda layer, h, p, t, r: {"A": F.max_pool2d(h, layer.size, layer.stride)},
+    "avgpool": lambda layer, h, p, t, r: {"A": F.avg_pool2d(h, layer.size, layer.stride)},
+    "relu": lambda layer, h, p, t, r: {"A": torch.relu(h)},
+    "tanh": lambda layer, h, p, t, r: {"A": torch.tanh(h)},
+    "sigmoid": lambda layer, h, p, t, r: {"A": torch.sigmoid(h)},
+    "flatten": lambda layer, h, p, t, r: {"A": h.flatten(1)},  # NCHW order, the reference's
+    "dense": lambda layer, h, p, t, r: {"Z": F.linear(h, p["W"].T, p.get("b"))},
+    # Named reduction: F.cross_entropy defaults to the mean.
+    "softmax_ce": lambda layer, h, p, t, r: {
+        "P": torch.softmax(h, dim=1),
+        "E": F.cross_entropy(h, t, reduction=r),
+    },
+    "mse": _mse,
+}
 
 
 def _target(node: Node, target):
     """Labels as int64 for softmax_ce; Y (N, 1) as a float tensor for mse."""
-    if isinstance(node.layer, SoftmaxCE):
+    if node.kind == "softmax_ce":
         return torch.tensor(np.array(target, dtype=np.int64))  # a copy: ours are read-only
     return _t(target)
 
 
 def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:
     """One layer in torch: its forward outputs by short name. p: short name -> tensor."""
-    layer = node.layer
-    if isinstance(layer, Conv):
-        return {"Z": F.conv2d(h, p["F"], p.get("b"), stride=layer.stride, padding=layer.pad)}
-    if isinstance(layer, MaxPool):
-        return {"A": F.max_pool2d(h, layer.size, layer.stride)}
-    if isinstance(layer, AvgPool):
-        return {"A": F.avg_pool2d(h, layer.size, layer.stride)}
-    if isinstance(layer, Relu):
-        return {"A": torch.relu(h)}
-    if isinstance(layer, Tanh):
-        return {"A": torch.tanh(h)}
-    if isinstance(layer, Sigmoid):
-        return {"A": torch.sigmoid(h)}
-    if isinstance(layer, Flatten):
-        return {"A": h.flatten(1)}  # NCHW feature order, the reference's
-    if isinstance(layer, Dense):
-        return {"Z": F.linear(h, p["W"].T, p.get("b"))}
-    if isinstance(layer, SoftmaxCE):
-        # Named reduction: F.cross_entropy defaults to the mean.
-        return {"P": torch.softmax(h, dim=1), "E": F.cross_entropy(h, target, reduction=reduction)}
-    if isinstance(layer, Mse):
-        E = ((target - h) ** 2).sum() / 2
-        return {"E": E / h.shape[0] if reduction == "mean" else E}
-    raise ValueError(f"torch mirror has no layer kind {node.kind!r} ({node.name})")
+    return LAYERS[node.kind](node.layer, h, p, target, reduction)
 
 
 def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> dict:
