@@ -89,6 +89,6 @@ def maxpool(x_ours, x_theirs, tol, k: int, stride: int, layer: str):
     # side's maximum. Where the framework's values tie exactly too, its first maximum is
     # ours. A clear window keeps its maximum whichever of its elements are replaced: its
     # runner-up lies more than the two allowances below it.
-    reached = pool.avg_pool_backward(several.astype(np.float64), x_ours.shape, k, stride) > 0
+    reached = pool.windows_reaching(several, x_ours.shape, k, stride)
     decide = np.where(reached, x_theirs.astype(x_ours.dtype), x_ours)
     return decide, Kinks(layer, "maxpool", int(kink.sum()), int(taken.sum()))

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from reference.layers import KINDS
 from reference.spec import CLASSES, INPUT_SHAPE
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
+# The kinds a drawn block may use, by family from the registry: a new activation or pool
+# kind is drawn without touching this module.
+ACTIVATIONS = tuple(sorted(name for name, kind in KINDS.items() if kind.family == "activation"))
+POOLS = tuple(name for name, kind in KINDS.items() if kind.family == "pool")
 
 
 @st.composite
@@ -34,7 +38,7 @@ def conv_block(draw, side: int) -> tuple[str, int]:
         args.append("bias=false")
     side = (side + 2 * pad - kernel) // stride + 1
     parts = [f"conv({','.join(args)})", draw(st.sampled_from(ACTIVATIONS))]
-    pool = draw(st.sampled_from((None, "maxpool", "avgpool")))
+    pool = draw(st.sampled_from((None, *POOLS)))
     if pool and side >= 2:
         size = draw(st.integers(2, min(3, side)))
         stride = draw(st.integers(1, size))

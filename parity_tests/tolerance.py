@@ -51,7 +51,6 @@ from reference.rounding import (  # noqa: E402, F401
     TANH_BACKWARD_ROUNDINGS,
     TANH_ROUNDINGS,
     roundings_affine,
-    roundings_avg_pool,
     roundings_cross_entropy,
     roundings_dot,
     roundings_loss,

@@ -93,11 +93,6 @@ def roundings_window_sum(windows: int) -> int:
     return roundings_sum(windows)
 
 
-def roundings_avg_pool(k: int) -> int:
-    """An average over a k x k window: the k^2-term sum, then the division by k^2."""
-    return roundings_sum(k * k) + 1
-
-
 def roundings_softmax(K: int) -> int:
     """P over K classes: the shift z - max (1), exp (2, as the sigmoid's), the K-term sum
     and the division (1). The exponent's own error u |z - max| is in M, not here."""

@@ -138,6 +138,12 @@ def _out_shape(shape, k, stride):
 # --- the registry entries (reference/layers/registry.py) ----------------------------------
 
 
+def windows_reaching(flags: np.ndarray, x_shape: tuple, k: int, stride: int) -> np.ndarray:
+    """Which input elements lie in a window whose flag is set: flags (N, C, H_out, W_out) of
+    bools -> (N, C, H, W) bools (the scatter of the windows' flags back onto their elements)."""
+    return avg_pool_backward(flags.astype(np.float64), x_shape, k, stride) > 0
+
+
 def _windows_per_element(k: int, stride: int) -> int:
     """How many windows can cover one element: ceil(k / s)^2."""
     return ((k + stride - 1) // stride) ** 2
@@ -154,12 +160,17 @@ def _max_bound(site: Site, short: str) -> Bound:
     return Bound(M, rounding.roundings_window_sum(windows), "scatter |dA|")
 
 
+def _avg_roundings(k: int) -> int:
+    """An average over a k x k window: the k^2-term sum, then the division by k^2."""
+    return rounding.roundings_sum(k * k) + 1
+
+
 def _avg_bound(site: Site, short: str) -> Bound:
     """X7: a k^2-term mean forward; backward each element sums dA / k^2 over its windows."""
     layer, a = site.layer, np.abs
     if short == "A":
         M = avg_pool_forward(a(site.x), layer.size, layer.stride)
-        return Bound(M, rounding.roundings_avg_pool(layer.size), "mean |X|")
+        return Bound(M, _avg_roundings(layer.size), "mean |X|")
     M = avg_pool_backward(a(site.upstream), site.x.shape, layer.size, layer.stride)
     k = rounding.roundings_window_sum(_windows_per_element(layer.size, layer.stride)) + 1
     return Bound(M, k, "scatter |dA|/k^2")
