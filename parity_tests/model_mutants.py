@@ -38,6 +38,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from parity_tests import model_stages, tolerance
 from parity_tests.detection import Finding, QuietRecorder
 from reference.layers import conv2d, dense, loss, pool
+from reference.layers.registry import call_arguments
 from reference.network import DEFAULT_OPS, Network, Ops, images_nchw
 
 N_IMAGES = 32  # enough images for a batch reduction and for tied pooling windows
@@ -559,64 +560,35 @@ def _get(r: Run, name: str) -> np.ndarray:
 
 def stage_inputs(r: Run, tensor: str) -> dict:
     """What the layer of `tensor` was fed in `r` (the mutant network's own arrays), by the
-    names of its calling form (reference.network.Ops), with its settings and kind."""
+    names of its calling form (reference/layers/registry.py, call_arguments), with its kind."""
     net = r.net
     node = net.node_of(tensor)
     short = tensor.split(".", 1)[1]
-    layer, kind = node.layer, node.kind
-    i = net.nodes.index(node)
-    if i == 0:
-        x = r.X
-    else:
-        prev = net.nodes[i - 1]
-        x = _get(r, prev.q(prev.outputs[0]))
     backward = short.startswith("d") and short not in node.outputs
-    up = None
-    if backward and not layer.is_loss:
-        nxt = net.nodes[i + 1]
-        up = _get(r, nxt.q(nxt.input_grad))
-    out: dict = {"kind": kind}
-    if kind == "conv":
-        out.update(
-            X=x,
-            F=r.params[node.q("F")],
-            b=r.params[node.q("b")] if layer.bias else None,
-            stride=layer.stride,
-            pad=layer.pad,
-            bias=layer.bias,
-        )
-        if backward:
-            out["dZ"] = up
-    elif kind in ("maxpool", "avgpool"):
-        out.update(X=x, k=layer.size, stride=layer.stride)
-        if backward:
-            out["dA"] = up
-    elif kind in ("relu", "tanh", "sigmoid"):
-        out["Z"] = x
-        if backward:
-            out.update(A=_get(r, node.q("A")), dA=up)
-    elif kind == "flatten":
-        out["X"] = x
-        if backward:
-            out["dA"] = up
-    elif kind == "dense":
-        out.update(
-            A=x,
-            W=r.params[node.q("W")],
-            b=r.params[node.q("b")] if layer.bias else None,
-            bias=layer.bias,
-        )
-        if backward:
-            out["dZ"] = up
-    elif kind == "softmax_ce":
-        out.update(Z=x, labels=r.labels, reduction=r.case.reduction)
-        if backward:
-            out["P"] = _get(r, node.q("P"))
-    elif kind == "mse":
-        out.update(O=x, Y=r.target, reduction=r.case.reduction)
-    else:  # pragma: no cover - a kind added to the Network without a rule here
-        raise NotImplementedError(f"no stage rule for layer kind {kind!r}")
-    return out
+    x = net.inputs_of(node, r.X, _Computed(r))
+    up = net.upstream_of(node, _Computed(r)) if backward and not node.layer.is_loss else None
+    p = {s: r.params[node.q(s)] for s in node.params}
+    fwd = {s: _get(r, node.q(s)) for s in node.outputs if backward and node.q(s) in r.tensors}
+    args = call_arguments(node.entry, node.layer, x, p, fwd, r.target, r.case.reduction, up, backward)
+    if backward and node.entry.family == "activation":
+        _get(r, node.q("A"))  # NotComputed when the step raised before it
+    return {"kind": node.kind, **args}
+
+
+class _Computed(Mapping):
+    """r.tensors, raising NotComputed (with the crash) for a tensor the step never made."""
+
+    def __init__(self, r: Run):
+        self.r = r
+
+    def __getitem__(self, name):
+        return _get(self.r, name)
+
+    def __iter__(self):
+        return iter(self.r.tensors)
+
+    def __len__(self):
+        return len(self.r.tensors)
 
 
 @dataclass(frozen=True)

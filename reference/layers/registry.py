@@ -129,6 +129,32 @@ def call_backward(
     return {"dZ": backward(up, decide, fwd["A"])}  # activation: ReLU reads Z, others A
 
 
+def call_arguments(
+    kind: LayerKind, layer, x, p: Mapping, fwd: Mapping, target, reduction, up=None, backward=False
+) -> dict:
+    """What one layer's forward (and with `backward`, its backward) is fed, by the names of
+    its family's calling form ({"X": ..., "F": ..., "dZ": ...}): `x` its input, `p` its
+    parameters by short name, `fwd` its own forward outputs, `up` dE/d(its output) (None for
+    a loss). What the explainer reads to recompute a mistake the way it was made."""
+    fam = kind.family
+    if fam == "conv":
+        out = dict(X=x, F=p["F"], b=p.get("b"), stride=layer.stride, pad=layer.pad, bias=layer.bias)
+        grad = {"dZ": up}
+    elif fam == "pool":
+        out, grad = dict(X=x, k=layer.size, stride=layer.stride), {"dA": up}
+    elif fam == "activation":
+        out, grad = dict(Z=x), {"A": fwd.get("A"), "dA": up}
+    elif fam == "flatten":
+        out, grad = dict(X=x), {"dA": up}
+    elif fam == "dense":
+        out, grad = dict(A=x, W=p["W"], b=p.get("b"), bias=layer.bias), {"dZ": up}
+    elif fam == "softmax_ce":
+        out, grad = dict(Z=x, labels=target, reduction=reduction), {"P": fwd.get("P")}
+    else:  # mse
+        out, grad = dict(O=x, Y=target, reduction=reduction), {}
+    return {**out, **grad} if backward else out
+
+
 def numbered(kind: LayerKind) -> bool:
     """Layers named by the weighted layer count: conv1, dense3 (weighted), relu1, pool1."""
     return kind.family in ("conv", "dense", "pool", "activation")
