@@ -1,7 +1,9 @@
 """The mutation catalogue of the spec-built networks: classic mistakes in the new layers.
 
 parity_tests/mutants.py breaks the article's network; this catalogue breaks the layers of
-reference/layers/ (X1..X12) as reference/network.py runs them. A `ModelMutant` is one layer
+reference/layers/ (X1..X12) as reference/network.py runs them. The mistakes themselves are
+the layer kinds' own (each registry entry's `mistakes`, reference/layers/registry.py, beside
+the maths they get wrong); this module runs and localises them. A `ModelMutant` is one layer
 kind's functions replaced (`Network(spec, ops={kind: Ops(...)})`: every layer of that kind
 in the spec gets them), with
 
@@ -33,12 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from parity_tests import model_stages, tolerance
 from parity_tests.detection import Finding, QuietRecorder
-from reference.layers import conv2d, dense, loss, pool
-from reference.layers.registry import call_arguments
+from reference.layers import KINDS
+from reference.layers.loss import LARGE_LOGITS_SCALE  # noqa: F401  (where the softmax case's images come from)
+from reference.layers.registry import Case, LayerKind, Mistake, call_arguments
 from reference.network import DEFAULT_OPS, Network, Ops, images_nchw
 
 N_IMAGES = 32  # enough images for a batch reduction and for tied pooling windows
@@ -47,23 +49,6 @@ LR = 0.1  # the update's learning rate: steps well above float32 rounding of the
 DTYPE = "float32"  # the mutants run in the frameworks' training dtype; truths in float64
 AGAINST = "reference"  # the other side of every stage check: the default layer in float64
 INIT = "torch_default"  # Network.init_params: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-
-
-@dataclass(frozen=True)
-class Case:
-    """Where a mutant is run: a spec, the loss reduction, the images' pixel scale (1: the
-    suite's [0, 1] pixels; LARGE_LOGITS_SCALE: images scaled up until logits overflow a
-    softmax without the max shift)."""
-
-    spec: str
-    reduction: str = "sum"
-    pixel_scale: float = 1.0
-
-    def __str__(self) -> str:
-        extra = [f"reduction={self.reduction}"] if self.reduction != "sum" else []
-        if self.pixel_scale != 1:
-            extra.append(f"pixels x {self.pixel_scale:g}")
-        return self.spec + (f" [{', '.join(extra)}]" if extra else "")
 
 
 @dataclass(frozen=True)
@@ -93,395 +78,26 @@ class ModelMutant:
         return f"mutant:{self.id}"
 
 
-# --- the broken layer functions ---------------------------------------------------------
+# --- the catalogue: every layer kind's mistakes, from its registry entry ----------------
 
 
-def _windows(X, k, stride):
-    """(N, C, H, W) -> (N, C, H_out, W_out, k, k), window (i, j) at (s i, s j)."""
-    return sliding_window_view(X, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
-
-
-def _scatter(x_shape, share, k, stride, dtype):
-    """Add share (N, C, H_out, W_out, k, k) into the window positions of a zero x_shape."""
-    _, _, H_out, W_out = share.shape[:4]
-    u = np.arange(k)
-    rows = (stride * np.arange(H_out))[:, None, None, None] + u[None, None, :, None]
-    cols = (stride * np.arange(W_out))[None, :, None, None] + u[None, None, None, :]
-    dX = np.zeros(x_shape, dtype=dtype)
-    np.add.at(dX, (slice(None), slice(None), rows, cols), share)
-    return dX
-
-
-def _pad_end(X, pad):
-    """X with 2 pad zeros after its last row and column only: the padded input's size with
-    the image at the top-left corner (the padding offset forgotten)."""
-    return np.pad(X, ((0, 0), (0, 0), (0, 2 * pad), (0, 2 * pad)))
-
-
-def max_pool_backward_all_maxima(X, dA, k, stride):
-    """Every maximum of a window gets the window's whole delta (a tie sends it to each)."""
-    win = _windows(X, k, stride)
-    hit = win == win.max(axis=(4, 5), keepdims=True)
-    share = np.where(hit, dA[..., None, None], np.zeros((), X.dtype))
-    return _scatter(X.shape, share, k, stride, X.dtype)
-
-
-def max_pool_backward_spread(X, dA, k, stride):
-    """The max-pool delta spread evenly over the window, as average pooling's."""
-    return pool.avg_pool_backward(dA, X.shape, k, stride)
-
-
-def avg_pool_backward_undivided(X, dA, k, stride):
-    """Every element of the window gets the whole delta: the 1 / k^2 forgotten."""
-    return pool.avg_pool_backward(dA, X.shape, k, stride) * X.dtype.type(k * k)
-
-
-def _conv_backward(X, F, dZ, stride, pad, bias, dX=None, dF=None, db=None):
-    grads = conv2d.conv2d_backward(X, F, dZ, stride, pad, bias)
-    for name, value in (("dX", dX), ("dF", dF), ("db", db)):
-        if value is not None:
-            grads[name] = value(X, F, dZ, stride, pad)
-    return grads
-
-
-def _grad_input_undilated(X, F, dZ, stride, pad):
-    """X5 with the deltas placed side by side (no zeros between them): the stride's
-    dilation forgotten. The same as X5 when stride = 1."""
-    N, _, H, W = X.shape
-    k, (H_out, W_out) = F.shape[2], dZ.shape[2:]
-    Hp, Wp = H + 2 * pad, W + 2 * pad
-    placed = np.zeros((N, F.shape[0], Hp + k - 1, Wp + k - 1), dtype=dZ.dtype)
-    placed[:, :, k - 1 : k - 1 + H_out, k - 1 : k - 1 + W_out] = dZ
-    dXp = np.einsum("nohwuv,ocuv->nchw", _windows(placed, k, 1), F[:, :, ::-1, ::-1], optimize=True)
-    return np.ascontiguousarray(dXp[:, :, pad : pad + H, pad : pad + W])
-
-
-def _grad_input_corner_crop(X, F, dZ, stride, pad):
-    """X5's gradient of the padded input, cropped at its top-left corner instead of the
-    pad border on every side."""
-    N, C, H, W = X.shape
-    dXp = conv2d.conv2d_grad_input(dZ, F, (N, C, H + 2 * pad, W + 2 * pad), stride, 0)
-    return np.ascontiguousarray(dXp[:, :, :H, :W])
-
-
-def _grad_filter_unpadded(X, F, dZ, stride, pad):
-    """X4 from the unpadded input indexed as if padded: X[s i + u], not Xp[s i + u]."""
-    return conv2d.conv2d_grad_filter(_pad_end(X, pad), dZ, F.shape[2], stride, 0)
-
-
-def _grad_bias_mean_positions(X, F, dZ, stride, pad):
-    """X3 summed over the images but averaged over the positions."""
-    return dZ.sum(axis=0).mean(axis=(1, 2))
-
-
-def _grad_bias_one_position(X, F, dZ, stride, pad):
-    """X3 summed over the images at position (0, 0) only."""
-    return dZ[:, :, 0, 0].sum(axis=0)
-
-
-def conv_forward_pad_end(X, F, b, stride, pad):
-    """X1 with all 2p zeros after the image (bottom/right), none before it."""
-    return conv2d.conv2d_forward(_pad_end(X, pad), F, b, stride, 0)
-
-
-def conv_backward_pad_end(X, F, dZ, stride, pad, bias):
-    """The backward of conv_forward_pad_end, consistent with it."""
-    N, C, H, W = X.shape
-    Xe = _pad_end(X, pad)
-    grads = conv2d.conv2d_backward(Xe, F, dZ, stride, 0, bias)
-    grads["dX"] = np.ascontiguousarray(grads["dX"][:, :, :H, :W])
-    return grads
-
-
-def softmax_ce_unshifted(Z, y, reduction):
-    """X11 + X12 without subtracting the row maximum: exp(Z) overflows to inf once a logit
-    exceeds log(max float) (88.7 in float32, 709.8 in float64); below that it is the same
-    function, within rounding."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        e = np.exp(Z)
-        total = e.sum(axis=1, keepdims=True)
-        P = e / total
-        logP = Z - np.log(total)
-    picked = np.take_along_axis(logP, np.asarray(y, dtype=np.intp)[:, None], axis=1)
-    E = -(picked.sum() if reduction == "sum" else picked.mean())
-    return P, np.asarray(E, dtype=Z.dtype)
-
-
-def ce_backward_without_1_over_N(P, y, reduction):
-    """p - onehot(y) whatever the reduction: the mean's 1/N forgotten."""
-    return loss.softmax_cross_entropy_backward(P, y, "sum")
-
-
-def relu_backward_upstream_sign(dA, Z, A):
-    """The ReLU mask taken from the sign of the upstream delta, not from Z."""
-    return np.where(dA > 0, dA, np.zeros((), dA.dtype))
-
-
-def tanh_backward_of_input(dA, Z, A):
-    """1 - Z^2 (the layer's input) where the derivative is 1 - A^2 (its output)."""
-    return dA * (1 - Z * Z)
-
-
-def sigmoid_backward_of_input(dA, Z, A):
-    """Z (1 - Z) (the layer's input) where the derivative is A (1 - A) (its output)."""
-    return dA * (Z * (1 - Z))
-
-
-def dense_backward_bias_mean(A, W, dZ, bias):
-    """X10 with dE/db averaged over the images instead of summed."""
-    grads = dense.dense_backward(A, W, dZ, bias)
-    if bias:
-        grads["db"] = dZ.mean(axis=0)
-    return grads
-
-
-def flatten_channel_last(X):
-    """(N, C, H, W) -> (N, H W C): TensorFlow's NHWC feature order, not NCHW's c H W + h W + w."""
-    return np.ascontiguousarray(X.transpose(0, 2, 3, 1)).reshape(X.shape[0], -1)
-
-
-def flatten_channel_last_backward(dA, x_shape):
-    N, C, H, W = x_shape
-    return np.ascontiguousarray(dA.reshape(N, H, W, C).transpose(0, 3, 1, 2))
-
-
-def mse_without_half(O, Y, reduction):
-    """E = sum (y - O)^2: torch's mse_loss form, without the article's 1/2 (E7)."""
-    total = ((Y - O) ** 2).sum()
-    return total if reduction == "sum" else total / O.shape[0]
-
-
-def mse_backward_without_half(O, Y, reduction):
-    dO = 2 * (O - Y)
-    return dO / O.shape[0] if reduction == "mean" else dO
-
-
-def _conv_ops(**backward) -> Ops:
-    return Ops(
-        conv2d.conv2d_forward,
-        lambda X, F, dZ, stride, pad, bias: _conv_backward(X, F, dZ, stride, pad, bias, **backward),
+def _mutant(kind: LayerKind, m: Mistake) -> ModelMutant:
+    base = DEFAULT_OPS[kind.name]
+    return ModelMutant(
+        id=m.id,
+        kind=kind.name,
+        equation=m.equation,
+        first=m.first,
+        case=m.case,
+        title=m.title,
+        explains=m.explains,
+        ops=Ops(m.forward or base.forward, m.backward or base.backward),
+        caught_on=m.caught_on,
+        blind=m.blind,
     )
 
 
-def _replace(kind, forward=None, backward=None) -> Ops:
-    base = DEFAULT_OPS[kind]
-    return Ops(forward or base.forward, backward or base.backward)
-
-
-# --- the catalogue ----------------------------------------------------------------------
-
-TANH_NET = "conv(4,5)-tanh-maxpool(2)-dense(10)-softmax_ce"
-POOL_NET = "conv(4,3)-relu-maxpool(2)-dense(10)-softmax_ce"
-PADDED_NET = "conv(4,3,pad=1)-relu-maxpool(2)-dense(10)-softmax_ce"
-STRIDED_NET = "conv(4,5,stride=2)-relu-dense(10)-softmax_ce"
-TWO_CONV = "conv(2,3)-relu-conv(3,3{})-relu-dense(10)-softmax_ce"
-LOGITS_NET = "conv(4,3)-relu-dense(10)-softmax_ce"
-# Images times this make LOGITS_NET's logits exceed log(max float32) = 88.7 (up to ~190 at
-# seed 0): the inputs on which a softmax without the max shift overflows. (Pixels not
-# divided by 255 are not enough for this conv net: its logits stay below ~90.)
-LARGE_LOGITS_SCALE = 1000.0
-
-CATALOGUE = (
-    ModelMutant(
-        id="pool_grad_all_maxima",
-        kind="maxpool",
-        equation="X6",
-        first="pool2.dX",
-        case=Case("lenet"),
-        title="max-pool gradient sent to every maximum of a tied window (ties go to the "
-        "first maximum in row-major order)",
-        explains="pool_grad_all_maxima",
-        ops=_replace("maxpool", backward=max_pool_backward_all_maxima),
-        caught_on="inputs with a tied window: after a ReLU, all-zero windows (LeNet's pool2 "
-        "here; pool1 is reached later in backward order)",
-    ),
-    ModelMutant(
-        id="pool_grad_spread_evenly",
-        kind="maxpool",
-        equation="X6",
-        first="pool1.dX",
-        case=Case(TANH_NET),
-        title="max-pool gradient spread evenly over the window (delta / k^2 each), as if "
-        "it were average pooling",
-        explains="pool_grad_spread_evenly",
-        ops=_replace("maxpool", backward=max_pool_backward_spread),
-    ),
-    ModelMutant(
-        id="avgpool_grad_not_divided",
-        kind="avgpool",
-        equation="X7",
-        first="pool1.dX",
-        case=Case("conv(4,3)-relu-avgpool(2)-dense(10)-softmax_ce"),
-        title="avg-pool gradient not divided by k^2: every element gets the whole delta",
-        explains="avgpool_grad_not_divided",
-        ops=_replace("avgpool", backward=avg_pool_backward_undivided),
-    ),
-    ModelMutant(
-        id="conv_grad_input_no_dilation",
-        kind="conv",
-        equation="X5,X2",
-        first="conv2.dX",
-        case=Case(TWO_CONV.format(",stride=2,pad=1")),
-        title="conv input gradient without the stride dilation: the deltas placed side by "
-        "side instead of every s pixels",
-        explains="conv_grad_input_no_dilation",
-        ops=_conv_ops(dX=_grad_input_undilated),
-        caught_on="a conv with stride > 1 that needs its input gradient (not the first layer)",
-        blind=Case(TWO_CONV.format(",pad=1")),
-    ),
-    ModelMutant(
-        id="conv_grad_input_corner_crop",
-        kind="conv",
-        equation="X5,X1",
-        first="conv2.dX",
-        case=Case(TWO_CONV.format(",pad=1")),
-        title="conv input gradient cropped at the top-left corner of the padded gradient "
-        "instead of removing the pad border on every side",
-        explains="conv_grad_input_crop",
-        ops=_conv_ops(dX=_grad_input_corner_crop),
-        caught_on="a padded conv (pad > 0) that needs its input gradient",
-        blind=Case(TWO_CONV.format("")),
-    ),
-    ModelMutant(
-        id="conv_grad_filter_unpadded",
-        kind="conv",
-        equation="X4,X1",
-        first="conv1.dF",
-        case=Case(PADDED_NET),
-        title="conv filter gradient taken from the unpadded input (indexed as if padded: "
-        "X[s i + u] for Xp[s i + u])",
-        explains="conv_grad_filter_unpadded",
-        ops=_conv_ops(dF=_grad_filter_unpadded),
-        caught_on="a padded conv (pad > 0)",
-        blind=Case(POOL_NET),
-    ),
-    ModelMutant(
-        id="conv_bias_grad_mean_positions",
-        kind="conv",
-        equation="X3",
-        first="conv1.db",
-        case=Case(STRIDED_NET),
-        title="conv bias gradient summed over the images but averaged over the positions",
-        explains="conv_bias_grad_mean_over_positions",
-        ops=_conv_ops(db=_grad_bias_mean_positions),
-        caught_on="any conv output larger than 1 x 1",
-    ),
-    ModelMutant(
-        id="conv_bias_grad_one_position",
-        kind="conv",
-        equation="X3",
-        first="conv1.db",
-        case=Case(STRIDED_NET),
-        title="conv bias gradient summed over the images at position (0, 0) only",
-        explains="conv_bias_grad_one_position",
-        ops=_conv_ops(db=_grad_bias_one_position),
-        caught_on="any conv output larger than 1 x 1",
-    ),
-    ModelMutant(
-        id="conv_pad_one_side",
-        kind="conv",
-        equation="X1",
-        first="conv1.Z",
-        case=Case(PADDED_NET),
-        title="conv padding all after the image (2p zeros bottom/right, none top/left, "
-        "like TensorFlow's 'SAME' with an odd total) instead of p on every side",
-        explains="conv_pad_one_side",
-        ops=Ops(conv_forward_pad_end, conv_backward_pad_end),
-        caught_on="a padded conv (pad > 0)",
-        blind=Case(POOL_NET),
-    ),
-    ModelMutant(
-        id="relu_grad_from_upstream_sign",
-        kind="relu",
-        equation="X8",
-        first="relu4.dZ",
-        case=Case("lenet"),
-        title="ReLU derivative taken from the sign of the upstream delta instead of z",
-        explains="relu_grad_from_upstream_sign",
-        ops=_replace("relu", backward=relu_backward_upstream_sign),
-    ),
-    ModelMutant(
-        id="tanh_grad_of_input",
-        kind="tanh",
-        equation="X9",
-        first="tanh1.dZ",
-        case=Case(TANH_NET),
-        title="tanh derivative 1 - Z^2 from the layer's input instead of 1 - A^2 from its output",
-        explains="tanh_grad_of_preactivation",
-        ops=_replace("tanh", backward=tanh_backward_of_input),
-    ),
-    ModelMutant(
-        id="sigmoid_grad_of_input",
-        kind="sigmoid",
-        equation="E9,E14",
-        first="sigmoid2.dZ",
-        case=Case("article"),
-        title="sigmoid derivative Z (1 - Z) from the layer's input instead of A (1 - A)",
-        explains="sigmoid_grad_of_preactivation",
-        ops=_replace("sigmoid", backward=sigmoid_backward_of_input),
-    ),
-    ModelMutant(
-        id="flatten_channel_last",
-        kind="flatten",
-        equation="E4",
-        first="flatten.A",
-        case=Case(POOL_NET),
-        title="features flattened channel-last (NHWC: h W C + w C + c) instead of NCHW, "
-        "forward and backward alike",
-        explains="flatten_channel_last",
-        ops=Ops(flatten_channel_last, flatten_channel_last_backward),
-        caught_on="any input with more than one channel before the flatten",
-    ),
-    ModelMutant(
-        id="dense_bias_grad_mean",
-        kind="dense",
-        equation="X10",
-        first="dense3.db",
-        case=Case("conv(4,5,stride=2)-relu-dense(32)-relu-dense(10)-softmax_ce"),
-        title="dense bias gradient averaged over the images instead of summed",
-        explains="dense_bias_grad_mean",
-        ops=_replace("dense", backward=dense_backward_bias_mean),
-        caught_on="any batch of more than one image",
-    ),
-    ModelMutant(
-        id="softmax_no_max_shift",
-        kind="softmax_ce",
-        equation="X11",
-        first="softmax_ce.P",
-        case=Case(LOGITS_NET, pixel_scale=LARGE_LOGITS_SCALE),
-        title="softmax without subtracting the row maximum: exp overflows (float32: logits above 88.7)",
-        explains="softmax_no_max_shift",
-        ops=_replace("softmax_ce", forward=softmax_ce_unshifted),
-        caught_on="logits above log(max float32) = 88.7 only: here images scaled x1000 "
-        "(logits up to ~190). On the suite's [0, 1] pixels the logits stay far below (and at "
-        "float64's 709.8 further still) and the shift-less softmax is the same function "
-        "within rounding: NOT detectable there",
-        blind=Case(LOGITS_NET),
-    ),
-    ModelMutant(
-        id="ce_grad_mean_without_1_over_N",
-        kind="softmax_ce",
-        equation="X12",
-        first="softmax_ce.dZ",
-        case=Case(POOL_NET, reduction="mean"),
-        title="dE/dZ = p - onehot(y) under the mean reduction: the 1/N forgotten",
-        explains="ce_grad_missing_1_over_N",
-        ops=_replace("softmax_ce", backward=ce_backward_without_1_over_N),
-        caught_on="reduction 'mean' with more than one image (under 'sum' it is right)",
-        blind=Case(POOL_NET),
-    ),
-    ModelMutant(
-        id="mse_without_half",
-        kind="mse",
-        equation="E7,E8",
-        first="mse.E",
-        case=Case("conv(4,5,stride=2)-relu-dense(1)-sigmoid-mse"),
-        title="E = sum (y - O)^2 without the 1/2 of E7 (torch's mse_loss form), and dE/dO = "
-        "2 (O - y) to match",
-        explains="mse_without_half",
-        ops=Ops(mse_without_half, mse_backward_without_half),
-    ),
-)
+CATALOGUE = tuple(_mutant(kind, m) for kind in KINDS.values() for m in kind.mistakes)
 MODEL_MUTANTS = {m.id: m for m in CATALOGUE}
 
 

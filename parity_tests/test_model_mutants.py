@@ -21,6 +21,9 @@ from parity_tests import explain as explain_module
 from parity_tests import model_mutants as mm
 from parity_tests.explain import explain
 from parity_tests.metrics import compare_arrays
+from reference.layers import conv2d
+from reference.layers import dense as layer_dense
+from reference.layers import loss as layer_loss
 from reference.network import DEFAULT_OPS, Network
 
 CATALOGUE = list(mm.MODEL_MUTANTS.values())
@@ -87,7 +90,7 @@ def test_premises_of_the_cases(article_batch):
     m = mm.MODEL_MUTANTS["pool_grad_all_maxima"]
     r = _premise_run(article_batch, m.case)
     X = mm.stage_inputs(r, m.first)["X"]
-    win = mm._windows(X, 2, 2).reshape(*X.shape[:2], X.shape[2] // 2, X.shape[3] // 2, 4)
+    win = conv2d._windows(X, 2, 2).reshape(*X.shape[:2], X.shape[2] // 2, X.shape[3] // 2, 4)
     tied = (win == win.max(axis=-1, keepdims=True)).sum(axis=-1) > 1
     assert tied.sum() > 0
 
@@ -133,7 +136,7 @@ _CONV = dict(kind="conv", X=_X, F=_F, b=None, dZ=_DZ, stride=1, pad=1, bias=Fals
 
 
 def _conv_input_grad_cropped(top):
-    full = mm.conv2d.conv2d_grad_input(_DZ, _F, (2, 2, 7, 7), 1, 0)
+    full = conv2d.conv2d_grad_input(_DZ, _F, (2, 2, 7, 7), 1, 0)
     return full[:, :, top : top + 5, top : top + 5]
 
 
@@ -157,7 +160,7 @@ LAYER_CASES = {  # id: (tensor, theirs, ours, layer context, suspect, words in t
     "flatten-backward-channel-last": (
         "flatten.dX",
         _FLAT.reshape(4, 3, 4, 4),
-        mm.flatten_channel_last_backward(_FLAT, (4, 3, 4, 4)),
+        layer_dense.flatten_channel_last_backward(_FLAT, (4, 3, 4, 4)),
         dict(kind="flatten", X=_Z, dA=_FLAT),
         "flatten_channel_last",
         "channel-last",
@@ -180,8 +183,8 @@ LAYER_CASES = {  # id: (tensor, theirs, ours, layer context, suspect, words in t
     ),
     "conv-pad-before": (
         "conv1.Z",
-        mm.conv2d.conv2d_forward(_X, _F, None, 1, 1),
-        mm.conv2d.conv2d_forward(np.pad(_X, ((0, 0), (0, 0), (2, 0), (2, 0))), _F, None, 1, 0),
+        conv2d.conv2d_forward(_X, _F, None, 1, 1),
+        conv2d.conv2d_forward(np.pad(_X, ((0, 0), (0, 0), (2, 0), (2, 0))), _F, None, 1, 0),
         _CONV,
         "conv_pad_one_side",
         "before the image",
@@ -207,7 +210,7 @@ def test_explainer_explains_a_nan_only_by_an_overflow_it_recomputes():
         explain(theirs, ours, tensor="softmax_ce.P", against="torch", context={"layer": layer}) is None
     )
     big = dict(layer, Z=(_LOGITS * 100).astype(np.float32))
-    unshifted, _ = mm.softmax_ce_unshifted(big["Z"], _LABELS, "sum")
-    right = mm.loss.softmax(big["Z"])  # the shifted softmax: finite
+    unshifted, _ = layer_loss.softmax_ce_unshifted(big["Z"], _LABELS, "sum")
+    right = layer_loss.softmax(big["Z"])  # the shifted softmax: finite
     found = explain(right, unshifted, tensor="softmax_ce.P", against="torch", context={"layer": big})
     assert found is not None and found.suspect == "softmax_no_max_shift", found

@@ -13,7 +13,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array
 from reference.activations import sigmoid, sigmoid_grad_from_output
-from reference.layers.registry import Bound, LayerKind, Site
+from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
 from reference.trace import implements
 
 __all__ = [
@@ -112,7 +112,60 @@ def _sigmoid_bound(site: Site, short: str) -> Bound:
     return Bound(M, rounding.SIGMOID_BACKWARD_ROUNDINGS, "|dA|(A(1-A)+A)")
 
 
-def _activation(name, forward, backward, bound, equations, kinked=False) -> LayerKind:
+# --- the mistakes (registry entries' catalogues; parity_tests/model_mutants.py runs them) ---
+
+
+def relu_backward_upstream_sign(dA, Z, A):
+    """The ReLU mask taken from the sign of the upstream delta, not from Z."""
+    return np.where(dA > 0, dA, np.zeros((), dA.dtype))
+
+
+def tanh_backward_of_input(dA, Z, A):
+    """1 - Z^2 (the layer's input) where the derivative is 1 - A^2 (its output)."""
+    return dA * (1 - Z * Z)
+
+
+def sigmoid_backward_of_input(dA, Z, A):
+    """Z (1 - Z) (the layer's input) where the derivative is A (1 - A) (its output)."""
+    return dA * (Z * (1 - Z))
+
+
+RELU_MISTAKES = (
+    Mistake(
+        id="relu_grad_from_upstream_sign",
+        equation="X8",
+        first="relu4.dZ",
+        case=Case("lenet"),
+        title="ReLU derivative taken from the sign of the upstream delta instead of z",
+        explains="relu_grad_from_upstream_sign",
+        backward=relu_backward_upstream_sign,
+    ),
+)
+TANH_MISTAKES = (
+    Mistake(
+        id="tanh_grad_of_input",
+        equation="X9",
+        first="tanh1.dZ",
+        case=Case("conv(4,5)-tanh-maxpool(2)-dense(10)-softmax_ce"),
+        title="tanh derivative 1 - Z^2 from the layer's input instead of 1 - A^2 from its output",
+        explains="tanh_grad_of_preactivation",
+        backward=tanh_backward_of_input,
+    ),
+)
+SIGMOID_MISTAKES = (
+    Mistake(
+        id="sigmoid_grad_of_input",
+        equation="E9,E14",
+        first="sigmoid2.dZ",
+        case=Case("article"),
+        title="sigmoid derivative Z (1 - Z) from the layer's input instead of A (1 - A)",
+        explains="sigmoid_grad_of_preactivation",
+        backward=sigmoid_backward_of_input,
+    ),
+)
+
+
+def _activation(name, forward, backward, bound, equations, mistakes, kinked=False) -> LayerKind:
     return LayerKind(
         name=name,
         family="activation",
@@ -123,12 +176,22 @@ def _activation(name, forward, backward, bound, equations, kinked=False) -> Laye
         backward=backward,
         bound=bound,
         kinked=kinked,
+        mistakes=mistakes,
     )
 
 
 # ReLU's backward reads its input Z (the kink is Z's sign); tanh's and sigmoid's the output A.
-RELU = _activation("relu", relu, lambda dA, Z, A: relu_backward(dA, Z), _relu_bound, ("X8", "X8"), True)
-TANH = _activation("tanh", tanh, lambda dA, Z, A: tanh_backward(dA, A), _tanh_bound, ("X9", "X9"))
+RELU = _activation(
+    "relu", relu, lambda dA, Z, A: relu_backward(dA, Z), _relu_bound, ("X8", "X8"), RELU_MISTAKES, True
+)
+TANH = _activation(
+    "tanh", tanh, lambda dA, Z, A: tanh_backward(dA, A), _tanh_bound, ("X9", "X9"), TANH_MISTAKES
+)
 SIGMOID = _activation(
-    "sigmoid", sigmoid, lambda dA, Z, A: sigmoid_backward(dA, A), _sigmoid_bound, ("E3", "E9")
+    "sigmoid",
+    sigmoid,
+    lambda dA, Z, A: sigmoid_backward(dA, A),
+    _sigmoid_bound,
+    ("E3", "E9"),
+    SIGMOID_MISTAKES,
 )

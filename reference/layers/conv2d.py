@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from reference import rounding
 from reference._validate import float_array, positive_int
-from reference.layers.registry import Bound, LayerKind, Site
+from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
 from reference.trace import implements
 
 
@@ -313,6 +313,155 @@ def _init(layer, in_shape):
     return c_in * k * k, {"F": (layer.channels, c_in, k, k), "b": (layer.channels,)}
 
 
+# --- the mistakes (registry entry's catalogue; parity_tests/model_mutants.py runs them) ----
+
+
+def _pad_end(X, pad):
+    """X with 2 pad zeros after its last row and column only: the padded input's size with
+    the image at the top-left corner (the padding offset forgotten)."""
+    return np.pad(X, ((0, 0), (0, 0), (0, 2 * pad), (0, 2 * pad)))
+
+
+def _backward_with(dX=None, dF=None, db=None):
+    """conv2d_backward with some of its gradients computed another (mistaken) way."""
+
+    def backward(X, F, dZ, stride, pad, bias):
+        grads = conv2d_backward(X, F, dZ, stride, pad, bias)
+        if dX is not None:
+            grads["dX"] = dX(X, F, dZ, stride, pad)
+        if dF is not None:
+            grads["dF"] = dF(X, F, dZ, stride, pad)
+        if db is not None:
+            grads["db"] = db(X, F, dZ, stride, pad)
+        return grads
+
+    return backward
+
+
+def grad_input_undilated(X, F, dZ, stride, pad):
+    """X5 with the deltas placed side by side (no zeros between them): the stride's
+    dilation forgotten. The same as X5 when stride = 1."""
+    N, _, H, W = X.shape
+    k, (H_out, W_out) = F.shape[2], dZ.shape[2:]
+    Hp, Wp = H + 2 * pad, W + 2 * pad
+    placed = np.zeros((N, F.shape[0], Hp + k - 1, Wp + k - 1), dtype=dZ.dtype)
+    placed[:, :, k - 1 : k - 1 + H_out, k - 1 : k - 1 + W_out] = dZ
+    dXp = np.einsum("nohwuv,ocuv->nchw", _windows(placed, k, 1), F[:, :, ::-1, ::-1], optimize=True)
+    return np.ascontiguousarray(dXp[:, :, pad : pad + H, pad : pad + W])
+
+
+def grad_input_corner_crop(X, F, dZ, stride, pad):
+    """X5's gradient of the padded input, cropped at its top-left corner instead of the
+    pad border on every side."""
+    N, C, H, W = X.shape
+    dXp = conv2d_grad_input(dZ, F, (N, C, H + 2 * pad, W + 2 * pad), stride, 0)
+    return np.ascontiguousarray(dXp[:, :, :H, :W])
+
+
+def grad_filter_unpadded(X, F, dZ, stride, pad):
+    """X4 from the unpadded input indexed as if padded: X[s i + u], not Xp[s i + u]."""
+    return conv2d_grad_filter(_pad_end(X, pad), dZ, F.shape[2], stride, 0)
+
+
+def grad_bias_mean_positions(X, F, dZ, stride, pad):
+    """X3 summed over the images but averaged over the positions."""
+    return dZ.sum(axis=0).mean(axis=(1, 2))
+
+
+def grad_bias_one_position(X, F, dZ, stride, pad):
+    """X3 summed over the images at position (0, 0) only."""
+    return dZ[:, :, 0, 0].sum(axis=0)
+
+
+def conv_forward_pad_end(X, F, b, stride, pad):
+    """X1 with all 2p zeros after the image (bottom/right), none before it."""
+    return conv2d_forward(_pad_end(X, pad), F, b, stride, 0)
+
+
+def conv_backward_pad_end(X, F, dZ, stride, pad, bias):
+    """The backward of conv_forward_pad_end, consistent with it."""
+    H, W = X.shape[2:]
+    grads = conv2d_backward(_pad_end(X, pad), F, dZ, stride, 0, bias)
+    grads["dX"] = np.ascontiguousarray(grads["dX"][:, :, :H, :W])
+    return grads
+
+
+_TWO_CONV = "conv(2,3)-relu-conv(3,3{})-relu-dense(10)-softmax_ce"
+_PADDED_NET = "conv(4,3,pad=1)-relu-maxpool(2)-dense(10)-softmax_ce"
+_POOL_NET = "conv(4,3)-relu-maxpool(2)-dense(10)-softmax_ce"
+_STRIDED_NET = "conv(4,5,stride=2)-relu-dense(10)-softmax_ce"
+MISTAKES = (
+    Mistake(
+        id="conv_grad_input_no_dilation",
+        equation="X5,X2",
+        first="conv2.dX",
+        case=Case(_TWO_CONV.format(",stride=2,pad=1")),
+        title="conv input gradient without the stride dilation: the deltas placed side by "
+        "side instead of every s pixels",
+        explains="conv_grad_input_no_dilation",
+        backward=_backward_with(dX=grad_input_undilated),
+        caught_on="a conv with stride > 1 that needs its input gradient (not the first layer)",
+        blind=Case(_TWO_CONV.format(",pad=1")),
+    ),
+    Mistake(
+        id="conv_grad_input_corner_crop",
+        equation="X5,X1",
+        first="conv2.dX",
+        case=Case(_TWO_CONV.format(",pad=1")),
+        title="conv input gradient cropped at the top-left corner of the padded gradient "
+        "instead of removing the pad border on every side",
+        explains="conv_grad_input_crop",
+        backward=_backward_with(dX=grad_input_corner_crop),
+        caught_on="a padded conv (pad > 0) that needs its input gradient",
+        blind=Case(_TWO_CONV.format("")),
+    ),
+    Mistake(
+        id="conv_grad_filter_unpadded",
+        equation="X4,X1",
+        first="conv1.dF",
+        case=Case(_PADDED_NET),
+        title="conv filter gradient taken from the unpadded input (indexed as if padded: "
+        "X[s i + u] for Xp[s i + u])",
+        explains="conv_grad_filter_unpadded",
+        backward=_backward_with(dF=grad_filter_unpadded),
+        caught_on="a padded conv (pad > 0)",
+        blind=Case(_POOL_NET),
+    ),
+    Mistake(
+        id="conv_bias_grad_mean_positions",
+        equation="X3",
+        first="conv1.db",
+        case=Case(_STRIDED_NET),
+        title="conv bias gradient summed over the images but averaged over the positions",
+        explains="conv_bias_grad_mean_over_positions",
+        backward=_backward_with(db=grad_bias_mean_positions),
+        caught_on="any conv output larger than 1 x 1",
+    ),
+    Mistake(
+        id="conv_bias_grad_one_position",
+        equation="X3",
+        first="conv1.db",
+        case=Case(_STRIDED_NET),
+        title="conv bias gradient summed over the images at position (0, 0) only",
+        explains="conv_bias_grad_one_position",
+        backward=_backward_with(db=grad_bias_one_position),
+        caught_on="any conv output larger than 1 x 1",
+    ),
+    Mistake(
+        id="conv_pad_one_side",
+        equation="X1",
+        first="conv1.Z",
+        case=Case(_PADDED_NET),
+        title="conv padding all after the image (2p zeros bottom/right, none top/left, "
+        "like TensorFlow's 'SAME' with an odd total) instead of p on every side",
+        explains="conv_pad_one_side",
+        forward=conv_forward_pad_end,
+        backward=conv_backward_pad_end,
+        caught_on="a padded conv (pad > 0)",
+        blind=Case(_POOL_NET),
+    ),
+)
+
 CONV = LayerKind(
     name="conv",
     family="conv",
@@ -325,4 +474,5 @@ CONV = LayerKind(
     bound=_bound,
     params=("F", "b"),
     init=_init,
+    mistakes=MISTAKES,
 )

@@ -13,7 +13,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array
 from reference.layers.conv2d import _shape4
-from reference.layers.registry import Bound, LayerKind, Site
+from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
 from reference.trace import implements
 
 
@@ -122,6 +122,27 @@ def _dense_init(layer, in_shape):
     return in_shape[0], {"W": (in_shape[0], layer.units), "b": (layer.units,)}
 
 
+# --- the mistakes (registry entries' catalogues; parity_tests/model_mutants.py runs them) ---
+
+
+def flatten_channel_last(X):
+    """(N, C, H, W) -> (N, H W C): TensorFlow's NHWC feature order, not NCHW's c H W + h W + w."""
+    return np.ascontiguousarray(X.transpose(0, 2, 3, 1)).reshape(X.shape[0], -1)
+
+
+def flatten_channel_last_backward(dA, x_shape):
+    N, C, H, W = x_shape
+    return np.ascontiguousarray(dA.reshape(N, H, W, C).transpose(0, 3, 1, 2))
+
+
+def dense_backward_bias_mean(A, W, dZ, bias):
+    """X10 with dE/db averaged over the images instead of summed."""
+    grads = dense_backward(A, W, dZ, bias)
+    if bias:
+        grads["db"] = dZ.mean(axis=0)
+    return grads
+
+
 FLATTEN = LayerKind(
     name="flatten",
     family="flatten",
@@ -131,6 +152,20 @@ FLATTEN = LayerKind(
     forward=flatten,
     backward=flatten_backward,
     bound=_flatten_bound,
+    mistakes=(
+        Mistake(
+            id="flatten_channel_last",
+            equation="E4",
+            first="flatten.A",
+            case=Case("conv(4,3)-relu-maxpool(2)-dense(10)-softmax_ce"),
+            title="features flattened channel-last (NHWC: h W C + w C + c) instead of NCHW, "
+            "forward and backward alike",
+            explains="flatten_channel_last",
+            forward=flatten_channel_last,
+            backward=flatten_channel_last_backward,
+            caught_on="any input with more than one channel before the flatten",
+        ),
+    ),
 )
 DENSE = LayerKind(
     name="dense",
@@ -143,4 +178,16 @@ DENSE = LayerKind(
     bound=_dense_bound,
     params=("W", "b"),
     init=_dense_init,
+    mistakes=(
+        Mistake(
+            id="dense_bias_grad_mean",
+            equation="X10",
+            first="dense3.db",
+            case=Case("conv(4,5,stride=2)-relu-dense(32)-relu-dense(10)-softmax_ce"),
+            title="dense bias gradient averaged over the images instead of summed",
+            explains="dense_bias_grad_mean",
+            backward=dense_backward_bias_mean,
+            caught_on="any batch of more than one image",
+        ),
+    ),
 )

@@ -12,7 +12,7 @@ import numpy as np
 
 from reference import rounding
 from reference._validate import choice, float_array
-from reference.layers.registry import Bound, LayerKind, Site
+from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
 from reference.trace import implements
 
 REDUCTIONS = ("sum", "mean")
@@ -166,6 +166,46 @@ def _mse_bound(site: Site, short: str) -> Bound:
     return Bound((a(x) + a(site.target)) / div, rounding.LOSS_GRAD_ROUNDINGS, "|O|+|y|")
 
 
+# --- the mistakes (registry entries' catalogues; parity_tests/model_mutants.py runs them) ---
+
+
+def softmax_ce_unshifted(Z, y, reduction):
+    """X11 + X12 without subtracting the row maximum: exp(Z) overflows to inf once a logit
+    exceeds log(max float) (88.7 in float32, 709.8 in float64); below that it is the same
+    function, within rounding."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        e = np.exp(Z)
+        total = e.sum(axis=1, keepdims=True)
+        P = e / total
+        logP = Z - np.log(total)
+    picked = np.take_along_axis(logP, np.asarray(y, dtype=np.intp)[:, None], axis=1)
+    E = -(picked.sum() if reduction == "sum" else picked.mean())
+    return P, np.asarray(E, dtype=Z.dtype)
+
+
+def ce_backward_without_1_over_N(P, y, reduction):
+    """p - onehot(y) whatever the reduction: the mean's 1/N forgotten."""
+    return softmax_cross_entropy_backward(P, y, "sum")
+
+
+def mse_without_half(O, Y, reduction):
+    """E = sum (y - O)^2: torch's mse_loss form, without the article's 1/2 (E7)."""
+    total = ((Y - O) ** 2).sum()
+    return total if reduction == "sum" else total / O.shape[0]
+
+
+def mse_backward_without_half(O, Y, reduction):
+    dO = 2 * (O - Y)
+    return dO / O.shape[0] if reduction == "mean" else dO
+
+
+_LOGITS_NET = "conv(4,3)-relu-dense(10)-softmax_ce"
+_POOL_NET = "conv(4,3)-relu-maxpool(2)-dense(10)-softmax_ce"
+# Images times this make _LOGITS_NET's logits exceed log(max float32) = 88.7 (up to ~190 at
+# seed 0): the inputs on which a softmax without the max shift overflows. (Pixels not
+# divided by 255 are not enough for this conv net: its logits stay below ~90.)
+LARGE_LOGITS_SCALE = 1000.0
+
 SOFTMAX_CE = LayerKind(
     name="softmax_ce",
     family="softmax_ce",
@@ -175,6 +215,34 @@ SOFTMAX_CE = LayerKind(
     forward=softmax_cross_entropy,
     backward=softmax_cross_entropy_backward,
     bound=_softmax_ce_bound,
+    mistakes=(
+        Mistake(
+            id="softmax_no_max_shift",
+            equation="X11",
+            first="softmax_ce.P",
+            case=Case(_LOGITS_NET, pixel_scale=LARGE_LOGITS_SCALE),
+            title="softmax without subtracting the row maximum: exp overflows (float32: logits "
+            "above 88.7)",
+            explains="softmax_no_max_shift",
+            forward=softmax_ce_unshifted,
+            caught_on="logits above log(max float32) = 88.7 only: here images scaled x1000 "
+            "(logits up to ~190). On the suite's [0, 1] pixels the logits stay far below (and "
+            "at float64's 709.8 further still) and the shift-less softmax is the same function "
+            "within rounding: NOT detectable there",
+            blind=Case(_LOGITS_NET),
+        ),
+        Mistake(
+            id="ce_grad_mean_without_1_over_N",
+            equation="X12",
+            first="softmax_ce.dZ",
+            case=Case(_POOL_NET, reduction="mean"),
+            title="dE/dZ = p - onehot(y) under the mean reduction: the 1/N forgotten",
+            explains="ce_grad_missing_1_over_N",
+            backward=ce_backward_without_1_over_N,
+            caught_on="reduction 'mean' with more than one image (under 'sum' it is right)",
+            blind=Case(_POOL_NET),
+        ),
+    ),
 )
 MSE = LayerKind(
     name="mse",
@@ -185,4 +253,17 @@ MSE = LayerKind(
     forward=mse,
     backward=mse_backward,
     bound=_mse_bound,
+    mistakes=(
+        Mistake(
+            id="mse_without_half",
+            equation="E7,E8",
+            first="mse.E",
+            case=Case("conv(4,5,stride=2)-relu-dense(1)-sigmoid-mse"),
+            title="E = sum (y - O)^2 without the 1/2 of E7 (torch's mse_loss form), and dE/dO = "
+            "2 (O - y) to match",
+            explains="mse_without_half",
+            forward=mse_without_half,
+            backward=mse_backward_without_half,
+        ),
+    ),
 )

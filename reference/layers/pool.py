@@ -14,7 +14,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array, positive_int
 from reference.layers.conv2d import _col2im, _shape4, _windows, output_side
-from reference.layers.registry import Bound, LayerKind, Site
+from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
 from reference.trace import implements
 
 
@@ -176,6 +176,27 @@ def _avg_bound(site: Site, short: str) -> Bound:
     return Bound(M, k, "scatter |dA|/k^2")
 
 
+# --- the mistakes (registry entries' catalogues; parity_tests/model_mutants.py runs them) ---
+
+
+def max_pool_backward_all_maxima(X, dA, k, stride):
+    """Every maximum of a window gets the window's whole delta (a tie sends it to each)."""
+    win = _windows(X, k, stride)  # (N, C, H_out, W_out, k, k)
+    hit = win == win.max(axis=(4, 5), keepdims=True)
+    share = np.where(hit, dA[..., None, None], np.zeros((), X.dtype))
+    return _col2im(share.transpose(4, 5, 0, 1, 2, 3), X.shape, stride)
+
+
+def max_pool_backward_spread(X, dA, k, stride):
+    """The max-pool delta spread evenly over the window, as average pooling's."""
+    return avg_pool_backward(dA, X.shape, k, stride)
+
+
+def avg_pool_backward_undivided(X, dA, k, stride):
+    """Every element of the window gets the whole delta: the 1 / k^2 forgotten."""
+    return avg_pool_backward(dA, X.shape, k, stride) * X.dtype.type(k * k)
+
+
 MAXPOOL = LayerKind(
     name="maxpool",
     family="pool",
@@ -186,6 +207,30 @@ MAXPOOL = LayerKind(
     backward=max_pool_backward,
     bound=_max_bound,
     kinked=True,
+    mistakes=(
+        Mistake(
+            id="pool_grad_all_maxima",
+            equation="X6",
+            first="pool2.dX",
+            case=Case("lenet"),
+            title="max-pool gradient sent to every maximum of a tied window (ties go to the "
+            "first maximum in row-major order)",
+            explains="pool_grad_all_maxima",
+            backward=max_pool_backward_all_maxima,
+            caught_on="inputs with a tied window: after a ReLU, all-zero windows (LeNet's pool2 "
+            "here; pool1 is reached later in backward order)",
+        ),
+        Mistake(
+            id="pool_grad_spread_evenly",
+            equation="X6",
+            first="pool1.dX",
+            case=Case("conv(4,5)-tanh-maxpool(2)-dense(10)-softmax_ce"),
+            title="max-pool gradient spread evenly over the window (delta / k^2 each), as if "
+            "it were average pooling",
+            explains="pool_grad_spread_evenly",
+            backward=max_pool_backward_spread,
+        ),
+    ),
 )
 AVGPOOL = LayerKind(
     name="avgpool",
@@ -196,4 +241,15 @@ AVGPOOL = LayerKind(
     forward=avg_pool_forward,
     backward=lambda X, dA, k, s: avg_pool_backward(dA, X.shape, k, s),
     bound=_avg_bound,
+    mistakes=(
+        Mistake(
+            id="avgpool_grad_not_divided",
+            equation="X7",
+            first="pool1.dX",
+            case=Case("conv(4,3)-relu-avgpool(2)-dense(10)-softmax_ce"),
+            title="avg-pool gradient not divided by k^2: every element gets the whole delta",
+            explains="avgpool_grad_not_divided",
+            backward=avg_pool_backward_undivided,
+        ),
+    ),
 )

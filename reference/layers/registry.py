@@ -10,7 +10,9 @@ An entry (`LayerKind`) says, for one spec token (reference/spec.py's layer class
   the reason in reference/rounding.py);
 - whether its backward takes a branch (`kinked`: ReLU's mask, max-pool's maximum), which
   lets a framework legitimately take the other branch within rounding of the kink;
-- how its parameters are drawn (`init`).
+- how its parameters are drawn (`init`);
+- its catalogue of classic mistakes (`mistakes`), each the mutant that makes it, where it
+  must be caught and the explainer's name for it.
 
 Each layer module defines its entries beside its maths (reference/layers/pool.py holds
 MAXPOOL and AVGPOOL); `KINDS` below collects them. reference/network.py, the stage rule
@@ -58,6 +60,43 @@ class Site:
 
 
 @dataclass(frozen=True)
+class Case:
+    """Where a mistake is run: a spec, the loss reduction, the images' pixel scale (1: the
+    suite's [0, 1] pixels; larger: images scaled up until logits overflow a softmax without
+    the max shift)."""
+
+    spec: str
+    reduction: str = "sum"
+    pixel_scale: float = 1.0
+
+    def __str__(self) -> str:
+        extra = [f"reduction={self.reduction}"] if self.reduction != "sum" else []
+        if self.pixel_scale != 1:
+            extra.append(f"pixels x {self.pixel_scale:g}")
+        return self.spec + (f" [{', '.join(extra)}]" if extra else "")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A classic derivation mistake in one layer kind: its replacement `forward` and/or
+    `backward` (the family's calling form; None keeps the kind's own), the layer-qualified
+    tensor `first` where it must be caught in `case`, the explainer's name for it
+    (`explains`), and where it is honestly not detectable (`blind`), if worth stating.
+    parity_tests/model_mutants.py runs and localises every kind's mistakes."""
+
+    id: str
+    equation: str  # the ids it breaks
+    first: str
+    case: Case
+    title: str  # the mistake, in words
+    explains: str
+    forward: Callable | None = None
+    backward: Callable | None = None
+    caught_on: str = "any input"
+    blind: Case | None = None
+
+
+@dataclass(frozen=True)
 class LayerKind:
     name: str  # the spec token's kind: conv, maxpool, ...
     family: str  # one of FAMILIES: how Network calls forward and backward
@@ -71,6 +110,7 @@ class LayerKind:
     params_only: Callable | None = None  # conv: the backward without the image gradient
     kinked: bool = False
     init: Callable | None = None  # (layer, in_shape) -> (fan_in, {short: shape})
+    mistakes: tuple[Mistake, ...] = ()  # its mutation catalogue
 
     def params_of(self, layer) -> tuple[str, ...]:
         if getattr(layer, "bias", True):
