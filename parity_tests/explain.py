@@ -49,6 +49,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reference import conv
+from reference.layers import conv2d
+
 FIT_ROUNDOFFS = 2.0**12  # a fit is exact to this many unit roundoffs (relative, in norm)
 IMPROVEMENT = 1e-3  # and at least 1000x better than no transform at all
 MIN_FREE_SIZE = 4  # below this, only named constants count (any ratio fits a scalar)
@@ -557,13 +560,6 @@ def _local_derivative(a, e, tensor, who, ctx, tol):
     )
 
 
-def _conv(patches, f):
-    """Z1[n, k, p] = sum over u, v of patches[n, p, u, v] f[u, v, k] (E1)."""
-    N, P, s, _ = patches.shape
-    z = patches.reshape(N * P, s * s) @ f.reshape(s * s, -1)
-    return z.reshape(N, P, -1).transpose(0, 2, 1)
-
-
 def _true_convolution(a, e, tensor, who, ctx, tol):
     """Z1 computed with the filter rotated 180 degrees (a true convolution, not the
     frameworks' cross-correlation), or transposed (f vs f^T).
@@ -592,7 +588,7 @@ def _true_convolution(a, e, tensor, who, ctx, tol):
                 f"ours is {tensor} computed with the filter {what}",
                 a,
                 e,
-                _conv(patches, g),
+                conv._conv_forward(patches, g),
                 tol,
             )
 
@@ -766,22 +762,14 @@ def _layer_arrays(layer, *names):
     return out if all(np.isfinite(x).all() for x in out) else None
 
 
-def _win(X, k, stride):
-    """(N, C, H, W) -> (N, C, H_out, W_out, k, k): window (i, j) at (s i, s j)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    return sliding_window_view(X, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+# The reference's own window view and its adjoint (no second implementation here).
+_win = conv2d._windows
 
 
 def _scatter(x_shape, share, k, stride):
     """share (N, C, H_out, W_out, k, k) added into each window's positions of zeros(x_shape)."""
-    _, _, H_out, W_out = share.shape[:4]
-    u = np.arange(k)
-    rows = (stride * np.arange(H_out))[:, None, None, None] + u[None, None, :, None]
-    cols = (stride * np.arange(W_out))[None, :, None, None] + u[None, None, None, :]
-    out = np.zeros(x_shape)
-    np.add.at(out, (slice(None), slice(None), rows, cols), share)
-    return out
+    share = np.asarray(share, dtype=np.float64)
+    return conv2d._col2im(share.transpose(4, 5, 0, 1, 2, 3), x_shape, stride)
 
 
 def _pool_geometry(layer, X, dA, e):
