@@ -617,3 +617,20 @@ def test_an_unwritable_job_summary_is_one_line_and_the_report_is_written(
     session_report.terminal_summary(tr, config)
     assert any("was written, but the job summary" in line for line in tr.lines), tr.lines
     assert tr.lines[-1].endswith(f"report: {s.report_dir}/summary.md")
+
+
+def test_the_report_header_prints_no_escape_sequences_from_paths(pytestconfig, tmp_path):
+    import dataclasses
+
+    from parity_tests import plugin
+
+    s, state = validate(pytestconfig, tmp_path)
+    s = dataclasses.replace(s, layers=("conv2d=/tmp/\x1b[2J\x1b[Hclear:conv",))
+    state.data = types.SimpleNamespace(source="MNIST /data/\x1b]0;owned\x07/train.npz (first 200)")
+    config = types.SimpleNamespace(stash={settings.SETTINGS: s, settings.STATE: state})
+    lines = plugin.pytest_report_header(config)
+    data = next(line for line in lines if line.startswith("parity data:"))
+    layers = next(line for line in lines if line.startswith("parity own layers"))
+    assert not any(ch in line for line in lines for ch in "\x1b\x07"), lines
+    assert data == "parity data: MNIST /data/\\x1b]0;owned\\x07/train.npz (first 200)"
+    assert layers.endswith("conv2d=/tmp/\\x1b[2J\\x1b[Hclear:conv")
