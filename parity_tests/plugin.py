@@ -40,6 +40,7 @@ from parity_tests.settings import (
     validate_options,
     versions_text,
 )
+from reports.escape import terminal_text
 
 pytest_plugins = ("parity_tests.fixtures",)
 
@@ -133,14 +134,14 @@ def pytest_report_header(config):
         f"seed={s.seed} init={s.init_scheme} impl={s.impl} reduction={s.reduction} "
         f"n_images={s.n_images}",
         f"parity networks: the article's (test_parity.py), {s.model_checked} (test_model.py)",
-        f"parity data: {state.data.source}",
+        f"parity data: {terminal_text(state.data.source)}",  # a path: no escape sequences
     ]
     if s.layers:
-        lines.append(f"parity own layers (--parity-layer): {'; '.join(s.layers)}")
+        lines.append(f"parity own layers (--parity-layer): {terminal_text('; '.join(s.layers))}")
     if state.environment:
         lines.append(f"parity versions: {versions_text(state.environment)}")
     for name, err in state.framework_errors.items():
-        lines.append(f"parity: {name} FAILED TO LOAD: {err}")
+        lines.append(terminal_text(f"parity: {name} FAILED TO LOAD: {err}"))
     return lines
 
 

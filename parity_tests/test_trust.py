@@ -9,6 +9,7 @@ hang or end the session, and reproduce lines cannot be turned into commands.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -541,3 +542,95 @@ def test_last_failed_works_with_the_projects_configuration(tmp_path):
     ]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "run-last-failure" in run.stdout, run.stdout[-2000:]
+
+
+# --------------------------------------------------------------------------- the report at session end
+
+
+class Terminal:
+    """What session_report.terminal_summary writes, as lines."""
+
+    def __init__(self):
+        self.lines = []
+
+    def section(self, title, **kw):
+        self.lines.append(f"== {title}")
+
+    def write_line(self, line, **kw):
+        self.lines.append(line)
+
+
+def _finished_run(pytestconfig, tmp_path):
+    """A finished run's config: one comparison recorded, every test ran."""
+    s, state = validate(pytestconfig, tmp_path)
+    config = FakeConfig(pytestconfig)
+    config.stash = {settings.SETTINGS: s, settings.STATE: state}
+    config.invocation_params = types.SimpleNamespace(args=())
+    e = np.zeros(3)
+    m = compare_arrays(e + 1, e + 1, 0.0)
+    rec = dict(check="t[Z1]", tensor="Z1", against="torch", mode="stage", dtype="float64", **m)
+    state.records = [dict(rec, impl="reference", seed=0)]
+    state.completeness = {"status": "complete", "detail": "every test ran"}
+    return s, state, config
+
+
+def test_a_full_disk_at_session_end_keeps_the_verdict_and_says_no_report_was_written(
+    pytestconfig, tmp_path, monkeypatch
+):
+    import reports.writer
+    from parity_tests import session_report
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    s, state, config = _finished_run(pytestconfig, tmp_path)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reports.writer, "_write", full)
+    session_report.write_run_report(config)  # no traceback
+    tr = Terminal()
+    session_report.terminal_summary(tr, config)
+    assert any(line.startswith("verdict: every comparison passed") for line in tr.lines), tr.lines
+    last = tr.lines[-1]
+    assert (
+        last.startswith("parity run COMPLETE") and "no report written (the report could not be" in last
+    )
+    assert "No space left on device" in last and f"{s.report_dir} is untouched" in last
+    assert not s.report_dir.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_job_summary_is_one_line_and_the_report_is_written(
+    pytestconfig, tmp_path, monkeypatch, capsys
+):
+    from parity_tests import session_report
+
+    unwritable = tmp_path / "summary-is-a-folder"
+    unwritable.mkdir()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(unwritable))
+    s, state, config = _finished_run(pytestconfig, tmp_path)
+    session_report.write_run_report(config)
+    assert state.report == s.report_dir and len(load_report(s.report_dir)[0]) == 1
+    session_report.append_step_summary("# Regression gate\n")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not be appended to $GITHUB_STEP_SUMMARY" in err, err
+    tr = Terminal()
+    session_report.terminal_summary(tr, config)
+    assert any("was written, but the job summary" in line for line in tr.lines), tr.lines
+    assert tr.lines[-1].endswith(f"report: {s.report_dir}/summary.md")
+
+
+def test_the_report_header_prints_no_escape_sequences_from_paths(pytestconfig, tmp_path):
+    import dataclasses
+
+    from parity_tests import plugin
+
+    s, state = validate(pytestconfig, tmp_path)
+    s = dataclasses.replace(s, layers=("conv2d=/tmp/\x1b[2J\x1b[Hclear:conv",))
+    state.data = types.SimpleNamespace(source="MNIST /data/\x1b]0;owned\x07/train.npz (first 200)")
+    config = types.SimpleNamespace(stash={settings.SETTINGS: s, settings.STATE: state})
+    lines = plugin.pytest_report_header(config)
+    data = next(line for line in lines if line.startswith("parity data:"))
+    layers = next(line for line in lines if line.startswith("parity own layers"))
+    assert not any(ch in line for line in lines for ch in "\x1b\x07"), lines
+    assert data == "parity data: MNIST /data/\\x1b]0;owned\\x07/train.npz (first 200)"
+    assert layers.endswith("conv2d=/tmp/\\x1b[2J\\x1b[Hclear:conv")

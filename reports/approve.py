@@ -3,7 +3,10 @@
 After an intended change (a framework upgrade, a fixed derivation) the run's report becomes
 the baseline the gate compares with. approve prints what changes against the previous
 baseline (environment, checks added and removed, statuses changed, budgets moved, and the
-gate's verdict) and then replaces BASELINE_DIR with a copy of RUN_DIR, atomically.
+gate's verdict) and then replaces the report files in BASELINE_DIR with copies of RUN_DIR's,
+atomically (reports.writer.replace_folder): only the files the suite wrote there are
+replaced, anything else in BASELINE_DIR (a README.md) is kept, and only RUN_DIR's own report
+files (those its marker lists, plain files, never a symlink's target) are copied.
 
 Refused (ValueError, exit 2), with nothing written:
 - a run that is not complete (partial, interrupted, or recording no completeness), or that
@@ -11,7 +14,12 @@ Refused (ValueError, exit 2), with nothing written:
 - a run of another experiment than the previous baseline (seed, images, init, reduction,
   data, implementation, lr): approve into a new or empty folder to start another one;
 - a BASELINE_DIR this suite did not write (reports.writer.check_report_dir: only a missing
-  path, an empty folder or a report folder is ever replaced), or one that overlaps RUN_DIR.
+  path, an empty folder or a folder holding the suite's marker is ever written), or one
+  that overlaps RUN_DIR;
+- a report file of RUN_DIR that is a symlink.
+
+A baseline that cannot be written (disk full) is an OSError: the CLI says so in one line,
+exit 2, and the previous baseline is kept.
 
 The copy holds the run's report files, not its regression.md (the run's verdict against
 the previous baseline says nothing about the new one).
@@ -20,7 +28,6 @@ the previous baseline says nothing about the new one).
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +36,17 @@ import pandas as pd
 from reports.diff import _index, diff_headline, diff_reports, environment_changes, experiment_mismatches
 from reports.escape import terminal_text
 from reports.fields import number_text
-from reports.writer import MARKER, _remove_leftovers, check_report_dir, load_report, replace_folder
+from reports.writer import (
+    MARKER,
+    STANDARD_FILES,
+    check_report_dir,
+    load_report,
+    read_report_file,
+    replace_folder,
+    suite_files,
+)
 
-NOT_COPIED = (MARKER, "regression.md")  # the marker is written first, by replace_folder
+NOT_COPIED = (MARKER, "regression.md")  # the marker is written by replace_folder
 BUDGETS_SHOWN = 10  # budgets moved: this many listed, largest move first
 
 
@@ -109,22 +124,22 @@ def changes(base_df, base_meta, run_df, run_meta) -> list[str]:
     return [terminal_text(line) for line in lines]
 
 
-def _copy(run_dir: Path, out: Path) -> list[str]:
-    """RUN_DIR's report files into `out`, atomically: a temporary sibling (the marker
-    first), then renamed into place; a failure leaves `out` as it was."""
-    entries = sorted(run_dir.iterdir())
-    odd = [e.name for e in entries if e.is_symlink() or not e.is_file()]
-    if odd:
-        raise ValueError(f"{run_dir} holds {', '.join(odd)}, which no report holds: refusing to copy it")
-    _remove_leftovers(out)
-    copied = [e.name for e in entries if e.name not in NOT_COPIED]
-
-    def fill(tmp: Path) -> None:
-        for name in copied:
-            shutil.copyfile(run_dir / name, tmp / name)
-
-    replace_folder(out, fill)
-    return copied
+def _run_files(run_dir: Path) -> dict[str, bytes]:
+    """RUN_DIR's report files (name -> bytes) to copy: those its marker lists (a marker
+    without a list, or none: the standard report names present), less NOT_COPIED. Only
+    plain files: a symlink among them is refused, never followed. Anything else in RUN_DIR
+    (a user's notes, plots/) is not the run's report and is left out."""
+    names = suite_files(run_dir)
+    if names is None:
+        names = STANDARD_FILES
+    files = {}
+    for name in sorted(names):
+        if name in NOT_COPIED:
+            continue
+        data = read_report_file(run_dir, name)
+        if data is not None:
+            files[name] = data
+    return files
 
 
 def approve(run_dir, baseline_dir, dry_run: bool = False) -> list[str]:
@@ -132,7 +147,8 @@ def approve(run_dir, baseline_dir, dry_run: bool = False) -> list[str]:
     ValueError (nothing written) when the run or the baseline folder is refused."""
     run_dir, baseline_dir = Path(run_dir), Path(baseline_dir)
     run_df, run_meta = _run(run_dir)
-    out = check_report_dir(baseline_dir)
+    files = _run_files(run_dir)
+    out = check_report_dir(baseline_dir, files)
     a, b = run_dir.resolve(), out.resolve()
     if a == b or a in b.parents or b in a.parents:
         raise ValueError(f"{run_dir} and {baseline_dir} are or contain one another: nothing to approve")
@@ -155,8 +171,8 @@ def approve(run_dir, baseline_dir, dry_run: bool = False) -> list[str]:
         ]
     if dry_run:
         return [*lines, f"dry run: {baseline_dir} is unchanged"]
-    copied = _copy(run_dir, out)
-    return [*lines, f"{baseline_dir} now holds the run's report ({', '.join(copied)})"]
+    replace_folder(out, files)
+    return [*lines, f"{baseline_dir} now holds the run's report ({', '.join(files)})"]
 
 
 def add_parser(sub) -> None:

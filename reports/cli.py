@@ -21,7 +21,7 @@ from reports.diff import (
 from reports.escape import terminal_text
 from reports.render import display_frame, status_counts
 from reports.tables import detection_frame, headline, summary_frame, tensor_order, terminal_lines
-from reports.writer import load_report
+from reports.writer import ReportWriteError, StepSummaryError, load_report
 
 COMPLETENESS = ("complete", "partial", "interrupted")
 
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m reports",
         description="Read parity report directories written by the test suite.",
         epilog="Exit status: 0 fine, 1 regression (diff), 2 unreadable input, a refused "
-        "approval or bad usage.",
+        "approval or merge, a report that could not be written (disk full) or bad usage.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="print the verdict, the worst comparisons and the summary table")
@@ -181,3 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         text = "\n".join(map(terminal_text, str(exc).split("\n")))
         print(f"python -m reports: error: {text}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... | head`: reports/__main__.py makes it quiet
+        raise
+    except OSError as exc:  # a file that cannot be read or written (disk full): one line
+        print(f"python -m reports: error: {terminal_text(_io_error(exc))}", file=sys.stderr)
+        return 2
+
+
+def _io_error(exc: OSError) -> str:
+    if isinstance(exc, (ReportWriteError, StepSummaryError)):
+        return str(exc)
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {why}" if exc.filename else why

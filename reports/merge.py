@@ -15,6 +15,10 @@ writer recomputes): then it is kept once; otherwise the merge is refused, naming
 Runs that differ only in facts the records do not carry (RUN_CONFIG: lr, n_images, ...)
 could not be told apart once merged, so the same comparison from both is refused too.
 
+Only the runs' own report files are read (comparisons.csv, run.json, audit.md), and only
+as plain files: a symlink among them is refused, never followed. The output may not be,
+hold or lie inside one of the runs.
+
 The audit: reports/ does not import the equation registry (reference/), so by default
 audit.md is built from the runs' own audit.md files (one when they are identical, each
 under its run's heading otherwise). `audit_hook` (the CLI's --audit-hook, e.g.
@@ -40,7 +44,7 @@ from reports.escape import markdown_cell, terminal_text
 from reports.fields import NUMERIC_FIELDS, RECORD_FIELDS, STATUSES, number_text
 from reports.render import status_counts
 from reports.tables import headline, tensor_order
-from reports.writer import check_report_dir, load_report, write_report
+from reports.writer import check_report_dir, load_report, read_report_file, write_report
 
 # What a record carries of its run's configuration: with KEY, the identity of a comparison.
 RECORD_CONFIG = ("versions", "seed", "data_source", "init_scheme", "reduction")
@@ -104,8 +108,11 @@ def load_runs(run_dirs: Sequence) -> list[Run]:
             raise ValueError(f"merge: {d} is given twice (as {seen[real]} too)")
         seen[real] = d
         df, meta = load_report(d)
-        audit = Path(d) / AUDIT
-        text = audit.read_text(encoding="utf-8") if audit.is_file() else None
+        data = read_report_file(d, AUDIT)  # a plain file only: a symlink is refused
+        try:
+            text = None if data is None else data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{Path(d) / AUDIT}: not UTF-8 text ({exc})") from None
         runs.append(Run(number, str(d), df, meta, text))
     return runs
 
@@ -536,8 +543,11 @@ def merge_reports(
     out = check_report_dir(out_dir).resolve()
     for d in run_dirs:
         real = Path(d).resolve()
-        if real == out or out in real.parents:
-            raise ValueError(f"merge: the output {out_dir} would replace the run {d}")
+        if real == out or out in real.parents or real in out.parents:
+            raise ValueError(
+                f"merge: the output {out_dir} would replace the run {d} or lie inside it "
+                "(they are or contain one another)"
+            )
     runs = load_runs(run_dirs)
     merged = merge_records(runs)
     if merged.empty:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
-import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from reports.escape import csv_neutralise, csv_restore
 from reports.fields import (
@@ -27,15 +33,19 @@ from reports.render import summary_html, summary_markdown
 from reports.tables import fill_outliers, records_frame, typed_frame
 
 REPORT_FILES = ("comparisons.csv", "summary.md", "summary.html", "run.json")
-# Written into every report directory (first, into the temporary one): only a folder that
-# holds it, or an empty one, is ever replaced or cleaned up by write_report.
+# Written into every report directory (first, into the temporary one), listing the files
+# the suite wrote there: only those are ever replaced or removed; anything else in the
+# folder (a user's NOTES.md, plots/) is kept as it is. A folder without it is replaced only
+# when it is empty.
 MARKER = ".parity-report"
 MARKER_TEXT = (
     "This folder was written by the article-cnn-parity suite (reports.write_report) "
     "and may be replaced by it.\n"
 )
-# A report written before the marker existed: only these plain files, comparisons.csv among them.
-_UNMARKED_REPORT_FILES = frozenset({*REPORT_FILES, "audit.md"})
+MARKER_FILES = "Files the suite wrote here (the next report replaces them; anything else is kept):\n"
+# What a marker without a file list (written before the list existed) stands for: the
+# standard names of the files a report of the suite holds; anything else is kept.
+STANDARD_FILES = frozenset({*REPORT_FILES, "audit.md", "regression.md", "runs.md"})
 TEXT_FIELDS = tuple(f for f in RECORD_FIELDS if f not in NUMERIC_FIELDS)
 
 
@@ -65,39 +75,133 @@ def _json_default(x):
     return str(x)
 
 
-def _write(path: Path, text: str) -> None:
+class ReportWriteError(OSError):
+    """The report could not be written (disk full, a folder made read-only meanwhile): the
+    previous report, and everything else in the folder, is as it was."""
+
+
+class StepSummaryError(OSError):
+    """The report was written, but $GITHUB_STEP_SUMMARY could not be appended to."""
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    if isinstance(data, bytes):
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(text)
+        fh.write(data)
 
 
-def _is_unmarked_report(d: Path) -> bool:
-    entries = list(d.iterdir())
-    names = {e.name for e in entries}
-    return (
-        "comparisons.csv" in names
-        and names <= _UNMARKED_REPORT_FILES
-        and all(e.is_file() and not e.is_symlink() for e in entries)
-    )
+def _io_text(exc: OSError) -> str:
+    """An OSError in one line: its reason, and the file when it names one."""
+    why = exc.strerror or str(exc)
+    return f"{why} ({exc.filename})" if exc.filename else why
 
 
-def check_report_dir(path) -> Path:
-    """The report directory `path` if write_report may (re)place it; ValueError if not.
+def marker_text(names) -> str:
+    """The marker of a folder holding the suite's files `names`."""
+    return MARKER_TEXT + MARKER_FILES + "".join(f"  {n}\n" for n in sorted(names))
 
-    Fine: a missing path, an empty directory, a directory holding MARKER (a report this suite
-    wrote), or a report written before the marker existed (only report files in it).
-    Refused: a file, any other non-empty directory (a user's folder, a package, a git
-    checkout), or a place whose nearest existing ancestor cannot be written.
-    """
+
+def _plain_name(name: str) -> bool:
+    return name not in ("", ".", "..", MARKER) and Path(name).name == name and "\\" not in name
+
+
+def suite_files(d: Path) -> frozenset[str] | None:
+    """The names of the files the suite wrote in `d`, as its marker lists them (a marker
+    without a list: STANDARD_FILES); None when `d` holds no marker (a regular file)."""
+    marker = d / MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        text = marker.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset(STANDARD_FILES)
+    if MARKER_FILES not in text:
+        return frozenset(STANDARD_FILES)  # an older marker: the standard names only
+    listed = text.split(MARKER_FILES, 1)[1].splitlines()
+    return frozenset(n.strip() for n in listed if _plain_name(n.strip()))
+
+
+def _ours(entry: Path, names) -> bool:
+    """A listed name that is a file (or a link, which removing does not follow): a folder of
+    that name is someone else's."""
+    return entry.name in names and (entry.is_symlink() or entry.is_file())
+
+
+def report_file(d, name: str) -> Path | None:
+    """`d/name` when it is a regular file, None when it is missing; ValueError when it is a
+    symlink or anything else (a report's own files are plain files: never followed)."""
+    p = Path(d) / name
+    if p.is_symlink():
+        raise ValueError(f"{p} is a symlink: a report's files are plain files; refusing to read it")
+    if not p.exists():
+        return None
+    if not p.is_file():
+        raise ValueError(f"{p} is not a regular file: refusing to read it")
+    return p
+
+
+def read_report_file(d, name: str) -> bytes | None:
+    """The bytes of report_file(d, name) (None when missing), opened without following a
+    symlink put there meanwhile."""
+    p = report_file(d, name)
+    if p is None:
+        return None
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ValueError(f"{p} is not a regular file: refusing to read it")
+        return fh.read()
+
+
+def _target(path) -> Path:
+    """Where the report goes: a symlinked folder is written through to its target (the
+    link stays as it is); "." and ".." by their full path (a temporary sibling needs a name)."""
     out = Path(path)
+    if out.is_symlink():
+        return Path(os.path.realpath(out))
     if out.name in ("", ".", ".."):
-        out = out.resolve()  # "." has no name to put a temporary sibling next to
-    if out.exists() or out.is_symlink():
+        return out.resolve()
+    return out
+
+
+def check_report_dir(path, names=()) -> Path:
+    """The report directory `path` if the suite may write its files `names` there;
+    ValueError if not. Returns `path` (a symlink: its target is written, see _target).
+
+    Fine: a missing path, an empty directory, or a directory holding MARKER (the suite
+    wrote it) where no file the marker does not list has one of `names` (those are replaced;
+    every other file is kept). Refused: a file; a non-empty directory without the marker (a
+    user's folder, a package, a git checkout, and also a report written before the marker
+    existed: its comparisons.csv cannot be told from a user's own); a place whose nearest
+    existing ancestor cannot be written.
+    """
+    out = _target(path)
+    if out.exists():
         if not out.is_dir():
             raise ValueError(f"{out} is a file, not a report directory: refusing to replace it")
-        if any(out.iterdir()) and not (out / MARKER).is_file() and not _is_unmarked_report(out):
+        entries = sorted(out.iterdir())
+        ours = suite_files(out)
+        if entries and ours is None:
+            named = [e.name for e in entries if e.name in STANDARD_FILES]
+            if named:  # a user's own, or a report from before the marker: not told apart
+                raise ValueError(
+                    f"refusing to replace {out}: it holds {', '.join(named)}, which this suite "
+                    f"did not mark as its own (no {MARKER} marker: a user's files, or a report "
+                    "written before the marker existed, to delete by hand); choose an empty "
+                    "or new folder"
+                )
             raise ValueError(
                 f"refusing to replace {out}: it holds files this suite did not write (no "
                 f"{MARKER} marker); choose an empty or new folder"
+            )
+        theirs = [e.name for e in entries if e.name in names and not _ours(e, ours or ())]
+        if theirs:
+            raise ValueError(
+                f"refusing to replace {', '.join(theirs)} in {out}: {MARKER} does not list "
+                "it as the suite's; move it away or choose another folder"
             )
     # The report is written next to `out` and renamed into place: its parent must be writable.
     ancestor = out.parent
@@ -107,34 +211,100 @@ def check_report_dir(path) -> Path:
         raise ValueError(f"cannot write the report {out}: {ancestor} is not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write the report {out}: {ancestor} is not writable")
-    return out
+    return Path(path)
+
+
+def _remove_ours(d: Path) -> bool:
+    """Remove the files d's marker lists, then the marker and `d` itself if nothing else is
+    left (a user's file moved there by a swap that was cut short stays, with its folder).
+    Tolerant: what another process removed first is fine. True when `d` is gone."""
+    names = suite_files(d) or ()
+    try:
+        for e in list(d.iterdir()):
+            if _ours(e, names):
+                with contextlib.suppress(FileNotFoundError):
+                    e.unlink()
+        if any(e.name != MARKER for e in d.iterdir()):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            (d / MARKER).unlink()
+        d.rmdir()
+    except FileNotFoundError:  # removed meanwhile
+        return True
+    except OSError:  # something appeared meanwhile: it is kept
+        return False
+    return True
 
 
 def _remove_leftovers(out: Path) -> None:
     """Remove `.{out.name}.tmp-*` siblings a killed run left, only those holding MARKER
-    (or empty); never any other file or folder."""
+    (their listed files) or empty; never any other file or folder."""
     prefix = f".{out.name}.tmp-"
     if not out.parent.is_dir():
         return
     for sibling in out.parent.iterdir():
         if not sibling.name.startswith(prefix) or sibling.is_symlink() or not sibling.is_dir():
             continue
-        if (sibling / MARKER).is_file() or not any(sibling.iterdir()):
-            shutil.rmtree(sibling, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            if suite_files(sibling) is not None or not any(sibling.iterdir()):
+                _remove_ours(sibling)
 
 
-def replace_folder(out: Path, fill) -> None:
-    """Build a folder in a temporary sibling (MARKER first, then `fill(tmp)`) and swap it in
-    for `out` with two renames: a failure anywhere leaves `out` as it was. The caller has
-    checked `out` with check_report_dir."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive flock on `folder` (the report's parent): one writer at a time swaps a
+    report there, and no writer takes another's temporary folder for a leftover."""
+    if fcntl is None:  # no flock (Windows): writers are not serialised
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def replace_folder(out, files: dict[str, str | bytes]) -> None:
+    """Put `files` (name -> contents) in the report folder `out` in place of the files the
+    suite wrote there before; everything else in it is kept.
+
+    The new folder is built in a temporary sibling (MARKER first, listing `files`), the
+    folder's other entries are moved into it, and it is swapped in with two renames, under
+    a lock on the parent: a failure anywhere leaves `out` as it was (the moved entries are
+    moved back). Marked temporaries a killed run left are removed first (their listed files
+    only). A symlinked `out` is written through to its target. ReportWriteError (an OSError)
+    when something cannot be written; ValueError when `out` is refused (check_report_dir)."""
+    out = _target(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(out.parent):
+            check_report_dir(out, files)  # again, under the lock: what is there now
+            _remove_leftovers(out)
+            _swap(out, files)
+    except OSError as exc:
+        if isinstance(exc, ReportWriteError):
+            raise
+        raise ReportWriteError(f"cannot write the report {out}: {_io_text(exc)}") from exc
+
+
+def _swap(out: Path, files: dict[str, str | bytes]) -> None:
+    keep = []
+    if out.is_dir():
+        ours = suite_files(out) or ()
+        keep = sorted(e.name for e in out.iterdir() if e.name != MARKER and not _ours(e, ours))
     # The name matches the ".*tmp*" pattern in .gitignore.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     old = tmp.with_name(tmp.name + "-old")
+    moved = []
     try:
-        _write(tmp / MARKER, MARKER_TEXT)  # first: a killed run leaves a removable leftover
+        _write(tmp / MARKER, marker_text(files))  # first: a killed run leaves a removable leftover
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is for reading
-        fill(tmp)
+        for name, data in files.items():
+            _write(tmp / name, data)
+        for name in keep:  # the user's: they go with the folder
+            os.rename(out / name, tmp / name)
+            moved.append(name)
         if out.exists():
             os.rename(out, old)
         try:
@@ -144,9 +314,12 @@ def replace_folder(out: Path, fill) -> None:
                 os.rename(old, out)
             raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for name in moved:  # back where they were
+            with contextlib.suppress(OSError):
+                os.rename(tmp / name, out / name)
+        _remove_ours(tmp)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _remove_ours(old)
 
 
 def write_report(
@@ -162,19 +335,20 @@ def write_report(
     heat_map=False leaves the picture out of summary.html (drawing it is most of the cost
     of a small report).
 
-    out_dir must pass check_report_dir: a folder this suite did not write is never replaced.
-    Everything goes to a temporary sibling first (MARKER its first file) and is then
-    swapped in, so a failure leaves the previous report as it was; marked temporaries a
-    killed run left behind are removed first. Returns file name -> final path.
+    out_dir must pass check_report_dir: a folder this suite did not write is never replaced,
+    and in one it wrote only the files its marker lists are (replace_folder: atomically, the
+    rest of the folder kept; concurrent writers take turns). Returns file name -> path.
+    ReportWriteError (an OSError) when the report could not be written (the previous one is
+    kept); StepSummaryError (an OSError) when it was, but $GITHUB_STEP_SUMMARY could not be
+    appended to.
     """
-    out = check_report_dir(out_dir)
     extra = dict(extra_files or {})
     for name in extra:
-        if name in REPORT_FILES or Path(name).name != name or name.startswith("."):
+        if name in REPORT_FILES or not _plain_name(name) or name.startswith("."):
             raise ValueError(
                 f"extra_files: {name!r} must be a plain file name other than {REPORT_FILES}"
             )
-    _remove_leftovers(out)
+    out = check_report_dir(out_dir, [*REPORT_FILES, *extra])
 
     df = fill_outliers(records_frame(records))
     summary = summary_markdown(df, meta)
@@ -185,17 +359,18 @@ def write_report(
         "run.json": json.dumps(meta, sort_keys=True, indent=2, default=_json_default) + "\n",
         **extra,
     }
-
-    def fill(tmp: Path) -> None:
-        for name, text in contents.items():
-            _write(tmp / name, text)
-
-    replace_folder(out, fill)
+    replace_folder(out, contents)
 
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as fh:
-            fh.write(summary)
+        try:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(summary)
+        except OSError as exc:
+            raise StepSummaryError(
+                f"the report {out} was written, but the job summary $GITHUB_STEP_SUMMARY "
+                f"({step_summary}) could not be appended to: {_io_text(exc)}"
+            ) from exc
     return {name: out / name for name in contents}
 
 
@@ -295,9 +470,9 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
         raise ValueError(f"{d} is a file, not a report directory")
     if not d.is_dir():
         raise ValueError(f"{d}: not a report directory (no such directory)")
-    table = d / "comparisons.csv"
-    if not table.is_file():
-        raise ValueError(f"{table}: missing, so {d} is not a report directory")
+    table = report_file(d, "comparisons.csv")  # a symlink is refused, never followed
+    if table is None:
+        raise ValueError(f"{d / 'comparisons.csv'}: missing, so {d} is not a report directory")
     if table.stat().st_size == 0:
         raise ValueError(f"{table}: empty file")
     header, rows, lines = _read_rows(table)
@@ -321,8 +496,8 @@ def load_report(report_dir) -> tuple[pd.DataFrame, dict]:
         raw[col] = raw[col].map(csv_restore)
     _check_values(table, raw, lines)
     meta = {}
-    run = d / "run.json"
-    if run.is_file():
+    run = report_file(d, "run.json")
+    if run is not None:
         try:
             meta = json.loads(run.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:

@@ -3,12 +3,15 @@ pass-through: approving, then gating, changes nothing; what changes is printed; 
 interrupted or other-experiment run and a folder the suite did not write are refused with
 nothing written; a failed copy leaves the previous baseline as it was."""
 
+import errno
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import reports.approve
+import reports.writer
 from reports import write_report
 from reports.cli import main
 from reports.writer import MARKER
@@ -168,21 +171,26 @@ def test_dry_run_writes_nothing(capsys, tmp_path):
     assert files(base) == before
 
 
-def test_a_failed_copy_leaves_the_previous_baseline(capsys, tmp_path, monkeypatch):
+def test_disk_full_is_one_error_line_exit_2_and_the_previous_baseline_stays(
+    capsys, tmp_path, monkeypatch
+):
     base = report(tmp_path / "base", BASE)
     run = report(tmp_path / "run", [*BASE[:3], rec("t[d]", 0.9)])
     before = files(base)
-    calls = []
+    original, calls = reports.writer._write, []
 
-    def copy_then_fail(src, dst):
-        calls.append(src)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        Path(dst).write_bytes(Path(src).read_bytes())
+    def disk_fills_up(path, data):
+        calls.append(path)
+        if len(calls) == 3:  # the marker and one file are written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(path, data)
 
-    monkeypatch.setattr(reports.approve.shutil, "copyfile", copy_then_fail)  # undone after the test
-    with pytest.raises(OSError, match="disk full"):
-        main(["approve", str(run), str(base)])
+    monkeypatch.setattr(reports.writer, "_write", disk_fills_up)  # undone after the test
+    capsys.readouterr()
+    assert main(["approve", str(run), str(base)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.match(r"python -m reports: error: cannot write the report .*base: No space left", err)
     assert files(base) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "run"]  # no leftovers
 
@@ -195,3 +203,44 @@ def test_parity_script_help_and_usage():
         assert word in done.stdout
     bad = subprocess.run([str(ROOT / "parity"), "nonsense"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage: ./parity COMMAND" in bad.stderr
+
+
+def test_approve_keeps_a_readme_in_the_baseline_folder(capsys, tmp_path):
+    base = report(tmp_path / "base", BASE)
+    (base / "README.md").write_text("# Our baseline: approved after the torch upgrade\n")
+    run = report(tmp_path / "run", [*BASE[:3], rec("t[d]", 0.9)])
+    code, text = cli(capsys, "approve", run, base)
+    assert code == 0, text
+    assert (base / "README.md").read_text().startswith("# Our baseline")
+    assert files(base)["comparisons.csv"] == files(run)["comparisons.csv"]
+
+
+def test_approve_copies_only_the_runs_own_report_files(capsys, tmp_path):
+    run = report(tmp_path / "run", BASE)
+    (run / "NOTES.md").write_text("what I was trying\n")
+    (run / "plots").mkdir()
+    code, text = cli(capsys, "approve", run, tmp_path / "base")
+    assert code == 0, text
+    assert sorted(files(tmp_path / "base")) == sorted(
+        [MARKER, "comparisons.csv", "summary.md", "summary.html", "run.json"]
+    )
+
+
+def test_approve_refuses_a_symlinked_report_file_in_the_run(capsys, tmp_path):
+    run = report(tmp_path / "run", BASE, extra={"audit.md": "# a\n"})
+    (run / "audit.md").unlink()
+    (run / "audit.md").symlink_to("/etc/passwd")
+    code, text = cli(capsys, "approve", run, tmp_path / "base")
+    assert code == 2 and "audit.md is a symlink" in text
+    assert not (tmp_path / "base").exists()
+
+
+def test_approve_refuses_an_unmarked_folder_with_report_names(capsys, tmp_path):
+    mine = tmp_path / "base"
+    mine.mkdir()
+    (mine / "comparisons.csv").write_text("my,own\n1,2\n")
+    (mine / "summary.md").write_text("# mine\n")
+    before = files(mine)
+    code, text = cli(capsys, "approve", report(tmp_path / "run", BASE), mine)
+    assert code == 2 and "which this suite did not mark as its own" in text
+    assert files(mine) == before

@@ -2,6 +2,7 @@
 shards; identical records kept once, a disagreeing duplicate refused naming both runs."""
 
 import csv
+import errno
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import reports.writer
 from reports import experiment_mismatches, load_report, merge_reports, write_report
 from reports.cli import main
 from reports.merge import as_records
@@ -291,3 +293,42 @@ def test_real_runs_two_versions_and_a_shard_split(tmp_path):
         merge(tmp_path, whole, half1, name="refused")
     assert str(whole) in str(err.value) and str(half1) in str(err.value)
     assert "max_abs_err" in str(err.value)
+
+
+def test_a_symlinked_audit_md_is_refused_never_copied(tmp_path, capsys):
+    a = report(tmp_path / "a", RECORDS)
+    (a / "audit.md").unlink()
+    (a / "audit.md").symlink_to("/etc/passwd")
+    assert main(["merge", str(a), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "audit.md is a symlink" in err and "root:" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_copies_only_the_runs_report_files(tmp_path):
+    a = report(tmp_path / "a", RECORDS)
+    (a / "NOTES.md").write_text("private notes\n")
+    merge(tmp_path, a)
+    assert not (tmp_path / "merged" / "NOTES.md").exists()
+
+
+def test_output_inside_a_run_is_refused(tmp_path):
+    a = report(tmp_path / "a", RECORDS)
+    before = sorted(p.name for p in a.iterdir())
+    with pytest.raises(ValueError, match="would replace the run .* or lie inside it"):
+        merge_reports([a], a / "merged")
+    assert sorted(p.name for p in a.iterdir()) == before
+
+
+def test_disk_full_is_one_error_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    a = report(tmp_path / "a", RECORDS)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reports.writer, "_write", full)
+    assert main(["merge", str(a), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.match(r"python -m reports: error: cannot write the report .*out: No space left", err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

@@ -1,10 +1,13 @@
 """write_report / load_report: determinism, atomicity, contents, clear errors."""
 
 import base64
+import concurrent.futures
 import csv
+import errno
 import math
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,14 @@ from parity_tests.metrics import compare_arrays
 from reports import RECORD_FIELDS, load_report, records_frame, write_report
 from reports.fields import NUMERIC_FIELDS, OPTIONAL_FIELDS
 from reports.render import budget_grid
-from reports.writer import MARKER, check_report_dir
+from reports.writer import (
+    MARKER,
+    STANDARD_FILES,
+    ReportWriteError,
+    StepSummaryError,
+    check_report_dir,
+    suite_files,
+)
 
 META = {"seed": 7, "versions": {"numpy": "2.4.6"}, "data_source": "MNIST (first 200)"}
 
@@ -257,6 +267,18 @@ def _git_checkout(d):
     (d / "README.md").write_text("# a project\n")
 
 
+def _users_own_report_files(d):
+    d.mkdir()
+    (d / "comparisons.csv").write_text("my,own\n1,2\n")
+    (d / "summary.md").write_text("# my summary\n")
+
+
+def _report_from_before_the_marker(d):
+    write_report(make_records()[:1], d, META, heat_map=False)
+    (d / MARKER).unlink()
+    (d / "audit.md").write_text("# Derivation audit\n")
+
+
 def _unmarked_report_plus_user_file(d):
     d.mkdir()
     (d / "comparisons.csv").write_text("check\n")
@@ -271,9 +293,12 @@ def _unmarked_report_plus_user_file(d):
         ("checkout", _git_checkout, "refusing to replace .*checkout"),
         ("latest", _unmarked_report_plus_user_file, "refusing to replace .*latest"),
         ("target", lambda d: d.write_text("a file"), "target is a file"),
+        ("latest", _users_own_report_files, "holds comparisons.csv, summary.md, which this"),
+        ("latest", _report_from_before_the_marker, r"no \.parity-report marker: .*before the"),
     ],
-    ids=["user-folder", "reports-package", "git-checkout", "report-files-plus-user-file", "file"],
-)
+    ids=["user-folder", "reports-package", "git-checkout", "report-files-plus-user-file", "file",
+         "users-own-comparisons-csv-and-summary-md", "report-from-before-the-marker"],
+)  # fmt: skip
 def test_refuses_a_folder_it_did_not_write_and_leaves_it_untouched(tmp_path, name, setup, says):
     target = tmp_path / name
     setup(target)
@@ -287,16 +312,10 @@ def _previous_report(d):
     write_report(make_records()[:1], d, META, heat_map=False)
 
 
-def _report_from_before_the_marker(d):
-    _previous_report(d)
-    (d / MARKER).unlink()
-    (d / "audit.md").write_text("# Derivation audit\n")
-
-
 @pytest.mark.parametrize(
     "setup",
-    [lambda d: None, lambda d: d.mkdir(), _previous_report, _report_from_before_the_marker],
-    ids=["missing", "empty-folder", "previous-report", "report-without-marker"],
+    [lambda d: None, lambda d: d.mkdir(), _previous_report],
+    ids=["missing", "empty-folder", "previous-report"],
 )
 def test_writes_into_a_new_empty_or_own_folder(tmp_path, setup):
     out = tmp_path / "latest"
@@ -352,7 +371,7 @@ def test_a_killed_run_leaves_a_leftover_the_next_run_removes(tmp_path, monkeypat
         original(path, text)
 
     monkeypatch.setattr(reports.writer, "_write", killed)
-    monkeypatch.setattr(reports.writer.shutil, "rmtree", lambda *a, **k: None)  # no clean-up
+    monkeypatch.setattr(reports.writer, "_remove_ours", lambda d: False)  # no clean-up
     with pytest.raises(KeyboardInterrupt):
         write_report(make_records(), tmp_path / "latest", META, heat_map=False)
     monkeypatch.undo()
@@ -543,3 +562,147 @@ def test_numbers_are_not_quoted(tmp_path):
     write_report([rec], tmp_path / "r", META, heat_map=False)
     row = (tmp_path / "r" / "comparisons.csv").read_text().splitlines()[1]
     assert ",-1.5," in row and "'" not in row
+
+
+# --- a report folder is shared: the user's files in it are kept (issue 21, point 4) ---------
+
+
+def _write_twice_with(d, setup):
+    """A report, the user's additions (setup), then the next report."""
+    write_report(make_records(), d, META, extra_files={"audit.md": "# a\n"}, heat_map=False)
+    setup(d)
+    kept = {k: v for k, v in tree(d).items() if k.split("/")[0] not in {MARKER, *STANDARD_FILES}}
+    write_report(make_records()[:2], d, META | {"seed": 8}, heat_map=False)
+    return kept
+
+
+def _notes(d):
+    (d / "NOTES.md").write_text("what I found\n")
+
+
+def _plots(d):
+    (d / "plots").mkdir()
+    (d / "plots" / "budget.png").write_bytes(b"\x89PNG...")
+
+
+@pytest.mark.parametrize("setup", [_notes, _plots], ids=["users-NOTES.md", "users-plots-folder"])
+def test_the_next_report_keeps_the_users_files_in_the_folder(tmp_path, setup):
+    out = tmp_path / "latest"
+    kept = _write_twice_with(out, setup)
+    assert kept and {k: v for k, v in tree(out).items() if k in kept} == kept
+    # the suite's files are the new report's, the audit.md of the first one is gone
+    assert suite_files(out) == set(reports.writer.REPORT_FILES)
+    assert not (out / "audit.md").exists() and len(load_report(out)[0]) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["latest"]
+
+
+def test_the_marker_lists_the_files_the_suite_wrote(tmp_path):
+    write_report(make_records(), tmp_path / "r", META, extra_files={"runs.md": "x"}, heat_map=False)
+    text = (tmp_path / "r" / MARKER).read_text()
+    assert "article-cnn-parity" in text
+    assert suite_files(tmp_path / "r") == {*reports.writer.REPORT_FILES, "runs.md"}
+
+
+def _old_marker_and_notes(d):
+    d.mkdir()
+    (d / MARKER).write_text(reports.writer.MARKER_TEXT)  # as written before the file list
+    for name in ("comparisons.csv", "summary.md", "regression.md"):
+        (d / name).write_text("old report\n")
+    (d / "NOTES.md").write_text("mine\n")
+
+
+def test_an_old_marker_without_a_list_owns_only_the_standard_report_names(tmp_path):
+    out = tmp_path / "latest"
+    _old_marker_and_notes(out)
+    write_report(make_records(), out, META, heat_map=False)
+    assert (out / "NOTES.md").read_text() == "mine\n"
+    assert not (out / "regression.md").exists()  # a standard name: the old report's, replaced
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*reports.writer.REPORT_FILES, MARKER, "NOTES.md"]
+    )
+
+
+def test_a_users_file_with_a_name_the_report_needs_is_refused_not_replaced(tmp_path):
+    out = tmp_path / "latest"
+    write_report(make_records(), out, META, heat_map=False)
+    (out / "audit.md").write_text("my own audit\n")  # not listed in the marker
+    before = tree(tmp_path)
+    with pytest.raises(ValueError, match=r"refusing to replace audit\.md in .*latest: \.parity"):
+        write_report(make_records(), out, META, extra_files={"audit.md": "# a\n"}, heat_map=False)
+    assert tree(tmp_path) == before
+
+
+# --- a symlinked report folder is written through to its target ----------------------------
+
+
+def test_a_symlinked_report_folder_is_written_through_to_its_target(tmp_path):
+    real = tmp_path / "store" / "run-7"
+    write_report(make_records(), real, META, heat_map=False)
+    (tmp_path / "reports").mkdir()
+    link = tmp_path / "reports" / "latest"
+    link.symlink_to(real)
+    paths = write_report(make_records()[:2], link, META | {"seed": 8}, heat_map=False)
+    assert link.is_symlink() and Path(os.readlink(link)) == real
+    assert len(load_report(real)[0]) == 2 and paths["run.json"] == link / "run.json"
+    # no stray `.latest.tmp-...-old` link nor a temporary beside either
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["latest"]
+    assert [p.name for p in real.parent.iterdir()] == ["run-7"]
+
+
+# --- concurrent writers into one folder ------------------------------------------------------
+
+
+def test_concurrent_writers_each_leave_a_complete_report(tmp_path):
+    out, n = tmp_path / "latest", 20
+    records = [make_records()[: i % 5 + 1] for i in range(n)]
+    for _ in range(3):  # a race lost once in a while: three rounds of twenty writers
+        start = threading.Barrier(n)
+
+        def one(i):
+            start.wait()
+            return write_report(records[i], out, META | {"seed": i}, heat_map=False)
+
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            done = [pool.submit(one, i) for i in range(n)]
+            errors = [f.exception() for f in done if f.exception() is not None]
+        assert errors == []
+        df, meta = load_report(out)
+        assert len(df) == meta["seed"] % 5 + 1  # one writer's report, whole
+        assert suite_files(out) == set(reports.writer.REPORT_FILES)
+        assert sorted(p.name for p in out.iterdir()) == sorted([*reports.writer.REPORT_FILES, MARKER])
+        assert [p.name for p in tmp_path.iterdir()] == ["latest"]
+
+
+# --- disk full, an unwritable job summary ----------------------------------------------------
+
+
+def test_disk_full_is_a_report_write_error_naming_the_folder(tmp_path, monkeypatch):
+    out = tmp_path / "latest"
+    write_report(make_records(), out, META, heat_map=False)
+    before = tree(tmp_path)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reports.writer, "_write", full)
+    with pytest.raises(ReportWriteError, match=r"cannot write the report .*latest: No space left"):
+        write_report(make_records(), out, META, heat_map=False)
+    assert tree(tmp_path) == before
+
+
+def test_an_unwritable_job_summary_is_one_error_after_the_report_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))  # a folder: cannot be appended to
+    with pytest.raises(StepSummaryError, match=r"report .*latest was written, but the job summary"):
+        write_report(make_records(), tmp_path / "latest", META, heat_map=False)
+    assert len(load_report(tmp_path / "latest")[0]) == 6
+
+
+@pytest.mark.parametrize("name", ["comparisons.csv", "run.json"])
+def test_load_never_follows_a_symlinked_report_file(tmp_path, name):
+    out = tmp_path / "r"
+    write_report(make_records(), out, META, heat_map=False)
+    (tmp_path / "elsewhere").write_bytes((out / name).read_bytes())
+    (out / name).unlink()
+    (out / name).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=rf"{name} is a symlink"):
+        load_report(out)
