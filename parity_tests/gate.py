@@ -124,26 +124,42 @@ def add_gate(session) -> None:
     gate_state(config).added = True
 
 
+def gate_diff(base, current, ran_files, factor: float, partial: bool):
+    """The baseline's checks against this run's. Checks of test files this run did not run
+    at all (a baseline made by `./parity report`, gated by a narrower run) were not run, not
+    vanished, and this run's checks are diffed only against the baseline's of the files it
+    ran; within those files a missing check vanished unless the run was partial."""
+    from reports import diff_reports
+
+    def in_run(frame):
+        return frame["check"].str.split("::").str[0].isin(ran_files)
+
+    diff = diff_reports(base[in_run(base)], current[in_run(current)], factor=factor, partial=partial)
+    if not in_run(base).all():
+        # Only "not run" rows: nothing of this run belongs to those files.
+        elsewhere = diff_reports(
+            base[~in_run(base)], current[~in_run(current)], factor=factor, partial=True
+        )
+        diff = pd.concat([diff, elsewhere], ignore_index=True)
+    return diff
+
+
 def compute_gate(config, status: dict) -> bool:
     """Diff this run's records against the baseline; keep the diff, the environment
     changes, the failure texts and regression.md. True on a regression."""
-    from reports import diff_reports, format_diff, is_regression, records_frame
+    from reports import format_diff, is_regression, records_frame
     from reports.diff import environment_changes, regression_markdown
     from reports.escape import terminal_text
 
     s, state, gate = config.stash[SETTINGS], config.stash[STATE], gate_state(config)
-    current, base = records_frame(state.records), state.baseline_df
-    # Checks of test files this run did not run at all (a baseline made by `./parity test`,
-    # gated by `./parity report`) were not run, not vanished; within the files it ran,
-    # a missing check vanished unless the run was partial.
     ran_files = {nodeid.split("::")[0] for nodeid in state.ran}
-    in_run = base["check"].str.split("::").str[0].isin(ran_files)
-    diff = diff_reports(
-        base[in_run], current, factor=s.baseline_factor, partial=status["status"] == "partial"
+    diff = gate_diff(
+        state.baseline_df,
+        records_frame(state.records),
+        ran_files,
+        s.baseline_factor,
+        partial=status["status"] == "partial",
     )
-    if not in_run.all():
-        elsewhere = diff_reports(base[~in_run], current, factor=s.baseline_factor, partial=True)
-        diff = pd.concat([diff, elsewhere], ignore_index=True)
     state.diff = diff
     state.environment_changes = environment_changes(state.baseline_meta, run_meta(config))
     # The message: JUnit's message attribute keeps whole lines up to ~500 characters, so
