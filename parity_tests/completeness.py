@@ -72,6 +72,4 @@ def completeness(session, exitstatus) -> dict:
 
 def model_order(s: Settings) -> tuple:
     """The spec network's tensors in forward/backward order (the heat map's later rows)."""
-    from reference.network import Network
-
-    return Network(s.model_checked).order
+    return s.network.order
