@@ -62,13 +62,16 @@ def model_network(parity_settings):
 @pytest.fixture(scope="session")
 def model_harness(parity_settings, run_config, article_data, model_network):
     from parity_tests.model_harness import ModelHarness
-    from parity_tests.own_layers import user_ops
+    from parity_tests.own_layers import used_layers, user_ops
 
     impl = None
-    if parity_settings.user_layers:  # --parity-layer: the same network built with the user's layers
+    # --parity-layer: the same network built with those of the user's layers it has (none:
+    # the reference itself, as model_parity's records say).
+    used = used_layers(parity_settings.user_layers, model_network)
+    if used:
         from reference.network import Network
 
-        impl = Network(model_network.spec, ops=user_ops(parity_settings.user_layers))
+        impl = Network(model_network.spec, ops=user_ops(used))
     return ModelHarness(model_network, run_config, article_data, impl=impl)
 
 

@@ -69,10 +69,12 @@ class Settings:
     @property
     def model_impl(self) -> str:
         """The implementation test_model.py's records name: own:KIND,... for the
-        --parity-layer kinds, else "reference"."""
-        from parity_tests.own_layers import impl_label
+        --parity-layer kinds the checked network has (a kind it lacks never runs in it), else
+        "reference"."""
+        from parity_tests.own_layers import impl_label, used_layers
 
-        return impl_label(self.user_layers) if self.user_layers else "reference"
+        used = used_layers(self.user_layers, self.network)
+        return impl_label(used) if used else "reference"
 
     @property
     def model_checked(self) -> str:

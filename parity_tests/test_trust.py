@@ -270,6 +270,60 @@ def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
     assert result["status"] == expected, result
 
 
+def _own(*kinds) -> list[str]:
+    """--parity-layer values for `kinds`, from the bundled CS231n example."""
+    from parity_tests.own_layers import option_value
+    from parity_tests.test_own_layers import EXAMPLE
+
+    return [option_value(kind, EXAMPLE) for kind in kinds]
+
+
+@pytest.mark.parametrize(
+    "kinds,label",
+    [
+        (("avgpool",), "reference"),
+        (("conv", "avgpool"), "own:conv"),
+        (("conv", "maxpool"), "own:conv,maxpool"),
+        (("tanh", "relu", "sigmoid"), "own:relu"),
+    ],
+    ids=[
+        "lenet-avgpool-reference",
+        "lenet-conv,avgpool-own:conv",
+        "lenet-conv,maxpool",
+        "lenet-tanh,relu,sigmoid-own:relu",
+    ],
+)
+def test_model_records_credit_only_the_layer_kinds_the_network_has(pytestconfig, tmp_path, kinds, label):
+    """lenet has no average pooling: an avgpool pair never runs in it, so test_model.py's
+    records must not say own:avgpool (issue 21)."""
+    s, _ = validate(pytestconfig, tmp_path, parity_layer=_own(*kinds))
+    assert s.model == "lenet" and s.model_impl == label
+
+
+@pytest.mark.parametrize(
+    "own_ran,expected",
+    [((), "partial"), (("avgpool-float64", "avgpool-float32"), "complete")],
+    ids=["own-layers-not-run-partial", "own-layers-run-complete"],
+)
+def test_a_layer_kind_nothing_checked_makes_the_run_partial(pytestconfig, tmp_path, own_ran, expected):
+    """--parity-layer avgpool with lenet: checked only if test_own_layers.py checked it alone."""
+    s = validate(pytestconfig, tmp_path, parity_layer=_own("avgpool"))[0]
+    own = [f"parity_tests/test_own_layers.py::test_own_layer[{i}]" for i in own_ran]
+    every = _parity_ids(completeness.expected_parity_tests(s)) + _model_ids(
+        completeness.expected_model_tests(s)
+    )
+    session = _session(
+        pytestconfig, tmp_path, ran=every + own, collected=len(every + own), parity_layer=_own("avgpool")
+    )
+    result = completeness.completeness(session, pytest.ExitCode.OK)
+    assert result["status"] == expected, result
+    if expected == "partial":
+        assert result["detail"] == (
+            "--parity-layer avgpool was not checked: lenet has no avgpool layer and "
+            "test_own_layers.py did not run"
+        )
+
+
 # --------------------------------------------------------------------------- 6. options
 
 
