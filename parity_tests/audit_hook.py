@@ -2,8 +2,10 @@
 variants, the mutation catalogue) as plain data, since reports/ may not import reference/,
 with the functions that computed each equation traced from the run's checked steps.
 
-parity_tests/session_report.py calls `audit_files(records, meta)` at session end and writes what
-it returns into the report directory (the writer also shows it in summary.html).
+parity_tests/session_report.py calls `audit_files(records, meta, network)` at session end (with
+the run's network, built once when the options were validated) and writes what it returns
+into the report directory (the writer also shows it in summary.html); reports/merge.py calls
+it with the merged meta alone.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ def _batch(n_images: int = 3, seed: int = 0):
     return rng.random((28, 28, n_images)), np.arange(n_images) % 10
 
 
-def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1) -> dict:
+def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1, network=None) -> dict:
     """{"article": Traced, "network": Traced}: the reference functions the run's checked
     steps call, traced (reference/trace.py). The article's step is the fast path when the
     run checked `--parity-impl reference`, else the readable model (the reference every
-    other implementation is checked against); the network is `model` (--parity-model's)."""
+    other implementation is checked against); the network is `model` (--parity-model's),
+    `network` when given (its Network, already built)."""
     import numpy as np
 
     from reference import fast
@@ -43,17 +46,19 @@ def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1)
     _, article = trace(step, params, X, y, lr=lr, reduction=reduction)
     out = {"article": article}
     if model:
-        net = Network(model)
+        net = network if network is not None else Network(model)
         args = (net.init_params(0, "float64"), images_nchw(X), digits, lr)
         _, out["network"] = trace(net.train_step, *args, reduction=reduction)
     return out
 
 
-def traced_functions(impl: str, model: str, reduction: str = "sum", lr: float = 0.1) -> dict[str, str]:
+def traced_functions(
+    impl: str, model: str, reduction: str = "sum", lr: float = 0.1, network=None
+) -> dict[str, str]:
     """{equation id: the functions that computed it, comma separated}: E1..E17 from the
     article's traced step, X1..X12 from the network's; a fast kernel carries "(fast path;
     proven equal to ...)"."""
-    steps = traced_steps(impl, model, reduction, lr)
+    steps = traced_steps(impl, model, reduction, lr, network)
     out: dict[str, str] = {}
     for part, prefix in (("article", "E"), ("network", "X")):
         if part in steps:
@@ -63,8 +68,9 @@ def traced_functions(impl: str, model: str, reduction: str = "sum", lr: float = 
     return out
 
 
-def audit_files(records, meta) -> dict[str, str]:
-    """{"audit.md": text}. Never raises: a broken audit must not cost the run its report."""
+def audit_files(records, meta, network=None) -> dict[str, str]:
+    """{"audit.md": text}. Never raises: a broken audit must not cost the run its report.
+    `network`: the Network of meta's model when the caller has it (not parsed again)."""
     try:
         from parity_tests import model_mutants, mutants
         from parity_tests.stages import STAGES
@@ -81,8 +87,9 @@ def audit_files(records, meta) -> dict[str, str]:
                     checked_model(meta),
                     str(meta.get("reduction", "sum")),
                     float(meta.get("lr", 0.1)),
+                    network,
                 ),
-                model=checked_model(meta),
+                model=network if network is not None else checked_model(meta),
             ),
             variants=published.as_dicts(),
             mutants=mutants.as_dicts() + model_mutants.as_dicts(),

@@ -17,6 +17,7 @@ from parity_tests.stages import END_TO_END, STAGES
 
 PARITY_TEST_FILE = "test_parity.py"
 MODEL_TEST_FILE = "test_model.py"  # the spec-built network's checks (--parity-model)
+OWN_LAYERS_TEST_FILE = "test_own_layers.py"  # each --parity-layer kind checked alone
 # -m expressions that select the whole suite: pyproject's default and ./parity test's.
 FULL_MARK_EXPRESSIONS = ("not slow", "slow or not slow", "")
 
@@ -65,13 +66,30 @@ def completeness(session, exitstatus) -> dict:
     got = sum(1 for n in state.ran if n.split("::")[0].endswith(MODEL_TEST_FILE))
     if got < expected:
         why.append(f"{got} of the {expected} tests of {s.model_checked} ({MODEL_TEST_FILE}) ran")
+    why += unchecked_layers(s, state.ran)
     if why:
         return dict(status="partial", detail="; ".join(why))
     return dict(status="complete", detail=f"{ran} of {collected} tests ran")
 
 
+def unchecked_layers(s: Settings, ran) -> list[str]:
+    """The --parity-layer kinds this run never checked: the network test_model.py checks has
+    no layer of that kind (its pair never runs there) and test_own_layers.py did not check it
+    alone (test_own_layer[KIND-DTYPE] did not run)."""
+    from parity_tests.own_layers import used_layers
+
+    used = used_layers(s.user_layers, s.network)
+    own = [n.split("::", 1)[1] for n in ran if n.split("::")[0].endswith(OWN_LAYERS_TEST_FILE)]
+    alone = {n.partition("[")[2].partition("-")[0] for n in own}
+    how = "did not run" if not own else "did not check it"
+    return [
+        f"--parity-layer {kind} was not checked: {s.model_checked} has no {kind} layer and "
+        f"{OWN_LAYERS_TEST_FILE} {how}"
+        for kind in s.user_layers
+        if kind not in used and kind not in alone
+    ]
+
+
 def model_order(s: Settings) -> tuple:
     """The spec network's tensors in forward/backward order (the heat map's later rows)."""
-    from reference.network import Network
-
-    return Network(s.model_checked).order
+    return s.network.order

@@ -2,8 +2,9 @@
 
 Registered by the plugin (plugin.py names this module in `pytest_plugins`), so every test
 of the project sees them: `parity_settings`, `run_config`, `article_data`, `article_batch`,
-`harness`, `model_network`, `model_harness` (session-scoped) and `parity` (per test: the
-comparison helper that records and asserts). The detection tests' own cache fixture is in
+`harness`, `model_network`, `model_harness` (session-scoped), `parity` (per test: the
+comparison helper that records and asserts) and `model_parity` (the same for test_model.py's
+checks of the spec network). The detection tests' own cache fixture is in
 parity_tests/conftest.py.
 """
 
@@ -13,7 +14,6 @@ import warnings
 import pytest
 
 from parity_tests.compare import ParityRecorder
-from parity_tests.completeness import MODEL_TEST_FILE
 from parity_tests.harness import Harness, RunConfig
 from parity_tests.records import run_context
 from parity_tests.settings import SETTINGS, STATE, Settings
@@ -54,36 +54,37 @@ def harness(pytestconfig, run_config, article_data) -> Harness:
 
 @pytest.fixture(scope="session")
 def model_network(parity_settings):
-    """The spec-built network test_model.py checks (reference.network.Network)."""
-    from reference.network import Network
-
-    return Network(parity_settings.model_checked)
+    """The spec-built network test_model.py checks (reference.network.Network), built once
+    when the options were validated."""
+    return parity_settings.network
 
 
 @pytest.fixture(scope="session")
 def model_harness(parity_settings, run_config, article_data, model_network):
     from parity_tests.model_harness import ModelHarness
+    from parity_tests.own_layers import used_layers, user_ops
 
     impl = None
-    if parity_settings.layers:  # --parity-layer: the same network built with the user's layers
-        from parity_tests.own_layers import user_network
+    # --parity-layer: the same network built with those of the user's layers it has (none:
+    # the reference itself, as model_parity's records say).
+    used = used_layers(parity_settings.user_layers, model_network)
+    if used:
+        from reference.network import Network
 
-        impl = user_network(model_network.spec, parity_settings.layers, parity_settings.reduction)
+        impl = Network(model_network.spec, ops=user_ops(used))
     return ModelHarness(model_network, run_config, article_data, impl=impl)
 
 
 @pytest.fixture
 def parity(request, article_data) -> ParityRecorder:
     """The comparison helper bound to this test: `parity.check(...)` records and asserts."""
-    context = run_context(request.config, article_data)
-    s = request.config.stash[SETTINGS]
-    if request.node.path.name == MODEL_TEST_FILE:
-        # --parity-impl names an implementation of the article's train_step; the spec
-        # network is the reference's, or built from the user's --parity-layer functions.
-        impl = "reference"
-        if s.layers:
-            from parity_tests.own_layers import impl_label, load
+    return ParityRecorder(request.node, run_context(request.config, article_data))
 
-            impl = impl_label(load(s.layers, s.reduction))
-        context = dataclasses.replace(context, impl=impl)
-    return ParityRecorder(request.node, context)
+
+@pytest.fixture
+def model_parity(parity, parity_settings) -> ParityRecorder:
+    """`parity` for the spec network's checks (test_model.py): --parity-impl names an
+    implementation of the article's train_step, not of this network, which is the
+    reference's or built with the --parity-layer kinds it has (Settings.model_impl)."""
+    context = dataclasses.replace(parity.context, impl=parity_settings.model_impl)
+    return ParityRecorder(parity.node, context)

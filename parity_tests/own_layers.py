@@ -545,3 +545,10 @@ def user_network(spec, values: Iterable[str], reduction: str = "mean") -> Networ
 def impl_label(layers: Mapping[str, UserLayer]) -> str:
     """The records' implementation name for a network with these layers: own:conv,maxpool."""
     return "own:" + ",".join(layers)
+
+
+def used_layers(layers: Mapping[str, UserLayer], net: Network | None) -> dict[str, UserLayer]:
+    """The layers whose kind `net` has: only they run inside it (an avgpool pair plugged into
+    lenet, which has no average pooling, is never called there)."""
+    kinds = {node.kind for node in net.nodes} if net is not None else set()
+    return {kind: layer for kind, layer in layers.items() if kind in kinds}

@@ -42,7 +42,7 @@ def write_run_report(config) -> None:
         state.no_report_why = f"the run was {state.completeness['detail']}"
     else:
         meta = run_meta(config)
-        extra = audit_files(state.records, meta)
+        extra = audit_files(state.records, meta, s.network)  # the run's network, not re-parsed
         if gate_state(config).markdown:  # the gate's verdict, whenever a baseline was given
             extra["regression.md"] = gate_state(config).markdown
         try:

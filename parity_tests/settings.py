@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,22 @@ class Settings:
     baseline_factor: float
     model: str = DEFAULT_MODEL  # --parity-model as given (a preset name or a spec string)
     layers: tuple = ()  # --parity-layer values as given, one per kind (parity_tests/own_layers.py)
+    # Made once, when the options are validated (validate_options); every consumer reads
+    # these rather than parsing --parity-model or loading --parity-layer again.
+    network: object = dataclasses.field(default=None, repr=False, compare=False)
+    # ^ reference.network.Network of `model`
+    user_layers: Mapping = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    # ^ {kind: own_layers.UserLayer} of `layers`, in the order given
+
+    @property
+    def model_impl(self) -> str:
+        """The implementation test_model.py's records name: own:KIND,... for the
+        --parity-layer kinds the checked network has (a kind it lacks never runs in it), else
+        "reference"."""
+        from parity_tests.own_layers import impl_label, used_layers
+
+        used = used_layers(self.user_layers, self.network)
+        return impl_label(used) if used else "reference"
 
     @property
     def model_checked(self) -> str:
@@ -164,19 +181,22 @@ def _settings(config) -> Settings:
         report_dir=None if no_report else Path(o("--parity-report-dir")).absolute(),
         baseline=Path(baseline).absolute() if baseline else None,
         baseline_factor=_real("--parity-baseline-factor", o("--parity-baseline-factor"), 1),
-        model=_model("--parity-model", o("--parity-model")),
+        **_model("--parity-model", o("--parity-model")),
         layers=tuple(o("--parity-layer") or ()),
     )
 
 
-def _model(option: str, value: str) -> str:
+def _model(option: str, value: str) -> dict:
+    """{model: the preset's name or the canonical spec, network: its Network}: the option
+    parsed once, here."""
+    from reference.network import Network
     from reference.spec import parse_spec
 
     try:
         spec = parse_spec(value)
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"{option} {value!r}: {exc}") from None
-    return spec.preset or spec.text
+    return dict(model=spec.preset or spec.text, network=Network(spec))
 
 
 def available_memory() -> int:
@@ -194,9 +214,7 @@ def available_memory() -> int:
 def _check_model_memory(s: Settings) -> None:
     """A spec whose step cannot fit is refused before any test allocates it (conv(100000000,5)
     would otherwise take 18 GiB per test, then fail or be killed)."""
-    from reference.network import Network
-
-    need = Network(s.model).step_bytes(s.n_images, "float64")
+    need = s.network.step_bytes(s.n_images, "float64")
     have = available_memory()
     if need > have:
         raise pytest.UsageError(
@@ -233,12 +251,14 @@ def _resolve_impl(s: Settings, state: RunState, worker: bool) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
-def _check_layers(s: Settings) -> None:
-    """--parity-layer: every module imported and every function found now (own_layers.py)."""
-    if s.layers:
-        from parity_tests.own_layers import load
+def _load_layers(s: Settings) -> Settings:
+    """--parity-layer: every module imported and every function found now (own_layers.py);
+    the settings with the loaded layers."""
+    if not s.layers:
+        return s
+    from parity_tests.own_layers import load
 
-        load(s.layers, s.reduction)  # raises the one pytest.UsageError
+    return dataclasses.replace(s, user_layers=load(s.layers, s.reduction))  # or the one UsageError
 
 
 def _check_report_dir(s: Settings) -> None:
@@ -319,7 +339,7 @@ def validate_options(config) -> tuple[Settings, RunState]:
     if not worker:
         _check_report_dir(s)
     _resolve_impl(s, state, worker)  # first: a bad name fails before any data is looked for
-    _check_layers(s)
+    s = _load_layers(s)
     _check_model_memory(s)
     _load_data(config, s, state)
     if not worker:

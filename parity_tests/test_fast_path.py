@@ -172,3 +172,46 @@ def test_article_network_is_the_readable_model(tensor, dtype, harness, article_n
     allowance = _as_network({tensor: harness.end_to_end_tolerance(tensor, dtype).array}, K, s)[tensor]
     r = compare_arrays(actual, expected, allowance, against="network")
     assert r["passed"], f"Network('article').{ARTICLE_AS_NETWORK[tensor]} != {tensor}: {r['note']}"
+
+
+# --- each reference step once --------------------------------------------------------------
+
+
+def _counting(monkeypatch, module, name) -> list:
+    calls, real = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_the_readable_model_as_implementation_is_also_the_reference(
+    monkeypatch, run_config, article_data
+):
+    """--parity-impl reference:readable: reference(dtype) is implementation(dtype), one step."""
+    from parity_tests import harness as harness_module
+
+    calls = _counting(monkeypatch, harness_module, "run_train_step")
+    h = harness_module.Harness(run_config, article_data, model)
+    assert h.reference("float64") is h.implementation("float64") and len(calls) == 1
+
+
+@pytest.mark.parametrize("impl", ["reference", "own"], ids=["impl-is-reference-once", "impl-own-twice"])
+def test_a_model_layer_step_is_computed_once_when_the_network_is_the_reference(
+    monkeypatch, run_config, article_data, impl
+):
+    """The stage check (our side) and the end-to-end allowance (the reference's side) run
+    the same layer on the same arrays when the network under test is the reference."""
+    from parity_tests.model_harness import ModelHarness
+
+    net = Network("conv(2,3)-relu-maxpool(2)-dense(10)-softmax_ce")
+    other = None if impl == "reference" else Network(net.spec, ops=dict(net.ops))
+    h = ModelHarness(net, run_config, article_data, impl=other)
+    calls = _counting(monkeypatch, net, "node_step")
+    ours = h._layer_step("conv1", "float32", "implementation")
+    theirs = h._layer_step("conv1", "float32", "reference")
+    assert len(calls) == (1 if impl == "reference" else 2)
+    assert (ours is theirs) == (impl == "reference")

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from parity_tests import model_stages
 from parity_tests.settings import SETTINGS
-from reference.network import Network
 
 
 def pytest_generate_tests(metafunc):
     if "tensor" not in metafunc.fixturenames:
         return
-    net = Network(metafunc.config.stash[SETTINGS].model_checked)
+    net = metafunc.config.stash[SETTINGS].network  # built once, when the options were validated
     mode = "stage" if metafunc.function.__name__ == "test_model_stage" else "end_to_end"
     metafunc.parametrize("tensor", net.order, ids=[f"{t}-{mode}" for t in net.order])
 
@@ -54,9 +53,9 @@ def _check(parity, harness, tensor, framework, dtype, mode):
     )
 
 
-def test_model_stage(parity, model_harness, tensor, framework, dtype):
-    _check(parity, model_harness, tensor, framework, dtype, "stage")
+def test_model_stage(model_parity, model_harness, tensor, framework, dtype):
+    _check(model_parity, model_harness, tensor, framework, dtype, "stage")
 
 
-def test_model_end_to_end(parity, model_harness, tensor, framework, dtype):
-    _check(parity, model_harness, tensor, framework, dtype, "end_to_end")
+def test_model_end_to_end(model_parity, model_harness, tensor, framework, dtype):
+    _check(model_parity, model_harness, tensor, framework, dtype, "end_to_end")

@@ -43,6 +43,7 @@ them with those at p:
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -66,24 +67,28 @@ TAYLOR_H = 2.0 ** -np.arange(3, 24.5, 0.5)  # 0.125 down to 6e-8: dense, for kin
 MIN_TAYLOR_POINTS = 8  # step sizes above rounding, at least (as test_taylor.py)
 
 
-def _networks(config) -> list[str]:
-    """NETWORKS, then --parity-model's network when it is another one (by its label)."""
-    specs = list(NETWORKS)
-    labels = {Network(s).label for s in specs}
-    extra = config.stash[SETTINGS].model_checked
-    if Network(extra).label not in labels:
-        specs.append(extra)
-    return specs
+@functools.cache
+def _fixed_networks() -> tuple[Network, ...]:
+    return tuple(Network(spec) for spec in NETWORKS)
+
+
+def _networks(config) -> list[Network]:
+    """NETWORKS, then --parity-model's network (the run's, built when the options were
+    validated) when it is another one (by its label)."""
+    nets = list(_fixed_networks())
+    extra = config.stash[SETTINGS].network
+    if extra.label not in {net.label for net in nets}:
+        nets.append(extra)
+    return nets
 
 
 def pytest_generate_tests(metafunc):
     if "gradient" not in metafunc.fixturenames:
         return
     cases, ids = [], []
-    for spec in _networks(metafunc.config):
-        net = Network(spec)
+    for net in _networks(metafunc.config):
         for _, grad in update_pairs(net):
-            cases.append((spec, grad))
+            cases.append((net, grad))
             ids.append(f"{net.label}-{grad}")
     metafunc.parametrize("gradient", cases, ids=ids)
 
@@ -147,12 +152,13 @@ def _evaluate(net, params, X, target, reduction) -> tuple[float, tuple]:
 
 @pytest.fixture(scope="module")
 def setup_for(run_config, article_data, model_network):
-    """spec -> its Setup, one per network and module (the run's own network: model_network)."""
+    """network -> its Setup, one per network (by label) and module (the run's own network:
+    model_network)."""
     made = {}
 
-    def get(spec: str) -> Setup:
+    def get(net: Network) -> Setup:
+        spec = net.label
         if spec not in made:
-            net = Network(spec)
             if net.label == model_network.label:
                 net = model_network
             n = min(N_IMAGES, article_data.X.shape[2])
@@ -256,8 +262,8 @@ def _central(evaluate, p: np.ndarray, index: tuple, h: float):
 
 
 def test_model_finite_differences(parity, setup_for, run_config, gradient):
-    spec, grad = gradient
-    setup = setup_for(spec)
+    net, grad = gradient
+    setup = setup_for(net)
     param = _param_of(grad)
     p, g = setup.params[param], setup.grads[grad]
     assert g.shape == p.shape, f"{grad}: gradient shape {g.shape}, parameter {p.shape}"
@@ -315,8 +321,8 @@ def test_model_finite_differences(parity, setup_for, run_config, gradient):
 
 
 def test_model_taylor(parity, setup_for, run_config, gradient):
-    spec, grad = gradient
-    setup = setup_for(spec)
+    net, grad = gradient
+    setup = setup_for(net)
     param = _param_of(grad)
     p, g = setup.params[param], setup.grads[grad]
     frozen = Frozen(setup)

@@ -37,7 +37,7 @@ def configured_layers(config) -> dict:
     """The --parity-layer layers of this run, else the bundled example's."""
     s = config.stash[SETTINGS]
     if s.layers:
-        return dict(own_layers.load(s.layers, s.reduction))
+        return dict(s.user_layers)  # loaded once, when the options were validated
     return dict(own_layers.load(example_values(), "mean"))
 
 

@@ -271,6 +271,60 @@ def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
     assert result["status"] == expected, result
 
 
+def _own(*kinds) -> list[str]:
+    """--parity-layer values for `kinds`, from the bundled CS231n example."""
+    from parity_tests.own_layers import option_value
+    from parity_tests.test_own_layers import EXAMPLE
+
+    return [option_value(kind, EXAMPLE) for kind in kinds]
+
+
+@pytest.mark.parametrize(
+    "kinds,label",
+    [
+        (("avgpool",), "reference"),
+        (("conv", "avgpool"), "own:conv"),
+        (("conv", "maxpool"), "own:conv,maxpool"),
+        (("tanh", "relu", "sigmoid"), "own:relu"),
+    ],
+    ids=[
+        "lenet-avgpool-reference",
+        "lenet-conv,avgpool-own:conv",
+        "lenet-conv,maxpool",
+        "lenet-tanh,relu,sigmoid-own:relu",
+    ],
+)
+def test_model_records_credit_only_the_layer_kinds_the_network_has(pytestconfig, tmp_path, kinds, label):
+    """lenet has no average pooling: an avgpool pair never runs in it, so test_model.py's
+    records must not say own:avgpool (issue 21)."""
+    s, _ = validate(pytestconfig, tmp_path, parity_layer=_own(*kinds))
+    assert s.model == "lenet" and s.model_impl == label
+
+
+@pytest.mark.parametrize(
+    "own_ran,expected",
+    [((), "partial"), (("avgpool-float64", "avgpool-float32"), "complete")],
+    ids=["own-layers-not-run-partial", "own-layers-run-complete"],
+)
+def test_a_layer_kind_nothing_checked_makes_the_run_partial(pytestconfig, tmp_path, own_ran, expected):
+    """--parity-layer avgpool with lenet: checked only if test_own_layers.py checked it alone."""
+    s = validate(pytestconfig, tmp_path, parity_layer=_own("avgpool"))[0]
+    own = [f"parity_tests/test_own_layers.py::test_own_layer[{i}]" for i in own_ran]
+    every = _parity_ids(completeness.expected_parity_tests(s)) + _model_ids(
+        completeness.expected_model_tests(s)
+    )
+    session = _session(
+        pytestconfig, tmp_path, ran=every + own, collected=len(every + own), parity_layer=_own("avgpool")
+    )
+    result = completeness.completeness(session, pytest.ExitCode.OK)
+    assert result["status"] == expected, result
+    if expected == "partial":
+        assert result["detail"] == (
+            "--parity-layer avgpool was not checked: lenet has no avgpool layer and "
+            "test_own_layers.py did not run"
+        )
+
+
 # --------------------------------------------------------------------------- 6. options
 
 
@@ -346,6 +400,76 @@ def test_usage_errors_exit_4_before_any_test(args):
     assert run.returncode == 4, run.stdout[-2000:] + run.stderr[-2000:]
     assert "passed" not in run.stdout and "failed" not in run.stdout
     assert len((run.stdout + run.stderr).strip().splitlines()) <= 5, run.stderr
+
+
+SMALL_NET = (
+    "conv(2,3)-relu-avgpool(2)-dense(10)-softmax_ce"  # not one of test_model_derivatives.NETWORKS
+)
+
+
+def _spy_options(monkeypatch) -> list:
+    """Every parse of a spec string and every load of --parity-layer values, from now on."""
+    from parity_tests import own_layers
+    from reference import network, spec
+
+    calls = []
+
+    def spy(name, real):
+        def called(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return called
+
+    monkeypatch.setattr(spec, "parse_spec", spy("parse_spec", spec.parse_spec))
+    monkeypatch.setattr(network, "parse_spec", spy("parse_spec", network.parse_spec))
+    monkeypatch.setattr(own_layers, "load", spy("load", own_layers.load))
+    return calls
+
+
+def test_the_model_is_parsed_and_the_layers_loaded_once_at_validation(
+    pytestconfig, tmp_path, monkeypatch
+):
+    """Options resolved once (issue 20): validate_options parses --parity-model and loads the
+    --parity-layer values; whatever reads them later takes the Settings' network and layers."""
+    from parity_tests import audit_hook, own_layers, records, test_model, test_model_derivatives
+    from parity_tests.test_own_layers import EXAMPLE, configured_layers
+
+    calls = _spy_options(monkeypatch)
+    layer = own_layers.option_value("avgpool", EXAMPLE)
+    s, state = validate(pytestconfig, tmp_path, parity_model=SMALL_NET, parity_layer=[layer])
+    assert calls == ["parse_spec", "load"]
+    assert s.network.label == s.model == SMALL_NET and list(s.user_layers) == ["avgpool"]
+    test_model_derivatives._fixed_networks()  # that module's own networks, built once
+    calls.clear()
+
+    config = FakeConfig(pytestconfig)
+    config.stash = {settings.SETTINGS: s, settings.STATE: state}
+    config.invocation_params = types.SimpleNamespace(args=())
+    got = {}
+    metafunc = types.SimpleNamespace(
+        fixturenames=["tensor"],
+        config=config,
+        function=test_model.test_model_stage,
+        parametrize=lambda name, values, ids: got.update({name: values}),
+    )
+    test_model.pytest_generate_tests(metafunc)
+    assert got["tensor"] == s.network.order
+    assert test_model_derivatives._networks(config)[-1] is s.network
+    assert completeness.expected_model_tests(s) > 0
+    assert records.run_meta(config)["tensor_order"][-len(s.network.order) :] == list(s.network.order)
+    assert configured_layers(config) == dict(s.user_layers)
+    assert s.model_impl == "own:avgpool"
+    assert (
+        "X2"
+        in audit_hook.audit_files([], {"impl": "reference", "model": s.model}, s.network)["audit.md"]
+    )
+    assert calls == [], f"parsed or loaded again after validation: {calls}"
+
+
+def test_the_session_fixtures_are_the_settings_network(parity_settings, model_network, model_harness):
+    assert model_network is parity_settings.network
+    assert model_harness.net is parity_settings.network
 
 
 # --------------------------------------------------------------------------- 8. escaping

@@ -274,16 +274,16 @@ _SETTING_USED = {
 }
 
 
-def layers_using(model: str | None, setting: str) -> tuple[str, list[tuple[str, str]]]:
+def layers_using(model, setting: str) -> tuple[str, list[tuple[str, str]]]:
     """(the model's label, [(layer name, its spec token and setting), ...]) for the layers
-    of `model` (a preset name or a spec string) whose `setting` ("pad", "stride") is not the
-    neutral one, e.g. ("lenet", [("pool1", "maxpool(2) (stride 2)")]); ("", []) when no model
-    is given."""
+    of `model` (a preset name, a spec string or a built reference.network.Network) whose
+    `setting` ("pad", "stride") is not the neutral one, e.g. ("lenet", [("pool1", "maxpool(2)
+    (stride 2)")]); ("", []) when no model is given."""
     if not model:
         return "", []
     from reference.network import Network  # network imports the layers, not this module
 
-    net = Network(model)
+    net = model if isinstance(model, Network) else Network(model)
     used = []
     for n in net.nodes:
         if _SETTING_USED[setting](n.layer):
@@ -294,12 +294,13 @@ def layers_using(model: str | None, setting: str) -> tuple[str, list[tuple[str, 
     return net.label, used
 
 
-def as_dicts(functions: dict[str, str] | None = None, model: str | None = None) -> list[dict]:
+def as_dicts(functions: dict[str, str] | None = None, model=None) -> list[dict]:
     """Plain-data registry for reports/audit.py (strings only, E1..E17 then X1..X12).
     `functions` maps an equation id to the functions that computed it in the run, as traced
     (parity_tests/audit_hook.py, reference/trace.py); an id it lacks gets "" (nothing that
     ran computes it: it acts through the `via` equations, or the checked network has no such
-    layer). `model` (the network test_model.py checked, a preset name or a spec) scopes the
+    layer). `model` (the network test_model.py checked: a preset name, a spec or its
+    Network) scopes the
     `via` checks of X1/X2 to its layers that pad / stride: `via_setting` says which setting,
     `via_model` the model's label, `via_layers` the layer names (comma separated; "" when
     none uses it) and `via_where` the same in words."""
