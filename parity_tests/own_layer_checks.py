@@ -45,19 +45,23 @@ from parity_tests.metrics import compare_arrays, format_mismatch
 from parity_tests.own_layers import OUTPUTS, UserLayer
 from reference.layers import KINDS
 from reference.network import DEFAULT_OPS, Node
-from reference.spec import AvgPool, Conv, Dense, MaxPool, Relu, Sigmoid, SoftmaxCE, Tanh
+from reference.spec import KINDS as SPEC_LAYERS
+from reference.spec import Conv, Dense, SoftmaxCE
 
 MODE = "layer"
 REDUCTION = "mean"  # the CS231n softmax_loss's; the other kinds do not depend on it
 REFERENCE = "reference"
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
+# The kinds a user may bring, by family (reference/layers/registry.py).
+ACTIVATIONS = tuple(k for k in own_layers.KINDS if KINDS[k].family == "activation")
+POOLS = tuple(k for k in own_layers.KINDS if KINDS[k].family == "pool")
+# A kinked pool (max pooling) is also drawn with tied windows.
+_POOL_HYPER = ("N", "C", "H", "W", "k", "stride")
 FAILED = ("fail", "error")
 
 # The hyper-parameters of each kind, in the order a case is written.
 HYPER = {
     "conv": ("N", "C", "F", "H", "W", "k", "stride", "pad"),
-    "maxpool": ("N", "C", "H", "W", "k", "stride", "ties"),
-    "avgpool": ("N", "C", "H", "W", "k", "stride"),
+    **{kind: _POOL_HYPER + ("ties",) * KINDS[kind].kinked for kind in POOLS},
     "dense": ("N", "d1", "d2", "M", "x_nd"),
     "softmax_ce": ("N", "K", "big"),
     **{kind: ("N", "dims", "D", "C", "H", "W", "zeros", "big") for kind in ACTIVATIONS},
@@ -123,7 +127,7 @@ def _conv_case(draw):
 def _pool_case(draw, kind):
     k, stride = draw(_ints(1, 3)), draw(_ints(1, 3))
     N, C, H, W = draw(_ints(1, 3)), draw(_ints(1, 3)), draw(_ints(3, 9)), draw(_ints(3, 9))
-    extra = {"ties": draw(st.booleans())} if kind == "maxpool" else {}
+    extra = {"ties": draw(st.booleans())} if KINDS[kind].kinked else {}
     seed = draw(_ints(0, 2**31 - 1))
     return Case.make(kind, seed, N=N, C=C, H=H, W=W, k=k, stride=stride, **extra)
 
@@ -155,7 +159,7 @@ def cases(kind: str):
     """The Hypothesis strategy of `kind`'s draws."""
     if kind == "conv":
         return _conv_case()
-    if kind in ("maxpool", "avgpool"):
+    if kind in POOLS:
         return _pool_case(kind)
     if kind in ACTIVATIONS:
         return _activation_case(kind)
@@ -193,15 +197,15 @@ def make_inputs(case: Case, dtype: str) -> LayerInputs:
         a["dZ"] = normal((N, *out))
         params = {"conv.F": a["F"], "conv.b": a["b"]}
         x, upstream, shape = a["X"], a["dZ"], (C, H, W)
-    elif kind in ("maxpool", "avgpool"):
-        N, C, H, W, k, s = (c[n] for n in HYPER["avgpool"])
-        layer = (MaxPool if kind == "maxpool" else AvgPool)(size=k, stride=s)
+    elif kind in POOLS:
+        N, C, H, W, k, s = (c[n] for n in _POOL_HYPER)
+        layer = SPEC_LAYERS[kind](size=k, stride=s)
         out = layer.output_shape((C, H, W))
         X = rng.integers(0, 3, (N, C, H, W)).astype(float) if c.get("ties") else normal((N, C, H, W))
         a = dict(X=X, dA=normal((N, *out)), k=k, stride=s)
         params, x, upstream, shape = {}, X, a["dA"], (C, H, W)
     elif kind in ACTIVATIONS:
-        layer = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}[kind]()
+        layer = SPEC_LAYERS[kind]()
         shape = (c["D"],) if c["dims"] == 2 else (c["C"], c["H"], c["W"])
         Z = normal((c["N"], *shape)) * (10.0 if c["big"] else 1.0)
         if c["zeros"]:
@@ -266,7 +270,7 @@ def reference_outputs(inp: LayerInputs) -> dict:
     if kind == "conv":
         out = {"Z": ops.forward(a["X"], a["F"], a["b"], layer.stride, layer.pad)}
         out.update(ops.backward(a["X"], a["F"], a["dZ"], layer.stride, layer.pad, True))
-    elif kind in ("maxpool", "avgpool"):
+    elif kind in POOLS:
         out = {"A": ops.forward(a["X"], layer.size, layer.stride)}
         out["dX"] = ops.backward(a["X"], a["dA"], layer.size, layer.stride)
     elif kind in ACTIVATIONS:
@@ -287,7 +291,7 @@ def _explain_context(inp: LayerInputs, ref: dict) -> dict:
     a, kind = inp.a, inp.case.kind
     if kind == "conv":
         layer = {n: a[n] for n in ("X", "F", "b", "dZ", "stride", "pad")}
-    elif kind in ("maxpool", "avgpool"):
+    elif kind in POOLS:
         layer = {n: a[n] for n in ("X", "dA", "k", "stride")}
     elif kind in ACTIVATIONS:
         layer = {"Z": a["Z"], "A": ref[f"{kind}.A"], "dA": a["dA"]}
@@ -392,11 +396,13 @@ SWEEPS = {
         dict(N=2, C=2, F=2, H=7, W=7),
         (("stride", (1, 2, 3)), ("pad", (0, 1, 2)), ("k", (1, 2, 3))),
     ),
-    "maxpool": (
-        dict(N=2, C=2, H=6, W=6),
-        (("ties", (False, True)), ("k", (1, 2, 3)), ("stride", (1, 2, 3))),
-    ),
-    "avgpool": (dict(N=2, C=2, H=6, W=6), (("k", (1, 2, 3)), ("stride", (1, 2, 3)))),
+    **{
+        kind: (
+            dict(N=2, C=2, H=6, W=6),
+            (("ties", (False, True)),) * KINDS[kind].kinked + (("k", (1, 2, 3)), ("stride", (1, 2, 3))),
+        )
+        for kind in POOLS
+    },
     "dense": (dict(d1=2, d2=3), (("N", (1, 2, 3)), ("M", (1, 3)), ("x_nd", (False, True)))),
     "softmax_ce": ({}, (("N", (1, 2, 3, 4)), ("K", (2, 5, 10)), ("big", (False, True)))),
     **{

@@ -6,7 +6,7 @@ Students write each layer as a pair of functions, NCHW, batch first:
     conv_backward(dout, cache) -> (dx, dw, db)          w (F, C, HH, WW), b (F,)
     max_pool_forward(x, pool_param) -> (out, cache)     pool_param {"pool_height": k,
     max_pool_backward(dout, cache) -> dx                 "pool_width": k, "stride": s}
-    avg_pool_forward / avg_pool_backward                the same
+    (the other pools alike: every kind's signatures are its registry entry's `user`)
     affine_forward(x, w, b) -> (out, cache)             x (N, D) or (N, d1, ...), w (D, M)
     affine_backward(dout, cache) -> (dx, dw, db)
     relu_forward(x) -> (out, cache); relu_backward(dout, cache) -> dx   (sigmoid_, tanh_ too)
@@ -42,45 +42,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reference.layers import KINDS as REGISTRY
 from reference.layers import loss as ref_loss
 from reference.network import Network, Ops
 
 OPTION = "--parity-layer"
 
-# kind -> the user's functions, in the order the option names them, with their signatures.
-SIGNATURES: dict[str, tuple[str, ...]] = {
-    "conv": (
-        "conv_forward(x, w, b, conv_param) -> (out, cache)",
-        "conv_backward(dout, cache) -> (dx, dw, db)",
-    ),
-    "maxpool": (
-        "max_pool_forward(x, pool_param) -> (out, cache)",
-        "max_pool_backward(dout, cache) -> dx",
-    ),
-    "avgpool": (
-        "avg_pool_forward(x, pool_param) -> (out, cache)",
-        "avg_pool_backward(dout, cache) -> dx",
-    ),
-    "relu": ("relu_forward(x) -> (out, cache)", "relu_backward(dout, cache) -> dx"),
-    "sigmoid": ("sigmoid_forward(x) -> (out, cache)", "sigmoid_backward(dout, cache) -> dx"),
-    "tanh": ("tanh_forward(x) -> (out, cache)", "tanh_backward(dout, cache) -> dx"),
-    "dense": ("affine_forward(x, w, b) -> (out, cache)", "affine_backward(dout, cache) -> (dx, dw, db)"),
-    "softmax_ce": ("softmax_loss(x, y) -> (loss, dx)",),
-}
+# kind -> the user's functions, in the order the option names them, with their signatures:
+# every registry kind that takes a user's own layer (reference/layers/registry.py, `user`).
+SIGNATURES: dict[str, tuple[str, ...]] = {name: k.user for name, k in REGISTRY.items() if k.user}
 KINDS = tuple(SIGNATURES)
 # The CS231n names of each kind's functions: conv -> (conv_forward, conv_backward).
 FUNCTION_NAMES = {kind: tuple(s.split("(", 1)[0] for s in sigs) for kind, sigs in SIGNATURES.items()}
-# The tensors each kind's pair gives, by the Network's short names (reference/network.py).
+# The tensors each kind's pair gives, by the Network's short names (reference/network.py):
+# its forward outputs (a softmax_loss gives no probabilities), its input gradient, its
+# parameters' gradients.
 OUTPUTS = {
-    "conv": ("Z", "dX", "dF", "db"),
-    "maxpool": ("A", "dX"),
-    "avgpool": ("A", "dX"),
-    "relu": ("A", "dZ"),
-    "sigmoid": ("A", "dZ"),
-    "tanh": ("A", "dZ"),
-    "dense": ("Z", "dA", "dW", "db"),
-    "softmax_ce": ("E", "dZ"),
+    kind: (
+        *(o for o in REGISTRY[kind].outputs if o != "P"),
+        REGISTRY[kind].input_grad,
+        *(f"d{p}" for p in REGISTRY[kind].params),
+    )
+    for kind in KINDS
 }
+
+
+def _family(kind: str) -> str:
+    """The kind's calling form (registry.FAMILIES): the user's functions of one family are
+    called alike."""
+    return REGISTRY[kind].family
+
+
 EXPECTED = (
     "KIND=module:forward,module:backward with KIND one of " + ", ".join(KINDS) + " "
     "(softmax_ce=module:softmax_loss, one function); module a dotted importable module or a "
@@ -272,8 +264,8 @@ def load(values: tuple[str, ...], reduction: str = "mean") -> Mapping[str, UserL
 # --- calling the user's functions -----------------------------------------------------------
 #
 # `a` holds one layer's inputs by the names of the Network's calling form (reference/network.py
-# Ops): conv X, F, b, dZ, stride, pad; maxpool / avgpool X, dA, k, stride; relu / sigmoid /
-# tanh Z, dA; dense A, W, b, dZ; softmax_ce Z, labels. Outputs by the Network's short names.
+# Ops, by family): conv X, F, b, dZ, stride, pad; pools X, dA, k, stride; activations Z,
+# dA; dense A, W, b, dZ; softmax_ce Z, labels. Outputs by the Network's short names.
 
 
 def _conv_sides(a) -> tuple[int, int]:
@@ -287,11 +279,11 @@ def expected_shapes(kind: str, a: Mapping) -> dict[str, tuple]:
     if kind == "conv":
         N, F = np.shape(a["X"])[0], np.shape(a["F"])[0]
         return {"Z": (N, F, *_conv_sides(a)), "dX": np.shape(a["X"]), "dF": np.shape(a["F"]), "db": (F,)}
-    if kind in ("maxpool", "avgpool"):
+    if _family(kind) == "pool":
         N, C, H, W = np.shape(a["X"])
         k, s = a["k"], a["stride"]
         return {"A": (N, C, (H - k) // s + 1, (W - k) // s + 1), "dX": (N, C, H, W)}
-    if kind in ("relu", "sigmoid", "tanh"):
+    if _family(kind) == "activation":
         return {"A": np.shape(a["Z"]), "dZ": np.shape(a["Z"])}
     if kind == "dense":
         N, M = np.shape(a["A"])[0], np.shape(a["W"])[1]
@@ -302,9 +294,8 @@ def expected_shapes(kind: str, a: Mapping) -> dict[str, tuple]:
 
 
 def _input_dtype(kind: str, a: Mapping):
-    return np.asarray(
-        a[{"conv": "X", "maxpool": "X", "avgpool": "X", "dense": "A"}.get(kind, "Z")]
-    ).dtype
+    # The layer's input, by its family's name for it.
+    return np.asarray(a[{"conv": "X", "pool": "X", "dense": "A"}.get(_family(kind), "Z")]).dtype
 
 
 def _array(value, fn: UserFunction, what: str, shape, dtype) -> np.ndarray:
@@ -372,10 +363,10 @@ def forward(layer: UserLayer, a: Mapping) -> tuple[dict, object]:
         param = {"stride": int(a["stride"]), "pad": int(a["pad"])}
         result = fn(g.args("x"), g.args("w"), g.args("b"), param)
         out_name = "Z"
-    elif kind in ("maxpool", "avgpool"):
+    elif _family(kind) == "pool":
         g = _Guard(fn, x=a["X"])
         result, out_name = fn(g.args("x"), _pool_param(a)), "A"
-    elif kind in ("relu", "sigmoid", "tanh"):
+    elif _family(kind) == "activation":
         g = _Guard(fn, x=a["Z"])
         result, out_name = fn(g.args("x")), "A"
     elif kind == "dense":
@@ -408,7 +399,7 @@ def backward(layer: UserLayer, a: Mapping, cache) -> dict:
     """The user's backward with the upstream gradient of `a` and a cache of its forward."""
     kind, fn = layer.kind, layer.functions[1]
     shapes, dtype = expected_shapes(kind, a), _input_dtype(kind, a)
-    upstream = a["dA"] if kind in ("maxpool", "avgpool", "relu", "sigmoid", "tanh") else a["dZ"]
+    upstream = a["dA"] if _family(kind) in ("pool", "activation") else a["dZ"]
     g = _Guard(fn, dout=upstream)
     if kind in ("conv", "dense"):
         names = ("dx", "dw", "db")
@@ -416,7 +407,7 @@ def backward(layer: UserLayer, a: Mapping, cache) -> dict:
         short = ("dX", "dF", "db") if kind == "conv" else ("dA", "dW", "db")
     else:
         got, names = (fn(g.args("dout"), cache),), ("dx",)
-        short = ("dX",) if kind in ("maxpool", "avgpool") else ("dZ",)
+        short = (REGISTRY[kind].input_grad,)
     g.check()
     return {s: _array(v, fn, n, shapes[s], dtype) for s, n, v in zip(short, names, got)}
 
@@ -520,13 +511,11 @@ def _softmax_ops(layer: UserLayer) -> Ops:
     return Ops(fwd, bwd)
 
 
+# family -> the adapter from the user's CS231n-style pair to the family's calling form.
 _ADAPTERS = {
     "conv": _conv_ops,
-    "maxpool": _pool_ops,
-    "avgpool": _pool_ops,
-    "relu": _activation_ops,
-    "sigmoid": _activation_ops,
-    "tanh": _activation_ops,
+    "pool": _pool_ops,
+    "activation": _activation_ops,
     "dense": _dense_ops,
     "softmax_ce": _softmax_ops,
 }
@@ -534,7 +523,7 @@ _ADAPTERS = {
 
 def user_ops(layers: Mapping[str, UserLayer]) -> dict[str, Ops]:
     """The user's layers as reference.network Ops: Network(spec, ops=user_ops(layers))."""
-    return {kind: _ADAPTERS[kind](layer) for kind, layer in layers.items()}
+    return {kind: _ADAPTERS[_family(kind)](layer) for kind, layer in layers.items()}
 
 
 def user_network(spec, values: Iterable[str], reduction: str = "mean") -> Network:
@@ -548,7 +537,7 @@ def impl_label(layers: Mapping[str, UserLayer]) -> str:
 
 
 def used_layers(layers: Mapping[str, UserLayer], net: Network | None) -> dict[str, UserLayer]:
-    """The layers whose kind `net` has: only they run inside it (an avgpool pair plugged into
-    lenet, which has no average pooling, is never called there)."""
+    """The layers whose kind `net` has: only they run inside it (a pooling pair plugged into
+    a network without that pooling is never called there)."""
     kinds = {node.kind for node in net.nodes} if net is not None else set()
     return {kind: layer for kind, layer in layers.items() if kind in kinds}

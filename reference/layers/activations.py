@@ -177,6 +177,7 @@ def _activation(name, forward, backward, bound, equations, mistakes, kinked=Fals
         bound=bound,
         kinked=kinked,
         mistakes=mistakes,
+        user=(f"{name}_forward(x) -> (out, cache)", f"{name}_backward(dout, cache) -> dx"),
     )
 
 

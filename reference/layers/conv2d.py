@@ -475,4 +475,8 @@ CONV = LayerKind(
     params=("F", "b"),
     init=_init,
     mistakes=MISTAKES,
+    user=(
+        "conv_forward(x, w, b, conv_param) -> (out, cache)",
+        "conv_backward(dout, cache) -> (dx, dw, db)",
+    ),
 )

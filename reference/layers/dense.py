@@ -178,6 +178,7 @@ DENSE = LayerKind(
     bound=_dense_bound,
     params=("W", "b"),
     init=_dense_init,
+    user=("affine_forward(x, w, b) -> (out, cache)", "affine_backward(dout, cache) -> (dx, dw, db)"),
     mistakes=(
         Mistake(
             id="dense_bias_grad_mean",

@@ -215,6 +215,7 @@ SOFTMAX_CE = LayerKind(
     forward=softmax_cross_entropy,
     backward=softmax_cross_entropy_backward,
     bound=_softmax_ce_bound,
+    user=("softmax_loss(x, y) -> (loss, dx)",),
     mistakes=(
         Mistake(
             id="softmax_no_max_shift",

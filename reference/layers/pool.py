@@ -207,6 +207,7 @@ MAXPOOL = LayerKind(
     backward=max_pool_backward,
     bound=_max_bound,
     kinked=True,
+    user=("max_pool_forward(x, pool_param) -> (out, cache)", "max_pool_backward(dout, cache) -> dx"),
     mistakes=(
         Mistake(
             id="pool_grad_all_maxima",
@@ -241,6 +242,7 @@ AVGPOOL = LayerKind(
     forward=avg_pool_forward,
     backward=lambda X, dA, k, s: avg_pool_backward(dA, X.shape, k, s),
     bound=_avg_bound,
+    user=("avg_pool_forward(x, pool_param) -> (out, cache)", "avg_pool_backward(dout, cache) -> dx"),
     mistakes=(
         Mistake(
             id="avgpool_grad_not_divided",

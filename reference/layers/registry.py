@@ -111,6 +111,9 @@ class LayerKind:
     kinked: bool = False
     init: Callable | None = None  # (layer, in_shape) -> (fan_in, {short: shape})
     mistakes: tuple[Mistake, ...] = ()  # its mutation catalogue
+    # The CS231n-style functions --parity-layer takes for this kind (parity_tests/own_layers.py),
+    # "name(args) -> result" each, forward first; () where a user's own layer is not taken.
+    user: tuple[str, ...] = ()
 
     def params_of(self, layer) -> tuple[str, ...]:
         if getattr(layer, "bias", True):
