@@ -387,12 +387,22 @@ def forward(layer: UserLayer, a: Mapping) -> tuple[dict, object]:
             )
         # A scalar loss may come back as a Python float: it is taken in the inputs' dtype.
         E = np.asarray(loss).astype(dtype)
-        return {"E": E, "dZ": _array(dx, fn, "dx", shapes["dZ"], dtype)}, None
+        return {"E": _frozen(E), "dZ": _frozen(_array(dx, fn, "dx", shapes["dZ"], dtype))}, None
     else:
         raise KeyError(kind)
     out, cache = _unpack(result, fn, ("out", "cache"))
     g.check()
-    return {out_name: _array(out, fn, "out", shapes[out_name], dtype)}, cache
+    return {out_name: _frozen(_array(out, fn, "out", shapes[out_name], dtype))}, cache
+
+
+def _frozen(value: np.ndarray) -> np.ndarray:
+    """A read-only copy of what a forward returned, taken before its backward is called: a
+    backward may write into its cache, and the cache may be that very array (relu_forward's
+    `cache = out`), so the output compared is the one the forward gave, neither repaired nor
+    spoiled by the backward."""
+    copy = np.array(value, copy=True)
+    copy.setflags(write=False)
+    return copy
 
 
 def backward(layer: UserLayer, a: Mapping, cache) -> dict:
@@ -413,7 +423,8 @@ def backward(layer: UserLayer, a: Mapping, cache) -> dict:
 
 
 def run(layer: UserLayer, a: Mapping) -> dict:
-    """Forward, then backward with the forward's own cache: every tensor of OUTPUTS[kind]."""
+    """Forward, then backward with the forward's own cache: every tensor of OUTPUTS[kind].
+    The forward's outputs are copied (read-only) before the backward is called."""
     out, cache = forward(layer, a)
     if layer.kind == "softmax_ce":
         return out

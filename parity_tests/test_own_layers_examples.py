@@ -255,3 +255,50 @@ def test_lenet_with_own_max_pool(article_data, run_config, framework, path, pass
 def test_case_text_is_what_hypothesis_prints():
     case = Case.make("maxpool", 0, N=1, C=1, H=3, W=3, k=2, stride=1, ties=True)
     assert repr(case) == "maxpool(N=1, C=1, H=3, W=3, k=2, stride=1, ties=yes, seed=0)"
+
+
+# --- what is compared is what the forward gave -------------------------------------------------
+
+# A forward's output is compared as it was when the forward returned, before the backward ran
+# on the same cache: a backward that writes into its cache can neither repair a wrong output
+# nor spoil a right one.
+CACHE_WRITERS = {
+    # relu_forward keeps out in its cache; relu_backward builds dx in that buffer.
+    "repairs_wrong_forward": (
+        "import numpy as np\n"
+        "def relu_forward(x):\n"
+        "    out = np.abs(x)  # wrong: |x| is not max(x, 0)\n"
+        "    return out, (x, out)\n"
+        "def relu_backward(dout, cache):\n"
+        "    x, out = cache\n"
+        "    np.maximum(x, 0, out=out)  # repairs the forward's output in place\n"
+        "    return dout * (x > 0)\n",
+        False,
+    ),
+    "reuses_its_cache": (
+        "import numpy as np\n"
+        "def relu_forward(x):\n"
+        "    out = np.maximum(x, 0)\n"
+        "    return out, out\n"
+        "def relu_backward(dout, cache):\n"
+        "    dx = cache  # the forward's out, reused as dx's buffer: legal, the cache is its own\n"
+        "    dx[...] = dout * (cache > 0)\n"
+        "    return dx\n",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CACHE_WRITERS)
+def test_forward_output_is_compared_before_the_backward_runs(parity, tmp_path, name):
+    source, correct = CACHE_WRITERS[name]
+    path = tmp_path / f"relu_{name}.py"
+    path.write_text(source, encoding="utf-8")
+    layer = _layer("relu", path)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", (), draws())
+    if correct:
+        assert outcome.message is None, outcome.message
+    else:
+        assert outcome.message is not None, "a wrong relu forward repaired by its backward passed"
+        failed = {r["tensor"] for r in outcome.records if r["status"] == "fail"}
+        assert failed == {"relu.A"}, outcome.message
