@@ -202,8 +202,9 @@ class ModelHarness:
             p, g = self.params(dtype)[param], ours[self.grad_of[param]]
             actual = load_model_mirror(framework).update(p, g, cfg.lr)
             tol = model_stages.update_tolerance(p, g, cfg.lr, dtype)
-            truth = None if dtype == "float64" else p.astype(np.float64) - cfg.lr * g.astype(np.float64)
-            return Check(np.asarray(actual), expected, tol, truth)
+            exact = p.astype(np.float64) - cfg.lr * g.astype(np.float64)
+            truth = None if dtype == "float64" else exact
+            return Check(np.asarray(actual), expected, tol, truth, truth_zero=not np.any(exact))
         node, x, upstream = self._stage_inputs(tensor, dtype)
         short = tensor.split(".", 1)[1]
         actual = self._framework_stage(framework, node.name, dtype)[tensor]
@@ -214,10 +215,11 @@ class ModelHarness:
             node, short, x, params, upstream, own, cfg.reduction, dtype, target
         )
         context = self._explain_context(tensor, dtype)
-        truth = None
-        if dtype != "float64":
-            truth = self._layer_step(node.name, dtype, "implementation", True)[tensor]
-        return Check(np.asarray(actual), expected, tol, truth, context)
+        # The reference's layer in float64 on our inputs to it: the truth of a float32 check,
+        # and in either dtype what says whether zeros are right here (a dead ReLU's region).
+        exact = self._layer_step(node.name, dtype, "implementation", True)[tensor]
+        truth = None if dtype == "float64" else exact
+        return Check(np.asarray(actual), expected, tol, truth, context, not np.any(exact))
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
         """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
@@ -318,10 +320,15 @@ class ModelHarness:
             if tensor not in self.net.forward_names
             else self.implementation(dtype)
         )
-        truth = self.reference("float64")[tensor] if dtype != "float64" else None
+        exact = self.reference("float64")[tensor]  # the reference's whole step in float64
+        truth = exact if dtype != "float64" else None
         actual = self.end_to_end(framework, dtype)[tensor]
         return Check(
-            np.asarray(actual), np.asarray(ours[tensor]), self.end_to_end_tolerance(tensor, dtype), truth
+            np.asarray(actual),
+            np.asarray(ours[tensor]),
+            self.end_to_end_tolerance(tensor, dtype),
+            truth,
+            truth_zero=not np.any(exact),
         )
 
     def budgets(self, frameworks, dtypes, label: str = "", allow_vacuous: bool = False):
@@ -339,7 +346,12 @@ class ModelHarness:
                         where = f"{label} {tensor} {framework} {dtype} {mode}".strip()
                         c = make(tensor, framework, dtype)
                         r = compare_arrays(
-                            c.actual, c.expected, c.tolerance.array, truth=c.truth, against=framework
+                            c.actual,
+                            c.expected,
+                            c.tolerance.array,
+                            truth=c.truth,
+                            truth_zero=c.truth_zero,
+                            against=framework,
                         )
                         budget, failure = float(r["budget_used"]), None
                         if not r["passed"] and not (allow_vacuous and r["status"] == "vacuous"):
