@@ -58,7 +58,7 @@ PLANTED = {
     "conv": (
         "conv.dX",
         "stride=2",
-        "fails for stride >= 2 (stride=2, 3), at every pad and k; passes for stride=1",
+        "fails for stride >= 2 (stride=2, 3), at every pad, k and size; passes for stride=1",
         "conv_grad_input_no_dilation",
     ),
     "maxpool": (
@@ -302,3 +302,58 @@ def test_forward_output_is_compared_before_the_backward_runs(parity, tmp_path, n
         assert outcome.message is not None, "a wrong relu forward repaired by its backward passed"
         failed = {r["tensor"] for r in outcome.records if r["status"] == "fail"}
         assert failed == {"relu.A"}, outcome.message
+
+
+# --- the covering grid: what 25 draws leave untried ---------------------------------------------
+
+# A conv wrong only at one corner of its ranges (its forward off by 1e-3 there), each of
+# which the default profile's 25 draws can miss.
+CORNERS = {
+    "stride3-pad2": "conv_param['stride'] == 3 and conv_param['pad'] == 2",
+    "k4-pad2": "w.shape[2] == 4 and conv_param['pad'] == 2",
+    "H9-W9": "x.shape[2] == 9 and x.shape[3] == 9",
+}
+
+
+@pytest.mark.parametrize("corner", CORNERS)
+def test_a_conv_wrong_at_one_corner_is_caught_by_the_default_run(parity, tmp_path, corner):
+    path = tmp_path / f"conv_{corner.replace('-', '_')}.py"
+    path.write_text(
+        GOOD.read_text(encoding="utf-8")
+        + "\n_good_conv_forward = conv_forward\n"
+        + "def conv_forward(x, w, b, conv_param):\n"
+        + "    out, cache = _good_conv_forward(x, w, b, conv_param)\n"
+        + f"    if {CORNERS[corner]}:\n"
+        + "        out = out + 1e-3\n"
+        + "    return out, cache\n",
+        encoding="utf-8",
+    )
+    layer = _layer("conv", path)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", (), draws())
+    assert outcome.message is not None, f"a conv wrong only at {corner} passed the default run"
+    failed = {r["tensor"] for r in outcome.records if r["status"] == "fail"}
+    assert failed == {"conv.Z"}, outcome.message
+
+
+def test_the_covering_grid_covers_every_product_point_and_every_pair():
+    from itertools import combinations, product
+
+    from parity_tests.own_layer_checks import PRODUCTS, RANGES, covering_grid
+
+    for kind in own_layers.KINDS:
+        grid = covering_grid(kind)
+        assert len({c.seed for c in grid}) == len(grid)
+        held = [dict(c.hyper) for c in grid]
+        if kind in PRODUCTS:  # conv: every stride x pad x k at H = W = 8 and at 9
+            names = [n for n, _ in PRODUCTS[kind]]
+            square = [{**h, "size": h["H"]} for h in held if h["H"] == h["W"]]
+            got = {tuple(h[n] for n in names) for h in square}
+            assert set(product(*(v for _, v in PRODUCTS[kind]))) <= got, kind
+        if kind in ACTIVATION_KINDS:
+            continue  # C, H, W and D belong to different ranks; their pairs are not all drawn
+        for a, b in combinations(RANGES[kind], 2):  # every pair of drawn values meets
+            pairs = {(h[a], h[b]) for h in held}
+            assert set(product(RANGES[kind][a], RANGES[kind][b])) <= pairs, (kind, a, b)
+
+
+ACTIVATION_KINDS = ("relu", "sigmoid", "tanh")
