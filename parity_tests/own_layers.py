@@ -84,6 +84,17 @@ class OwnLayerError(RuntimeError):
     """A user's layer returned something unusable or changed its arguments."""
 
 
+def _blamed(fn):
+    """OwnLayerError, blamed on the user's function `fn` (parity_function)."""
+
+    def make(message: str) -> OwnLayerError:
+        exc = OwnLayerError(message)
+        exc.parity_function = fn.label
+        return exc
+
+    return make
+
+
 def _usage(value, expected: str) -> pytest.UsageError:
     return pytest.UsageError(f"{OPTION} {value!r}: expected {expected}")
 
@@ -108,7 +119,21 @@ class UserFunction:
     fn: Callable
 
     def __call__(self, *args):
-        return self.fn(*args)
+        try:
+            return self.fn(*args)
+        except Exception as exc:
+            _blame(exc, self)
+            raise
+
+
+def _blame(exc: BaseException, fn: UserFunction) -> None:
+    """Name on the exception the user's function it came from (parity_function): a network
+    of the user's layers says which function raised, not only which layer."""
+    if not hasattr(exc, "parity_function"):
+        try:
+            exc.parity_function = fn.label
+        except AttributeError:  # an exception type without a __dict__
+            pass
 
 
 @dataclass(frozen=True)
@@ -343,7 +368,7 @@ class _Guard:
     def check(self):
         for name, original in self.arrays.items():
             if not np.array_equal(original, self.copies[name], equal_nan=True):
-                raise OwnLayerError(
+                raise _blamed(self.fn)(
                     f"{self.fn.label} changed its argument {name} in place: a layer must leave "
                     "its inputs as they are (the layer before it still holds them)"
                 )

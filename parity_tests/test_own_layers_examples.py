@@ -357,3 +357,55 @@ def test_the_covering_grid_covers_every_product_point_and_every_pair():
 
 
 ACTIVATION_KINDS = ("relu", "sigmoid", "tanh")
+
+
+# --- a user function that raises inside a network ------------------------------------------------
+
+RAISING_RELU_BACKWARD = (
+    "\nCALLS = []\n"
+    "def relu_backward(dout, cache):\n"
+    "    CALLS.append(1)\n"
+    "    raise ValueError('relu_backward is not written yet')\n"
+)
+
+
+def test_a_raising_layer_is_localised_and_what_precedes_it_is_checked(
+    tmp_path, run_config, article_data, parity_settings
+):
+    """lenet with a relu_backward that raises: the errors name relu's tensors (the last ReLU
+    is the first layer backward reaches), every forward tensor and the gradients made before
+    it still pass, and the user's network is run once per dtype, not once per check."""
+    path = tmp_path / "relu_raises.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + RAISING_RELU_BACKWARD, encoding="utf-8")
+    impl = own_layers.user_network("lenet", (own_layers.option_value("relu", path),))
+    net = Network("lenet")
+    harness = ModelHarness(net, run_config, article_data, impl=impl)
+    relus = [n.name for n in net.nodes if n.kind == "relu"]
+    failing = relus[-1]  # backward meets the last ReLU first
+    before = net.backward_names[: net.backward_names.index(f"{failing}.dZ")]
+    errors, passed = {}, set()
+    for framework in parity_settings.frameworks:
+        for dtype in parity_settings.dtypes:
+            for mode in ("stage", "end_to_end"):
+                make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+                for tensor in net.order:
+                    try:
+                        c = make(tensor, framework, dtype)
+                    except Exception as exc:  # noqa: BLE001
+                        errors[(tensor, mode)] = str(exc)
+                        continue
+                    r = compare_arrays(c.actual, c.expected, c.tolerance.array, truth_zero=c.truth_zero)
+                    if r["passed"]:
+                        passed.add((tensor, mode))
+    for tensor in (*net.forward_names, *before):
+        assert (tensor, "stage") in passed, (tensor, errors.get((tensor, "stage")))
+    for tensor in net.forward_names:
+        assert (tensor, "end_to_end") in passed, (tensor, errors.get((tensor, "end_to_end")))
+    own = errors[(f"{failing}.dZ", "stage")]
+    assert f"relu_raises.py:relu_backward raised at {failing} (relu, backward)" in own, own
+    assert "ValueError: relu_backward is not written yet" in own
+    later = errors[("conv1.dF", "stage")]
+    assert later.startswith("conv1.dF was not computed: ") and f"({failing}.dZ)" in later, later
+    assert all(f"at {failing} (relu, backward)" in e for e in errors.values()), errors
+    calls = own_layers._load_path(path.resolve()).CALLS
+    assert len(calls) == len(parity_settings.dtypes), len(calls)  # cached: one try per dtype
