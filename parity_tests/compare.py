@@ -172,6 +172,7 @@ class ParityRecorder:
             c.tolerance.array,
             truth=c.truth,
             expect_zero=expect_zero,
+            truth_zero=getattr(c, "truth_zero", False),
             brief=self.brief,
             against=fields["against"],
         )

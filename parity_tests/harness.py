@@ -52,6 +52,9 @@ class Check:
     tolerance: tolerance.Tolerance
     truth: np.ndarray | None
     context: dict | None = None  # what parity_tests.explain may use to name a mismatch
+    # The float64 truth is exactly zero at every element: two sides of zeros are then right
+    # (metrics.compare_arrays truth_zero), not a check that could not fail.
+    truth_zero: bool = False
 
 
 def _failure(exc: BaseException) -> str:
@@ -134,7 +137,11 @@ class Harness:
         after, pristine = self.inputs_after(dtype).get(name), self.pristine_inputs(dtype)[name]
         if not isinstance(after, np.ndarray):
             raise ImplementationError(f"train_step replaced its input {name} by {type(after).__name__}")
-        return Check(pristine, after, tolerance.exact(pristine.shape), None)  # impl: its copy
+        # impl: its copy. The pristine input is the truth: an input of zeros (the article
+        # init's b) left as zeros is untouched, not a check that proves nothing.
+        return Check(
+            pristine, after, tolerance.exact(pristine.shape), None, truth_zero=not np.any(pristine)
+        )
 
     def reference(self, dtype: str) -> Tensors:
         """The project's own reference (used for the end-to-end rounding spread)."""

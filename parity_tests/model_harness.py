@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import traceback
 
 import numpy as np
 
 from parity_tests import kinks as kink_rules
 from parity_tests import model_stages, tolerance
 from parity_tests.harness import Check, _read_only
+from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import MirrorUnavailable
 from reference.network import KINKED, Network, images_nchw, update_pairs
 
@@ -45,6 +47,36 @@ _MIRRORS = {
     "torch": "parity_tests.mirrors.model_torch",
     "tensorflow": "parity_tests.mirrors.model_tf",
 }
+
+
+class LayerFailed(ImplementationError):
+    """A layer of the network under test raised (or wrote into its arguments) in its
+    forward or backward: `node` (None: the update), `phase`, the exception."""
+
+    def __init__(self, node, phase: str, error: BaseException):
+        self.node, self.phase, self.error = node, phase, error
+        where = f"{node.name} ({node.kind}, {phase})" if node is not None else phase
+        function = getattr(error, "parity_function", "")
+        self.where = where
+        self.text = (
+            f"{function + ' ' if function else ''}raised at {where}: {type(error).__name__}: {error}"
+        )
+        self.tensors = (
+            tuple(node.q(t) for t in (node.outputs if phase == "forward" else node.grads))
+            if node is not None
+            else ()
+        )
+        frames = "".join(traceback.format_exception(error, limit=-3)).rstrip()
+        super().__init__(f"{self.text} ({', '.join(self.tensors)})\n{frames}")
+
+    def about(self, tensor: str) -> ImplementationError:
+        """The error of a check of `tensor`, which the failing layer kept from being made."""
+        if tensor in self.tensors:
+            return ImplementationError(str(self))
+        return ImplementationError(
+            f"{tensor} was not computed: {self.text} first ({', '.join(self.tensors)}), and "
+            f"{tensor} depends on it"
+        )
 
 
 def load_model_mirror(framework: str):
@@ -130,10 +162,59 @@ class ModelHarness:
         return self._at_point(0, dtype)
 
     def _step(self, net, dtype, decide):
+        if net is not self.net:
+            return self._partial_step(net, dtype, decide)
         X, target = self.inputs(dtype)
         cfg = self.config
         labels = self.data.labels
         return net.train_step(self.params(dtype), X, labels, cfg.lr, cfg.reduction, decide)
+
+    def _partial_step(self, net, dtype, decide) -> dict:
+        """The network under test's train_step layer by layer (as Network.train_step): where
+        a layer raises (a user's function raising or writing in place), the tensors made
+        before it are kept and the failure is remembered (self.failures[dtype]): the checks
+        of what does not depend on it still run, the others are errors naming the layer
+        that raised, and the step is not run again by every test (the callers are cached)."""
+        X, _ = self.inputs(dtype)
+        cfg = self.config
+        params, X = net.check_params(self.params(dtype), X)
+        target = net.targets(self.data.labels, X.dtype)
+        out: dict = {}
+        grads: dict = {}
+        node, phase = None, "forward"
+        try:
+            h = X
+            for node in net.nodes:
+                h = net._forward_node(node, params, h, target, cfg.reduction, out)
+            phase = "backward"
+            for node in reversed(net.nodes):
+                if node.grads:
+                    x = net.inputs_of(node, X, out)
+                    grads.update(
+                        net._backward_node(
+                            node, params, x, out, grads, target, cfg.reduction, decide or {}
+                        )
+                    )
+            out.update(grads)
+            phase, node = "update", None
+            out.update(net.sgd_step(params, grads, cfg.lr))
+        except Exception as exc:  # noqa: BLE001  (the user's code: localised, not re-raised)
+            out.update(grads)  # the gradients of the layers backward reached before it
+            self.__dict__.setdefault("failures", {}).setdefault(dtype, LayerFailed(node, phase, exc))
+        return out
+
+    def failure(self, dtype: str):
+        """The LayerFailed of the network under test's step in `dtype`, or None."""
+        self.implementation(dtype)
+        return self.__dict__.get("failures", {}).get(dtype)
+
+    def _ours(self, tensor: str, dtype: str, tensors: dict):
+        """`tensor` of our step, or the error of the layer that raised before making it."""
+        if tensor not in tensors:
+            failure = self.failure(dtype)
+            if failure is not None:
+                raise failure.about(tensor)
+        return tensors[tensor]
 
     @_memo
     def implementation(self, dtype: str) -> dict:
@@ -158,7 +239,11 @@ class ModelHarness:
         node = net.node_of(tensor)
         X, _ = self.inputs(dtype)
         x = net.inputs_of(node, X, ours)
-        return node, x, net.upstream_of(node, ours)
+        try:
+            upstream = net.upstream_of(node, ours)
+        except KeyError:  # a layer after it raised in its backward: the forward stands alone
+            upstream = np.zeros_like(ours[node.q(node.outputs[0])])
+        return node, x, upstream
 
     def _layer_step(self, layer: str, dtype: str, source: str, in_float64: bool = False) -> dict:
         """The reference layer `layer` (every tensor it computes) on `source`'s inputs to it
@@ -195,15 +280,16 @@ class ModelHarness:
 
     def stage_check(self, tensor: str, framework: str, dtype: str) -> Check:
         ours = self.implementation(dtype)
-        expected = np.asarray(ours[tensor])
+        expected = np.asarray(self._ours(tensor, dtype, ours))
         cfg = self.config
         if tensor.endswith("_new"):
             param = tensor[: -len("_new")]
             p, g = self.params(dtype)[param], ours[self.grad_of[param]]
             actual = load_model_mirror(framework).update(p, g, cfg.lr)
             tol = model_stages.update_tolerance(p, g, cfg.lr, dtype)
-            truth = None if dtype == "float64" else p.astype(np.float64) - cfg.lr * g.astype(np.float64)
-            return Check(np.asarray(actual), expected, tol, truth)
+            exact = p.astype(np.float64) - cfg.lr * g.astype(np.float64)
+            truth = None if dtype == "float64" else exact
+            return Check(np.asarray(actual), expected, tol, truth, truth_zero=not np.any(exact))
         node, x, upstream = self._stage_inputs(tensor, dtype)
         short = tensor.split(".", 1)[1]
         actual = self._framework_stage(framework, node.name, dtype)[tensor]
@@ -214,10 +300,11 @@ class ModelHarness:
             node, short, x, params, upstream, own, cfg.reduction, dtype, target
         )
         context = self._explain_context(tensor, dtype)
-        truth = None
-        if dtype != "float64":
-            truth = self._layer_step(node.name, dtype, "implementation", True)[tensor]
-        return Check(np.asarray(actual), expected, tol, truth, context)
+        # The reference's layer in float64 on our inputs to it: the truth of a float32 check,
+        # and in either dtype what says whether zeros are right here (a dead ReLU's region).
+        exact = self._layer_step(node.name, dtype, "implementation", True)[tensor]
+        truth = None if dtype == "float64" else exact
+        return Check(np.asarray(actual), expected, tol, truth, context, not np.any(exact))
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
         """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
@@ -298,6 +385,8 @@ class ModelHarness:
     @_memo
     def following(self, framework: str, dtype: str) -> dict:
         """Our step with the framework's branches at the kinks (and only there)."""
+        if self.failure(dtype) is not None:  # a layer raised: not run again, per framework
+            return self.implementation(dtype)
         decide, _ = self.kinks(framework, dtype)
         if not decide:
             return self.implementation(dtype)
@@ -313,15 +402,21 @@ class ModelHarness:
         return tuple(k for k in found if position[k.layer] >= position[name])
 
     def end_to_end_check(self, tensor: str, framework: str, dtype: str) -> Check:
+        self._ours(tensor, dtype, self.implementation(dtype))  # the layer that raised, if any
         ours = (
             self.following(framework, dtype)
             if tensor not in self.net.forward_names
             else self.implementation(dtype)
         )
-        truth = self.reference("float64")[tensor] if dtype != "float64" else None
+        exact = self.reference("float64")[tensor]  # the reference's whole step in float64
+        truth = exact if dtype != "float64" else None
         actual = self.end_to_end(framework, dtype)[tensor]
         return Check(
-            np.asarray(actual), np.asarray(ours[tensor]), self.end_to_end_tolerance(tensor, dtype), truth
+            np.asarray(actual),
+            np.asarray(self._ours(tensor, dtype, ours)),
+            self.end_to_end_tolerance(tensor, dtype),
+            truth,
+            truth_zero=not np.any(exact),
         )
 
     def budgets(self, frameworks, dtypes, label: str = "", allow_vacuous: bool = False):
@@ -339,7 +434,12 @@ class ModelHarness:
                         where = f"{label} {tensor} {framework} {dtype} {mode}".strip()
                         c = make(tensor, framework, dtype)
                         r = compare_arrays(
-                            c.actual, c.expected, c.tolerance.array, truth=c.truth, against=framework
+                            c.actual,
+                            c.expected,
+                            c.tolerance.array,
+                            truth=c.truth,
+                            truth_zero=c.truth_zero,
+                            against=framework,
                         )
                         budget, failure = float(r["budget_used"]), None
                         if not r["passed"] and not (allow_vacuous and r["status"] == "vacuous"):

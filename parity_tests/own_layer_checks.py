@@ -28,6 +28,7 @@ summarised as "fails for stride >= 2 (stride=2, 3), at every pad and k; passes f
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import traceback
@@ -371,17 +372,21 @@ class CaseRun:
     def check(self, short: str, against: str) -> Check:
         q = self.inputs.node.q(short)
         truth = None if self.truth is None else self.truth[q]
+        exact = self.reference[q] if truth is None else truth  # float64: the reference's
         return Check(
             np.asarray(self.theirs(against)[q]),
             self.ours(short),
             self.tolerance(short),
             truth,
             _explain_context(self.inputs, self.reference),
+            not np.any(exact),
         )
 
     def measure(self, short: str, against: str) -> dict:
         c = self.check(short, against)
-        return compare_arrays(c.actual, c.expected, c.tolerance.array, brief=True, against=against)
+        return compare_arrays(
+            c.actual, c.expected, c.tolerance.array, truth_zero=c.truth_zero, brief=True, against=against
+        )
 
 
 def _failed(result: dict) -> bool:
@@ -390,11 +395,11 @@ def _failed(result: dict) -> bool:
 
 # --- the sweep ---------------------------------------------------------------------------------
 
-# kind -> (fixed hyper-parameters, the grid: (name, values) ...). Seed 0.
+# kind -> (fixed hyper-parameters, the grid: (name, values) ...). Seed 0. `size` is H = W.
 SWEEPS = {
     "conv": (
-        dict(N=2, C=2, F=2, H=7, W=7),
-        (("stride", (1, 2, 3)), ("pad", (0, 1, 2)), ("k", (1, 2, 3))),
+        dict(N=2, C=2, F=2),
+        (("stride", (1, 2, 3)), ("pad", (0, 1, 2)), ("k", (1, 2, 3, 4)), ("size", (8, 9))),
     ),
     **{
         kind: (
@@ -418,6 +423,8 @@ SWEEPS = {
 def _values_text(name, values) -> str:
     if all(isinstance(v, bool) for v in values):
         return f"{name} no/yes"
+    if name == "size":
+        return "H = W " + "/".join(_show(v) for v in values)
     ints = [v for v in values if isinstance(v, int)]
     if len(ints) == len(values) and ints == list(range(ints[0], ints[-1] + 1)) and len(ints) > 2:
         return f"{name} {ints[0]}..{ints[-1]}"
@@ -490,7 +497,7 @@ def sweep(layer: UserLayer, dtype: str, shorts=None) -> str:
     points = []
     for values in itertools.product(*(v for _, v in grid)):
         at = dict(zip((n for n, _ in grid), values))
-        points.append((at, _fails(layer, Case.make(kind, 0, **base, **at), dtype, shorts)))
+        points.append((at, _fails(layer, Case.make(kind, 0, **_sized({**base, **at})), dtype, shorts)))
     watched = ", ".join(f"{kind}.{s}" for s in shorts)
     fixed = ", ".join(f"{n}={v}" for n, v in base.items())
     grid_text = " x ".join(_values_text(n, v) for n, v in grid)
@@ -500,6 +507,113 @@ def sweep(layer: UserLayer, dtype: str, shorts=None) -> str:
         f"({fixed + ', ' if fixed else ''}seed 0){' (' + flags + ')' if flags else ''}: "
         + describe_sweep(grid, points)
     )
+
+
+def _sized(hyper: dict) -> dict:
+    """`size` -> H = W."""
+    hyper = dict(hyper)
+    if "size" in hyper:
+        hyper["H"] = hyper["W"] = hyper.pop("size")
+    return hyper
+
+
+# --- the covering grid ---------------------------------------------------------------------------
+#
+# Hypothesis' 25 draws of the default profile leave most combinations of the hyper-parameters
+# untried: a conv wrong only at stride 3 with pad 2, at k 4 with pad 2 or at 9 x 9 inputs
+# passed the default run. So every run also checks, against the reference, a deterministic
+# grid: the product of the values a mistake usually hangs on (conv: stride x pad x k at one
+# even and one odd size H = W, 8 and 9; pools: k x stride (x ties) at 8 and 9), and a
+# pairwise covering of every kind's drawn ranges (each value of each hyper-parameter meets
+# each value of every other one in some point: the odd and even H and W, N, C, F, ...).
+
+# kind -> the drawn ranges, as the strategies above draw them.
+RANGES = {
+    "conv": dict(
+        N=range(1, 4), C=range(1, 4), F=range(1, 4), H=range(3, 10), W=range(3, 10),
+        k=range(1, 5), stride=range(1, 4), pad=range(3),
+    ),
+    **{
+        kind: dict(
+            N=range(1, 4), C=range(1, 4), H=range(3, 10), W=range(3, 10), k=range(1, 4),
+            stride=range(1, 4), **({"ties": (False, True)} if KINDS[kind].kinked else {}),
+        )
+        for kind in POOLS
+    },
+    "dense": dict(N=range(1, 5), d1=range(1, 5), d2=range(1, 4), M=range(1, 7), x_nd=(False, True)),
+    "softmax_ce": dict(N=range(1, 6), K=range(2, 11), big=(False, True)),
+    **{
+        kind: dict(
+            N=range(1, 4), dims=(2, 4), D=range(1, 9), C=range(1, 4), H=range(1, 5),
+            W=range(1, 5), zeros=(False, True), big=(False, True),
+        )
+        for kind in ACTIVATIONS
+    },
+}  # fmt: skip
+# kind -> the product every run covers whole: (name, values) ...
+PRODUCTS = {
+    "conv": (("stride", (1, 2, 3)), ("pad", (0, 1, 2)), ("k", (1, 2, 3, 4)), ("size", (8, 9))),
+    **{
+        kind: (("k", (1, 2, 3)), ("stride", (1, 2, 3)), ("size", (8, 9)))
+        + (("ties", (False, True)),) * KINDS[kind].kinked
+        for kind in POOLS
+    },
+}
+
+
+def _valid(kind: str, row: dict) -> bool:
+    if kind == "conv":  # the window fits the padded input, as the strategy draws it
+        return min(row["H"], row["W"]) >= row["k"] - 2 * row["pad"]
+    return True
+
+
+def _pairwise(kind: str) -> list[dict]:
+    """A greedy covering array of strength 2 over RANGES[kind]: rows (valid ones only) that
+    hold every pair of values of two hyper-parameters some valid row holds. Deterministic."""
+    names = list(RANGES[kind])
+    values = [list(RANGES[kind][n]) for n in names]
+    rows = np.array(
+        [r for r in itertools.product(*(range(len(v)) for v in values))
+         if _valid(kind, {n: v[i] for n, v, i in zip(names, values, r)})]
+    )  # fmt: skip
+    # pair id of each row's (axis i, axis j) values: one flat space over every pair of axes
+    pairs, offset = [], 0
+    for i, j in itertools.combinations(range(len(names)), 2):
+        pairs.append(offset + rows[:, i] * len(values[j]) + rows[:, j])
+        offset += len(values[i]) * len(values[j])
+    pair_ids = np.stack(pairs, axis=1)
+    uncovered = np.zeros(offset, bool)
+    uncovered[np.unique(pair_ids)] = True  # only what some valid row holds
+    chosen = []
+    while uncovered.any():
+        best = int(np.argmax(uncovered[pair_ids].sum(axis=1)))
+        chosen.append(best)
+        uncovered[pair_ids[best]] = False
+    return [{n: v[i] for n, v, i in zip(names, values, rows[c])} for c in chosen]
+
+
+def _case_of(kind: str, hyper: dict, seed: int) -> Case:
+    hyper = _sized(hyper)
+    if kind in ACTIVATIONS:  # the shape's names of the other rank play no part
+        drop = ("C", "H", "W") if hyper["dims"] == 2 else ("D",)
+        hyper = {n: v for n, v in hyper.items() if n not in drop}
+    return Case.make(kind, seed, **hyper)
+
+
+@functools.cache
+def covering_grid(kind: str) -> tuple[Case, ...]:
+    """The deterministic cases every run checks beside the Hypothesis draws: the product of
+    PRODUCTS[kind] (the other hyper-parameters at N = C = F = 2), then a pairwise covering
+    of RANGES[kind]. Case i has seed i."""
+    fixed = {"conv": dict(N=2, C=2, F=2), **{k: dict(N=2, C=2) for k in POOLS}}.get(kind, {})
+    product = PRODUCTS.get(kind, ())
+    rows = [
+        {**fixed, **dict(zip((n for n, _ in product), values))}
+        for values in itertools.product(*(v for _, v in product))
+    ] if product else []  # fmt: skip
+    rows += _pairwise(kind)
+    cases = dict.fromkeys(_case_of(kind, row, 0) for row in rows)  # in order, once each
+    return tuple(dataclasses.replace(case, seed=i) for i, case in enumerate(cases))
 
 
 # --- the check -----------------------------------------------------------------------------------
@@ -582,12 +696,30 @@ def check_layer(
                     if budget >= worst.get((short, side), (-1.0,))[0]:
                         worst[(short, side)] = (budget, case)
 
+    def grid():
+        """The covering grid, against the reference: after the draws, so that a mistake
+        they find is shown on Hypothesis' shrunk example."""
+        for case in covering_grid(kind):
+            run = CaseRun(layer, case, dtype, mirrors)
+            try:
+                _ = run.user
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                raise UserFailure(case, exc) from None
+            for short in shorts:
+                if _failed(run.measure(short, REFERENCE)):
+                    raise LayerMismatch(case, f"{kind}.{short}", REFERENCE)
+
+    found_by = HYPOTHESIS
     try:
         draws()
+        found_by = GRID
+        grid()
     except UserFailure as exc:
-        return _user_failure(recorder, layer, dtype, mirrors, exc)
+        return _user_failure(recorder, layer, dtype, mirrors, exc, found_by)
     except LayerMismatch as exc:
-        return _mismatch(recorder, layer, dtype, mirrors, exc.case)
+        return _mismatch(recorder, layer, dtype, mirrors, exc.case, found_by)
     # Every draw passed: one record per tensor and side, the draw that used most of its budget.
     runs: dict = {}
     records = []
@@ -606,9 +738,14 @@ def check_layer(
     return Outcome(records, None)
 
 
-def _mismatch(recorder, layer, dtype, mirrors, case: Case) -> Outcome:
+# How a failing case was found: the words of its message line and of its records' note.
+HYPOTHESIS = ("minimal failing example (hypothesis, shrunk)", "minimal failing draw")
+GRID = ("failing point of the covering grid (deterministic, first of the grid)", "failing grid point")
+
+
+def _mismatch(recorder, layer, dtype, mirrors, case: Case, found_by=HYPOTHESIS) -> Outcome:
     run = CaseRun(layer, case, dtype, mirrors)
-    note = f"minimal failing draw: {case.text()}"
+    note = f"{found_by[1]}: {case.text()}"
     records = [
         _record(recorder, run, s, side, note)
         for side in (REFERENCE, *mirrors)
@@ -617,18 +754,18 @@ def _mismatch(recorder, layer, dtype, mirrors, case: Case) -> Outcome:
     bad = [r for r in records if r["status"] in FAILED]
     shorts = [r["tensor"].split(".", 1)[1] for r in bad if r["against"] == REFERENCE]
     text = sweep(layer, dtype, dict.fromkeys(shorts) or None)
-    return Outcome(records, _message(recorder, layer, dtype, case, bad, text), case)
+    return Outcome(records, _message(recorder, layer, dtype, case, bad, text, found_by), case)
 
 
-def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure) -> Outcome:
+def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HYPOTHESIS) -> Outcome:
     case, error = exc.case, exc.error
     run = CaseRun(layer, case, dtype, mirrors)
-    note = f"minimal failing draw: {case.text()}"
+    note = f"{found_by[1]}: {case.text()}"
     records = [_record(recorder, run, s, REFERENCE, note) for s in OUTPUTS[layer.kind]]
     head = [
         f"own layer {layer.kind} [{dtype}] ({layer.where}) failed to run: "
         f"{type(error).__name__}: {error}",
-        f"minimal failing example (hypothesis, shrunk): {case.text()}",
+        f"{found_by[0]}: {case.text()}",
         *_user_traceback(error),
         sweep(layer, dtype),
         f"reproduce: {recorder.reproduce()}",
@@ -649,11 +786,11 @@ def _user_traceback(error: BaseException) -> list[str]:
     return ["Traceback (your code, most recent call last):", *traceback.format_list(frames[-6:])]
 
 
-def _message(recorder, layer, dtype, case, bad, sweep_text) -> str:
+def _message(recorder, layer, dtype, case, bad, sweep_text, found_by=HYPOTHESIS) -> str:
     listed = ", ".join(f"{r['tensor']} vs {r['against']}" for r in bad)
     lines = [f"own layer {layer.kind} [{dtype}] ({layer.where}) differs: {listed}"]
     if case is not None:
-        lines.append(f"minimal failing example (hypothesis, shrunk): {case.text()}")
+        lines.append(f"{found_by[0]}: {case.text()}")
         flags = [n for n, v in case.hyper if n in FLAGS and v is True]
         lines += [f"  {n}=yes: {FLAGS[n]}" for n in flags]
     first = bad[0]

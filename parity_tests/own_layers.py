@@ -84,6 +84,17 @@ class OwnLayerError(RuntimeError):
     """A user's layer returned something unusable or changed its arguments."""
 
 
+def _blamed(fn):
+    """OwnLayerError, blamed on the user's function `fn` (parity_function)."""
+
+    def make(message: str) -> OwnLayerError:
+        exc = OwnLayerError(message)
+        exc.parity_function = fn.label
+        return exc
+
+    return make
+
+
 def _usage(value, expected: str) -> pytest.UsageError:
     return pytest.UsageError(f"{OPTION} {value!r}: expected {expected}")
 
@@ -108,7 +119,21 @@ class UserFunction:
     fn: Callable
 
     def __call__(self, *args):
-        return self.fn(*args)
+        try:
+            return self.fn(*args)
+        except Exception as exc:
+            _blame(exc, self)
+            raise
+
+
+def _blame(exc: BaseException, fn: UserFunction) -> None:
+    """Name on the exception the user's function it came from (parity_function): a network
+    of the user's layers says which function raised, not only which layer."""
+    if not hasattr(exc, "parity_function"):
+        try:
+            exc.parity_function = fn.label
+        except AttributeError:  # an exception type without a __dict__
+            pass
 
 
 @dataclass(frozen=True)
@@ -343,7 +368,7 @@ class _Guard:
     def check(self):
         for name, original in self.arrays.items():
             if not np.array_equal(original, self.copies[name], equal_nan=True):
-                raise OwnLayerError(
+                raise _blamed(self.fn)(
                     f"{self.fn.label} changed its argument {name} in place: a layer must leave "
                     "its inputs as they are (the layer before it still holds them)"
                 )
@@ -387,12 +412,22 @@ def forward(layer: UserLayer, a: Mapping) -> tuple[dict, object]:
             )
         # A scalar loss may come back as a Python float: it is taken in the inputs' dtype.
         E = np.asarray(loss).astype(dtype)
-        return {"E": E, "dZ": _array(dx, fn, "dx", shapes["dZ"], dtype)}, None
+        return {"E": _frozen(E), "dZ": _frozen(_array(dx, fn, "dx", shapes["dZ"], dtype))}, None
     else:
         raise KeyError(kind)
     out, cache = _unpack(result, fn, ("out", "cache"))
     g.check()
-    return {out_name: _array(out, fn, "out", shapes[out_name], dtype)}, cache
+    return {out_name: _frozen(_array(out, fn, "out", shapes[out_name], dtype))}, cache
+
+
+def _frozen(value: np.ndarray) -> np.ndarray:
+    """A read-only copy of what a forward returned, taken before its backward is called: a
+    backward may write into its cache, and the cache may be that very array (relu_forward's
+    `cache = out`), so the output compared is the one the forward gave, neither repaired nor
+    spoiled by the backward."""
+    copy = np.array(value, copy=True)
+    copy.setflags(write=False)
+    return copy
 
 
 def backward(layer: UserLayer, a: Mapping, cache) -> dict:
@@ -413,7 +448,8 @@ def backward(layer: UserLayer, a: Mapping, cache) -> dict:
 
 
 def run(layer: UserLayer, a: Mapping) -> dict:
-    """Forward, then backward with the forward's own cache: every tensor of OUTPUTS[kind]."""
+    """Forward, then backward with the forward's own cache: every tensor of OUTPUTS[kind].
+    The forward's outputs are copied (read-only) before the backward is called."""
     out, cache = forward(layer, a)
     if layer.kind == "softmax_ce":
         return out

@@ -58,7 +58,7 @@ PLANTED = {
     "conv": (
         "conv.dX",
         "stride=2",
-        "fails for stride >= 2 (stride=2, 3), at every pad and k; passes for stride=1",
+        "fails for stride >= 2 (stride=2, 3), at every pad, k and size; passes for stride=1",
         "conv_grad_input_no_dilation",
     ),
     "maxpool": (
@@ -255,3 +255,157 @@ def test_lenet_with_own_max_pool(article_data, run_config, framework, path, pass
 def test_case_text_is_what_hypothesis_prints():
     case = Case.make("maxpool", 0, N=1, C=1, H=3, W=3, k=2, stride=1, ties=True)
     assert repr(case) == "maxpool(N=1, C=1, H=3, W=3, k=2, stride=1, ties=yes, seed=0)"
+
+
+# --- what is compared is what the forward gave -------------------------------------------------
+
+# A forward's output is compared as it was when the forward returned, before the backward ran
+# on the same cache: a backward that writes into its cache can neither repair a wrong output
+# nor spoil a right one.
+CACHE_WRITERS = {
+    # relu_forward keeps out in its cache; relu_backward builds dx in that buffer.
+    "repairs_wrong_forward": (
+        "import numpy as np\n"
+        "def relu_forward(x):\n"
+        "    out = np.abs(x)  # wrong: |x| is not max(x, 0)\n"
+        "    return out, (x, out)\n"
+        "def relu_backward(dout, cache):\n"
+        "    x, out = cache\n"
+        "    np.maximum(x, 0, out=out)  # repairs the forward's output in place\n"
+        "    return dout * (x > 0)\n",
+        False,
+    ),
+    "reuses_its_cache": (
+        "import numpy as np\n"
+        "def relu_forward(x):\n"
+        "    out = np.maximum(x, 0)\n"
+        "    return out, out\n"
+        "def relu_backward(dout, cache):\n"
+        "    dx = cache  # the forward's out, reused as dx's buffer: legal, the cache is its own\n"
+        "    dx[...] = dout * (cache > 0)\n"
+        "    return dx\n",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CACHE_WRITERS)
+def test_forward_output_is_compared_before_the_backward_runs(parity, tmp_path, name):
+    source, correct = CACHE_WRITERS[name]
+    path = tmp_path / f"relu_{name}.py"
+    path.write_text(source, encoding="utf-8")
+    layer = _layer("relu", path)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", (), draws())
+    if correct:
+        assert outcome.message is None, outcome.message
+    else:
+        assert outcome.message is not None, "a wrong relu forward repaired by its backward passed"
+        failed = {r["tensor"] for r in outcome.records if r["status"] == "fail"}
+        assert failed == {"relu.A"}, outcome.message
+
+
+# --- the covering grid: what 25 draws leave untried ---------------------------------------------
+
+# A conv wrong only at one corner of its ranges (its forward off by 1e-3 there), each of
+# which the default profile's 25 draws can miss.
+CORNERS = {
+    "stride3-pad2": "conv_param['stride'] == 3 and conv_param['pad'] == 2",
+    "k4-pad2": "w.shape[2] == 4 and conv_param['pad'] == 2",
+    "H9-W9": "x.shape[2] == 9 and x.shape[3] == 9",
+}
+
+
+@pytest.mark.parametrize("corner", CORNERS)
+def test_a_conv_wrong_at_one_corner_is_caught_by_the_default_run(parity, tmp_path, corner):
+    path = tmp_path / f"conv_{corner.replace('-', '_')}.py"
+    path.write_text(
+        GOOD.read_text(encoding="utf-8")
+        + "\n_good_conv_forward = conv_forward\n"
+        + "def conv_forward(x, w, b, conv_param):\n"
+        + "    out, cache = _good_conv_forward(x, w, b, conv_param)\n"
+        + f"    if {CORNERS[corner]}:\n"
+        + "        out = out + 1e-3\n"
+        + "    return out, cache\n",
+        encoding="utf-8",
+    )
+    layer = _layer("conv", path)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", (), draws())
+    assert outcome.message is not None, f"a conv wrong only at {corner} passed the default run"
+    failed = {r["tensor"] for r in outcome.records if r["status"] == "fail"}
+    assert failed == {"conv.Z"}, outcome.message
+
+
+def test_the_covering_grid_covers_every_product_point_and_every_pair():
+    from itertools import combinations, product
+
+    from parity_tests.own_layer_checks import PRODUCTS, RANGES, covering_grid
+
+    for kind in own_layers.KINDS:
+        grid = covering_grid(kind)
+        assert len({c.seed for c in grid}) == len(grid)
+        held = [dict(c.hyper) for c in grid]
+        if kind in PRODUCTS:  # conv: every stride x pad x k at H = W = 8 and at 9
+            names = [n for n, _ in PRODUCTS[kind]]
+            square = [{**h, "size": h["H"]} for h in held if h["H"] == h["W"]]
+            got = {tuple(h[n] for n in names) for h in square}
+            assert set(product(*(v for _, v in PRODUCTS[kind]))) <= got, kind
+        if kind in ACTIVATION_KINDS:
+            continue  # C, H, W and D belong to different ranks; their pairs are not all drawn
+        for a, b in combinations(RANGES[kind], 2):  # every pair of drawn values meets
+            pairs = {(h[a], h[b]) for h in held}
+            assert set(product(RANGES[kind][a], RANGES[kind][b])) <= pairs, (kind, a, b)
+
+
+ACTIVATION_KINDS = ("relu", "sigmoid", "tanh")
+
+
+# --- a user function that raises inside a network ------------------------------------------------
+
+RAISING_RELU_BACKWARD = (
+    "\nCALLS = []\n"
+    "def relu_backward(dout, cache):\n"
+    "    CALLS.append(1)\n"
+    "    raise ValueError('relu_backward is not written yet')\n"
+)
+
+
+def test_a_raising_layer_is_localised_and_what_precedes_it_is_checked(
+    tmp_path, run_config, article_data, parity_settings
+):
+    """lenet with a relu_backward that raises: the errors name relu's tensors (the last ReLU
+    is the first layer backward reaches), every forward tensor and the gradients made before
+    it still pass, and the user's network is run once per dtype, not once per check."""
+    path = tmp_path / "relu_raises.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + RAISING_RELU_BACKWARD, encoding="utf-8")
+    impl = own_layers.user_network("lenet", (own_layers.option_value("relu", path),))
+    net = Network("lenet")
+    harness = ModelHarness(net, run_config, article_data, impl=impl)
+    relus = [n.name for n in net.nodes if n.kind == "relu"]
+    failing = relus[-1]  # backward meets the last ReLU first
+    before = net.backward_names[: net.backward_names.index(f"{failing}.dZ")]
+    errors, passed = {}, set()
+    for framework in parity_settings.frameworks:
+        for dtype in parity_settings.dtypes:
+            for mode in ("stage", "end_to_end"):
+                make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+                for tensor in net.order:
+                    try:
+                        c = make(tensor, framework, dtype)
+                    except Exception as exc:  # noqa: BLE001
+                        errors[(tensor, mode)] = str(exc)
+                        continue
+                    r = compare_arrays(c.actual, c.expected, c.tolerance.array, truth_zero=c.truth_zero)
+                    if r["passed"]:
+                        passed.add((tensor, mode))
+    for tensor in (*net.forward_names, *before):
+        assert (tensor, "stage") in passed, (tensor, errors.get((tensor, "stage")))
+    for tensor in net.forward_names:
+        assert (tensor, "end_to_end") in passed, (tensor, errors.get((tensor, "end_to_end")))
+    own = errors[(f"{failing}.dZ", "stage")]
+    assert f"relu_raises.py:relu_backward raised at {failing} (relu, backward)" in own, own
+    assert "ValueError: relu_backward is not written yet" in own
+    later = errors[("conv1.dF", "stage")]
+    assert later.startswith("conv1.dF was not computed: ") and f"({failing}.dZ)" in later, later
+    assert all(f"at {failing} (relu, backward)" in e for e in errors.values()), errors
+    calls = own_layers._load_path(path.resolve()).CALLS
+    assert len(calls) == len(parity_settings.dtypes), len(calls)  # cached: one try per dtype

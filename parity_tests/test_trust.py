@@ -758,3 +758,69 @@ def test_the_report_header_prints_no_escape_sequences_from_paths(pytestconfig, t
     assert not any(ch in line for line in lines for ch in "\x1b\x07"), lines
     assert data == "parity data: MNIST /data/\\x1b]0;owned\\x07/train.npz (first 200)"
     assert layers.endswith("conv2d=/tmp/\\x1b[2J\\x1b[Hclear:conv")
+
+
+# --------------------------------------------------------------------------- zeros that are right
+
+DEAD_RELU = "conv(1,1,bias=false)-relu-dense(10)-softmax_ce"  # seed 2: a negative filter
+
+
+def test_a_dead_relu_of_a_legal_spec_is_not_red(run_config, article_data, parity_settings):
+    """At seed 2 the one filter is negative: relu1 is dead, so relu1.A, flatten.A,
+    dense2.dW, relu1.dZ and conv1.dF are exactly zero, as the float64 truth: declared zeros,
+    not 40 'vacuous' failures of the correct reference."""
+    import dataclasses
+
+    from parity_tests.model_harness import ModelHarness
+    from reference.network import Network
+
+    config = dataclasses.replace(run_config, seed=2)
+    harness = ModelHarness(Network(DEAD_RELU), config, article_data)
+    assert not np.any(harness.reference("float64")["relu1.A"])  # the premise: relu1 is dead
+    failures = [
+        f for _, _, f in harness.budgets(parity_settings.frameworks, parity_settings.dtypes) if f
+    ]
+    assert not failures, "\n".join(failures[:5])
+
+
+def test_zeros_where_the_truth_is_not_zero_still_fail(run_config, article_data, parity_settings):
+    """A planted ReLU that returns zeros at seed 0 (a live ReLU): its own relu1.A fails, and
+    so does every tensor it zeroes end to end (dense2.dW), the reference's float64 step
+    being nonzero there; only the stage check of dense2.dW, right for its input of zeros,
+    passes. (Two sides of zeros where the truth is not zero stay 'vacuous':
+    meta/test_metrics.py test_zeros_are_declared_where_the_truth_is_zero[truth-nonzero].)"""
+    from parity_tests.model_harness import ModelHarness
+    from reference.network import Network, Ops
+
+    impl = Network(DEAD_RELU, ops={"relu": Ops(np.zeros_like, lambda dA, Z, A: np.zeros_like(dA))})
+    harness = ModelHarness(Network(DEAD_RELU), run_config, article_data, impl=impl)
+
+    def status(mode, tensor, framework):
+        make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+        c = make(tensor, framework, "float64")
+        return compare_arrays(c.actual, c.expected, c.tolerance.array, truth_zero=c.truth_zero)["status"]
+
+    for framework in parity_settings.frameworks:
+        assert status("stage", "relu1.A", framework) == "fail"
+        assert status("end_to_end", "relu1.A", framework) == "fail"
+        assert status("end_to_end", "dense2.dW", framework) == "fail"
+        assert status("stage", "dense2.dW", framework) == "pass"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_zero_bias_left_untouched_passes_under_the_article_init(run_config, article_data, dtype):
+    """--parity-init article starts b at 0: the untouched copy of b is zeros, as the pristine
+    input: test_inputs_untouched[b-*] passes, where it was 'vacuous'."""
+    import dataclasses
+
+    config = dataclasses.replace(run_config, init_scheme="article")
+    harness = Harness(config, article_data, model)
+    c = harness.inputs_check("b", dtype)
+    assert not np.any(c.expected)
+    got = compare_arrays(c.actual, c.expected, c.tolerance.array, truth_zero=c.truth_zero)
+    assert got["status"] == "pass", got["note"]
+    moved = c.expected.copy()
+    moved[0] = 1.0  # a b written in place still fails
+    assert (
+        compare_arrays(c.actual, moved, c.tolerance.array, truth_zero=c.truth_zero)["status"] == "fail"
+    )

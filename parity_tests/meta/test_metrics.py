@@ -371,3 +371,23 @@ def test_absent_message():
            "mode": "contract"}  # fmt: skip
     first = format_mismatch(rec, "pytest x").splitlines()[0]
     assert first == "`dE_dZ1` (contract) was not provided by impl my_cnn [float64]: nothing to compare"
+
+
+@pytest.mark.parametrize(
+    ("truth", "truth_zero", "status"),
+    [
+        (np.zeros(4), False, "pass"),  # a float64 truth of zeros: zeros are right
+        (None, True, "pass"),  # declared by the caller (float64 checks carry no truth)
+        (f64(0, 0, 1e-3, 0), False, "vacuous"),  # both sides zero where the truth is not
+        (None, False, "vacuous"),  # nothing known: the check could not fail
+    ],
+    ids=["truth-zero", "declared-zero", "truth-nonzero", "unknown"],
+)
+def test_zeros_are_declared_where_the_truth_is_zero(truth, truth_zero, status):
+    got = compare_arrays(np.zeros(4), np.zeros(4), 1e-6, truth=truth, truth_zero=truth_zero)
+    assert (got["status"], got["passed"]) == (status, status == "pass")
+    if status == "pass":
+        assert (
+            got["note"]
+            == "exactly zero on both sides, as the float64 truth is exactly zero here (declared)"
+        )
