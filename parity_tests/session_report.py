@@ -77,6 +77,7 @@ def terminal_summary(tr, config) -> None:
     """The parity sections, after pytest's own summary: the worst comparisons, where the
     report's files are, the verdict, the gate's verdict and the completeness line, last."""
     from reports import format_diff, headline, is_regression, records_frame, terminal_lines
+    from reports.tables import comparisons_text
     from reports.writer import suite_files
 
     s, state = config.stash[SETTINGS], config.stash[STATE]
@@ -119,7 +120,8 @@ def terminal_summary(tr, config) -> None:
     status = state.completeness["status"]
     line = f"parity run {status.upper()}: {state.completeness['detail']}"
     if state.report:
-        line += f"; {len(state.records)} comparisons; report: {state.report}/summary.md"
+        # Counted as the verdict counts them: a tensor not provided is no comparison.
+        line += f"; {comparisons_text(df)}; report: {state.report}/summary.md"
     else:
         kept = f"; {s.report_dir} is untouched" if s.report_dir else ""
         line += f"; no report written ({state.no_report_why}){kept}"
