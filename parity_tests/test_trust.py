@@ -824,3 +824,28 @@ def test_the_report_header_prints_no_escape_sequences_from_paths(pytestconfig, t
     assert not any(ch in line for line in lines for ch in "\x1b\x07"), lines
     assert data == "parity data: MNIST /data/\\x1b]0;owned\\x07/train.npz (first 200)"
     assert layers.endswith("conv2d=/tmp/\\x1b[2J\\x1b[Hclear:conv")
+
+
+def test_a_run_on_synthetic_digits_says_so_on_its_verdict_and_last_line(tmp_path):
+    """A synthetic run ended exactly like one on MNIST ("every comparison passed", "parity
+    run COMPLETE"); both lines now say what the data were (issue 24, point 4)."""
+    note = "on SYNTHETIC digits, not MNIST: set PARITY_MNIST"
+    run = run_pytest(
+        "parity_tests/test_parity.py",
+        "-k",
+        "test_forward and Z1",
+        "--parity-frameworks",
+        "torch",
+        "--parity-dtypes",
+        "float64",
+        "--parity-n-images",
+        "8",
+        "--parity-report-dir",
+        str(tmp_path / "report"),
+        env={"PARITY_MNIST": "synthetic"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    lines = run.stdout.strip().splitlines()
+    verdict = next(ln for ln in lines if ln.startswith("verdict: "))
+    assert verdict == f"verdict: every comparison passed (1 comparison) {note}"
+    assert lines[-2].startswith(f"parity run PARTIAL {note}: "), lines[-2]

@@ -418,7 +418,21 @@ def headline_parts(df: pd.DataFrame, order=()) -> list[tuple[str, str]]:
     return parts
 
 
-def headline(df: pd.DataFrame, order=()) -> list[str]:
+# What the verdict and the terminal's last line add when the run's data were synthetic: a
+# run on synthetic digits must not end exactly like one on MNIST.
+SYNTHETIC_NOTE = "on SYNTHETIC digits, not MNIST: set PARITY_MNIST"
+
+
+def is_synthetic(source) -> bool:
+    """Whether a data source (run.json's data_source) is the synthetic digits."""
+    return str(source or "").strip().lower().startswith("synthetic")
+
+
+def headline(df: pd.DataFrame, order=(), data_source: str = "") -> list[str]:
     """The headline as plain lines, "label: text" (control characters shown as \\xNN): what
-    every run shows first in summary.md / summary.html and last on the terminal."""
-    return [terminal_text(f"{label}: {text}") for label, text in headline_parts(df, order)]
+    every run shows first in summary.md / summary.html and last on the terminal. The verdict
+    line ends with SYNTHETIC_NOTE when `data_source` is synthetic."""
+    lines = [terminal_text(f"{label}: {text}") for label, text in headline_parts(df, order)]
+    if is_synthetic(data_source):
+        lines[0] += f" {SYNTHETIC_NOTE}"
+    return lines
