@@ -13,13 +13,20 @@ to the readable model by parity_tests/test_fast_path.py in the same run);
 "published:D3" a published-code variant
 (reference/published.py: D1..D8, D12, D13); "mutant:sign_dE_dO" a mistake of the mutation
 catalogue (parity_tests/mutants.py). These run in the pytest process. Any other name is a
-module (`mypackage.mymodule`) that provides `train_step`; it runs in a child process
-(parity_tests/impl_call.py), so that a hang, `os._exit` or a crash there is an error record.
+module (`mypackage.mymodule`) or a path to a .py file (`path/to/my_cnn.py`, relative to the
+folder pytest runs in, loaded as --parity-layer loads one) that provides `train_step`; it
+runs in a child process (parity_tests/impl_call.py), so that a hang, `os._exit` or a crash
+there is an error record.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
+import zlib
+from pathlib import Path
 
 from parity_tests.impl_call import DEFAULT_TIMEOUT_S, ChildProcessImpl, ImplementationError
 from reference import fast, model
@@ -27,6 +34,25 @@ from reference import fast, model
 BUILTIN_PREFIXES = ("published:", "mutant:")
 READABLE = "reference:readable"
 CHOICES = "'reference', 'reference:readable', 'published:Dn', 'mutant:NAME'"
+
+
+def is_path(name: str) -> bool:
+    """A .py file rather than a module name (as own_layers decides for --parity-layer)."""
+    return name.endswith(".py") or "/" in name or os.sep in name
+
+
+def _load_path(path: Path):
+    """A .py file as a module, its folder first on sys.path (as `python path/to/my_cnn.py`
+    would have it), so that it can import the modules beside it."""
+    name = f"parity_impl_{path.stem}_{zlib.crc32(str(path).encode()):08x}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as a Python module")
+    sys.path.insert(0, str(path.parent))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses, pickling and tracebacks look modules up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def _named(name: str, table: dict):
@@ -43,11 +69,15 @@ def is_builtin(name: str) -> bool:
 def import_impl(name: str):
     """Import a user's module and check it has train_step (in the process that will run it)."""
     try:
-        impl = importlib.import_module(name)
+        impl = _load_path(Path(name)) if is_path(name) else importlib.import_module(name)
     except Exception as exc:  # an import that fails for any reason is the same usage error
+        what = (
+            "the file could not be imported"
+            if is_path(name)
+            else f"not {CHOICES} or an importable module"
+        )
         raise ImplementationError(
-            f"--parity-impl {name!r}: not {CHOICES} or an importable module "
-            f"({type(exc).__name__}: {exc})"
+            f"--parity-impl {name!r}: {what} ({type(exc).__name__}: {exc})"
         ) from None
     if not callable(getattr(impl, "train_step", None)):
         raise ImplementationError(
@@ -71,6 +101,17 @@ def resolve_impl(name: str, timeout: float = DEFAULT_TIMEOUT_S):
         from parity_tests.mutants import MUTANTS
 
         return _named(name, MUTANTS)
+    if name and is_path(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            what = "not a regular file" if path.exists() else f"no such file, relative to {os.getcwd()}"
+            raise ValueError(
+                f"--parity-impl {name!r}: expected a .py file ({what}), {CHOICES} or a dotted "
+                "module name"
+            )
+        return ChildProcessImpl(str(path.resolve()), timeout)
     if not name or not all(part.isidentifier() for part in name.split(".")):
-        raise ValueError(f"--parity-impl {name!r}: expected {CHOICES} or a dotted module name")
+        raise ValueError(
+            f"--parity-impl {name!r}: expected {CHOICES}, a dotted module name or a path to a .py file"
+        )
     return ChildProcessImpl(name, timeout)

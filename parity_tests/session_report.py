@@ -77,6 +77,7 @@ def terminal_summary(tr, config) -> None:
     """The parity sections, after pytest's own summary: the worst comparisons, where the
     report's files are, the verdict, the gate's verdict and the completeness line, last."""
     from reports import format_diff, headline, is_regression, records_frame, terminal_lines
+    from reports.tables import SYNTHETIC_NOTE, comparisons_text, is_synthetic
     from reports.writer import suite_files
 
     s, state = config.stash[SETTINGS], config.stash[STATE]
@@ -95,9 +96,17 @@ def terminal_summary(tr, config) -> None:
         )
     if df is not None:
         tr.section("parity: verdict")
-        for line in headline(df, run_meta(config)["tensor_order"]):
+        meta = run_meta(config)
+        for line in headline(df, meta["tensor_order"], meta["data_source"]):
             fine = line.startswith("verdict: every comparison passed")
-            tr.write_line(line, bold=line.startswith("verdict:"), green=fine, red=not fine)
+            synthetic = fine and line.endswith(SYNTHETIC_NOTE)  # green only on MNIST
+            tr.write_line(
+                line,
+                bold=line.startswith("verdict:"),
+                green=fine and not synthetic,
+                yellow=synthetic,
+                red=not fine,
+            )
     if state.diff is not None:  # last but the completeness line: the gate's verdict
         tr.section("parity: regression gate")
         if state.environment_changes:
@@ -118,8 +127,11 @@ def terminal_summary(tr, config) -> None:
         return
     status = state.completeness["status"]
     line = f"parity run {status.upper()}: {state.completeness['detail']}"
+    if state.data is not None and is_synthetic(state.data.source):
+        line = f"parity run {status.upper()} {SYNTHETIC_NOTE}: {state.completeness['detail']}"
     if state.report:
-        line += f"; {len(state.records)} comparisons; report: {state.report}/summary.md"
+        # Counted as the verdict counts them: a tensor not provided is no comparison.
+        line += f"; {comparisons_text(df)}; report: {state.report}/summary.md"
     else:
         kept = f"; {s.report_dir} is untouched" if s.report_dir else ""
         line += f"; no report written ({state.no_report_why}){kept}"

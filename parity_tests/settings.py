@@ -360,28 +360,83 @@ def versions_text(env: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in env.items())
 
 
+def project_path(path) -> str:
+    """`path` as a command run in the project folder names it: relative to the project when
+    inside it, else absolute."""
+    found = Path(path).expanduser().resolve()
+    return str(found.relative_to(ROOT)) if found.is_relative_to(ROOT) else str(found)
+
+
+def _found_on_path(name: str) -> tuple[Path, Path | None] | None:
+    """(the sys.path folder, the module's file when it is a single top-level .py file) where
+    `import name` finds its top-level package or module, without importing anything; None
+    when no folder on sys.path holds it (an installed finder's, or a missing one)."""
+    top = name.split(".")[0]
+    for entry in sys.path:
+        folder = Path(entry or os.curdir).resolve()
+        if (folder / top).is_dir():
+            return folder, None
+        if (folder / f"{top}.py").is_file():
+            return folder, (folder / f"{top}.py" if top == name else None)
+    return None
+
+
+def _on_a_clean_path(folder: Path) -> bool:
+    """Whether `python -m pytest` run in the project folder from a clean shell (no
+    PYTHONPATH) has `folder` on sys.path: the project's and the interpreter's own folders."""
+    if folder == ROOT:
+        return True
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return any(folder == p or p in folder.parents for p in prefixes)
+
+
+def reproduce_impl(impl: str) -> list[str]:
+    """The options that make a clean shell in the project folder run `impl`: a path as the
+    project folder names it; a module importable only through PYTHONPATH (or a sys.path
+    entry a test added) as its file when it is one top-level .py file, else its name with
+    `-o pythonpath=FOLDER` (pytest's own sys.path setting); "reference" as nothing."""
+    from parity_tests.impls import is_builtin, is_path
+
+    if impl == "reference":
+        return []
+    if is_builtin(impl):
+        return ["--parity-impl", impl]
+    if is_path(impl):
+        return ["--parity-impl", project_path(impl)]
+    found = _found_on_path(impl)
+    if found is None or _on_a_clean_path(found[0]):
+        return ["--parity-impl", impl]
+    folder, single_file = found
+    if single_file is not None:
+        return ["--parity-impl", project_path(single_file)]
+    return ["-o", f"pythonpath={project_path(folder)}", "--parity-impl", impl]
+
+
 def reproduce_options(s: Settings) -> str:
-    """The options that rerun this experiment, each value shell-quoted."""
+    """The options that rerun this experiment from a clean shell in the project folder,
+    each value shell-quoted (paths as the project folder names them, reproduce_impl)."""
     opts = ["--parity-seed", str(s.seed)]
     defaults = {
         "--parity-init": "informative",
         "--parity-reduction": "sum",
-        "--parity-impl": "reference",
         "--parity-n-images": ARTICLE_IMAGES,
     }
     values = {
         "--parity-init": s.init_scheme,
         "--parity-reduction": s.reduction,
-        "--parity-impl": s.impl,
         "--parity-n-images": s.n_images,
     }
     for name, value in values.items():
         if value != defaults[name]:
             opts += [name, str(value)]
+    opts += reproduce_impl(s.impl)
     if s.model != DEFAULT_MODEL:
         opts += ["--parity-model", s.model]
     if s.data:
-        opts += ["--parity-data", s.data]
+        data = s.data
+        if data.lower() != "synthetic" and Path(data).expanduser().exists():
+            data = project_path(data)
+        opts += ["--parity-data", data]
     for value in s.layers:
         opts += ["--parity-layer", value]
     return shlex.join(opts)
@@ -426,8 +481,8 @@ def add_options(parser) -> None:
     g.addoption(
         "--parity-impl",
         default="reference",
-        help="implementation under test: 'reference', 'published:Dn', 'mutant:NAME' or "
-        "an importable module with train_step (see docs/byo.md)",
+        help="implementation under test: 'reference', 'published:Dn', 'mutant:NAME', "
+        "an importable module or a path to a .py file with train_step (see docs/byo.md)",
     )
     g.addoption(
         "--parity-timeout",

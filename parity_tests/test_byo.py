@@ -6,6 +6,7 @@ implementations (examples/byo_impl/forward_only_nchw.py, a missing gradient) are
 what they return; the contract names unknown names, shapes and dtypes up front."""
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -209,3 +210,121 @@ def test_forward_only_run_exits_0_with_the_rest_absent(pytestconfig, tmp_path):
     df, _ = _run_example(pytestconfig, tmp_path, "forward_only_nchw")
     assert set(df.loc[df["status"] == "absent", "tensor"]) == set(ORDER) - {"Z1", "A1", "Z2", "O", "E"}
     assert (df.loc[df["status"] != "absent", "status"] == "pass").all()
+
+
+# --- paths, ./parity check and reproduce lines that work in a clean shell -------------------
+
+OFF_BY_ONE_PERCENT = """
+from reference import model
+
+def train_step(params, X, y, lr, reduction):
+    out = model.train_step(params, X, y, lr=lr, reduction=reduction)
+    out["Z1"] = out["Z1"] * 1.01
+    return out
+"""
+
+
+def _clean_env() -> dict:
+    """What a fresh shell has: PATH, and where MNIST is (synthetic digits when unset)."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PARITY_MNIST": os.environ.get("PARITY_MNIST", "synthetic"),
+    }
+
+
+@pytest.mark.parametrize("given", ["relative", "absolute"])
+def test_parity_impl_takes_a_py_path_relative_to_the_invocation_folder(
+    tmp_path, monkeypatch, given, run_config, article_data
+):
+    from parity_tests.impl_call import ChildProcessImpl, run_train_step
+    from parity_tests.impls import resolve_impl
+    from parity_tests.settings import reproduce_impl
+
+    monkeypatch.chdir(ROOT / "examples")
+    path = (
+        "byo_impl/forward_only_nchw.py" if given == "relative" else str(BYO_DIR / "forward_only_nchw.py")
+    )
+    impl = resolve_impl(path)
+    assert isinstance(impl, ChildProcessImpl) and impl.name == str(BYO_DIR / "forward_only_nchw.py")
+    impl.probe()
+    harness = Harness(run_config, article_data, model)
+    out = run_train_step(impl, harness.params("float64"), *harness.inputs("float64"), 0.1, "sum")
+    assert set(out.outputs) == {"Z1", "A1", "Z2", "O", "E"}
+    # As the project folder names it, wherever pytest ran.
+    assert reproduce_impl(path) == ["--parity-impl", "examples/byo_impl/forward_only_nchw.py"]
+
+
+def test_a_module_only_pythonpath_finds_is_reproduced_by_its_file_or_its_folder(tmp_path, monkeypatch):
+    from parity_tests.settings import reproduce_impl
+
+    (tmp_path / "my_cnn.py").write_text("def train_step(*a, **k): ...\n")
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "cnn.py").write_text("from . import helpers\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert reproduce_impl("my_cnn") == ["--parity-impl", str(tmp_path / "my_cnn.py")]
+    assert reproduce_impl("mypkg.cnn") == ["-o", f"pythonpath={tmp_path}", "--parity-impl", "mypkg.cnn"]
+    # What a clean shell in the project folder imports stays a name.
+    assert reproduce_impl("reference.model") == ["--parity-impl", "reference.model"]
+    assert reproduce_impl("published:D3") == ["--parity-impl", "published:D3"]
+    assert reproduce_impl("reference") == []
+
+
+def test_a_byo_failures_reproduce_line_reruns_it_in_a_clean_shell(tmp_path):
+    (tmp_path / "off_by_one_percent.py").write_text(OFF_BY_ONE_PERCENT, encoding="utf-8")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p),
+    )
+    args = ["--parity-frameworks", "torch", "--parity-dtypes", "float64", "--parity-no-report"]
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "parity_tests/test_parity.py"]
+    first = subprocess.run(
+        [*cmd, "--parity-impl", "off_by_one_percent", "-k", "test_forward and Z1", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert first.returncode == 1, first.stdout[-3000:]
+    lines = [ln.split("reproduce: ", 1)[1] for ln in first.stdout.splitlines() if "reproduce: " in ln]
+    assert lines, first.stdout[-3000:]
+    pasted = lines[0]
+    again = subprocess.run(
+        ["bash", "-c", f"{pasted} -p no:cacheprovider --parity-no-report"],
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = again.stdout
+    assert again.returncode == 1 and "1 failed" in out, (
+        f"{pasted}\n{out[-3000:]}\n{again.stderr[-2000:]}"
+    )
+    assert "No module named" not in out and f"reproduce: {pasted}" in out, out[-3000:]
+    assert "`Z1`" in out.split("reproduce: ")[0]
+
+
+def test_parity_check_runs_the_articles_checks_on_a_path_from_the_callers_folder(tmp_path):
+    venv = Path(sys.prefix)
+    stamp = venv / ".requirements.sha256"
+    want = hashlib.sha256(
+        (ROOT / "requirements.txt").read_bytes() + (ROOT / "requirements-base.txt").read_bytes()
+    ).hexdigest()
+    if not stamp.is_file() or stamp.read_text().strip() != want:
+        pytest.skip("this interpreter is not a ./parity virtual environment (no install in a test)")
+    run = subprocess.run(
+        [str(ROOT / "parity"), "check", "byo_impl/forward_only_nchw.py", "--parity-frameworks", "torch"]
+        + ["--parity-dtypes", "float64", "--parity-report-dir", str(tmp_path / "report")],
+        cwd=ROOT / "examples",
+        env={**_clean_env(), "PARITY_VENV": str(venv)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    df, meta = load_report(tmp_path / "report")
+    assert meta["impl"] == str(BYO_DIR / "forward_only_nchw.py")
+    checked = set(df.loc[df["status"] != "absent", "tensor"]) - {"X", "y", "f", "W", "b"}  # inputs
+    assert checked == {"Z1", "A1", "Z2", "O", "E"} and (df["status"] != "fail").all()

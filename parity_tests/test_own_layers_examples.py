@@ -409,3 +409,30 @@ def test_a_raising_layer_is_localised_and_what_precedes_it_is_checked(
     assert all(f"at {failing} (relu, backward)" in e for e in errors.values()), errors
     calls = own_layers._load_path(path.resolve()).CALLS
     assert len(calls) == len(parity_settings.dtypes), len(calls)  # cached: one try per dtype
+
+
+def _docs_one_command() -> str:
+    text = (ROOT / "docs" / "own_layers.md").read_text(encoding="utf-8")
+    block = text.split("## One command", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return block.split("\n", 2)[2]  # after the L=... line: the command itself
+
+
+def test_broken_example_is_a_drop_in_for_the_docs_commands():
+    """broken.py lacked relu/affine: the docs' one command with L=broken.py exited 4. Every
+    kind now loads from it (the unbroken ones are layers.py's own), and its docstring shows
+    the commands of README.md and docs/own_layers.md (issue 24, point 9)."""
+    layers = own_layers.parse_layers(
+        [own_layers.option_value(kind, BROKEN) for kind in own_layers.KINDS]
+    )
+    own = {"conv_forward", "conv_backward", "max_pool_forward", "max_pool_backward", "softmax_loss"}
+    for layer in layers.values():
+        for fn in layer.functions:
+            name = fn.label.rsplit(":", 1)[1]
+            where = Path(fn.fn.__code__.co_filename).resolve()
+            assert where == (BROKEN if name in own else GOOD).resolve(), name
+    doc = own_layers._load_path(BROKEN.resolve()).__doc__
+    words = " ".join  # the same words, whatever the indentation
+    assert words(_docs_one_command().split()) in words(doc.split())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--parity-layer=maxpool=$L:max_pool_forward,$L:max_pool_backward" in readme
+    assert "--parity-layer=maxpool=$L:max_pool_forward,$L:max_pool_backward" in doc

@@ -220,11 +220,14 @@ def test_a_baseline_of_the_same_experiment_is_accepted(pytestconfig, tmp_path):
 # --------------------------------------------------------------------------- 4. completeness
 
 
-def _session(pytestconfig, tmp_path, *, ran, collected, keyword="", shouldstop=False, **opts):
+def _session(pytestconfig, tmp_path, *, ran, collected, keyword="", shouldstop=False, args=None, **opts):
+    """args: the paths the command named, from the project folder (None: not known)."""
     s, state = validate(pytestconfig, tmp_path, **opts)
     state.ran = set(ran)
     config = FakeConfig(pytestconfig)
     config.option.keyword = keyword
+    if args is not None:
+        config.args, config.invocation_params = list(args), types.SimpleNamespace(dir=ROOT)
     config.stash = {settings.SETTINGS: s, settings.STATE: state}
     return types.SimpleNamespace(
         config=config, testscollected=collected, shouldstop=shouldstop, shouldfail=False
@@ -269,6 +272,69 @@ def test_completeness_is_recorded(pytestconfig, tmp_path, case, expected):
         kw.update(ran=_parity_ids(3), shouldstop="stopping after 1 failures")
     result = completeness.completeness(_session(pytestconfig, tmp_path, **kw), exit_status)
     assert result["status"] == expected, result
+
+
+def _own_ids(*kinds) -> list[str]:
+    return [
+        f"parity_tests/test_own_layers.py::test_own_layer[{k}-{d}]"
+        for k in kinds
+        for d in ("float64", "float32")
+    ]
+
+
+TESTPATHS = [
+    "parity_tests/test_parity.py",
+    "parity_tests/test_model.py",
+    "parity_tests/test_reference.py",
+]
+
+
+@pytest.mark.parametrize(
+    "args,ran,layers,expected",
+    [
+        (["parity_tests/test_parity.py"], "parity", (), "complete"),
+        (["parity_tests/test_own_layers.py"], "own", ("maxpool",), "complete"),
+        (["parity_tests/test_reference.py"], "other", (), "complete"),
+        (["parity_tests/test_parity.py"], "parity-3", (), "partial"),
+        (["parity_tests/test_parity.py::test_forward"], "parity-3", (), "partial"),
+        (["parity_tests"], "parity", (), "partial"),
+        (TESTPATHS, "parity", (), "partial"),
+        (["parity_tests/test_parity.py"], "parity", ("conv",), "partial"),
+    ],
+    ids=[
+        "byo-test_parity-only-complete",
+        "own-layers-file-only-complete",
+        "other-file-only-complete",
+        "named-file-not-all-run-partial",
+        "node-id-in-named-file-partial",
+        "folder-holding-test_model-partial",
+        "testpaths-without-test_model-partial",
+        "parity-layer-never-called-partial",
+    ],
+)
+def test_complete_is_relative_to_what_the_command_asked_for(
+    pytestconfig, tmp_path, args, ran, layers, expected
+):
+    """The README's own bring-your-own and own-layers commands name one file each and run all
+    of it: complete, not "PARTIAL: 0 of the 368 tests of lenet ran" (issue 24, point 6)."""
+    opts = {"parity_layer": _own(*layers)} if layers else {}
+    s = validate(pytestconfig, tmp_path, **opts)[0]
+    ids = {
+        "parity": _parity_ids(completeness.expected_parity_tests(s)),
+        "parity-3": _parity_ids(3),
+        "own": _own_ids(*layers),
+        "other": ["parity_tests/test_reference.py::test_x"],
+    }[ran]
+    session = _session(pytestconfig, tmp_path, ran=ids, collected=len(ids), args=args, **opts)
+    result = completeness.completeness(session, pytest.ExitCode.OK)
+    assert result["status"] == expected, result
+    if expected == "complete":
+        assert result["detail"] == f"{len(ids)} of {len(ids)} tests ran"
+    if layers == ("conv",):
+        assert result["detail"] == (
+            "--parity-layer conv was not checked: test_model.py did not run and "
+            "test_own_layers.py did not run"
+        )
 
 
 def _own(*kinds) -> list[str]:
@@ -824,3 +890,28 @@ def test_a_zero_bias_left_untouched_passes_under_the_article_init(run_config, ar
     assert (
         compare_arrays(c.actual, moved, c.tolerance.array, truth_zero=c.truth_zero)["status"] == "fail"
     )
+
+
+def test_a_run_on_synthetic_digits_says_so_on_its_verdict_and_last_line(tmp_path):
+    """A synthetic run ended exactly like one on MNIST ("every comparison passed", "parity
+    run COMPLETE"); both lines now say what the data were (issue 24, point 4)."""
+    note = "on SYNTHETIC digits, not MNIST: set PARITY_MNIST"
+    run = run_pytest(
+        "parity_tests/test_parity.py",
+        "-k",
+        "test_forward and Z1",
+        "--parity-frameworks",
+        "torch",
+        "--parity-dtypes",
+        "float64",
+        "--parity-n-images",
+        "8",
+        "--parity-report-dir",
+        str(tmp_path / "report"),
+        env={"PARITY_MNIST": "synthetic"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    lines = run.stdout.strip().splitlines()
+    verdict = next(ln for ln in lines if ln.startswith("verdict: "))
+    assert verdict == f"verdict: every comparison passed (1 comparison) {note}"
+    assert lines[-2].startswith(f"parity run PARTIAL {note}: "), lines[-2]

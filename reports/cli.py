@@ -16,11 +16,20 @@ from reports.diff import (
     environment_changes,
     experiment_mismatches,
     format_diff,
+    gate_verdict,
     is_regression,
 )
 from reports.escape import terminal_text
 from reports.render import display_frame, status_counts
-from reports.tables import detection_frame, headline, summary_frame, tensor_order, terminal_lines
+from reports.tables import (
+    SYNTHETIC_NOTE,
+    detection_frame,
+    headline,
+    is_synthetic,
+    summary_frame,
+    tensor_order,
+    terminal_lines,
+)
 from reports.writer import ReportWriteError, StepSummaryError, load_report
 
 COMPLETENESS = ("complete", "partial", "interrupted")
@@ -61,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reports",
         description="Read parity report directories written by the test suite.",
-        epilog="Exit status: 0 fine, 1 regression (diff), 2 unreadable input, a refused "
+        epilog="Exit status: 0 fine, 1 regression (diff; show of a report whose regression "
+        "gate found one), 2 unreadable input, a refused "
         "approval or merge, a report that could not be written (disk full) or bad usage.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,12 +122,15 @@ def _completeness(meta: dict, where: str) -> tuple[str, str]:
 
 def _show(args) -> int:
     df, meta = load_report(args.dir)
-    print("\n".join(headline(df, tensor_order(meta))) + "\n")
+    print("\n".join(headline(df, tensor_order(meta), meta.get("data_source", ""))))
+    regression = _gate(Path(args.dir))
+    print()
     print(terminal_text(f"{args.dir}: {status_counts(df)}"))
     c = meta.get("completeness")
     if isinstance(c, dict) and c.get("status"):
         detail = f" ({c['detail']})" if c.get("detail") else ""
-        print(terminal_text(f"run: {c['status']}{detail}"))
+        note = f" {SYNTHETIC_NOTE}" if is_synthetic(meta.get("data_source")) else ""
+        print(terminal_text(f"run: {c['status']}{note}{detail}"))
     if meta.get("versions"):
         print(terminal_text(f"versions: {meta['versions']}"))
     print("\nWorst comparisons:")
@@ -131,7 +144,22 @@ def _show(args) -> int:
             print(f"\n{title}".rstrip())
             shown = display_frame(table).map(terminal_text)
             print(shown.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
-    return 0
+    return 1 if regression else 0
+
+
+def _gate(folder: Path) -> bool:
+    """The regression gate's verdict when the folder holds regression.md (a run gated with
+    --parity-baseline; approve never copies it into a baseline), printed under the run's
+    verdict; True on a regression, which show exits 1 on, as the gate did."""
+    where = folder / "regression.md"
+    if not where.is_file():
+        return False
+    try:
+        regression, text = gate_verdict(where.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{where}: not a regression gate's verdict ({exc})") from None
+    print(terminal_text(f"regression gate: {text}; {where}"))
+    return regression
 
 
 def _diff(args) -> int:

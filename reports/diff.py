@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,22 @@ def format_diff(diff_df: pd.DataFrame, brief: bool = False) -> str:
         table = _change_table(diff_df, brief).map(terminal_text)  # one line each, no escapes
         parts.append(table.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
     return "\n\n".join(parts)
+
+
+GATE_VERDICT_PREFIX = "- **verdict**: "
+
+
+def gate_verdict(markdown: str) -> tuple[bool, str]:
+    """(regression?, the verdict as plain text) of a regression.md regression_markdown
+    wrote: what `python -m reports show` prints and exits by. ValueError when it holds no
+    verdict line."""
+    for line in markdown.splitlines():
+        if line.startswith(GATE_VERDICT_PREFIX):
+            text = line[len(GATE_VERDICT_PREFIX) :]
+            regression = text.startswith("**REGRESSION**")
+            plain = re.sub(r"\\(.)", r"\1", text.replace("**", ""))  # Markdown escapes undone
+            return regression, plain
+    raise ValueError(f"no line starting {GATE_VERDICT_PREFIX.strip()!r}")
 
 
 def regression_markdown(

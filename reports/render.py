@@ -23,6 +23,7 @@ from reports.escape import markdown_cell, markdown_text, plot_label
 from reports.fields import STATUSES, number_text
 from reports.tables import (
     by_severity,
+    compared_count,
     detection_frame,
     headline_parts,
     summary_frame,
@@ -56,8 +57,12 @@ def _versions(v) -> str:
 
 
 def status_counts(df: pd.DataFrame) -> str:
+    """Records per status, then the comparisons as the verdict counts them (an absent record,
+    a tensor not provided, is no comparison)."""
     counts = df["status"].value_counts()
-    return ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES) + f" ({len(df)} comparisons)"
+    shown = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in STATUSES)
+    n = compared_count(df)
+    return f"{shown} ({n} comparison{'' if n == 1 else 's'})"
 
 
 def _joined(df: pd.DataFrame, col: str) -> str:

@@ -281,6 +281,19 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
+def compared_count(df: pd.DataFrame) -> int:
+    """The run's comparisons: its records but those of a tensor not provided (status
+    "absent"). The verdict, the status counts and the terminal's last line all count these."""
+    return int((df["status"] != "absent").sum())
+
+
+def comparisons_text(df: pd.DataFrame) -> str:
+    """ "50 comparisons", then the records of tensors not provided when there are some:
+    "50 comparisons, 24 not provided"."""
+    absent = len(df) - compared_count(df)
+    return _count(compared_count(df), "comparison") + (f", {absent} not provided" if absent else "")
+
+
 def _names(names) -> str:
     names = list(names)
     shown = ", ".join(map(str, names[:LISTED]))
@@ -357,7 +370,7 @@ def headline_parts(df: pd.DataFrame, order=()) -> list[tuple[str, str]]:
     errors = ranked[ranked["status"] == "error"]
     absent = ranked[ranked["status"] == "absent"]
     missed = df[detection & (df["status"] != "pass")]
-    compared = int((df["status"] != "absent").sum())
+    compared = compared_count(df)
     # Errors come after the disagreements: the first of them only when nothing disagrees.
     first = disagree.iloc[0] if len(disagree) else errors.iloc[0] if len(errors) else None
     parts = []
@@ -405,7 +418,21 @@ def headline_parts(df: pd.DataFrame, order=()) -> list[tuple[str, str]]:
     return parts
 
 
-def headline(df: pd.DataFrame, order=()) -> list[str]:
+# What the verdict and the terminal's last line add when the run's data were synthetic: a
+# run on synthetic digits must not end exactly like one on MNIST.
+SYNTHETIC_NOTE = "on SYNTHETIC digits, not MNIST: set PARITY_MNIST"
+
+
+def is_synthetic(source) -> bool:
+    """Whether a data source (run.json's data_source) is the synthetic digits."""
+    return str(source or "").strip().lower().startswith("synthetic")
+
+
+def headline(df: pd.DataFrame, order=(), data_source: str = "") -> list[str]:
     """The headline as plain lines, "label: text" (control characters shown as \\xNN): what
-    every run shows first in summary.md / summary.html and last on the terminal."""
-    return [terminal_text(f"{label}: {text}") for label, text in headline_parts(df, order)]
+    every run shows first in summary.md / summary.html and last on the terminal. The verdict
+    line ends with SYNTHETIC_NOTE when `data_source` is synthetic."""
+    lines = [terminal_text(f"{label}: {text}") for label, text in headline_parts(df, order)]
+    if is_synthetic(data_source):
+        lines[0] += f" {SYNTHETIC_NOTE}"
+    return lines

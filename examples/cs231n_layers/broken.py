@@ -9,12 +9,47 @@ pinned to the hyper-parameters that trigger it):
   window of zeros);
 - softmax_loss's dx lacks the 1/N of the mean: wrong only when N > 1.
 
-    pytest parity_tests/test_own_layers.py \\
-        --parity-layer=maxpool=examples/cs231n_layers/broken.py:max_pool_forward,examples/cs231n_layers/broken.py:max_pool_backward
+Every other kind is layers.py's correct one (imported below), so this file drops into the
+commands of README.md and docs/own_layers.md in place of layers.py:
+
+    L=examples/cs231n_layers/broken.py   # three planted mistakes: each is caught and named
+    .venv/bin/python -m pytest parity_tests/test_own_layers.py --parity-data=synthetic \\
+      --parity-layer=maxpool=$L:max_pool_forward,$L:max_pool_backward
+
+    .venv/bin/python -m pytest parity_tests/test_own_layers.py parity_tests/test_model.py \\
+      --parity-model=lenet --parity-reduction=mean \\
+      --parity-layer=conv=$L:conv_forward,$L:conv_backward \\
+      --parity-layer=relu=$L:relu_forward,$L:relu_backward \\
+      --parity-layer=maxpool=$L:max_pool_forward,$L:max_pool_backward \\
+      --parity-layer=dense=$L:affine_forward,$L:affine_backward \\
+      --parity-layer=softmax_ce=$L:softmax_loss
 """
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _correct_layers():
+    """layers.py beside this file, loaded by its path: --parity-layer loads this file by
+    path too, so its folder is not on sys.path and `from layers import ...` would fail."""
+    spec = importlib.util.spec_from_file_location(
+        "cs231n_layers_correct", Path(__file__).with_name("layers.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_correct = _correct_layers()
+# The kinds with no planted mistake: layers.py's own functions.
+affine_forward, affine_backward = _correct.affine_forward, _correct.affine_backward
+relu_forward, relu_backward = _correct.relu_forward, _correct.relu_backward
+sigmoid_forward, sigmoid_backward = _correct.sigmoid_forward, _correct.sigmoid_backward
+tanh_forward, tanh_backward = _correct.tanh_forward, _correct.tanh_backward
+avg_pool_forward, avg_pool_backward = _correct.avg_pool_forward, _correct.avg_pool_backward
 
 
 def _windows(x, hh, ww, stride):

@@ -494,3 +494,62 @@ def test_show_into_a_closed_pipe_is_quiet(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("current", "code", "says"),
+    [
+        ([*BASELINE[1:], rec("t[a]", 1.5)], 1, "regression gate: REGRESSION against the baseline"),
+        (BASELINE, 0, "regression gate: no regression against the baseline"),
+        (None, 0, None),
+    ],
+    ids=["show-after-a-regression-exits-1", "show-after-no-regression-exits-0", "show-without-a-gate"],
+)
+def test_show_prints_the_gates_verdict_and_exits_as_it_did(
+    capsys, tmp_path, monkeypatch, current, code, says
+):
+    """A run gated with --parity-baseline leaves regression.md beside its report; show printed
+    "every comparison passed" and exited 0 after a regression (issue 24, point 7)."""
+    from reports.diff import regression_markdown
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    records = current if current is not None else BASELINE
+    extra = {}
+    if current is not None:
+        diff = diff_reports(records_frame(BASELINE), records_frame(current))
+        extra["regression.md"] = regression_markdown(diff, "baselines/torch_2", 2.0)
+    write_report(records, tmp_path / "run", {"seed": 1}, extra_files=extra, heat_map=False)
+    got, text = cli(capsys, "show", tmp_path / "run")
+    assert got == code, text
+    if says is None:
+        assert "regression gate" not in text
+    else:
+        gate_line = next(ln for ln in text.splitlines() if ln.startswith("regression gate:"))
+        assert gate_line.startswith(says) and "baselines/torch_2 (factor 2)" in gate_line, gate_line
+        assert gate_line.endswith(str(tmp_path / "run" / "regression.md"))
+        # Right under the run's verdict.
+        assert text.splitlines()[text.splitlines().index(gate_line) - 1].startswith("verdict: ")
+
+
+def test_show_of_a_regression_md_without_a_verdict_is_unreadable(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    write_report(
+        BASELINE, tmp_path / "run", {"seed": 1}, extra_files={"regression.md": "# x\n"}, heat_map=False
+    )
+    got, text = cli(capsys, "show", tmp_path / "run")
+    assert got == 2 and "not a regression gate's verdict" in text, text
+
+
+def test_show_says_the_data_were_synthetic_on_the_verdict_and_run_lines(capsys, tmp_path, monkeypatch):
+    """A report of synthetic digits must not read like one of MNIST (issue 24, point 4)."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    synthetic = EXPERIMENT | {"data_source": "synthetic:seed=0 (requested by --parity-data)"}
+    for name, meta in (("synthetic", synthetic), ("mnist", EXPERIMENT | {"data_source": "mnist.npz"})):
+        write_report(BASELINE, tmp_path / name, meta | {"completeness": COMPLETE}, heat_map=False)
+    note = "on SYNTHETIC digits, not MNIST: set PARITY_MNIST"
+    _, text = cli(capsys, "show", tmp_path / "synthetic")
+    verdict = text.splitlines()[0]
+    assert verdict.startswith("verdict: ") and verdict.endswith(note), verdict
+    assert f"run: complete {note}" in text
+    _, text = cli(capsys, "show", tmp_path / "mnist")
+    assert "SYNTHETIC" not in text

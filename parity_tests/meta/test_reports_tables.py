@@ -405,3 +405,18 @@ def test_terminal_lines_leave_absent_names_to_the_headline():
     ]
     lines = terminal_lines(records_frame([present, *absent]), n=10)
     assert len(lines) == 1 and lines[0].startswith("PASS Z1 torch")
+
+
+def test_a_forward_only_runs_counts_agree_everywhere():
+    """The verdict said "50 of 50 comparisons passed" and the terminal's last line "74
+    comparisons": the 24 records of tensors not provided were counted there only. Every
+    count of comparisons now leaves them out and says them apart (issue 24, point 6)."""
+    from reports.render import status_counts
+    from reports.tables import comparisons_text
+
+    records = [rec("t[1]"), rec("t[2]", tensor="A1"), rec("t[3]", tensor="O")]
+    df = records_frame([*records, absent("dE_dW"), absent("dE_dW", "float32")])
+    assert headline(df, ORDER)[0] == "verdict: no tensor disagrees (3 of 3 comparisons passed)"
+    assert comparisons_text(df) == "3 comparisons, 2 not provided"
+    assert status_counts(df).endswith("2 absent, 3 pass (3 comparisons)")
+    assert comparisons_text(records_frame(records)) == "3 comparisons"

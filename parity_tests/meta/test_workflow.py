@@ -115,3 +115,20 @@ def test_tox_report_runs_the_files_of_parity_report():
     tox_report = tox[tox.index("[testenv:report]") : tox.index("[testenv:lint]")]
     assert files(report) and files(tox_report) == files(report)
     assert set(_gate_files()) <= files(report)  # the parity report holds the gate's records
+
+
+def test_the_workflows_report_folder_is_git_ignored():
+    """CI writes its reports under REPORT_DIR; a local run of the same command must not leave
+    them as untracked files (issue 24, point 9)."""
+    workflow = (ROOT / ".github" / "workflows" / "parity.yml").read_text(encoding="utf-8")
+    report_dir = re.search(r"REPORT_DIR: (\S+)", workflow).group(1)
+    top = report_dir.split("$", 1)[0].rsplit("/", 1)[0] + "/"  # reports/ci/
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert top in ignored, (report_dir, top)
+
+
+def test_docs_explain_the_dev_requirements_and_hold_no_machine_paths():
+    running = (ROOT / "docs" / "running.md").read_text(encoding="utf-8")
+    assert "`requirements-dev.txt`" in running and "`tox.ini`" in running
+    for doc in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]:
+        assert "/work/" not in doc.read_text(encoding="utf-8"), doc.name
