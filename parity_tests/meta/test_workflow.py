@@ -53,8 +53,11 @@ def test_actionlint_finds_nothing_in_the_workflow():
 
 
 def _tox_pins(package: str) -> list[str]:
+    # "torch212: torch==2.12.0+cpu ; marker" and "torch212: torch==2.12.0 ; marker" -> 2.12.0
+    # once (test_install.py checks the +cpu and the markers).
     text = (ROOT / "tox.ini").read_text(encoding="utf-8")
-    return re.findall(rf"^\s*\w+:\s*{re.escape(package)}==(\S+)\s*$", text, re.M)
+    pins = re.findall(rf"^\s*\w+:\s*{re.escape(package)}==([\w.]+)", text, re.M)
+    return list(dict.fromkeys(pins))
 
 
 def _matrix(axis: str) -> list[str]:
