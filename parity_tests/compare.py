@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from parity_tests.explain import explain
+from parity_tests.explain import explain, explain_precision
 from parity_tests.impl_call import Absent, ImplementationError
 from parity_tests.metrics import compare_arrays, format_mismatch
 from parity_tests.mirrors import MirrorUnavailable
@@ -176,8 +176,15 @@ class ParityRecorder:
             brief=self.brief,
             against=fields["against"],
         )
-        if metrics["status"] == "fail":
+        if metrics["mismatch_kind"] == "precision":
+            verdict, line = explain_precision_check(metrics, fields["tensor"], fields["against"])
+            metrics.update(verdict, note=_join(metrics["note"], line))
+        elif metrics["status"] == "fail":
             verdict, line = explain_check(c, fields["tensor"], fields["against"])
+            if not verdict["suspect"] and explain_precision(metrics):
+                # Beyond the allowance with no exact fit, and one side short of bits (TF32
+                # in a 25-term sum): the precision is the best guess.
+                verdict, line = explain_precision_check(metrics, fields["tensor"], fields["against"])
             metrics.update(verdict, note=_join(metrics["note"], line))
         metrics["note"] = _join(metrics["note"], note() if callable(note) else note)
         more = (extra() if callable(extra) else extra) or {}
@@ -186,6 +193,14 @@ class ParityRecorder:
 
 def _join(*parts) -> str:
     return "; ".join(p for p in parts if p)
+
+
+def explain_precision_check(metrics: dict, tensor: str, against: str) -> tuple[dict, str]:
+    """explain_check's counterpart for a comparison failed on precision: the explainer's
+    verdict from the measured bits (parity_tests.explain.explain_precision)."""
+    found = explain_precision(metrics, tensor, against)
+    text = str(found) if found else "no simple fit"
+    return dict(explanation=text, suspect=found.suspect if found else ""), f"explainer: {text}"
 
 
 def explain_check(check, tensor, against) -> tuple[dict, str]:

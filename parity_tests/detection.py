@@ -226,10 +226,11 @@ def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
 
 
 def _budget_text(rec: dict) -> str:
-    """A stage record's budget used (3 digits), or how it disagrees where it has none."""
+    """A stage record's budget used (3 digits), or how it disagrees where it has none (or,
+    failed on precision within its allowance, where the budget does not say it)."""
     if rec["status"] == "error":
         return "error"
-    if rec["mismatch_kind"] in ("shape", "dtype"):
+    if rec["mismatch_kind"] in ("shape", "dtype", "precision"):
         return rec["mismatch_kind"]
     return f"{rec['budget_used']:.3g}"
 
@@ -278,7 +279,8 @@ def detection_record(finding: Finding, step: ArticleStep) -> dict:
         vacuous=False,
         note=note,
         tolerance_rule="detection: caught when its first diverging tensor exceeds the "
-        "stage tolerance; budget = tolerance / error there (<= 1: caught)",
+        "stage tolerance, or is computed at markedly fewer bits (mismatch_kind precision); "
+        "budget = tolerance / error there (<= 1: caught beyond the tolerance)",
         first_diverging=finding.first_tensor,
         disagreeing=", ".join(r["tensor"] for r in finding.disagree),
         disagreeing_budgets=", ".join(_budget_text(r) for r in finding.disagree),

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parity_tests.metrics import PRECISION_RATIO_LIMIT
 from reference import conv
 from reference.layers import conv2d
 
@@ -135,6 +136,35 @@ def explain(
         if fit.residual <= tol and better and (best is None or _rank(fit) < _rank(best)):
             best = fit
     return best
+
+
+def explain_precision(record: Mapping, tensor: str = "", against: str = "") -> Explanation | None:
+    """The suspect of a comparison failed on precision (parity_tests.metrics.precision_stats,
+    mismatch_kind "precision"), or failed beyond its allowance with one side short of bits:
+    the side that carries at least log2(PRECISION_RATIO_LIMIT) bits fewer than the other,
+    from the record's against_bits / impl_bits; None where there is none or they are not
+    measured."""
+    try:
+        bits = {"against": float(record["against_bits"]), "impl": float(record["impl_bits"])}
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(math.isnan(b) for b in bits.values()):
+        return None
+    worse = min(bits, key=bits.get)
+    other = "impl" if worse == "against" else "against"
+    name = (against or "theirs") if worse == "against" else "ours"
+    lost = bits[other] - bits[worse]
+    if lost < math.log2(PRECISION_RATIO_LIMIT):
+        return None
+    what = f"{tensor} " if tensor else ""
+    return Explanation(
+        "precision",
+        f"{name} {what}computed at about {bits[worse]:.0f} bits, {lost:.0f} fewer than the "
+        f"other side's {bits[other]:.0f}: float16 or bfloat16 operands (a mixed-precision "
+        "policy), or TF32?",
+        0.0,
+        specific=True,
+    )
 
 
 def _rank(fit: Explanation) -> tuple:

@@ -89,6 +89,84 @@ def _max_ulp(actual: np.ndarray, expected: np.ndarray):
     return int(steps.max())
 
 
+# --- effective precision (docs/tolerance.md, "Effective precision") ---------------------
+# The stage allowance is a worst-case bound, ~250x the error a float32 result of a
+# 115,200-term sum shows, so a result computed from float16 or bfloat16 operands, or in
+# TF32, passes it. Both sides compute the same expression in the same dtype: each
+# element's error against the float64 truth, normalised by the allowance there (the
+# condition of that element's expression), has a typical size that a legitimate
+# reordering changes by a small factor and a lower-precision operand by 2^7..2^13.
+# Calibration (docs/tolerance.md): over the gate and the seed and batch sweeps the
+# largest legitimate ratio is PRECISION_LEGIT_MAX; a float16-operand dE_df is 34..127.
+PRECISION_QUANTILE = 90  # the typical error: a percentile, robust to a few kinks
+PRECISION_MIN_ELEMENTS = 16  # fewer measured elements: no precision verdict
+# A side more accurate than this many single roundings (u |t|) is not held against the
+# other: a correctly rounded result (float64 accumulation) is legitimate, and so is a long
+# float32 sum 40x one rounding (torch's dE_df; a sequential sum 42x).
+PRECISION_FLOOR_ROUNDINGS = 8.0
+PRECISION_RATIO_LIMIT = 16.0  # fail beyond this (4 bits); legitimate pairs measured <= 7.8
+PRECISION_LEGIT_MAX = 7.8
+
+
+def _typical(x: np.ndarray) -> float:
+    return float(np.percentile(x, PRECISION_QUANTILE))
+
+
+def precision_stats(a, e, truth, tol, dtype) -> dict | None:
+    """The effective precision of both sides against the float64 truth, or None where it is
+    not measured: a non-float dtype, fewer than PRECISION_MIN_ELEMENTS elements with a
+    non-zero allowance and finite values, or no error and no rounding to measure (both
+    sides equal to a truth of zeros).
+
+    a, e: the two sides as float64 (the framework's, the implementation's); `dtype` theirs.
+    e_i = |x_i - t_i| / tol_i; a side's typical error is the PRECISION_QUANTILE-th
+    percentile of e_i; the floor is the same statistic of u |t_i| / tol_i, one rounding
+    of the exact result to the dtype. Returns
+      against_bits, impl_bits: the mantissa (24 in float32) minus log2 of the side's
+        typical error over the floor (at most the mantissa): 24 correctly rounded, about
+        20 for torch's float32 dE_df (a 115,200-term sum), 13 from float16 operands;
+      precision_ratio: the framework's typical error over the implementation's;
+      worse: "against" or "impl" where that side's typical error exceeds
+        PRECISION_RATIO_LIMIT times the other's (or PRECISION_FLOOR_ROUNDINGS roundings,
+        where the other side is more accurate than that), else "";
+      excess: the larger typical error over the other's (or that floor; versus_floor).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return None
+    w = np.broadcast_to(tol, truth.shape)
+    keep = (w > 0) & np.isfinite(a) & np.isfinite(e)
+    n = int(np.count_nonzero(keep))
+    if n < PRECISION_MIN_ELEMENTS:
+        return None
+    t, w = truth[keep], w[keep]
+    err_a = _typical(np.abs(a[keep] - t) / w)
+    err_e = _typical(np.abs(e[keep] - t) / w)
+    floor = _typical(float(np.finfo(dtype).eps) / 2 * np.abs(t) / w)
+    if floor == 0:  # most of the truth is exactly zero: no scale to measure bits on
+        return None
+    p = int(np.finfo(dtype).nmant) + 1
+
+    def bits(err: float) -> float:
+        return p - max(0.0, math.log2(err / floor)) if err > 0 else float(p)
+
+    ref = max(min(err_a, err_e), PRECISION_FLOOR_ROUNDINGS * floor)
+    worse, excess = "", max(err_a, err_e) / ref
+    if excess > PRECISION_RATIO_LIMIT:
+        worse = "against" if err_a > err_e else "impl"
+    ratio = err_a / err_e if err_e > 0 else (math.inf if err_a > 0 else NAN)
+    return dict(
+        against_bits=bits(err_a),
+        impl_bits=bits(err_e),
+        precision_ratio=ratio,
+        worse=worse,
+        excess=excess,
+        versus_floor=ref > min(err_a, err_e),
+        mantissa=p,
+        n=n,
+    )
+
+
 def _blank(shape: tuple, n: int) -> dict:
     return {
         "n": n, "shape": shape, "max_abs_err": NAN, "max_rel_err": NAN,
@@ -97,6 +175,7 @@ def _blank(shape: tuple, n: int) -> dict:
         "budget_q99": NAN, "n_bad": NAN, "vacuous": False, "passed": False,
         "status": "fail", "note": "", "against_err_vs_truth": NAN,
         "impl_err_vs_truth": NAN, "closer_to_truth": "", "mismatch_kind": "",
+        "against_bits": NAN, "impl_bits": NAN, "precision_ratio": NAN,
     }  # fmt: skip
 
 
@@ -228,6 +307,19 @@ def compare_arrays(
         mismatch_kind="value" if status == "fail" else "",
         note="; ".join(notes),
     )
+    if truth is not None and status in ("pass", "fail") and not vacuous:
+        prec = precision_stats(a, e, truth, tol, actual.dtype)
+        if prec is not None:
+            out.update(
+                against_bits=prec["against_bits"],
+                impl_bits=prec["impl_bits"],
+                precision_ratio=prec["precision_ratio"],
+            )
+            if prec["worse"]:
+                line = _precision_note(prec, against)
+                out["note"] = "; ".join(p for p in (out["note"], line) if p)
+                if status == "pass":
+                    out.update(status="fail", passed=False, mismatch_kind="precision")
     if truth is not None and not brief:
         err_a = float(_abs_err(a, truth, out=scratch).max())
         err_e = float(_abs_err(e, truth, out=scratch).max())
@@ -238,6 +330,29 @@ def compare_arrays(
             closer_to_truth=closer,
         )
     return out
+
+
+def _precision_note(prec: dict, against: str) -> str:
+    """The failure note of a side computed at markedly fewer bits than the other."""
+    worse = prec["worse"]
+    name, other = ("impl", against) if worse == "impl" else (against, "impl")
+    p, mine, theirs = (
+        prec["mantissa"],
+        prec[f"{worse}_bits"],
+        prec["impl_bits" if worse == "against" else "against_bits"],
+    )
+    versus = (
+        f"{PRECISION_FLOOR_ROUNDINGS:g} roundings of the exact result"
+        if prec["versus_floor"]
+        else f"{other}'s"
+    )
+    return (
+        f"precision: {name} computed at about {mine:.0f} bits where the dtype gives {p} "
+        f"and {other} {theirs:.0f} (its typical error against the float64 truth is "
+        f"{prec['excess']:.3g}x {versus}; legitimate orders of summation stay within "
+        f"{PRECISION_LEGIT_MAX:g}x, the limit is {PRECISION_RATIO_LIMIT:g}x): float16 or "
+        "bfloat16 operands, or TF32?"
+    )
 
 
 def _num(x) -> float:

@@ -219,6 +219,68 @@ class Float64Accumulation(Mutant):
         return conv.conv_grad_filter(t.patches.astype(np.float64), t.dE_dZ1.astype(np.float64))
 
 
+def round_operand(x: np.ndarray, fmt: str) -> np.ndarray:
+    """`x` rounded to the low-precision format `fmt` and back to its own dtype: what a
+    mixed-precision policy or a tensor core does to an operand before the product.
+
+    fmt: "float16", "bfloat16" (ml_dtypes, installed with TensorFlow) or "tf32" (float32
+    with its mantissa rounded to 10 bits, round to nearest even, as TF32 tensor cores
+    read their float32 operands).
+    """
+    if fmt == "float16":
+        return x.astype(np.float16).astype(x.dtype)
+    if fmt == "bfloat16":
+        import ml_dtypes
+
+        return x.astype(ml_dtypes.bfloat16).astype(x.dtype)
+    if fmt == "tf32":
+        bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+        drop = np.uint32(23 - 10)  # float32 keeps 23 stored mantissa bits, TF32 10
+        half = np.uint32(1 << (23 - 10 - 1))
+        odd = (bits >> drop) & np.uint32(1)
+        rounded = ((bits + half - np.uint32(1) + odd) >> drop) << drop
+        return rounded.view(np.float32).astype(x.dtype)
+    raise ValueError(f"unknown low-precision format {fmt!r}")
+
+
+class FilterGradFloat16Operands(Mutant):
+    id, equation, first, explains, dtype = (
+        "dE_df_float16_operands",
+        "E16",
+        "dE_df",
+        "precision",
+        "float32",
+    )
+    title = (
+        "dE/df from float16-rounded operands (patches and dE/dZ1 cast to float16, products "
+        "summed in float32): a mixed-precision policy, about 1% off, within the worst-case "
+        "allowance of a 115,200-term sum"
+    )
+    fmt = "float16"
+
+    def dE_df(self, t, lr, reduction):
+        return conv.conv_grad_filter(
+            round_operand(t.patches, self.fmt), round_operand(t.dE_dZ1, self.fmt)
+        )
+
+
+class FilterGradBfloat16Operands(FilterGradFloat16Operands):
+    id = "dE_df_bfloat16_operands"
+    title = "dE/df from bfloat16-rounded operands (8-bit mantissa), products summed in float32"
+    fmt = "bfloat16"
+
+
+class ConvForwardTF32(Mutant):
+    id, equation, first, explains, dtype = ("Z1_tf32", "E1", "Z1", "precision", "float32")
+    title = (
+        "Z1 in TF32: the operands' mantissas rounded to 10 bits before the products (a GPU "
+        "convolution with TF32 on, cuDNN's default)"
+    )
+
+    def Z1(self, t, lr, reduction):
+        return conv.conv_forward(round_operand(t.patches, "tf32"), round_operand(t.f, "tf32"))
+
+
 MUTANTS = {
     m.id: m
     for m in (
@@ -241,6 +303,9 @@ MUTANTS = {
         SigmoidFactorDropped(),
         TransposedDEdW(),
         Float64Accumulation(),
+        FilterGradFloat16Operands(),
+        FilterGradBfloat16Operands(),
+        ConvForwardTF32(),
     )
 }
 

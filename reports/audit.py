@@ -197,12 +197,14 @@ def _items(field) -> list[str]:
 
 
 def _how_much(budget: str) -> str:
-    """A disagreeing_budgets entry ("3.2e+12", "inf", "shape", "dtype", "error") in words."""
+    """A disagreeing_budgets entry ("3.2e+12", "inf", "shape", "dtype", "precision",
+    "error") in words."""
     words = {
         "inf": "any difference fails (exact rule, tolerance 0)",
         "shape": "shape mismatch",
         "dtype": "dtype mismatch",
         "error": "the comparison raised (see the record's error)",
+        "precision": "within the allowance, computed at markedly fewer bits (see its note)",
         "": "",
     }
     return words.get(budget, f"{budget} x tolerance")

@@ -17,6 +17,7 @@ RECORD_FIELDS = [
     "outlier", "init_scheme", "reduction", "seed", "data_source", "versions",
     "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
     "disagreeing", "disagreeing_budgets", "model", "kinks", "kinks_taken",
+    "against_bits", "impl_bits", "precision_ratio",
 ]  # fmt: skip
 # Whose is whose: `impl` is the implementation under test, `against` the other side (a
 # framework's name in stage and end-to-end records). The *_at_worst and *_err_vs_truth
@@ -28,7 +29,8 @@ RECORD_FIELDS = [
 #   simple fit", or "explainer failed: ..."), on a failing comparison;
 # - suspect: its short machine name (factor, flipped_kernel, ...; "" when nothing fits);
 # - mismatch_kind: how a comparison disagrees, one of MISMATCH_KINDS ("" when it agrees or
-#   its producer does not say, e.g. the record of a test that failed outside a comparison);
+#   its producer does not say, e.g. the record of a test that failed outside a comparison;
+#   "precision": within the allowance, but one side computed at markedly fewer bits);
 # and, on detection records (parity_tests/detection.py), from the localised finding:
 # - first_diverging: the first tensor, in forward/backward order, that disagrees ("": none);
 # - disagreeing: every tensor that disagrees, comma-separated, forward/backward order;
@@ -40,11 +42,19 @@ RECORD_FIELDS = [
 # - kinks, kinks_taken: end to end, the ReLU inputs and max-pool windows upstream of the
 #   tensor that lie within rounding of their kink, and how many of them the framework took
 #   the other way (parity_tests/kinks.py); empty where no kinked layer reaches the tensor.
+# On a comparison with a float64 truth (float32 checks), the effective precision
+# (parity_tests/metrics.py, docs/tolerance.md "Effective precision"):
+# - against_bits, impl_bits: the bits each side's result carries, judged by its typical
+#   (90th-percentile) error against the truth, normalised by the allowance, beside the
+#   other side's: the dtype's mantissa (24 in float32) minus log2 of how many times the
+#   better side's (or one rounding's, if larger) typical error it is; NaN where not measured;
+# - precision_ratio: the framework's typical error over the implementation's.
 # Fields added after the first reports were written: a comparisons.csv without them still
 # loads (reports.writer.load_report reads a missing one as "").
 OPTIONAL_FIELDS = (
     "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
-    "disagreeing_budgets", "model", "kinks", "kinks_taken",
+    "disagreeing_budgets", "model", "kinks", "kinks_taken", "against_bits", "impl_bits",
+    "precision_ratio",
 )  # fmt: skip
 # Columns renamed since the first reports (old name -> new name): "actual" was the other
 # side, "expected" the implementation under test. reports.writer.load_report reads an older
@@ -55,13 +65,14 @@ RENAMED_FIELDS = {
     "actual_err_vs_truth": "against_err_vs_truth",
     "expected_err_vs_truth": "impl_err_vs_truth",
 }
-MISMATCH_KINDS = ("shape", "dtype", "value", "error")
+MISMATCH_KINDS = ("shape", "dtype", "value", "precision", "error")
 
 # Missing numbers become NaN (not "") so the CSV columns stay numeric.
 NUMERIC_FIELDS = frozenset({
     "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "against_at_worst",
     "impl_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
-    "against_err_vs_truth", "impl_err_vs_truth", "kinks", "kinks_taken",
+    "against_err_vs_truth", "impl_err_vs_truth", "kinks", "kinks_taken", "against_bits",
+    "impl_bits", "precision_ratio",
 })  # fmt: skip
 # A record that never said it passed must not look green: missing flags are False.
 BOOL_FIELDS = frozenset({"passed", "vacuous"})

@@ -391,6 +391,8 @@ PARITY_KINDS = {
     "max_abs_err": "num",
     "max_rel_err": "num",
     "max_ulp": "num",
+    "impl_bits": "num",
+    "against_bits": "num",
     AT_WORST: "pair",
     "worst_check": "id",
 }
@@ -412,6 +414,11 @@ HEADER_TITLES = {
     "max_abs_err": "largest |against - impl|",
     "max_rel_err": "largest |against - impl| / |impl|",
     "max_ulp": "largest distance in units in the last place",
+    "impl_bits": "effective precision of the implementation under test: the bits its result "
+    "carries, from its typical (90th-percentile) error against the float64 truth (24: "
+    "float32 correctly rounded; a long float32 sum ~20; float16 operands ~13); fewest of "
+    "the row; blank without a float64 truth (float64 checks)",
+    "against_bits": "the same for the other side",
     "worst_index": "the element with the largest budget, index in the article layout",
     AT_WORST: "the two values there: above, the implementation under test's "
     "(impl_at_worst), below, the other side's (against_at_worst), with digits enough to "

@@ -33,6 +33,8 @@ SUMMARY_COLUMNS = [
     "max_abs_err",
     "max_rel_err",
     "max_ulp",
+    "impl_bits",
+    "against_bits",
     "outlier",
     "worst_check",
 ]
@@ -163,12 +165,14 @@ def summary_frame(df: pd.DataFrame, *, worst_element: bool = False) -> pd.DataFr
     # hundreds): the worst row is each group's first, the group order its first appearance.
     worst = ordered.drop_duplicates(GROUP_KEYS).reset_index(drop=True)
     most = groups[["budget_used", "max_abs_err", "max_rel_err", "max_ulp"]].max()
+    fewest = groups[["impl_bits", "against_bits"]].min()  # effective precision: the worst
     out = worst[[*GROUP_KEYS, *WORST_ELEMENT_COLUMNS, "status"]].assign(
         equation=groups["equation"].agg(_listed).to_numpy(),
         checks=groups.size().to_numpy(),
         outlier=groups["outlier"].agg(_listed).to_numpy(),
         worst_check=worst["check"],
         **{c: most[c].to_numpy() for c in most.columns},
+        **{c: fewest[c].to_numpy() for c in fewest.columns},
     )
     return out[columns]
 

@@ -451,7 +451,8 @@ def edit_csv(path, line=None, header=None, **cells):
         (dict(line=2, budget_used="1.5"), "line 2, column budget_used: 1.5 is over 1 in a pass row"),
         (dict(line=5, budget_used="2.5"), "line 5, column budget_used: 2.5 is over 2 in a pass row"),
         (dict(line=3, mismatch_kind="size"),
-         "line 3, column mismatch_kind: 'size' is not one of shape, dtype, value, error or empty"),
+         "line 3, column mismatch_kind: 'size' is not one of shape, dtype, value, precision, "
+         "error or empty"),
         (dict(line=6, passed="True"), "line 6, column passed: True contradicts status 'absent'"),
         (dict(header={"impl_at_worst": "expected_at_worst", "tol_at_worst": "impl_at_worst"}),
          "line 1, column expected_at_worst: an old name of impl_at_worst"),

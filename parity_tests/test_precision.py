@@ -1,0 +1,130 @@
+"""Effective precision (docs/tolerance.md, "Effective precision"): a float32 result computed
+from float16 or bfloat16 operands, or in TF32, is failed even where it lies within the
+worst-case stage allowance, and a correct float32 computation is not.
+
+The planted steps are the mutants of parity_tests/mutants.py (dE_df_float16_operands,
+dE_df_bfloat16_operands, Z1_tf32; test_mutants.py localises them through every stage
+check); here each is compared at the tensor it changes, against each framework, and the
+record must say why.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from parity_tests import mutants
+from parity_tests.detection import STEPPER
+from parity_tests.explain import explain_precision
+from parity_tests.metrics import (
+    PRECISION_MIN_ELEMENTS,
+    PRECISION_RATIO_LIMIT,
+    compare_arrays,
+    precision_stats,
+)
+from parity_tests.stages import BY_TENSOR
+
+FRAMEWORKS = ("torch", "tensorflow")
+PLANTED = ("dE_df_float16_operands", "dE_df_bfloat16_operands", "Z1_tf32")
+
+
+def _compare(harnesses, run_config, data, step, tensor, framework):
+    harness = harnesses(run_config, data, step)
+    c = harness.stage_check(BY_TENSOR[tensor], framework, "float32")
+    return compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth, against=framework)
+
+
+def _framework(parity_settings, framework):
+    if framework not in parity_settings.frameworks:
+        pytest.skip(f"{framework} deselected by --parity-frameworks")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("planted", PLANTED)
+def test_low_precision_operands_fail(
+    detection_harness_for, run_config, article_batch, parity_settings, planted, framework
+):
+    _framework(parity_settings, framework)
+    step = mutants.MUTANTS[planted]
+    r = _compare(detection_harness_for, run_config, article_batch, step, step.first, framework)
+    assert r["status"] == "fail", r
+    assert r["impl_bits"] <= 14, r  # 24 - log2(8000): float16 ~13, bfloat16 ~10, TF32 ~12
+    assert r["against_bits"] >= 18, r
+    assert "precision: impl computed at about" in r["note"], r["note"]
+    if planted.startswith("dE_df"):
+        # Within the worst-case bound of a 115,200-term sum: only the precision fails it.
+        assert r["budget_used"] <= 1 and r["mismatch_kind"] == "precision", r
+    found = explain_precision(r, step.first, framework)
+    assert found is not None and found.suspect == "precision", r
+    assert "fewer than the other side's" in found.message
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("tensor", ("Z1", "dE_dW", "dE_dZ1", "dE_df"))
+def test_clean_float32_step_is_not_flagged(
+    detection_harness_for, run_config, article_batch, parity_settings, tensor, framework
+):
+    _framework(parity_settings, framework)
+    r = _compare(detection_harness_for, run_config, article_batch, STEPPER, tensor, framework)
+    assert r["status"] == "pass", r
+    assert r["impl_bits"] >= 18 and r["against_bits"] >= 18, r
+    assert "precision" not in r["note"]
+
+
+# --- precision_stats on made-up numbers ------------------------------------------------------
+
+RNG = np.random.default_rng(3)
+
+
+def _dot_case(n_out=64, k=4096, fmt=None):
+    x = RNG.standard_normal((n_out, k)).astype(np.float32)
+    y = RNG.standard_normal((k,)).astype(np.float32)
+    truth = x.astype(np.float64) @ y.astype(np.float64)
+    tol = 2 * 8 * np.sqrt(k) * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(y))
+    clean = (x @ y).astype(np.float64)
+    if fmt:
+        x, y = mutants.round_operand(x, fmt), mutants.round_operand(y, fmt)
+    return clean, (x @ y).astype(np.float64), truth, tol
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16", "tf32"])
+def test_stats_name_the_low_precision_side(fmt):
+    clean, low, truth, tol = _dot_case(fmt=fmt)
+    prec = precision_stats(clean, low, truth, tol, np.float32)
+    assert prec["worse"] == "impl" and prec["excess"] > PRECISION_RATIO_LIMIT, prec
+    swapped = precision_stats(low, clean, truth, tol, np.float32)
+    assert swapped["worse"] == "against", swapped
+
+
+def test_stats_reordered_sum_is_legitimate():
+    x = RNG.standard_normal((64, 4096)).astype(np.float32)
+    y = RNG.standard_normal((4096,)).astype(np.float32)
+    truth = x.astype(np.float64) @ y.astype(np.float64)
+    tol = 2 * 8 * np.sqrt(4096) * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(y))
+    blas = (x @ y).astype(np.float64)
+    # The same float32 products summed one by one, left to right: the worst common order.
+    sequential = np.cumsum(x * y, axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+    prec = precision_stats(blas, sequential, truth, tol, np.float32)
+    assert prec["worse"] == "", prec
+    assert precision_stats(sequential, blas, truth, tol, np.float32)["worse"] == ""
+
+
+def test_stats_correctly_rounded_side_does_not_fail_the_other():
+    clean, _, truth, tol = _dot_case()
+    exact = truth.astype(np.float32).astype(np.float64)
+    assert precision_stats(clean, exact, truth, tol, np.float32)["worse"] == ""
+
+
+def test_stats_need_enough_elements_and_a_scale():
+    clean, low, truth, tol = _dot_case(n_out=PRECISION_MIN_ELEMENTS - 1, fmt="bfloat16")
+    assert precision_stats(clean, low, truth, tol, np.float32) is None  # too few elements
+    zeros = np.zeros(64)
+    assert precision_stats(zeros, zeros, zeros, np.ones(64), np.float32) is None  # both ~0
+    exact = np.zeros(64)  # an exact rule (tolerance 0): nothing to normalise by
+    assert precision_stats(exact, exact, exact, exact, np.float32) is None
+
+
+def test_exact_zero_errors_are_no_evidence():
+    truth = np.arange(1.0, 65.0)
+    r = compare_arrays(truth.astype(np.float32), truth.astype(np.float32), 1e-6 * truth, truth=truth)
+    assert r["status"] == "pass" and r["impl_bits"] == 24 and r["against_bits"] == 24
