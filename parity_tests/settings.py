@@ -442,6 +442,13 @@ def reproduce_options(s: Settings) -> str:
     return shlex.join(opts)
 
 
+def _user_signatures() -> dict:
+    """Every layer kind a user may bring, with its CS231n functions (the registry's `user`)."""
+    from reference.layers import KINDS
+
+    return {name: kind.user for name, kind in KINDS.items() if kind.user}
+
+
 def add_options(parser) -> None:
     g = parser.getgroup("parity", "article parity suite")
     g.addoption(
@@ -502,7 +509,7 @@ def add_options(parser) -> None:
         help="the network test_model.py checks beside the article's (test_parity.py): a "
         "preset (lenet, the default: two convolutions, max pooling, ReLU, softmax; "
         "article: the article's own network, as a spec network) or a spec string "
-        "such as 'conv(4,3,stride=2,pad=1)-tanh-avgpool(2)-dense(10)-softmax_ce' "
+        "such as 'conv(4,3,stride=2,pad=1)-tanh-maxpool(2,stride=1)-dense(10)-softmax_ce' "
         "(docs/extensions.md)",
     )
     g.addoption(
@@ -512,14 +519,11 @@ def add_options(parser) -> None:
         metavar="KIND=module:forward,module:backward",
         help="check your own layer (CS231n convention, NCHW; docs/own_layers.md) in "
         "test_own_layers.py and inside the --parity-model network in test_model.py; once per "
-        "kind. conv: conv_forward(x, w, b, {'stride','pad'}) -> (out, cache), "
-        "conv_backward(dout, cache) -> (dx, dw, db); maxpool / avgpool: "
-        "max_pool_forward(x, {'pool_height','pool_width','stride'}) -> (out, cache), "
-        "max_pool_backward(dout, cache) -> dx; relu / sigmoid / tanh: relu_forward(x) -> "
-        "(out, cache), relu_backward(dout, cache) -> dx; dense: affine_forward(x, w, b) -> "
-        "(out, cache), affine_backward(dout, cache) -> (dx, dw, db); softmax_ce=module:softmax_loss, "
-        "softmax_loss(x, y) -> (loss, dx), the mean over the images (needs --parity-reduction "
-        "mean). module: a dotted module name or a path to a .py file",
+        "kind: "
+        + "; ".join(f"{kind}: {', '.join(sigs)}" for kind, sigs in _user_signatures().items())
+        + " (softmax_ce=module:softmax_loss, the mean over the images: needs "
+        "--parity-reduction mean). pool_param {'pool_height','pool_width','stride'}, "
+        "conv_param {'stride','pad'}. module: a dotted module name or a path to a .py file",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(
