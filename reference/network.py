@@ -20,6 +20,7 @@ a different `ops` entry for one kind, nothing else.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -67,31 +68,31 @@ class Node:
     out_shape: tuple
     needs_input_grad: bool  # some layer before it has parameters
 
-    @property
+    @functools.cached_property  # a Node never changes: each is read once per step
     def kind(self) -> str:
         return self.layer.kind
 
-    @property
+    @functools.cached_property
     def entry(self) -> LayerKind:
         """The layer kind's registry entry."""
         return KINDS[self.layer.kind]
 
-    @property
+    @functools.cached_property
     def params(self) -> tuple[str, ...]:
         """Its parameters' short names: conv F (and b), dense W (and b)."""
         return self.entry.params_of(self.layer)
 
-    @property
+    @functools.cached_property
     def outputs(self) -> tuple[str, ...]:
         """Forward tensors, short names."""
         return self.entry.outputs
 
-    @property
+    @functools.cached_property
     def input_grad(self) -> str:
         """The short name of dE/d(this layer's input), as its backward computes it."""
         return self.entry.input_grad
 
-    @property
+    @functools.cached_property
     def grads(self) -> tuple[str, ...]:
         """Backward tensors, short names: the input gradient (when needed), then the
         parameters' gradients."""
@@ -140,29 +141,29 @@ class Network:
 
     # --- names ------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         """The preset's name, else the canonical spec string."""
         return self.spec.preset or self.spec.text
 
-    @property
+    @functools.cached_property
     def param_names(self) -> tuple[str, ...]:
         return tuple(n.q(p) for n in self.nodes for p in n.params)
 
-    @property
+    @functools.cached_property
     def forward_names(self) -> tuple[str, ...]:
         return tuple(n.q(o) for n in self.nodes for o in n.outputs)
 
-    @property
+    @functools.cached_property
     def backward_names(self) -> tuple[str, ...]:
         """In the order backward computes them: from the loss back to the first layer."""
         return tuple(n.q(g) for n in reversed(self.nodes) for g in n.grads)
 
-    @property
+    @functools.cached_property
     def update_names(self) -> tuple[str, ...]:
         return tuple(f"{p}_new" for p in self.param_names)
 
-    @property
+    @functools.cached_property
     def order(self) -> tuple[str, ...]:
         """Every tensor, forward then backward then updates (the report's row order)."""
         return (*self.forward_names, *self.backward_names, *self.update_names)
