@@ -120,10 +120,39 @@ class UserFunction:
 
     def __call__(self, *args):
         try:
-            return self.fn(*args)
+            with _no_exit(self):
+                return self.fn(*args)
+        except SystemExit as exc:  # sys.exit / exit() in a layer: a record, never the run's end
+            err = OwnLayerError(f"{self.label} called sys.exit({exc.code!r})")
+            _blame(err, self)
+            raise err from None
         except Exception as exc:
             _blame(exc, self)
             raise
+
+
+class _no_exit:
+    """os._exit and os.abort raise OwnLayerError while a user's function runs: a layer
+    calling os._exit(0) ended plain pytest with exit status 0, no verdict and no report.
+    In-process code can still get round this (docs/guarantees.md says so); it guards
+    against the accident, not against a hostile file."""
+
+    def __init__(self, fn: UserFunction):
+        self.fn = fn
+
+    def _refuse(self, what):
+        def refuse(*args):
+            raise OwnLayerError(f"{self.fn.label} called {what}({', '.join(map(repr, args))})")
+
+        return refuse
+
+    def __enter__(self):
+        self.saved = os._exit, os.abort
+        os._exit, os.abort = self._refuse("os._exit"), self._refuse("os.abort")
+
+    def __exit__(self, *exc):
+        os._exit, os.abort = self.saved
+        return False
 
 
 def _blame(exc: BaseException, fn: UserFunction) -> None:

@@ -915,3 +915,35 @@ def test_a_run_on_synthetic_digits_says_so_on_its_verdict_and_last_line(tmp_path
     verdict = next(ln for ln in lines if ln.startswith("verdict: "))
     assert verdict == f"verdict: every comparison passed (1 comparison) {note}"
     assert lines[-2].startswith(f"parity run PARTIAL {note}: "), lines[-2]
+
+
+# --------------------------------------------------------------------------- own layers that exit
+
+
+@pytest.mark.slow  # a pytest session of the own-layer checks (~15 s)
+@pytest.mark.parametrize("how", ["os._exit(0)", "sys.exit(0)"], ids=["os-exit", "sys-exit"])
+def test_an_own_layer_that_exits_is_a_failing_record_not_a_green_exit(tmp_path, how):
+    layers = tmp_path / "exits.py"
+    layers.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            import numpy as np
+
+            def relu_forward(x):
+                {how}
+
+            def relu_backward(dout, cache):
+                return dout * (cache > 0)
+            """
+        )
+    )
+    run = run_pytest(
+        "parity_tests/test_own_layers.py",
+        f"--parity-layer=relu={layers}:relu_forward,{layers}:relu_backward",
+        "--parity-no-report",
+        env={"PARITY_MNIST": "synthetic"},
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-3000:]  # failed checks, not a silent 0
+    assert f"relu_forward called {how.split('(')[0]}" in out, out[-3000:]
