@@ -124,22 +124,24 @@ def add_gate(session) -> None:
     gate_state(config).added = True
 
 
-def gate_diff(base, current, ran_files, factor: float, partial: bool):
-    """The baseline's checks against this run's. Checks of test files this run did not run
+def gate_diff(base, current, ran_files, factor: float, partial: bool, floor=None, within=None):
+    """The baseline's checks against this run's under the policy (factor, floor, within;
+    None: reports.diff's defaults). Checks of test files this run did not run
     at all (a baseline made by `./parity report`, gated by a narrower run) were not run, not
     vanished, and this run's checks are diffed only against the baseline's of the files it
     ran; within those files a missing check vanished unless the run was partial."""
     from reports import diff_reports
+    from reports.diff import DEFAULT_WITHIN
+
+    policy = dict(factor=factor, floor=floor, within=DEFAULT_WITHIN if within is None else within)
 
     def in_run(frame):
         return frame["check"].str.split("::").str[0].isin(ran_files)
 
-    diff = diff_reports(base[in_run(base)], current[in_run(current)], factor=factor, partial=partial)
+    diff = diff_reports(base[in_run(base)], current[in_run(current)], partial=partial, **policy)
     if not in_run(base).all():
         # Only "not run" rows: nothing of this run belongs to those files.
-        elsewhere = diff_reports(
-            base[~in_run(base)], current[~in_run(current)], factor=factor, partial=True
-        )
+        elsewhere = diff_reports(base[~in_run(base)], current[~in_run(current)], partial=True, **policy)
         diff = pd.concat([diff, elsewhere], ignore_index=True)
     return diff
 
@@ -148,7 +150,7 @@ def compute_gate(config, status: dict) -> bool:
     """Diff this run's records against the baseline; keep the diff, the environment
     changes, the failure texts and regression.md. True on a regression."""
     from reports import format_diff, is_regression, records_frame
-    from reports.diff import environment_changes, regression_markdown
+    from reports.diff import environment_changes, policy_text, regression_markdown
     from reports.escape import terminal_text
 
     s, state, gate = config.stash[SETTINGS], config.stash[STATE], gate_state(config)
@@ -159,16 +161,21 @@ def compute_gate(config, status: dict) -> bool:
         ran_files,
         s.baseline_factor,
         partial=status["status"] == "partial",
+        floor=s.baseline_floor,
+        within=s.baseline_within,
     )
     state.diff = diff
     state.environment_changes = environment_changes(state.baseline_meta, run_meta(config))
     # The message: JUnit's message attribute keeps whole lines up to ~500 characters, so
     # the verdict and the brief table first, the baseline last.
-    against = terminal_text(f"baseline: {s.baseline} (factor {s.baseline_factor:g})")
+    policy = policy_text(s.baseline_factor, s.baseline_floor, s.baseline_within)
+    against = terminal_text(f"baseline: {s.baseline} ({policy})")
     gate.message = f"{format_diff(diff, brief=True)}\n\n{against}"
     changed = [terminal_text("environment changed: " + "; ".join(state.environment_changes))]
     gate.text = "\n\n".join([format_diff(diff), *changed[: bool(state.environment_changes)], against])
-    gate.markdown = regression_markdown(diff, s.baseline, s.baseline_factor, state.environment_changes)
+    gate.markdown = regression_markdown(
+        diff, s.baseline, s.baseline_factor, state.environment_changes, policy=policy
+    )
     return is_regression(diff)
 
 

@@ -28,7 +28,7 @@ from parity_tests.impls import resolve_impl
 from parity_tests.mirrors import FRAMEWORKS
 from reference.data import ARTICLE_IMAGES
 from reference.model import DTYPES
-from reports.diff import DEFAULT_FACTOR
+from reports.diff import DEFAULT_FACTOR, DEFAULT_WITHIN
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPORT_DIR = ROOT / "reports" / "latest"
@@ -57,6 +57,8 @@ class Settings:
     report_dir: Path | None  # None: --parity-no-report
     baseline: Path | None
     baseline_factor: float
+    baseline_floor: float | None  # None: 1 / factor**2 (reports.diff)
+    baseline_within: float
     model: str = DEFAULT_MODEL  # --parity-model as given (a preset name or a spec string)
     layers: tuple = ()  # --parity-layer values as given, one per kind (parity_tests/own_layers.py)
     # Made once, when the options are validated (validate_options); every consumer reads
@@ -162,6 +164,20 @@ def _real(option: str, value: str, above: float) -> float:
     return number
 
 
+def _bounded(option: str, value, low: float, high: float = math.inf) -> float | None:
+    """A finite number in low..high (None stays None: the option's default)."""
+    if value is None:
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and low <= number <= high):
+        expected = f">= {low:g}" if high == math.inf else f"in {low:g}..{high:g}"
+        raise _usage(option, value, f"a finite number {expected}")
+    return number
+
+
 def _settings(config) -> Settings:
     from reference.data import MAX_IMAGES
 
@@ -181,6 +197,8 @@ def _settings(config) -> Settings:
         report_dir=None if no_report else Path(o("--parity-report-dir")).absolute(),
         baseline=Path(baseline).absolute() if baseline else None,
         baseline_factor=_real("--parity-baseline-factor", o("--parity-baseline-factor"), 1),
+        baseline_floor=_bounded("--parity-baseline-floor", o("--parity-baseline-floor"), 0),
+        baseline_within=_bounded("--parity-baseline-within", o("--parity-baseline-within"), 0, 1),
         **_model("--parity-model", o("--parity-model")),
         layers=tuple(o("--parity-layer") or ()),
     )
@@ -535,4 +553,18 @@ def add_options(parser) -> None:
         "--parity-baseline-factor",
         default=str(DEFAULT_FACTOR),
         help=f"budget growth that counts as a regression (a number > 1; default {DEFAULT_FACTOR:g})",
+    )
+    g.addoption(
+        "--parity-baseline-floor",
+        default=None,
+        help="smallest baseline budget the growth is measured from (a number >= 0; default "
+        "1 / factor**2: a budget that stays below 1 / factor never counts as grown), as "
+        "`python -m reports diff --floor`",
+    )
+    g.addoption(
+        "--parity-baseline-within",
+        default=str(DEFAULT_WITHIN),
+        help="growth that ends at or below this fraction of the allowance is listed ('grew "
+        "within the error model') but is no regression (0..1; default "
+        f"{DEFAULT_WITHIN:g}; 0: every growth regresses), as `python -m reports diff --within`",
     )

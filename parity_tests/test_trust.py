@@ -411,6 +411,9 @@ def test_a_layer_kind_nothing_checked_makes_the_run_partial(pytestconfig, tmp_pa
         ("parity_baseline_factor", "0", "> 1"),
         ("parity_baseline_factor", "-1", "> 1"),
         ("parity_baseline_factor", "nan", "finite"),
+        ("parity_baseline_floor", "-1", ">= 0"),
+        ("parity_baseline_floor", "inf", "finite"),
+        ("parity_baseline_within", "1.5", r"in 0\.\.1"),
         ("parity_data", "/no/such/mnist.npz", "does not exist"),
         ("parity_model", "conv(4,30)-dense(10)-softmax_ce", r"layer 1 'conv\(4,30\)'.*28x28"),
         ("parity_model", "conv(4,3)-dense(9)-softmax_ce", "would get 9 features"),
@@ -426,6 +429,43 @@ def test_bad_option_is_one_usage_error(pytestconfig, tmp_path, option, value, sa
         match=f"(?s)--{option.replace('_', '-')}.*{says}" if option != "parity_data" else says,
     ):
         validate(pytestconfig, tmp_path, **{option: value})
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--parity-baseline-floor", "-1", "a finite number >= 0"),
+        ("--parity-baseline-floor", "nan", "a finite number >= 0"),
+        ("--parity-baseline-floor", "ten", "a finite number >= 0"),
+        ("--parity-baseline-floor", "", "a finite number >= 0"),
+        ("--parity-baseline-within", "1.5", "a finite number in 0..1"),
+        ("--parity-baseline-within", "-0.1", "a finite number in 0..1"),
+        ("--parity-baseline-within", "half", "a finite number in 0..1"),
+    ],
+    ids=["floor-negative", "floor-nan", "floor-not-a-number", "floor-empty", "within-over-1",
+         "within-negative", "within-not-a-number"],
+)  # fmt: skip
+def test_bad_baseline_policy_is_one_usage_error(pytestconfig, tmp_path, option, value, expected):
+    # --parity-baseline-floor mirrors `python -m reports diff --floor`, -within `--within`:
+    # one message naming the option, what came and what was expected.
+    key = option.lstrip("-").replace("-", "_")
+    with pytest.raises(pytest.UsageError) as caught:
+        validate(pytestconfig, tmp_path, **{key: value})
+    assert str(caught.value) == f"{option} {value!r}: expected {expected}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "floor", "within"),
+    [
+        ({}, None, 0.5),  # the defaults: floor 1 / factor**2, half the allowance
+        ({"parity_baseline_floor": "0.05", "parity_baseline_within": "0"}, 0.05, 0.0),
+        ({"parity_baseline_floor": " 0 ", "parity_baseline_within": "1"}, 0.0, 1.0),
+    ],
+    ids=["defaults", "floor-0.05-within-0", "floor-0-within-1"],
+)
+def test_baseline_policy_options_set_the_settings(pytestconfig, tmp_path, overrides, floor, within):
+    s, _ = validate(pytestconfig, tmp_path, **overrides)
+    assert (s.baseline_floor, s.baseline_within) == (floor, within)
 
 
 @pytest.mark.parametrize("state", ["missing", "empty_dir", "empty_csv", "header_only", "not_utf8"])

@@ -12,6 +12,7 @@ from reports import approve
 from reports import merge as merge_cmd
 from reports.diff import (
     DEFAULT_FACTOR,
+    DEFAULT_WITHIN,
     diff_reports,
     environment_changes,
     experiment_mismatches,
@@ -56,6 +57,13 @@ def _floor(text: str) -> float:
     return x
 
 
+def _within(text: str) -> float:
+    x = _number(text)
+    if not 0 <= x <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in 0..1, got {text!r}")
+    return x
+
+
 def _count(text: str) -> int:
     try:
         n = int(text)
@@ -82,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
         "diff",
         help="compare a run with a baseline; exit 1 on a regression",
         description="Regressions: a check that passed and no longer does, a check that "
-        "vanished, or a budget that grew more than FACTOR times max(baseline, FLOOR). "
+        "vanished, a side's precision (impl_bits, against_bits) that dropped more than the "
+        "precision check allows, or a budget that grew more than FACTOR times max(baseline, "
+        "FLOOR) to past WITHIN of its allowance (growth that ends at or below WITHIN is "
+        "listed, 'grew within the error model', and is no regression). "
         "Both runs must be the same experiment (seed, images, init, reduction, data, "
         "implementation, lr), else exit 2; an interrupted current run is refused (exit 2), "
         "a partial one is compared on the checks it ran.",
@@ -101,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="smallest baseline budget used as base (default 1 / FACTOR**2: a budget that "
         "stays below 1 / FACTOR never counts as grown)",
+    )
+    diff.add_argument(
+        "--within",
+        type=_within,
+        default=DEFAULT_WITHIN,
+        help="growth that ends at or below this fraction of the allowance is listed but is "
+        f"no regression, 0..1 ({DEFAULT_WITHIN:g}; 0: every growth regresses)",
     )
     approve.add_parser(sub)
     merge_cmd.add_parser(sub)
@@ -191,7 +209,12 @@ def _diff(args) -> int:
     if changes:
         print(terminal_text("environment changed: " + "; ".join(changes)) + "\n")
     diff = diff_reports(
-        baseline, current, factor=args.factor, floor=args.floor, partial=status == "partial"
+        baseline,
+        current,
+        factor=args.factor,
+        floor=args.floor,
+        partial=status == "partial",
+        within=args.within,
     )
     print(format_diff(diff))
     return 1 if is_regression(diff) else 0

@@ -6,6 +6,7 @@ import pytest
 
 from parity_tests.gate import gate_diff
 from reports import is_regression, records_frame
+from reports.diff import WITHIN_CHANGE
 
 
 def rec(check, budget=0.5):
@@ -47,3 +48,24 @@ def test_a_narrower_run_lists_no_baseline_check_as_new(grown):
     assert changes.get("not run", 0) == len(MODEL)
     assert (changes.get("budget grew", 0) == 1) == grown
     assert is_regression(diff) == grown
+
+
+@pytest.mark.parametrize(
+    ("policy", "change"),
+    [({}, WITHIN_CHANGE), ({"within": 0}, "budget grew"), ({"floor": 0.05}, None)],
+    ids=["onednn-0-to-0.272-default-policy", "within-0-regresses", "floor-0.05-no-growth"],
+)
+def test_the_gate_diffs_under_its_policy(policy, change):
+    # --parity-baseline-floor / --parity-baseline-within reach both diffs of gate_diff.
+    diff = gate_diff(
+        records_frame(_parity(0.0) + MODEL),
+        records_frame(_parity(0.272)),
+        {"parity_tests/test_parity.py"},
+        factor=10,
+        partial=False,
+        **policy,
+    )
+    changes = diff["change"].value_counts().to_dict()
+    assert changes.pop("not run") == len(MODEL)
+    assert changes == ({change: 1} if change else {})
+    assert is_regression(diff) == (change == "budget grew")
