@@ -66,29 +66,43 @@ class ParityFailure(AssertionError):
 # --------------------------------------------------------------------------- user code
 
 
-def call_with_timeout(fn: Callable, args: tuple, kwargs: dict, timeout: float, what: str):
-    """fn(*args, **kwargs) in a daemon thread, waited for `timeout` seconds: its value, or
-    its exception raised again here; ImplementationError when it has not returned by then.
-    A thread cannot be killed: the hung call goes on in the background."""
-    box: dict = {}
+class TimedCall:
+    """fn called in a daemon thread, waited for `timeout` seconds: its value, or its
+    exception raised again here; ImplementationError when it has not returned by then. A
+    thread cannot be killed: the hung call goes on in the background, and every later call
+    raises at once rather than start another."""
 
-    def target():
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
-            box["error"] = exc
+    def __init__(self, fn: Callable, timeout: float, what: str):
+        self.fn, self.timeout, self.what = fn, float(timeout), what
+        self.hung = False
 
-    thread = threading.Thread(target=target, name=f"parity: {what}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise ImplementationError(
-            f"{what} did not return within {timeout:g} s (timeout=); it still runs in a "
-            "background thread, which Python cannot kill: restart the kernel to stop it"
-        )
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    def __call__(self, *args, **kwargs):
+        if self.hung:
+            raise ImplementationError(
+                f"{self.what} is not called again: an earlier call did not return within "
+                f"{self.timeout:g} s (timeout=) and still runs in a background thread"
+            )
+        box: dict = {}
+
+        def target():
+            try:
+                box["value"] = self.fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"parity: {self.what}", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            self.hung = True
+            raise ImplementationError(
+                f"{self.what} did not return within {self.timeout:g} s (timeout=); it still "
+                "runs in a background thread, which Python cannot kill: restart the kernel to "
+                "stop it"
+            )
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
 
 def _label(fn) -> str:
@@ -105,14 +119,13 @@ class FunctionImpl:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
         self.fn, self.LAYOUT, self.timeout, self.__name__ = fn, layout, float(timeout), name
+        self._call = TimedCall(fn, timeout, "train_step")
 
     def __repr__(self) -> str:
         return f"FunctionImpl({self.__name__!r}, layout={self.LAYOUT!r}, timeout={self.timeout:g})"
 
     def train_step(self, params, X, y, lr, reduction):
-        return call_with_timeout(
-            self.fn, (params, X, y), dict(lr=lr, reduction=reduction), self.timeout, "train_step"
-        )
+        return self._call(params, X, y, lr=lr, reduction=reduction)
 
 
 def as_impl(train_step, layout: str | None, timeout: float, name: str | None):
@@ -186,13 +199,16 @@ def _environment(frameworks) -> str:
     return versions_text(environment(SimpleNamespace(frameworks=frameworks)))
 
 
-@functools.cache
-def _pinned(frameworks: tuple) -> dict:
-    """The frameworks' thread counts pinned as a pytest run pins them (once per process)."""
+def _pinned(frameworks) -> dict:
+    """The thread counts of the frameworks not yet imported pinned as a pytest run pins
+    them (pins.pin_framework_threads); one already imported (by a pytest run, or by the
+    notebook) keeps its own settings, which TensorFlow allows no longer changing."""
+    import sys
+
     from parity_tests.pins import pin_framework_threads
 
     errors: dict = {}
-    pin_framework_threads(frameworks, errors)
+    pin_framework_threads([f for f in frameworks if f not in sys.modules], errors)
     return errors
 
 
@@ -363,12 +379,7 @@ def _user_layer(kind: str, functions, timeout: float):
             f"got {functions!r}"
         )
 
-    def timed(fn, label):
-        return functools.wraps(fn)(lambda *a: call_with_timeout(fn, a, {}, timeout, label))
-
-    wrapped = tuple(
-        own_layers.UserFunction(_label(f), timed(f, _label(f))) for f in fns
-    )  # fmt: skip
+    wrapped = tuple(own_layers.UserFunction(_label(f), TimedCall(f, timeout, _label(f))) for f in fns)
     value = f"{kind}=" + ",".join(f.label for f in wrapped)
     return own_layers.UserLayer(kind, value, wrapped)
 
