@@ -677,6 +677,17 @@ CSP = (
 )
 
 
+def heat_map_html(df: pd.DataFrame, order=()) -> str:
+    """The heat map as an <img> with the PNG inline (summary.html's, and a notebook's
+    parity_tests.api.Result)."""
+    png, (w, h) = _heatmap_png(df, order)
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<img class="heatmap" width="{w}" height="{h}" '
+        f'alt="heat map of the largest budget used" src="data:image/png;base64,{data}">'
+    )
+
+
 def summary_html(
     df: pd.DataFrame,
     meta: dict,
@@ -716,12 +727,9 @@ def summary_html(
         parts.append("<p>No comparisons were recorded.</p>")
     if not summary.empty:
         if heat_map:
-            png, (w, h) = _heatmap_png(df, tensor_order(meta))
-            data = base64.b64encode(png).decode("ascii")
             parts += [
                 "<h2>Budget used by tensor and comparison</h2>",
-                f'<img class="heatmap" width="{w}" height="{h}" '
-                f'alt="heat map of the largest budget used" src="data:image/png;base64,{data}">',
+                heat_map_html(df, tensor_order(meta)),
             ]
         parts += [
             "<h2>Summary (worst first)</h2>",

@@ -1,0 +1,582 @@
+"""The parity checks as a Python API, for notebooks and scripts: no pytest run needed.
+
+    from parity_tests import check, check_layers
+
+    result = check(train_step, layout="nchw")           # a function object
+    result                                              # in Jupyter: headline, heat map, verdicts
+    result.records                                      # the records, a pandas DataFrame
+    result.raise_for_failures()                         # raises ParityFailure with the headline
+
+    check_layers({"conv": (conv_forward, conv_backward), "relu": (relu_forward, relu_backward)})
+
+`check` builds the Harness and records through ParityRecorder exactly as
+parity_tests/test_parity.py does: test_contract, then every stage-isolated and end-to-end
+check of every article tensor against each framework in each dtype, then
+test_inputs_untouched; the records carry the same check ids as a pytest run's, so they
+compare with a report's. The data come from the same loader (PARITY_MNIST, the keras
+cache, else SYNTHETIC digits, which the headline and the HTML say loudly).
+
+User code: train_step gets copies of the inputs (parity_tests/impl_call.py); a write into
+them is reported by the inputs checks. A function object runs in a thread of this process
+with a timeout: past it, the check reports the hang as an error, but a Python thread cannot
+be killed, so the hung call goes on in the background until it returns (restart the kernel
+to stop it). A module name or a .py path instead of a function runs in a child process,
+as `--parity-impl` does, and is killed at the timeout.
+
+`check_layers` runs own_layer_checks' per-kind comparisons (the user's forward and backward
+against the reference's layer and each framework's) over the kind's covering grid
+(deterministic cases, no Hypothesis draws); a failing case gives the same message as the
+pytest check, with the sweep of hyper-parameters that trigger it.
+"""
+
+from __future__ import annotations
+
+import parity_tests.pins  # noqa: F401  (first: before NumPy, torch or TensorFlow load)
+
+# isort: split
+
+import functools
+import html
+import threading
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from parity_tests.compare import ParityRecorder, RunContext
+from parity_tests.harness import Harness, RunConfig
+from parity_tests.impl_call import DEFAULT_TIMEOUT_S, INPUT_NAMES, ImplementationError
+from parity_tests.mirrors import FRAMEWORKS
+from parity_tests.stages import END_TO_END, FORWARD, GRADIENT, STAGES, UPDATE
+from reference.data import ARTICLE_IMAGES, load_article_data
+from reference.layout import LAYOUTS
+from reference.model import DTYPES
+from reference.tensors import ORDER
+from reports.fields import normalise_record
+
+TEST_PARITY = "parity_tests/test_parity.py"
+TEST_OWN_LAYERS = "parity_tests/test_own_layers.py"
+DEFAULT_LAYER_TIMEOUT_S = 60.0
+FAILED = ("error", "fail", "vacuous")
+
+
+class ParityFailure(AssertionError):
+    """Result.raise_for_failures: something failed; the message is the headline."""
+
+
+# --------------------------------------------------------------------------- user code
+
+
+class TimedCall:
+    """fn called in a daemon thread, waited for `timeout` seconds: its value, or its
+    exception raised again here; ImplementationError when it has not returned by then. A
+    thread cannot be killed: the hung call goes on in the background, and every later call
+    raises at once rather than start another."""
+
+    def __init__(self, fn: Callable, timeout: float, what: str):
+        self.fn, self.timeout, self.what = fn, float(timeout), what
+        self.hung = False
+
+    def __call__(self, *args, **kwargs):
+        if self.hung:
+            raise ImplementationError(
+                f"{self.what} is not called again: an earlier call did not return within "
+                f"{self.timeout:g} s (timeout=) and still runs in a background thread"
+            )
+        box: dict = {}
+
+        def target():
+            try:
+                box["value"] = self.fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"parity: {self.what}", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            self.hung = True
+            raise ImplementationError(
+                f"{self.what} did not return within {self.timeout:g} s (timeout=); it still "
+                "runs in a background thread, which Python cannot kill: restart the kernel to "
+                "stop it"
+            )
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+
+def _label(fn) -> str:
+    module = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{module}:{name}" if module and module not in ("__main__", "builtins") else name
+
+
+class FunctionImpl:
+    """A train_step function object as an implementation (the reference's model API):
+    impl_call.call_in_process hands it copies in its LAYOUT; the call has a timeout."""
+
+    def __init__(self, fn: Callable, layout: str, timeout: float, name: str):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+        self.fn, self.LAYOUT, self.timeout, self.__name__ = fn, layout, float(timeout), name
+        self._call = TimedCall(fn, timeout, "train_step")
+
+    def __repr__(self) -> str:
+        return f"FunctionImpl({self.__name__!r}, layout={self.LAYOUT!r}, timeout={self.timeout:g})"
+
+    def train_step(self, params, X, y, lr, reduction):
+        return self._call(params, X, y, lr=lr, reduction=reduction)
+
+
+def as_impl(train_step, layout: str | None, timeout: float, name: str | None):
+    """(implementation, its label): a function object, an object with `train_step` (a
+    module: its LAYOUT unless `layout` is given), or a name as --parity-impl takes it."""
+    if isinstance(train_step, str):
+        from parity_tests.impls import resolve_impl
+
+        return resolve_impl(train_step, timeout), name or train_step
+    if not callable(train_step) and callable(getattr(train_step, "train_step", None)):
+        found = layout or getattr(train_step, "LAYOUT", "article")
+        label = name or getattr(train_step, "__name__", type(train_step).__name__)
+        return FunctionImpl(train_step.train_step, found, timeout, label), label
+    if not callable(train_step):
+        raise TypeError(
+            "check(train_step): expected a function train_step(params, X, y, lr, reduction), "
+            f"an object or module with one, or a --parity-impl name; got {type(train_step).__name__}"
+        )
+    label = name or _label(train_step)
+    return FunctionImpl(train_step, layout or "article", timeout, label), label
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass
+class _Node:
+    """What ParityRecorder reads of a pytest node: the check's id (and user_properties)."""
+
+    nodeid: str
+    user_properties: list = field(default_factory=list)
+
+
+class ApiRecorder(ParityRecorder):
+    """ParityRecorder without pytest: each record appended to `records`; `at(check_id)`
+    names the check the next records belong to; `reproduce` gives the Python call."""
+
+    def __init__(self, context: RunContext, call: str):
+        super().__init__(_Node(""), context)
+        self.records: list[dict] = []
+        self.call = call
+
+    def at(self, nodeid: str) -> ApiRecorder:
+        self.node = _Node(nodeid)
+        return self
+
+    def reproduce(self) -> str:
+        return self.call
+
+    def add(self, record: dict) -> dict:
+        record = normalise_record(record)
+        self.records.append(record)
+        return record
+
+
+@functools.cache
+def _data(n_images: int, source):
+    """The loader's data and its warnings (said again by every call that uses them)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_article_data(n_images, source=source)
+    return data, tuple(w.message for w in caught)
+
+
+def _environment(frameworks) -> str:
+    """The versions text a pytest run's records carry (settings.environment)."""
+    from types import SimpleNamespace
+
+    from parity_tests.settings import environment, versions_text
+
+    return versions_text(environment(SimpleNamespace(frameworks=frameworks)))
+
+
+def _pinned(frameworks) -> dict:
+    """The thread counts of the frameworks not yet imported pinned as a pytest run pins
+    them (pins.pin_framework_threads); one already imported (by a pytest run, or by the
+    notebook) keeps its own settings, which TensorFlow allows no longer changing."""
+    import sys
+
+    from parity_tests.pins import pin_framework_threads
+
+    errors: dict = {}
+    pin_framework_threads([f for f in frameworks if f not in sys.modules], errors)
+    return errors
+
+
+def _choice(what: str, given, allowed) -> tuple:
+    values = (given,) if isinstance(given, str) else tuple(given)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"{what} must be some of {list(allowed)}, got {list(values)}")
+    return values
+
+
+def _contract(rec: ApiRecorder, harness: Harness, dtype: str) -> None:
+    """test_contract's records (a train_step that raised: its checks record the error)."""
+    rec.at(f"{TEST_PARITY}::test_contract[{dtype}]")
+    try:
+        problems = harness.contract(dtype)
+    except ImplementationError:
+        return
+    kinds = {
+        "absent": ("absent", ""),
+        "unknown": ("error", "error"),
+        "shape": ("fail", "shape"),
+        "dtype": ("fail", "dtype"),
+    }
+    for name, kind, message in problems:
+        status, mismatch_kind = kinds[kind]
+        rec.record(
+            tensor=name, status=status, mismatch_kind=mismatch_kind, error=message,
+            mode="contract", dtype=dtype,
+        )  # fmt: skip
+    if sum(kind == "absent" for _, kind, _ in problems) == len(ORDER):
+        rec.record(
+            tensor="(all)",
+            status="vacuous",
+            mode="contract",
+            dtype=dtype,
+            error="train_step returned none of the article's names: nothing to compare",
+        )
+
+
+def _stage(rec, harness, stage, framework, dtype, mode, test) -> None:
+    rec.at(f"{TEST_PARITY}::{test}[{stage.id}-{mode}-{framework}-{dtype}]")
+    make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+    rec.check(
+        tensor=stage.tensor,
+        equation=stage.equation,
+        step=stage.step,
+        quantity=stage.quantity,
+        mode=mode,
+        against=framework,
+        dtype=dtype,
+        compute=lambda: make(stage, framework, dtype),
+        expect_zero=harness.config.init_scheme == "article" and stage.quantity != "forward",
+        fail=False,  # an absent tensor comes back as an unstored record: contract has it
+    )
+
+
+def _inputs(rec, harness, name, dtype) -> None:
+    rec.at(f"{TEST_PARITY}::test_inputs_untouched[{name}-{dtype}]")
+    rec.check(
+        tensor=name,
+        equation="",
+        step="inputs",
+        quantity="input",
+        mode="inputs",
+        against="pristine",
+        dtype=dtype,
+        compute=lambda: harness.inputs_check(name, dtype),
+        note=lambda: (
+            f"train_step modified its input {name} in place"
+            if name in harness.modified_inputs(dtype)
+            else ""
+        ),
+        fail=False,
+    )
+
+
+def check(
+    train_step,
+    layout: str | None = None,
+    *,
+    dtypes: Sequence[str] | str = DTYPES,
+    frameworks: Sequence[str] | str = FRAMEWORKS,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    data=None,
+    n_images: int = ARTICLE_IMAGES,
+    seed: int = 0,
+    name: str | None = None,
+) -> Result:
+    """Every check of parity_tests/test_parity.py on `train_step`, without pytest.
+
+    train_step: a function train_step(params, X, y, lr, reduction) -> {article name: array}
+        (docs/byo.md), an object or module with one (its LAYOUT is read), or a name as
+        --parity-impl takes it ("reference", "mutant:sign_dE_dO", "my_module", "my_cnn.py").
+    layout: "article" (the default), "nchw" or "nhwc": the layout train_step works in.
+    dtypes, frameworks: what to compare, both of each by default.
+    timeout: seconds one train_step call may take (see the module docstring: a function
+        object's hung call is reported but not killed).
+    data: None (PARITY_MNIST, the keras cache, else synthetic digits, with a warning),
+        "synthetic", or a path to an MNIST .npz / IDX folder; n_images, seed as the options.
+    name: the implementation's name in the records (default: the function's).
+    """
+    dtypes = _choice("dtypes", dtypes, DTYPES)
+    frameworks = _choice("frameworks", frameworks, FRAMEWORKS)
+    impl, label = as_impl(train_step, layout, timeout, name)
+    framework_errors = _pinned(frameworks)
+    loaded, data_warnings = _data(int(n_images), data)
+    for message in data_warnings:
+        warnings.warn(message, stacklevel=2)
+    config = RunConfig(seed=int(seed), n_images=int(n_images), impl=label)
+    harness = Harness(config, loaded, impl)
+    args = f"{label!r}, layout={getattr(impl, 'LAYOUT', layout or 'article')!r}"
+    call = f"parity_tests.check({args}, dtypes={list(dtypes)}, frameworks={list(frameworks)})"
+    context = RunContext(
+        seed=config.seed,
+        data_source=loaded.source,
+        versions=_environment(frameworks),
+        init_scheme=config.init_scheme,
+        reduction=config.reduction,
+        impl=label,
+        reproduce_options="",
+    )
+    rec = ApiRecorder(context, call)
+    for dtype in dtypes:
+        _contract(rec, harness, dtype)
+    for framework in frameworks:
+        for dtype in dtypes:
+            for stages, test in (
+                (FORWARD, "test_forward"),
+                (GRADIENT, "test_gradient"),
+                (UPDATE, "test_update"),
+            ):
+                for stage in stages:
+                    _stage(rec, harness, stage, framework, dtype, "stage", test)
+            for stage in END_TO_END:
+                _stage(rec, harness, stage, framework, dtype, "end_to_end", "test_end_to_end")
+    for name_ in INPUT_NAMES:
+        for dtype in dtypes:
+            _inputs(rec, harness, name_, dtype)
+    meta = dict(
+        impl=label,
+        seed=config.seed,
+        data_source=loaded.source,
+        init_scheme=config.init_scheme,
+        reduction=config.reduction,
+        frameworks=list(frameworks),
+        dtypes=list(dtypes),
+        tensor_order=[s.tensor for s in STAGES],
+        framework_errors=framework_errors,
+        call=call,
+    )
+    return Result(rec.records, meta)
+
+
+# --------------------------------------------------------------------------- own layers
+
+
+def _user_layer(kind: str, functions, timeout: float):
+    from parity_tests import own_layers
+
+    if kind not in own_layers.KINDS:
+        raise ValueError(f"check_layers: unknown kind {kind!r}; one of {', '.join(own_layers.KINDS)}")
+    wanted = own_layers.SIGNATURES[kind]
+    fns = (functions,) if callable(functions) else tuple(functions)
+    if len(fns) != len(wanted) or not all(callable(f) for f in fns):
+        raise TypeError(
+            f"check_layers: {kind} takes {len(wanted)} function(s), {'; '.join(wanted)}; "
+            f"got {functions!r}"
+        )
+
+    wrapped = tuple(own_layers.UserFunction(_label(f), TimedCall(f, timeout, _label(f))) for f in fns)
+    value = f"{kind}=" + ",".join(f.label for f in wrapped)
+    return own_layers.UserLayer(kind, value, wrapped)
+
+
+def _grid_outcome(rec, layer, dtype: str, mirrors: dict):
+    """own_layer_checks.check_layer over the covering grid instead of Hypothesis draws: the
+    first failing case's records and message, else one record per tensor and side at the
+    case that used most of its budget."""
+    from parity_tests import own_layer_checks as olc
+
+    shorts = olc.OUTPUTS[layer.kind]
+    sides = (olc.REFERENCE, *mirrors)
+    grid = olc.covering_grid(layer.kind)
+    worst: dict = {}
+    for case in grid:
+        run = olc.CaseRun(layer, case, dtype, mirrors)
+        try:
+            _ = run.user
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
+            return olc._user_failure(rec, layer, dtype, mirrors, olc.UserFailure(case, exc), olc.GRID)
+        for side in sides:  # the reference first, as check_layer
+            if isinstance(mirrors.get(side), BaseException):
+                continue
+            for short in shorts:
+                try:
+                    result = run.measure(short, side)
+                except Exception:  # noqa: BLE001  (a framework that cannot run this case)
+                    return olc._mismatch(rec, layer, dtype, mirrors, case, olc.GRID)
+                if olc._failed(result):
+                    return olc._mismatch(rec, layer, dtype, mirrors, case, olc.GRID)
+                if result["status"] == "pass":
+                    budget = float(result["budget_used"])
+                    if budget >= worst.get((short, side), (-1.0,))[0]:
+                        worst[(short, side)] = (budget, case)
+    runs: dict = {}
+    records = []
+    for side in sides:
+        for short in shorts:
+            budget, case = worst.get((short, side), (None, grid[0]))
+            if case not in runs:
+                runs[case] = olc.CaseRun(layer, case, dtype, mirrors)
+            what = (
+                f"the largest budget used of {len(grid)} grid cases" if budget is not None else "no case"
+            )
+            records.append(olc._record(rec, runs[case], short, side, f"{what}: {case.text()}"))
+    bad = [r for r in records if r["status"] in olc.FAILED]
+    message = olc._message(rec, layer, dtype, None, bad, None) if bad else None
+    return olc.Outcome(records, message)
+
+
+def check_layers(
+    layers: Mapping,
+    *,
+    dtypes: Sequence[str] | str = DTYPES,
+    frameworks: Sequence[str] | str = FRAMEWORKS,
+    timeout: float = DEFAULT_LAYER_TIMEOUT_S,
+) -> Result:
+    """Your own CS231n-style layers against the reference's layer and each framework's,
+    without pytest: {"conv": (conv_forward, conv_backward), "relu": (relu_forward,
+    relu_backward), "softmax_ce": softmax_loss, ...} (kinds and signatures: docs/own_layers.md).
+
+    Each kind, in each dtype, runs over its covering grid (own_layer_checks.covering_grid:
+    deterministic hyper-parameters and values); the first failing case is reported with the
+    sweep of hyper-parameters that trigger the mismatch (Result.messages). Each function
+    gets copies of its arguments (a write into them is an error) and `timeout` seconds per
+    call (a hung call is reported, not killed: see the module docstring).
+    """
+    from parity_tests import own_layer_checks as olc
+
+    dtypes = _choice("dtypes", dtypes, DTYPES)
+    frameworks = _choice("frameworks", frameworks, FRAMEWORKS) if frameworks else ()
+    if not layers:
+        raise ValueError(
+            "check_layers: give at least one kind, e.g. {'relu': (relu_forward, relu_backward)}"
+        )
+    framework_errors = _pinned(frameworks)
+    user = {kind: _user_layer(kind, fns, timeout) for kind, fns in layers.items()}
+    mirrors = olc._mirrors(frameworks)
+    context = RunContext(
+        seed=0,
+        data_source="own layers: covering grid",
+        versions=_environment(frameworks),
+        init_scheme="",
+        reduction=olc.REDUCTION,
+        impl="",
+        reproduce_options="",
+    )
+    messages = []
+    records: list = []
+    for kind, layer in user.items():
+        for dtype in dtypes:
+            call = (
+                f"parity_tests.check_layers({{{kind!r}: ...}}, dtypes=[{dtype!r}], "
+                f"frameworks={list(frameworks)})"
+            )
+            rec = ApiRecorder(RunContext(**{**context.__dict__, "impl": layer.label}), call)
+            rec.at(f"{TEST_OWN_LAYERS}::test_own_layer[{kind}-{dtype}]")
+            outcome = _grid_outcome(rec, layer, dtype, mirrors)
+            records += rec.records
+            if outcome.message:
+                messages.append(outcome.message)
+    meta = dict(
+        impl=", ".join(layer.label for layer in user.values()),
+        data_source=context.data_source,
+        frameworks=list(frameworks),
+        dtypes=list(dtypes),
+        framework_errors=framework_errors,
+    )
+    return Result(records, meta, tuple(messages))
+
+
+# --------------------------------------------------------------------------- the result
+
+
+class Result:
+    """What check / check_layers found.
+
+    records: every record as a pandas DataFrame (reports.records_frame, outliers filled);
+    headline: the verdict lines, as every report shows them first; passed: no comparison
+    failed, was vacuous or could not be made (a tensor not provided is no failure);
+    messages: check_layers' failure messages (the failing case and the sweep);
+    raise_for_failures(): raises ParityFailure with the headline when not passed.
+    In Jupyter the result shows as HTML: the headline, the run's heat map and the
+    explainer's verdict for each failing comparison.
+    """
+
+    def __init__(self, records: list[dict], meta: dict, messages: tuple = ()):
+        from reports import fill_outliers, records_frame
+
+        self.raw = list(records)
+        self.meta = meta
+        self.messages = tuple(messages)
+        self.records = fill_outliers(records_frame(self.raw))
+
+    @property
+    def order(self) -> tuple:
+        return tuple(self.meta.get("tensor_order", ()))
+
+    @property
+    def headline_lines(self) -> list[str]:
+        from reports import headline
+
+        return headline(self.records, self.order, self.meta.get("data_source", ""))
+
+    @property
+    def headline(self) -> str:
+        return "\n".join(self.headline_lines)
+
+    @property
+    def failures(self):
+        """The records that failed, were vacuous or could not be compared."""
+        return self.records[self.records["status"].isin(FAILED)]
+
+    @property
+    def passed(self) -> bool:
+        return not self.records.empty and self.failures.empty
+
+    def raise_for_failures(self) -> Result:
+        """Raise ParityFailure (an AssertionError) with the headline, and check_layers'
+        messages, when something failed; return the result otherwise."""
+        if not self.passed:
+            raise ParityFailure("\n\n".join([self.headline, *self.messages]))
+        return self
+
+    def __repr__(self) -> str:
+        return f"<parity Result: {'passed' if self.passed else 'FAILED'}>\n{self.headline}"
+
+    def _repr_html_(self) -> str:
+        from reports.render import headline_html, heat_map_html, synthetic_banner
+
+        esc = html.escape
+        df, meta = self.records, self.meta
+        verdict = "passed" if self.passed else "FAILED"
+        parts = [f"<h3>Parity check of {esc(str(meta.get('impl', '')))}: {verdict}</h3>"]
+        parts.append(headline_html(df, meta))
+        synthetic = synthetic_banner(df, meta)
+        if synthetic:
+            parts.append(f"<p><strong>{esc(synthetic[0])}</strong>: {esc(synthetic[1])}</p>")
+        if not df.empty:
+            parts.append(heat_map_html(df, self.order))
+        failures = self.failures
+        if not failures.empty:
+            rows = "".join(
+                "<tr>"
+                + "".join(
+                    f"<td>{esc(str(r[c]))}</td>"
+                    for c in ("tensor", "mode", "against", "dtype", "status")
+                )
+                + f"<td>{esc(str(r['explanation'] or r['error'] or r['note']))}</td></tr>"
+                for _, r in failures.iterrows()
+            )
+            parts += [
+                "<h4>Failing comparisons: the explainer's verdicts</h4>",
+                "<table><tr><th>tensor</th><th>mode</th><th>against</th><th>dtype</th>"
+                f"<th>status</th><th>verdict</th></tr>{rows}</table>",
+            ]
+        parts += [f"<pre>{esc(m)}</pre>" for m in self.messages]
+        return "\n".join(parts)

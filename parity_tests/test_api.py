@@ -1,0 +1,214 @@
+"""The notebook API (parity_tests/api.py): `check` and `check_layers` without pytest's
+machinery give the pytest checks' verdicts, copies and timeouts included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity_tests import ParityFailure, check, check_layers
+from parity_tests.stages import END_TO_END, STAGES
+from reference import fast
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(n_images=20)  # the checks are the same; fewer images keep the tests quick
+FAST = dict(SMALL, frameworks=("torch",), dtypes=("float64",))
+
+
+def _reference_step(params, X, y, lr, reduction):
+    return fast.train_step(params, X, y, lr=lr, reduction=reduction)
+
+
+def test_import_is_lazy():
+    # The plugin imports parity_tests: that must not load the API, torch or TensorFlow.
+    code = (
+        "import sys, parity_tests, parity_tests.plugin; "
+        "print(sorted(m for m in ('parity_tests.api', 'torch', 'tensorflow') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_reference_passes_every_check():
+    result = check(_reference_step, **SMALL)
+    assert result.passed, result.headline
+    assert result.headline.startswith("verdict: every comparison passed")
+    df = result.records
+    # Every check test_parity.py makes: stage and end to end per tensor, framework, dtype,
+    # and the five inputs per dtype.
+    per_pair = len(STAGES) + len(END_TO_END)
+    assert len(df) == per_pair * 2 * 2 + 5 * 2
+    assert set(df["against"]) == {"torch", "tensorflow", "pristine"}
+    assert set(df["dtype"]) == {"float32", "float64"}
+    assert df["check"].str.startswith("parity_tests/test_parity.py::test_").all()
+    assert result.raise_for_failures() is result
+    page = result._repr_html_()
+    assert "every comparison passed" in page and "<img" in page and "passed" in repr(result)
+
+
+def test_layout_and_module_object():
+    sys.path.insert(0, str(ROOT / "examples" / "byo_impl"))
+    try:
+        import batch_first_cnn
+    finally:
+        sys.path.remove(str(ROOT / "examples" / "byo_impl"))
+    # The module: its LAYOUT is read; the function: the layout is given.
+    assert check(batch_first_cnn, **FAST).passed
+    result = check(batch_first_cnn.train_step, layout="nchw", **FAST)
+    assert result.passed, result.headline
+    assert check(batch_first_cnn.train_step, **FAST).passed is False  # article layout: wrong shapes
+
+
+def _sign_flipped(params, X, y, lr, reduction):
+    out = dict(_reference_step(params, X, y, lr, reduction))
+    out["W_new"] = params["W"] + lr * out["dE_dW"]  # gradient ascent on W
+    return out
+
+
+def test_broken_step_fails_and_names_the_tensor():
+    result = check(_sign_flipped, **SMALL)
+    assert not result.passed
+    assert "first diverging tensor W_new" in result.headline
+    failing = set(result.failures["tensor"])
+    assert failing == {"W_new"}
+    assert (result.failures["suspect"] == "update_sign").all()
+    with pytest.raises(ParityFailure) as raised:
+        result.raise_for_failures()
+    assert str(raised.value) == result.headline
+    page = result._repr_html_()
+    assert "FAILED" in page and "W_new" in page and "gradient ascent" in page and "<img" in page
+
+
+def test_in_place_write_is_caught():
+    def step(params, X, y, lr, reduction):
+        out = _reference_step(params, X, y, lr, reduction)
+        X *= 0.5  # the copy handed over; the frameworks still get the suite's originals
+        return out
+
+    result = check(step, **FAST)
+    failing = result.failures
+    assert list(failing["tensor"]) == ["X"] and list(failing["mode"]) == ["inputs"]
+    assert "train_step modified its input X in place" in failing["note"].iloc[0]
+    # The comparisons themselves ran on untouched inputs.
+    assert result.records[result.records["mode"] != "inputs"]["status"].eq("pass").all()
+
+
+def test_hang_times_out():
+    release, calls = threading.Event(), []
+
+    def step(params, X, y, lr, reduction):
+        calls.append(X.dtype)
+        release.wait(30)
+        return {}
+
+    try:
+        result = check(step, timeout=0.3, **dict(FAST, dtypes=("float64", "float32")))
+    finally:
+        release.set()  # the thread cannot be killed: let it end
+    assert not result.passed
+    errors = result.records[result.records["status"] == "error"]
+    assert len(errors) == len(result.records)
+    assert errors["error"].str.contains("within 0.3 s").all()
+    hung = errors[errors["dtype"] == "float64"]["error"]
+    assert hung.str.contains("did not return within 0.3 s").all()
+    # Still running in its thread: the float32 step is not started beside it.
+    assert len(calls) == 1
+    assert errors[errors["dtype"] == "float32"]["error"].str.contains("is not called again").all()
+
+
+def test_exception_in_user_code_is_an_error_record():
+    def step(params, X, y, lr, reduction):
+        raise ValueError("shapes do not align")
+
+    result = check(step, **FAST)
+    assert not result.passed
+    assert (
+        result.records["error"].str.contains("train_step raised ValueError: shapes do not align").all()
+    )
+
+
+def test_a_name_as_parity_impl_takes_it():
+    result = check("mutant:sign_dE_dO", **FAST)
+    assert not result.passed and "dE_dO" in result.headline
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: check(42), TypeError),
+        (lambda: check(_reference_step, layout="nwhc"), ValueError),
+        (lambda: check(_reference_step, dtypes=("float16",)), ValueError),
+        (lambda: check(_reference_step, frameworks=("jax",)), ValueError),
+        (lambda: check_layers({"convolution": (len, len)}), ValueError),
+        (lambda: check_layers({"relu": (len,)}), TypeError),
+        (lambda: check_layers({}), ValueError),
+    ],
+    ids=["not-callable", "layout", "dtype", "framework", "kind", "arity", "empty"],
+)
+def test_usage_errors(call, error):
+    with pytest.raises(error):
+        call()
+
+
+def _example_layers(name: str):
+    import importlib.util
+
+    path = ROOT / "examples" / "cs231n_layers" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"parity_api_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_layers_example_passes():
+    L = _example_layers("layers")
+    result = check_layers(
+        {"relu": (L.relu_forward, L.relu_backward), "softmax_ce": L.softmax_loss},
+        frameworks=("torch",),
+    )
+    assert result.passed, result.headline
+    assert set(result.records["against"]) == {"reference", "torch"}
+    assert set(result.records["mode"]) == {"layer"}
+    assert result.messages == ()
+
+
+def test_check_layers_broken_conv_fails_with_its_sweep():
+    B = _example_layers("broken")
+    result = check_layers({"conv": (B.conv_forward, B.conv_backward)}, frameworks=(), dtypes="float64")
+    assert not result.passed
+    assert "conv.dX" in result.headline
+    assert "fails for stride >= 2" in result.messages[0]
+    with pytest.raises(ParityFailure, match="fails for stride >= 2"):
+        result.raise_for_failures()
+
+
+def test_check_layers_copies_and_timeout():
+    def relu_in_place(x):
+        x[x < 0] = 0  # writes into its argument
+        return x.copy(), x.copy()
+
+    def relu_backward(dout, cache):
+        return dout * (cache > 0)
+
+    result = check_layers({"relu": (relu_in_place, relu_backward)}, frameworks=(), dtypes="float64")
+    assert "changed its argument x in place" in result.messages[0]
+
+    release = threading.Event()
+
+    def relu_hangs(x):
+        release.wait(30)
+        return np.maximum(x, 0), x
+
+    try:
+        result = check_layers({"relu": (relu_hangs, relu_backward)}, frameworks=(), timeout=0.3)
+    finally:
+        release.set()
+    assert not result.passed
+    assert "did not return within 0.3 s" in result.messages[0]
