@@ -37,8 +37,10 @@ the explainer accounts for: a softmax without the max shift, overflowing.
 
 A suspect fits when the relative residual ||theirs - T(ours)|| / ||theirs|| (or, for the
 recomputed mistakes, ||ours - mistake(tensors)|| / ||ours||) is below a few thousand unit
-roundoffs of the coarser dtype, and is much smaller than the raw mismatch. The best fit
-(specific first, then the smallest residual) is returned, or None. NumPy only.
+roundoffs of the coarser dtype, and is much smaller than the raw mismatch. No suspect is
+named from fewer than MIN_EVIDENCE elements nonzero on either side (or all of a smaller
+tensor): zeros on both sides fit everything. The best fit (specific first, then the
+smallest residual) is returned, or None. NumPy only.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ from reference.layers import conv2d
 FIT_ROUNDOFFS = 2.0**12  # a fit is exact to this many unit roundoffs (relative, in norm)
 IMPROVEMENT = 1e-3  # and at least 1000x better than no transform at all
 MIN_FREE_SIZE = 4  # below this, only named constants count (any ratio fits a scalar)
+# Elements that carry evidence: nonzero on at least one side (a zero on both sides fits every
+# factor, layout and scatter alike). No suspect is named from fewer than this many of them,
+# or from fewer than all of a smaller tensor: a max-pool gradient whose windows all chose
+# one element is one number on each side, and "theirs is -0.18 x ours" fits it exactly.
+MIN_EVIDENCE = MIN_FREE_SIZE
 FILTER_TENSORS = ("f", "dE_df", "f_new")
 UPDATE_SUSPECTS = (
     "update_sign",
@@ -129,6 +136,8 @@ def explain(
     raw = _rel(a64, e64) if a.shape == e.shape else math.inf
     if raw == 0:
         return None  # the same values: nothing to explain (any symmetry would fit exactly)
+    if a.shape == e.shape and evidence(a64, e64) < min(MIN_EVIDENCE, a.size):
+        return None  # too few informative elements: any suspect would be a coincidence
     best = None
     for fit in _fits(a64, e64, tensor, who, ctx, tol):
         # Update suspects are measured against the step size and screened in _update_fits.
@@ -136,6 +145,12 @@ def explain(
         if fit.residual <= tol and better and (best is None or _rank(fit) < _rank(best)):
             best = fit
     return best
+
+
+def evidence(actual, expected) -> int:
+    """How many elements can tell suspects apart: those nonzero on at least one side."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    return int(np.count_nonzero((a != 0) | (e != 0)))
 
 
 def explain_precision(record: Mapping, tensor: str = "", against: str = "") -> Explanation | None:
