@@ -111,6 +111,107 @@ def test_sweep_summary_names_the_values_that_fail():
     assert describe_sweep(grid, [(p, False) for p, _ in points]) == "passes at all 6 points"
 
 
+# Sweeps whose failing points no product of single values describes: a relation of the
+# window geometry that involves two hyper-parameters (issue 21, point 3b).
+_POOL_GRID = (("ties", (False, True)), ("k", (1, 2, 3)), ("stride", (1, 2, 3)))
+_CONV_GRID = (("stride", (1, 2, 3)), ("pad", (0, 1, 2)), ("k", (1, 2, 3, 4)), ("size", (8, 9)))
+
+
+def _grid_points(grid, fails):
+    from itertools import product
+
+    names = [n for n, _ in grid]
+    rows = [dict(zip(names, values)) for values in product(*(v for _, v in grid))]
+    return [(row, bool(fails(row))) for row in rows]
+
+
+def _conv_span(p):
+    return p["size"] + 2 * p["pad"] - p["k"]
+
+
+RELATION_SWEEPS = {
+    "stride-below-k": (
+        _POOL_GRID, {"H": 6, "W": 6}, lambda p: p["stride"] < p["k"],
+        "fails when stride < k (the windows overlap), at every ties: 6 of 18 points; passes otherwise",
+    ),
+    "stride-below-k-and-ties": (
+        _POOL_GRID, {"H": 6, "W": 6}, lambda p: p["stride"] < p["k"] and p["ties"],
+        "fails when stride < k (the windows overlap) and ties=yes: 3 of 18 points; passes otherwise",
+    ),
+    "span-not-multiple-of-stride": (
+        _CONV_GRID, {}, lambda p: _conv_span(p) % p["stride"] != 0,
+        "fails when (H + 2p - k) % stride != 0 (H + 2p - k is not a multiple of the stride",
+    ),
+    "output-size-rounded": (
+        _CONV_GRID, {}, lambda p: round(_conv_span(p) / p["stride"]) > _conv_span(p) // p["stride"],
+        "(an output size rounded, not floored, is one too large): 14 of 72 points, all of them "
+        "where (H + 2p - k) % stride != 0",
+    ),
+    "only-a-necessary-condition": (
+        _CONV_GRID, {}, lambda p: _conv_span(p) % p["stride"] != 0 and p["k"] == 2 and p["pad"] != 1,
+        "fails at 5 of 72 points, only where (H + 2p - k) % stride != 0 (H + 2p - k is not a "
+        "multiple of the stride: the last windows stop short of the input's end; 5 of its 28 points)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RELATION_SWEEPS)
+def test_sweep_summary_names_a_relation_of_two_hyper_parameters(name):
+    grid, fixed, fails, says = RELATION_SWEEPS[name]
+    text = describe_sweep(grid, _grid_points(grid, fails), fixed)
+    assert says in text, text
+
+
+# Planted mistakes that only a relation of two hyper-parameters describes, each an edit of
+# layers.py: (the kind, the source appended, what the sweep says).
+RELATION_MISTAKES = {
+    "maxpool-assign-not-add": (
+        "maxpool",
+        "\ndef max_pool_backward(dout, cache):\n"
+        "    x, pool_param = cache\n"
+        "    ph, pw = pool_param['pool_height'], pool_param['pool_width']\n"
+        "    stride = pool_param['stride']\n"
+        "    N, C, H_out, W_out = dout.shape\n"
+        "    windows = _windows(x, ph, pw, stride).reshape(N, C, H_out, W_out, ph * pw)\n"
+        "    di, dj = np.divmod(windows.argmax(axis=-1), pw)\n"
+        "    rows = stride * np.arange(H_out)[None, None, :, None] + di\n"
+        "    cols = stride * np.arange(W_out)[None, None, None, :] + dj\n"
+        "    dx = np.zeros_like(x)\n"
+        "    n, c = np.arange(N)[:, None, None, None], np.arange(C)[None, :, None, None]\n"
+        "    dx[n, c, rows, cols] = dout  # '=': overlapping windows overwrite, not add up\n"
+        "    return dx\n",
+        "fails when stride < k (the windows overlap), at every ties: 6 of 18 points",
+    ),
+    "conv-round-output-size": (
+        "conv",
+        "\ndef conv_forward(x, w, b, conv_param):\n"
+        "    stride, pad = conv_param['stride'], conv_param['pad']\n"
+        "    H_out = int(round((x.shape[2] + 2 * pad - w.shape[2]) / stride)) + 1\n"
+        "    W_out = int(round((x.shape[3] + 2 * pad - w.shape[3]) / stride)) + 1\n"
+        "    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad + stride), (pad, pad + stride)))\n"
+        "    windows = _windows(x_pad, w.shape[2], w.shape[3], stride)[:, :, :H_out, :W_out]\n"
+        "    out = np.tensordot(windows, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)\n"
+        "    return out + b[None, :, None, None], (x, w, b, conv_param)\n",
+        "fails when round((H + 2p - k) / stride) > (H + 2p - k) // stride (an output size "
+        "rounded, not floored, is one too large): 14 of 72 points, all of them where "
+        "(H + 2p - k) % stride != 0 (H + 2p - k is not a multiple of the stride",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RELATION_MISTAKES)
+def test_mistake_of_two_hyper_parameters_is_pinned_by_a_relation(parity, tmp_path, name):
+    kind, source, says = RELATION_MISTAKES[name]
+    path = tmp_path / f"{name.replace('-', '_')}.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + source, encoding="utf-8")
+    layer = _layer(kind, path)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", (), draws())
+    assert outcome.message is not None, f"{name} passed"
+    assert says in outcome.message, outcome.message
+    # The shrunk example of the '=' pool holds one nonzero per side: no factor is fitted on it.
+    assert "constant factor" not in outcome.message, outcome.message
+
+
 # --- the option --------------------------------------------------------------------------------
 
 
