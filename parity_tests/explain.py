@@ -1214,8 +1214,10 @@ def _layer_fits(a, e, tensor, who, ctx, tol):
 def _nonfinite_fit(a, e, tensor, who, ctx, tol) -> Explanation | None:
     """NaN / inf in ours where theirs is finite, matched by a softmax without the max shift
     recomputed in ours' dtype from the layer's logits Z: exp(Z) overflows once a logit
-    exceeds log(max float) (88.7 in float32), and inf / inf is NaN. Everything else that is
-    not finite is left unexplained (None)."""
+    exceeds log(max float) (88.7 in float32), and inf / inf is NaN. Matched by which
+    elements are not finite (a NaN for an inf counts: softmax_loss written as -log(p[y])
+    gives NaN where z - log(sum) gives inf). Everything else that is not finite is left
+    unexplained (None)."""
     layer = _layer_context(ctx)
     short = tensor.rsplit(".", 1)[-1]
     if layer is None or layer["kind"] != "softmax_ce" or short not in ("P", "E"):
@@ -1239,9 +1241,9 @@ def _nonfinite_fit(a, e, tensor, who, ctx, tol) -> Explanation | None:
             predicted = np.asarray(-(picked.sum() if reduction == "sum" else picked.mean()))
     if predicted.shape != e.shape or np.isfinite(predicted).all():
         return None
-    same = np.isnan(predicted) == np.isnan(e)
-    same &= np.where(np.isinf(predicted) | np.isinf(e), predicted == e, True)
-    if not same.all():
+    # The same elements not finite: NaN or inf by how the softmax is written (-log(e / s) of
+    # an inf / inf is NaN, z - log(s) is -inf), so only which elements, not which non-finite.
+    if not (np.isfinite(predicted) == np.isfinite(e)).all():
         return None
     ok = np.isfinite(e)
     residual = _rel(e[ok], predicted[ok]) if ok.any() else 0.0

@@ -4,7 +4,7 @@ and a sweep that says which hyper-parameters trigger a mismatch.
 `check_layer(recorder, layer, dtype, frameworks, max_examples)` lets Hypothesis draw a
 layer's hyper-parameters (conv: N, C, F, H, W, k, stride, pad; pools: k, stride and ties in
 the windows; activations: exact zeros at the input, large inputs; dense: N, D, M, an
-(N, d1, d2) input; softmax_ce: N, K, large logits) and a seed for the values (inputs,
+(N, d1, d2) input; softmax_ce: N, K, logits past exp's overflow) and a seed for the values (inputs,
 weights, upstream gradient, labels). For each draw it runs the user's forward and backward
 and compares the output and every gradient with
 
@@ -71,7 +71,10 @@ HYPER = {
 FLAGS = {
     "ties": "integer-valued inputs in 0..2: windows with tied maxima",
     "zeros": "about a third of the inputs exactly 0",
-    "big": "inputs scaled up (logits x 30, activations x 10)",
+    "big": (
+        "inputs scaled up (logits x 30 and shifted so that the largest is 1.2 log(max float) "
+        "of the dtype, past exp's overflow; activations x 10)"
+    ),
     "x_nd": "x given as (N, d1, d2) instead of (N, d1 d2)",
 }
 
@@ -185,9 +188,21 @@ class LayerInputs:
     target: np.ndarray  # the labels (softmax_ce), else a placeholder
 
 
+# How far past log(max float) of the dtype the largest 'big' logit goes.
+OVERFLOW_MARGIN = 1.2
+
+
+def overflow_logit(dtype) -> float:
+    """The largest logit of a 'big' softmax_ce case: OVERFLOW_MARGIN x log(max float) of
+    `dtype` (852 in float64, 106 in float32), where exp overflows: x 30 alone reached about
+    +-150, so a softmax without the max shift passed every float64 draw."""
+    return OVERFLOW_MARGIN * float(np.log(np.finfo(dtype).max))
+
+
 def make_inputs(case: Case, dtype: str) -> LayerInputs:
     """The case's arrays from its seed, drawn in float64 and then cast to `dtype` (so the
-    float32 and float64 inputs of a case are the same numbers, rounded)."""
+    float32 and float64 inputs of a case are the same numbers, rounded; except the 'big'
+    softmax_ce logits, shifted past the dtype's own exp overflow, overflow_logit)."""
     rng, c, kind = np.random.default_rng(case.seed), case, case.kind
     normal = rng.standard_normal
     if kind == "conv":
@@ -225,6 +240,8 @@ def make_inputs(case: Case, dtype: str) -> LayerInputs:
         N, K = c["N"], c["K"]
         layer = SoftmaxCE()
         Z = normal((N, K)) * (30.0 if c["big"] else 1.0)
+        if c["big"]:  # past the dtype's exp overflow: an unshifted softmax gives inf / inf
+            Z += overflow_logit(dtype) - Z.max()
         a = dict(Z=Z, labels=rng.integers(0, K, N))
         params, x, upstream, shape, out = {}, Z, None, (K,), ()
     else:

@@ -212,6 +212,43 @@ def test_mistake_of_two_hyper_parameters_is_pinned_by_a_relation(parity, tmp_pat
     assert "constant factor" not in outcome.message, outcome.message
 
 
+# A softmax_loss without the max shift, as CS231n students first write it: exp(x) overflows
+# once a logit passes log(max float), 709.8 in float64 and 88.7 in float32.
+UNSHIFTED_SOFTMAX = (
+    "\ndef softmax_loss(x, y):\n"
+    "    N = x.shape[0]\n"
+    "    e = np.exp(x)  # no max shift\n"
+    "    probs = e / e.sum(axis=1, keepdims=True)\n"
+    "    loss = -np.log(probs[np.arange(N), y]).sum() / N\n"
+    "    dx = probs.copy()\n"
+    "    dx[np.arange(N), y] -= 1\n"
+    "    return loss, dx / N\n"
+)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_unshifted_softmax_fails_in_every_dtype(parity, tmp_path, precision):
+    """The 'big' logits reach past the checked dtype's exp overflow (x 30 alone stayed
+    within +-150, so float64 passed): the unshifted softmax fails at big=yes in float64 as
+    in float32, the explainer names it, and the sweep pins it to big."""
+    from parity_tests.own_layer_checks import make_inputs, overflow_logit
+
+    case = Case.make("softmax_ce", 0, N=1, K=2, big=True)
+    limit = float(np.log(np.finfo(precision).max))
+    assert make_inputs(case, precision).a["Z"].max() > limit
+    assert overflow_logit(precision) > limit
+    path = tmp_path / "softmax_unshifted.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + UNSHIFTED_SOFTMAX, encoding="utf-8")
+    layer = _layer("softmax_ce", path)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        outcome = check_layer(_quiet(parity, layer), layer, precision, (), draws())
+    message = outcome.message
+    assert message is not None, f"an unshifted softmax passed in {precision}"
+    assert outcome.case is not None and outcome.case["big"] is True, message
+    assert "softmax_no_max_shift" in message, message
+    assert "fails for big=yes, at every N and K; passes for big=no" in message, message
+
+
 # --- the option --------------------------------------------------------------------------------
 
 
