@@ -625,25 +625,37 @@ def describe_sweep(grid, points, fixed=None) -> str:
     return f"{text} (failing/all per value: {per_value})"
 
 
-def _fails(layer: UserLayer, case: Case, dtype: str, shorts) -> bool:
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _fails(layer: UserLayer, case: Case, dtype: str, shorts) -> str:
+    """'' where the layer passes at `case`, else why it fails there: the error it raised
+    ('OwnLayerError: ...') or 'mismatch'."""
     run = CaseRun(layer, case, dtype, {})
     try:
         _ = run.user
-    except Exception:  # noqa: BLE001  (a crash at a point of the grid is a failure there)
-        return True
-    return any(_failed(run.measure(s, REFERENCE)) for s in shorts)
+    except Exception as exc:  # noqa: BLE001  (a crash at a point of the grid is a failure there)
+        return _error_text(exc)
+    return "mismatch" if any(_failed(run.measure(s, REFERENCE)) for s in shorts) else ""
 
 
-def sweep(layer: UserLayer, dtype: str, shorts=None) -> str:
+def sweep(layer: UserLayer, dtype: str, shorts=None, error: str = "") -> str | None:
     """Rerun the user's layer over its kind's grid on fixed inputs (seed 0) against the
-    reference, watching the tensors `shorts` (default: every one): which values fail."""
+    reference, watching the tensors `shorts` (default: every one): which values fail.
+    None where every point raised `error` (the minimal case's, 'Type: message'): said once
+    already, and no hyper-parameter bears on it (a float64 result in a float32 run)."""
     kind = layer.kind
     shorts = tuple(shorts or OUTPUTS[kind])
     base, grid = SWEEPS[kind]
-    points = []
+    points, why = [], set()
     for values in itertools.product(*(v for _, v in grid)):
         at = dict(zip((n for n, _ in grid), values))
-        points.append((at, _fails(layer, Case.make(kind, 0, **_sized({**base, **at})), dtype, shorts)))
+        failed = _fails(layer, Case.make(kind, 0, **_sized({**base, **at})), dtype, shorts)
+        points.append((at, bool(failed)))
+        why.add(failed)
+    if error and why == {error}:
+        return None
     watched = ", ".join(f"{kind}.{s}" for s in shorts)
     fixed = ", ".join(f"{n}={v}" for n, v in base.items())
     grid_text = " x ".join(_values_text(n, v) for n, v in grid)
@@ -908,12 +920,18 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
     run = CaseRun(layer, case, dtype, mirrors)
     note = f"{found_by[1]}: {case.text()}"
     records = [_record(recorder, run, s, REFERENCE, note) for s in OUTPUTS[layer.kind]]
+    swept = sweep(layer, dtype, error=_error_text(error))
+    everywhere = (
+        ""
+        if swept
+        else " (the same at every point of the sweep: it does not depend on the hyper-parameters)"
+    )
     head = [
         f"own layer {layer.kind} [{dtype}] ({layer.where}) failed to run: "
-        f"{type(error).__name__}: {error}",
+        f"{_error_text(error)}{everywhere}",
         f"{found_by[0]}: {case.text()}",
         *_user_traceback(error),
-        sweep(layer, dtype),
+        *([swept] if swept else []),
         f"reproduce: {recorder.reproduce()}",
     ]
     return Outcome(records, "\n".join(head), case)

@@ -249,6 +249,29 @@ def test_unshifted_softmax_fails_in_every_dtype(parity, tmp_path, precision):
     assert "fails for big=yes, at every N and K; passes for big=no" in message, message
 
 
+FLOAT64_RELU_BACKWARD = (
+    "\ndef relu_backward(dout, cache):\n"
+    "    x = cache\n"
+    "    dx = np.zeros(x.shape)  # float64, whatever x is\n"
+    "    dx[x > 0] = dout[x > 0]\n"
+    "    return dx\n"
+)
+
+
+def test_float64_result_in_a_float32_run_is_said_once(parity, tmp_path):
+    """A layer that returns float64 for float32 inputs raises the same error at every point
+    of the sweep: the message says it once, with no 'fails at all 16 points' after it."""
+    path = tmp_path / "relu_float64.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + FLOAT64_RELU_BACKWARD, encoding="utf-8")
+    layer = _layer("relu", path)
+    message = check_layer(_quiet(parity, layer), layer, "float32", (), draws()).message
+    assert message is not None
+    assert message.count("as float64 for float32 inputs") == 1, message
+    assert "does not depend on the hyper-parameters" in message.splitlines()[0], message
+    assert "fails at all" not in message and "sweep of" not in message, message
+    assert check_layer(_quiet(parity, layer), layer, "float64", (), draws()).message is None
+
+
 # --- the option --------------------------------------------------------------------------------
 
 
