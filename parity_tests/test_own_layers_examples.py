@@ -572,6 +572,38 @@ def test_a_raising_layer_is_localised_and_what_precedes_it_is_checked(
     assert len(calls) == len(parity_settings.dtypes), len(calls)  # cached: one try per dtype
 
 
+RELU_WRITES_DOUT = (
+    "\ndef relu_backward(dout, cache):\n"
+    "    x = cache\n"
+    "    dout[x <= 0] = 0  # in place: harmless in the CS231n network\n"
+    "    return dout\n"
+)
+
+
+def test_relu_writing_into_dout_is_reported_and_the_pool_mistake_still_named(
+    parity, tmp_path, run_config, article_data, framework
+):
+    """lenet with a relu_backward that writes into dout and broken.py's max-pool backward:
+    the write is reported (an OwnLayerWarning in the network; the layer's own check fails on
+    it), but the backward pass goes on with the copy it got, so the pools' dX still fail and
+    the explainer still names the max-pool mistake, as without the ReLU."""
+    path = tmp_path / "relu_writes_dout.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + RELU_WRITES_DOUT, encoding="utf-8")
+    values = (own_layers.option_value("relu", path), own_layers.option_value("maxpool", BROKEN))
+    harness = ModelHarness(
+        Network("lenet"), run_config, article_data, impl=own_layers.user_network("lenet", values)
+    )
+    with pytest.warns(own_layers.OwnLayerWarning, match="relu_backward changed its argument dout"):
+        check = harness.stage_check("pool2.dX", framework, "float64")
+    result = compare_arrays(check.actual, check.expected, check.tolerance.array, against=framework)
+    assert not result["passed"], result
+    verdict, _ = explain_check(check, "pool2.dX", framework)
+    assert verdict["suspect"] == "pool_grad_all_maxima", verdict
+    relu = _layer("relu", path)  # checked alone, the write is a failure of relu's own test
+    message = check_layer(_quiet(parity, relu), relu, "float64", (), draws()).message
+    assert message and "relu_backward changed its argument dout in place" in message, message
+
+
 def _docs_one_command() -> str:
     text = (ROOT / "docs" / "own_layers.md").read_text(encoding="utf-8")
     block = text.split("## One command", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
