@@ -37,8 +37,10 @@ the explainer accounts for: a softmax without the max shift, overflowing.
 
 A suspect fits when the relative residual ||theirs - T(ours)|| / ||theirs|| (or, for the
 recomputed mistakes, ||ours - mistake(tensors)|| / ||ours||) is below a few thousand unit
-roundoffs of the coarser dtype, and is much smaller than the raw mismatch. The best fit
-(specific first, then the smallest residual) is returned, or None. NumPy only.
+roundoffs of the coarser dtype, and is much smaller than the raw mismatch. No suspect is
+named from fewer than MIN_EVIDENCE elements nonzero on either side (or all of a smaller
+tensor): zeros on both sides fit everything. The best fit (specific first, then the
+smallest residual) is returned, or None. NumPy only.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ from reference.layers import conv2d
 FIT_ROUNDOFFS = 2.0**12  # a fit is exact to this many unit roundoffs (relative, in norm)
 IMPROVEMENT = 1e-3  # and at least 1000x better than no transform at all
 MIN_FREE_SIZE = 4  # below this, only named constants count (any ratio fits a scalar)
+# Elements that carry evidence: nonzero on at least one side (a zero on both sides fits every
+# factor, layout and scatter alike). No suspect is named from fewer than this many of them,
+# or from fewer than all of a smaller tensor: a max-pool gradient whose windows all chose
+# one element is one number on each side, and "theirs is -0.18 x ours" fits it exactly.
+MIN_EVIDENCE = MIN_FREE_SIZE
 FILTER_TENSORS = ("f", "dE_df", "f_new")
 UPDATE_SUSPECTS = (
     "update_sign",
@@ -129,6 +136,8 @@ def explain(
     raw = _rel(a64, e64) if a.shape == e.shape else math.inf
     if raw == 0:
         return None  # the same values: nothing to explain (any symmetry would fit exactly)
+    if a.shape == e.shape and evidence(a64, e64) < min(MIN_EVIDENCE, a.size):
+        return None  # too few informative elements: any suspect would be a coincidence
     best = None
     for fit in _fits(a64, e64, tensor, who, ctx, tol):
         # Update suspects are measured against the step size and screened in _update_fits.
@@ -136,6 +145,12 @@ def explain(
         if fit.residual <= tol and better and (best is None or _rank(fit) < _rank(best)):
             best = fit
     return best
+
+
+def evidence(actual, expected) -> int:
+    """How many elements can tell suspects apart: those nonzero on at least one side."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    return int(np.count_nonzero((a != 0) | (e != 0)))
 
 
 def explain_precision(record: Mapping, tensor: str = "", against: str = "") -> Explanation | None:
@@ -1199,8 +1214,10 @@ def _layer_fits(a, e, tensor, who, ctx, tol):
 def _nonfinite_fit(a, e, tensor, who, ctx, tol) -> Explanation | None:
     """NaN / inf in ours where theirs is finite, matched by a softmax without the max shift
     recomputed in ours' dtype from the layer's logits Z: exp(Z) overflows once a logit
-    exceeds log(max float) (88.7 in float32), and inf / inf is NaN. Everything else that is
-    not finite is left unexplained (None)."""
+    exceeds log(max float) (88.7 in float32), and inf / inf is NaN. Matched by which
+    elements are not finite (a NaN for an inf counts: softmax_loss written as -log(p[y])
+    gives NaN where z - log(sum) gives inf). Everything else that is not finite is left
+    unexplained (None)."""
     layer = _layer_context(ctx)
     short = tensor.rsplit(".", 1)[-1]
     if layer is None or layer["kind"] != "softmax_ce" or short not in ("P", "E"):
@@ -1224,9 +1241,9 @@ def _nonfinite_fit(a, e, tensor, who, ctx, tol) -> Explanation | None:
             predicted = np.asarray(-(picked.sum() if reduction == "sum" else picked.mean()))
     if predicted.shape != e.shape or np.isfinite(predicted).all():
         return None
-    same = np.isnan(predicted) == np.isnan(e)
-    same &= np.where(np.isinf(predicted) | np.isinf(e), predicted == e, True)
-    if not same.all():
+    # The same elements not finite: NaN or inf by how the softmax is written (-log(e / s) of
+    # an inf / inf is NaN, z - log(s) is -inf), so only which elements, not which non-finite.
+    if not (np.isfinite(predicted) == np.isfinite(e)).all():
         return None
     ok = np.isfinite(e)
     residual = _rel(e[ok], predicted[ok]) if ok.any() else 0.0

@@ -4,7 +4,7 @@ and a sweep that says which hyper-parameters trigger a mismatch.
 `check_layer(recorder, layer, dtype, frameworks, max_examples)` lets Hypothesis draw a
 layer's hyper-parameters (conv: N, C, F, H, W, k, stride, pad; pools: k, stride and ties in
 the windows; activations: exact zeros at the input, large inputs; dense: N, D, M, an
-(N, d1, d2) input; softmax_ce: N, K, large logits) and a seed for the values (inputs,
+(N, d1, d2) input; softmax_ce: N, K, logits past exp's overflow) and a seed for the values (inputs,
 weights, upstream gradient, labels). For each draw it runs the user's forward and backward
 and compares the output and every gradient with
 
@@ -71,7 +71,10 @@ HYPER = {
 FLAGS = {
     "ties": "integer-valued inputs in 0..2: windows with tied maxima",
     "zeros": "about a third of the inputs exactly 0",
-    "big": "inputs scaled up (logits x 30, activations x 10)",
+    "big": (
+        "inputs scaled up (logits x 30 and shifted so that the largest is 1.2 log(max float) "
+        "of the dtype, past exp's overflow; activations x 10)"
+    ),
     "x_nd": "x given as (N, d1, d2) instead of (N, d1 d2)",
 }
 
@@ -185,9 +188,21 @@ class LayerInputs:
     target: np.ndarray  # the labels (softmax_ce), else a placeholder
 
 
+# How far past log(max float) of the dtype the largest 'big' logit goes.
+OVERFLOW_MARGIN = 1.2
+
+
+def overflow_logit(dtype) -> float:
+    """The largest logit of a 'big' softmax_ce case: OVERFLOW_MARGIN x log(max float) of
+    `dtype` (852 in float64, 106 in float32), where exp overflows: x 30 alone reached about
+    +-150, so a softmax without the max shift passed every float64 draw."""
+    return OVERFLOW_MARGIN * float(np.log(np.finfo(dtype).max))
+
+
 def make_inputs(case: Case, dtype: str) -> LayerInputs:
     """The case's arrays from its seed, drawn in float64 and then cast to `dtype` (so the
-    float32 and float64 inputs of a case are the same numbers, rounded)."""
+    float32 and float64 inputs of a case are the same numbers, rounded; except the 'big'
+    softmax_ce logits, shifted past the dtype's own exp overflow, overflow_logit)."""
     rng, c, kind = np.random.default_rng(case.seed), case, case.kind
     normal = rng.standard_normal
     if kind == "conv":
@@ -225,6 +240,8 @@ def make_inputs(case: Case, dtype: str) -> LayerInputs:
         N, K = c["N"], c["K"]
         layer = SoftmaxCE()
         Z = normal((N, K)) * (30.0 if c["big"] else 1.0)
+        if c["big"]:  # past the dtype's exp overflow: an unshifted softmax gives inf / inf
+            Z += overflow_logit(dtype) - Z.max()
         a = dict(Z=Z, labels=rng.integers(0, K, N))
         params, x, upstream, shape, out = {}, Z, None, (K,), ()
     else:
@@ -449,8 +466,110 @@ def _every(names) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def describe_sweep(grid, points) -> str:
-    """points: [(values by name, failed)] over the whole grid -> which values trigger it."""
+@dataclass(frozen=True)
+class Relation:
+    """A condition on two or more hyper-parameters that no product of single values can
+    state: the window geometry's (stride < k: overlapping windows; H + 2p - k not a multiple
+    of the stride: the last windows stop short of the input's end). `text(pad)` writes it
+    with or without the padding term."""
+
+    needs: tuple  # the hyper-parameters it reads (H is the size: `size`, or the fixed H)
+    words: str  # the condition, with {span} for "H + 2p - k" or "H - k"
+    meaning: str
+    holds: object  # (values by name) -> bool
+    refines: str = ""  # the wider relation it implies, named beside it: "({span}) % stride != 0"
+
+    def text(self, padded: bool) -> str:
+        return self.words.format(span="H + 2p - k" if padded else "H - k")
+
+
+def _span(p) -> int:
+    return p["H"] + 2 * p.get("pad", 0) - p["k"]
+
+
+# The candidates, most specific first where two could both separate a grid's points: a
+# description is the first one that separates failing from passing points exactly.
+RELATIONS = (
+    Relation(("k", "stride"), "stride < k", "the windows overlap", lambda p: p["stride"] < p["k"]),
+    Relation(
+        ("k", "stride"), "stride > k", "the windows skip inputs", lambda p: p["stride"] > p["k"]
+    ),
+    Relation(
+        ("k", "stride"), "stride = k", "the windows tile the input", lambda p: p["stride"] == p["k"]
+    ),
+    Relation(
+        ("k", "stride"), "stride >= k", "the windows do not overlap", lambda p: p["stride"] >= p["k"]
+    ),
+    Relation(
+        ("k", "stride"), "stride <= k", "no input is skipped", lambda p: p["stride"] <= p["k"]
+    ),
+    Relation(
+        ("k", "stride"), "stride != k", "the windows do not tile the input",
+        lambda p: p["stride"] != p["k"],
+    ),
+    Relation(
+        ("H", "k", "stride"),
+        "round(({span}) / stride) > ({span}) // stride",
+        "an output size rounded, not floored, is one too large",
+        lambda p: round(_span(p) / p["stride"]) > _span(p) // p["stride"],
+        "({span}) % stride != 0",
+    ),
+    Relation(
+        ("H", "k", "stride"),
+        "({span}) % stride != 0",
+        "{span} is not a multiple of the stride: the last windows stop short of the input's end",
+        lambda p: _span(p) % p["stride"] != 0,
+    ),
+    Relation(
+        ("H", "k", "stride"),
+        "({span}) % stride = 0",
+        "the windows reach the input's end exactly",
+        lambda p: _span(p) % p["stride"] == 0,
+    ),
+)  # fmt: skip
+
+
+def _product(names, values_of, points):
+    """(the deciding names and their failing values, the rest) if the failing points are
+    exactly a product of values (each name's failing values, every combination), else None."""
+    failing = [p for p, f in points if f]
+    chosen = {n: [v for v in values_of[n] if any(p[n] == v for p in failing)] for n in names}
+    if not all(f == all(p[n] in chosen[n] for n in names) for p, f in points):
+        return None
+    deciding = [n for n in names if len(chosen[n]) < len(values_of[n])]
+    return deciding, chosen, [n for n in names if n not in deciding]
+
+
+def _relations(names, fixed, points):
+    """Every candidate relation these points can evaluate (one of its hyper-parameters
+    swept): (its text, its meaning, the names it reads, its truth at each point, the text of
+    the wider relation it refines or "")."""
+    found = []
+    at = [{**fixed, **_sized(p)} for p, _ in points]
+    swept = {"H" if n == "size" else n for n in names}
+    padded = "pad" in at[0]
+    span = "H + 2p - k" if padded else "H - k"
+    for rel in RELATIONS:
+        if all(n in at[0] for n in rel.needs) and swept & set(rel.needs):
+            needs = rel.needs + ("pad",) * (padded and "{span}" in rel.words)
+            truth = [bool(rel.holds(p)) for p in at]
+            wider = rel.refines.format(span=span)
+            found.append((rel.text(padded), rel.meaning.format(span=span), needs, truth, wider))
+    return found
+
+
+def _implied(wider, relations) -> str:
+    """', all of them where R (its meaning)' for the wider relation R, if any."""
+    meaning = next((m for text, m, *_ in relations if text == wider), "")
+    return f", all of them where {wider}" + (f" ({meaning})" if meaning else "") if wider else ""
+
+
+def describe_sweep(grid, points, fixed=None) -> str:
+    """points: [(values by name, failed)] over the whole grid -> which values trigger it:
+    a product of single values (stride >= 2 and pad=1), else a relation of the window
+    geometry (stride < k) alone or with single values, else the counts per value with the
+    relation every failing point satisfies, if one does. `fixed`: the hyper-parameters the
+    grid holds fixed (the pools' H), which a relation may read."""
     names = [n for n, _ in grid]
     values_of = dict(grid)
     failing = [p for p, f in points if f]
@@ -458,10 +577,9 @@ def describe_sweep(grid, points) -> str:
         return f"passes at all {len(points)} points"
     if len(failing) == len(points):
         return f"fails at all {len(points)} points (every {_every(names)})"
-    chosen = {n: [v for v in values_of[n] if any(p[n] == v for p in failing)] for n in names}
-    if all(f == all(p[n] in chosen[n] for n in names) for p, f in points):  # a product of values
-        deciding = [n for n in names if len(chosen[n]) < len(values_of[n])]
-        rest = [n for n in names if n not in deciding]
+    product = _product(names, values_of, points)
+    if product:
+        deciding, chosen, rest = product
         text = "fails for " + " and ".join(_condition(n, chosen[n], values_of[n]) for n in deciding)
         if rest:
             text += f", at every {_every(rest)}"
@@ -471,33 +589,73 @@ def describe_sweep(grid, points) -> str:
             return f"{text}; passes for {_condition(n, others, values_of[n])}"
         return f"{text}; passes otherwise"
 
+    relations = _relations(names, fixed or {}, points)
+    for text, meaning, needs, truth, wider in relations:
+        if any(f and not t for t, (_, f) in zip(truth, points)):
+            continue  # a failing point where the relation does not hold
+        inside = [(p, f) for t, (p, f) in zip(truth, points) if t]
+        others = [n for n in names if ("H" if n == "size" else n) not in needs]
+        within = _product(others, values_of, inside) if others else ([], {}, [])
+        if within is None:
+            continue
+        deciding, chosen, rest = within
+        if not deciding and not all(f for _, f in inside):
+            continue
+        also = "".join(f" and {_condition(n, chosen[n], values_of[n])}" for n in deciding)
+        summary = f"fails when {text} ({meaning}){also}"
+        if rest:
+            summary += f", at every {_every(rest)}"
+        summary += f": {len(failing)} of {len(points)} points{_implied(wider, relations)}"
+        return f"{summary}; passes otherwise"
+
     def count(n, v):
         at = [f for p, f in points if p[n] == v]
         return f"{n}={_show(v)}: {sum(at)}/{len(at)}"
 
     per_value = "; ".join(", ".join(count(n, v) for v in values_of[n]) for n in names)
-    return f"fails at {len(failing)} of {len(points)} points (failing/all per value: {per_value})"
+    text = f"fails at {len(failing)} of {len(points)} points"
+    necessary = [
+        (sum(truth), rel_text, meaning)
+        for rel_text, meaning, _, truth, _ in relations
+        if all(t for t, (_, f) in zip(truth, points) if f) and sum(truth) < len(points)
+    ]
+    if necessary:
+        held, rel_text, meaning = min(necessary)
+        text += f", only where {rel_text} ({meaning}; {len(failing)} of its {held} points)"
+    return f"{text} (failing/all per value: {per_value})"
 
 
-def _fails(layer: UserLayer, case: Case, dtype: str, shorts) -> bool:
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _fails(layer: UserLayer, case: Case, dtype: str, shorts) -> str:
+    """'' where the layer passes at `case`, else why it fails there: the error it raised
+    ('OwnLayerError: ...') or 'mismatch'."""
     run = CaseRun(layer, case, dtype, {})
     try:
         _ = run.user
-    except Exception:  # noqa: BLE001  (a crash at a point of the grid is a failure there)
-        return True
-    return any(_failed(run.measure(s, REFERENCE)) for s in shorts)
+    except Exception as exc:  # noqa: BLE001  (a crash at a point of the grid is a failure there)
+        return _error_text(exc)
+    return "mismatch" if any(_failed(run.measure(s, REFERENCE)) for s in shorts) else ""
 
 
-def sweep(layer: UserLayer, dtype: str, shorts=None) -> str:
+def sweep(layer: UserLayer, dtype: str, shorts=None, error: str = "") -> str | None:
     """Rerun the user's layer over its kind's grid on fixed inputs (seed 0) against the
-    reference, watching the tensors `shorts` (default: every one): which values fail."""
+    reference, watching the tensors `shorts` (default: every one): which values fail.
+    None where every point raised `error` (the minimal case's, 'Type: message'): said once
+    already, and no hyper-parameter bears on it (a float64 result in a float32 run)."""
     kind = layer.kind
     shorts = tuple(shorts or OUTPUTS[kind])
     base, grid = SWEEPS[kind]
-    points = []
+    points, why = [], set()
     for values in itertools.product(*(v for _, v in grid)):
         at = dict(zip((n for n, _ in grid), values))
-        points.append((at, _fails(layer, Case.make(kind, 0, **_sized({**base, **at})), dtype, shorts)))
+        failed = _fails(layer, Case.make(kind, 0, **_sized({**base, **at})), dtype, shorts)
+        points.append((at, bool(failed)))
+        why.add(failed)
+    if error and why == {error}:
+        return None
     watched = ", ".join(f"{kind}.{s}" for s in shorts)
     fixed = ", ".join(f"{n}={v}" for n, v in base.items())
     grid_text = " x ".join(_values_text(n, v) for n, v in grid)
@@ -505,7 +663,7 @@ def sweep(layer: UserLayer, dtype: str, shorts=None) -> str:
     return (
         f"sweep of {watched} against the reference [{dtype}] over {grid_text} on fixed inputs "
         f"({fixed + ', ' if fixed else ''}seed 0){' (' + flags + ')' if flags else ''}: "
-        + describe_sweep(grid, points)
+        + describe_sweep(grid, points, _sized(base))
     )
 
 
@@ -762,12 +920,18 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
     run = CaseRun(layer, case, dtype, mirrors)
     note = f"{found_by[1]}: {case.text()}"
     records = [_record(recorder, run, s, REFERENCE, note) for s in OUTPUTS[layer.kind]]
+    swept = sweep(layer, dtype, error=_error_text(error))
+    everywhere = (
+        ""
+        if swept
+        else " (the same at every point of the sweep: it does not depend on the hyper-parameters)"
+    )
     head = [
         f"own layer {layer.kind} [{dtype}] ({layer.where}) failed to run: "
-        f"{type(error).__name__}: {error}",
+        f"{_error_text(error)}{everywhere}",
         f"{found_by[0]}: {case.text()}",
         *_user_traceback(error),
-        sweep(layer, dtype),
+        *([swept] if swept else []),
         f"reproduce: {recorder.reproduce()}",
     ]
     return Outcome(records, "\n".join(head), case)

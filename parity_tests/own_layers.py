@@ -34,6 +34,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -82,6 +83,11 @@ EXPECTED = (
 
 class OwnLayerError(RuntimeError):
     """A user's layer returned something unusable or changed its arguments."""
+
+
+class OwnLayerWarning(UserWarning):
+    """A user's backward wrote into its upstream gradient inside a network: harmless there
+    (it got a copy, and the CS231n network never reads dout again), reported all the same."""
 
 
 def _blamed(fn):
@@ -394,9 +400,21 @@ class _Guard:
     def args(self, name):
         return self.copies[name]
 
-    def check(self):
+    def check(self, tolerate=()):
+        """OwnLayerError for an argument changed in place; OwnLayerWarning only for the
+        names in `tolerate`."""
         for name, original in self.arrays.items():
             if not np.array_equal(original, self.copies[name], equal_nan=True):
+                if name in tolerate:
+                    warnings.warn(
+                        f"{self.fn.label} changed its argument {name} in place: harmless in "
+                        "this network (your function got a copy, and no layer reads it again) "
+                        "and in the CS231n one, wrong wherever an upstream gradient is shared; "
+                        "the network's other layers are still checked",
+                        OwnLayerWarning,
+                        stacklevel=4,
+                    )
+                    continue
                 raise _blamed(self.fn)(
                     f"{self.fn.label} changed its argument {name} in place: a layer must leave "
                     "its inputs as they are (the layer before it still holds them)"
@@ -459,8 +477,11 @@ def _frozen(value: np.ndarray) -> np.ndarray:
     return copy
 
 
-def backward(layer: UserLayer, a: Mapping, cache) -> dict:
-    """The user's backward with the upstream gradient of `a` and a cache of its forward."""
+def backward(layer: UserLayer, a: Mapping, cache, strict: bool = True) -> dict:
+    """The user's backward with the upstream gradient of `a` and a cache of its forward.
+    A backward that writes into its dout raises OwnLayerError; with strict=False (inside a
+    network, where it got a copy of dout) an OwnLayerWarning only, so that one ReLU's
+    `dout[x <= 0] = 0` does not stop the backward pass before the other layers' gradients."""
     kind, fn = layer.kind, layer.functions[1]
     shapes, dtype = expected_shapes(kind, a), _input_dtype(kind, a)
     upstream = a["dA"] if _family(kind) in ("pool", "activation") else a["dZ"]
@@ -472,7 +493,7 @@ def backward(layer: UserLayer, a: Mapping, cache) -> dict:
     else:
         got, names = (fn(g.args("dout"), cache),), ("dx",)
         short = (REGISTRY[kind].input_grad,)
-    g.check()
+    g.check(() if strict else ("dout",))
     return {s: _array(v, fn, n, shapes[s], dtype) for s, n, v in zip(short, names, got)}
 
 
@@ -501,7 +522,7 @@ def _conv_ops(layer: UserLayer) -> Ops:
 
     def bwd(X, F, dZ, stride, pad, bias=True):
         a = dict(X=X, F=F, b=np.zeros(F.shape[0], X.dtype), dZ=dZ, stride=stride, pad=pad)
-        grads = backward(layer, a, forward(layer, a)[1])
+        grads = backward(layer, a, forward(layer, a)[1], strict=False)
         return grads if bias else {k: v for k, v in grads.items() if k != "db"}
 
     return Ops(fwd, bwd)
@@ -513,7 +534,7 @@ def _pool_ops(layer: UserLayer) -> Ops:
 
     def bwd(X, dA, k, stride=None):
         a = dict(X=X, dA=dA, k=k, stride=k if stride is None else stride)
-        return backward(layer, a, forward(layer, a)[1])["dX"]
+        return backward(layer, a, forward(layer, a)[1], strict=False)["dX"]
 
     return Ops(fwd, bwd)
 
@@ -524,7 +545,7 @@ def _activation_ops(layer: UserLayer) -> Ops:
 
     def bwd(dA, Z, A):
         a = dict(Z=Z, dA=dA)
-        return backward(layer, a, forward(layer, a)[1])["dZ"]
+        return backward(layer, a, forward(layer, a)[1], strict=False)["dZ"]
 
     return Ops(fwd, bwd)
 
@@ -536,7 +557,7 @@ def _dense_ops(layer: UserLayer) -> Ops:
 
     def bwd(A, W, dZ, bias=True):
         a = dict(A=A, W=W, b=np.zeros(W.shape[1], A.dtype), dZ=dZ)
-        grads = backward(layer, a, forward(layer, a)[1])
+        grads = backward(layer, a, forward(layer, a)[1], strict=False)
         return grads if bias else {k: v for k, v in grads.items() if k != "db"}
 
     return Ops(fwd, bwd)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from parity_tests import mutants
@@ -77,3 +78,17 @@ def test_no_explanation_on_the_reference_for_20_seeds(
     assert pairs and not claims, f"{len(claims)} false explanation(s):\n" + "\n".join(claims[:20])
     # NOTE: the premise: these are correct results (test_stability.py owns the tolerances).
     assert not failed, f"the reference disagrees with torch: {failed[:10]}"
+
+
+def test_no_suspect_from_one_informative_element():
+    """A max-pool backward with `=` for `+=` at a 3 x 3 input whose four windows chose the
+    centre: one nonzero number on each side, which "a constant factor" fits exactly. Zeros on
+    both sides are no evidence, so nothing is named; with four informative elements the
+    factor is named again."""
+    ours, theirs = np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3))
+    ours[0, 0, 1, 1], theirs[0, 0, 1, 1] = -0.736454087, 0.132813638
+    assert explain(theirs, ours, tensor="maxpool.dX", against="reference") is None
+    ours[0, 0, 0, :], theirs[0, 0, 0, :] = (1.0, 2.0, 3.0), (-0.180342 * np.array([1.0, 2.0, 3.0]))
+    theirs[0, 0, 1, 1] = -0.180342 * ours[0, 0, 1, 1]
+    fit = explain(theirs, ours, tensor="maxpool.dX", against="reference")
+    assert fit is not None and fit.suspect == "factor", fit

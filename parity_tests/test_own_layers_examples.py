@@ -111,6 +111,167 @@ def test_sweep_summary_names_the_values_that_fail():
     assert describe_sweep(grid, [(p, False) for p, _ in points]) == "passes at all 6 points"
 
 
+# Sweeps whose failing points no product of single values describes: a relation of the
+# window geometry that involves two hyper-parameters (issue 21, point 3b).
+_POOL_GRID = (("ties", (False, True)), ("k", (1, 2, 3)), ("stride", (1, 2, 3)))
+_CONV_GRID = (("stride", (1, 2, 3)), ("pad", (0, 1, 2)), ("k", (1, 2, 3, 4)), ("size", (8, 9)))
+
+
+def _grid_points(grid, fails):
+    from itertools import product
+
+    names = [n for n, _ in grid]
+    rows = [dict(zip(names, values)) for values in product(*(v for _, v in grid))]
+    return [(row, bool(fails(row))) for row in rows]
+
+
+def _conv_span(p):
+    return p["size"] + 2 * p["pad"] - p["k"]
+
+
+RELATION_SWEEPS = {
+    "stride-below-k": (
+        _POOL_GRID, {"H": 6, "W": 6}, lambda p: p["stride"] < p["k"],
+        "fails when stride < k (the windows overlap), at every ties: 6 of 18 points; passes otherwise",
+    ),
+    "stride-below-k-and-ties": (
+        _POOL_GRID, {"H": 6, "W": 6}, lambda p: p["stride"] < p["k"] and p["ties"],
+        "fails when stride < k (the windows overlap) and ties=yes: 3 of 18 points; passes otherwise",
+    ),
+    "span-not-multiple-of-stride": (
+        _CONV_GRID, {}, lambda p: _conv_span(p) % p["stride"] != 0,
+        "fails when (H + 2p - k) % stride != 0 (H + 2p - k is not a multiple of the stride",
+    ),
+    "output-size-rounded": (
+        _CONV_GRID, {}, lambda p: round(_conv_span(p) / p["stride"]) > _conv_span(p) // p["stride"],
+        "(an output size rounded, not floored, is one too large): 14 of 72 points, all of them "
+        "where (H + 2p - k) % stride != 0",
+    ),
+    "only-a-necessary-condition": (
+        _CONV_GRID, {}, lambda p: _conv_span(p) % p["stride"] != 0 and p["k"] == 2 and p["pad"] != 1,
+        "fails at 5 of 72 points, only where (H + 2p - k) % stride != 0 (H + 2p - k is not a "
+        "multiple of the stride: the last windows stop short of the input's end; 5 of its 28 points)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RELATION_SWEEPS)
+def test_sweep_summary_names_a_relation_of_two_hyper_parameters(name):
+    grid, fixed, fails, says = RELATION_SWEEPS[name]
+    text = describe_sweep(grid, _grid_points(grid, fails), fixed)
+    assert says in text, text
+
+
+# Planted mistakes that only a relation of two hyper-parameters describes, each an edit of
+# layers.py: (the kind, the source appended, what the sweep says).
+RELATION_MISTAKES = {
+    "maxpool-assign-not-add": (
+        "maxpool",
+        "\ndef max_pool_backward(dout, cache):\n"
+        "    x, pool_param = cache\n"
+        "    ph, pw = pool_param['pool_height'], pool_param['pool_width']\n"
+        "    stride = pool_param['stride']\n"
+        "    N, C, H_out, W_out = dout.shape\n"
+        "    windows = _windows(x, ph, pw, stride).reshape(N, C, H_out, W_out, ph * pw)\n"
+        "    di, dj = np.divmod(windows.argmax(axis=-1), pw)\n"
+        "    rows = stride * np.arange(H_out)[None, None, :, None] + di\n"
+        "    cols = stride * np.arange(W_out)[None, None, None, :] + dj\n"
+        "    dx = np.zeros_like(x)\n"
+        "    n, c = np.arange(N)[:, None, None, None], np.arange(C)[None, :, None, None]\n"
+        "    dx[n, c, rows, cols] = dout  # '=': overlapping windows overwrite, not add up\n"
+        "    return dx\n",
+        "fails when stride < k (the windows overlap), at every ties: 6 of 18 points",
+    ),
+    "conv-round-output-size": (
+        "conv",
+        "\ndef conv_forward(x, w, b, conv_param):\n"
+        "    stride, pad = conv_param['stride'], conv_param['pad']\n"
+        "    H_out = int(round((x.shape[2] + 2 * pad - w.shape[2]) / stride)) + 1\n"
+        "    W_out = int(round((x.shape[3] + 2 * pad - w.shape[3]) / stride)) + 1\n"
+        "    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad + stride), (pad, pad + stride)))\n"
+        "    windows = _windows(x_pad, w.shape[2], w.shape[3], stride)[:, :, :H_out, :W_out]\n"
+        "    out = np.tensordot(windows, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)\n"
+        "    return out + b[None, :, None, None], (x, w, b, conv_param)\n",
+        "fails when round((H + 2p - k) / stride) > (H + 2p - k) // stride (an output size "
+        "rounded, not floored, is one too large): 14 of 72 points, all of them where "
+        "(H + 2p - k) % stride != 0 (H + 2p - k is not a multiple of the stride",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RELATION_MISTAKES)
+def test_mistake_of_two_hyper_parameters_is_pinned_by_a_relation(parity, tmp_path, name):
+    kind, source, says = RELATION_MISTAKES[name]
+    path = tmp_path / f"{name.replace('-', '_')}.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + source, encoding="utf-8")
+    layer = _layer(kind, path)
+    outcome = check_layer(_quiet(parity, layer), layer, "float64", (), draws())
+    assert outcome.message is not None, f"{name} passed"
+    assert says in outcome.message, outcome.message
+    # The shrunk example of the '=' pool holds one nonzero per side: no factor is fitted on it.
+    assert "constant factor" not in outcome.message, outcome.message
+
+
+# A softmax_loss without the max shift, as CS231n students first write it: exp(x) overflows
+# once a logit passes log(max float), 709.8 in float64 and 88.7 in float32.
+UNSHIFTED_SOFTMAX = (
+    "\ndef softmax_loss(x, y):\n"
+    "    N = x.shape[0]\n"
+    "    e = np.exp(x)  # no max shift\n"
+    "    probs = e / e.sum(axis=1, keepdims=True)\n"
+    "    loss = -np.log(probs[np.arange(N), y]).sum() / N\n"
+    "    dx = probs.copy()\n"
+    "    dx[np.arange(N), y] -= 1\n"
+    "    return loss, dx / N\n"
+)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_unshifted_softmax_fails_in_every_dtype(parity, tmp_path, precision):
+    """The 'big' logits reach past the checked dtype's exp overflow (x 30 alone stayed
+    within +-150, so float64 passed): the unshifted softmax fails at big=yes in float64 as
+    in float32, the explainer names it, and the sweep pins it to big."""
+    from parity_tests.own_layer_checks import make_inputs, overflow_logit
+
+    case = Case.make("softmax_ce", 0, N=1, K=2, big=True)
+    limit = float(np.log(np.finfo(precision).max))
+    assert make_inputs(case, precision).a["Z"].max() > limit
+    assert overflow_logit(precision) > limit
+    path = tmp_path / "softmax_unshifted.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + UNSHIFTED_SOFTMAX, encoding="utf-8")
+    layer = _layer("softmax_ce", path)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        outcome = check_layer(_quiet(parity, layer), layer, precision, (), draws())
+    message = outcome.message
+    assert message is not None, f"an unshifted softmax passed in {precision}"
+    assert outcome.case is not None and outcome.case["big"] is True, message
+    assert "softmax_no_max_shift" in message, message
+    assert "fails for big=yes, at every N and K; passes for big=no" in message, message
+
+
+FLOAT64_RELU_BACKWARD = (
+    "\ndef relu_backward(dout, cache):\n"
+    "    x = cache\n"
+    "    dx = np.zeros(x.shape)  # float64, whatever x is\n"
+    "    dx[x > 0] = dout[x > 0]\n"
+    "    return dx\n"
+)
+
+
+def test_float64_result_in_a_float32_run_is_said_once(parity, tmp_path):
+    """A layer that returns float64 for float32 inputs raises the same error at every point
+    of the sweep: the message says it once, with no 'fails at all 16 points' after it."""
+    path = tmp_path / "relu_float64.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + FLOAT64_RELU_BACKWARD, encoding="utf-8")
+    layer = _layer("relu", path)
+    message = check_layer(_quiet(parity, layer), layer, "float32", (), draws()).message
+    assert message is not None
+    assert message.count("as float64 for float32 inputs") == 1, message
+    assert "does not depend on the hyper-parameters" in message.splitlines()[0], message
+    assert "fails at all" not in message and "sweep of" not in message, message
+    assert check_layer(_quiet(parity, layer), layer, "float64", (), draws()).message is None
+
+
 # --- the option --------------------------------------------------------------------------------
 
 
@@ -409,6 +570,38 @@ def test_a_raising_layer_is_localised_and_what_precedes_it_is_checked(
     assert all(f"at {failing} (relu, backward)" in e for e in errors.values()), errors
     calls = own_layers._load_path(path.resolve()).CALLS
     assert len(calls) == len(parity_settings.dtypes), len(calls)  # cached: one try per dtype
+
+
+RELU_WRITES_DOUT = (
+    "\ndef relu_backward(dout, cache):\n"
+    "    x = cache\n"
+    "    dout[x <= 0] = 0  # in place: harmless in the CS231n network\n"
+    "    return dout\n"
+)
+
+
+def test_relu_writing_into_dout_is_reported_and_the_pool_mistake_still_named(
+    parity, tmp_path, run_config, article_data, framework
+):
+    """lenet with a relu_backward that writes into dout and broken.py's max-pool backward:
+    the write is reported (an OwnLayerWarning in the network; the layer's own check fails on
+    it), but the backward pass goes on with the copy it got, so the pools' dX still fail and
+    the explainer still names the max-pool mistake, as without the ReLU."""
+    path = tmp_path / "relu_writes_dout.py"
+    path.write_text(GOOD.read_text(encoding="utf-8") + RELU_WRITES_DOUT, encoding="utf-8")
+    values = (own_layers.option_value("relu", path), own_layers.option_value("maxpool", BROKEN))
+    harness = ModelHarness(
+        Network("lenet"), run_config, article_data, impl=own_layers.user_network("lenet", values)
+    )
+    with pytest.warns(own_layers.OwnLayerWarning, match="relu_backward changed its argument dout"):
+        check = harness.stage_check("pool2.dX", framework, "float64")
+    result = compare_arrays(check.actual, check.expected, check.tolerance.array, against=framework)
+    assert not result["passed"], result
+    verdict, _ = explain_check(check, "pool2.dX", framework)
+    assert verdict["suspect"] == "pool_grad_all_maxima", verdict
+    relu = _layer("relu", path)  # checked alone, the write is a failure of relu's own test
+    message = check_layer(_quiet(parity, relu), relu, "float64", (), draws()).message
+    assert message and "relu_backward changed its argument dout in place" in message, message
 
 
 def _docs_one_command() -> str:
