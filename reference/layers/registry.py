@@ -12,12 +12,16 @@ An entry (`LayerKind`) says, for one spec token (reference/spec.py's layer class
   lets a framework legitimately take the other branch within rounding of the kink;
 - how its parameters are drawn (`init`);
 - its catalogue of classic mistakes (`mistakes`), each the mutant that makes it, where it
-  must be caught and the explainer's name for it.
+  must be caught and the explainer's name for it;
+- the CS231n-style functions a user may bring for it with --parity-layer (`user`).
 
 Each layer module defines its entries beside its maths (reference/layers/pool.py holds
-MAXPOOL and AVGPOOL); `KINDS` below collects them. reference/network.py, the stage rule
-(parity_tests/model_stages.py) and the kinks read the entries; each framework's mirror is a
-table from kind to function whose keys a test holds equal to `KINDS`.
+MAXPOOL and AVGPOOL); `reference.layers.KINDS` collects them. reference/network.py, the
+stage rule (parity_tests/model_stages.py), the kinks, the generated networks
+(parity_tests/strategies.py), the mutation catalogue (parity_tests/model_mutants.py) and the
+user-layer adapters (parity_tests/own_layers.py, own_layer_checks.py) read the entries; each
+framework's mirror is a table from kind to function whose keys a test holds equal to
+`KINDS`. Not yet read from here: the explainer's recognisers (parity_tests/explain.py).
 
 A family is a calling form shared by several kinds (`FAMILIES`): the Network calls every
 kind of one family the same way, so a new kind of an existing family is its entry, one row
