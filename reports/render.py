@@ -15,6 +15,7 @@ import hashlib
 import html
 import io
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -441,8 +442,12 @@ PARITY_KINDS = {
     "impl_bits": "num",
     "against_bits": "num",
     AT_WORST: "pair",
-    "worst_check": "id",
+    "worst_check": "check",
 }
+# The parity table's columns, the ones to read first on the left (in sight without scrolling
+# on a 1280-pixel page): which tensor, which test, how much of the allowance, where and the
+# two values there; then the rest of summary_frame's, in its order.
+PARITY_FIRST = ["tensor", "worst_check", "status", "budget_used", "worst_index", AT_WORST]
 DETECTION_KINDS = {
     "status": "num",
     "margin": "num",
@@ -527,6 +532,13 @@ def _cell(field: str, value, kind: str) -> str:
         sort = "" if number is None else _sort_number(number)
         body = "<br>".join(html.escape(t) for t in texts)
         return f'<td class="pair" data-sort="{html.escape(sort)}">{body}</td>'
+    if kind == "check":  # the test's name and parameters, the whole id as its tooltip
+        full = _g(value)
+        short = full.rsplit("::", 1)[-1]
+        body = "<wbr>".join(html.escape(x) for x in re.split(r"(?<=[\[\-,])", short))
+        return (
+            f'<td class="check" title="{html.escape(full)}" data-sort="{html.escape(full)}">{body}</td>'
+        )
     shown = _g(value)
     if field == "status":
         sort = str(STATUSES.index(value)) if value in STATUSES else "0"
@@ -581,7 +593,9 @@ def _parity_table(summary: pd.DataFrame) -> str:
     the worst element in one column, one above the other."""
     pairs = list(zip(summary["impl_at_worst"], summary["against_at_worst"]))
     columns = [AT_WORST if c == "impl_at_worst" else c for c in summary.columns]
-    shown = summary.assign(**{AT_WORST: pairs})[[c for c in columns if c != "against_at_worst"]]
+    columns = [c for c in columns if c != "against_at_worst"]
+    columns = [c for c in PARITY_FIRST if c in columns] + [c for c in columns if c not in PARITY_FIRST]
+    shown = summary.assign(**{AT_WORST: pairs})[columns]
     return _html_table(shown, PARITY_KINDS, TABLE_UUID)
 
 
@@ -632,6 +646,7 @@ table.sortable td{white-space:nowrap}
 table.sortable td.long{white-space:normal;min-width:12em;overflow-wrap:break-word}
 table.sortable td.long:last-child{min-width:30em}
 table.sortable td.id{white-space:normal}
+table.sortable td.check{white-space:normal;min-width:14em;max-width:22em;overflow-wrap:anywhere}
 td.pair{text-align:right;font-variant-numeric:tabular-nums}
 td.id>span{white-space:nowrap}
 .box.tall{max-height:85vh;overflow:auto}

@@ -162,19 +162,26 @@ def test_summary_table_sorts_and_shows_the_worst_element(page):
         assert th["attrs"]["aria-sort"] == "none" and th["attrs"]["data-type"] in ("num", "text")
         assert th["attrs"]["title"]  # the field's meaning
     names = [th["attrs"]["title"].split(":")[0] for th in heads]
-    assert names[12:14] == ["worst_index", "impl_at_worst / against_at_worst"]
-    assert names[0] == "tensor" and names[-1] == "worst_check"
+    # the columns to read first on the left, in sight at 1280 px (issue 24, 5)
+    assert names[:6] == [
+        "tensor", "worst_check", "status", "budget_used", "worst_index",
+        "impl_at_worst / against_at_worst",
+    ]  # fmt: skip
+    assert names[6:9] == ["equation", "against", "dtype"]
     assert len(rows) == 5 and all(len(r) == len(heads) for r in rows)  # no detection rows
     by_tensor = {r[0]["text"]: r for r in rows}
     z1 = by_tensor["Z1"]
-    assert z1[12]["text"] == "(0, 1, 2)" and z1[13]["text"] == "0.744123040.74412322"  # <br>
-    assert by_tensor["dE_dO"][13]["text"] == "-0.58140.5814"
+    assert z1[4]["text"] == "(0, 1, 2)" and z1[5]["text"] == "0.744123040.74412322"  # <br>
+    assert by_tensor["dE_dO"][5]["text"] == "-0.58140.5814"
+    check = z1[1]  # the test's name shown, its whole id the tooltip
+    assert check["text"] == "test_forward[Z1-stage-torch-float32]"
+    assert check["attrs"]["title"] == RECORDS[0]["check"]
     for row in rows:  # numbers sort by value: every numeric cell says it exactly
         for th, td in zip(heads, row):
             if th["attrs"]["data-type"] == "num":
                 assert re.fullmatch(r"(-?Infinity|[-+0-9.e]*)", td["attrs"]["data-sort"])
-    assert by_tensor["dE_dO"][8]["attrs"]["data-sort"] == repr(4.5e15)
-    assert "over" in by_tensor["dE_dO"][8]["attrs"]["class"]  # a failing budget stands out
+    assert by_tensor["dE_dO"][3]["attrs"]["data-sort"] == repr(4.5e15)
+    assert "over" in by_tensor["dE_dO"][3]["attrs"]["class"]  # a failing budget stands out
     assert [r[0]["text"] for r in rows][:2] == ["dE_dO", f"T{HOSTILE}"]  # worst first
 
 
