@@ -15,6 +15,7 @@ import hashlib
 import html
 import io
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -256,13 +257,15 @@ def _budget_norm(vmax: float):
     return FuncNorm((forward, inverse), vmin=0.0, vmax=vmax)
 
 
-def _budget_cmap():
+def _budget_cmap(reds: bool = True):
+    """Greens for 0..1 (a pass) and, with reds, reds above (a failure)."""
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
 
-    greens = colormaps["Greens"](np.linspace(*PASS_GREENS, 128))
-    reds = colormaps["Reds"](np.linspace(*FAIL_REDS, 128))
-    return ListedColormap(np.vstack([greens, reds])).with_extremes(bad=(1, 1, 1, 0))
+    parts = [colormaps["Greens"](np.linspace(*PASS_GREENS, 128))]
+    if reds:
+        parts.append(colormaps["Reds"](np.linspace(*FAIL_REDS, 128)))
+    return ListedColormap(np.vstack(parts)).with_extremes(bad=(1, 1, 1, 0))
 
 
 def _bar_ticks(vmax: float) -> list[float]:
@@ -286,38 +289,74 @@ def _column_label(col: str) -> str:
     return plot_label("\n".join(lines))
 
 
-def _heatmap_png(df: pd.DataFrame, order=()) -> tuple[bytes, tuple[int, int]]:
-    """The heat map as PNG bytes and its size in CSS pixels (width, height)."""
+LAYER_SECTION = "layer checks"
+ARTICLE_SECTION = "the article's network"
+HEATMAP_WIDTH = 13.0  # inches: 1248 CSS px, the width of a 1280-pixel page's content
+MAX_MAP_ROWS = 26  # a map's rows at most: 0.24 in each + labels, about 700 CSS px tall
+ROW_H = 0.24
+
+
+def heat_map_sections(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The records split into the heat map's sections, in this order: the article's network
+    (model "", plain tensor names: its stages, end to end, hand, inputs), each --parity-model
+    network (model set; in first-seen order), and the layer checks (model "", tensor names
+    "layer.field" from test_layers.py). Detection records are left out (their own table)."""
+    plain = df[df["mode"] != "detection"]
+    model = plain["model"].astype(str) if "model" in plain else pd.Series("", plain.index)
+    layer = (model == "") & plain["tensor"].astype(str).str.contains(".", regex=False)
+    sections = [(ARTICLE_SECTION, plain[(model == "") & ~layer])]
+    sections += [(f"network {m}", plain[model == m]) for m in pd.unique(model) if m]
+    sections.append((LAYER_SECTION, plain[layer]))
+    return [(name, part) for name, part in sections if not part.empty]
+
+
+def _scale_top(df: pd.DataFrame) -> float:
+    """The colour bar's top for the whole page: 1 when every budget is at most 1 (the bar
+    shows only the greens of a pass), else the largest finite budget (at least 10, at most
+    BAR_TOP)."""
+    values = pd.to_numeric(df["budget_used"], errors="coerce").to_numpy(dtype=float)
+    known = values[~np.isnan(values)]
+    if not known.size or known.max() <= 1:
+        return 1.0
+    finite = known[np.isfinite(known)]
+    return float(np.clip(finite.max() if finite.size else 10.0, 10.0, BAR_TOP))
+
+
+def heatmap_figure(budget: pd.DataFrame, status: pd.DataFrame, vmax: float, note: str = ""):
+    """One heat map (rows of budget_grid) as a matplotlib Figure (axes: the map, then the
+    colour bar) and its size in CSS pixels (width, height): HEATMAP_WIDTH wide (the page
+    scales it to its width), column labels on top. vmax: the colour bar's top (_scale_top);
+    at most 1, the bar runs 0..1 in greens only."""
     # Figure + Agg canvas directly: no pyplot, no global backend switch for the caller.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    # Detection records (variants, mutants) store tolerance/error: they have their own table.
-    plain = df[df["mode"] != "detection"]
-    budget, status = budget_grid(plain, order)
     values = budget.to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
-    vmax = float(np.clip(finite.max() if finite.size else 10.0, 10.0, BAR_TOP))
-    norm, cmap = _budget_norm(vmax), _budget_cmap()
+    all_pass = vmax <= 1
+    if all_pass:  # nothing above 1: no red on the bar, greens only
+        norm, cmap = Normalize(0.0, 1.0), _budget_cmap(reds=False)
+    else:
+        norm, cmap = _budget_norm(vmax), _budget_cmap()
 
     n_rows, n_cols = budget.shape
     # Margins in inches from the label lengths: tight_layout measured every tick label twice
     # and was half the cost of a report.
-    left = 0.3 + 0.065 * max((len(str(r)) for r in budget.index), default=4)
+    left = 0.25 + 0.062 * max((len(str(r)) for r in budget.index), default=4)
     labels = [_column_label(c) for c in budget.columns]
-    bottom = 0.2 + 0.12 * max((x.count("\n") + 1 for x in labels), default=3)
-    top, right = 0.45, 1.0
-    # Columns 1 inch wide, narrower (down to 0.62, room for "0.000845" in 7 points) when
-    # there are many, so that the picture stays readable once scaled to a 1280-pixel page.
-    col_w = min(1.0, max(0.62, 11.0 / max(n_cols, 1)))
-    w, h = max(col_w * n_cols, 4.6), max(0.36 * n_rows, 2.4)  # room for the title, bar label
-    width, height = left + w + right, bottom + h + top
+    top = 0.15 + 0.125 * max((x.count("\n") + 1 for x in labels), default=3)
+    bottom, right = 0.1, 1.05
+    # The page's width: columns share what the row labels and the bar leave (at most 2
+    # inch each; at least 0.6, room for "0.000845" in 7 points: a very wide grid is wider).
+    col_w = min(2.0, max(0.6, (HEATMAP_WIDTH - left - right) / max(n_cols, 1)))
+    w, h = col_w * n_cols, ROW_H * max(n_rows, 3)
+    width, height = max(left + w + right, HEATMAP_WIDTH), top + h + bottom
     fig = Figure(figsize=(width, height), dpi=HEATMAP_DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((left / width, bottom / height, w / width, h / height))
-    cax = fig.add_axes(((left + w + 0.15) / width, bottom / height, 0.15 / width, h / height))
+    cax = fig.add_axes(((left + w + 0.15) / width, bottom / height, 0.13 / width, h / height))
     shown = np.ma.masked_invalid(np.clip(values, 0, vmax))
     # No comparison: the hatching behind the (transparent) masked cells.
     ax.add_patch(
@@ -340,7 +379,7 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> tuple[bytes, tuple[int, int]]:
             continue  # no comparison in this cell
         text = _g(values[i, j])
         if st in ("vacuous", "error", "absent"):
-            text = f"{text}\n{st}".strip()
+            text = f"{text} {st}".strip()
         # inf is drawn as the darkest red; a masked cell's text sits on white
         r, g, b, _ = (1, 1, 1, 1) if shown[i, j] is np.ma.masked else rgba[i, j]
         colour = "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"
@@ -351,30 +390,39 @@ def _heatmap_png(df: pd.DataFrame, order=()) -> tuple[bytes, tuple[int, int]]:
         )  # fmt: skip
         if st != "pass":
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="black"))
+    # Column labels on top, where the eye starts (and in sight however long the map).
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
     ax.set_xticks(range(n_cols), labels, fontsize=7)
     ax.set_yticks(range(n_rows), [plot_label(r) for r in budget.index], fontsize=8)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    impls = sorted(set(plain["impl"]) - {""})
-    title = "max budget used (error / tolerance)"
-    if len(impls) == 1 and impls[0] != "reference":
-        title += f", impl {impls[0]}"
-    ax.set_title(
-        plot_label(title) + "\nbold: the largest; outlined: not a pass; hatched: no comparison",
-        fontsize=8.5,
-    )
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
     bar.minorticks_off()
-    ticks = _bar_ticks(vmax)
+    ticks = [0, 0.25, 0.5, 0.75, 1] if all_pass else _bar_ticks(vmax)
     bar.set_ticks(ticks, labels=[_g(float(t)) for t in ticks])
     bar.ax.tick_params(labelsize=7)
-    bar.ax.axhline(1.0, color="black", lw=2.5)
-    bar.set_label("budget used: linear to 1 (pass), log above (fail)", fontsize=7)
+    if not all_pass:
+        bar.ax.axhline(1.0, color="black", lw=2.5)
+    label = "budget used (all <= 1: pass)" if all_pass else "linear to 1 (pass), log above (fail)"
+    bar.set_label(plot_label(label + note), fontsize=7)
+    return fig, (round(width * CSS_PX_PER_INCH), round(height * CSS_PX_PER_INCH))
+
+
+def _heatmap_png(budget, status, vmax: float, note: str = "") -> tuple[bytes, tuple[int, int]]:
+    """heatmap_figure as PNG bytes, and its size in CSS pixels."""
+    fig, size = heatmap_figure(budget, status, vmax, note)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp
-    size = (round(width * CSS_PX_PER_INCH), round(height * CSS_PX_PER_INCH))
     return buf.getvalue(), size
+
+
+def _chunks(n: int, most: int) -> list[range]:
+    """0..n in as few even pieces as keep each at most `most` long."""
+    pieces = max(1, math.ceil(n / most))
+    cuts = [round(k * n / pieces) for k in range(pieces + 1)]
+    return [range(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 # --- HTML tables ------------------------------------------------------------------------------
@@ -394,8 +442,12 @@ PARITY_KINDS = {
     "impl_bits": "num",
     "against_bits": "num",
     AT_WORST: "pair",
-    "worst_check": "id",
+    "worst_check": "check",
 }
+# The parity table's columns, the ones to read first on the left (in sight without scrolling
+# on a 1280-pixel page): which tensor, which test, how much of the allowance, where and the
+# two values there; then the rest of summary_frame's, in its order.
+PARITY_FIRST = ["tensor", "worst_check", "status", "budget_used", "worst_index", AT_WORST]
 DETECTION_KINDS = {
     "status": "num",
     "margin": "num",
@@ -480,6 +532,13 @@ def _cell(field: str, value, kind: str) -> str:
         sort = "" if number is None else _sort_number(number)
         body = "<br>".join(html.escape(t) for t in texts)
         return f'<td class="pair" data-sort="{html.escape(sort)}">{body}</td>'
+    if kind == "check":  # the test's name and parameters, the whole id as its tooltip
+        full = _g(value)
+        short = full.rsplit("::", 1)[-1]
+        body = "<wbr>".join(html.escape(x) for x in re.split(r"(?<=[\[\-,])", short))
+        return (
+            f'<td class="check" title="{html.escape(full)}" data-sort="{html.escape(full)}">{body}</td>'
+        )
     shown = _g(value)
     if field == "status":
         sort = str(STATUSES.index(value)) if value in STATUSES else "0"
@@ -534,7 +593,9 @@ def _parity_table(summary: pd.DataFrame) -> str:
     the worst element in one column, one above the other."""
     pairs = list(zip(summary["impl_at_worst"], summary["against_at_worst"]))
     columns = [AT_WORST if c == "impl_at_worst" else c for c in summary.columns]
-    shown = summary.assign(**{AT_WORST: pairs})[[c for c in columns if c != "against_at_worst"]]
+    columns = [c for c in columns if c != "against_at_worst"]
+    columns = [c for c in PARITY_FIRST if c in columns] + [c for c in columns if c not in PARITY_FIRST]
+    shown = summary.assign(**{AT_WORST: pairs})[columns]
     return _html_table(shown, PARITY_KINDS, TABLE_UUID)
 
 
@@ -585,6 +646,7 @@ table.sortable td{white-space:nowrap}
 table.sortable td.long{white-space:normal;min-width:12em;overflow-wrap:break-word}
 table.sortable td.long:last-child{min-width:30em}
 table.sortable td.id{white-space:normal}
+table.sortable td.check{white-space:normal;min-width:14em;max-width:22em;overflow-wrap:anywhere}
 td.pair{text-align:right;font-variant-numeric:tabular-nums}
 td.id>span{white-space:nowrap}
 .box.tall{max-height:85vh;overflow:auto}
@@ -620,7 +682,8 @@ th[aria-sort=ascending]::after{content:"\\25B2";color:#1f2328}
 th[aria-sort=descending]::after{content:"\\25BC";color:#1f2328}
 table.meta th{text-align:right;white-space:nowrap;background:#f6f8fa}
 table.meta td{overflow-wrap:anywhere}
-img.heatmap{display:block;max-width:100%;height:auto}
+img.heatmap{display:block;width:100%;max-width:100%;height:auto;margin:0 0 0.6em}
+section.heatmap h3 span.count{color:#57606a;font-weight:normal;font-size:0.85em}
 p.credit{color:#57606a;font-size:0.9em;margin-top:2em}
 pre{background:#f6f8fa;padding:1em;overflow-x:auto}
 code{background:#f6f8fa;padding:0 0.2em;border-radius:3px}
@@ -678,14 +741,39 @@ CSP = (
 
 
 def heat_map_html(df: pd.DataFrame, order=()) -> str:
-    """The heat map as an <img> with the PNG inline (summary.html's, and a notebook's
-    parity_tests.api.Result)."""
-    png, (w, h) = _heatmap_png(df, order)
-    data = base64.b64encode(png).decode("ascii")
-    return (
-        f'<img class="heatmap" width="{w}" height="{h}" '
-        f'alt="heat map of the largest budget used" src="data:image/png;base64,{data}">'
-    )
+    """The heat maps, one section per network (heat_map_sections: an <h3> each), each as
+    <img>s with the PNG inline, a section longer than MAX_MAP_ROWS rows split into even
+    pieces so that each fits one screen (summary.html's, and a notebook's
+    parity_tests.api.Result). One colour scale for the page (_scale_top)."""
+    vmax = _scale_top(df[df["mode"] != "detection"])
+    impls = sorted(set(df.loc[df["mode"] != "detection", "impl"]) - {""})
+    note = f"; impl {impls[0]}" if len(impls) == 1 and impls[0] != "reference" else ""
+    parts = [
+        '<p class="hint">Largest budget used (error / tolerance) per tensor (rows) and '
+        "framework x dtype x mode (columns). Bold: the largest; outlined: not a pass; "
+        "hatched: no comparison."
+        + (" Every budget is at most 1: the scale stops at 1." if vmax <= 1 else "")
+        + "</p>"
+    ]
+    for name, part in heat_map_sections(df):
+        budget, status = budget_grid(part, order)
+        pieces = _chunks(len(budget), MAX_MAP_ROWS)
+        parts.append(
+            f'<section class="heatmap"><h3>{html.escape(name)} '
+            f'<span class="count">({len(budget)} tensors)</span></h3>'
+        )
+        for k, rows in enumerate(pieces):
+            png, (w, h) = _heatmap_png(budget.iloc[rows], status.iloc[rows], vmax, plot_label(note))
+            data = base64.b64encode(png).decode("ascii")
+            alt = f"heat map of the largest budget used: {name}"
+            if len(pieces) > 1:
+                alt += f", part {k + 1} of {len(pieces)}"
+            parts.append(
+                f'<img class="heatmap" width="{w}" height="{h}" alt="{html.escape(alt)}" '
+                f'src="data:image/png;base64,{data}">'
+            )
+        parts.append("</section>")
+    return "\n".join(parts)
 
 
 def summary_html(
@@ -728,11 +816,11 @@ def summary_html(
     if not summary.empty:
         if heat_map:
             parts += [
-                "<h2>Budget used by tensor and comparison</h2>",
+                '<h2 id="heatmap">Budget used by tensor and comparison</h2>',
                 heat_map_html(df, tensor_order(meta)),
             ]
         parts += [
-            "<h2>Summary (worst first)</h2>",
+            '<h2 id="summary">Summary (worst first)</h2>',
             '<p class="hint">One row per tensor x against x dtype x mode x impl. Click a '
             "column header to sort by it, again to reverse; hover a header for its meaning.</p>",
             _parity_table(summary),

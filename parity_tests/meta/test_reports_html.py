@@ -19,7 +19,7 @@ HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 ELEMENTS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "h4", "p", "strong",
     "em", "code", "ul", "li", "div", "table", "thead", "tbody", "tr", "th", "td", "img",
-    "span", "wbr", "br", "script", "pre",
+    "span", "wbr", "br", "script", "pre", "section",
 }  # fmt: skip
 
 
@@ -147,7 +147,8 @@ def test_heat_map_is_an_inline_png_that_scales_to_the_page(page):
     assert src.startswith("data:image/png;base64,")
     assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
     assert img["attrs"]["class"] == "heatmap" and int(img["attrs"]["width"]) > 0
-    assert "img.heatmap{display:block;max-width:100%;height:auto}" in STYLE
+    # the page's width, at 1280 and at 1920 (issue 24, 5)
+    assert "img.heatmap{display:block;width:100%;max-width:100%;height:auto" in STYLE
     assert ".box{max-width:100%;overflow-x:auto" in STYLE  # tables scroll in their own box
 
 
@@ -161,19 +162,26 @@ def test_summary_table_sorts_and_shows_the_worst_element(page):
         assert th["attrs"]["aria-sort"] == "none" and th["attrs"]["data-type"] in ("num", "text")
         assert th["attrs"]["title"]  # the field's meaning
     names = [th["attrs"]["title"].split(":")[0] for th in heads]
-    assert names[12:14] == ["worst_index", "impl_at_worst / against_at_worst"]
-    assert names[0] == "tensor" and names[-1] == "worst_check"
+    # the columns to read first on the left, in sight at 1280 px (issue 24, 5)
+    assert names[:6] == [
+        "tensor", "worst_check", "status", "budget_used", "worst_index",
+        "impl_at_worst / against_at_worst",
+    ]  # fmt: skip
+    assert names[6:9] == ["equation", "against", "dtype"]
     assert len(rows) == 5 and all(len(r) == len(heads) for r in rows)  # no detection rows
     by_tensor = {r[0]["text"]: r for r in rows}
     z1 = by_tensor["Z1"]
-    assert z1[12]["text"] == "(0, 1, 2)" and z1[13]["text"] == "0.744123040.74412322"  # <br>
-    assert by_tensor["dE_dO"][13]["text"] == "-0.58140.5814"
+    assert z1[4]["text"] == "(0, 1, 2)" and z1[5]["text"] == "0.744123040.74412322"  # <br>
+    assert by_tensor["dE_dO"][5]["text"] == "-0.58140.5814"
+    check = z1[1]  # the test's name shown, its whole id the tooltip
+    assert check["text"] == "test_forward[Z1-stage-torch-float32]"
+    assert check["attrs"]["title"] == RECORDS[0]["check"]
     for row in rows:  # numbers sort by value: every numeric cell says it exactly
         for th, td in zip(heads, row):
             if th["attrs"]["data-type"] == "num":
                 assert re.fullmatch(r"(-?Infinity|[-+0-9.e]*)", td["attrs"]["data-sort"])
-    assert by_tensor["dE_dO"][8]["attrs"]["data-sort"] == repr(4.5e15)
-    assert "over" in by_tensor["dE_dO"][8]["attrs"]["class"]  # a failing budget stands out
+    assert by_tensor["dE_dO"][3]["attrs"]["data-sort"] == repr(4.5e15)
+    assert "over" in by_tensor["dE_dO"][3]["attrs"]["class"]  # a failing budget stands out
     assert [r[0]["text"] for r in rows][:2] == ["dE_dO", f"T{HOSTILE}"]  # worst first
 
 
@@ -195,7 +203,9 @@ def test_audit_is_html_tables_not_a_pre_block(page):
     assert len(audit_tables) == 3  # equations, variants, mutants
     assert all("<" not in t["text"] or HOSTILE in t["text"] for t in audit_tables)
     assert not any("Derivation audit" in e["text"] for e in parsed.all("pre"))
-    assert [e["text"] for e in parsed.all("h3")] == ["Derivation audit"]
+    heat_maps = [e for e in parsed.all("section") if e["attrs"].get("class") == "heatmap"]
+    h3 = [e["text"] for e in parsed.all("h3") if not any(e["text"] in s["text"] for s in heat_maps)]
+    assert h3 == ["Derivation audit"]
     eq_table = audit_tables[0]["text"]
     assert "Z1 = X * f" in eq_table and HOSTILE in eq_table  # shown, as text
 
