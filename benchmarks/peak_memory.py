@@ -12,8 +12,8 @@ Runs each command as a child process, one after the other, exactly as ./parity r
 
 and prints a table of its peak resident set size (the child's ru_maxrss from os.wait4, the
 kernel's high-water mark of the pytest process: no sampling gaps) and its wall time.
-Each run writes its report into a temporary folder (--parity-report-dir), so
-reports/latest is left alone. A pytest exit status other than 0 is shown in the table.
+Each run writes its report into a temporary folder (--parity-report-dir; --report-dir DIR
+keeps them), so reports/latest is left alone. A pytest exit status other than 0 is shown in the table.
 """
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ def main(argv=None) -> int:
         help="comma-separated commands among report, gate, test (default all three)",
     )
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="keep each run's report in DIR/report, DIR/gate, DIR/test (default: a temporary "
+        "folder, removed)",
+    )
     args = p.parse_args(argv)
     names = [n.strip() for n in args.which.split(",") if n.strip()]
     bad = [n for n in names if n not in COMMANDS]
@@ -88,7 +95,7 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="peak_memory_") as tmp:
         for name in names:
-            results[name] = measure(name, Path(tmp) / name)
+            results[name] = measure(name, (args.report_dir or Path(tmp)) / name)
             r = results[name]
             print(
                 f"{name}: {r['peak_rss_gb']:.2f} GB, {r['wall_s']:.0f} s, exit {r['exit']}: "
