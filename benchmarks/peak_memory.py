@@ -13,7 +13,8 @@ Runs each command as a child process, one after the other, exactly as ./parity r
 and prints a table of its peak resident set size (the child's ru_maxrss from os.wait4, the
 kernel's high-water mark of the pytest process: no sampling gaps) and its wall time.
 Each run writes its report into a temporary folder (--parity-report-dir; --report-dir DIR
-keeps them), so reports/latest is left alone. A pytest exit status other than 0 is shown in the table.
+keeps them, with each run's pytest output in DIR/report.log, ...), so reports/latest is
+left alone. A pytest exit status other than 0 is shown in the table.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ def measure(name: str, report_dir: Path) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    tail = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
+    text = out.decode(errors="replace")
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    (report_dir.parent / f"{name}.log").write_text(text)  # pytest's whole output
+    for line in text.splitlines():  # pytest -ra's summary: which tests failed
+        if line.startswith(("FAILED ", "ERROR ")):
+            print(f"{name}: {line}", file=sys.stderr)
+    tail = text.strip().splitlines()[-1:] or [""]
     return {
         "command": COMMANDS[name][0],
         "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,  # Linux: ru_maxrss is in KiB
