@@ -6,9 +6,12 @@ import pytest
 from parity_tests.detection import HarnessCache
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def detection_harness_for() -> HarnessCache:
     """(run_config, data, step) -> the step's detection Harness, one per configuration and
-    step label for the session; it also holds the unmodified step's stage records, which
-    `detection.localise` reuses (pass it as `harnesses`)."""
+    step label for the test module; it also holds the unmodified step's stage records, which
+    `detection.localise` reuses (pass it as `harnesses`). Module-scoped: each harness holds
+    every tensor of its step and the frameworks' runs (~70 MB at 200 images), and a session
+    cache kept test_variants.py's and test_mutants.py's ~30 alive together (~2.2 GB of
+    ./parity report's 4.7 GB peak); a module's tests are its only users."""
     return HarnessCache()

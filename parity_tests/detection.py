@@ -105,27 +105,39 @@ def detection_config(run_config: RunConfig, impl_label: str) -> RunConfig:
 
 
 class HarnessCache:
-    """A session's detection harnesses and control records (the `detection_harness_for`
+    """A test module's detection harnesses and control records (the `detection_harness_for`
     fixture): `cache(run_config, data, step)` is the Harness of `step` under the detection
     configuration of `run_config` (one per configuration and step label; a Harness caches
     the step's run and the framework runs), and `control(...)` the unmodified step's tensors
-    and stage records, which `localise` reuses. It serves one data set: the session's."""
+    and stage records, which `localise` reuses. It serves one data set: the session's.
 
-    def __init__(self):
+    The unmodified step's harnesses stay; of the others only the `keep` last used do (each
+    holds every tensor of its step and the stage runs, ~70 MB at 200 images: 30 variants
+    and mutants held together were ~2 GB). One asked for again after that is made again:
+    the same step on the same data and weights, so the same tensors and records."""
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
         self._harnesses: dict = {}  # detection config (impl: the step's label) -> Harness
+        self._made: dict = {}  # detection config -> (data, step): one of each per label
         self._controls: dict = {}  # (the control's config, framework, dtype) -> (tensors, records)
 
     def __call__(self, run_config: RunConfig, data, step: ArticleStep) -> Harness:
         config = detection_config(run_config, label(step))
-        harness = self._harnesses.get(config)
-        if harness is None:
-            harness = self._harnesses[config] = Harness(config, data, impl=step)
-        elif harness.data is not data or harness.impl is not step:
+        made = self._made.setdefault(config, (data, step))
+        if made[0] is not data or made[1] is not step:
             raise ValueError(
                 f"detection harness {config.impl!r} was made for another "
-                f"{'data set' if harness.data is not data else 'step of that name'}: "
+                f"{'data set' if made[0] is not data else 'step of that name'}: "
                 "a HarnessCache serves one session's data and one step per label"
             )
+        harness = self._harnesses.pop(config, None)  # put back last: the most recent
+        if harness is None:
+            harness = Harness(config, data, impl=step)
+        self._harnesses[config] = harness
+        others = [k for k, h in self._harnesses.items() if type(h.impl) is not ArticleStep]
+        for k in others[: max(0, len(others) - self.keep)]:
+            del self._harnesses[k]
         return harness
 
     def control(self, harness: Harness, recorder: ParityRecorder, framework: str, dtype: str):

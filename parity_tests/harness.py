@@ -74,6 +74,23 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _memo(method):
+    """Cache a method's results on the instance (functools.cache on a method keeps every
+    harness alive for the whole session: 20 LeNet seeds held ~15 GB until the OOM killer
+    ended a CI run; the same on Harness kept every sweep's, test_stability's 20 seeds and
+    test_batch_sizes' 10 sizes among them). Gone with the harness."""
+
+    @functools.wraps(method)
+    def cached(self, *args):
+        memo = self.__dict__.setdefault("_memo", {})
+        key = (method.__name__, args)
+        if key not in memo:
+            memo[key] = method(self, *args)
+        return memo[key]
+
+    return cached
+
+
 class Harness:
     """The shared inputs (`params`, `inputs`) are read-only arrays: nothing, neither the
     implementation under test (which gets copies) nor a mirror, can change what the
@@ -83,12 +100,12 @@ class Harness:
         self.config, self.data, self.impl = config, data, impl
         self._steps: dict = {}  # (impl id, dtype) -> (tensors, inputs after) or the failure
 
-    @functools.cache
+    @_memo
     def params(self, dtype: str) -> Tensors:
         p = model.init_params(self.config.seed, dtype, self.config.init_scheme)
         return Tensors({k: _read_only(v) for k, v in p.items()})
 
-    @functools.cache
+    @_memo
     def inputs(self, dtype: str):
         return _read_only(self.data.X.astype(dtype)), _read_only(self.data.y.astype(dtype))
 
@@ -147,7 +164,7 @@ class Harness:
         """The project's own reference (used for the end-to-end rounding spread)."""
         return self._train(model, dtype)[0]
 
-    @functools.cache
+    @_memo
     def truth(self, dtype: str) -> Tensors:
         """The reference in float64 on `dtype`'s rounded inputs and parameters."""
         X, y = self.inputs(dtype)
@@ -160,11 +177,11 @@ class Harness:
         )
         return Tensors(out, y=y.astype(np.float64))
 
-    @functools.cache
+    @_memo
     def mirror(self, framework: str):
         return load_mirror(framework)
 
-    @functools.cache
+    @_memo
     def end_to_end(self, framework: str, dtype: str) -> Tensors:
         X, y = self.inputs(dtype)
         return self.mirror(framework).train_step(
@@ -249,7 +266,7 @@ class Harness:
             raise Absent(name)
         return np.asarray(impl[name])
 
-    @functools.cache
+    @_memo
     def update(self, framework: str, dtype: str) -> Tensors:
         """f_new, W_new, b_new from one step of the framework's optimiser over f, W, b, fed
         every gradient the implementation provided (a zero one for a gradient it did not
@@ -284,7 +301,7 @@ class Harness:
             self.explain_context(stage, inputs, dtype),
         )
 
-    @functools.cache
+    @_memo
     def end_to_end_tolerance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
         """The end-to-end allowance of `tensor`, built on the reference's own tensors: it
         depends on the weights and data only, not on what the implementation provides."""

@@ -13,7 +13,6 @@ so a test only compares. Tensor names are layer-qualified (conv1.Z, pool1.dX, co
 
 from __future__ import annotations
 
-import functools
 import importlib
 import traceback
 
@@ -21,27 +20,10 @@ import numpy as np
 
 from parity_tests import kinks as kink_rules
 from parity_tests import model_stages, tolerance
-from parity_tests.harness import Check, _read_only
+from parity_tests.harness import Check, _memo, _read_only
 from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import MirrorUnavailable
 from reference.network import KINKED, Network, images_nchw, update_pairs
-
-
-def _memo(method):
-    """Cache a method's results on the instance (functools.cache on a method keeps every
-    harness alive for the whole session: 20 LeNet seeds held ~15 GB until the OOM killer
-    ended a CI run). Gone with the harness."""
-
-    @functools.wraps(method)
-    def cached(self, *args):
-        memo = self.__dict__.setdefault("_memo", {})
-        key = (method.__name__, args)
-        if key not in memo:
-            memo[key] = method(self, *args)
-        return memo[key]
-
-    return cached
-
 
 _MIRRORS = {
     "torch": "parity_tests.mirrors.model_torch",
