@@ -43,14 +43,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from parity_tests.compare import ParityRecorder, RunContext
-from parity_tests.harness import Harness, RunConfig
+from parity_tests.harness import (
+    Harness,
+    RunConfig,
+    contract_records,
+    inputs_check_fields,
+    stage_check_fields,
+)
 from parity_tests.impl_call import DEFAULT_TIMEOUT_S, INPUT_NAMES, ImplementationError
 from parity_tests.mirrors import FRAMEWORKS
 from parity_tests.stages import END_TO_END, FORWARD, GRADIENT, STAGES, UPDATE
 from reference.data import ARTICLE_IMAGES, load_article_data
 from reference.layout import LAYOUTS
 from reference.model import DTYPES
-from reference.tensors import ORDER
 from reports.fields import normalise_record
 
 TEST_PARITY = "parity_tests/test_parity.py"
@@ -227,63 +232,19 @@ def _contract(rec: ApiRecorder, harness: Harness, dtype: str) -> None:
         problems = harness.contract(dtype)
     except ImplementationError:
         return
-    kinds = {
-        "absent": ("absent", ""),
-        "unknown": ("error", "error"),
-        "shape": ("fail", "shape"),
-        "dtype": ("fail", "dtype"),
-    }
-    for name, kind, message in problems:
-        status, mismatch_kind = kinds[kind]
-        rec.record(
-            tensor=name, status=status, mismatch_kind=mismatch_kind, error=message,
-            mode="contract", dtype=dtype,
-        )  # fmt: skip
-    if sum(kind == "absent" for _, kind, _ in problems) == len(ORDER):
-        rec.record(
-            tensor="(all)",
-            status="vacuous",
-            mode="contract",
-            dtype=dtype,
-            error="train_step returned none of the article's names: nothing to compare",
-        )
+    for fields in contract_records(problems, dtype):
+        rec.record(**fields)
 
 
 def _stage(rec, harness, stage, framework, dtype, mode, test) -> None:
     rec.at(f"{TEST_PARITY}::{test}[{stage.id}-{mode}-{framework}-{dtype}]")
-    make = harness.stage_check if mode == "stage" else harness.end_to_end_check
-    rec.check(
-        tensor=stage.tensor,
-        equation=stage.equation,
-        step=stage.step,
-        quantity=stage.quantity,
-        mode=mode,
-        against=framework,
-        dtype=dtype,
-        compute=lambda: make(stage, framework, dtype),
-        expect_zero=harness.config.init_scheme == "article" and stage.quantity != "forward",
-        fail=False,  # an absent tensor comes back as an unstored record: contract has it
-    )
+    # fail=False: an absent tensor comes back as an unstored record (contract has it).
+    rec.check(**stage_check_fields(harness, stage, framework, dtype, mode), fail=False)
 
 
 def _inputs(rec, harness, name, dtype) -> None:
     rec.at(f"{TEST_PARITY}::test_inputs_untouched[{name}-{dtype}]")
-    rec.check(
-        tensor=name,
-        equation="",
-        step="inputs",
-        quantity="input",
-        mode="inputs",
-        against="pristine",
-        dtype=dtype,
-        compute=lambda: harness.inputs_check(name, dtype),
-        note=lambda: (
-            f"train_step modified its input {name} in place"
-            if name in harness.modified_inputs(dtype)
-            else ""
-        ),
-        fail=False,
-    )
+    rec.check(**inputs_check_fields(harness, name, dtype), fail=False)
 
 
 def check(

@@ -364,3 +364,75 @@ class Harness:
                                 f"(rule {c.tolerance.rule})"
                             )
                         yield budget, where, failure
+
+
+# --- the article's checks as ParityRecorder.check / .record arguments ---------------------
+# One home for what test_parity.py records and what the notebook API (parity_tests/api.py)
+# records for the same check.
+
+# What each contract problem of Harness.contract becomes: (status, mismatch_kind).
+CONTRACT_KINDS = {
+    "absent": ("absent", ""),
+    "unknown": ("error", "error"),
+    "shape": ("fail", "shape"),
+    "dtype": ("fail", "dtype"),
+}
+NOTHING_RETURNED = "train_step returned none of the article's names: nothing to compare"
+
+
+def contract_records(problems, dtype: str) -> list[dict]:
+    """test_contract's records for Harness.contract's problems: one per problem, and a
+    vacuous one when train_step returned none of the article's names."""
+    out = []
+    for name, kind, message in problems:
+        status, mismatch_kind = CONTRACT_KINDS[kind]
+        out.append(
+            dict(
+                tensor=name,
+                status=status,
+                mismatch_kind=mismatch_kind,
+                error=message,
+                mode="contract",
+                dtype=dtype,
+            )
+        )
+    if sum(kind == "absent" for _, kind, _ in problems) == len(ORDER):
+        out.append(
+            dict(tensor="(all)", status="vacuous", mode="contract", dtype=dtype, error=NOTHING_RETURNED)
+        )
+    return out
+
+
+def stage_check_fields(harness: Harness, stage: Stage, framework: str, dtype: str, mode: str) -> dict:
+    """The ParityRecorder.check arguments of one stage-isolated or end-to-end check."""
+    make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+    return dict(
+        tensor=stage.tensor,
+        equation=stage.equation,
+        step=stage.step,
+        quantity=stage.quantity,
+        mode=mode,
+        against=framework,
+        dtype=dtype,
+        compute=lambda: make(stage, framework, dtype),
+        expect_zero=harness.config.init_scheme == "article" and stage.quantity != "forward",
+    )
+
+
+def inputs_check_fields(harness: Harness, name: str, dtype: str) -> dict:
+    """The ParityRecorder.check arguments of test_inputs_untouched[name-dtype]."""
+    return dict(
+        tensor=name,
+        equation="",
+        step="inputs",
+        quantity="input",
+        mode="inputs",
+        against="pristine",
+        dtype=dtype,
+        compute=lambda: harness.inputs_check(name, dtype),
+        note=lambda: (
+            f"train_step modified its input {name} in place"
+            if name in harness.modified_inputs(dtype)
+            else ""
+        ),
+    )

@@ -10,6 +10,7 @@ test_inputs_untouched checks that train_step left the copies of its inputs as it
 
 import pytest
 
+from parity_tests.harness import contract_records, inputs_check_fields, stage_check_fields
 from parity_tests.impl_call import INPUT_NAMES
 from parity_tests.stages import END_TO_END, FORWARD, GRADIENT, UPDATE
 from reference.tensors import ORDER
@@ -20,31 +21,9 @@ def test_contract(parity, harness, dtype):
     # recorded once as absent (its checks are skipped); an unknown name, a wrong shape or
     # dtype fails here with one clear line each (the frameworks are still fed our dtype).
     problems = harness.contract(dtype)
-    kinds = {
-        "absent": ("absent", ""),
-        "unknown": ("error", "error"),
-        "shape": ("fail", "shape"),
-        "dtype": ("fail", "dtype"),
-    }
-    for name, kind, message in problems:
-        status, mismatch_kind = kinds[kind]
-        parity.record(
-            tensor=name,
-            status=status,
-            mismatch_kind=mismatch_kind,
-            error=message,
-            mode="contract",
-            dtype=dtype,
-        )
-    absent = {name for name, kind, _ in problems if kind == "absent"}
-    if len(absent) == len(ORDER):
-        parity.record(
-            tensor="(all)",
-            status="vacuous",
-            mode="contract",
-            dtype=dtype,
-            error="train_step returned none of the article's names: nothing to compare",
-        )
+    for fields in contract_records(problems, dtype):
+        parity.record(**fields)
+    if sum(kind == "absent" for _, kind, _ in problems) == len(ORDER):
         pytest.fail("train_step returned none of the article's names: nothing was compared")
     bad = [message for _, kind, message in problems if kind != "absent"]
     assert not bad, "train_step's result breaks the contract:\n" + "\n".join(bad)
@@ -55,18 +34,7 @@ def _ids(stages, mode="stage"):
 
 
 def _stage_check(parity, harness, stage, framework, dtype, mode):
-    make = harness.stage_check if mode == "stage" else harness.end_to_end_check
-    parity.check(
-        tensor=stage.tensor,
-        equation=stage.equation,
-        step=stage.step,
-        quantity=stage.quantity,
-        mode=mode,
-        against=framework,
-        dtype=dtype,
-        compute=lambda: make(stage, framework, dtype),
-        expect_zero=harness.config.init_scheme == "article" and stage.quantity != "forward",
-    )
+    parity.check(**stage_check_fields(harness, stage, framework, dtype, mode))
 
 
 @_ids(FORWARD)
@@ -93,18 +61,4 @@ def test_end_to_end(parity, harness, stage, framework, dtype):
 def test_inputs_untouched(parity, harness, name, dtype):
     # The implementation gets copies; the frameworks are fed the suite's originals either
     # way, but an implementation that writes into its inputs has a bug worth naming.
-    parity.check(
-        tensor=name,
-        equation="",
-        step="inputs",
-        quantity="input",
-        mode="inputs",
-        against="pristine",
-        dtype=dtype,
-        compute=lambda: harness.inputs_check(name, dtype),
-        note=lambda: (
-            f"train_step modified its input {name} in place"
-            if name in harness.modified_inputs(dtype)
-            else ""
-        ),
-    )
+    parity.check(**inputs_check_fields(harness, name, dtype))
