@@ -351,46 +351,18 @@ def _grid_outcome(rec, layer, dtype: str, mirrors: dict):
     case that used most of its budget."""
     from parity_tests import own_layer_checks as olc
 
-    shorts = olc.OUTPUTS[layer.kind]
-    sides = (olc.REFERENCE, *mirrors)
     grid = olc.covering_grid(layer.kind)
     worst: dict = {}
-    for case in grid:
-        run = olc.CaseRun(layer, case, dtype, mirrors)
-        try:
-            _ = run.user
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
-            return olc._user_failure(rec, layer, dtype, mirrors, olc.UserFailure(case, exc), olc.GRID)
-        for side in sides:  # the reference first, as check_layer
-            if isinstance(mirrors.get(side), BaseException):
-                continue
-            for short in shorts:
-                try:
-                    result = run.measure(short, side)
-                except Exception:  # noqa: BLE001  (a framework that cannot run this case)
-                    return olc._mismatch(rec, layer, dtype, mirrors, case, olc.GRID)
-                if olc._failed(result):
-                    return olc._mismatch(rec, layer, dtype, mirrors, case, olc.GRID)
-                if result["status"] == "pass":
-                    budget = float(result["budget_used"])
-                    if budget >= worst.get((short, side), (-1.0,))[0]:
-                        worst[(short, side)] = (budget, case)
-    runs: dict = {}
-    records = []
-    for side in sides:
-        for short in shorts:
-            budget, case = worst.get((short, side), (None, grid[0]))
-            if case not in runs:
-                runs[case] = olc.CaseRun(layer, case, dtype, mirrors)
-            what = (
-                f"the largest budget used of {len(grid)} grid cases" if budget is not None else "no case"
-            )
-            records.append(olc._record(rec, runs[case], short, side, f"{what}: {case.text()}"))
-    bad = [r for r in records if r["status"] in olc.FAILED]
-    message = olc._message(rec, layer, dtype, None, bad, None) if bad else None
-    return olc.Outcome(records, message)
+    try:
+        for case in grid:
+            olc.measure_case(layer, case, dtype, mirrors, worst)
+    except olc.UserFailure as exc:
+        return olc._user_failure(rec, layer, dtype, mirrors, exc, olc.GRID)
+    except olc.LayerMismatch as exc:
+        return olc._mismatch(rec, layer, dtype, mirrors, exc.case, olc.GRID)
+    return olc.worst_outcome(
+        rec, layer, dtype, mirrors, worst, grid[0], f"{len(grid)} grid cases", "no case"
+    )
 
 
 def check_layers(

@@ -823,7 +823,6 @@ def check_layer(
     `recorder`: a ParityRecorder (its records go to the report) or a QuietRecorder."""
     kind, shorts = layer.kind, OUTPUTS[layer.kind]
     mirrors = _mirrors(frameworks)
-    sides = (REFERENCE, *mirrors)
     worst: dict = {}  # (short, side) -> (budget used, case)
     seen: list = []  # the draws, for a tensor no draw could check (every one vacuous)
 
@@ -831,28 +830,8 @@ def check_layer(
     @given(case=cases(kind))
     def draws(case):
         note(f"hyper-parameters: {case.text()}")
-        run = CaseRun(layer, case, dtype, mirrors)
         seen[:] = [case]
-        try:
-            _ = run.user
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
-            raise UserFailure(case, exc) from None
-        for side in sides:  # the reference first: a user's mistake shrinks without frameworks
-            if isinstance(mirrors.get(side), BaseException):
-                continue
-            for short in shorts:
-                try:
-                    result = run.measure(short, side)
-                except Exception:  # noqa: BLE001  (a framework that cannot run this case)
-                    raise LayerMismatch(case, f"{kind}.{short}", side) from None
-                if _failed(result):
-                    raise LayerMismatch(case, f"{kind}.{short}", side)
-                if result["status"] == "pass":
-                    budget = float(result["budget_used"])
-                    if budget >= worst.get((short, side), (-1.0,))[0]:
-                        worst[(short, side)] = (budget, case)
+        measure_case(layer, case, dtype, mirrors, worst)
 
     def grid():
         """The covering grid, against the reference: after the draws, so that a mistake
@@ -879,16 +858,54 @@ def check_layer(
     except LayerMismatch as exc:
         return _mismatch(recorder, layer, dtype, mirrors, exc.case, found_by)
     # Every draw passed: one record per tensor and side, the draw that used most of its budget.
+    return worst_outcome(
+        recorder, layer, dtype, mirrors, worst, seen[0], f"{max_examples} draws", "no draw"
+    )
+
+
+def measure_case(layer: UserLayer, case, dtype: str, mirrors: dict, worst: dict) -> None:
+    """One case against the reference, then each loaded framework: raises UserFailure when
+    the user's code fails, LayerMismatch at the first tensor and side that disagrees; else
+    keeps in `worst` ((short, side) -> (budget used, case)) the case that used most budget."""
+    run = CaseRun(layer, case, dtype, mirrors)
+    try:
+        _ = run.user
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (SystemExit from user code included)
+        raise UserFailure(case, exc) from None
+    for side in (
+        REFERENCE,
+        *mirrors,
+    ):  # the reference first: a user's mistake shrinks without frameworks
+        if isinstance(mirrors.get(side), BaseException):
+            continue
+        for short in OUTPUTS[layer.kind]:
+            try:
+                result = run.measure(short, side)
+            except Exception:  # noqa: BLE001  (a framework that cannot run this case)
+                raise LayerMismatch(case, f"{layer.kind}.{short}", side) from None
+            if _failed(result):
+                raise LayerMismatch(case, f"{layer.kind}.{short}", side)
+            if result["status"] == "pass":
+                budget = float(result["budget_used"])
+                if budget >= worst.get((short, side), (-1.0,))[0]:
+                    worst[(short, side)] = (budget, case)
+
+
+def worst_outcome(
+    recorder, layer: UserLayer, dtype: str, mirrors: dict, worst: dict, fallback, of: str, none: str
+):
+    """Every case passed: one record per tensor and side, at the case that used most of its
+    budget (`fallback` where none measured it); `of` and `none` word the record's note."""
     runs: dict = {}
     records = []
-    for side in sides:
-        for short in shorts:
-            budget, case = worst.get((short, side), (None, seen[0]))
+    for side in (REFERENCE, *mirrors):
+        for short in OUTPUTS[layer.kind]:
+            budget, case = worst.get((short, side), (None, fallback))
             if case not in runs:
                 runs[case] = CaseRun(layer, case, dtype, mirrors)
-            what = (
-                f"the largest budget used of {max_examples} draws" if budget is not None else "no draw"
-            )
+            what = f"the largest budget used of {of}" if budget is not None else none
             records.append(_record(recorder, runs[case], short, side, f"{what}: {case.text()}"))
     bad = [r for r in records if r["status"] in FAILED]
     if bad:  # a framework that could not be loaded: every comparison with it is an error

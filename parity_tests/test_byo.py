@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from parity_tests.detection import QuietRecorder
-from parity_tests.harness import Harness
+from parity_tests.harness import Harness, stage_check_fields
 from parity_tests.impl_call import Absent
 from parity_tests.metrics import compare_arrays, format_mismatch
 from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES
@@ -73,21 +73,9 @@ def test_byo_passes_the_suite(parity, byo_harness, mode, framework, dtype):
     # NOTE: measured and failed like every check, but not recorded: the report is about the
     # implementation the session runs (--parity-impl), not about this example.
     quiet = QuietRecorder(parity.node, dataclasses.replace(parity.context, impl=NAME))
-    make = byo_harness.stage_check if mode == "stage" else byo_harness.end_to_end_check
     bad = []
     for stage in STAGES if mode == "stage" else END_TO_END:
-        rec = quiet.check(
-            tensor=stage.tensor,
-            equation=stage.equation,
-            step=stage.step,
-            quantity=stage.quantity,
-            mode=mode,
-            against=framework,
-            dtype=dtype,
-            compute=lambda s=stage: make(s, framework, dtype),
-            fail=False,
-            expect_zero=byo_harness.config.init_scheme == "article" and stage.quantity != "forward",
-        )
+        rec = quiet.check(**stage_check_fields(byo_harness, stage, framework, dtype, mode), fail=False)
         if not rec.get("passed"):
             bad.append(format_mismatch(rec, parity.reproduce()) if rec else stage.tensor)
     assert not bad, "\n\n".join(bad)

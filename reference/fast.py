@@ -44,7 +44,7 @@ def _sigmoid(Z, out=None):
     # out: C-contiguous, Z's shape and dtype.
     out = np.empty(Z.shape, dtype=Z.dtype) if out is None else out
     z, o = np.ascontiguousarray(Z).reshape(-1), out.reshape(-1)
-    for start in range(0, z.size, BLOCK):
+    for start in range(0, z.size, BLOCK):  # cache blocks of BLOCK values, not images or pixels
         block = slice(start, start + BLOCK)
         _sigmoid_block(z[block], o[block])
     return out
