@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,18 +31,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
-REPORT_FILES = [
-    "parity_tests/test_parity.py",
-    "parity_tests/test_reference.py",
-    "parity_tests/test_variants.py",
-    "parity_tests/test_mutants.py",
-    "parity_tests/test_taylor.py",
-    "parity_tests/test_model.py",
-    "parity_tests/test_layers.py",
-    "parity_tests/test_model_mutants.py",
-    "parity_tests/test_model_derivatives.py",
-    "parity_tests/test_fast_path.py",
-]
+
+
+def _parity_report_files() -> list[str]:
+    """The test files `./parity report` runs, read from the script itself (one list, which
+    test_workflow.py holds equal to tox's report env)."""
+    script = (ROOT / "parity").read_text(encoding="utf-8")
+    block = script[script.index("    report)") : script.index("    test)")]
+    return list(dict.fromkeys(re.findall(r"parity_tests/test_\w+\.py", block)))
+
+
+REPORT_FILES = _parity_report_files()
 COMMANDS = {
     "report": ("./parity report", REPORT_FILES),
     "gate": ("pytest", []),
