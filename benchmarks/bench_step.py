@@ -9,10 +9,11 @@ Implementations (`--impls`, default all):
   reference    reference.fast.train_step (the fast path `--parity-impl reference` checks):
                every named tensor of the step (validated inputs, the article layout), new
                parameters returned
-  torch        PyTorch CPU: parity_tests.mirrors.torch_mirror.ArticleNet built once,
-               autograd + torch.optim.SGD; timed: zero_grad, forward, loss, backward, step
-  tf_eager     TensorFlow eager: parity_tests.mirrors.tf_mirror.ArticleNet (Keras layers)
-               built once, GradientTape + keras SGD.apply_gradients
+  torch        PyTorch CPU: the article network as the torch mirror runs it (the spec
+               builder below), built once, autograd + torch.optim.SGD; timed: zero_grad, forward, loss,
+               backward, step
+  tf_eager     TensorFlow eager: the same network as the TensorFlow mirror runs it, built
+               once, GradientTape + keras SGD.apply_gradients
   tf_function  the same step compiled with tf.function (traced during warm-up)
   loop         benchmarks/loop_impl.py, the article's Python loops over images and windows
                (batch 200 only: it is slow by design)
@@ -40,17 +41,19 @@ intra- and inter-op pools.
 Any other model: `--model SPEC` (a spec string or a preset name, reference/spec.py; the
 default `article` is everything above, unchanged) times reference.network.Network(SPEC)
 .train_step, the layer-by-layer reference (reference/layers/), against the same network in
-torch and TensorFlow, built here from the network's nodes and the same initial weights
-(Network.init_params(0)): an nn.Sequential (OIHW filters, nn.Linear weight W.T), autograd +
-torch.optim.SGD; a keras.Sequential in NHWC (ZeroPadding2D for the symmetric padding,
-Permute to NCHW before Flatten so the dense weights keep the reference's feature order),
-GradientTape + keras SGD, eager and under tf.function. Batch sizes 64 and 256 by default
-(`--sizes` overrides), both dtypes, the MNIST images and their digits (softmax_ce) or the
-digit > 4 targets (mse). `--reduction` (default mean) is the loss's reduction over images:
-the frameworks update their own weights in place step after step, and with "sum" at
-batch 256 LeNet's loss explodes (~1e15) within ten steps; the reference's step is a pure
-function of the initial weights. Method, interleaving, the first-step loss check and the
-JSON are the article's (the loop implementation exists for the article only).
+torch and TensorFlow as the parity mirrors run it (parity_tests/mirrors/model_torch.py and
+model_tf.py: one framework function per layer kind, F.conv2d, tf.nn.conv2d, ...) from the
+same initial weights (Network.init_params(0)) held as nn.Parameters / tf.Variables: autograd
++ torch.optim.SGD; NHWC with HWIO filters, GradientTape + keras SGD, eager and under
+tf.function. (Until 2026-12 the models were nn.Sequential / keras.Sequential; Keras layers
+added eager-mode overhead to the tf_eager rows, the kernels are the same.) Batch sizes 64
+and 256 by default (`--sizes` overrides), both dtypes, the MNIST images and their digits
+(softmax_ce) or the digit > 4 targets (mse). `--reduction` (default mean) is the loss's
+reduction over images: the frameworks update their own weights in place step after step,
+and with "sum" at batch 256 LeNet's loss explodes (~1e15) within ten steps; the
+reference's step is a pure function of the initial weights. Method, interleaving, the
+first-step loss check and the JSON are the article's (the loop implementation exists for
+the article only).
 
 Memory (`--model` only, not with `--no-memory`): for every implementation, batch size and
 dtype, a fresh subprocess (this script with `--memory-probe`) imports only that library,
@@ -349,49 +352,27 @@ def build_loop(setup, params, X, y):
     return step
 
 
-def build_torch(setup, params, X, y):
-    from parity_tests.mirrors.torch_mirror import ArticleNet
+def _article_case(params, X, y):
+    """The article's model as the spec network it is (Network("article"), through the
+    article view parity_tests/stages.py): its torch and Keras models are the spec's."""
+    import numpy as np
+
+    from parity_tests import stages
     from reference import layout
 
-    torch = setup.torch
-    net = ArticleNet(params["f"], params["W"], params["b"])
-    x = torch.from_numpy(layout.images_to_nchw(X))
-    t = torch.from_numpy(layout.row_to_column(y))
-    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    dtype = str(params["f"].dtype)
+    case = SpecCase(stages.NETWORK, layout.images_to_nchw(X), np.zeros(X.shape[2]), dtype, "sum")
+    case.params = stages.network_params(params)
+    case.target = layout.row_to_column(y)  # the article's binary labels (E7)
+    return case
 
-    def step():
-        opt.zero_grad()
-        o = net(x)["O"]
-        E = ((t - o) ** 2 / 2).sum()
-        E.backward()
-        opt.step()
-        return E.item()
 
-    return step
+def build_torch(setup, params, X, y):
+    return build_spec_torch(setup, _article_case(params, X, y))
 
 
 def _tf_parts(setup, params, X, y):
-    import keras
-
-    from parity_tests.mirrors.tf_mirror import ArticleNet
-    from reference import layout
-
-    tf = setup.tf
-    net = ArticleNet(params["f"], params["W"], params["b"])
-    x = tf.constant(layout.images_to_nhwc(X))
-    t = tf.constant(layout.row_to_column(y))
-    opt = keras.optimizers.SGD(learning_rate=LR)
-    opt.build(net.variables)
-
-    def raw_step():
-        with tf.GradientTape() as tape:
-            o = net(x)["O"]
-            E = tf.reduce_sum((t - o) ** 2 / 2)
-        grads = tape.gradient(E, net.variables)
-        opt.apply_gradients(zip(grads, net.variables))
-        return E
-
-    return raw_step
+    return _spec_tf_parts(setup, _article_case(params, X, y))
 
 
 def build_tf_eager(setup, params, X, y):
@@ -633,43 +614,32 @@ def build_spec_reference(setup, case):
     return step
 
 
-def _torch_model(torch, case):
-    """nn.Sequential of the network's layers with its initial weights, case.dtype."""
-    from reference import spec as S
+def _layers(case):
+    """The network's layers before its loss (the step's loss is written out below)."""
+    return [node for node in case.net.nodes if not node.layer.is_loss]
 
-    nn, dtype = torch.nn, getattr(torch, case.dtype)
-    p = {name: torch.from_numpy(a) for name, a in case.params.items()}
-    modules = []
-    for node in case.net.nodes:
-        layer = node.layer
-        if isinstance(layer, S.Conv):
-            m = nn.Conv2d(
-                node.in_shape[0], layer.channels, layer.kernel, stride=layer.stride,
-                padding=layer.pad, bias=layer.bias, dtype=dtype,
-            )  # fmt: skip
-            weights = [(m.weight, p[node.q("F")])]  # OIHW: the reference's layout
-        elif isinstance(layer, S.Dense):
-            m = nn.Linear(node.in_shape[0], layer.units, bias=layer.bias, dtype=dtype)
-            weights = [(m.weight, p[node.q("W")].T)]  # X10's W (F, U) is the weight transposed
-        elif layer.is_loss:
-            continue
-        else:
-            m = {
-                "maxpool": lambda: nn.MaxPool2d(layer.size, layer.stride),
-                "avgpool": lambda: nn.AvgPool2d(layer.size, layer.stride),
-                "relu": nn.ReLU,
-                "tanh": nn.Tanh,
-                "sigmoid": nn.Sigmoid,
-                "flatten": nn.Flatten,  # NCHW order, the reference's
-            }[layer.kind]()
-            weights = []
-        if getattr(layer, "bias", False):
-            weights.append((m.bias, p[node.q("b")]))
-        with torch.no_grad():
-            for param, value in weights:
-                param.copy_(value)
-        modules.append(m)
-    return nn.Sequential(*modules)
+
+def _torch_model(torch, case):
+    """The network as the torch mirror runs it (parity_tests/mirrors/model_torch.py: one
+    function per registry kind), its weights nn.Parameters from case.params (OIHW filters,
+    the reference's layout), case.dtype: the same kernels as nn.Conv2d, nn.Linear..."""
+    from parity_tests.mirrors import model_torch
+
+    weights = {name: torch.nn.Parameter(torch.from_numpy(a.copy())) for name, a in case.params.items()}
+    layers = _layers(case)
+
+    class Network(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = torch.nn.ParameterList(weights.values())
+
+        def forward(self, h):
+            for node in layers:
+                p = {s: weights[node.q(s)] for s in node.params}
+                h = model_torch.LAYERS[node.kind](node.layer, h, p, None, None)[node.outputs[0]]
+            return h
+
+    return Network()
 
 
 def build_spec_torch(setup, case):
@@ -695,47 +665,25 @@ def build_spec_torch(setup, case):
     return step
 
 
-def _keras_model(keras, case):
-    """keras.Sequential of the network's layers (NHWC) with its initial weights, case.dtype."""
-    from reference import layout
-    from reference import spec as S
+def _tf_model(tf, case):
+    """(forward, variables): the network as the TensorFlow mirror runs it
+    (parity_tests/mirrors/model_tf.py: one function per registry kind, NHWC, HWIO filters),
+    its weights tf.Variables from case.params, case.dtype."""
+    from parity_tests.mirrors import model_tf
 
-    dtype, layers, weights = case.dtype, [], []
-    for node in case.net.nodes:
-        layer = node.layer
-        if isinstance(layer, S.Conv):
-            if layer.pad:  # symmetric, as X1 ('same' is not when the total is odd)
-                layers.append(keras.layers.ZeroPadding2D(layer.pad, dtype=dtype))
-            m = keras.layers.Conv2D(
-                layer.channels, layer.kernel, strides=layer.stride, use_bias=layer.bias,
-                dtype=dtype,
-            )  # fmt: skip
-            w = [layout.oihw_to_hwio(case.params[node.q("F")])]
-        elif isinstance(layer, S.Dense):
-            m = keras.layers.Dense(layer.units, use_bias=layer.bias, dtype=dtype)
-            w = [case.params[node.q("W")]]  # (F, U): a Keras kernel as it is
-        elif isinstance(layer, S.Flatten):  # NHWC -> NCHW first: the reference's feature order
-            layers.append(keras.layers.Permute((3, 1, 2), dtype=dtype))
-            m, w = keras.layers.Flatten(dtype=dtype), None
-        elif isinstance(layer, (S.MaxPool, S.AvgPool)):
-            pool = (
-                keras.layers.MaxPooling2D if layer.kind == "maxpool" else keras.layers.AveragePooling2D
-            )
-            m, w = pool(layer.size, layer.stride, dtype=dtype), None
-        elif layer.is_loss:
-            continue
-        else:  # relu, tanh, sigmoid
-            m, w = keras.layers.Activation(layer.kind, dtype=dtype), None
-        if w is not None and layer.bias:
-            w.append(case.params[node.q("b")])
-        layers.append(m)
-        if w is not None:
-            weights.append((m, w))
-    C, H, W = case.net.spec.shapes[0]
-    model = keras.Sequential([keras.Input((H, W, C), dtype=dtype), *layers])
-    for m, w in weights:
-        m.set_weights(w)
-    return model
+    variables = {
+        name: tf.Variable(model_tf._param_to_tf(name.split(".", 1)[1], a))
+        for name, a in case.params.items()
+    }
+    layers = _layers(case)
+
+    def forward(h):
+        for node in layers:
+            p = {s: variables[node.q(s)] for s in node.params}
+            h = model_tf.LAYERS[node.kind](node.layer, h, p, None, None)[node.outputs[0]]
+        return h
+
+    return forward, list(variables.values())
 
 
 def _spec_tf_parts(setup, case):
@@ -745,8 +693,7 @@ def _spec_tf_parts(setup, case):
     from reference import layout
 
     tf = setup.tf
-    model = _keras_model(keras, case)
-    variables = model.trainable_variables
+    model, variables = _tf_model(tf, case)
     x = tf.constant(layout.nchw_to_nhwc(case.X))
     opt = keras.optimizers.SGD(learning_rate=LR)
     opt.build(variables)

@@ -53,7 +53,8 @@ import numpy as np
 
 from parity_tests.metrics import PRECISION_RATIO_LIMIT
 from reference import conv
-from reference.layers import conv2d
+from reference.layers import KINDS, conv2d
+from reference.layers.registry import replay
 
 FIT_ROUNDOFFS = 2.0**12  # a fit is exact to this many unit roundoffs (relative, in norm)
 IMPROVEMENT = 1e-3  # and at least 1000x better than no transform at all
@@ -786,12 +787,13 @@ def _running_partial_sums(a, e, tensor, who, ctx, tol):
 # --- layers of the spec-built networks (context `layer`) ----------------------------------
 #
 # ctx["layer"] describes the layer a tensor of a spec-built network belongs to (its name is
-# layer-qualified: "pool1.dX", the part after the dot says which output): "kind" (conv,
-# maxpool, avgpool, relu, tanh, sigmoid, flatten, dense, softmax_ce, mse) and what its
-# stage was fed, by the names of the layer's calling form: conv X, F, b, dZ, stride, pad;
-# maxpool / avgpool X, dA, k, stride; relu / tanh / sigmoid Z, A, dA; flatten X, dA; dense
-# A, W, b, dZ; softmax_ce Z, P, labels, reduction; mse O, Y, reduction. Batch-first NCHW.
-# Each suspect recomputes ours the mistaken way from them; `_specific` decides.
+# layer-qualified: "pool1.dX", the part after the dot says which output): "kind" (a key of
+# the layer registry, reference.layers.KINDS) and what its stage was fed, by the names of
+# its family's calling form (registry.call_arguments): conv X, F, b, dZ, stride, pad; pool
+# X, dA, k, stride; activation Z, A, dA; flatten X, dA; dense A, W, b, dZ; softmax_ce Z, P,
+# labels, reduction; mse O, Y, reduction. Batch-first NCHW. Each suspect recomputes ours
+# the mistaken way from them (every catalogue mistake by replaying its mutant, a few by
+# hand where they say more); `_specific` decides.
 
 
 def _layer_context(ctx):
@@ -855,25 +857,6 @@ def _max_pool_grads(a, e, who, layer, tol):
         a,
         e,
         _scatter(X.shape, np.broadcast_to(dA[..., None, None] / (k * k), win.shape), k, stride),
-        tol,
-    )
-
-
-def _avg_pool_grads(a, e, who, layer, tol):
-    """X7's delta given whole to every element of the window: the 1 / k^2 forgotten."""
-    found = _layer_arrays(layer, "X", "dA")
-    geometry = _pool_geometry(layer, *found, e) if found else None
-    if geometry is None:
-        return
-    (X, dA), (k, stride, win) = found, geometry
-    yield _specific(
-        "avgpool_grad_not_divided",
-        f"ours is {k * k} x {who}: each element of a window gets the window's whole delta, "
-        f"not delta / k^2 = delta / {k * k}: the average pool's 1 / k^2 forgotten in its "
-        "gradient?",
-        a,
-        e,
-        _scatter(X.shape, np.broadcast_to(dA[..., None, None], win.shape), k, stride),
         tol,
     )
 
@@ -1185,7 +1168,6 @@ def _mse_without_half(a, e, who, layer, tol, backward):
 # (kind, short name of the tensor) -> its suspects, each (a, e, who, layer, tol) -> fits.
 LAYER_SUSPECTS = {
     ("maxpool", "dX"): (_max_pool_grads,),
-    ("avgpool", "dX"): (_avg_pool_grads,),
     ("conv", "Z"): (_conv_forwards,),
     ("conv", "dX"): (_conv_input_grads,),
     ("conv", "dF"): (_conv_filter_grads,),
@@ -1202,6 +1184,29 @@ LAYER_SUSPECTS = {
 }
 
 
+def _catalogue_fits(a, e, short, who, layer, tol):
+    """Each catalogue mistake of the layer's kind (its registry entry's `mistakes`), its
+    mutant replayed on the stage's own inputs: ours recomputed the mistaken way."""
+    kind = KINDS.get(layer["kind"])
+    if kind is None:
+        return
+    arrays = {k: np.asarray(v, np.float64) if isinstance(v, np.ndarray) else v for k, v in layer.items()}
+    backward = short not in kind.outputs
+    for mistake in kind.mistakes:
+        fn = mistake.backward if backward else mistake.forward
+        if fn is None:
+            continue
+        try:
+            with np.errstate(all="ignore"):
+                predicted = replay(kind, fn, arrays, backward).get(short)
+        except Exception:  # noqa: BLE001  (inputs the mutant cannot take: no fit, no crash)
+            continue
+        if predicted is not None:
+            yield _specific(
+                mistake.explains, f"ours is {who} with the {mistake.title}?", a, e, predicted, tol
+            )
+
+
 def _layer_fits(a, e, tensor, who, ctx, tol):
     layer = _layer_context(ctx)
     if layer is None:
@@ -1209,6 +1214,7 @@ def _layer_fits(a, e, tensor, who, ctx, tol):
     short = tensor.rsplit(".", 1)[-1]
     for suspect in LAYER_SUSPECTS.get((layer["kind"], short), ()):
         yield from suspect(a, e, who, layer, tol)
+    yield from _catalogue_fits(a, e, short, who, layer, tol)
 
 
 def _nonfinite_fit(a, e, tensor, who, ctx, tol) -> Explanation | None:

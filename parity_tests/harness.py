@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity_tests import tolerance
+from parity_tests import stages, tolerance
 from parity_tests.impl_call import (
     INPUT_NAMES,
     Absent,
@@ -23,11 +23,11 @@ from parity_tests.impl_call import (
     run_train_step,
 )
 from parity_tests.mirrors import load_mirror
-from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES, UPDATE_GRADIENT, Stage, stage_tolerance
+from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES, UPDATE_GRADIENT, Stage
 from reference import model
 from reference.data import ARTICLE_IMAGES
 from reference.layout import to_layout
-from reference.tensors import ORDER, PARAM_NAMES, UPDATE_PAIRS, Tensors
+from reference.tensors import ORDER, Tensors
 from reference.update import SUITE_LR
 
 
@@ -160,22 +160,45 @@ class Harness:
             pristine, after, tolerance.exact(pristine.shape), None, truth_zero=not np.any(pristine)
         )
 
+    @functools.cached_property
+    def shape(self) -> tuple[int, int]:
+        """(K filters, s): what the article's layout conversions need."""
+        return stages.shape_of(self.params("float64"))
+
+    @functools.cached_property
+    def network(self):
+        """The reference: the article network (parity_tests/stages.py) from the run's weights
+        and images; its harness computes its step, truth, spread and framework runs once."""
+        from parity_tests.model_harness import ModelHarness
+
+        return ModelHarness(
+            stages.NETWORK,
+            self.config,
+            self.data,
+            params=lambda dtype: stages.network_params(self.params(dtype)),
+            derived=stages.DERIVED,
+        )
+
+    def _article(self, step: dict, dtype: str, X, y) -> Tensors:
+        p = self.params(dtype)
+        if X.dtype != p["f"].dtype:
+            p = _f64(p)
+        out = stages.article_step(step, self.shape)
+        out["patches"] = stages.patches(X, self.shape)
+        return Tensors({**out, "X": X, **p}, y=y)
+
+    @_memo
     def reference(self, dtype: str) -> Tensors:
-        """The project's own reference (used for the end-to-end rounding spread)."""
-        return self._train(model, dtype)[0]
+        """The reference's step (the article network's), under the article's names and layout."""
+        X, y = self.inputs(dtype)
+        return self._article(self.network.reference(dtype), dtype, X, y)
 
     @_memo
     def truth(self, dtype: str) -> Tensors:
         """The reference in float64 on `dtype`'s rounded inputs and parameters."""
         X, y = self.inputs(dtype)
-        out = model.train_step(
-            _f64(self.params(dtype)),
-            X.astype(np.float64),
-            y.astype(np.float64),
-            lr=self.config.lr,
-            reduction=self.config.reduction,
-        )
-        return Tensors(out, y=y.astype(np.float64))
+        X64, y64 = X.astype(np.float64), y.astype(np.float64)
+        return self._article(self.network.truth(dtype), dtype, X64, y64)
 
     @_memo
     def mirror(self, framework: str):
@@ -183,10 +206,12 @@ class Harness:
 
     @_memo
     def end_to_end(self, framework: str, dtype: str) -> Tensors:
-        X, y = self.inputs(dtype)
-        return self.mirror(framework).train_step(
-            self.params(dtype), X, y, self.config.lr, self.config.reduction
-        )
+        """The framework's whole article network from the run's weights, article names."""
+        step = self.network.end_to_end(framework, dtype)
+        out = stages.article_step(step, self.shape)
+        mirror, r = self.mirror(framework), self.config.reduction
+        out["dO_dZ2"] = stages.framework_dO_dZ2(mirror, step, r, self.shape)
+        return Tensors(out)
 
     def explain_context(self, stage: Stage, inputs, dtype: str) -> dict:
         """Run facts the mismatch explainer (parity_tests.explain) uses to name a mistake."""
@@ -266,33 +291,19 @@ class Harness:
             raise Absent(name)
         return np.asarray(impl[name])
 
-    @_memo
-    def update(self, framework: str, dtype: str) -> Tensors:
-        """f_new, W_new, b_new from one step of the framework's optimiser over f, W, b, fed
-        every gradient the implementation provided (a zero one for a gradient it did not
-        provide: that update's own check reports the gradient Absent or misshapen). Plain
-        SGD moves each parameter by its own gradient only, so each is what a step fed that
-        check's inputs alone gives; one step serves the three update checks."""
-        inputs = self.provided(PARAM_NAMES, dtype)
-        for _, grad in UPDATE_PAIRS:
-            try:
-                inputs.update(self.provided((grad,), dtype))
-            except (Absent, ImplementationError):
-                pass
-        return self.mirror(framework).update(inputs, self.config.lr)
-
     def stage_check(self, stage: Stage, framework: str, dtype: str) -> Check:
+        """The framework's layers (or optimiser) fed the implementation's own inputs to the
+        stage, against the implementation's tensor; the stage rule on those inputs."""
         expected = self.own(stage.tensor, dtype)
         inputs = self.provided(stage.inputs, dtype)
         cfg = self.config
-        if stage.tensor in UPDATE_GRADIENT:
-            actual = self.update(framework, dtype)[stage.tensor]
-        else:
-            actual = self.mirror(framework).stage(stage.tensor, inputs, cfg.lr, cfg.reduction)
-        tol = stage_tolerance(stage, inputs, expected, cfg.lr, cfg.reduction)
+        actual = stages.framework_stage(
+            stage, self.mirror(framework), inputs, cfg.lr, cfg.reduction, self.shape
+        )
+        _, tol = stages.reference_stage(stage, inputs, cfg.lr, cfg.reduction, self.shape)
         truth = None
         if dtype != "float64":
-            truth = stage.compute(_f64(inputs), cfg.lr, cfg.reduction)
+            truth = stages.reference_stage(stage, _f64(inputs), cfg.lr, cfg.reduction, self.shape)[0]
         return Check(
             np.asarray(actual),
             expected,
@@ -303,19 +314,22 @@ class Harness:
 
     @_memo
     def end_to_end_tolerance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
-        """The end-to-end allowance of `tensor`, built on the reference's own tensors: it
-        depends on the weights and data only, not on what the implementation provides."""
-        stage, cfg, ref = BY_TENSOR[tensor], self.config, self.reference(dtype)
-        inputs = {name: ref[name] for name in stage.inputs}
-        stage_tol = stage_tolerance(stage, inputs, ref[tensor], cfg.lr, cfg.reduction)
-        tol = tolerance.end_to_end(
-            stage_tol, self.reference("float32")[tensor], self.truth("float32")[tensor], dtype
-        )
-        if tensor in UPDATE_GRADIENT:
-            grad = UPDATE_GRADIENT[tensor]
-            grad_tol = self.end_to_end_tolerance(grad, dtype)
-            tol = tolerance.end_to_end_update(tol, grad_tol, cfg.lr, grad)
-        return tol
+        """The network's end-to-end allowance of `tensor` (model_harness.py: the stage rule
+        on the reference's own inputs + the reference's float32 error at several weight
+        points), in the article's layout; it depends on the weights and data only."""
+        stage, net = BY_TENSOR[tensor], self.network
+        if tensor == "dO_dZ2":  # the view's own: its stage rule on the reference's Z2
+            ref = self.reference(dtype)
+            inputs = {name: ref[name] for name in stage.inputs}
+            _, stage_tol = stages.reference_stage(
+                stage, inputs, self.config.lr, self.config.reduction, self.shape
+            )
+            what = f"max|ref32-ref64| over {1 + tolerance.SPREAD_POINTS} weight points"
+            return tolerance.end_to_end_from_spread(stage_tol, net.spread(stage.network), dtype, what)
+        tol = net.end_to_end_tolerance(stage.network, dtype)
+        shape = np.shape(net.reference(dtype)[stage.network])
+        array = np.array(np.broadcast_to(tol.array, shape))  # ascontiguousarray makes () (1,)
+        return tolerance.Tolerance(stages.to_article(tensor, array, self.shape), tol.rule)
 
     def end_to_end_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         expected = self.own(stage.tensor, dtype)

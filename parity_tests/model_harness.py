@@ -13,8 +13,8 @@ so a test only compares. Tensor names are layer-qualified (conv1.Z, pool1.dX, co
 
 from __future__ import annotations
 
-import importlib
 import traceback
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -22,13 +22,8 @@ from parity_tests import kinks as kink_rules
 from parity_tests import model_stages, tolerance
 from parity_tests.harness import Check, _memo, _read_only
 from parity_tests.impl_call import ImplementationError
-from parity_tests.mirrors import MirrorUnavailable
+from parity_tests.mirrors import load_mirror
 from reference.network import KINKED, Network, images_nchw, update_pairs
-
-_MIRRORS = {
-    "torch": "parity_tests.mirrors.model_torch",
-    "tensorflow": "parity_tests.mirrors.model_tf",
-}
 
 
 class LayerFailed(ImplementationError):
@@ -62,29 +57,36 @@ class LayerFailed(ImplementationError):
 
 
 def load_model_mirror(framework: str):
-    try:
-        return importlib.import_module(_MIRRORS[framework])
-    except Exception as exc:
-        raise MirrorUnavailable(
-            f"{framework} is selected (--parity-frameworks) but could not be imported: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    return load_mirror(framework)
 
 
 class ModelHarness:
     """`net` is the reference; `impl` the network under test (the reference unless layers
     of a user's are plugged in). Both get read-only inputs."""
 
-    def __init__(self, net: Network, config, data, impl: Network | None = None):
+    def __init__(
+        self,
+        net: Network,
+        config,
+        data,
+        impl: Network | None = None,
+        params: Callable[[str], dict] | None = None,
+        derived: Mapping[str, Callable[[dict], np.ndarray]] | None = None,
+    ):
+        """`params` (optional): dtype -> the network's parameters, where the run's weights are
+        not the network's own init (the article's schemes, parity_tests/stages.py);
+        `derived`: tensors a view names that the network has no node for (the article's
+        dO_dZ2), each computed from a whole step, so they are in every step, spread included."""
         self.net, self.config, self.data = net, config, data
         self.impl = impl or net
         self.grad_of = dict(update_pairs(net))  # conv1.F -> conv1.dF
+        self._params, self.derived = params, dict(derived or {})
 
     # --- inputs -----------------------------------------------------------------------
 
     @_memo
     def params(self, dtype: str) -> dict:
-        p = self.net.init_params(self.config.seed, dtype)
+        p = self._params(dtype) if self._params else self.net.init_params(self.config.seed, dtype)
         return {k: _read_only(v) for k, v in p.items()}
 
     @_memo
@@ -117,7 +119,23 @@ class ModelHarness:
             decide = {n.name: ref[self._input_name(n)].astype(dtype) for n in self._kinked()}
         cfg = self.config
         params = self._point_params(point, dtype)
-        return self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
+        step = self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
+        return self._with_derived(step)
+
+    def _with_derived(self, step: dict) -> dict:
+        return {**step, **{name: fn(step) for name, fn in self.derived.items()}}
+
+    @_memo
+    def truth(self, dtype: str) -> dict:
+        """The reference's step in float64 on `dtype`'s weights and images (float64 copies of
+        the rounded values): what a float32 check's result is measured against."""
+        if dtype == "float64":
+            return self.reference("float64")
+        X, _ = self.inputs(dtype)
+        params = {k: v.astype(np.float64) for k, v in self.params(dtype).items()}
+        cfg = self.config
+        step = self.net.train_step(params, X.astype(np.float64), self.data.labels, cfg.lr, cfg.reduction)
+        return self._with_derived(step)
 
     @_memo
     def spread(self, tensor: str) -> float:
@@ -329,21 +347,85 @@ class ModelHarness:
             )
             tol = tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
             return tolerance.end_to_end_update(tol, self.end_to_end_tolerance(grad, dtype), cfg.lr, grad)
+        tol = tolerance.end_to_end_from_spread(self._stage_allowance(tensor, dtype), spread, dtype, what)
+        carried = self._carried(tensor, dtype)
+        if carried is None:
+            return tol
+        return tolerance.carried(tol, carried, self._upstream_name(tensor))
+
+    @_memo
+    def _stage_allowance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
+        """The stage rule of `tensor` on the reference's own inputs to its layer."""
         _, target = self.inputs(dtype)
         node, x, upstream = self._stage_inputs(tensor, dtype, "reference")
         own = self._layer_step(node.name, dtype, "reference")
-        stage_tol = model_stages.stage_tolerance(
-            node,
-            tensor.split(".", 1)[1],
-            x,
-            self.params(dtype),
-            upstream,
-            own,
-            cfg.reduction,
-            dtype,
-            target,
+        short = tensor.split(".", 1)[1]
+        params, r = self.params(dtype), self.config.reduction
+        return model_stages.stage_tolerance(node, short, x, params, upstream, own, r, dtype, target)
+
+    def _upstream_name(self, tensor: str) -> str | None:
+        """dE/d(the output) of the layer computing backward tensor `tensor` (None: a forward
+        tensor, or the loss's own gradient)."""
+        node = self.net.node_of(tensor)
+        if tensor in self.net.forward_names or node.layer.is_loss:
+            return None
+        nxt = self.net.nodes[self.net.nodes.index(node) + 1]
+        return nxt.q(nxt.input_grad)
+
+    @_memo
+    def _propagated(self, tensor: str, dtype: str) -> np.ndarray:
+        """The stage allowances of the backward chain down to `tensor`, each carried through
+        the layers after it (_carried): how far a framework's `tensor` may be from ours by
+        the rounding of each backward operation alone, element by element."""
+        own = np.array(
+            np.broadcast_to(
+                self._stage_allowance(tensor, dtype).array, np.shape(self.reference(dtype)[tensor])
+            )
         )
-        return tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
+        carried = self._carried(tensor, dtype)
+        return own if carried is None else own + carried
+
+    def _carried(self, tensor: str, dtype: str) -> np.ndarray | None:
+        """The upstream's propagated allowance carried through this layer's backward (None
+        for a forward tensor and the loss's gradient).
+
+        A backward is linear in its upstream delta, and the registry's bound of it is the same
+        expression on absolute values: fed the upstream's allowance d in place of |upstream|
+        it bounds what a framework's upstream, off by up to d, makes of this tensor (a
+        re-indexing moves d as it moves the delta). That worst case adds the errors of the
+        terms of a sum; independent errors add in quadrature, and the same bound fed the
+        squares gives sum (a d)^2, whose root times lambda holds but for a 1e-6 chance
+        (tolerance.quadrature). The smaller of the two is carried. Only the stage
+        allowances travel (_propagated), not the measured spread, which is already the whole
+        chain's. Without it a tensor that re-combines a few upstream values (dense's db at
+        one image: a copy of dZ) got an allowance far below the same numbers' own
+        (TensorFlow's float32 article network, one MNIST image: db at 1.08 of its allowance
+        while dZ, the same number, was at 0.02)."""
+        up_name = self._upstream_name(tensor)
+        if up_name is None:
+            return None
+        _, target = self.inputs(dtype)
+        node, x, _ = self._stage_inputs(tensor, dtype, "reference")
+        own = self._layer_step(node.name, dtype, "reference")
+        up = self._propagated(up_name, dtype)
+        # In float64: the allowance is float64, and the bound's own rounding must not shrink it.
+        x64, own64 = x.astype(np.float64), {k: v.astype(np.float64) for k, v in own.items()}
+        p64 = {k: v.astype(np.float64) for k, v in self.params(dtype).items()}
+        linear = self._through(node, tensor, x64, p64, up, own64, target)
+        squares = self._through(
+            node, tensor, x64**2, {k: v**2 for k, v in p64.items()}, up**2,
+            {k: v**2 for k, v in own64.items()}, target,
+        )  # fmt: skip
+        return np.minimum(linear, tolerance.quadrature(squares, up.size))
+
+    def _through(self, node, tensor: str, x, params, up, own, target) -> np.ndarray:
+        """The registry's bound of `tensor` fed `up` in place of |upstream| (a re-indexing:
+        the layer's own backward applied to `up`)."""
+        short, reduction = tensor.split(".", 1)[1], self.config.reduction
+        M, _, _ = model_stages.bound(node, short, x, params, up, own, reduction, target)
+        if M is None:
+            M = self.net.node_step(node, x, params, up, target, reduction)[tensor]
+        return np.asarray(M, dtype=np.float64)
 
     @_memo
     def kinks(self, framework: str, dtype: str) -> tuple[dict, tuple]:

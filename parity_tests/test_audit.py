@@ -388,6 +388,7 @@ def _traced_here(impl, model, X, digits):
     """The checked steps traced here, on the run's own images: {part: names that ran}."""
     import numpy as np
 
+    from parity_tests import stages
     from reference import fast
     from reference import model as readable
     from reference.network import Network, images_nchw
@@ -396,7 +397,9 @@ def _traced_here(impl, model, X, digits):
     y = (digits > 4).astype(np.float64).reshape(1, -1)
     step = fast.train_step if impl == "reference" else readable.train_step
     _, article = trace(step, readable.init_params(0, "float64"), X, y, lr=0.1)
-    _, truth = trace(readable.train_step, readable.init_params(0, "float64"), X, y, lr=0.1)
+    # The reference the fast path is proven equal to: the article network (parity_tests/stages.py).
+    article_net = (stages.network_params(readable.init_params(0, "float64")), images_nchw(X), digits)
+    _, truth = trace(stages.NETWORK.train_step, *article_net, 0.1)
     net = Network(model)
     args = (net.init_params(0, "float64"), images_nchw(X), digits, 0.1)
     _, network = trace(net.train_step, *args)

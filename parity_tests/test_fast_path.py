@@ -1,6 +1,8 @@
-"""The fast path (reference.fast, what `--parity-impl reference` runs) is the readable model
-(reference.model) computed faster: every tensor of a fast step equals the readable stage
-function fed the fast step's own inputs for that stage, within the stage tolerance policy.
+"""The fast path (reference.fast, what `--parity-impl reference` runs) is the article network
+(Network("article"), the reference, seen through the article view parity_tests/stages.py)
+computed faster: every tensor of a fast step equals the network's layers fed the fast step's
+own inputs for that stage, within the stage tolerance policy. And the readable article model
+(reference.model, the article's equations one function each) is the same network.
 
 Checked at the run's batch and seed, at batch 1, 7 and the run's batch for seeds 0..2 and at
 1000 for seed 0, both dtypes (the run's batch at seeds 0..2 and 1000 images in the slow
@@ -16,16 +18,16 @@ import dataclasses
 
 import pytest
 
+from parity_tests import stages
 from parity_tests.audit_hook import traced_functions
 from parity_tests.compare import ParityRecorder
 from parity_tests.detection import QuietRecorder
 from parity_tests.harness import Check
 from parity_tests.metrics import compare_arrays
-from parity_tests.stages import STAGES, stage_tolerance
+from parity_tests.stages import END_TO_END, STAGES
 from reference import fast, model
 from reference.data import load_article_data
-from reference.layout import to_layout
-from reference.network import Network, images_nchw
+from reference.network import Network
 
 BATCHES = (1, 7, None, 1000)  # None: the run's --parity-n-images
 SEEDS = (0, 1, 2)
@@ -71,11 +73,11 @@ def _checks(data, seed, dtype, run_config):
     X, y = data.X.astype(dtype), data.y.astype(dtype)
     lr, r = run_config.lr, run_config.reduction
     t = dict(fast.train_step(params, X, y, lr=lr, reduction=r), y=y)
+    shape = stages.shape_of(params)
     for stage in STAGES:
         inputs = {name: t[name] for name in stage.inputs}
-        readable = stage.compute(inputs, lr, r)
-        tol = stage_tolerance(stage, inputs, t[stage.tensor], lr, r)
-        yield stage, Check(readable, t[stage.tensor], tol, None)
+        network, tol = stages.reference_stage(stage, inputs, lr, r, shape)
+        yield stage, Check(network, t[stage.tensor], tol, None)
 
 
 @pytest.mark.parametrize("n,seed", CASES)
@@ -111,67 +113,39 @@ def test_audit_names_the_functions_that_ran(impl):
     assert e16.startswith("reference.conv.conv_grad_filter") == (impl != "reference")
     assert (
         "reference.fast._conv_grad_filter_images (fast path; proven equal to "
-        "reference.conv.conv_grad_filter)" in e16
+        "reference.layers.conv2d._grad_filter)" in e16
     ) == (impl == "reference")
 
 
 # --- the readable article model is the article network ------------------------------------
 
-# The article's names on Network("article") (conv(3,5,bias=false)-sigmoid-dense(1)-sigmoid-mse):
-# every tensor both compute. `patches` and `dO_dZ2` are the article's own intermediates.
-ARTICLE_AS_NETWORK = {
-    "Z1": "conv1.Z",
-    "A1": "sigmoid1.A",
-    "Z2": "dense2.Z",
-    "O": "sigmoid2.A",
-    "E": "mse.E",
-    "dE_dO": "mse.dO",
-    "dE_dZ2": "sigmoid2.dZ",
-    "dE_dW": "dense2.dW",
-    "dE_db": "dense2.db",
-    "dE_dA1": "flatten.dX",
-    "dE_dZ1": "sigmoid1.dZ",
-    "dE_df": "conv1.dF",
-    "f_new": "conv1.F_new",
-    "W_new": "dense2.W_new",
-    "b_new": "dense2.b_new",
-}
-_DENSE_WEIGHTS = ("W", "dE_dW", "W_new")  # torch's (U, F) is the network's (F, U) transposed
-
-
-def _as_network(tensors, n_filters, size):
-    """Article-layout tensors in the network's batch-first layout (reference.layout)."""
-    out = to_layout(tensors, "nchw", n_filters, size)
-    return {k: (v.T if k in _DENSE_WEIGHTS else v) for k, v in out.items()}
-
 
 @pytest.fixture(scope="module")
-def article_network_step(harness, article_data):
-    """{dtype: the article network's step} from the run's weights, images and digits."""
-    net, steps = Network("article"), {}
-    for dtype in ("float64", "float32"):
-        p = harness.params(dtype)
-        K, s = p["f"].shape[2], p["f"].shape[0]
-        q = _as_network(dict(p), K, s)
-        params = {"conv1.F": q["f"], "dense2.W": q["W"], "dense2.b": q["b"]}
-        X, _ = harness.inputs(dtype)
-        steps[dtype] = net.train_step(params, images_nchw(X), article_data.labels, harness.config.lr)
-    return steps
+def readable_step(harness):
+    """{dtype: the readable article model's step} from the run's weights and images."""
+    cfg = harness.config
+    return {
+        dtype: model.train_step(
+            dict(harness.params(dtype)), *harness.inputs(dtype), lr=cfg.lr, reduction=cfg.reduction
+        )
+        for dtype in ("float64", "float32")
+    }
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("tensor", list(ARTICLE_AS_NETWORK))
-def test_article_network_is_the_readable_model(tensor, dtype, harness, article_network_step):
-    ours = harness.reference(dtype)
-    K, s = ours["f"].shape[2], ours["f"].shape[0]
-    expected = _as_network({tensor: ours[tensor]}, K, s)[tensor]
-    actual = article_network_step[dtype][ARTICLE_AS_NETWORK[tensor]]
+@pytest.mark.parametrize("tensor", [s.tensor for s in STAGES])
+def test_article_network_is_the_readable_model(tensor, dtype, harness, readable_step):
+    """Every article tensor of Network("article")'s step (the reference, through the view's
+    names and layout) against reference.model's, within the allowance a whole framework
+    model gets (the network sums in other orders: im2col products)."""
+    expected = readable_step[dtype][tensor]
+    actual = harness.reference(dtype)[tensor]
     assert actual.shape == expected.shape and actual.dtype == expected.dtype
-    # The network sums in other orders (im2col products): held to the allowance a whole
-    # framework model gets against the readable model, in the network's layout.
-    allowance = _as_network({tensor: harness.end_to_end_tolerance(tensor, dtype).array}, K, s)[tensor]
+    exact = tensor not in {s.tensor for s in END_TO_END}  # patches: a re-indexing
+    allowance = 0.0 if exact else harness.end_to_end_tolerance(tensor, dtype).array
     r = compare_arrays(actual, expected, allowance, against="network")
-    assert r["passed"], f"Network('article').{ARTICLE_AS_NETWORK[tensor]} != {tensor}: {r['note']}"
+    name = stages.AS_NETWORK.get(tensor, "X re-indexed")
+    assert r["passed"], f"Network('article') {name} != reference.model's {tensor}: {r['note']}"
 
 
 # --- each reference step once --------------------------------------------------------------
@@ -188,15 +162,17 @@ def _counting(monkeypatch, module, name) -> list:
     return calls
 
 
-def test_the_readable_model_as_implementation_is_also_the_reference(
-    monkeypatch, run_config, article_data
-):
-    """--parity-impl reference:readable: reference(dtype) is implementation(dtype), one step."""
+def test_the_reference_step_is_computed_once_per_dtype(monkeypatch, run_config, article_data):
+    """The article network's step at the run's weights runs once per dtype, however many
+    checks read it; the implementation under test (here the readable model) once too."""
     from parity_tests import harness as harness_module
 
-    calls = _counting(monkeypatch, harness_module, "run_train_step")
+    impl_calls = _counting(monkeypatch, harness_module, "run_train_step")
+    net_calls = _counting(monkeypatch, stages.NETWORK, "train_step")
     h = harness_module.Harness(run_config, article_data, model)
-    assert h.reference("float64") is h.implementation("float64") and len(calls) == 1
+    for _ in range(2):
+        h.reference("float64"), h.implementation("float64")
+    assert (len(net_calls), len(impl_calls)) == (1, 1)
 
 
 @pytest.mark.parametrize("impl", ["reference", "own"], ids=["impl-is-reference-once", "impl-own-twice"])

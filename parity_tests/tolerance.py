@@ -179,6 +179,24 @@ def finite_difference(fd_h, fd_2h, loss_magnitude: float, h: float) -> Tolerance
     )
 
 
+def quadrature(sum_of_squares, n_terms: int) -> np.ndarray:
+    """lambda sqrt(sum (a d)^2): independent errors d of at most n_terms terms, each times its
+    coefficient a, exceed this with probability below FAILURE_PROBABILITY (the lambda of
+    gamma, Hoeffding's bound for bounded independent terms)."""
+    lam = math.sqrt(2 * math.log(2 * max(n_terms, 1) / FAILURE_PROBABILITY))
+    return lam * np.sqrt(np.asarray(sum_of_squares, dtype=np.float64))
+
+
+def carried(tol: Tolerance, magnitude, upstream: str) -> Tolerance:
+    """tol + M: M the layer's bound fed the end-to-end allowance of its upstream `upstream`
+    (parity_tests/model_harness.py, ModelHarness._carried), what a framework's upstream
+    delta, off by its own allowance, makes of this tensor."""
+    return Tolerance(
+        tol.array + np.asarray(magnitude, dtype=np.float64),
+        f"{tol.rule} + [end_to_end allowance of {upstream}, carried through the layer]",
+    )
+
+
 def end_to_end_update(update_tol: Tolerance, grad_tol: Tolerance, lr: float, grad: str) -> Tolerance:
     """new = old - lr * g: a framework's gradient may legitimately differ from ours by its
     own end-to-end allowance, which the update carries over scaled by lr."""

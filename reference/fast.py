@@ -26,6 +26,9 @@ from numpy.lib.stride_tricks import as_strided
 
 from reference import activations, conv, dense, flatten, loss, update
 from reference._validate import choice, float_array, mapping
+from reference.layers import activations as layer_activations
+from reference.layers import conv2d
+from reference.layers import dense as layer_dense
 from reference.model import _required, check_params, sgd_step  # noqa: F401  (sgd_step: same API)
 from reference.patches import _patches_view_images
 from reference.tensors import Tensors
@@ -125,7 +128,7 @@ def _banded_filters(f, n):
     return T
 
 
-@implements("E1", proven_equal_to=(conv.conv_forward,))
+@implements("E1", proven_equal_to=(conv2d.conv2d_forward,))
 def _conv_forward_images(images, f, out=None):
     """E1 from the images: (N, n, n) and f (s, s, K) -> Z1 (N, K, m * m) (into `out`)."""
     N, n, _ = images.shape
@@ -144,7 +147,7 @@ def _grad_work_shape(n, s, K):
     return (n - s + 1, K, n - s + 1, s * n)
 
 
-@implements("E16", proven_equal_to=(conv.conv_grad_filter,))
+@implements("E16", proven_equal_to=(conv2d._grad_filter,))
 def _conv_grad_filter_images(images, dE_dZ1, s, work=None):
     """E16 from the images: (N, n, n), dE_dZ1 (N, K, m * m) -> dE_df (s, s, K).
 
@@ -294,7 +297,11 @@ def _backward(W, s, O, A1, y, reduction, images, P, buf):
     "E4",
     "E13",
     "E14",
-    proven_equal_to=(dense.dense_grad_input, flatten.unflatten, activations.sigmoid_grad_from_output),
+    proven_equal_to=(
+        layer_dense.dense_backward,
+        layer_dense.flatten_backward,
+        layer_activations.sigmoid_backward,
+    ),
 )
 def _conv_deltas(W, dE_dZ2, A1, buf):
     """E13 + unflatten, then E14: dE_dA1 and dE_dZ1 = dE_dA1 * (A1 * (1 - A1)), (N, K, P).

@@ -1,19 +1,16 @@
-"""Framework mirrors of the article's model: one module per framework.
+"""Framework mirrors: one module per framework, any network the reference builds.
 
-Every mirror takes the reference's parameters (article layout), converts them with
-`reference.layout` only, and returns article-layout NumPy arrays under the reference's
-names. Each mirror module provides:
+`model_torch` and `model_tf` run a spec network (reference/network.py) layer by layer from a
+table keyed by the registry's layer kinds; the article is the `article` network, its names
+and layout a view (parity_tests/stages.py). Each mirror provides:
 
-    train_step(params, X, y, lr, reduction) -> dict   # whole model, autograd + own optimiser
-    STAGE_OPS: dict[str, Callable]                     # tensor -> fn(inputs, lr, reduction)
-    stage(tensor, inputs, lr, reduction) -> ndarray    # STAGE_OPS[tensor]: one operation
-                                                       # fed the reference's inputs
-    update(inputs, lr) -> dict                         # one optimiser step over f, W, b
-                                                       # fed their gradients: f_new, W_new,
-                                                       # b_new (the update stage checks)
+    stage(net, node, x, params, upstream, target, reduction) -> dict  # one layer, autograd
+    end_to_end(net, params, X, target, reduction, lr) -> dict         # whole network + SGD
+    update(param, grad, lr) -> ndarray                                # the framework's SGD
+    patches(x, size) -> (windows, layout)                             # the article's E1
     version() -> str
 
-STAGE_OPS has one entry per tensor of parity_tests.stages.STAGES (test_registry.py).
+Their LAYERS tables have one row per registry kind (test_model_mirrors.py).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from __future__ import annotations
 import importlib
 
 FRAMEWORKS = ("torch", "tensorflow")
-_MODULES = {"torch": "parity_tests.mirrors.torch_mirror", "tensorflow": "parity_tests.mirrors.tf_mirror"}
+_MODULES = {"torch": "parity_tests.mirrors.model_torch", "tensorflow": "parity_tests.mirrors.model_tf"}
 
 
 class MirrorUnavailable(RuntimeError):

@@ -10,6 +10,8 @@ float32: the suite's 2**-4 is exact). oneDNN is pinned by conftest.py and thread
 parity_tests/pins.py (from the plugin's pytest_configure), before TensorFlow's first op.
 
     stage(net, node, x, params, upstream, target, reduction) -> {qualified name: array}
+                       (upstream None: the forward only, except for the loss)
+    patches(x, size) -> (windows, their reference.layout name)  # the article's E1 windows
     update(param, grad, lr) -> array
     end_to_end(net, params, X, target, reduction, lr) -> {every name of net.order: array}
     version() -> str
@@ -60,6 +62,8 @@ def _param_from_tf(short: str, a) -> np.ndarray:
 
 def _target(node: Node, target):
     """Labels as int64 for softmax_ce; Y (N, 1) as a float tensor for mse."""
+    if not node.layer.is_loss:
+        return None  # only a loss reads the target (a stage of another layer passes none)
     if node.kind == "softmax_ce":
         return tf.constant(np.asarray(target).astype(np.int64))
     return tf.constant(np.asarray(target))
@@ -132,13 +136,22 @@ def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> d
             tape.watch(t)
         out = _apply(node, leaves[node.input_grad], p, _target(node, target), reduction)
     got = {node.q(s): _from_tf(out[s]) for s in node.outputs}
-    if node.grads:
+    if node.grads and (upstream is not None or node.layer.is_loss):
         result = out["E"] if node.layer.is_loss else out[node.outputs[0]]
         seed = None if node.layer.is_loss else _to_tf(upstream)
         grads = tape.gradient(result, [leaves[g] for g in node.grads], output_gradients=seed)
         for g, d in zip(node.grads, grads):
             got[node.q(g)] = _param_from_tf(g[1:], _np(d)) if g[1:] in node.params else _from_tf(d)
     return got
+
+
+def patches(x, size: int) -> tuple[np.ndarray, str]:
+    """The s x s windows of images x (N, 1, H, W) by tf.image.extract_patches, in its own
+    layout (N, m, m, s*s): the article's E1 `patches` (reference.layout converts)."""
+    windows = tf.image.extract_patches(
+        _to_tf(x), sizes=[1, size, size, 1], strides=[1, 1, 1, 1], rates=[1, 1, 1, 1], padding="VALID"
+    )
+    return _np(windows), "nhwc"
 
 
 def _sgd(pairs, lr) -> None:

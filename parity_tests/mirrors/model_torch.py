@@ -8,6 +8,8 @@ NumPy arrays and keep their dtype (float32 or float64); thread counts are set by
 parity_tests/pins.py (from the plugin's pytest_configure).
 
     stage(net, node, x, params, upstream, target, reduction) -> {qualified name: array}
+                       (upstream None: the forward only, except for the loss)
+    patches(x, size) -> (windows, their reference.layout name)  # the article's E1 windows
     update(param, grad, lr) -> array
     end_to_end(net, params, X, target, reduction, lr) -> {every name of net.order: array}
     version() -> str
@@ -19,8 +21,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parity_tests.mirrors.torch_mirror import _np, _t, version  # noqa: F401  (version: the mirror API)
 from reference.network import Network, Node, update_pairs
+
+
+def version() -> str:
+    return torch.__version__
+
+
+def _t(a, requires_grad=False):
+    return torch.tensor(np.asarray(a), requires_grad=requires_grad)
+
+
+def _np(t):
+    return t.detach().numpy().copy()
 
 
 def _mse(layer, h, p, target, reduction):
@@ -53,6 +66,8 @@ LAYERS = {
 
 def _target(node: Node, target):
     """Labels as int64 for softmax_ce; Y (N, 1) as a float tensor for mse."""
+    if not node.layer.is_loss:
+        return None  # only a loss reads the target (a stage of another layer passes none)
     if node.kind == "softmax_ce":
         return torch.tensor(np.array(target, dtype=np.int64))  # a copy: ours are read-only
     return _t(target)
@@ -72,13 +87,19 @@ def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> d
     p = {s: leaves[f"d{s}"] for s in node.params}
     out = _apply(node, leaves[node.input_grad], p, _target(node, target), reduction)
     got = {node.q(s): _np(out[s]) for s in node.outputs}
-    if node.grads:
+    if node.grads and (upstream is not None or node.layer.is_loss):
         result = out["E"] if node.layer.is_loss else out[node.outputs[0]]
         seed = None if node.layer.is_loss else _t(upstream)
         wrt = [leaves[g] for g in node.grads]
         grads = torch.autograd.grad(result, wrt, seed)
         got.update({node.q(g): _np(d) for g, d in zip(node.grads, grads)})
     return got
+
+
+def patches(x, size: int) -> tuple[np.ndarray, str]:
+    """The s x s windows of images x (N, 1, H, W) by F.unfold, in its own layout (N, s*s, L):
+    the article's E1 `patches` (reference.layout converts)."""
+    return _np(F.unfold(_t(x), size)), "nchw"
 
 
 def update(param, grad, lr) -> np.ndarray:

@@ -21,7 +21,9 @@ stage rule (parity_tests/model_stages.py), the kinks, the generated networks
 (parity_tests/strategies.py), the mutation catalogue (parity_tests/model_mutants.py) and the
 user-layer adapters (parity_tests/own_layers.py, own_layer_checks.py) read the entries; each
 framework's mirror is a table from kind to function whose keys a test holds equal to
-`KINDS`. Not yet read from here: the explainer's recognisers (parity_tests/explain.py).
+`KINDS`. The explainer (parity_tests/explain.py) names a catalogue mistake by replaying its
+mutant on the stage's own inputs (`replay`); a few mistakes also have a hand-written
+recogniser there where it says more (how many windows were tied).
 
 A family is a calling form shared by several kinds (`FAMILIES`): the Network calls every
 kind of one family the same way, so a new kind of an existing family is its entry, one row
@@ -200,6 +202,44 @@ def call_arguments(
     else:  # mse
         out, grad = dict(O=x, Y=target, reduction=reduction), {}
     return {**out, **grad} if backward else out
+
+
+# The calling form's name for a layer's input, per family (call_arguments' keys).
+_INPUT = {
+    "conv": "X",
+    "pool": "X",
+    "activation": "Z",
+    "flatten": "X",
+    "dense": "A",
+    "softmax_ce": "Z",
+    "mse": "O",
+}
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """A layer's settings as call_forward / call_backward read them, from call_arguments."""
+
+    stride: int | None = None
+    pad: int | None = None
+    size: int | None = None
+    bias: bool = True
+
+
+def replay(kind: LayerKind, fn: Callable, args: Mapping, backward: bool) -> dict:
+    """`fn` (the kind's forward, or with `backward` its backward, or a mistake's) called on
+    `args`, what call_arguments says the layer was fed: {short name: array}. How the
+    explainer recomputes a catalogue mistake from a stage's own inputs."""
+    layer = _Settings(args.get("stride"), args.get("pad"), args.get("k"), bool(args.get("bias", True)))
+    x = args[_INPUT[kind.family]]
+    p = {"F": args.get("F"), "W": args.get("W"), "b": args.get("b")}  # None: the layer has none
+    target = args.get("labels", args.get("Y"))
+    reduction = args.get("reduction", "sum")
+    if not backward:
+        return call_forward(kind, fn, layer, x, p, target, reduction)
+    up = args.get("dZ", args.get("dA"))
+    fwd = {"A": args.get("A"), "P": args.get("P")}
+    return call_backward(kind, fn, layer, x, p, fwd, up, target, reduction, x)
 
 
 def numbered(kind: LayerKind) -> bool:
