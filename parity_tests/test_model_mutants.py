@@ -21,7 +21,7 @@ from parity_tests import explain as explain_module
 from parity_tests import model_mutants as mm
 from parity_tests.explain import explain
 from parity_tests.metrics import compare_arrays
-from reference.layers import conv2d
+from reference.layers import KINDS, conv2d
 from reference.layers import dense as layer_dense
 from reference.layers import loss as layer_loss
 from reference.network import DEFAULT_OPS, Network
@@ -72,7 +72,8 @@ def test_catalogue_covers_every_layer_kind_with_valid_cases():
         # Named by a hand-written recogniser, or by replaying the mistake's own mutant on the
         # stage's inputs (explain._catalogue_fits, registry.replay); test_model_mutant_caught
         # holds the explainer to the name on the mutant's own run.
-        named = f'"{m.explains}"' in source or (m.forward or m.backward) is not None
+        mistake = next(x for x in KINDS[m.kind].mistakes if x.id == m.id)
+        named = f'"{m.explains}"' in source or (mistake.forward or mistake.backward) is not None
         assert m.title and m.equation and m.caught_on and named, m.id
     assert [d["id"] for d in mm.as_dicts()] == [m.id for m in CATALOGUE]
     assert {d["first"] for d in mm.as_dicts()} == {m.first for m in CATALOGUE}
