@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import warnings
 from collections import OrderedDict
@@ -60,7 +61,7 @@ MAX_DEATHS = 3
 MAX_PROCESSES = 16  # idle children kept; the least recently used one is stopped beyond it
 _STDERR_TAIL = 1500
 _WARNINGS_PER_CALL = 10
-_HEADER = struct.Struct("<Q")
+_HEADER = struct.Struct("<QQ")
 OPTION = "--parity-layer-timeout"
 
 
@@ -161,13 +162,60 @@ class _SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _safe_loads(data) -> object:
-    return _SafeUnpickler(io.BytesIO(data)).load()
+def _safe_loads(data, buffers=()) -> object:
+    return _SafeUnpickler(io.BytesIO(data), buffers=buffers).load()
 
 
-def _frame(message) -> bytes:
-    body = pickle.dumps(message, protocol=5)
-    return _HEADER.pack(len(body)) + body
+# A message: a header (the pickle's length, how many buffers), the buffers' lengths, the
+# pickle, then each contiguous array's bytes as they are in memory (pickle protocol 5's
+# out-of-band buffers: megabytes of a layer's arrays are written and read in place, never
+# copied into the pickle).
+
+
+def _frame(message) -> list:
+    """The pieces of one message, to be written in order."""
+    buffers: list = []
+    body = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    raw = [b.raw() for b in buffers]
+    sizes = struct.pack(f"<{len(raw)}Q", *(r.nbytes for r in raw))
+    return [_HEADER.pack(len(body), len(raw)), sizes, body, *raw]
+
+
+def _write(fd: int, pieces: list) -> None:
+    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    while views:
+        done = os.writev(fd, views[:512])
+        while done and views:
+            if done >= views[0].nbytes:
+                done -= views[0].nbytes
+                views.pop(0)
+            else:
+                views[0], done = views[0][done:], 0
+
+
+def _read(fd: int, n: int, deadline: float | None = None) -> bytearray:
+    """Exactly n bytes (into a fresh buffer): EOFError when the other end closed first,
+    TimeoutError past `deadline` (time.monotonic(); None: wait)."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError
+        k = os.readv(fd, [view[got:]])
+        if not k:
+            raise EOFError
+        got += k
+    return buf
+
+
+def _read_message(fd: int, deadline: float | None = None, loads=pickle.loads):
+    body_size, count = _HEADER.unpack(_read(fd, _HEADER.size, deadline))
+    sizes = struct.unpack(f"<{count}Q", _read(fd, 8 * count, deadline)) if count else ()
+    body = _read(fd, body_size, deadline)
+    buffers = [_read(fd, size, deadline) for size in sizes]
+    return loads(body, buffers=buffers)
 
 
 def _is_plain(value, depth: int = 0) -> bool:
@@ -233,6 +281,7 @@ class UserProcess:
             stderr=self.log,
             close_fds=True,
         )
+        _widen(self.proc.stdin, self.proc.stdout)
         _started(self)
         try:
             answer = self._ask(("load", list(sys.path), self.source, self.is_path), "its import")
@@ -309,49 +358,15 @@ class UserProcess:
             "signal or running out of memory?)" + (f"; its stderr ends: {tail}" if tail else "")
         )
 
-    def _send(self, message) -> None:
-        data = _frame(message)
-        view = memoryview(data)
-        fd = self.proc.stdin.fileno()
-        while view:
-            view = view[os.write(fd, view) :]
-
-    def _receive(self, deadline: float | None) -> bytes:
-        """One answer, or TimeoutError past `deadline` (time.monotonic()), EOFError when the
-        child's end closed."""
-        import time
-
-        fd = self.proc.stdout.fileno()
-
-        def read_exactly(n: int) -> memoryview:
-            buf = bytearray(n)
-            view, got = memoryview(buf), 0
-            while got < n:
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise TimeoutError
-                ready, _, _ = select.select([fd], [], [], wait)
-                if not ready:
-                    raise TimeoutError
-                chunk = os.read(fd, min(n - got, 1 << 22))
-                if not chunk:
-                    raise EOFError
-                view[got : got + len(chunk)] = chunk
-                got += len(chunk)
-            return view
-
-        (size,) = _HEADER.unpack(read_exactly(_HEADER.size))
-        return read_exactly(size)
-
     def _ask(self, message, what: str, timeout: float | None = None) -> tuple:
         """Send `message`, wait for the answer (at most the timeout): the answer read back
         safely; UserCodeError when the child died, hung or answered garbage (it is stopped)."""
-        import time
-
         timeout = self.timeout if timeout is None else timeout
         try:
-            self._send(message)
-            data = self._receive(time.monotonic() + timeout)
+            _write(self.proc.stdin.fileno(), _frame(message))
+            data, buffers = _read_message(
+                self.proc.stdout.fileno(), time.monotonic() + timeout, lambda d, buffers: (d, buffers)
+            )
         except (BrokenPipeError, EOFError, ConnectionError):
             raise self._ended(what) from None
         except TimeoutError:
@@ -363,7 +378,7 @@ class UserProcess:
             self.stop()
             raise
         try:
-            answer = _safe_loads(data)
+            answer = _safe_loads(data, buffers)
             if not isinstance(answer, tuple) or not answer or not isinstance(answer[0], str):
                 raise ValueError(f"an answer of type {type(answer).__name__}")
         except Exception as exc:  # noqa: BLE001  (whatever the bytes were)
@@ -487,6 +502,8 @@ class UserProcess:
                         f"{getattr(after, 'dtype', type(after).__name__)} "
                         f"{getattr(after, 'shape', '')}: a function must leave its arguments as they are"
                     )
+                if not mine.flags.writeable:  # made writable again in the child
+                    raise fn.error(f"{fn.label} changed its read-only argument #{i + 1} in place")
                 np.copyto(mine, after)
             elif isinstance(mine, dict) and isinstance(after, dict):
                 mine.clear()
@@ -504,6 +521,18 @@ class UserProcess:
             items = [self._decode(v) for v in value[1]]
             return tuple(items) if kind == "tuple" else items
         raise UserCodeError(f"an answer holding {kind!r}")
+
+
+def _widen(*pipes) -> None:
+    """Linux: 1 MiB pipes instead of 64 KiB, so that a layer's megabytes cross in a few
+    writes rather than hundreds of switches between the two processes."""
+    try:
+        import fcntl
+
+        for pipe in pipes:
+            fcntl.fcntl(pipe.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+    except (ImportError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
+        pass
 
 
 class RemoteFunction:
@@ -569,17 +598,6 @@ class _Exit(BaseException):
         self.what, self.call_args = what, args
 
 
-def _read_message(stream):
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(header)
-    body = stream.read(size)
-    if len(body) < size:
-        return None
-    return pickle.loads(body)
-
-
 def _same_kind(a: np.ndarray, b) -> bool:
     return isinstance(b, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype
 
@@ -592,7 +610,8 @@ def _changed(before, after) -> bool:
             or before.dtype != after.dtype
         ):
             return True
-        return before.reshape(-1).view(np.uint8).tobytes() != after.reshape(-1).view(np.uint8).tobytes()
+        bits = before.reshape(-1).view(np.uint8)  # bit for bit: -0.0 is not 0.0, NaN is NaN
+        return not np.array_equal(bits, np.ascontiguousarray(after).reshape(-1).view(np.uint8))
     try:
         return pickle.dumps(before, protocol=5) != pickle.dumps(after, protocol=5)
     except Exception:  # noqa: BLE001  (a container holding something unpicklable: say changed)
@@ -721,23 +740,22 @@ def _serve() -> int:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except Exception:  # noqa: BLE001
             pass
-    inp = os.fdopen(os.dup(0), "rb")
-    out = os.fdopen(os.dup(1), "wb")
+    inp, out = os.dup(0), os.dup(1)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
     server = _Server()
     while True:
-        message = _read_message(inp)
-        if message is None:
+        try:
+            message = _read_message(inp)
+        except EOFError:  # the suite is done with this process
             return 0
         op, *rest = message
         answer = getattr(server, op)(*rest)
         try:
-            data = _frame(answer)
+            pieces = _frame(answer)
         except Exception as exc:  # noqa: BLE001  (a plain value that would not pickle after all)
-            data = _frame(("unsendable", f"{type(exc).__name__}: {exc}"))
-        out.write(data)
-        out.flush()
+            pieces = _frame(("unsendable", f"{type(exc).__name__}: {exc}"))
+        _write(out, pieces)
 
 
 if __name__ == "__main__":
