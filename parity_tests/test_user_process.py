@@ -244,3 +244,60 @@ def test_the_examples_get_the_same_verdict_in_a_child_as_inline(parity, kind, pa
     assert process == inline
     planted = path == BROKEN and kind in ("conv", "maxpool", "softmax_ce")
     assert process[0] is not planted
+
+
+# --- a whole pytest run ---------------------------------------------------------------------------
+
+FORGER_AT_IMPORT = """
+    import numpy as np
+    from parity_tests import own_layer_checks
+
+    own_layer_checks.check_layer = lambda *a, **k: own_layer_checks.Outcome([], None)
+
+    def relu_forward(x):
+        return np.abs(x), x
+
+    def relu_backward(dout, cache):
+        return dout * (cache > 0)
+"""
+
+REALLY_EXITS = """
+    import posix
+
+    def relu_forward(x):
+        posix._exit(0)  # not os._exit: nothing in the process can intercept it
+
+    def relu_backward(dout, cache):
+        return dout
+"""
+
+# the layers file, the isolation -> the exit status and what the output says
+RUNS = {
+    "forger-process": (FORGER_AT_IMPORT, "process", 1, "relu.A vs reference"),
+    "forger-inline": (FORGER_AT_IMPORT, "inline", 0, "passed"),  # what inline code can do
+    "posix-exit-process": (REALLY_EXITS, "process", 1, "ended with exit status 0"),
+}
+
+
+@pytest.mark.slow  # a pytest session of the own-layer checks each (~10 s)
+@pytest.mark.parametrize("name", RUNS)
+def test_a_hostile_layers_file_in_a_whole_run(tmp_path, name):
+    import os
+    import subprocess
+    import sys
+
+    source, isolation, status, says = RUNS[name]
+    path = _write(tmp_path, name.replace("-", "_"), source)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "parity_tests/test_own_layers.py"]
+        + [f"--parity-layer={own_layers.option_value('relu', path)}", "--parity-no-report"]
+        + [f"--parity-layer-isolation={isolation}", "--parity-frameworks=torch"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PARITY_MNIST": "synthetic"},
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == status, out[-3000:]
+    assert says in out, out[-3000:]
