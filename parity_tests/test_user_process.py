@@ -11,6 +11,7 @@ import dataclasses
 import pickle
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -301,3 +302,27 @@ def test_a_hostile_layers_file_in_a_whole_run(tmp_path, name):
     out = run.stdout + run.stderr
     assert run.returncode == status, out[-3000:]
     assert says in out, out[-3000:]
+
+
+def test_inline_is_in_the_reproduce_line_and_the_header(parity_settings):
+    import shlex
+
+    from parity_tests import plugin, settings
+
+    value = own_layers.option_value("relu", "examples/cs231n_layers/layers.py")
+    for isolation, extra, where in (
+        ("process", [], "a child process per module"),
+        ("inline", ["--parity-layer-isolation", "inline"], "inline"),
+    ):
+        s = dataclasses.replace(parity_settings, layers=(value,), layer_isolation=isolation)
+        assert shlex.split(settings.reproduce_options(s))[-2 - len(extra) :] == [
+            "--parity-layer",
+            value,
+            *extra,
+        ]
+        state = SimpleNamespace(
+            data=SimpleNamespace(source="synthetic"), environment={}, framework_errors={}
+        )
+        config = SimpleNamespace(stash={settings.SETTINGS: s, settings.STATE: state})
+        header = plugin.pytest_report_header(config)
+        assert f"parity own layers (--parity-layer, {where}): {value}" in header

@@ -264,6 +264,12 @@ class UserProcess:
         self._released: list = []
         self._lock = threading.Lock()
 
+    @property
+    def _import_timeout(self) -> float:
+        # A short call timeout (a test's 1 s) must not fail the import, which starts Python
+        # and NumPy and may import more (torch) on a busy machine.
+        return max(self.timeout, DEFAULT_TIMEOUT_S)
+
     def __repr__(self) -> str:
         return f"UserProcess({self.source!r}, timeout={self.timeout:g})"
 
@@ -284,7 +290,8 @@ class UserProcess:
         _widen(self.proc.stdin, self.proc.stdout)
         _started(self)
         try:
-            answer = self._ask(("load", list(sys.path), self.source, self.is_path), "its import")
+            message = ("load", list(sys.path), self.source, self.is_path)
+            answer = self._ask(message, f"the import of {self.source}", self._import_timeout)
         except UserCodeError as exc:  # it died or hung while importing
             raise LoadError("its process failed", str(exc)) from None
         if answer[0] == "load_failed":
@@ -396,7 +403,9 @@ class UserProcess:
         has none, (type name, "") when it is not callable."""
         with self._lock:
             self._ensure()
-            answer = self._ask(("lookup", name), f"{self.source} (looking up {name})")
+            answer = self._ask(
+                ("lookup", name), f"{self.source} (looking up {name})", self._import_timeout
+            )
         return answer[1], answer[2]
 
     def _release(self, generation: int, ident: int) -> None:
