@@ -15,14 +15,14 @@ is an object of the user's own class, a closure, a generator) stays in the child
 suite gets an `Opaque` handle, named after the object's type, and passing that handle back
 (a backward's `cache`) hands the child's object to the function. A return value at a
 position named `held` (a forward's cache) always stays in the child, so that a cache that
-aliases the forward's output or input is the same object in the backward, as in process.
+aliases the forward's output or input is the same object in the backward, as inline.
 The suite reads the child's answers with an unpickler that builds NumPy arrays and plain
 Python values only, so an answer cannot make the suite run code either.
 
 In place writes: the child keeps a copy of each array argument and answers with those the
 call changed; the suite copies them into its own arrays (and dicts and lists updated
 alike), so a check that compares its arguments before and after a call sees the same as
-if the function had run in process.
+if the function had run inline.
 
 Limits (docs/guarantees.md): the child runs as the same user, with the same files,
 network and environment; it can write files, read the suite's files, or use all memory or
@@ -140,9 +140,6 @@ _SAFE_GLOBALS = {
     ("builtins", "complex"),
     ("numpy", "dtype"),
     ("numpy", "ndarray"),
-    ("numpy", "matrix"),
-    ("numpy.ma.core", "MaskedArray"),
-    ("numpy.ma.core", "_mareconstruct"),
     *(
         (f"{core}.{module}", name)
         for core in ("numpy.core", "numpy._core")
@@ -224,7 +221,7 @@ def _is_plain(value, depth: int = 0) -> bool:
     kind = type(value)
     if kind in (bool, int, float, complex, str, bytes, type(None)):
         return True
-    if isinstance(value, np.ndarray | np.generic):
+    if kind is np.ndarray or isinstance(value, np.generic):
         return kind.__module__.startswith("numpy") and value.dtype != object
     if depth >= 4:
         return False
@@ -248,8 +245,7 @@ class LoadError(Exception):
 
 
 class UserProcess:
-    """One module (a .py file or a dotted name) imported in a child process, serving calls.
-    `describe` names it in errors."""
+    """One module (a .py file or a dotted name) imported in a child process, serving calls."""
 
     def __init__(
         self, source: str, is_path: bool, timeout: float = DEFAULT_TIMEOUT_S, option: str = OPTION
@@ -653,6 +649,8 @@ class _Server:
                 kind,
                 [self.hold(v) if i in held else self.encode(v) for i, v in enumerate(value)],
             )
+        if isinstance(value, np.ndarray) and type(value).__module__.startswith("numpy"):
+            value = np.asarray(value)  # a masked array or np.matrix: read as the suite reads it
         return ("v", value) if _is_plain(value) else self.hold(value)
 
     def load(self, sys_path, source, is_path):
