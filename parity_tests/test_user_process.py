@@ -86,6 +86,11 @@ ENDINGS = {
     "segfault": ("ctypes.string_at(0)", "was killed by signal SIGSEGV"),
     "killed": ("os.kill(os.getpid(), signal.SIGKILL)", "was killed by signal SIGKILL"),
     "hangs": ("while True: pass", "did not return within 1 s (--parity-layer-timeout)"),
+    # writes a forged header into the pipe its answers go through (any fd it can write)
+    "answers-garbage": (
+        "[os.write(fd, b'\\xff' * 64) for fd in range(3, 64) if _writable_pipe(fd)]",
+        "answered something that is not an answer",
+    ),
 }
 
 
@@ -93,8 +98,15 @@ ENDINGS = {
 def test_a_function_that_ends_crashes_or_hangs_is_a_failing_record(parity, tmp_path, how):
     call, says = ENDINGS[how]
     source = f"""
-        import ctypes, os, posix, signal, sys
+        import ctypes, fcntl, os, posix, signal, stat, sys
         import numpy as np
+
+        def _writable_pipe(fd):
+            try:
+                mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+                return stat.S_ISFIFO(os.fstat(fd).st_mode) and mode == os.O_WRONLY
+            except OSError:
+                return False
 
         def relu_forward(x):
             {call}

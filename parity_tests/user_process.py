@@ -207,9 +207,21 @@ def _read(fd: int, n: int, deadline: float | None = None) -> bytearray:
     return buf
 
 
+class _Garbage(ValueError):
+    """A message header no sender of ours writes."""
+
+
+_MAX_BUFFERS = 1 << 16
+_MAX_BYTES = 1 << 40
+
+
 def _read_message(fd: int, deadline: float | None = None, loads=pickle.loads):
     body_size, count = _HEADER.unpack(_read(fd, _HEADER.size, deadline))
+    if count > _MAX_BUFFERS or body_size > _MAX_BYTES:  # before allocating what it claims
+        raise _Garbage(f"a header claiming {count} buffers and a {body_size}-byte pickle")
     sizes = struct.unpack(f"<{count}Q", _read(fd, 8 * count, deadline)) if count else ()
+    if sum(sizes) > _MAX_BYTES:
+        raise _Garbage(f"a header claiming {sum(sizes)} bytes of arrays")
     body = _read(fd, body_size, deadline)
     buffers = [_read(fd, size, deadline) for size in sizes]
     return loads(body, buffers=buffers)
@@ -372,6 +384,12 @@ class UserProcess:
             )
         except (BrokenPipeError, EOFError, ConnectionError):
             raise self._ended(what) from None
+        except _Garbage as exc:
+            self.stop()
+            raise UserCodeError(
+                f"the process running {what} answered something that is not an answer "
+                f"({exc}); it was stopped"
+            ) from None
         except TimeoutError:
             self.stop()
             raise _Hung(
