@@ -30,6 +30,14 @@ CPU. It guards the verdict, not the machine.
 
 `python parity_tests/user_process.py` is the child: it imports nothing of the project, so
 the suite's modules it could patch are not even loaded there.
+
+Any loader of user code can use it as own_layers.py does (`_import`, `_function`):
+
+    process = process_for("path/to/file.py", is_path=True, timeout=60, option="--my-timeout")
+    process.load()                      # LoadError: the module raised or died at import
+    what, file = process.lookup("sgd")  # "function", "missing" or the type name found
+    sgd = RemoteFunction(process, "sgd", "file.py:sgd", held=(), error=MyError)
+    sgd(w, dw, config)                  # as the function itself; failures raise MyError
 """
 
 from __future__ import annotations
