@@ -61,7 +61,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-DEFAULT_TIMEOUT_S = 60.0  # a naive-loop conv of lenet at 200 images takes a few seconds
+# As --parity-timeout's: a loop-per-pixel conv of lenet takes ~5 s a call at 200 images and
+# ~25 times that at 5,000; a hang costs it once per function (then it is not called again).
+DEFAULT_TIMEOUT_S = 300.0
 # Consecutive deaths of one function's calls after which it is not called again this
 # session: a function that always kills its process fails fast instead of restarting it
 # at every draw and point of a sweep.
