@@ -294,7 +294,12 @@ def _function(
         raise _usage(value, f"a function name after the ':' in {part!r}, as {_template(kind)}")
     source = _import(value, module, isolation, timeout)
     if isinstance(source, user_process.UserProcess):
-        what, file = source.lookup(name)
+        try:
+            what, file = source.lookup(name)
+        except user_process.LoadError as exc:  # its process died or answered garbage
+            raise pytest.UsageError(
+                f"{OPTION} {value!r}: {module!r} could not be asked for {name!r} ({exc})"
+            ) from None
         if what == "function":
             label = f"{module}:{name}"
             found = user_process.RemoteFunction(

@@ -91,6 +91,11 @@ ENDINGS = {
         "[os.write(fd, b'\\xff' * 64) for fd in range(3, 64) if _writable_pipe(fd)]",
         "answered something that is not an answer",
     ),
+    # writes a well-formed message whose answer is not a call's outcome
+    "answers-malformed": (
+        "[_forge(fd) for fd in range(3, 64) if _writable_pipe(fd)]",
+        "answered something that is not an answer (ValueError",
+    ),
 }
 
 
@@ -100,6 +105,11 @@ def test_a_function_that_ends_crashes_or_hangs_is_a_failing_record(parity, tmp_p
     source = f"""
         import ctypes, fcntl, os, posix, signal, stat, sys
         import numpy as np
+
+        def _forge(fd):
+            import pickle, struct
+            body = pickle.dumps(("returned",), protocol=5)
+            os.write(fd, struct.pack("<QQ", len(body), 0) + body)
 
         def _writable_pipe(fd):
             try:

@@ -424,13 +424,21 @@ class UserProcess:
 
     def lookup(self, name: str) -> tuple[str, str]:
         """("function", file) when the module has a callable `name`, ("missing", "") when it
-        has none, (type name, "") when it is not callable."""
+        has none, (type name, "") when it is not callable; LoadError when the process cannot
+        say."""
         with self._lock:
             self._ensure()
-            answer = self._ask(
-                ("lookup", name), f"{self.source} (looking up {name})", self._import_timeout
-            )
-        return answer[1], answer[2]
+            try:
+                answer = self._ask(
+                    ("lookup", name), f"{self.source} (looking up {name})", self._import_timeout
+                )
+                _, what, file = answer
+                if not (isinstance(what, str) and isinstance(file, str)):
+                    raise ValueError(f"an answer {answer!r:.80}")
+            except (UserCodeError, ValueError) as exc:
+                self.stop()
+                raise LoadError("its process failed", str(exc)) from None
+        return what, file
 
     def _release(self, generation: int, ident: int) -> None:
         if generation == self.generation:
@@ -456,12 +464,16 @@ class UserProcess:
                 if isinstance(a, np.ndarray) and not a.flags.writeable:
                     readonly.append(i)
         answer, failure = self._answer(fn, encoded, readonly)
-        if failure is not None:
+        if failure is None:
+            value, failure = self._outcome(fn, args, answer)
+        if failure is None:
+            self.deaths.pop(fn.name, None)  # the streak of broken calls is over
+        else:
             # One raise, outside any handler, whatever the failure: Hypothesis replays a
             # failing draw and takes an error from another line (or with another context)
             # for a flaky test.
             raise fn.error(failure)
-        return self._outcome(fn, args, answer)
+        return value
 
     def _answer(self, fn: RemoteFunction, encoded: list, readonly: list):
         """(the child's answer, None), or (None, what went wrong) when it could not be had:
@@ -479,18 +491,38 @@ class UserProcess:
         try:
             answer = self._ask(request, fn.label)
         except UserCodeError as exc:
-            deaths = self.deaths[fn.name] = self.deaths.get(fn.name, 0) + 1
-            hung = isinstance(exc, _Hung)
-            if hung or deaths >= MAX_DEATHS:
-                why = "hung" if hung else f"ended its process {deaths} times in a row"
-                self.refused[fn.name] = (
-                    f"{fn.label} is not called again in this session: an earlier call {why} ({exc})"
-                )
+            self._strike(fn, exc)
             return None, str(exc)
-        self.deaths.pop(fn.name, None)
         return answer, None
 
+    def _strike(self, fn: RemoteFunction, exc: UserCodeError) -> None:
+        """A call that hung, or the MAX_DEATHS-th in a row to end or garble its process:
+        the function is not called again this session."""
+        deaths = self.deaths[fn.name] = self.deaths.get(fn.name, 0) + 1
+        hung = isinstance(exc, _Hung)
+        if hung or deaths >= MAX_DEATHS:
+            why = "hung" if hung else f"ended or garbled its process {deaths} times in a row"
+            self.refused[fn.name] = (
+                f"{fn.label} is not called again in this session: an earlier call {why} ({exc})"
+            )
+
     def _outcome(self, fn: RemoteFunction, args: tuple, answer: tuple):
+        """(what the call returned, None), the user's exception raised again, or (None, what
+        was wrong) when the answer is not a call's outcome."""
+        try:
+            return self._outcome_of(fn, args, answer), None
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            if isinstance(exc, fn.error):  # said already (the caller's error class)
+                raise
+            self.stop()
+            garbled = UserCodeError(
+                f"the process running {fn.label} answered something that is not an answer "
+                f"({type(exc).__name__}: {exc}); it was stopped"
+            )
+            self._strike(fn, garbled)
+            return None, str(garbled)
+
+    def _outcome_of(self, fn: RemoteFunction, args: tuple, answer: tuple):
         error, status = fn.error, answer[0]
         for category, text in answer[-1] if status in ("returned", "raised") else ():
             # Warnings the call gave, again here (a builtin category as itself).
