@@ -959,7 +959,8 @@ def _user_traceback(error: BaseException) -> list[str]:
     if isinstance(error, own_layers.OwnLayerError):
         return []
     suite = str(Path(__file__).resolve().parent)
-    frames = traceback.extract_tb(error.__traceback__)
+    # Raised in the user's process (own_layers' isolation "process"): that process's frames.
+    frames = getattr(error, "parity_frames", None) or traceback.extract_tb(error.__traceback__)
     calls = [i for i, f in enumerate(frames) if f.filename.startswith(suite)]
     frames = frames[calls[-1] + 1 :] if calls else frames  # below the suite's last call
     if not frames:

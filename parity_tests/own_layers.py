@@ -22,8 +22,12 @@ the Network's inputs and return its tensors by the Network's short names (conv: 
 dF, db), checking what the user's code returns (a tuple of the right length, arrays of the
 right shape and dtype) and that it leaves its arguments alone.
 
-The user's functions run in the pytest process (they are plain NumPy layers, called
-thousands of times by the property tests of parity_tests/test_own_layers.py).
+By default (isolation "process", `--parity-layer-isolation`) each module's functions run
+in a child process of their own (parity_tests/user_process.py: one per module, kept for
+the session, a timeout per call, `--parity-layer-timeout`): what a layers file does at
+import or in a call cannot reach the suite, and a function that exits, crashes or hangs
+is an error naming it. Isolation "inline" imports and calls them in the pytest process
+(faster; only for code you trust: it can patch the suite).
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity_tests import user_process
 from reference.layers import KINDS as REGISTRY
 from reference.layers import loss as ref_loss
 from reference.network import Network, Ops
 
 OPTION = "--parity-layer"
+# Where the user's functions run: in a child process per module (the default: what they do
+# cannot reach the suite), or inline in this process (trusted code only).
+ISOLATIONS = ("process", "inline")
+DEFAULT_ISOLATION = "process"
 
 # kind -> the user's functions, in the order the option names them, with their signatures:
 # every registry kind that takes a user's own layer (reference/layers/registry.py, `user`).
@@ -213,35 +222,68 @@ def _load_path(path: Path):
     return module
 
 
-def _import(value: str, module: str):
+def _import(value: str, module: str, isolation: str = DEFAULT_ISOLATION, timeout: float = 0.0):
+    """The module (inline) or the UserProcess that imported it (process): the same
+    pytest.UsageError either way when it cannot be imported."""
     if _is_path(module):
         path = Path(module).expanduser()
         if not path.is_file():
             what = "not a regular file" if path.exists() else f"no such file, relative to {os.getcwd()}"
             raise _usage(value, f"{module!r} to be a .py file ({what}) or a dotted module name")
         try:
+            if isolation == "process":
+                return _process(str(path.resolve()), True, timeout)
             return _load_path(path.resolve())
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001  (anything the user's module raises)
             raise pytest.UsageError(
-                f"{OPTION} {value!r}: the file {module!r} could not be imported "
-                f"({type(exc).__name__}: {exc})"
+                f"{OPTION} {value!r}: the file {module!r} could not be imported ({_raised(exc)})"
             ) from None
     if not all(part.isidentifier() for part in module.split(".")):
         raise _usage(value, f"{module!r} to be a dotted module name or a path to a .py file")
     try:
+        if isolation == "process":
+            return _process(module, False, timeout)
         return importlib.import_module(module)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # noqa: BLE001  (as --parity-impl: any failure is the same error)
         raise pytest.UsageError(
             f"{OPTION} {value!r}: {module!r} is not an importable module or a path to a .py "
-            f"file ({type(exc).__name__}: {exc})"
+            f"file ({_raised(exc)})"
         ) from None
 
 
-def _function(value: str, kind: str, part: str, signature: str) -> UserFunction:
+def _raised(exc: BaseException) -> str:
+    if isinstance(exc, user_process.LoadError):  # what the module raised in its process
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _process(source: str, is_path: bool, timeout: float) -> user_process.UserProcess:
+    """The child process that imported the module (started now: an import error is a
+    usage error at start-up, as inline)."""
+    process = user_process.process_for(source, is_path, timeout or user_process.DEFAULT_TIMEOUT_S)
+    process.load()
+    return process
+
+
+def _held(signature: str) -> tuple[int, ...]:
+    """Positions of the cache in what a function returns ('-> (out, cache)': (1,)): it
+    stays in the user's process, whatever it holds."""
+    names = signature.rpartition("->")[2].strip().strip("()").split(",")
+    return tuple(i for i, n in enumerate(names) if n.strip() == "cache")
+
+
+def _function(
+    value: str,
+    kind: str,
+    part: str,
+    signature: str,
+    isolation: str = DEFAULT_ISOLATION,
+    timeout: float = 0.0,
+) -> UserFunction:
     module, colon, name = part.rpartition(":")  # rpartition: C:\\x\\layers.py:conv_forward
     if not colon or not module.strip() or not name.strip():
         raise _usage(
@@ -250,21 +292,41 @@ def _function(value: str, kind: str, part: str, signature: str) -> UserFunction:
     module, name = module.strip(), name.strip()
     if not name.isidentifier():
         raise _usage(value, f"a function name after the ':' in {part!r}, as {_template(kind)}")
-    found = getattr(_import(value, module), name, None)
+    source = _import(value, module, isolation, timeout)
+    if isinstance(source, user_process.UserProcess):
+        try:
+            what, file = source.lookup(name)
+        except user_process.LoadError as exc:  # its process died or answered garbage
+            raise pytest.UsageError(
+                f"{OPTION} {value!r}: {module!r} could not be asked for {name!r} ({exc})"
+            ) from None
+        if what == "function":
+            label = f"{module}:{name}"
+            found = user_process.RemoteFunction(
+                source, name, label, _held(signature), OwnLayerError, file
+            )
+        else:  # nothing by that name, or the type name of what is there
+            found = None if what == "missing" else what
+    else:
+        found = getattr(source, name, None)
     if found is None:
         raise pytest.UsageError(
             f"{OPTION} {value!r}: {module!r} has no {name!r}; expected a function {signature}"
         )
     if not callable(found):
+        kind_name = found if isinstance(found, str) else type(found).__name__
         raise pytest.UsageError(
-            f"{OPTION} {value!r}: {module}:{name} is a {type(found).__name__}, not a function; "
-            f"expected {signature}"
+            f"{OPTION} {value!r}: {module}:{name} is a {kind_name}, not a function; expected {signature}"
         )
     return UserFunction(f"{module}:{name}", found)
 
 
-def parse_layer(value: str) -> UserLayer:
-    """One --parity-layer value -> its UserLayer; pytest.UsageError on any problem."""
+def parse_layer(value: str, isolation: str = DEFAULT_ISOLATION, timeout: float = 0.0) -> UserLayer:
+    """One --parity-layer value -> its UserLayer; pytest.UsageError on any problem.
+    `isolation`: "process" (each module in its child process; `timeout` seconds per call,
+    0: user_process.DEFAULT_TIMEOUT_S) or "inline" (in this process)."""
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation: expected one of {', '.join(ISOLATIONS)}, got {isolation!r}")
     if not isinstance(value, str):
         raise _usage(value, EXPECTED)
     kind, eq, spec = value.partition("=")
@@ -284,15 +346,17 @@ def parse_layer(value: str) -> UserLayer:
             f"{count} for {kind}, comma-separated: {_template(kind)} ({_signatures(kind)}); "
             f"got {len([p for p in parts if p])}",
         )
-    functions = tuple(_function(value, kind, p, s) for p, s in zip(parts, wanted))
+    functions = tuple(_function(value, kind, p, s, isolation, timeout) for p, s in zip(parts, wanted))
     return UserLayer(kind, value, functions)
 
 
-def parse_layers(values: Iterable[str] | None) -> dict[str, UserLayer]:
+def parse_layers(
+    values: Iterable[str] | None, isolation: str = DEFAULT_ISOLATION, timeout: float = 0.0
+) -> dict[str, UserLayer]:
     """Every --parity-layer value, one per kind: {kind: UserLayer} in the order given."""
     layers: dict[str, UserLayer] = {}
     for value in values or ():
-        layer = parse_layer(value)
+        layer = parse_layer(value, isolation, timeout)
         if layer.kind in layers:
             raise _usage(
                 value,
@@ -314,9 +378,14 @@ def check_reduction(layers: Mapping[str, UserLayer], reduction: str) -> None:
 
 
 @functools.cache
-def load(values: tuple[str, ...], reduction: str = "mean") -> Mapping[str, UserLayer]:
+def load(
+    values: tuple[str, ...],
+    reduction: str = "mean",
+    isolation: str = DEFAULT_ISOLATION,
+    timeout: float = 0.0,
+) -> Mapping[str, UserLayer]:
     """parse_layers + check_reduction, once per session (options are validated with it)."""
-    layers = parse_layers(values)
+    layers = parse_layers(values, isolation, timeout)
     check_reduction(layers, reduction)
     return layers
 
@@ -612,9 +681,15 @@ def user_ops(layers: Mapping[str, UserLayer]) -> dict[str, Ops]:
     return {kind: _ADAPTERS[_family(kind)](layer) for kind, layer in layers.items()}
 
 
-def user_network(spec, values: Iterable[str], reduction: str = "mean") -> Network:
+def user_network(
+    spec,
+    values: Iterable[str],
+    reduction: str = "mean",
+    isolation: str = DEFAULT_ISOLATION,
+    timeout: float = 0.0,
+) -> Network:
     """The network `spec` with the --parity-layer values' layers in place of the reference's."""
-    return Network(spec, ops=user_ops(load(tuple(values), reduction)))
+    return Network(spec, ops=user_ops(load(tuple(values), reduction, isolation, timeout)))
 
 
 def impl_label(layers: Mapping[str, UserLayer]) -> str:

@@ -137,7 +137,10 @@ def pytest_report_header(config):
         f"parity data: {terminal_text(state.data.source)}",  # a path: no escape sequences
     ]
     if s.layers:
-        lines.append(f"parity own layers (--parity-layer): {terminal_text('; '.join(s.layers))}")
+        where = "a child process per module" if s.layer_isolation == "process" else "inline"
+        lines.append(
+            f"parity own layers (--parity-layer, {where}): {terminal_text('; '.join(s.layers))}"
+        )
     if state.environment:
         lines.append(f"parity versions: {versions_text(state.environment)}")
     for name, err in state.framework_errors.items():

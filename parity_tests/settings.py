@@ -26,6 +26,7 @@ from parity_tests.harness import RunConfig
 from parity_tests.impl_call import DEFAULT_TIMEOUT_S, ChildProcessImpl, ImplementationError
 from parity_tests.impls import resolve_impl
 from parity_tests.mirrors import FRAMEWORKS
+from parity_tests.user_process import DEFAULT_TIMEOUT_S as LAYER_TIMEOUT_S
 from reference.data import ARTICLE_IMAGES
 from reference.model import DTYPES
 from reports.diff import DEFAULT_FACTOR, DEFAULT_WITHIN
@@ -61,6 +62,8 @@ class Settings:
     baseline_within: float
     model: str = DEFAULT_MODEL  # --parity-model as given (a preset name or a spec string)
     layers: tuple = ()  # --parity-layer values as given, one per kind (parity_tests/own_layers.py)
+    layer_isolation: str = "process"  # --parity-layer-isolation: process (a child) or inline
+    layer_timeout: float = LAYER_TIMEOUT_S  # --parity-layer-timeout, per call (process only)
     # Made once, when the options are validated (validate_options); every consumer reads
     # these rather than parsing --parity-model or loading --parity-layer again.
     network: object = dataclasses.field(default=None, repr=False, compare=False)
@@ -201,6 +204,8 @@ def _settings(config) -> Settings:
         baseline_within=_bounded("--parity-baseline-within", o("--parity-baseline-within"), 0, 1),
         **_model("--parity-model", o("--parity-model")),
         layers=tuple(o("--parity-layer") or ()),
+        layer_isolation=o("--parity-layer-isolation"),
+        layer_timeout=_real("--parity-layer-timeout", o("--parity-layer-timeout"), 0),
     )
 
 
@@ -276,7 +281,8 @@ def _load_layers(s: Settings) -> Settings:
         return s
     from parity_tests.own_layers import load
 
-    return dataclasses.replace(s, user_layers=load(s.layers, s.reduction))  # or the one UsageError
+    loaded = load(s.layers, s.reduction, s.layer_isolation, s.layer_timeout)  # or the one UsageError
+    return dataclasses.replace(s, user_layers=loaded)
 
 
 def _check_report_dir(s: Settings) -> None:
@@ -457,6 +463,8 @@ def reproduce_options(s: Settings) -> str:
         opts += ["--parity-data", data]
     for value in s.layers:
         opts += ["--parity-layer", value]
+    if s.layers and s.layer_isolation != "process":
+        opts += ["--parity-layer-isolation", s.layer_isolation]
     return shlex.join(opts)
 
 
@@ -542,6 +550,21 @@ def add_options(parser) -> None:
         + " (softmax_ce=module:softmax_loss, the mean over the images: needs "
         "--parity-reduction mean). pool_param {'pool_height','pool_width','stride'}, "
         "conv_param {'stride','pad'}. module: a dotted module name or a path to a .py file",
+    )
+    g.addoption(
+        "--parity-layer-isolation",
+        default="process",
+        choices=("process", "inline"),
+        help="where --parity-layer functions run: process (default: each module in a child "
+        "process, so that what it does cannot reach the suite; a timeout per call) or inline "
+        "(in the pytest process: faster, for code you trust; docs/own_layers.md)",
+    )
+    g.addoption(
+        "--parity-layer-timeout",
+        default=str(LAYER_TIMEOUT_S),
+        help="seconds one call of a --parity-layer function may take before its process is "
+        f"killed and the call recorded as an error (default {LAYER_TIMEOUT_S:g}; isolation "
+        "process only)",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(

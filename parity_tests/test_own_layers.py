@@ -38,7 +38,7 @@ def configured_layers(config) -> dict:
     s = config.stash[SETTINGS]
     if s.layers:
         return dict(s.user_layers)  # loaded once, when the options were validated
-    return dict(own_layers.load(example_values(), "mean"))
+    return dict(own_layers.load(example_values(), "mean", s.layer_isolation, s.layer_timeout))
 
 
 def draws() -> int:

@@ -408,6 +408,8 @@ def test_a_layer_kind_nothing_checked_makes_the_run_partial(pytestconfig, tmp_pa
         ("parity_impl", "x<svg onload=alert(1)>", "dotted module name"),
         ("parity_timeout", "0", "> 0"),
         ("parity_timeout", "nan", "finite"),
+        ("parity_layer_timeout", "0", "> 0"),
+        ("parity_layer_timeout", "inf", "finite"),
         ("parity_baseline_factor", "0", "> 1"),
         ("parity_baseline_factor", "-1", "> 1"),
         ("parity_baseline_factor", "nan", "finite"),
