@@ -345,26 +345,6 @@ def _user_layer(kind: str, functions, timeout: float):
     return own_layers.UserLayer(kind, value, wrapped)
 
 
-def _grid_outcome(rec, layer, dtype: str, mirrors: dict):
-    """own_layer_checks.check_layer over the covering grid instead of Hypothesis draws: the
-    first failing case's records and message, else one record per tensor and side at the
-    case that used most of its budget."""
-    from parity_tests import own_layer_checks as olc
-
-    grid = olc.covering_grid(layer.kind)
-    worst: dict = {}
-    try:
-        for case in grid:
-            olc.measure_case(layer, case, dtype, mirrors, worst)
-    except olc.UserFailure as exc:
-        return olc._user_failure(rec, layer, dtype, mirrors, exc, olc.GRID)
-    except olc.LayerMismatch as exc:
-        return olc._mismatch(rec, layer, dtype, mirrors, exc.case, olc.GRID)
-    return olc.worst_outcome(
-        rec, layer, dtype, mirrors, worst, grid[0], f"{len(grid)} grid cases", "no case"
-    )
-
-
 def check_layers(
     layers: Mapping,
     *,
@@ -392,7 +372,7 @@ def check_layers(
         )
     framework_errors = _pinned(frameworks)
     user = {kind: _user_layer(kind, fns, timeout) for kind, fns in layers.items()}
-    mirrors = olc._mirrors(frameworks)
+    mirrors = olc.load_mirrors(frameworks)
     context = RunContext(
         seed=0,
         data_source="own layers: covering grid",
@@ -412,7 +392,7 @@ def check_layers(
             )
             rec = ApiRecorder(RunContext(**{**context.__dict__, "impl": layer.label}), call)
             rec.at(f"{TEST_OWN_LAYERS}::test_own_layer[{kind}-{dtype}]")
-            outcome = _grid_outcome(rec, layer, dtype, mirrors)
+            outcome = olc.grid_outcome(rec, layer, dtype, mirrors)
             records += rec.records
             if outcome.message:
                 messages.append(outcome.message)

@@ -784,7 +784,9 @@ class Outcome:
     case: Case | None = None  # the minimal failing case
 
 
-def _mirrors(frameworks) -> dict:
+def load_mirrors(frameworks) -> dict:
+    """{framework: its mirror module, or the exception importing it raised (every comparison
+    against it is then an error record)}."""
     from parity_tests.model_harness import load_model_mirror
 
     found = {}
@@ -822,7 +824,7 @@ def check_layer(
     """Draw `max_examples` cases of the layer's kind and compare (see the module docstring).
     `recorder`: a ParityRecorder (its records go to the report) or a QuietRecorder."""
     kind, shorts = layer.kind, OUTPUTS[layer.kind]
-    mirrors = _mirrors(frameworks)
+    mirrors = load_mirrors(frameworks)
     worst: dict = {}  # (short, side) -> (budget used, case)
     seen: list = []  # the draws, for a tensor no draw could check (every one vacuous)
 
@@ -860,6 +862,24 @@ def check_layer(
     # Every draw passed: one record per tensor and side, the draw that used most of its budget.
     return worst_outcome(
         recorder, layer, dtype, mirrors, worst, seen[0], f"{max_examples} draws", "no draw"
+    )
+
+
+def grid_outcome(recorder, layer: UserLayer, dtype: str, mirrors: dict) -> Outcome:
+    """check_layer over the covering grid alone, no Hypothesis draws (the notebook API's
+    check_layers): the first failing case's records and message, else one record per tensor
+    and side at the case that used most of its budget."""
+    grid = covering_grid(layer.kind)
+    worst: dict = {}
+    try:
+        for case in grid:
+            measure_case(layer, case, dtype, mirrors, worst)
+    except UserFailure as exc:
+        return _user_failure(recorder, layer, dtype, mirrors, exc, GRID)
+    except LayerMismatch as exc:
+        return _mismatch(recorder, layer, dtype, mirrors, exc.case, GRID)
+    return worst_outcome(
+        recorder, layer, dtype, mirrors, worst, grid[0], f"{len(grid)} grid cases", "no case"
     )
 
 
