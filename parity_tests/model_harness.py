@@ -13,6 +13,7 @@ so a test only compares. Tensor names are layer-qualified (conv1.Z, pool1.dX, co
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import traceback
 
@@ -23,6 +24,7 @@ from parity_tests import model_stages, tolerance
 from parity_tests.harness import Check, _memo, _read_only
 from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import MirrorUnavailable
+from reference.layers import norm
 from reference.network import KINKED, Network, images_nchw, update_pairs
 
 _MIRRORS = {
@@ -117,7 +119,11 @@ class ModelHarness:
             decide = {n.name: ref[self._input_name(n)].astype(dtype) for n in self._kinked()}
         cfg = self.config
         params = self._point_params(point, dtype)
-        return self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
+        # The spread's float32 run (decide_from set) sums the batch statistics in order, as a
+        # framework's kernel may (reference/layers/norm.py, running_sums); no effect without
+        # a normalisation layer.
+        with norm.running_sums() if decide_from else contextlib.nullcontext():
+            return self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
 
     @_memo
     def spread(self, tensor: str) -> float:

@@ -37,8 +37,8 @@ def quantity(net: Network, tensor: str) -> str:
 
 
 def bound(node: Node, short: str, x, params, upstream, ours: dict, reduction: str, target=None):
-    """(M, k, what) of the stage rule for `node`'s tensor `short`, from its kind's registry
-    entry (reference/layers/registry.py); M None: exact.
+    """The stage rule's Bound (M, k, what, deterministic) for `node`'s tensor `short`, from
+    its kind's registry entry (reference/layers/registry.py); M None: exact.
 
     x: the layer's input; params: every parameter (qualified names); upstream: dE/d(output);
     ours: the reference's own outputs of this layer (node.q names); target: the loss's.
@@ -52,16 +52,16 @@ def bound(node: Node, short: str, x, params, upstream, ours: dict, reduction: st
         target=target,
         reduction=reduction,
     )
-    b = node.entry.bound(site, short)
-    return b.magnitude, b.roundings, b.what
+    return node.entry.bound(site, short)
 
 
 def stage_tolerance(node, short, x, params, upstream, ours, reduction, dtype, target=None):
     """The stage rule's Tolerance for `node`'s tensor `short` (see `bound`)."""
-    M, k, what = bound(node, short, x, params, upstream, ours, reduction, target)
-    if M is None:
+    b = bound(node, short, x, params, upstream, ours, reduction, target)
+    if b.magnitude is None:
         return tolerance.exact(np.shape(ours[node.q(short)]))
-    return tolerance.with_underflow(tolerance.stage(M, k, dtype, what), k, dtype)
+    stage = tolerance.stage(b.magnitude, b.roundings, dtype, b.what, deterministic=b.deterministic)
+    return tolerance.with_underflow(stage, b.roundings, dtype)
 
 
 def update_tolerance(param, grad, lr, dtype) -> tolerance.Tolerance:
