@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import traceback
 
 import numpy as np
@@ -26,6 +27,10 @@ from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import MirrorUnavailable
 from reference.layers import norm
 from reference.network import KINKED, Network, images_nchw, update_pairs
+
+# A batch statistic over at least this many values: TensorFlow's float32 reductions over it
+# are not held to the precision verdict (ModelHarness.precision_waived).
+LONG_STATISTIC = 1024
 
 _MIRRORS = {
     "torch": "parity_tests.mirrors.model_torch",
@@ -292,7 +297,11 @@ class ModelHarness:
         # and in either dtype what says whether zeros are right here (a dead ReLU's region).
         exact = self._layer_step(node.name, dtype, "implementation", True)[tensor]
         truth = None if dtype == "float64" else exact
-        return Check(np.asarray(actual), expected, tol, truth, context, not np.any(exact))
+        waived = self.precision_waived(tensor, framework, dtype, "stage")
+        if waived:  # the allowance still judges it; the note says why no precision verdict
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
+        zero = not np.any(exact) or tensor in self.net.exact_zeros
+        return Check(np.asarray(actual), expected, tol, truth, context, zero)
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
         """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
@@ -399,12 +408,44 @@ class ModelHarness:
         exact = self.reference("float64")[tensor]  # the reference's whole step in float64
         truth = exact if dtype != "float64" else None
         actual = self.end_to_end(framework, dtype)[tensor]
+        tol = self.end_to_end_tolerance(tensor, dtype)
+        waived = self.precision_waived(tensor, framework, dtype, "end_to_end")
+        if waived:
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
         return Check(
             np.asarray(actual),
             np.asarray(self._ours(tensor, dtype, ours)),
-            self.end_to_end_tolerance(tensor, dtype),
+            tol,
             truth,
-            truth_zero=not np.any(exact),
+            truth_zero=not np.any(exact) or tensor in self.net.exact_zeros,
+        )
+
+    def precision_waived(self, tensor: str, framework: str, dtype: str, mode: str) -> str:
+        """Why the precision verdict (parity_tests/metrics.py) is not applied to this check,
+        or "". TensorFlow's float32 reductions keep far fewer bits over a long statistic of
+        mostly equal values than its calibration's legitimate orders of summation (its
+        channel means of conv(8,3,pad=1) over 200 MNIST images: 5.7e-4 relative, about
+        11 bits; torch accumulates them in float64): a batch norm whose statistic spans at
+        least LONG_STATISTIC values, and, end to end, every tensor computed after it. The
+        allowance still judges every such check."""
+        if framework != "tensorflow" or dtype != "float32":
+            return ""
+        n_images = self.inputs(dtype)[0].shape[0]
+        long = [
+            i
+            for i, n in enumerate(self.net.nodes)
+            if n.kind == "batchnorm" and n_images * math.prod(n.in_shape[1:]) >= LONG_STATISTIC
+        ]
+        if not long:
+            return ""
+        i = self.net.nodes.index(self.net.node_of(tensor))
+        forward = tensor in self.net.forward_names
+        if (mode == "stage" and i != long[0]) or (mode != "stage" and forward and i < long[0]):
+            return ""
+        node = self.net.nodes[long[0]]
+        return (
+            f"no precision verdict: TensorFlow float32 after {node.name}'s batch statistic "
+            f"over {n_images * math.prod(node.in_shape[1:])} values (>= {LONG_STATISTIC})"
         )
 
     def budgets(self, frameworks, dtypes, label: str = "", allow_vacuous: bool = False):

@@ -61,6 +61,10 @@ def stage_tolerance(node, short, x, params, upstream, ours, reduction, dtype, ta
     if b.magnitude is None:
         return tolerance.exact(np.shape(ours[node.q(short)]))
     stage = tolerance.stage(b.magnitude, b.roundings, dtype, b.what, deterministic=b.deterministic)
+    if b.coherent is not None:
+        worst = tolerance.stage(b.coherent, b.roundings, dtype, "", deterministic=True)
+        rule = stage.rule + " + " + worst.rule.replace("stage: ", "").rstrip("*") + "*(coherent part)"
+        stage = tolerance.Tolerance(stage.array + worst.array, rule)
     return tolerance.with_underflow(stage, b.roundings, dtype)
 
 

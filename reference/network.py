@@ -162,6 +162,18 @@ class Network:
         return tuple(n.q(g) for n in reversed(self.nodes) for g in n.grads)
 
     @functools.cached_property
+    def exact_zeros(self) -> frozenset[str]:
+        """Gradients that are 0 in exact arithmetic whatever the inputs: the bias gradient of
+        a layer directly before one whose kind is `shift_invariant` (batch norm removes any
+        per-channel constant with the batch mean, so dE/db = the sum of its dX over each
+        statistic's values = 0). Both sides then round a zero: their checks declare it."""
+        return frozenset(
+            prev.q("db")
+            for prev, node in zip(self.nodes, self.nodes[1:])
+            if node.entry.shift_invariant and "b" in prev.params
+        )
+
+    @functools.cached_property
     def update_names(self) -> tuple[str, ...]:
         return tuple(f"{p}_new" for p in self.param_names)
 

@@ -49,6 +49,10 @@ class Bound:
     # The worst case k u, not the probabilistic estimate: the frameworks' running sums of
     # many equal values (a batch statistic over mostly-blank images) round coherently.
     deterministic: bool = False
+    # A second part charged at the worst case k u whatever `deterministic` says (a
+    # normalisation: its statistics' coherent error and its few-rounding terms, while its
+    # long sums of products keep the probabilistic estimate); None: no such part.
+    coherent: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,9 @@ class LayerKind:
     # (layer, x_shape, rng) -> {short name: array}; reference/network.py draws them
     # (Network.drawn) and hands the same arrays to its forward, backward and every mirror.
     draws: Callable | None = None
+    # Its output does not change when a per-channel constant is added to its input (batch
+    # norm): the bias gradient of the layer before it is 0 (Network.exact_zeros).
+    shift_invariant: bool = False
 
     def params_of(self, layer) -> tuple[str, ...]:
         if getattr(layer, "bias", True):
