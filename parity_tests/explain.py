@@ -1209,6 +1209,26 @@ def _layer_fits(a, e, tensor, who, ctx, tol):
     short = tensor.rsplit(".", 1)[-1]
     for suspect in LAYER_SUSPECTS.get((layer["kind"], short), ()):
         yield from suspect(a, e, who, layer, tol)
+    yield from _registry_mistakes(a, e, who, layer, tol, short)
+
+
+def _registry_mistakes(a, e, who, layer, tol, short):
+    """The layer kind's own catalogue mistakes (reference/layers/registry.py), recomputed from
+    its stage inputs where its family allows (registry.RECOMPUTED_FAMILIES: normalisation,
+    dropout, flatten and global average pooling); each named by its `explains`."""
+    from reference.layers import KINDS
+    from reference.layers.registry import recompute_mistake
+
+    kind = KINDS.get(layer["kind"])
+    for mistake in kind.mistakes if kind is not None else ():
+        try:
+            predicted = recompute_mistake(kind, mistake, layer, short)
+        except (ValueError, TypeError, KeyError):  # inputs the mistaken form cannot take
+            continue
+        if predicted is not None:
+            yield _specific(
+                mistake.explains, f"ours is {who} with {mistake.title}?", a, e, predicted, tol
+            )
 
 
 def _nonfinite_fit(a, e, tensor, who, ctx, tol) -> Explanation | None:

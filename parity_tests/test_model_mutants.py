@@ -21,9 +21,10 @@ from parity_tests import explain as explain_module
 from parity_tests import model_mutants as mm
 from parity_tests.explain import explain
 from parity_tests.metrics import compare_arrays
-from reference.layers import conv2d
+from reference.layers import KINDS, conv2d
 from reference.layers import dense as layer_dense
 from reference.layers import loss as layer_loss
+from reference.layers.registry import RECOMPUTED_FAMILIES
 from reference.network import DEFAULT_OPS, Network
 
 CATALOGUE = list(mm.MODEL_MUTANTS.values())
@@ -69,7 +70,10 @@ def test_catalogue_covers_every_layer_kind_with_valid_cases():
                 net = Network(case.spec)
                 assert m.first in net.order, (m.id, case, net.order)
                 assert net.node_of(m.first).kind == m.kind, (m.id, m.first)
-        assert m.title and m.equation and m.caught_on and f'"{m.explains}"' in source, m.id
+        # Named by a hand-written suspect in explain.py, or recomputed from the registry.
+        recomputed = KINDS[m.kind].family in RECOMPUTED_FAMILIES
+        assert m.title and m.equation and m.caught_on, m.id
+        assert f'"{m.explains}"' in source or recomputed, m.id
     assert [d["id"] for d in mm.as_dicts()] == [m.id for m in CATALOGUE]
     assert {d["first"] for d in mm.as_dicts()} == {m.first for m in CATALOGUE}
 
@@ -108,6 +112,8 @@ def test_correct_layers_agree_and_the_explainer_names_nothing(article_batch, cas
         status = compare_arrays(c.actual, c.expected, c.tolerance.array, brief=True)["status"]
         if status in ("fail", "error"):
             failed.append(f"{tensor} ({status})")
+        if tensor in r.net.exact_zeros:  # 0 in exact arithmetic: both sides are rounding
+            continue  # noise around it, which any scale "fits"; there is nothing to explain
         found = explain(c.actual, c.expected, tensor=tensor, against=mm.AGAINST, context=c.context)
         if found is not None:
             claims.append(f"{tensor}: {found}")

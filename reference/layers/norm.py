@@ -39,7 +39,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array
 from reference.layers.conv2d import _shape4
-from reference.layers.registry import Bound, LayerKind, Site
+from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
 from reference.trace import implements
 
 EPS = 1e-5  # the reference's epsilon, inside the square root (torch's default)
@@ -506,6 +506,182 @@ def _gap_bound(site: Site, short: str) -> Bound:
     return Bound(M, rounding.GLOBAL_AVG_POOL_BACKWARD_ROUNDINGS, "|dA|/(HW)")
 
 
+# --- the mistakes (registry entries' catalogues; parity_tests/model_mutants.py runs them) ---
+
+
+def _chain(X, gamma, dA):
+    """The pieces of batchnorm_backward_chain: (axes, m, d, r, s, xhat, dxhat)."""
+    axes = batch_axes(X)
+    m = _values_per_statistic(X, axes)
+    d = X - _mean(X, axes)
+    s = np.sqrt(_mean(d * d, axes) + X.dtype.type(EPS))
+    r = 1 / s
+    return axes, m, d, r, s, d * r, dA * _per_channel(gamma, X.ndim)
+
+
+def _with_params_grads(X, dA, xhat, axes, dX):
+    return {"dX": dX, "dgamma": _total(dA * xhat, axes), "dbeta": _total(dA, axes)}
+
+
+def batchnorm_backward_without_mean_terms(X, gamma, dA, groups=None):
+    """X14 with the path through mu left out: dX = dxhat / s + the variance's term only."""
+    axes, m, d, r, s, xhat, dxhat = _chain(X, gamma, dA)
+    dvar = -_total(dxhat * d, axes, keepdims=True) / (s * s) / (2 * s)
+    return _with_params_grads(X, dA, xhat, axes, dxhat * r + 2 * d * (dvar / m))
+
+
+def batchnorm_backward_without_variance_terms(X, gamma, dA, groups=None):
+    """X14 with the path through var left out: dX = dxhat / s - mean(dxhat) / s, as if s
+    were a constant."""
+    axes, m, d, r, s, xhat, dxhat = _chain(X, gamma, dA)
+    dd = dxhat * r
+    return _with_params_grads(X, dA, xhat, axes, dd - _total(dd, axes, keepdims=True) / m)
+
+
+def _affine_out(X, xhat, gamma, beta):
+    return _per_channel(gamma, X.ndim) * xhat + _per_channel(beta, X.ndim)
+
+
+def batchnorm_forward_unbiased(X, gamma, beta, groups=None):
+    """X13 normalised with the UNBIASED batch variance (m / (m - 1)): torch's running-variance
+    convention used where the batch is normalised (the two swapped)."""
+    axes = batch_axes(X)
+    m = _values_per_statistic(X, axes)
+    mu, var = moments(X, axes)
+    return _affine_out(X, (X - mu) / np.sqrt(var * (m / (m - 1)) + X.dtype.type(EPS)), gamma, beta)
+
+
+def batchnorm_forward_eps_outside_sqrt(X, gamma, beta, groups=None):
+    """X13 with eps added outside the square root: (X - mu) / (sqrt(var) + eps)."""
+    mu, var = moments(X, batch_axes(X))
+    return _affine_out(X, (X - mu) / (np.sqrt(var) + X.dtype.type(EPS)), gamma, beta)
+
+
+def batchnorm_forward_per_position(X, gamma, beta, groups=None):
+    """Spatial batch norm without folding H and W into the batch: a statistic per channel
+    AND position, over the images only."""
+    xhat, _ = normalise(X, (0,))
+    return _affine_out(X, xhat, gamma, beta)
+
+
+def layernorm_forward_over_batch(X, gamma, beta, groups=None):
+    """Layer norm over the batch axis (each feature over the images, batch norm's axis)
+    instead of over each image's own values."""
+    xhat, _ = normalise(X, (0,))
+    return gamma * xhat + beta
+
+
+def groupnorm_forward_interleaved(X, gamma, beta, groups):
+    """Group norm with channel c put in group c mod G (groups interleaved) instead of the
+    C / G consecutive channels c // (C / G)."""
+    N, C = X.shape[:2]
+    strided = X.reshape((N, C // groups, groups) + X.shape[2:])  # [n, j, g]: channel j G + g
+    axes = (1, *range(3, strided.ndim))
+    xhat, _ = normalise(strided, axes)
+    return _affine_out(X, xhat.reshape(X.shape), gamma, beta)
+
+
+def dropout_forward_unscaled(X, mask, p):
+    """Dropout without the 1 / (1 - p): the kept values are not scaled up."""
+    return X * np.asarray(mask)
+
+
+def dropout_backward_unscaled(dA, mask, p):
+    return dA * np.asarray(mask)
+
+
+BN_CASE = Case("conv(4,3)-batchnorm-relu-dense(10)-softmax_ce")
+BN_DENSE_CASE = Case("dense(16)-batchnorm-relu-dense(10)-softmax_ce")
+BATCHNORM_MISTAKES = (
+    Mistake(
+        id="bn_grad_without_mean_terms",
+        equation="X14",
+        first="batchnorm2.dX",
+        case=BN_CASE,
+        title="batch-norm input gradient without the terms through the batch mean",
+        explains="bn_grad_without_mean_terms",
+        backward=batchnorm_backward_without_mean_terms,
+    ),
+    Mistake(
+        id="bn_grad_without_variance_terms",
+        equation="X14",
+        first="batchnorm2.dX",
+        case=BN_CASE,
+        title="batch-norm input gradient without the terms through the batch variance",
+        explains="bn_grad_without_variance_terms",
+        backward=batchnorm_backward_without_variance_terms,
+    ),
+    Mistake(
+        id="bn_unbiased_variance",
+        equation="X13",
+        first="batchnorm2.A",
+        case=BN_DENSE_CASE,
+        title="batch normalised with the unbiased variance (m / (m - 1), torch's running-"
+        "variance convention) instead of the biased one",
+        explains="bn_unbiased_variance",
+        forward=batchnorm_forward_unbiased,
+        caught_on="few values per statistic (per feature after a dense layer: m = N = 32)",
+    ),
+    Mistake(
+        id="bn_eps_outside_sqrt",
+        equation="X13",
+        first="batchnorm2.A",
+        case=Case("dense(16)-batchnorm-relu-dense(10)-softmax_ce", pixel_scale=0.001),
+        title="batch-norm eps added outside the square root: sqrt(var) + eps",
+        explains="bn_eps_outside_sqrt",
+        forward=batchnorm_forward_eps_outside_sqrt,
+        caught_on="a batch variance not far above eps (images scaled down here)",
+    ),
+    Mistake(
+        id="spatial_bn_per_position",
+        equation="X13",
+        first="batchnorm2.A",
+        case=BN_CASE,
+        title="spatial batch norm without folding H and W into the batch: a statistic per "
+        "channel and position",
+        explains="spatial_bn_per_position",
+        forward=batchnorm_forward_per_position,
+    ),
+)
+LAYERNORM_MISTAKES = (
+    Mistake(
+        id="layernorm_over_batch",
+        equation="X16",
+        first="layernorm2.A",
+        case=Case("dense(16)-layernorm-relu-dense(10)-softmax_ce"),
+        title="layer norm over the batch axis (each feature over the images) instead of over "
+        "each image's values",
+        explains="layernorm_over_batch",
+        forward=layernorm_forward_over_batch,
+    ),
+)
+GROUPNORM_MISTAKES = (
+    Mistake(
+        id="groupnorm_channels_interleaved",
+        equation="X17",
+        first="groupnorm2.A",
+        case=Case("conv(8,3)-groupnorm(2)-relu-dense(10)-softmax_ce"),
+        title="group norm with channel c in group c mod G instead of the consecutive "
+        "channels c // (C / G)",
+        explains="groupnorm_channels_interleaved",
+        forward=groupnorm_forward_interleaved,
+        caught_on="G > 1 groups of more than one channel",
+    ),
+)
+DROPOUT_MISTAKES = (
+    Mistake(
+        id="dropout_unscaled",
+        equation="X18",
+        first="dropout1.A",
+        case=Case("dense(16)-relu-dropout(0.5)-dense(10)-softmax_ce"),
+        title="dropout without the 1 / (1 - p) scaling of the kept values, forward and backward",
+        explains="dropout_unscaled",
+        forward=dropout_forward_unscaled,
+        backward=dropout_backward_unscaled,
+    ),
+)
+
+
 def _norm(name, forward, backward, equations, mistakes=(), user=()) -> LayerKind:
     return LayerKind(
         shift_invariant=name == "batchnorm",
@@ -524,9 +700,15 @@ def _norm(name, forward, backward, equations, mistakes=(), user=()) -> LayerKind
     )
 
 
-BATCHNORM = _norm("batchnorm", batchnorm_forward, batchnorm_backward, ("X13", "X14", "X14", "X14"))
-LAYERNORM = _norm("layernorm", layernorm_forward, layernorm_backward, ("X16", "X16", "X16", "X16"))
-GROUPNORM = _norm("groupnorm", groupnorm_forward, groupnorm_backward, ("X17", "X17", "X17", "X17"))
+BATCHNORM = _norm(
+    "batchnorm", batchnorm_forward, batchnorm_backward, ("X13", "X14", "X14", "X14"), BATCHNORM_MISTAKES
+)
+LAYERNORM = _norm(
+    "layernorm", layernorm_forward, layernorm_backward, ("X16", "X16", "X16", "X16"), LAYERNORM_MISTAKES
+)
+GROUPNORM = _norm(
+    "groupnorm", groupnorm_forward, groupnorm_backward, ("X17", "X17", "X17", "X17"), GROUPNORM_MISTAKES
+)
 DROPOUT = LayerKind(
     name="dropout",
     family="dropout",
@@ -537,8 +719,27 @@ DROPOUT = LayerKind(
     backward=dropout_backward,
     bound=_dropout_bound,
     draws=_dropout_draws,
+    mistakes=DROPOUT_MISTAKES,
 )
+
+
+def global_avg_pool_backward_undivided(dA, x_shape):
+    """X19's backward without the 1 / (H W): every position gets the whole delta."""
+    return np.broadcast_to(dA[:, :, None, None], x_shape).copy()
+
+
 GAP = LayerKind(
+    mistakes=(
+        Mistake(
+            id="gap_grad_not_divided",
+            equation="X19",
+            first="gap.dX",
+            case=Case("conv(4,3)-relu-gap-dense(10)-softmax_ce"),
+            title="global-average-pool gradient not divided by H W: every position gets the whole delta",
+            explains="gap_grad_not_divided",
+            backward=global_avg_pool_backward_undivided,
+        ),
+    ),
     name="gap",
     family="flatten",
     outputs=("A",),

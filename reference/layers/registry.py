@@ -233,6 +233,31 @@ def call_arguments(
     return {**out, **grad} if backward else out
 
 
+# The families whose mistakes the explainer recomputes from the registry itself (parity_tests/
+# explain.py, _registry_mistakes): a new kind of these names its mistakes without a
+# hand-written suspect.
+RECOMPUTED_FAMILIES = ("norm", "dropout", "flatten")
+
+
+def recompute_mistake(kind: LayerKind, mistake: Mistake, args: Mapping, short: str):
+    """`mistake`'s value of the tensor `short` of a layer of `kind`, recomputed from the
+    layer's stage inputs by the names of call_arguments (X, gamma, beta, groups, mask, p,
+    dA); None where the mistake does not make that tensor or the family is not one of
+    RECOMPUTED_FAMILIES."""
+    fam, forward = kind.family, short in kind.outputs
+    fn = mistake.forward if forward else mistake.backward
+    if fn is None or fam not in RECOMPUTED_FAMILIES or (not forward and args.get("dA") is None):
+        return None
+    X = args.get("X")
+    if fam == "norm":
+        if forward:
+            return fn(X, args["gamma"], args["beta"], args.get("groups"))
+        return fn(X, args["gamma"], args["dA"], args.get("groups"))[short]
+    if fam == "dropout":
+        return fn(X, args["mask"], args["p"]) if forward else fn(args["dA"], args["mask"], args["p"])
+    return fn(X) if forward else fn(args["dA"], np.shape(X))  # flatten
+
+
 def numbered(kind: LayerKind) -> bool:
     """Layers named by the weighted layer count: conv1, dense3, batchnorm2 (weighted), relu1,
     pool1, dropout3."""
