@@ -450,11 +450,21 @@ def _norm_bound(site: Site, short: str) -> Bound:
         return Bound(np.abs(dA).sum(axis=sum_axes), k, "sum |dA|")
     if short == "dgamma":
         M = (np.abs(dA) * xhat.reshape(X.shape)).sum(axis=sum_axes)
-        if name == "batchnorm":  # one statistic per channel: e and sig are common to the sum
-            xh = d.reshape(X.shape) / s.reshape((1, -1) + (1,) * (X.ndim - 2))
+        # The common part is the same for every value of a statistic's group: within the
+        # part of a group one gamma entry sums over, it adds up with dA's signs.
+        xh = (d / s).reshape(X.shape)
+        if name == "batchnorm":  # one statistic per channel, all of dgamma[c]'s sum
             shift = np.abs(dA.sum(axis=sum_axes)) * (e_mu / s).reshape(-1)
             common = shift + np.abs((dA * xh).sum(axis=sum_axes)) * sig.reshape(-1)
-        else:
+        elif name == "groupnorm" and X.ndim == 4:  # per (n, group): dgamma[c] sums h, w
+            N, C = X.shape[:2]
+            per = (
+                np.repeat((e_mu / s).reshape(N, -1), C // groups, 1),
+                np.repeat(sig.reshape(N, -1), C // groups, 1),
+            )
+            common = np.abs(dA.sum(axis=(2, 3))) * per[0] + np.abs((dA * xh).sum(axis=(2, 3))) * per[1]
+            common = common.sum(axis=0)
+        else:  # one value of each group per gamma entry (layer norm, group norm of features)
             common = (np.abs(dA) * Ec.reshape(X.shape)).sum(axis=sum_axes)
         coherent = common + (np.abs(dA) * Er.reshape(X.shape)).sum(axis=sum_axes)
         return Bound(M, k, "sum |dA||xhat| + coherent [common shift + sum |dA| Er]", coherent=coherent)
