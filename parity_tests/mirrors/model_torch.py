@@ -78,6 +78,8 @@ def _target(node: Node, target):
 def _drawn(net: Network, node: Node, h) -> dict:
     """What the layer draws (dropout's mask, reference/network.py Network.drawn) as tensors
     of h's dtype."""
+    if node.entry.draws is None:  # (own_layer_checks calls stage without a network)
+        return {}
     return {s: torch.tensor(a, dtype=h.dtype) for s, a in net.drawn(node, tuple(h.shape)).items()}
 
 
