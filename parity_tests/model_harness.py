@@ -456,20 +456,6 @@ class ModelHarness:
             f"{m} values (>= {LONG_STATISTIC})"
         )
 
-
-def statistic_size(node, n_images: int) -> int:
-    """The values one statistic of a normalisation layer spans (0 for other kinds): batch
-    norm N x H x W (N after a dense layer), layer norm the image's values, group norm
-    C / G x H x W."""
-    shape = node.in_shape
-    if node.kind == "batchnorm":
-        return n_images * math.prod(shape[1:])
-    if node.kind == "layernorm":
-        return math.prod(shape)
-    if node.kind == "groupnorm":
-        return shape[0] // node.layer.groups * math.prod(shape[1:])
-    return 0
-
     def budgets(self, frameworks, dtypes, label: str = "", allow_vacuous: bool = False):
         """(budget used, where, failure message or None) for every check of test_model.py,
         compared directly (as Harness.budgets): the sweeps over seeds and generated
@@ -501,3 +487,17 @@ def statistic_size(node, n_images: int) -> int:
                                 f"(rule {c.tolerance.rule}); kinks: {kinks}"
                             )
                         yield budget, where, failure
+
+
+def statistic_size(node, n_images: int) -> int:
+    """The values one statistic of a normalisation layer spans (0 for other kinds): batch
+    norm N x H x W (N after a dense layer), layer norm the image's values, group norm
+    C / G x H x W."""
+    shape = node.in_shape
+    if node.kind == "batchnorm":
+        return n_images * math.prod(shape[1:])
+    if node.kind == "layernorm":
+        return math.prod(shape)
+    if node.kind == "groupnorm":
+        return shape[0] // node.layer.groups * math.prod(shape[1:])
+    return 0
