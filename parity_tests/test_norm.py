@@ -314,3 +314,34 @@ def test_running_variance_conventions_differ_by_the_unbiased_factor(record_prope
     record_property("running_var_rel_difference_torch_vs_keras", rel)
     print(f"\nrunning_var torch vs keras convention, 8x3x5x5, one step: relative {rel:.3g}")
     assert rel > 1e-4  # the fourth digit: no tolerance of the suite may absorb it
+
+
+def _torch_running(momentum=0.1):
+    import torch
+    import torch.nn.functional as F
+
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    F.batch_norm(torch.tensor(X_RUN), rm, rv, None, None, training=True, momentum=momentum)
+    return rm.numpy(), rv.numpy()
+
+
+@pytest.mark.parametrize(
+    "mistake, keep, unbiased, caught_at",
+    [
+        ("torch momentum read as keep", 0.1, True, "running_mean"),
+        ("Keras-style biased variance against torch", 0.9, False, "running_var"),
+    ],
+    ids=["momentum_convention", "biased_running_var"],
+)
+def test_running_statistics_mistakes_are_caught(mistake, keep, unbiased, caught_at):
+    """The running-statistics mistakes of X15, each caught against torch at its tensor (the
+    right convention passes there: test_running_statistics_torch_convention): the
+    momentum's meaning swapped, the running variance's bias swapped."""
+    from parity_tests.metrics import compare_arrays
+
+    theirs = dict(zip(("running_mean", "running_var"), _torch_running()))
+    got = norm.running_update(np.zeros(3), np.ones(3), X_RUN, keep, unbiased)
+    ours = dict(zip(("running_mean", "running_var"), got))[caught_at]
+    tol = tolerance.stage(np.abs(ours) + 1, K_RUN, "float64", deterministic=True).array
+    r = compare_arrays(theirs[caught_at], ours, tol, brief=True)
+    assert r["status"] == "fail", (mistake, caught_at, r["status"], r["budget_used"])
