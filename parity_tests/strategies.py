@@ -24,10 +24,12 @@ ACTIVATIONS = tuple(sorted(name for name, kind in KINDS.items() if kind.family =
 POOLS = tuple(name for name, kind in KINDS.items() if kind.family == "pool")
 
 
-def _image_norms(channels: int) -> tuple:
-    """The normalisations a conv block may draw (None first: shrinks to none)."""
-    groups = [g for g in range(2, channels + 1) if channels % g == 0]
-    return (None, "batchnorm", "layernorm", *(f"groupnorm({g})" for g in groups))
+def _image_norms(channels: int, side: int) -> tuple:
+    """The normalisations a conv block may draw on a channels x side x side map (None first:
+    shrinks to none); none over single values (reference/spec.py refuses those)."""
+    groups = [g for g in range(2, channels + 1) if channels % g == 0 and channels // g * side * side > 1]
+    layer = ("layernorm",) if channels * side * side > 1 else ()
+    return (None, "batchnorm", *layer, *(f"groupnorm({g})" for g in groups))
 
 
 @st.composite
@@ -48,7 +50,7 @@ def conv_block(draw, side: int, normalise: bool = True) -> tuple[str, int]:
         args.append("bias=false")
     side = (side + 2 * pad - kernel) // stride + 1
     parts = [f"conv({','.join(args)})"]
-    norm = draw(st.sampled_from(_image_norms(channels))) if normalise else None
+    norm = draw(st.sampled_from(_image_norms(channels, side))) if normalise else None
     parts += [norm] if norm else []
     parts.append(draw(st.sampled_from(ACTIVATIONS)))
     pool = draw(st.sampled_from((None, *POOLS)))

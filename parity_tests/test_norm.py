@@ -227,8 +227,10 @@ def test_batchnorm_of_one_image_with_positions_is_defined():
         ("dropout(half)-dense(10)-softmax_ce", "p must be a number such as 0.5"),
         ("dense(10)-gap-dense(10)-softmax_ce", "gap needs an image"),
         ("groupnorm(0)-dense(10)-softmax_ce", "groups must be >= 1"),
+        ("conv(2,28)-groupnorm(2)-dense(10)-softmax_ce", "would normalise single values"),
+        ("dense(1)-layernorm-dense(10)-softmax_ce", "would normalise single values"),
     ],
-    ids=["groups_divide", "p_below_1", "p_number", "gap_image", "groups_positive"],
+    ids=["groups_divide", "p_below_1", "p_number", "gap_image", "groups_positive", "gn_one", "ln_one"],
 )
 def test_bad_spec_tokens(spec, message):
     with pytest.raises(ValueError, match=message):

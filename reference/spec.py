@@ -260,7 +260,15 @@ class _Norm(Layer):
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) not in (1, 3):
             raise ValueError(f"{self.kind} needs an image or a feature vector, got {_what(shape)}")
+        if self._values_per_statistic(shape) == 1:
+            raise ValueError(
+                f"{self.kind} would normalise single values of {_what(shape)}: a variance over "
+                "one value is 0 and the output beta whatever the input"
+            )
         return shape
+
+    def _values_per_statistic(self, shape: Shape) -> int:
+        return 0  # batch norm: it depends on the batch (refused at run time when 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,6 +289,9 @@ class LayerNorm(_Norm):
     kind: ClassVar[str] = "layernorm"
     equations: ClassVar[tuple[str, ...]] = ("X16", "X14")
 
+    def _values_per_statistic(self, shape: Shape) -> int:
+        return math.prod(shape)
+
 
 @dataclass(frozen=True, kw_only=True)
 class GroupNorm(_Norm):
@@ -297,11 +308,13 @@ class GroupNorm(_Norm):
         _check_int("groups", self.groups, 1)
 
     def output_shape(self, shape: Shape) -> Shape:
-        super().output_shape(shape)
-        if shape[0] % self.groups:
+        if len(shape) in (1, 3) and shape[0] % self.groups:
             what = "channels" if len(shape) == 3 else "features"
             raise ValueError(f"{self.groups} groups do not divide the {shape[0]} {what} it would get")
-        return shape
+        return super().output_shape(shape)
+
+    def _values_per_statistic(self, shape: Shape) -> int:
+        return shape[0] // self.groups * math.prod(shape[1:])
 
 
 @dataclass(frozen=True, kw_only=True)
