@@ -414,12 +414,14 @@ def _norm_bound(site: Site, short: str) -> Bound:
     its own k u (3/k)(D / s + |xhat|) (`Er`).
 
     A: |gamma| (Ec + Er) + (2/k) |beta|, all coherent. dbeta: sum |dA|. dgamma: sum
-    |dA||xhat| + coherent sum |dA| Er + the common part, which a per-channel statistic
+    |dA| D / s (autograd of x inv + (beta - mu inv), TensorFlow's form, sums dA x and
+    mu dA apart) + coherent sum |dA| Er + the common part, which a per-channel statistic
     sums with dA's signs (batch norm: |dbeta| mean|X| / s + |dgamma| sig; the others
     sum |dA| Ec). dX, with G = |dA gamma|, P = mean G|xhat|, T = G + mean G + |xhat| P
     (X14's bracket on absolute values), p = mean(dxhat xhat) and g = mean dxhat (signed):
-    (mean G + |xhat| P) / s + coherent (Ec |p| + |xhat| (|g| mean|X| / s + |p| sig) +
-    Er |p| + |xhat| mean(G Er) + T (sig + 4/k)) / s."""
+    (mean G + |xhat| mean(G D / s)) / s (mean(dxhat xhat) again as a difference) +
+    coherent (Ec |p| + |xhat| (|g| mean|X| / s + |p| sig) + Er |p| + |xhat| mean(G Er) +
+    T (sig + 4/k)) / s."""
     name, f = site.layer.kind, np.float64
     X = site.x.astype(f)
     groups = getattr(site.layer, "groups", None)
@@ -449,7 +451,9 @@ def _norm_bound(site: Site, short: str) -> Bound:
     if short == "dbeta":
         return Bound(np.abs(dA).sum(axis=sum_axes), k, "sum |dA|")
     if short == "dgamma":
-        M = (np.abs(dA) * xhat.reshape(X.shape)).sum(axis=sum_axes)
+        # Autograd of x inv + (beta - mu inv) (TensorFlow's batch_normalization) sums
+        # dA x and mu dA apart and subtracts: the long sums are relative to D / s.
+        M = (np.abs(dA) * (D / s).reshape(X.shape)).sum(axis=sum_axes)
         # The common part is the same for every value of a statistic's group: within the
         # part of a group one gamma entry sums over, it adds up with dA's signs.
         xh = (d / s).reshape(X.shape)
@@ -467,20 +471,20 @@ def _norm_bound(site: Site, short: str) -> Bound:
         else:  # one value of each group per gamma entry (layer norm, group norm of features)
             common = (np.abs(dA) * Ec.reshape(X.shape)).sum(axis=sum_axes)
         coherent = common + (np.abs(dA) * Er.reshape(X.shape)).sum(axis=sum_axes)
-        return Bound(M, k, "sum |dA||xhat| + coherent [common shift + sum |dA| Er]", coherent=coherent)
+        return Bound(M, k, "sum |dA|D/s + coherent [common shift + sum |dA| Er]", coherent=coherent)
     dxhat = (dA * _affine(name, site.params["gamma"].astype(f), X.ndim)).reshape(V.shape)
     G = np.abs(dxhat)
     P = mean(G * xhat)
     T = G + mean(G) + xhat * P
     p = np.abs(mean(dxhat * d / s))
     g = np.abs(mean(dxhat))
-    M = (mean(G) + xhat * P) / s
+    M = (mean(G) + xhat * mean(G * D / s)) / s  # mean(dxhat xhat) as a difference of sums
     coherent = Ec * p + xhat * (g * e_mu / s + p * sig) + Er * p + xhat * mean(G * Er)
     coherent = (coherent + T * (sig + 4 / k)) / s
     return Bound(
         M.reshape(X.shape),
         k,
-        "(mean G+|xhat|P)/s + coherent (Ec|p|+|xhat|(|g|mean|X|/s+|p|sig)+Er|p|+...)/s",
+        "(mean G+|xhat|mean(G D/s))/s + coherent (Ec|p|+|xhat|(|g|mean|X|/s+|p|sig)+Er|p|+...)/s",
         coherent=coherent.reshape(X.shape),
     )
 
