@@ -1192,6 +1192,7 @@ def _catalogue_fits(a, e, short, who, layer, tol):
         return
     arrays = {k: np.asarray(v, np.float64) if isinstance(v, np.ndarray) else v for k, v in layer.items()}
     backward = short not in kind.outputs
+    right = None
     for mistake in kind.mistakes:
         fn = mistake.backward if backward else mistake.forward
         if fn is None:
@@ -1199,9 +1200,19 @@ def _catalogue_fits(a, e, short, who, layer, tol):
         try:
             with np.errstate(all="ignore"):
                 predicted = replay(kind, fn, arrays, backward).get(short)
+                if right is None:
+                    right = replay(kind, kind.backward if backward else kind.forward, arrays, backward)
         except Exception:  # noqa: BLE001  (inputs the mutant cannot take: no fit, no crash)
             continue
-        if predicted is not None:
+        if predicted is None:
+            continue
+        # A mistake that leaves this tensor as it is (a backward mistake's dgamma) says
+        # nothing about it.
+        correct = right.get(short)
+        predicted = np.asarray(predicted, np.float64)
+        if correct is None or np.shape(correct) != predicted.shape:
+            continue
+        if _rel(np.asarray(correct, np.float64), predicted) > tol:
             yield _specific(
                 mistake.explains, f"ours is {who} with the {mistake.title}?", a, e, predicted, tol
             )

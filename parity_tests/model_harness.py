@@ -13,6 +13,8 @@ so a test only compares. Tensor names are layer-qualified (conv1.Z, pool1.dX, co
 
 from __future__ import annotations
 
+import contextlib
+import math
 import traceback
 from collections.abc import Callable, Mapping
 
@@ -23,7 +25,14 @@ from parity_tests import model_stages, tolerance
 from parity_tests.harness import Check, _memo, _read_only
 from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import load_mirror
+from reference.layers import norm
 from reference.network import KINKED, Network, images_nchw, update_pairs
+
+# A normalisation statistic over at least this many values: TensorFlow's float32 reductions
+# over it are not held to the precision verdict (ModelHarness.precision_waived). A running
+# float32 sum of m near-equal values errs by up to m u, a pairwise one by log2(m) u: from
+# m = 128 the two may differ by more than the verdict's limit of 16.
+LONG_STATISTIC = 128
 
 
 class LayerFailed(ImplementationError):
@@ -119,7 +128,11 @@ class ModelHarness:
             decide = {n.name: ref[self._input_name(n)].astype(dtype) for n in self._kinked()}
         cfg = self.config
         params = self._point_params(point, dtype)
-        step = self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
+        # The spread's float32 run (decide_from set) sums the batch statistics in order, as a
+        # framework's kernel may (reference/layers/norm.py, running_sums); no effect without
+        # a normalisation layer.
+        with norm.running_sums() if decide_from else contextlib.nullcontext():
+            step = self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
         return self._with_derived(step)
 
     def _with_derived(self, step: dict) -> dict:
@@ -304,7 +317,11 @@ class ModelHarness:
         # and in either dtype what says whether zeros are right here (a dead ReLU's region).
         exact = self._layer_step(node.name, dtype, "implementation", True)[tensor]
         truth = None if dtype == "float64" else exact
-        return Check(np.asarray(actual), expected, tol, truth, context, not np.any(exact))
+        waived = self.precision_waived(tensor, framework, dtype, "stage")
+        if waived:  # the allowance still judges it; the note says why no precision verdict
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
+        zero = not np.any(exact) or tensor in self.net.exact_zeros
+        return Check(np.asarray(actual), expected, tol, truth, context, zero)
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
         """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
@@ -422,7 +439,8 @@ class ModelHarness:
         """The registry's bound of `tensor` fed `up` in place of |upstream| (a re-indexing:
         the layer's own backward applied to `up`)."""
         short, reduction = tensor.split(".", 1)[1], self.config.reduction
-        M, _, _ = model_stages.bound(node, short, x, params, up, own, reduction, target)
+        b = model_stages.bound(node, short, x, params, up, own, reduction, target)
+        M = b.magnitude if b.coherent is None or b.magnitude is None else b.magnitude + b.coherent
         if M is None:
             M = self.net.node_step(node, x, params, up, target, reduction)[tensor]
         return np.asarray(M, dtype=np.float64)
@@ -475,12 +493,50 @@ class ModelHarness:
         exact = self.reference("float64")[tensor]  # the reference's whole step in float64
         truth = exact if dtype != "float64" else None
         actual = self.end_to_end(framework, dtype)[tensor]
+        tol = self.end_to_end_tolerance(tensor, dtype)
+        waived = self.precision_waived(tensor, framework, dtype, "end_to_end")
+        if waived:
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
         return Check(
             np.asarray(actual),
             np.asarray(self._ours(tensor, dtype, ours)),
-            self.end_to_end_tolerance(tensor, dtype),
+            tol,
             truth,
-            truth_zero=not np.any(exact),
+            truth_zero=not np.any(exact) or tensor in self.net.exact_zeros,
+        )
+
+    def precision_waived(self, tensor: str, framework: str, dtype: str, mode: str) -> str:
+        """Why the precision verdict (parity_tests/metrics.py) is not applied to this check,
+        or "". TensorFlow's float32 reductions keep far fewer bits over a statistic of many
+        near-equal values than its calibration's legitimate orders of summation (the
+        channel means of conv(8,3,pad=1) over 200 MNIST images: 5.7e-4 relative, about 11
+        bits; a group norm of 784 sigmoid outputs: 12 bits; torch accumulates them in
+        float64): a normalisation whose statistic spans at least LONG_STATISTIC values,
+        and, end to end, every tensor computed after it. The allowance still judges every
+        such check."""
+        if framework != "tensorflow" or dtype != "float32":
+            return ""
+        n_images = self.inputs(dtype)[0].shape[0]
+        long = [
+            (i, m)
+            for i, n in enumerate(self.net.nodes)
+            if (m := statistic_size(n, n_images)) >= LONG_STATISTIC
+        ]
+        if not long:
+            return ""
+        (first, m), i = long[0], self.net.nodes.index(self.net.node_of(tensor))
+        forward = tensor in self.net.forward_names
+        if mode == "stage":
+            here = [m for j, m in long if j == i]
+            if not here:
+                return ""
+            first, m = i, here[0]
+        elif forward and i < first:
+            return ""
+        node = self.net.nodes[first]
+        return (
+            f"no precision verdict: TensorFlow float32 after {node.name}'s statistic over "
+            f"{m} values (>= {LONG_STATISTIC})"
         )
 
     def budgets(self, frameworks, dtypes, label: str = "", allow_vacuous: bool = False):
@@ -514,3 +570,17 @@ class ModelHarness:
                                 f"(rule {c.tolerance.rule}); kinks: {kinks}"
                             )
                         yield budget, where, failure
+
+
+def statistic_size(node, n_images: int) -> int:
+    """The values one statistic of a normalisation layer spans (0 for other kinds): batch
+    norm N x H x W (N after a dense layer), layer norm the image's values, group norm
+    C / G x H x W."""
+    shape = node.in_shape
+    if node.kind == "batchnorm":
+        return n_images * math.prod(shape[1:])
+    if node.kind == "layernorm":
+        return math.prod(shape)
+    if node.kind == "groupnorm":
+        return shape[0] // node.layer.groups * math.prod(shape[1:])
+    return 0

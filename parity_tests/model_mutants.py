@@ -183,7 +183,7 @@ def stage_inputs(r: Run, tensor: str) -> dict:
     backward = short.startswith("d") and short not in node.outputs
     x = net.inputs_of(node, r.X, _Computed(r))
     up = net.upstream_of(node, _Computed(r)) if backward and not node.layer.is_loss else None
-    p = {s: r.params[node.q(s)] for s in node.params}
+    p = {**{s: r.params[node.q(s)] for s in node.params}, **net.drawn(node, np.shape(x))}
     fwd = {s: _get(r, node.q(s)) for s in node.outputs if backward and node.q(s) in r.tensors}
     args = call_arguments(node.entry, node.layer, x, p, fwd, r.target, r.case.reduction, up, backward)
     if backward and node.entry.family == "activation":

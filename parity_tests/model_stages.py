@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from parity_tests import tolerance
-from reference.layers.registry import Site
+from reference.layers.registry import Bound, Site
 from reference.network import Network, Node
 
 UPDATE_EQUATION = "E17"
@@ -37,8 +37,8 @@ def quantity(net: Network, tensor: str) -> str:
 
 
 def bound(node: Node, short: str, x, params, upstream, ours: dict, reduction: str, target=None):
-    """(M, k, what) of the stage rule for `node`'s tensor `short`, from its kind's registry
-    entry (reference/layers/registry.py); M None: exact.
+    """The stage rule's Bound (M, k, what, deterministic) for `node`'s tensor `short`, from
+    its kind's registry entry (reference/layers/registry.py); M None: exact.
 
     x: the layer's input; params: every parameter (qualified names); upstream: dE/d(output);
     ours: the reference's own outputs of this layer (node.q names); target: the loss's.
@@ -52,16 +52,26 @@ def bound(node: Node, short: str, x, params, upstream, ours: dict, reduction: st
         target=target,
         reduction=reduction,
     )
-    b = node.entry.bound(site, short)
-    return b.magnitude, b.roundings, b.what
+    return node.entry.bound(site, short)
 
 
 def stage_tolerance(node, short, x, params, upstream, ours, reduction, dtype, target=None):
     """The stage rule's Tolerance for `node`'s tensor `short` (see `bound`)."""
-    M, k, what = bound(node, short, x, params, upstream, ours, reduction, target)
-    if M is None:
-        return tolerance.exact(np.shape(ours[node.q(short)]))
-    return tolerance.with_underflow(tolerance.stage(M, k, dtype, what), k, dtype)
+    b = bound(node, short, x, params, upstream, ours, reduction, target)
+    return tolerance_of(b, np.shape(ours[node.q(short)]), dtype)
+
+
+def tolerance_of(b: Bound, shape, dtype) -> tolerance.Tolerance:
+    """The stage rule's Tolerance for a Bound (of a tensor of `shape`): 2 gamma(k) M, the
+    coherent part at the worst case, the underflow term; exact where M is None."""
+    if b.magnitude is None:
+        return tolerance.exact(shape)
+    stage = tolerance.stage(b.magnitude, b.roundings, dtype, b.what, deterministic=b.deterministic)
+    if b.coherent is not None:
+        worst = tolerance.stage(b.coherent, b.roundings, dtype, "", deterministic=True)
+        rule = stage.rule + " + " + worst.rule.replace("stage: ", "").rstrip("*") + "*(coherent part)"
+        stage = tolerance.Tolerance(stage.array + worst.array, rule)
+    return tolerance.with_underflow(stage, b.roundings, dtype)
 
 
 def update_tolerance(param, grad, lr, dtype) -> tolerance.Tolerance:

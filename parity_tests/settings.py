@@ -187,10 +187,11 @@ def _settings(config) -> Settings:
     o = config.getoption
     no_report = o("--parity-no-report")
     baseline = o("--parity-baseline")
+    seed = _integer("--parity-seed", o("--parity-seed"), 0, 2**32 - 1)
     return Settings(
         frameworks=_csv("--parity-frameworks", o("--parity-frameworks"), FRAMEWORKS),
         dtypes=_csv("--parity-dtypes", o("--parity-dtypes"), DTYPES),
-        seed=_integer("--parity-seed", o("--parity-seed"), 0, 2**32 - 1),
+        seed=seed,
         n_images=_integer("--parity-n-images", o("--parity-n-images"), 1, MAX_IMAGES),
         init_scheme=o("--parity-init"),
         reduction=o("--parity-reduction"),
@@ -202,16 +203,16 @@ def _settings(config) -> Settings:
         baseline_factor=_real("--parity-baseline-factor", o("--parity-baseline-factor"), 1),
         baseline_floor=_bounded("--parity-baseline-floor", o("--parity-baseline-floor"), 0),
         baseline_within=_bounded("--parity-baseline-within", o("--parity-baseline-within"), 0, 1),
-        **_model("--parity-model", o("--parity-model")),
+        **_model("--parity-model", o("--parity-model"), seed),
         layers=tuple(o("--parity-layer") or ()),
         layer_isolation=o("--parity-layer-isolation"),
         layer_timeout=_real("--parity-layer-timeout", o("--parity-layer-timeout"), 0),
     )
 
 
-def _model(option: str, value: str) -> dict:
-    """{model: the preset's name or the canonical spec, network: its Network}: the option
-    parsed once, here."""
+def _model(option: str, value: str, seed: int = 0) -> dict:
+    """{model: the preset's name or the canonical spec, network: its Network, drawing its
+    dropout masks from the run's seed}: the option parsed once, here."""
     from reference.network import Network
     from reference.spec import parse_spec
 
@@ -219,7 +220,7 @@ def _model(option: str, value: str) -> dict:
         spec = parse_spec(value)
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"{option} {value!r}: {exc}") from None
-    return dict(model=spec.preset or spec.text, network=Network(spec))
+    return dict(model=spec.preset or spec.text, network=Network(spec, seed=seed))
 
 
 def available_memory() -> int:
@@ -246,6 +247,18 @@ def _check_model_memory(s: Settings) -> None:
             f"windows), more than the {have / 2**30:.3g} GiB available; use a smaller network "
             "or fewer images (--parity-n-images)"
         )
+
+
+def _check_model_batch(s: Settings) -> None:
+    """A batch norm after a dense layer (or on 1 x 1 maps) normalises each feature over the
+    batch: one image gives it one value, and no batch variance (torch refuses it too)."""
+    for node in s.network.nodes:
+        if node.kind == "batchnorm" and s.n_images * math.prod(node.in_shape[1:]) < 2:
+            raise pytest.UsageError(
+                f"--parity-model {s.model!r} with --parity-n-images {s.n_images}: {node.name} "
+                "(batchnorm) would take a batch variance over one value per feature; use at "
+                "least 2 images"
+            )
 
 
 def _data_option(config) -> str:
@@ -365,6 +378,7 @@ def validate_options(config) -> tuple[Settings, RunState]:
     _resolve_impl(s, state, worker)  # first: a bad name fails before any data is looked for
     s = _load_layers(s)
     _check_model_memory(s)
+    _check_model_batch(s)
     _load_data(config, s, state)
     if not worker:
         _load_baseline(s, state)

@@ -18,6 +18,7 @@ layers carries the first's magnitude into the second and adds the roundings; a r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from parity_tests import model_stages, tolerance
 from reference import patches as article_patches
+from reference.layers.registry import Bound
 from reference.layout import from_layout, to_layout
 from reference.network import Network
 from reference.update import _sgd_update
@@ -246,17 +248,17 @@ def _network_name(stage: Stage) -> str:
     return "sigmoid2.dZ" if stage.tensor == "dO_dZ2" else stage.network
 
 
-def _bound(stage: Stage, f: Fed, ours: dict, xs: list, reduction: str):
-    """(M, k, what) of the stage rule for the stage's tensor: the registry's bound of the layer
-    that computes it; backward through several layers, each layer's bound fed the magnitude
-    of the one after it (its roundings added), a re-indexing carrying it through."""
+def _bound(stage: Stage, f: Fed, ours: dict, xs: list, reduction: str) -> Bound:
+    """The stage rule's Bound for the stage's tensor: the registry's bound of the layer that
+    computes it; backward through several layers, each layer's bound fed the magnitude of
+    the one after it (its roundings added), a re-indexing carrying it through."""
     nodes = [_node(n) for n in stage.nodes]
     name = _network_name(stage)
     short = name.split(".", 1)[1]
     if stage.quantity == "forward":
         i = next(i for i, n in enumerate(nodes) if n.q(short) == name)
         return model_stages.bound(nodes[i], short, xs[i], f.params, None, ours, reduction, f.target)
-    M_up, k_up, what_up = None, 0, ""
+    up_bound = None
     for i in range(len(nodes) - 1, -1, -1):
         node = nodes[i]
         mine = short if node.q(short) == name else node.input_grad
@@ -264,16 +266,19 @@ def _bound(stage: Stage, f: Fed, ours: dict, xs: list, reduction: str):
             up = f.upstream
         else:
             nxt = nodes[i + 1]
-            up = M_up if M_up is not None else ours[nxt.q(nxt.input_grad)]
-        M, k, what = model_stages.bound(node, mine, xs[i], f.params, up, ours, reduction, f.target)
-        if M is None and M_up is not None:  # a re-indexing: the upstream's bound, moved
-            M = reference_layer(node, xs[i], f.params, M_up, f.target, reduction)[node.q(mine)]
-            k, what = k_up, what_up
-        elif M is not None and M_up is not None:
-            k, what = k + k_up, f"{what} with |dA| <= {what_up}"
+            has_up = up_bound is not None and up_bound.magnitude is not None
+            up = up_bound.magnitude if has_up else ours[nxt.q(nxt.input_grad)]
+        b = model_stages.bound(node, mine, xs[i], f.params, up, ours, reduction, f.target)
+        if up_bound is not None and up_bound.magnitude is not None:
+            if b.magnitude is None:  # a re-indexing: the upstream's bound, moved
+                moved = reference_layer(node, xs[i], f.params, up_bound.magnitude, f.target, reduction)
+                b = dataclasses.replace(up_bound, magnitude=moved[node.q(mine)])
+            else:
+                k, what = b.roundings + up_bound.roundings, f"{b.what} with |dA| <= {up_bound.what}"
+                b = dataclasses.replace(b, roundings=k, what=what)
         if node.q(mine) == name:
-            return M, k, what
-        M_up, k_up, what_up = M, k, what
+            return b
+        up_bound = b
     raise AssertionError(f"{name} is not computed by {stage.nodes}")
 
 
@@ -297,11 +302,10 @@ def reference_stage(
     f = fed(stage, inputs, shape)
     ours, xs = run_layers(reference_layer, stage, f, reduction)
     value = to_article(stage.tensor, ours[_network_name(stage)], shape)
-    M, k, what = _bound(stage, f, ours, xs, reduction)
-    if M is None:
-        return value, tolerance.exact(value.shape)
-    M = to_article(stage.tensor, M, shape)
-    return value, tolerance.with_underflow(tolerance.stage(M, k, dtype, what), k, dtype)
+    b = _bound(stage, f, ours, xs, reduction)
+    if b.magnitude is not None:  # the rule on the article's layout, element for element
+        b = dataclasses.replace(b, magnitude=to_article(stage.tensor, b.magnitude, shape))
+    return value, model_stages.tolerance_of(b, value.shape, dtype)
 
 
 def framework_stage(stage: Stage, mirror, inputs, lr: float, reduction: str, shape) -> np.ndarray:

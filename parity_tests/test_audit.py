@@ -19,8 +19,10 @@ X_CONVENTIONS = {
     "X6": "first maximum in row-major order",
     "X8": "derivative 0 at z = 0",
     "X12": "sum over images",
+    "X13": "eps = 1e-5 inside the square root",
+    "X15": "torch: momentum 0.1 is 1 - keep",
 }
-X_IDS = [f"X{i}" for i in range(1, 13)]
+X_IDS = [f"X{i}" for i in range(1, 20)]
 
 
 def test_registry_covers_every_equation_in_order():
@@ -291,7 +293,7 @@ def test_every_x_id_has_a_row_with_the_model_checks():
     recs += [r for eq, step in LENET_LAYER.items() for r in _model_recs(eq, step)]
     recs += _model_recs("X4", "conv1") + _model_recs("X6", "pool2", "dX")
     text = _audit(recs, model="lenet")
-    article, beyond = text.split("## Beyond the article (X1..X12)")
+    article, beyond = text.split("## Beyond the article (X1..X19)")
     assert "| X" not in article and "| E1 |" in article
     rows = _rows(beyond.split("## Published-code variants")[0])
     assert list(rows) == X_IDS

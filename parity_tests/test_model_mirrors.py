@@ -29,6 +29,9 @@ SPECS = [
     "conv(2,3)-relu-maxpool(3,stride=2)-dense(10)-softmax_ce",  # overlapping windows
     "dense(10)-softmax_ce",  # nothing before the first layer needs a gradient
     "maxpool(2)-relu-dense(10)-softmax_ce",
+    # normalisations (NHWC axes and a layer norm's (C, H, W) gamma in TensorFlow), gap, dropout
+    "conv(4,3,pad=1)-batchnorm-relu-conv(4,3)-groupnorm(2)-layernorm-relu-gap-dense(10)-softmax_ce",
+    "dense(8)-batchnorm-relu-dropout(0.5)-dense(10)-softmax_ce",
 ]
 OVERLAPPING = SPECS[3]
 N = 4

@@ -113,6 +113,8 @@ def test_correct_layers_agree_and_the_explainer_names_nothing(article_batch, cas
         status = compare_arrays(c.actual, c.expected, c.tolerance.array, brief=True)["status"]
         if status in ("fail", "error"):
             failed.append(f"{tensor} ({status})")
+        if tensor in r.net.exact_zeros:  # 0 in exact arithmetic: both sides are rounding
+            continue  # noise around it, which any scale "fits"; there is nothing to explain
         found = explain(c.actual, c.expected, tensor=tensor, against=mm.AGAINST, context=c.context)
         if found is not None:
             claims.append(f"{tensor}: {found}")

@@ -113,10 +113,22 @@ def gamma(k: int, u: float) -> float:
     return min(deterministic, probabilistic)
 
 
-def stage(magnitude, k: int, dtype, what: str = "|x|.|y|", tf32: bool = False) -> Tolerance:
-    """2 * gamma(k) * M: both sides round the same expression of the same inputs."""
+def gamma_deterministic(k: int, u: float) -> float:
+    """k u / (1 - k u), the worst case of k roundings: for sums whose roundings are not
+    independent (a running sum of many equal values rounds the same way each time)."""
+    return k * u / (1 - k * u) if k * u < 1 else math.inf
+
+
+def stage(
+    magnitude, k: int, dtype, what: str = "|x|.|y|", tf32: bool = False, deterministic: bool = False
+) -> Tolerance:
+    """2 * gamma(k) * M: both sides round the same expression of the same inputs
+    (`deterministic`: gamma's worst case, gamma_deterministic, not the probabilistic one)."""
     u = unit_roundoff(dtype, tf32)
     m = np.abs(np.asarray(magnitude, dtype=np.float64))
+    if deterministic:
+        rule = f"stage: 2*gamma_det(k={k},u={_u_label(u)})*{what}"
+        return Tolerance(2 * gamma_deterministic(k, u) * m, rule)
     return Tolerance(2 * gamma(k, u) * m, f"stage: 2*gamma(k={k},u={_u_label(u)})*{what}")
 
 

@@ -121,7 +121,9 @@ def _names(layers) -> list[str]:
 class Network:
     """The reference for one spec: init_params, forward, backward, sgd_step, train_step."""
 
-    def __init__(self, spec: ModelSpec | str, ops: Mapping[str, Ops] | None = None):
+    def __init__(self, spec: ModelSpec | str, ops: Mapping[str, Ops] | None = None, seed: int = 0):
+        # `seed`: the run's seed, from which the drawn inputs (dropout's masks) come.
+        self.seed = positive_int("seed", seed, minimum=0)
         self.spec = parse_spec(spec) if isinstance(spec, str) else spec
         if not isinstance(self.spec, ModelSpec):
             raise TypeError(f"spec must be a spec string or a ModelSpec, got {type(spec).__name__}")
@@ -158,6 +160,18 @@ class Network:
     def backward_names(self) -> tuple[str, ...]:
         """In the order backward computes them: from the loss back to the first layer."""
         return tuple(n.q(g) for n in reversed(self.nodes) for g in n.grads)
+
+    @functools.cached_property
+    def exact_zeros(self) -> frozenset[str]:
+        """Gradients that are 0 in exact arithmetic whatever the inputs: the bias gradient of
+        a layer directly before one whose kind is `shift_invariant` (batch norm removes any
+        per-channel constant with the batch mean, so dE/db = the sum of its dX over each
+        statistic's values = 0). Both sides then round a zero: their checks declare it."""
+        return frozenset(
+            prev.q("db")
+            for prev, node in zip(self.nodes, self.nodes[1:])
+            if node.entry.shift_invariant and "b" in prev.params
+        )
 
     @functools.cached_property
     def update_names(self) -> tuple[str, ...]:
@@ -250,8 +264,21 @@ class Network:
             h = self._forward_node(node, params, h, target, reduction, out)
         return out
 
+    def drawn(self, node: Node, x_shape: tuple) -> dict:
+        """The inputs `node` draws per step (its kind's `draws`: dropout's keep-mask) for an
+        input of x_shape (N, ...), from default_rng((seed, the node's position)): the same
+        arrays for the forward, the backward and every framework's mirror; {} for others."""
+        if node.entry.draws is None:
+            return {}
+        rng = np.random.default_rng((self.seed, self.nodes.index(node)))
+        return node.entry.draws(node.layer, tuple(x_shape), rng)
+
+    def _layer_inputs(self, node, params, x) -> dict:
+        """Its parameters by short name, and what it draws (drawn)."""
+        return {**{s: params[node.q(s)] for s in node.params}, **self.drawn(node, np.shape(x))}
+
     def _forward_node(self, node, params, h, target, reduction, out):
-        p = {s: params[node.q(s)] for s in node.params}
+        p = self._layer_inputs(node, params, h)
         got = call_forward(node.entry, self.ops[node.kind].forward, node.layer, h, p, target, reduction)
         out.update({node.q(s): got[s] for s in node.outputs})
         return None if node.layer.is_loss else got[node.outputs[0]]
@@ -299,7 +326,7 @@ class Network:
         b = ops.backward
         if ops.params_only is not None and node.input_grad not in node.grads:
             b = ops.params_only
-        p = {s: params[node.q(s)] for s in node.params}
+        p = self._layer_inputs(node, params, x)
         mine = {s: fwd[node.q(s)] for s in node.outputs if node.q(s) in fwd}
         up = self.upstream_of(node, grads)
         branch = decide.get(node.name, x)  # a kinked layer's branch (kinks.py), else its input

@@ -108,3 +108,37 @@ def roundings_cross_entropy(K: int, n: int) -> int:
 def roundings_softmax_backward(K: int) -> int:
     """dE/dZ = P - onehot (times 1/n for the mean): P's roundings, the subtraction, the scaling."""
     return roundings_softmax(K) + 2
+
+
+# --- normalisation, dropout, global average pooling (X13..X19) ---------------------------
+
+# Beyond the m-term sums of the statistics (mean, variance), the roundings one element of a
+# normalisation's tensors goes through: X - mu (1), the mean's division (1), eps + var and
+# the square root (2, or an rsqrt kernel's few ulp, charged the same); the products with
+# gamma and the addition of beta, or the backward's three-term bracket, are charged to the
+# multipliers that reference/layers/norm.py's bounds carry in M (see norm_roundings).
+NORM_EXTRA_ROUNDINGS = 4
+
+
+def norm_roundings(m: int, n_sum: int) -> int:
+    """A normalisation's tensors: the longest chain is an m-term statistic (the mean, then the
+    variance of X - mu, each m terms; or the backward's means over the same m values), or the
+    n_sum-term sum of dgamma / dbeta over the axes gamma is broadcast along, plus
+    NORM_EXTRA_ROUNDINGS. The cancellation in X - mu is not a count: its error is relative to
+    |X| + mean|X|, not to |X - mu|, and the bounds' M carries that magnitude."""
+    return max(roundings_sum(m), roundings_sum(n_sum)) + NORM_EXTRA_ROUNDINGS
+
+
+# Dropout: X mask / (1 - p) as the reference writes it (one division, 1 - p exact in the
+# dtype for the suite's p = 0.5), or x * (mask / (1 - p)) as torch's kernel and
+# (x * (1 / (1 - p))) * mask as tf.nn.dropout do: the reciprocal's rounding and the product.
+DROPOUT_ROUNDINGS = 2
+
+
+def roundings_global_avg_pool(hw: int) -> int:
+    """X19 forward: an H W-term sum and the division by H W (or a multiply by 1 / (H W): 2)."""
+    return roundings_sum(hw) + 2
+
+
+# X19 backward: dA / (H W) to every position (a division, or a product with 1 / (H W)).
+GLOBAL_AVG_POOL_BACKWARD_ROUNDINGS = 2

@@ -69,6 +69,7 @@ class Layer:
     equations: ClassVar[tuple[str, ...]] = ()
     positional: ClassVar[tuple[str, ...]] = ()  # the arguments written without a name
     keywords: ClassVar[dict[str, type]] = {}  # the optional `name=value` arguments
+    floats: ClassVar[tuple[str, ...]] = ()  # the arguments read as real numbers (else ints)
 
     def text(self) -> str:
         """The layer as a spec token, defaults left out: conv(4,3,stride=2)."""
@@ -253,6 +254,110 @@ class Dense(Layer):
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Norm(Layer):
+    """Shared by the normalisations: any input shape (an image or a feature vector), kept."""
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) not in (1, 3):
+            raise ValueError(f"{self.kind} needs an image or a feature vector, got {_what(shape)}")
+        if self._values_per_statistic(shape) == 1:
+            raise ValueError(
+                f"{self.kind} would normalise single values of {_what(shape)}: a variance over "
+                "one value is 0 and the output beta whatever the input"
+            )
+        return shape
+
+    def _values_per_statistic(self, shape: Shape) -> int:
+        return 0  # batch norm: it depends on the batch (refused at run time when 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNorm(_Norm):
+    """`batchnorm`: X13, X14 in training mode (the batch's own mean and biased variance),
+    per feature after a dense layer, per channel (over images and positions) after a conv;
+    then gamma xhat + beta. eps = 1e-5 inside the square root. Same shape out."""
+
+    kind: ClassVar[str] = "batchnorm"
+    equations: ClassVar[tuple[str, ...]] = ("X13", "X14")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerNorm(_Norm):
+    """`layernorm`: X16, each image normalised over all its own values; gamma and beta of
+    the per-image shape. Same shape out."""
+
+    kind: ClassVar[str] = "layernorm"
+    equations: ClassVar[tuple[str, ...]] = ("X16", "X14")
+
+    def _values_per_statistic(self, shape: Shape) -> int:
+        return math.prod(shape)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupNorm(_Norm):
+    """`groupnorm(G)`: X17, each image normalised per group of C / G consecutive channels
+    (over the group's channels and positions); gamma, beta per channel. G must divide C."""
+
+    kind: ClassVar[str] = "groupnorm"
+    equations: ClassVar[tuple[str, ...]] = ("X17", "X14")
+    positional: ClassVar[tuple[str, ...]] = ("groups",)
+
+    groups: int
+
+    def __post_init__(self):
+        _check_int("groups", self.groups, 1)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) in (1, 3) and shape[0] % self.groups:
+            what = "channels" if len(shape) == 3 else "features"
+            raise ValueError(f"{self.groups} groups do not divide the {shape[0]} {what} it would get")
+        return super().output_shape(shape)
+
+    def _values_per_statistic(self, shape: Shape) -> int:
+        return shape[0] // self.groups * math.prod(shape[1:])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropout(Layer):
+    """`dropout(p)`: X18, inverted dropout in training: each value kept with probability
+    1 - p (the mask drawn from the run's seed, the same for every framework) and scaled by
+    1 / (1 - p). 0 <= p < 1. Same shape out."""
+
+    kind: ClassVar[str] = "dropout"
+    equations: ClassVar[tuple[str, ...]] = ("X18",)
+    positional: ClassVar[tuple[str, ...]] = ("p",)
+    floats: ClassVar[tuple[str, ...]] = ("p",)
+
+    p: float
+
+    def __post_init__(self):
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
+            raise TypeError(f"p must be a number, got {type(self.p).__name__}")
+        if not 0 <= self.p < 1:
+            raise ValueError(f"p (the probability of dropping a value) must be in [0, 1), got {self.p}")
+        object.__setattr__(self, "p", float(self.p))
+
+    def text(self) -> str:
+        return f"dropout({self.p:g})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalAvgPool(Layer):
+    """`gap`: X19, global average pooling, the mean of each channel's H x W plane:
+    (C, H, W) -> (C,), a feature vector (no flatten is implied after it)."""
+
+    kind: ClassVar[str] = "gap"
+    equations: ClassVar[tuple[str, ...]] = ("X19",)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 3:
+            raise ValueError(
+                f"gap needs an image (channels x height x width) but would get {_what(shape)}"
+            )
+        return shape[:1]
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Loss(Layer):
     @property
     def is_loss(self) -> bool:
@@ -299,7 +404,23 @@ class SoftmaxCE(_Loss):
 
 
 KINDS: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Conv, MaxPool, AvgPool, Sigmoid, Relu, Tanh, Dense, Mse, SoftmaxCE)
+    cls.kind: cls
+    for cls in (
+        Conv,
+        MaxPool,
+        AvgPool,
+        Sigmoid,
+        Relu,
+        Tanh,
+        Dense,
+        Mse,
+        SoftmaxCE,
+        BatchNorm,
+        LayerNorm,
+        GroupNorm,
+        Dropout,
+        GlobalAvgPool,
+    )
 }
 LOSSES = tuple(kind for kind, cls in KINDS.items() if issubclass(cls, _Loss))
 
@@ -333,6 +454,7 @@ class ModelSpec:
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"[+-]?[0-9]+")
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _MAX_DIGITS = 30
 
 
@@ -375,6 +497,10 @@ def _value(cls: type[Layer], name: str, raw: str):
         if raw.lower() in ("true", "false"):
             return raw.lower() == "true"
         raise ValueError(f"{name} must be true or false, got '{raw}'")
+    if name in cls.floats:
+        if not _REAL.fullmatch(raw) or len(raw) > _MAX_DIGITS:
+            raise ValueError(f"{name} must be a number such as 0.5, got '{raw}'")
+        return float(raw)
     if not _INT.fullmatch(raw):
         raise ValueError(f"{name} must be an integer, got '{raw}'")
     if len(raw.lstrip("+-")) > _MAX_DIGITS:

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from reference import layout  # noqa: E402
+from reference.layers.norm import EPS  # noqa: E402
 from reference.network import Network, Node, update_pairs  # noqa: E402
 
 
@@ -52,12 +53,18 @@ def _from_tf(t):
 
 
 def _param_to_tf(short: str, a) -> np.ndarray:
-    """Conv filters OIHW -> HWIO; biases and dense weights (F, U) as they are."""
-    return layout.oihw_to_hwio(a) if short == "F" else np.asarray(a)
+    """Conv filters OIHW -> HWIO; a layer norm's per-image gamma, beta (C, H, W) -> (H, W, C);
+    biases, dense weights (F, U) and per-channel gamma, beta as they are."""
+    a = np.asarray(a)
+    if short == "F":
+        return layout.oihw_to_hwio(a)
+    return a.transpose(1, 2, 0) if a.ndim == 3 else a
 
 
 def _param_from_tf(short: str, a) -> np.ndarray:
-    return layout.hwio_to_oihw(a) if short == "F" else a
+    if short == "F":
+        return layout.hwio_to_oihw(a)
+    return a.transpose(2, 0, 1) if np.ndim(a) == 3 else a
 
 
 def _target(node: Node, target):
@@ -101,6 +108,41 @@ def _mse(layer, h, p, target, reduction):
     return {"E": E / h.shape[0] if reduction == "mean" else E}
 
 
+def _normalised(h, axes, gamma, beta):
+    """tf.nn.moments (the biased variance) and tf.nn.batch_normalization with the
+    reference's eps (Keras's default is 1e-3), as Keras 3's normalisation layers call them
+    on the TensorFlow backend."""
+    mean, var = tf.nn.moments(h, axes, keepdims=True)
+    return tf.nn.batch_normalization(h, mean, var, beta, gamma, EPS)
+
+
+def _batchnorm(layer, h, p, target, reduction):
+    # Channel-last: per channel over N, H, W of NHWC; per feature over N of (N, D).
+    axes = [0, 1, 2] if len(h.shape) == 4 else [0]
+    return {"A": _normalised(h, axes, p["gamma"], p["beta"])}
+
+
+def _layernorm(layer, h, p, target, reduction):
+    return {"A": _normalised(h, list(range(1, len(h.shape))), p["gamma"], p["beta"])}
+
+
+def _groupnorm(layer, h, p, target, reduction):
+    # As Keras's GroupNormalization on channel-last input: the channel axis split into
+    # (G, C / G), consecutive channels per group, statistics over the group and H, W.
+    G, shape = layer.groups, tf.shape(h)
+    C = h.shape[-1]
+    grouped = tf.reshape(h, tf.concat([shape[:-1], [G, C // G]], 0))
+    axes = [1, 2, 4] if len(h.shape) == 4 else [2]
+    mean, var = tf.nn.moments(grouped, axes, keepdims=True)
+    xhat = tf.reshape(tf.nn.batch_normalization(grouped, mean, var, None, None, EPS), shape)
+    return {"A": xhat * p["gamma"] + p["beta"]}
+
+
+def _dropout(layer, h, p, target, reduction):
+    # The reference's mask, applied as tf.nn.dropout does: (x * 1 / (1 - rate)) * keep_mask.
+    return {"A": h * (1 / (1 - layer.p)) * p["mask"]}
+
+
 # One row per layer kind of the registry (reference.layers.KINDS; test_model_mirrors.py
 # holds the keys equal): (layer, h, p, target, reduction) -> its forward outputs by short
 # name, in TensorFlow's layout (NHWC maps, HWIO filters).
@@ -115,7 +157,20 @@ LAYERS = {
     "dense": _dense,
     "softmax_ce": _softmax_ce,
     "mse": _mse,
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "groupnorm": _groupnorm,
+    "dropout": _dropout,
+    "gap": lambda layer, h, p, t, r: {"A": tf.reduce_mean(h, axis=[1, 2])},  # NHWC's H, W
 }
+
+
+def _drawn(net: Network, node: Node, shape) -> dict:
+    """What the layer draws (dropout's mask, Network.drawn) for an input of the reference's
+    shape (N, C, H, W or N, D), in TensorFlow's layout and `dtype`."""
+    if node.entry.draws is None:  # (own_layer_checks calls stage without a network)
+        return {}
+    return {s: _to_tf(a) for s, a in net.drawn(node, tuple(shape)).items()}
 
 
 def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:
@@ -131,6 +186,7 @@ def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> d
     leaves = {node.input_grad: _to_tf(x)}
     leaves.update({f"d{s}": tf.constant(_param_to_tf(s, params[node.q(s)])) for s in node.params})
     p = {s: leaves[f"d{s}"] for s in node.params}
+    p.update({s: tf.cast(a, x.dtype) for s, a in _drawn(net, node, np.shape(x)).items()})
     with tf.GradientTape() as tape:
         for t in leaves.values():
             tape.watch(t)
@@ -181,6 +237,8 @@ def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
                 tape.watch(h)
                 inputs[node.q(node.input_grad)] = h
             p = {s: variables[node.q(s)] for s in node.params}
+            shape = np.shape(X)[:1] + node.in_shape
+            p.update({s: tf.cast(a, X.dtype) for s, a in _drawn(net, node, shape).items()})
             out = _apply(node, h, p, _target(node, target), reduction)
             tensors.update({node.q(s): t for s, t in out.items()})
             h = out[node.outputs[0]]

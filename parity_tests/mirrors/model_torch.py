@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reference.layers.norm import EPS
 from reference.network import Network, Node, update_pairs
 
 
@@ -61,6 +62,22 @@ LAYERS = {
         "E": F.cross_entropy(h, t, reduction=r),
     },
     "mse": _mse,
+    # Training mode (batch statistics); running statistics are not asked for (None): they
+    # are state, checked on their own (X15, test_norm.py). eps: the reference's, explicitly
+    # (torch's default is the same 1e-5).
+    "batchnorm": lambda layer, h, p, t, r: {
+        "A": F.batch_norm(h, None, None, p["gamma"], p["beta"], training=True, eps=EPS)
+    },
+    "layernorm": lambda layer, h, p, t, r: {
+        "A": F.layer_norm(h, h.shape[1:], p["gamma"], p["beta"], eps=EPS)
+    },
+    "groupnorm": lambda layer, h, p, t, r: {
+        "A": F.group_norm(h, layer.groups, p["gamma"], p["beta"], eps=EPS)
+    },
+    # The reference's mask (drawn from the run's seed), applied as torch's own dropout kernel
+    # does: the input times the mask scaled by 1 / (1 - p).
+    "dropout": lambda layer, h, p, t, r: {"A": h * (p["mask"] / (1 - layer.p))},
+    "gap": lambda layer, h, p, t, r: {"A": F.adaptive_avg_pool2d(h, 1).flatten(1)},
 }
 
 
@@ -71,6 +88,14 @@ def _target(node: Node, target):
     if node.kind == "softmax_ce":
         return torch.tensor(np.array(target, dtype=np.int64))  # a copy: ours are read-only
     return _t(target)
+
+
+def _drawn(net: Network, node: Node, h) -> dict:
+    """What the layer draws (dropout's mask, reference/network.py Network.drawn) as tensors
+    of h's dtype."""
+    if node.entry.draws is None:  # (own_layer_checks calls stage without a network)
+        return {}
+    return {s: torch.tensor(a, dtype=h.dtype) for s, a in net.drawn(node, tuple(h.shape)).items()}
 
 
 def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:
@@ -85,6 +110,7 @@ def stage(net: Network, node: Node, x, params, upstream, target, reduction) -> d
     leaves = {node.input_grad: _t(x, requires_grad=True)}
     leaves.update({f"d{s}": _t(params[node.q(s)], requires_grad=True) for s in node.params})
     p = {s: leaves[f"d{s}"] for s in node.params}
+    p.update(_drawn(net, node, leaves[node.input_grad]))
     out = _apply(node, leaves[node.input_grad], p, _target(node, target), reduction)
     got = {node.q(s): _np(out[s]) for s in node.outputs}
     if node.grads and (upstream is not None or node.layer.is_loss):
@@ -122,6 +148,7 @@ def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
             h.retain_grad()
             inputs[node.q(node.input_grad)] = h
         p = {s: weights[node.q(s)] for s in node.params}
+        p.update(_drawn(net, node, h))
         out = _apply(node, h, p, _target(node, target), reduction)
         tensors.update({node.q(s): t for s, t in out.items()})
         h = out[node.outputs[0]]

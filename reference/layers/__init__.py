@@ -6,7 +6,9 @@ One module per layer kind, each forward beside its hand-derived backward:
 - `pool`: max pooling (X6, ties to the first maximum) and average pooling (X7), no padding;
 - `activations`: ReLU (X8, derivative 0 at 0), tanh (X9), the article's sigmoid (E3, E9);
 - `dense`: the NCHW flatten and the dense layer with U units (X10);
-- `loss`: softmax (X11) with cross-entropy on integer labels (X12), and the squared error.
+- `loss`: softmax (X11) with cross-entropy on integer labels (X12), and the squared error;
+- `norm`: batch norm (X13, X14, its running statistics X15), layer norm (X16), group norm
+  (X17), inverted dropout (X18), global average pooling (X19).
 
 Shapes: X (N, C, H, W), filters F (C_out, C_in, k, k), dense A (N, F) and W (F, U), logits
 (N, K). Every public function validates its arguments (reference._validate) and vectorises
@@ -18,7 +20,7 @@ in `KINDS`.
 
 from operator import attrgetter
 
-from reference.layers import activations, conv2d, dense, loss, pool
+from reference.layers import activations, conv2d, dense, loss, norm, pool
 from reference.layers.registry import LayerKind
 
 # Every layer kind, by its spec token's name: the one registry (reference/layers/registry.py).
@@ -33,7 +35,12 @@ _ENTRIES = (
     dense.DENSE,
     loss.SOFTMAX_CE,
     loss.MSE,
+    norm.BATCHNORM,
+    norm.LAYERNORM,
+    norm.GROUPNORM,
+    norm.DROPOUT,
+    norm.GAP,
 )
 KINDS: dict[str, LayerKind] = dict(zip(map(attrgetter("name"), _ENTRIES), _ENTRIES))
 
-__all__ = ["KINDS", "activations", "conv2d", "dense", "loss", "pool"]
+__all__ = ["KINDS", "activations", "conv2d", "dense", "loss", "norm", "pool"]

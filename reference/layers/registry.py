@@ -41,12 +41,20 @@ import numpy as np
 @dataclass(frozen=True)
 class Bound:
     """The stage rule's ingredients for one tensor: `magnitude` M (the expression on absolute
-    values; None: the exact rule, a selection or re-indexing), `roundings` k, and `what` M is,
-    in words, for the report's rule column."""
+    values; None: the exact rule, a selection or re-indexing), `roundings` k, `what` M is,
+    in words, for the report's rule column, and whether k's roundings are charged at their
+    worst case (`deterministic`)."""
 
     magnitude: np.ndarray | None
     roundings: int
     what: str = ""
+    # The worst case k u, not the probabilistic estimate: the frameworks' running sums of
+    # many equal values (a batch statistic over mostly-blank images) round coherently.
+    deterministic: bool = False
+    # A second part charged at the worst case k u whatever `deterministic` says (a
+    # normalisation: its statistics' coherent error and its few-rounding terms, while its
+    # long sums of products keep the probabilistic estimate); None: no such part.
+    coherent: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,13 @@ class LayerKind:
     # The CS231n-style functions --parity-layer takes for this kind (parity_tests/own_layers.py),
     # "name(args) -> result" each, forward first; () where a user's own layer is not taken.
     user: tuple[str, ...] = ()
+    # Inputs drawn per step from the run's seed, not trained (dropout's keep-mask):
+    # (layer, x_shape, rng) -> {short name: array}; reference/network.py draws them
+    # (Network.drawn) and hands the same arrays to its forward, backward and every mirror.
+    draws: Callable | None = None
+    # Its output does not change when a per-channel constant is added to its input (batch
+    # norm): the bias gradient of the layer before it is 0 (Network.exact_zeros).
+    shift_invariant: bool = False
 
     def params_of(self, layer) -> tuple[str, ...]:
         if getattr(layer, "bias", True):
@@ -136,7 +151,10 @@ class LayerKind:
 #   dense:      forward(A, W, b) -> Z;  backward(A, W, dZ, bias) -> {"dA", "dW", "db"?}
 #   softmax_ce: forward(Z, labels, reduction) -> (P, E);  backward(P, labels, reduction) -> dZ
 #   mse:        forward(O, Y, reduction) -> E;  backward(O, Y, reduction) -> dO
-FAMILIES = ("conv", "pool", "activation", "flatten", "dense", "softmax_ce", "mse")
+#   norm:       forward(X, gamma, beta, groups) -> A;  backward(X, gamma, dA, groups) ->
+#               {"dX", "dgamma", "dbeta"}  (groups: group norm's G, None for the others)
+#   dropout:    forward(X, mask, p) -> A;  backward(dA, mask, p) -> dX  (mask: drawn)
+FAMILIES = ("conv", "pool", "activation", "flatten", "dense", "softmax_ce", "mse", "norm", "dropout")
 
 
 def call_forward(kind: LayerKind, forward, layer, h, p: Mapping, target, reduction) -> dict:
@@ -153,6 +171,10 @@ def call_forward(kind: LayerKind, forward, layer, h, p: Mapping, target, reducti
         return {"P": P, "E": E}
     if fam == "mse":
         return {"E": forward(h, target, reduction)}
+    if fam == "norm":
+        return {"A": forward(h, p["gamma"], p["beta"], getattr(layer, "groups", None))}
+    if fam == "dropout":
+        return {"A": forward(h, p["mask"], layer.p)}
     return {kind.outputs[0]: forward(h)}  # activation, flatten
 
 
@@ -175,6 +197,10 @@ def call_backward(
         return {"dX": backward(decide, up, layer.size, layer.stride)}
     if fam == "flatten":
         return {"dX": backward(up, x.shape)}
+    if fam == "norm":
+        return backward(x, p["gamma"], up, getattr(layer, "groups", None))
+    if fam == "dropout":
+        return {"dX": backward(up, p["mask"], layer.p)}
     return {"dZ": backward(up, decide, fwd["A"])}  # activation: ReLU reads Z, others A
 
 
@@ -199,6 +225,11 @@ def call_arguments(
         out, grad = dict(A=x, W=p["W"], b=p.get("b"), bias=layer.bias), {"dZ": up}
     elif fam == "softmax_ce":
         out, grad = dict(Z=x, labels=target, reduction=reduction), {"P": fwd.get("P")}
+    elif fam == "norm":
+        groups = getattr(layer, "groups", None)
+        out, grad = dict(X=x, gamma=p["gamma"], beta=p["beta"], groups=groups), {"dA": up}
+    elif fam == "dropout":
+        out, grad = dict(X=x, mask=p.get("mask"), p=layer.p), {"dA": up}
     else:  # mse
         out, grad = dict(O=x, Y=target, reduction=reduction), {}
     return {**out, **grad} if backward else out
@@ -213,6 +244,8 @@ _INPUT = {
     "dense": "A",
     "softmax_ce": "Z",
     "mse": "O",
+    "norm": "X",
+    "dropout": "X",
 }
 
 
@@ -224,15 +257,31 @@ class _Settings:
     pad: int | None = None
     size: int | None = None
     bias: bool = True
+    groups: int | None = None  # group norm's G
+    p: float | None = None  # dropout's probability
 
 
 def replay(kind: LayerKind, fn: Callable, args: Mapping, backward: bool) -> dict:
     """`fn` (the kind's forward, or with `backward` its backward, or a mistake's) called on
     `args`, what call_arguments says the layer was fed: {short name: array}. How the
     explainer recomputes a catalogue mistake from a stage's own inputs."""
-    layer = _Settings(args.get("stride"), args.get("pad"), args.get("k"), bool(args.get("bias", True)))
+    layer = _Settings(
+        args.get("stride"),
+        args.get("pad"),
+        args.get("k"),
+        bool(args.get("bias", True)),
+        args.get("groups"),
+        args.get("p"),
+    )
     x = args[_INPUT[kind.family]]
-    p = {"F": args.get("F"), "W": args.get("W"), "b": args.get("b")}  # None: the layer has none
+    p = {  # None: the layer has none
+        "F": args.get("F"),
+        "W": args.get("W"),
+        "b": args.get("b"),
+        "gamma": args.get("gamma"),
+        "beta": args.get("beta"),
+        "mask": args.get("mask"),
+    }
     target = args.get("labels", args.get("Y"))
     reduction = args.get("reduction", "sum")
     if not backward:
@@ -243,8 +292,9 @@ def replay(kind: LayerKind, fn: Callable, args: Mapping, backward: bool) -> dict
 
 
 def numbered(kind: LayerKind) -> bool:
-    """Layers named by the weighted layer count: conv1, dense3 (weighted), relu1, pool1."""
-    return kind.family in ("conv", "dense", "pool", "activation")
+    """Layers named by the weighted layer count: conv1, dense3, batchnorm2 (weighted), relu1,
+    pool1, dropout3."""
+    return kind.family in ("conv", "dense", "pool", "activation", "norm", "dropout")
 
 
 def name_prefix(kind: LayerKind) -> str:
