@@ -38,8 +38,10 @@ _NUM_THREADS set before NumPy is imported), torch.set_num_threads, and TensorFlo
 intra- and inter-op pools.
 
 Any other model: `--model SPEC` (a spec string or a preset name, reference/spec.py; the
-default `article` is everything above, unchanged) times reference.network.Network(SPEC)
-.train_step, the layer-by-layer reference (reference/layers/), against the same network in
+default `article` is everything above, unchanged) times the spec network's reference step
+(`reference`: reference.fast_layers.fast_network(SPEC).train_step, the fast kernels the
+checks run, proven equal to the readable layers; `readable`, on request: reference.network
+.Network(SPEC).train_step, the layer-by-layer reference/layers/) against the same network in
 torch and TensorFlow, built here from the network's nodes and the same initial weights
 (Network.init_params(0)): an nn.Sequential (OIHW filters, nn.Linear weight W.T), autograd +
 torch.optim.SGD; a keras.Sequential in NHWC (ZeroPadding2D for the symmetric padding,
@@ -82,10 +84,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLS = ("reference", "torch", "tf_eager", "tf_function", "loop")
+IMPLS = ("reference", "torch", "tf_eager", "tf_function", "loop", "readable")
 ARTICLE = "article"  # --model's default: the article path (reference.fast and the mirrors)
 ARTICLE_SIZES = [200, 1000, 5000]
 SPEC_IMPLS = ("reference", "torch", "tf_eager", "tf_function")
+# --model only, on request: the readable Network the fast kernels are proven equal to.
+SPEC_ONLY = ("readable",)
 SPEC_SIZES = [64, 256]
 LOOP_MAX_BATCH = 200
 # reference.update.SUITE_LR, the suite's learning rate; not imported: NumPy must load after the
@@ -201,7 +205,9 @@ def parse_args(argv=None):
         if args.reduction is not None:
             p.error("--reduction is for --model other than article (the article path uses sum)")
         args.sizes = ARTICLE_SIZES if args.sizes is None else args.sizes
-        args.impls = list(IMPLS) if args.impls is None else args.impls
+        args.impls = [i for i in IMPLS if i not in SPEC_ONLY] if args.impls is None else args.impls
+        if any(i in SPEC_ONLY for i in args.impls):
+            p.error(f"--impls {','.join(SPEC_ONLY)} is for --model other than article")
     else:
         try:
             _check_spec(args.model)
@@ -625,7 +631,21 @@ class SpecCase:
 
 
 def build_spec_reference(setup, case):
-    net, params, X, labels = case.net, case.params, case.X, case.labels
+    """The fast network (reference.fast_layers): what the checks run for a spec network. The
+    step's tensors are dropped after each step, as a training loop would, so its Workspace
+    reuses their buffers."""
+    from reference.fast_layers import fast_network
+
+    return _spec_step(fast_network(case.net.spec), case)
+
+
+def build_spec_readable(setup, case):
+    """The readable Network (reference/layers/), the reference the fast kernels equal."""
+    return _spec_step(case.net, case)
+
+
+def _spec_step(net, case):
+    params, X, labels = case.params, case.X, case.labels
 
     def step():
         return float(net.train_step(params, X, labels, LR, case.reduction)[case.loss])
@@ -785,6 +805,7 @@ def build_spec_tf_function(setup, case):
 
 SPEC_BUILDERS = {
     "reference": build_spec_reference,
+    "readable": build_spec_readable,
     "torch": build_spec_torch,
     "tf_eager": build_spec_tf_eager,
     "tf_function": build_spec_tf_function,
@@ -908,7 +929,9 @@ def probe_memory(args) -> dict:
     }
     step()
     got["step_peak_mib"] = _step_peak_mib(step)
-    if impl == "reference":
+    peak = _proc_status_kib("VmHWM")  # the process's resident peak over that later step
+    got["peak_rss_mib"] = None if peak is None else round(peak["VmHWM"] / 1024, 1)
+    if impl in ("reference", "readable"):
         gc.collect()
         tracemalloc.start()
         step()
@@ -952,7 +975,10 @@ def _print_row(row):
             f"{mem['largest_tensor']} {mem['largest_over_input']}x input)"
         )
     elif mem and "step_peak_mib" in mem:  # --model: RSS in a subprocess
-        extra = f"  rss peak +{mem['step_peak_mib']} MiB a step (first +{mem['first_step_peak_mib']})"
+        extra = (
+            f"  rss peak +{mem['step_peak_mib']} MiB a step (first +{mem['first_step_peak_mib']}),"
+            f" {mem.get('peak_rss_mib')} MiB in all"
+        )
         if "numpy_tracemalloc_peak_mib" in mem:
             extra += f", numpy {mem['numpy_tracemalloc_peak_mib']} MiB"
     elif mem:

@@ -30,8 +30,9 @@ def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1,
     """{"article": Traced, "network": Traced}: the reference functions the run's checked
     steps call, traced (reference/trace.py). The article's step is the fast path when the
     run checked `--parity-impl reference`, else the readable model (the reference every
-    other implementation is checked against); the network is `model` (--parity-model's),
-    `network` when given (its Network, already built)."""
+    other implementation is checked against); the network is `model` (--parity-model's,
+    `network` when given: its Network, already built), on the fast kernels it is checked on
+    (reference/fast_layers.py) under `--parity-impl reference`, else the readable layers."""
     import numpy as np
 
     from reference import fast
@@ -47,6 +48,10 @@ def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1,
     out = {"article": article}
     if model:
         net = network if network is not None else Network(model)
+        if impl == "reference":
+            from reference.fast_layers import fast_network
+
+            net = fast_network(net.spec)
         args = (net.init_params(0, "float64"), images_nchw(X), digits, lr)
         _, out["network"] = trace(net.train_step, *args, reduction=reduction)
     return out

@@ -131,17 +131,18 @@ def _windows_of(ws, X, k, stride, pad):
     return _cols(ws, X, k, stride, pad)[1]
 
 
-@implements("X4", proven_equal_to=(conv2d.conv2d_grad_filter,))
+@implements("X4", proven_equal_to=(conv2d._grad_filter,))
 def _grad_filter(cols, dZ2, F):
     """X4: dF = dZ2 (C_out, N H_out W_out) @ cols^T, the readable layer's product, from the
     forward's cols."""
     return (dZ2 @ cols.T).reshape(F.shape)
 
 
-@implements("X5", proven_equal_to=(conv2d.conv2d_grad_input,))
-def _grad_input(ws, dZ, F, x_shape, stride, pad):
+@implements("X5", proven_equal_to=(conv2d._grad_input,))
+def _grad_input(ws, dZ2, F, x_shape, stride, pad):
     """X5: G = F^T (C_in k k, C_out) @ dZ2 (dZ as (C_out, N H_out W_out)), the readable
-    layer's product; then for each window offset (u, v) in row-major order, G[(c, u, v),
+    layer's product (the same shapes: a product of another shape may round differently in
+    BLAS's edge kernels); then for each window offset (u, v) in row-major order, G[(c, u, v),
     (n, i, j)] added at pixel (s i + u, s j + v) of the padded input's gradient, which is
     cropped: per pixel the same sum, in the same (u, v) order, as conv2d._col2im's planes,
     without its k^2 zero-filled planes of the padded input."""
@@ -149,35 +150,13 @@ def _grad_input(ws, dZ, F, x_shape, stride, pad):
     C_out, Hp, Wp = F.shape[0], H + 2 * pad, W + 2 * pad
     acc = ws.take("dXp_cn", (C, N, Hp, Wp), F.dtype)  # G's (c, n) order: contiguous adds
     acc.fill(0)
-    F2t = F.reshape(C_out, -1).T
-    if stride == 1:
-        # dZ on a grid Wp wide (zero columns j >= W_out): window (i, j) at offset (u, v) is
-        # then flat position (i + u) Wp + j + v of its image's padded plane, so each offset
-        # is ONE contiguous add of a flat slice. The extra columns' products are exact
-        # zeros (adding 0 changes no sum); the last ones would run past the plane and are
-        # cut off.
-        dZw = ws.take("dZw", (C_out, N, H_out, Wp), F.dtype, zeros=True)  # zero columns stay
-        np.copyto(dZw[..., :W_out], dZ.transpose(1, 0, 2, 3))
-        G = ws.take("Gw", (C * k * k, N * H_out * Wp), F.dtype)
-        np.matmul(F2t, dZw.reshape(C_out, -1), out=G)
-        G = G.reshape(C, k, k, N, H_out * Wp)
-        flat, size = acc.reshape(C, N, Hp * Wp), Hp * Wp
-        for u in range(k):  # k^2 offsets, each one add over C N H_out Wp values
-            for v in range(k):
-                start = u * Wp + v
-                length = min(H_out * Wp, size - start)
-                flat[:, :, start : start + length] += G[:, u, v, :, :length]
-    else:
-        dZ2 = ws.take("dZ2", (C_out, N, H_out, W_out), F.dtype)
-        np.copyto(dZ2, dZ.transpose(1, 0, 2, 3))
-        G = ws.take("G", (C * k * k, N * H_out * W_out), F.dtype)
-        np.matmul(F2t, dZ2.reshape(C_out, -1), out=G)
-        G = G.reshape(C, k, k, N, H_out, W_out)
-        rows = (H_out - 1) * stride + 1
-        cols = (W_out - 1) * stride + 1
-        for u in range(k):  # k^2 offsets, each one strided add over C N H_out W_out values
-            for v in range(k):
-                acc[:, :, u : u + rows : stride, v : v + cols : stride] += G[:, u, v]
+    G = ws.take("G", (C * k * k, dZ2.shape[1]), F.dtype)
+    np.matmul(F.reshape(C_out, -1).T, dZ2, out=G)
+    G = G.reshape(C, k, k, N, H_out, W_out)
+    rows, cols = (H_out - 1) * stride + 1, (W_out - 1) * stride + 1
+    for u in range(k):  # k^2 offsets, each one vectorised add over C N H_out W_out values
+        for v in range(k):
+            acc[:, :, u : u + rows : stride, v : v + cols : stride] += G[:, u, v]
     dX = ws.take("dX", x_shape, F.dtype)
     np.copyto(dX, acc[:, :, pad : pad + H, pad : pad + W].transpose(1, 0, 2, 3))
     return dX
@@ -192,7 +171,7 @@ def conv_backward(ws, X, F, dZ, stride, pad, bias, input_grad=True):
     np.copyto(dZ2, dZ.transpose(1, 0, 2, 3))  # the readable layer's _from_nchw
     dZ2 = dZ2.reshape(C_out, -1)
     cols = _windows_of(ws, X, k, stride, pad)
-    grads = {"dX": _grad_input(ws, dZ, F, X.shape, stride, pad)} if input_grad else {}
+    grads = {"dX": _grad_input(ws, dZ2, F, X.shape, stride, pad)} if input_grad else {}
     grads["dF"] = _grad_filter(cols, dZ2, F)
     if bias:
         grads["db"] = conv2d._grad_bias(dZ)
@@ -205,12 +184,10 @@ def conv_backward(ws, X, F, dZ, stride, pad, bias, input_grad=True):
 def _offsets(X, k, stride):
     """[(u, v, view)]: for each window offset in row-major order, the view V[n, c, i, j] =
     X[n, c, s i + u, s j + v] over every window (no copy)."""
-    H_out, W_out = (X.shape[2] - k) // stride + 1, (X.shape[3] - k) // stride + 1
-    return [
-        (u, v, X[:, :, u : u + (H_out - 1) * stride + 1 : stride, v : v + (W_out - 1) * stride + 1 : stride])
-        for u in range(k)
-        for v in range(k)
-    ]
+    rows = (X.shape[2] - k) // stride * stride + 1  # the span of the windows' first rows
+    cols = (X.shape[3] - k) // stride * stride + 1
+    views = [X[:, :, u : u + rows : stride, v : v + cols : stride] for u in range(k) for v in range(k)]
+    return [(i // k, i % k, view) for i, view in enumerate(views)]
 
 
 def _window_max(ws, X, k, stride, role):
