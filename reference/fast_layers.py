@@ -229,7 +229,8 @@ def max_pool_backward(ws, X, dA, k, stride):
             np.multiply(dA, hit, out=target)
         else:
             target += np.multiply(dA, hit, out=sent)
-    dX += 0  # -0.0 (False times a negative delta) -> 0.0, as the readable layer's
+    # A zero here may be -0.0 (False times a negative delta) where the readable layer has
+    # 0.0: equal values (the comparisons' metrics read -0.0 as 0.0), one pass fewer.
     return dX
 
 
@@ -268,11 +269,10 @@ def relu(ws, Z):
 
 @implements("X8", proven_equal_to=(activations.relu_backward,))
 def relu_backward(ws, dA, Z, A):
-    """X8: dA [Z > 0], then + 0 (a negative delta times 0 is -0.0), as the readable layer."""
+    """X8: dA [Z > 0]. A negative delta times 0 stays -0.0 here (the readable layer adds 0
+    to make it 0.0): equal values, one pass fewer."""
     mask = np.greater(Z, 0, out=ws.take("relu_mask", Z.shape, np.bool_))
-    dZ = np.multiply(dA, mask, out=ws.take("relu_dZ", Z.shape, Z.dtype))
-    dZ += 0
-    return dZ
+    return np.multiply(dA, mask, out=ws.take("relu_dZ", Z.shape, Z.dtype))
 
 
 @implements("X10", proven_equal_to=(dense.dense_forward,))
