@@ -74,7 +74,7 @@ def model_harness(parity_settings, run_config, article_data, model_network):
     if used:
         impl = Network(model_network.spec, ops=user_ops(used))
     else:
-        impl = fast_network(model_network.spec)
+        impl = fast_network(model_network.spec, keep=0)  # the harness keeps every step
     return ModelHarness(model_network, run_config, article_data, impl=impl)
 
 

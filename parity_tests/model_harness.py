@@ -71,6 +71,24 @@ def load_model_mirror(framework: str):
         ) from exc
 
 
+def _shared(tensors: dict, reference: dict) -> dict:
+    """`tensors` with every array equal to the reference's, value for value, replaced by the
+    reference's own (a zero's sign aside, which no check reads): the fast kernels' step is
+    the readable one's, so a session holds it once, not twice."""
+    out = {}
+    for name, a in tensors.items():
+        ref = reference.get(name)
+        same = (
+            ref is not None
+            and isinstance(a, np.ndarray)
+            and a.shape == ref.shape
+            and a.dtype == ref.dtype
+            and np.array_equal(a, ref)
+        )
+        out[name] = ref if same else a
+    return out
+
+
 class ModelHarness:
     """`net` is the reference; `impl` the network under test (the reference unless layers
     of a user's are plugged in). Both get read-only inputs."""
@@ -200,7 +218,9 @@ class ModelHarness:
 
     @_memo
     def implementation(self, dtype: str) -> dict:
-        return self.reference(dtype) if self.impl is self.net else self._step(self.impl, dtype, None)
+        if self.impl is self.net:
+            return self.reference(dtype)
+        return _shared(self._step(self.impl, dtype, None), self.reference(dtype))
 
     def _kinked(self):
         return [n for n in self.net.nodes if n.kind in KINKED and n.grads]
@@ -233,9 +253,19 @@ class ModelHarness:
         Once per layer, not once per tensor and framework; and once for both sources when
         the network under test is the reference (implementation() is then reference()'s
         very dict, so the stage check and the end-to-end allowance feed it the same arrays)."""
-        if self.impl is self.net:
+        if self.impl is self.net or self._same_inputs(layer, dtype):
             source = "reference"
         return self._layer_step_from(layer, dtype, source, in_float64)
+
+    @_memo
+    def _same_inputs(self, layer: str, dtype: str) -> bool:
+        """Whether the network under test fed `layer` the reference's very arrays (its
+        tensors equal to the reference's are held as those: `_shared`), so that the reference
+        layer on them is computed once."""
+        node = next(n for n in self.net.nodes if n.name == layer)
+        tensor = node.q(node.outputs[0])
+        ours, ref = (self._stage_inputs(tensor, dtype, s) for s in ("implementation", "reference"))
+        return ours[1] is ref[1] and ours[2] is ref[2]
 
     @_memo
     def _layer_step_from(self, layer: str, dtype: str, source: str, in_float64: bool = False) -> dict:

@@ -51,7 +51,8 @@ class Workspace:
     new one. Roles keep buffers with different invariants apart (a padded copy's zero
     border is written once, when its buffer is made)."""
 
-    def __init__(self):
+    def __init__(self, keep: int = KEEP):
+        self.keep = keep  # 0: nothing kept (each step's arrays freed with the caller's last use)
         self._buffers: dict = {}
         self.windows: dict = {}  # conv: id(X) -> (X, padded copy, cols) from forward to backward
 
@@ -63,7 +64,7 @@ class Workspace:
             if sys.getrefcount(buffer) == 3:
                 return buffer
         buffer = np.zeros(shape, dtype) if zeros else np.empty(shape, dtype)
-        if len(kept) < KEEP:
+        if len(kept) < self.keep:
             kept.append(buffer)
         return buffer
 
@@ -323,6 +324,8 @@ FAST_KINDS = ("conv", "maxpool", "avgpool", "relu", "dense")
 assert set(FAST_KINDS) <= set(KINDS)
 
 
-def fast_network(spec) -> Network:
-    """The spec's Network on the fast kernels, with a Workspace of its own."""
-    return Network(spec, ops=fast_ops())
+def fast_network(spec, keep: int = KEEP) -> Network:
+    """The spec's Network on the fast kernels, with a Workspace of its own that keeps up to
+    `keep` buffers of each role and shape between steps (0: none, for a caller that keeps
+    every step's tensors anyway, as the checks' harness does)."""
+    return Network(spec, ops=fast_ops(Workspace(keep)))
