@@ -180,6 +180,14 @@ def parse_args(argv=None):
         "one, after the settle (default 1; not for the loop implementation)",
     )
     p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: time.perf_counter (default); cpu: time.process_time, the CPU time of "
+        "this process's threads, which other load on the machine barely changes (use it "
+        "with --threads 1: with more threads it adds up their spinning too)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -500,7 +508,13 @@ def paired_ratios(times, torch_times):
     return {"median": round(q50, 3), "q25": round(q25, 3), "q75": round(q75, 3), "pairs": len(pairs)}
 
 
-def measure(steps: dict, repeats: dict, warmup: int, settle: float, lead: int) -> dict:
+def _clock(args):
+    return time.process_time if args.clock == "cpu" else time.perf_counter
+
+
+def measure(
+    steps: dict, repeats: dict, warmup: int, settle: float, lead: int, clock=time.perf_counter
+) -> dict:
     for name, step in steps.items():
         for _ in range(warmup if name != "loop" else min(warmup, 1)):
             step()
@@ -523,9 +537,9 @@ def measure(steps: dict, repeats: dict, warmup: int, settle: float, lead: int) -
                 time.sleep(settle)
                 for _ in range(lead if name != "loop" else 0):
                     steps[name]()
-                t0 = time.perf_counter()
+                t0 = clock()
                 steps[name]()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     finally:
         if gc_was:
             gc.enable()
@@ -560,7 +574,7 @@ def run(args) -> dict:
                     )
             repeats = {n: args.loop_repeats if n == "loop" else args.repeats for n in steps}
             before = _cpu_counters()
-            times = measure(steps, repeats, args.warmup, args.settle, args.lead)
+            times = measure(steps, repeats, args.warmup, args.settle, args.lead, _clock(args))
             foreign = foreign_cpu_share(before, _cpu_counters())
             if foreign is not None and foreign > 0.05:
                 print(
@@ -580,6 +594,7 @@ def run(args) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "data_source": data.source,
         "lr": LR,
+        "clock": args.clock,
         "environment": setup.environment(),
         "results": results,
     }
@@ -847,7 +862,12 @@ def run_spec(args) -> dict:
                     )
             before = _cpu_counters()
             times = measure(
-                steps, dict.fromkeys(steps, args.repeats), args.warmup, args.settle, args.lead
+                steps,
+                dict.fromkeys(steps, args.repeats),
+                args.warmup,
+                args.settle,
+                args.lead,
+                _clock(args),
             )
             foreign = foreign_cpu_share(before, _cpu_counters())
             if foreign is not None and foreign > 0.05:
@@ -874,6 +894,7 @@ def run_spec(args) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "data_source": data.source,
         "lr": LR,
+        "clock": args.clock,
         "environment": setup.environment(),
         "results": results,
     }
@@ -1015,7 +1036,8 @@ def main(argv=None) -> int:
     env = report["environment"]
     print(
         f"threads: torch {env.get('torch_num_threads')}, blas {env['blas_threads']}, "
-        f"tf intra {env.get('tf_intra_op_threads')} (0 = default), cpus {env['cpu_count']}"
+        f"tf intra {env.get('tf_intra_op_threads')} (0 = default), cpus {env['cpu_count']}; "
+        f"clock {args.clock}"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
