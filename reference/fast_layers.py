@@ -6,16 +6,20 @@ dense) and is what the spec networks' checks run by default (`fast_network(spec)
 `reference.network.Network` whose `ops` are these kernels); the readable Network stays the
 reference they are checked against. parity_tests/test_fast_layers.py proves every tensor
 of every kernel equal to its readable function, both dtypes, several shapes, strides and
-paddings: exactly where the kernel does the same arithmetic in the same order, else within
-the stage rule's rounding bound (2 gamma(k) M, parity_tests/model_stages.py).
+paddings: value for value (a zero may carry the other sign), and in one stated case, where
+the readable layer's matrix is a column-major view that NumPy hands to BLAS transposed,
+within the stage rule's rounding bound (2 gamma(k) M, parity_tests/model_stages.py).
 
 What makes them faster, each measured (benchmarks/README.md):
 
-- a convolution copies its windows once (`cols`, one image's windows one matrix), makes one
-  matrix product per image into a preallocated output, and keeps `cols` for the filter
-  gradient of the same step (the readable layer copies them again in backward);
-- the input gradient adds the k^2 window offsets' products straight into dX (the readable
-  layer zero-fills k^2 planes the size of the padded input, then sums them);
+- a convolution copies its windows once into a reused buffer (`cols`, the readable layer's
+  im2col matrix), makes the readable layer's own matrix products (the same shapes, so the
+  same BLAS kernels and roundings) into reused buffers, adds the bias on the way to NCHW,
+  and keeps `cols` for the filter gradient of the same step (the readable layer copies the
+  windows again in backward);
+- the input gradient adds the k^2 window offsets' products straight into the gradient (the
+  readable layer zero-fills k^2 planes the size of the padded input, then sums them), per
+  pixel the same terms in the same order;
 - pooling reduces over k^2 strided views of the input (no planes copy);
 - every large array comes from a per-network `Workspace` and is reused by the next step
   once nothing holds it any more (the article's arena does the same per step): a training
@@ -35,7 +39,7 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from reference.layers import KINDS, activations, conv2d, dense, pool
+from reference.layers import activations, conv2d, dense, pool
 from reference.network import Network, Ops
 from reference.trace import implements
 
@@ -100,7 +104,8 @@ def _cols(ws, X, k, stride, pad):
 @implements("X3", "X4", proven_equal_to=(conv2d.conv2d_forward,))
 def conv_forward(ws, X, F, b, stride, pad):
     """X1..X4: Z = F (C_out, C_in k k) @ cols (+ b), the readable layer's one product, into
-    workspace buffers. The windows are kept for this X's backward (`ws.windows`)."""
+    workspace buffers. The windows are kept for this X's backward (`ws.windows`).
+    X (N, C_in, H, W); F (C_out, C_in, k, k); b (C_out,) or None -> Z (N, C_out, H_out, W_out)."""
     N, C, H, W, k, H_out, W_out = _geometry(X.shape, F, stride, pad)
     C_out = F.shape[0]
     Xp, cols = _cols(ws, X, k, stride, pad)
@@ -167,7 +172,9 @@ def _grad_input(ws, dZ2, F, x_shape, stride, pad):
 
 @implements("X3", "X4", "X5", proven_equal_to=(conv2d.conv2d_backward,))
 def conv_backward(ws, X, F, dZ, stride, pad, bias, input_grad=True):
-    """X3..X5 with the forward's windows: {"dX" (when input_grad), "dF", "db" (when bias)}."""
+    """X3..X5 with the forward's windows: {"dX" (when input_grad), "dF", "db" (when bias)}.
+    X (N, C_in, H, W); F (C_out, C_in, k, k); dZ (N, C_out, H_out, W_out) -> dX X's shape,
+    dF F's, db (C_out,)."""
     N, C, H, W, k, H_out, W_out = _geometry(X.shape, F, stride, pad)
     C_out = F.shape[0]
     dZ2 = ws.take("dZ2", (C_out, N, H_out, W_out), F.dtype)
@@ -320,8 +327,7 @@ def fast_ops(ws: Workspace | None = None) -> dict[str, Ops]:
 
 
 # The kinds with a fast kernel (every other kind runs its readable function).
-FAST_KINDS = ("conv", "maxpool", "avgpool", "relu", "dense")
-assert set(FAST_KINDS) <= set(KINDS)
+FAST_KINDS = tuple(fast_ops(Workspace(0)))
 
 
 def fast_network(spec, keep: int = KEEP) -> Network:
