@@ -101,6 +101,7 @@ def run_meta(config) -> dict:
         "versions": versions_text(state.environment),
         "completeness": state.completeness,
         "reference_kernels": REFERENCE_KERNELS.get(s.impl, "not the reference"),
+        "model_impl": s.model_impl,
         "model_kernels": (
             "fast kernels (reference.fast_layers), proven equal to the readable layers "
             "(reference/layers/) in parity_tests/test_fast_layers.py"
