@@ -39,8 +39,10 @@ _NUM_THREADS set before NumPy is imported), torch.set_num_threads, and TensorFlo
 intra- and inter-op pools.
 
 Any other model: `--model SPEC` (a spec string or a preset name, reference/spec.py; the
-default `article` is everything above, unchanged) times reference.network.Network(SPEC)
-.train_step, the layer-by-layer reference (reference/layers/), against the same network in
+default `article` is everything above, unchanged) times the spec network's reference step
+(`reference`: reference.fast_layers.fast_network(SPEC).train_step, the fast kernels the
+checks run, proven equal to the readable layers; `readable`, on request: reference.network
+.Network(SPEC).train_step, the layer-by-layer reference/layers/) against the same network in
 torch and TensorFlow as the parity mirrors run it (parity_tests/mirrors/model_torch.py and
 model_tf.py: one framework function per layer kind, F.conv2d, tf.nn.conv2d, ...) from the
 same initial weights (Network.init_params(0)) held as nn.Parameters / tf.Variables: autograd
@@ -85,10 +87,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLS = ("reference", "torch", "tf_eager", "tf_function", "loop")
+IMPLS = ("reference", "torch", "tf_eager", "tf_function", "loop", "readable")
 ARTICLE = "article"  # --model's default: the article path (reference.fast and the mirrors)
 ARTICLE_SIZES = [200, 1000, 5000]
 SPEC_IMPLS = ("reference", "torch", "tf_eager", "tf_function")
+# --model only, on request: the readable Network the fast kernels are proven equal to.
+SPEC_ONLY = ("readable",)
 SPEC_SIZES = [64, 256]
 LOOP_MAX_BATCH = 200
 # reference.update.SUITE_LR, the suite's learning rate; not imported: NumPy must load after the
@@ -179,6 +183,14 @@ def parse_args(argv=None):
         "one, after the settle (default 1; not for the loop implementation)",
     )
     p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: time.perf_counter (default); cpu: time.process_time, the CPU time of "
+        "this process's threads, which other load on the machine barely changes (use it "
+        "with --threads 1: with more threads it adds up their spinning too)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -204,7 +216,9 @@ def parse_args(argv=None):
         if args.reduction is not None:
             p.error("--reduction is for --model other than article (the article path uses sum)")
         args.sizes = ARTICLE_SIZES if args.sizes is None else args.sizes
-        args.impls = list(IMPLS) if args.impls is None else args.impls
+        args.impls = [i for i in IMPLS if i not in SPEC_ONLY] if args.impls is None else args.impls
+        if any(i in SPEC_ONLY for i in args.impls):
+            p.error(f"--impls {','.join(SPEC_ONLY)} is for --model other than article")
     else:
         try:
             _check_spec(args.model)
@@ -475,7 +489,13 @@ def paired_ratios(times, torch_times):
     return {"median": round(q50, 3), "q25": round(q25, 3), "q75": round(q75, 3), "pairs": len(pairs)}
 
 
-def measure(steps: dict, repeats: dict, warmup: int, settle: float, lead: int) -> dict:
+def _clock(args):
+    return time.process_time if args.clock == "cpu" else time.perf_counter
+
+
+def measure(
+    steps: dict, repeats: dict, warmup: int, settle: float, lead: int, clock=time.perf_counter
+) -> dict:
     for name, step in steps.items():
         for _ in range(warmup if name != "loop" else min(warmup, 1)):
             step()
@@ -498,9 +518,9 @@ def measure(steps: dict, repeats: dict, warmup: int, settle: float, lead: int) -
                 time.sleep(settle)
                 for _ in range(lead if name != "loop" else 0):
                     steps[name]()
-                t0 = time.perf_counter()
+                t0 = clock()
                 steps[name]()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     finally:
         if gc_was:
             gc.enable()
@@ -535,7 +555,7 @@ def run(args) -> dict:
                     )
             repeats = {n: args.loop_repeats if n == "loop" else args.repeats for n in steps}
             before = _cpu_counters()
-            times = measure(steps, repeats, args.warmup, args.settle, args.lead)
+            times = measure(steps, repeats, args.warmup, args.settle, args.lead, _clock(args))
             foreign = foreign_cpu_share(before, _cpu_counters())
             if foreign is not None and foreign > 0.05:
                 print(
@@ -555,6 +575,7 @@ def run(args) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "data_source": data.source,
         "lr": LR,
+        "clock": args.clock,
         "environment": setup.environment(),
         "results": results,
     }
@@ -606,7 +627,21 @@ class SpecCase:
 
 
 def build_spec_reference(setup, case):
-    net, params, X, labels = case.net, case.params, case.X, case.labels
+    """The fast network (reference.fast_layers): what the checks run for a spec network. The
+    step's tensors are dropped after each step, as a training loop would, so its Workspace
+    reuses their buffers."""
+    from reference.fast_layers import fast_network
+
+    return _spec_step(fast_network(case.net.spec), case)
+
+
+def build_spec_readable(setup, case):
+    """The readable Network (reference/layers/), the reference the fast kernels equal."""
+    return _spec_step(case.net, case)
+
+
+def _spec_step(net, case):
+    params, X, labels = case.params, case.X, case.labels
 
     def step():
         return float(net.train_step(params, X, labels, LR, case.reduction)[case.loss])
@@ -732,6 +767,7 @@ def build_spec_tf_function(setup, case):
 
 SPEC_BUILDERS = {
     "reference": build_spec_reference,
+    "readable": build_spec_readable,
     "torch": build_spec_torch,
     "tf_eager": build_spec_tf_eager,
     "tf_function": build_spec_tf_function,
@@ -773,7 +809,12 @@ def run_spec(args) -> dict:
                     )
             before = _cpu_counters()
             times = measure(
-                steps, dict.fromkeys(steps, args.repeats), args.warmup, args.settle, args.lead
+                steps,
+                dict.fromkeys(steps, args.repeats),
+                args.warmup,
+                args.settle,
+                args.lead,
+                _clock(args),
             )
             foreign = foreign_cpu_share(before, _cpu_counters())
             if foreign is not None and foreign > 0.05:
@@ -800,6 +841,7 @@ def run_spec(args) -> dict:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "data_source": data.source,
         "lr": LR,
+        "clock": args.clock,
         "environment": setup.environment(),
         "results": results,
     }
@@ -855,7 +897,9 @@ def probe_memory(args) -> dict:
     }
     step()
     got["step_peak_mib"] = _step_peak_mib(step)
-    if impl == "reference":
+    peak = _proc_status_kib("VmHWM")  # the process's resident peak over that later step
+    got["peak_rss_mib"] = None if peak is None else round(peak["VmHWM"] / 1024, 1)
+    if impl in ("reference", "readable"):
         gc.collect()
         tracemalloc.start()
         step()
@@ -899,7 +943,10 @@ def _print_row(row):
             f"{mem['largest_tensor']} {mem['largest_over_input']}x input)"
         )
     elif mem and "step_peak_mib" in mem:  # --model: RSS in a subprocess
-        extra = f"  rss peak +{mem['step_peak_mib']} MiB a step (first +{mem['first_step_peak_mib']})"
+        extra = (
+            f"  rss peak +{mem['step_peak_mib']} MiB a step (first +{mem['first_step_peak_mib']}),"
+            f" {mem.get('peak_rss_mib')} MiB in all"
+        )
         if "numpy_tracemalloc_peak_mib" in mem:
             extra += f", numpy {mem['numpy_tracemalloc_peak_mib']} MiB"
     elif mem:
@@ -936,7 +983,8 @@ def main(argv=None) -> int:
     env = report["environment"]
     print(
         f"threads: torch {env.get('torch_num_threads')}, blas {env['blas_threads']}, "
-        f"tf intra {env.get('tf_intra_op_threads')} (0 = default), cpus {env['cpu_count']}"
+        f"tf intra {env.get('tf_intra_op_threads')} (0 = default), cpus {env['cpu_count']}; "
+        f"clock {args.clock}"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

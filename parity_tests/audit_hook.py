@@ -26,12 +26,16 @@ def _batch(n_images: int = 3, seed: int = 0):
     return rng.random((28, 28, n_images)), np.arange(n_images) % 10
 
 
-def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1, network=None) -> dict:
+def traced_steps(
+    impl: str, model: str, reduction: str = "sum", lr: float = 0.1, network=None, model_fast=True
+) -> dict:
     """{"article": Traced, "network": Traced}: the reference functions the run's checked
     steps call, traced (reference/trace.py). The article's step is the fast path when the
     run checked `--parity-impl reference`, else the readable model (the reference every
-    other implementation is checked against); the network is `model` (--parity-model's),
-    `network` when given (its Network, already built)."""
+    other implementation is checked against); the network is `model` (--parity-model's,
+    `network` when given: its Network, already built), on the fast kernels test_model.py
+    checks it on (reference/fast_layers.py) unless `model_fast` is False (a run with the
+    user's own layers in it: the readable layers around them)."""
     import numpy as np
 
     from reference import fast
@@ -47,18 +51,22 @@ def traced_steps(impl: str, model: str, reduction: str = "sum", lr: float = 0.1,
     out = {"article": article}
     if model:
         net = network if network is not None else Network(model)
+        if model_fast:
+            from reference.fast_layers import fast_network
+
+            net = fast_network(net.spec)
         args = (net.init_params(0, "float64"), images_nchw(X), digits, lr)
         _, out["network"] = trace(net.train_step, *args, reduction=reduction)
     return out
 
 
 def traced_functions(
-    impl: str, model: str, reduction: str = "sum", lr: float = 0.1, network=None
+    impl: str, model: str, reduction: str = "sum", lr: float = 0.1, network=None, model_fast=True
 ) -> dict[str, str]:
     """{equation id: the functions that computed it, comma separated}: E1..E17 from the
     article's traced step, X1..X12 from the network's; a fast kernel carries "(fast path;
     proven equal to ...)"."""
-    steps = traced_steps(impl, model, reduction, lr, network)
+    steps = traced_steps(impl, model, reduction, lr, network, model_fast)
     out: dict[str, str] = {}
     for part, prefix in (("article", "E"), ("network", "X")):
         if part in steps:
@@ -88,6 +96,8 @@ def audit_files(records, meta, network=None) -> dict[str, str]:
                     str(meta.get("reduction", "sum")),
                     float(meta.get("lr", 0.1)),
                     network,
+                    # test_model.py's network: the fast kernels unless the user's layers are in it
+                    str(meta.get("model_impl", "reference")) == "reference",
                 ),
                 model=network if network is not None else checked_model(meta),
             ),

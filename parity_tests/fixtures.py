@@ -63,15 +63,18 @@ def model_network(parity_settings):
 def model_harness(parity_settings, run_config, article_data, model_network):
     from parity_tests.model_harness import ModelHarness
     from parity_tests.own_layers import used_layers, user_ops
+    from reference.fast_layers import fast_network
+    from reference.network import Network
 
-    impl = None
-    # --parity-layer: the same network built with those of the user's layers it has (none:
-    # the reference itself, as model_parity's records say).
+    # The network under test: the reference's fast kernels (reference/fast_layers.py, proven
+    # equal to the readable layers by test_fast_layers.py), as the article's checks run its
+    # fast path; with --parity-layer, the readable network with those of the user's layers
+    # it has. The readable network (model_network) stays the reference.
     used = used_layers(parity_settings.user_layers, model_network)
     if used:
-        from reference.network import Network
-
         impl = Network(model_network.spec, ops=user_ops(used))
+    else:
+        impl = fast_network(model_network.spec, keep=0)  # the harness keeps every step
     return ModelHarness(model_network, run_config, article_data, impl=impl)
 
 

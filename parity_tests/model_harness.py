@@ -69,9 +69,28 @@ def load_model_mirror(framework: str):
     return load_mirror(framework)
 
 
+def _shared(tensors: dict, reference: dict) -> dict:
+    """`tensors` with every array equal to the reference's, value for value, replaced by the
+    reference's own (a zero's sign aside, which no check reads): the fast kernels' step is
+    the readable one's, so a session holds it once, not twice."""
+    out = {}
+    for name, a in tensors.items():
+        ref = reference.get(name)
+        same = (
+            ref is not None
+            and isinstance(a, np.ndarray)
+            and a.shape == ref.shape
+            and a.dtype == ref.dtype
+            and np.array_equal(a, ref)
+        )
+        out[name] = ref if same else a
+    return out
+
+
 class ModelHarness:
-    """`net` is the reference; `impl` the network under test (the reference unless layers
-    of a user's are plugged in). Both get read-only inputs."""
+    """`net` is the reference; `impl` the network under test (None: the reference itself;
+    the fixture's: the fast kernels' network, or the readable one with a user's layers
+    plugged in). Both get read-only inputs."""
 
     def __init__(
         self,
@@ -231,7 +250,9 @@ class ModelHarness:
 
     @_memo
     def implementation(self, dtype: str) -> dict:
-        return self.reference(dtype) if self.impl is self.net else self._step(self.impl, dtype, None)
+        if self.impl is self.net:
+            return self.reference(dtype)
+        return _shared(self._step(self.impl, dtype, None), self.reference(dtype))
 
     def _kinked(self):
         return [n for n in self.net.nodes if n.kind in KINKED and n.grads]
@@ -264,9 +285,23 @@ class ModelHarness:
         Once per layer, not once per tensor and framework; and once for both sources when
         the network under test is the reference (implementation() is then reference()'s
         very dict, so the stage check and the end-to-end allowance feed it the same arrays)."""
-        if self.impl is self.net:
+        if self.impl is self.net or self._same_inputs(layer, dtype):
             source = "reference"
         return self._layer_step_from(layer, dtype, source, in_float64)
+
+    @_memo
+    def _same_inputs(self, layer: str, dtype: str) -> bool:
+        """Whether the network under test fed `layer` the reference's very arrays (its
+        tensors equal to the reference's are held as those: `_shared`), so that the reference
+        layer on them is computed once."""
+        node = next(n for n in self.net.nodes if n.name == layer)
+        tensor = node.q(node.outputs[0])
+        try:
+            ours = self._stage_inputs(tensor, dtype, "implementation")
+        except KeyError:  # a layer before it raised: its input was never made
+            return False
+        ref = self._stage_inputs(tensor, dtype, "reference")
+        return ours[1] is ref[1] and ours[2] is ref[2]
 
     @_memo
     def _layer_step_from(self, layer: str, dtype: str, source: str, in_float64: bool = False) -> dict:

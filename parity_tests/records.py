@@ -101,6 +101,13 @@ def run_meta(config) -> dict:
         "versions": versions_text(state.environment),
         "completeness": state.completeness,
         "reference_kernels": REFERENCE_KERNELS.get(s.impl, "not the reference"),
+        "model_impl": s.model_impl,
+        "model_kernels": (
+            "fast kernels (reference.fast_layers), proven equal to the readable layers "
+            "(reference/layers/) in parity_tests/test_fast_layers.py"
+            if s.model_impl == "reference"
+            else f"the readable layers (reference/layers/) with {s.model_impl}"
+        ),
         "wall_time_s": round(time.time() - state.started, 2),
         # The heat map's rows: the article's tensors, then the spec network's, each in
         # forward/backward order.

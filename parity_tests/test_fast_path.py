@@ -175,19 +175,33 @@ def test_the_reference_step_is_computed_once_per_dtype(monkeypatch, run_config, 
     assert (len(net_calls), len(impl_calls)) == (1, 1)
 
 
-@pytest.mark.parametrize("impl", ["reference", "own"], ids=["impl-is-reference-once", "impl-own-twice"])
-def test_a_model_layer_step_is_computed_once_when_the_network_is_the_reference(
-    monkeypatch, run_config, article_data, impl
+def _relu_backward_plus_one(dA, Z, A):
+    return dA * (Z > 0) + 1  # wrong on purpose: an upstream gradient unlike the reference's
+
+
+@pytest.mark.parametrize(
+    "impl,once",
+    [("reference", True), ("equal", True), ("different", False)],
+    ids=["impl-is-reference-once", "impl-equal-tensors-once", "impl-other-inputs-twice"],
+)
+def test_a_model_layer_step_is_computed_once_when_its_inputs_are_the_references(
+    monkeypatch, run_config, article_data, impl, once
 ):
     """The stage check (our side) and the end-to-end allowance (the reference's side) run
-    the same layer on the same arrays when the network under test is the reference."""
+    the same layer on the same arrays when the network under test is the reference, or
+    computed the reference's tensors (the fast kernels: held as the reference's own);
+    twice when it fed the layer other values."""
     from parity_tests.model_harness import ModelHarness
+    from reference.network import Ops
 
     net = Network("conv(2,3)-relu-maxpool(2)-dense(10)-softmax_ce")
-    other = None if impl == "reference" else Network(net.spec, ops=dict(net.ops))
+    ops = dict(net.ops)
+    if impl == "different":
+        ops["relu"] = Ops(ops["relu"].forward, _relu_backward_plus_one)
+    other = None if impl == "reference" else Network(net.spec, ops=ops)
     h = ModelHarness(net, run_config, article_data, impl=other)
     calls = _counting(monkeypatch, net, "node_step")
     ours = h._layer_step("conv1", "float32", "implementation")
     theirs = h._layer_step("conv1", "float32", "reference")
-    assert len(calls) == (1 if impl == "reference" else 2)
-    assert (ours is theirs) == (impl == "reference")
+    assert len(calls) == (1 if once else 2)
+    assert (ours is theirs) == once
