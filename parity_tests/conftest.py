@@ -15,3 +15,21 @@ def detection_harness_for() -> HarnessCache:
     cache kept test_variants.py's and test_mutants.py's ~30 alive together (~2.2 GB of
     ./parity report's 4.7 GB peak); a module's tests are its only users."""
     return HarnessCache()
+
+
+# The optimiser and trajectory checks (docs/optimisers.md) run when asked for: with
+# --parity-steps K > 1 or --parity-optim, or their file named on the command line. The
+# default run (one step of SGD) keeps its content and its time.
+OPTIM_FILES = ("test_optim.py", "test_trajectory.py")
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.name not in OPTIM_FILES:
+        return None
+    from parity_tests.settings import SETTINGS
+
+    s = config.stash.get(SETTINGS, None)
+    if s is not None and s.trajectories:
+        return None
+    named = any(collection_path.name in str(arg) for arg in config.args)
+    return None if named else True

@@ -67,6 +67,18 @@ class Settings:
     # ^ reference.network.Network of `model`
     user_layers: Mapping = dataclasses.field(default_factory=dict, repr=False, compare=False)
     # ^ {kind: own_layers.UserLayer} of `layers`, in the order given
+    steps: int = 1  # --parity-steps: training steps of test_trajectory.py
+    optim: str = ""  # --parity-optim as given ("": not given, sgd at the suite's lr)
+    optim_name: str = "sgd"  # the registry entry (reference/optim_registry.py) it names
+    optim_hyper: Mapping = dataclasses.field(default_factory=dict, compare=False)
+    # ^ its hyper-parameters, defaults filled in (the suite's lr for the default sgd)
+
+    @property
+    def trajectories(self) -> bool:
+        """Whether the optimiser and trajectory checks run (test_optim.py,
+        test_trajectory.py): when --parity-steps or --parity-optim is given (or one of those
+        files is named on the command line; parity_tests/conftest.py)."""
+        return self.steps > 1 or bool(self.optim)
 
     @property
     def model_impl(self) -> str:
@@ -201,7 +213,27 @@ def _settings(config) -> Settings:
         baseline_within=_bounded("--parity-baseline-within", o("--parity-baseline-within"), 0, 1),
         **_model("--parity-model", o("--parity-model")),
         layers=tuple(o("--parity-layer") or ()),
+        steps=_integer("--parity-steps", o("--parity-steps"), 1, 10_000),
+        **_optim("--parity-optim", o("--parity-optim")),
     )
+
+
+def _optim(option: str, value) -> dict:
+    """--parity-optim parsed once, here: the registry entry and its hyper-parameters (the
+    default: sgd at the suite's learning rate)."""
+    from reference import optim_registry
+
+    if value is None:
+        name, h = optim_registry.parse(f"sgd(lr={RunConfig.lr!r})")
+        return dict(optim="", optim_name=name, optim_hyper=h)
+    try:
+        name, h = optim_registry.parse(value)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(
+            f"{option} {value!r}: {exc}; expected e.g. sgd, momentum(0.9), nesterov(0.9), "
+            "rmsprop, adam, adamw or adam(lr=1e-3,beta1=0.9,beta2=0.999,eps=1e-8)"
+        ) from None
+    return dict(optim=value, optim_name=name, optim_hyper=h)
 
 
 def _model(option: str, value: str) -> dict:
@@ -302,6 +334,11 @@ def experiment(s: Settings, data) -> dict:
         lr=RunConfig.lr,
         model=s.model_checked,
     )
+    if s.trajectories:  # only when given: a run without them is the same experiment as before
+        from reference.optim_registry import canonical
+
+        facts["steps"] = s.steps
+        facts["optim"] = canonical(s.optim_name, s.optim_hyper)
     if s.layers:  # only when given: a run without them is the same experiment as before
         facts["layers"] = {value.partition("=")[0].strip(): value for value in s.layers}
     return facts
@@ -457,6 +494,10 @@ def reproduce_options(s: Settings) -> str:
         opts += ["--parity-data", data]
     for value in s.layers:
         opts += ["--parity-layer", value]
+    if s.steps != 1:
+        opts += ["--parity-steps", str(s.steps)]
+    if s.optim:
+        opts += ["--parity-optim", s.optim]
     return shlex.join(opts)
 
 
@@ -542,6 +583,24 @@ def add_options(parser) -> None:
         + " (softmax_ce=module:softmax_loss, the mean over the images: needs "
         "--parity-reduction mean). pool_param {'pool_height','pool_width','stride'}, "
         "conv_param {'stride','pad'}. module: a dotted module name or a path to a .py file",
+    )
+    g.addoption(
+        "--parity-steps",
+        default="1",
+        help="training steps K of test_trajectory.py (default 1: the one-step checks only): "
+        "K steps of the --parity-model network from the same weights on the run's batch, "
+        "each framework's own training loop, every parameter and optimiser state compared "
+        "at every step under the drift bound (docs/optimisers.md)",
+    )
+    g.addoption(
+        "--parity-optim",
+        default=None,
+        metavar="SPEC",
+        help="the optimiser of test_optim.py and test_trajectory.py: sgd, momentum(0.9), "
+        "nesterov(0.9), rmsprop, adam, adamw, each also with keyword hyper-parameters "
+        "(lr, momentum, rho, eps, beta1, beta2, weight_decay), e.g. "
+        "adam(lr=1e-3,beta1=0.9,beta2=0.999,eps=1e-8) (default: sgd at the suite's "
+        "learning rate 2^-4; docs/optimisers.md)",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(

@@ -279,3 +279,46 @@ def form_step(name: str, convention: Convention):
 
 # Keras' form with every hyper-parameter exact (no float32 casting): no framework's, a probe.
 KERAS_FLOAT64 = Convention("keras", "Keras' form, hyper-parameters exact", cast32=False)
+
+
+def parse(spec: str) -> tuple[str, dict]:
+    """An optimiser spec -> (name, hyper-parameters with defaults filled in).
+
+    Forms: `adam`, `momentum(0.9)` (positional, in the entry's hyper order),
+    `adam(lr=1e-3,beta1=0.9,beta2=0.999,eps=1e-8)` and mixes (positional first). A bad spec
+    raises ValueError saying what was expected and what came."""
+    if not isinstance(spec, str):
+        raise TypeError(f"optimiser spec must be a string, got {type(spec).__name__}")
+    text = spec.strip().replace(" ", "")
+    name, _, rest = text.partition("(")
+    if name not in OPTIMISERS:
+        raise ValueError(f"unknown optimiser {name!r}; known: {', '.join(OPTIMISERS)}")
+    given: dict = {}
+    if rest:
+        if not rest.endswith(")"):
+            raise ValueError(f"{spec!r}: missing the closing ')'")
+        order = list(OPTIMISERS[name].hyper)
+        args = [a for a in rest[:-1].split(",") if a]
+        keyword = False
+        for i, arg in enumerate(args):
+            key, eq, value = arg.partition("=")
+            if not eq:
+                if keyword:
+                    raise ValueError(f"{spec!r}: a positional value after a keyword one")
+                if i >= len(order):
+                    raise ValueError(f"{spec!r}: {name} takes at most {len(order)} values ({order})")
+                key, value = order[i], arg
+            else:
+                keyword = True
+            if key in given:
+                raise ValueError(f"{spec!r}: {key} given twice")
+            try:
+                given[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{spec!r}: {key}={value!r} is not a number") from None
+    return name, hyper(name, **given)
+
+
+def canonical(name: str, h: Mapping) -> str:
+    """The spec that names (name, h) exactly, keyword form: adam(lr=0.0009765625,...)."""
+    return f"{name}({','.join(f'{k}={v!r}' for k, v in h.items())})"

@@ -1,0 +1,86 @@
+"""Each framework's optimiser alone, fed our parameter, gradient and state at step k, against
+the reference's variant of that framework's convention (parity_tests/optim_stages.py):
+test_optim_stage[adam-m@step4-stage-torch-float32]. p_new and every state (velocity, cache,
+m, v, t) are compared, in both dtypes, under the stage rule for optimisers.
+
+The other convention is not allowed for: test_other_convention_fails holds that each
+framework, compared with the *other* framework's variant, fails the same rule wherever the
+conventions differ in the dtype (docs/optimisers.md has the measured sizes).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from parity_tests import optim_stages
+from parity_tests.metrics import compare_arrays
+from reference import optim_registry as registry
+
+STEPS = (1, 4)  # the first step (state from zeros, t = 1) and one with carried state
+
+CASES = [
+    (name, tensor, k)
+    for name, entry in registry.OPTIMISERS.items()
+    for tensor in ("p_new", *entry.state)
+    for k in STEPS
+]
+
+
+@functools.lru_cache(maxsize=64)
+def _inputs(name, convention, k, dtype):
+    return optim_stages.inputs(name, convention, k, dtype)
+
+
+@pytest.mark.parametrize(
+    "name,tensor,k", CASES, ids=[f"{n}-{t}@step{k}-stage" for n, t, k in CASES]
+)
+def test_optim_stage(parity, name, tensor, k, framework, dtype):
+    convention = optim_stages.CONVENTION_OF[framework]
+    p, g, state = _inputs(name, convention, k, dtype)
+    h = registry.hyper(name)
+    parity.check(
+        tensor=tensor if tensor == "p_new" else f"p.{tensor}",
+        equation=",".join(registry.optimiser(name).equations(convention)),
+        step="optimiser",
+        quantity="update" if tensor == "p_new" else "state",
+        mode="stage",
+        against=framework,
+        dtype=dtype,
+        compute=lambda: optim_stages.stage_check(name, framework, tensor, p, g, state, h),
+        extra=dict(train_step=k, optimiser=name),
+    )
+
+
+# Where the two conventions differ in each dtype, with the suite's inputs (gradients 1e-9..1):
+# float32 computes both in float32 alike, so only the equations' forms show there.
+DIFFER = [
+    ("sgd", {"lr": 0.1}, ("float64",)),  # Keras' float32 learning rate
+    ("momentum", {}, ("float64",)),  # momentum 0.9 cast through float32
+    ("nesterov", {}, ("float64",)),
+    ("rmsprop", {}, ("float64", "float32")),  # epsilon inside / outside the root
+    ("adam", {}, ("float64", "float32")),  # epsilon before / after the bias correction
+    ("adamw", {}, ("float64", "float32")),
+]
+OTHER = {"torch": "keras", "tensorflow": "torch"}
+
+
+@pytest.mark.parametrize(
+    "name,given,dtype",
+    [(n, g, d) for n, g, ds in DIFFER for d in ds],
+    ids=[f"{n}-{d}" for n, g, ds in DIFFER for d in ds],
+)
+def test_other_convention_fails(name, given, dtype, framework):
+    """The framework against the other convention's variant: beyond the rule at p_new."""
+    from parity_tests.mirrors import optim_tf, optim_torch
+
+    mirror = optim_torch if framework == "torch" else optim_tf
+    other = OTHER[framework]
+    h = registry.hyper(name, **given)
+    p, g, state = optim_stages.inputs(name, other, 4, dtype)
+    p_fw, _ = mirror.step(name, p, g, dict(state), h)
+    p_ref, _ = registry.step(name, other, p, g, dict(state), h)
+    tol = optim_stages.tolerance_of(name, other, "p_new", p, g, state, h, dtype)
+    r = compare_arrays(p_fw, p_ref, tol.array, against=framework)
+    assert not r["passed"], f"{framework} matched {other}'s {name} (budget {r['budget_used']:.3g})"

@@ -1,0 +1,75 @@
+"""K training steps (--parity-steps K, --parity-optim SPEC) of the --parity-model network:
+each framework's own training loop against the reference in that framework's convention,
+every parameter and optimiser state at every step, under the drift bound
+(parity_tests/trajectory.py, docs/optimisers.md):
+test_trajectory[dense3.W_new@step7-end_to_end-torch-float32]. A departure's note says
+whether it is chaos (two reference runs 1 ulp apart differ as much) or a mistake.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from parity_tests.settings import SETTINGS
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ != "test_trajectory":
+        return
+    s = metafunc.config.stash[SETTINGS]
+    from reference.optim_registry import optimiser
+
+    states = optimiser(s.optim_name).state
+    names = []
+    for k in range(1, s.steps + 1):
+        for p in s.network.param_names:
+            names += [(f"{p}_new", k)] + [(f"{p}.{st}", k) for st in states]
+    metafunc.parametrize(
+        "tensor,k", names, ids=[f"{t}@step{k}-end_to_end" for t, k in names]
+    )
+
+
+@pytest.fixture(scope="session")
+def trajectory(parity_settings, article_data):
+    from parity_tests.trajectory import Trajectory
+
+    s = parity_settings
+    return Trajectory(
+        s.network, s.seed, s.reduction, article_data, s.optim_name, s.optim_hyper, s.steps
+    )
+
+
+def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framework, dtype):
+    from parity_tests.optim_stages import CONVENTION_OF
+    from reference.optim_registry import canonical
+
+    s = parity_settings
+    convention = CONVENTION_OF[framework]
+    holder = {}
+
+    def compute():
+        holder["check"] = c = trajectory.check(framework, dtype, tensor, k)
+        return c
+
+    def note():
+        c = holder.get("check")
+        if c is None:
+            return ""
+        from parity_tests.metrics import compare_arrays
+
+        r = compare_arrays(c.actual, c.expected, c.tolerance.array, against=framework, brief=True)
+        return "" if r["passed"] else trajectory.verdict_note(framework, dtype, tensor, k, r)
+
+    model_parity.check(
+        tensor=tensor,
+        equation=",".join(trajectory.entry.equations(convention)),
+        step=tensor.split(".", 1)[0],
+        quantity="update" if tensor.endswith("_new") else "state",
+        mode="end_to_end",
+        against=framework,
+        dtype=dtype,
+        compute=compute,
+        model=s.network.label,
+        note=note,
+        extra=dict(train_step=k, optimiser=canonical(s.optim_name, s.optim_hyper)),
+    )

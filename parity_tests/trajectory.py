@@ -1,0 +1,232 @@
+"""K training steps of a spec network: the reference in each framework's convention against
+that framework's own training loop, with the drift bound (docs/optimisers.md).
+
+Batch schedule: full batch. Every step k = 1..K sees the run's N images (--parity-n-images,
+in the data's order), so step k's difference is the optimiser's and the chain's, never a
+different sample.
+
+Drift bound at step k for a parameter or a state X (tolerance.end_to_end_from_spread):
+
+    stage_k = sum_{j<=k} 2 gamma(k_j) M_j     the optimiser's stage rule (optim_stages.py)
+                                              at each step j on the reference's own inputs,
+                                              carried forward: an error in p or the state
+                                              enters the next step's result with a factor
+                                              at most 1 (every rule is p + ..., v mu + ...)
+    spread_k = max_{j<=k} max|ref32_j - ref64_j|   the reference's own float32 error along
+                                              its trajectory: the gradients' rounding, the
+                                              updates' and how training carries them on
+    carried_k = max over the sign s of |X_k(g_j + s dg_j) - X_k(g_j)|, the optimiser alone
+                                              run in float64 on the reference's gradients
+                                              g_j, each moved by its own end-to-end
+                                              allowance dg_j (the one-step rule for that
+                                              gradient at step j: its stage rule on our
+                                              inputs to its layer + E2E_FACTOR (u/u32) x the
+                                              ref32-vs-ref64 spread): a framework's gradient
+                                              may differ by that much, and the optimiser
+                                              carries it on (velocity, m, v accumulate it)
+    allowance_k = stage_k + E2E_FACTOR (u/u32) max(spread_k, max(stage_k) u32/u) + carried_k
+
+Where a framework leaves the bound, `chaos` says whether training itself amplifies rounding
+that fast there: two float64 reference runs from weights 1 ulp apart (each weight w ->
+nextafter(w, inf)) that differ at step k by at least the framework's difference make the
+departure chaos (the trajectory is that sensitive), otherwise a mistake.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from parity_tests import model_stages, optim_stages, tolerance
+from reference import optim_registry as registry
+from reference.network import Network, images_nchw, update_pairs
+
+FRAMEWORK_MIRRORS = {
+    "torch": "parity_tests.mirrors.optim_torch",
+    "tensorflow": "parity_tests.mirrors.optim_tf",
+}
+
+
+class Trajectory:
+    """One network, run config, data and optimiser (name, h); K steps, every result cached."""
+
+    def __init__(self, net: Network, seed: int, reduction: str, data, name: str, h: dict, steps: int):
+        self.net, self.seed, self.reduction, self.data = net, seed, reduction, data
+        self.name, self.h, self.steps = name, dict(h), steps
+        self.entry = registry.optimiser(name)
+        self.grad_of = dict(update_pairs(net))
+
+    def tensors(self) -> tuple[str, ...]:
+        """Per step: every parameter's new value, then each of its states."""
+        out = []
+        for p in self.net.param_names:
+            out.append(f"{p}_new")
+            out.extend(f"{p}.{s}" for s in self.entry.state)
+        return tuple(out)
+
+    def batch(self, dtype: str):
+        X = images_nchw(self.data.X).astype(dtype)
+        return X, self.net.targets(self.data.labels, dtype)
+
+    def _start(self, dtype: str, nudge: bool = False) -> dict:
+        params = self.net.init_params(self.seed, "float64")
+        if nudge:
+            params = {k: np.nextafter(v, np.inf) for k, v in params.items()}
+        return {k: v.astype(dtype) for k, v in params.items()}
+
+    @functools.cache
+    def reference(self, convention: str, dtype: str, nudge: bool = False) -> tuple:
+        """Per step k (index k - 1): {"E", "<param>_new", "<param>.<state>"} and, for the
+        bound, the inputs the optimiser saw: {"<param>": p, "<param>.grad": g, states}."""
+        params = self._start(dtype, nudge)
+        states = {p: self.entry.init_state(v) for p, v in params.items()}
+        X, target = self.batch(dtype)
+        rows, seen = [], []
+        for _ in range(self.steps):
+            fwd = self.net.forward(params, X, target, self.reduction)
+            grads = self.net.backward(params, X, fwd, target, self.reduction)
+            row, inputs = {"E": float(fwd[self.net.nodes[-1].q("E")])}, {}
+            for p in self.net.param_names:
+                g = grads[self.grad_of[p]]
+                inputs[p] = (params[p], g, states[p])
+                inputs[f"{p}.grad_stage"] = self._grad_stage(p, params, X, fwd, grads, target, dtype)
+                params[p], states[p] = registry.step(self.name, convention, params[p], g, states[p], self.h)
+                row[f"{p}_new"] = params[p]
+                row.update({f"{p}.{s}": v for s, v in states[p].items()})
+            rows.append(row)
+            seen.append(inputs)
+        return tuple(rows), tuple(seen)
+
+    def _grad_stage(self, param, params, X, fwd, grads, target, dtype) -> np.ndarray:
+        """The stage allowance of `param`'s gradient at this step, on our inputs to its layer."""
+        name = self.grad_of[param]
+        node = self.net.node_of(name)
+        x = self.net.inputs_of(node, X, fwd)
+        upstream = self.net.upstream_of(node, grads)
+        ours = {**fwd, **grads}
+        tol = model_stages.stage_tolerance(
+            node, name.split(".", 1)[1], x, params, upstream, ours, self.reduction, dtype, target
+        )
+        return np.broadcast_to(tol.array, np.shape(grads[name]))
+
+    @functools.cache
+    def grad_allowance(self, dtype: str, param: str, j: int) -> np.ndarray:
+        """dg_j: the one-step end-to-end rule for `param`'s gradient at step j (the spread of
+        the torch-convention runs: the gradient at step 1 does not depend on it, and later
+        steps' spread is the trajectory's own)."""
+        _, seen32 = self.reference("torch", "float32")
+        _, seen64 = self.reference("torch", "float64")
+        _, seen = self.reference("torch", dtype)
+        spread = float(np.max(np.abs(seen32[j - 1][param][1].astype(np.float64) - seen64[j - 1][param][1]), initial=0.0))
+        stage = tolerance.Tolerance(np.asarray(seen[j - 1][f"{param}.grad_stage"], np.float64), "")
+        return tolerance.end_to_end_from_spread(stage, spread, dtype, "").array
+
+    @functools.cache
+    def carried(self, convention: str, dtype: str, tensor: str, k: int) -> np.ndarray:
+        """max over s = +-1 of |X_k(g + s dg) - X_k(g)|: the optimiser alone, float64, on our
+        gradients in `dtype` moved by their end-to-end allowance (carried_k above)."""
+        param, short = _split(tensor)
+        _, seen = self.reference(convention, dtype)
+        runs = {}
+        for sign in (0, 1, -1):
+            p, state = seen[0][param][0].astype(np.float64), None
+            state = self.entry.init_state(p)
+            for j in range(1, k + 1):
+                g = seen[j - 1][param][1].astype(np.float64)
+                g = g + sign * self.grad_allowance(dtype, param, j)
+                p, state = registry.step(self.name, convention, p, g, state, self.h)
+            runs[sign] = p if short == "p_new" else np.asarray(state[short], np.float64)
+        return np.maximum(np.abs(runs[1] - runs[0]), np.abs(runs[-1] - runs[0]))
+
+    @functools.cache
+    def framework(self, framework: str, dtype: str) -> tuple:
+        import importlib
+
+        mirror = importlib.import_module(FRAMEWORK_MIRRORS[framework])
+        X, target = self.batch(dtype)
+        batches = [(X, target)] * self.steps
+        return tuple(mirror.train(self.net, self._start(dtype), batches, self.reduction, self.name, self.h))
+
+    def _value(self, rows, k: int, tensor: str) -> np.ndarray:
+        return np.asarray(rows[k - 1][tensor], dtype=None if not tensor.endswith(".t") else np.float64)
+
+    @functools.cache
+    def stage_sum(self, convention: str, dtype: str, tensor: str, k: int) -> np.ndarray:
+        """sum over j <= k of the optimiser's stage allowance at step j (the reference's own
+        p, g and state at step j in `dtype`)."""
+        param, short = _split(tensor)
+        _, seen = self.reference(convention, dtype)
+        total = 0.0
+        for j in range(k):
+            p, g, state = seen[j][param]
+            tol = optim_stages.tolerance_of(self.name, convention, short, p, g, state, self.h, dtype)
+            total = total + tol.array
+        return np.asarray(total, dtype=np.float64)
+
+    @functools.cache
+    def spread(self, convention: str, tensor: str, k: int) -> float:
+        """max over j <= k of max|ref32_j - ref64_j| at `tensor`."""
+        lo, _ = self.reference(convention, "float32")
+        hi, _ = self.reference(convention, "float64")
+        return max(
+            float(np.max(np.abs(self._value(lo, j, tensor).astype(np.float64) - self._value(hi, j, tensor)), initial=0.0))
+            for j in range(1, k + 1)
+        )
+
+    def allowance(self, framework: str, dtype: str, tensor: str, k: int) -> tolerance.Tolerance:
+        convention = optim_stages.CONVENTION_OF[framework]
+        if tensor.endswith(".t"):
+            return tolerance.exact(())
+        stage_arr = self.stage_sum(convention, dtype, tensor, k)
+        stage_tol = tolerance.Tolerance(stage_arr, f"sum over steps 1..{k} of the optimiser's stage rule")
+        what = f"max over steps 1..{k} of max|ref32-ref64|"
+        tol = tolerance.end_to_end_from_spread(stage_tol, self.spread(convention, tensor, k), dtype, what)
+        # The gradients' allowances carried by the optimiser, added after the floor: they
+        # already hold their own (the one-step rule's), not to be raised to the tensor's max.
+        return tolerance.Tolerance(
+            tol.array + self.carried(convention, dtype, tensor, k),
+            f"{tol.rule} + the gradients' end-to-end allowances carried by the optimiser",
+        )
+
+    def chaos(self, framework: str, tensor: str, k: int) -> float:
+        """max|ref(w) - ref(w + 1 ulp)| at step k, float64, in the framework's convention."""
+        convention = optim_stages.CONVENTION_OF[framework]
+        a, _ = self.reference(convention, "float64")
+        b, _ = self.reference(convention, "float64", nudge=True)
+        return float(np.max(np.abs(self._value(a, k, tensor) - self._value(b, k, tensor)), initial=0.0))
+
+    def check(self, framework: str, dtype: str, tensor: str, k: int):
+        from parity_tests.harness import Check
+
+        convention = optim_stages.CONVENTION_OF[framework]
+        ours, _ = self.reference(convention, dtype)
+        exact, _ = self.reference(convention, "float64")
+        theirs = self.framework(framework, dtype)
+        actual = self._value(theirs, k, tensor)
+        expected = self._value(ours, k, tensor)
+        # The float64 truth (and with it the effective-precision verdict, docs/tolerance.md)
+        # at step 1 only: later, both float32 runs have fed their own rounding back through
+        # the network, and a side's typical error measures the trajectory's sensitivity,
+        # not the precision of its operands.
+        first = k == 1 and dtype != "float64" and not tensor.endswith(".t")
+        truth = self._value(exact, k, tensor) if first else None
+        return Check(
+            np.asarray(actual, dtype=expected.dtype), expected, self.allowance(framework, dtype, tensor, k),
+            truth, truth_zero=not np.any(self._value(exact, k, tensor)),
+        )  # fmt: skip
+
+    def verdict_note(self, framework: str, dtype: str, tensor: str, k: int, record: dict) -> str:
+        """Chaos or mistake, for a departure (docs/optimisers.md)."""
+        diff = abs(float(record.get("max_abs_err") or 0.0))
+        c = self.chaos(framework, tensor, k)
+        kind = "chaos" if c >= diff else "mistake"
+        return f"{kind}: two float64 reference runs 1 ulp apart differ by {c:.3g} here, the framework by {diff:.3g}"
+
+
+def _split(tensor: str) -> tuple[str, str]:
+    """conv1.F_new -> (conv1.F, p_new); conv1.F.m -> (conv1.F, m)."""
+    if tensor.endswith("_new"):
+        return tensor[: -len("_new")], "p_new"
+    param, _, short = tensor.rpartition(".")
+    return param, short
