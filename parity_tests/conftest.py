@@ -20,7 +20,7 @@ def detection_harness_for() -> HarnessCache:
 # The optimiser and trajectory checks (docs/optimisers.md) run when asked for: with
 # --parity-steps K > 1 or --parity-optim, or their file named on the command line. The
 # default run (one step of SGD) keeps its content and its time.
-OPTIM_FILES = ("test_optim.py", "test_trajectory.py")
+OPTIM_FILES = ("test_optim.py", "test_trajectory.py", "test_optim_mistakes.py")
 
 
 def pytest_ignore_collect(collection_path, config):

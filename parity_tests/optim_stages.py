@@ -136,11 +136,11 @@ def stage_check(name: str, framework: str, tensor: str, p, g, state: dict, h: di
     p_fw, s_fw = mirror.step(name, p, g, dict(state), h)
     p_ref, s_ref = registry.step(name, convention, p, g, dict(state), h)
     wide = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for k, v in state.items()}
-    p64, s64 = registry.step(
-        name, convention, p.astype(np.float64), g.astype(np.float64), wide, h
-    )
+    p64, s64 = registry.step(name, convention, p.astype(np.float64), g.astype(np.float64), wide, h)
     got = {"p_new": (p_fw, p_ref, p64), **{k: (s_fw[k], s_ref[k], s64[k]) for k in s_ref}}
-    actual, expected, exact = (np.asarray(x, dtype=np.float64 if tensor == "t" else None) for x in got[tensor])
+    actual, expected, exact = (
+        np.asarray(x, dtype=np.float64 if tensor == "t" else None) for x in got[tensor]
+    )
     tol = tolerance_of(name, convention, tensor, p, g, state, h, dtype)
     truth = None if dtype == np.float64 or tensor == "t" else exact
     return Check(actual, expected, tol, truth, truth_zero=not np.any(exact))

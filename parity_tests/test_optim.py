@@ -33,9 +33,7 @@ def _inputs(name, convention, k, dtype):
     return optim_stages.inputs(name, convention, k, dtype)
 
 
-@pytest.mark.parametrize(
-    "name,tensor,k", CASES, ids=[f"{n}-{t}@step{k}-stage" for n, t, k in CASES]
-)
+@pytest.mark.parametrize("name,tensor,k", CASES, ids=[f"{n}-{t}@step{k}-stage" for n, t, k in CASES])
 def test_optim_stage(parity, name, tensor, k, framework, dtype):
     convention = optim_stages.CONVENTION_OF[framework]
     p, g, state = _inputs(name, convention, k, dtype)

@@ -24,9 +24,7 @@ def pytest_generate_tests(metafunc):
     for k in range(1, s.steps + 1):
         for p in s.network.param_names:
             names += [(f"{p}_new", k)] + [(f"{p}.{st}", k) for st in states]
-    metafunc.parametrize(
-        "tensor,k", names, ids=[f"{t}@step{k}-end_to_end" for t, k in names]
-    )
+    metafunc.parametrize("tensor,k", names, ids=[f"{t}@step{k}-end_to_end" for t, k in names])
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +32,7 @@ def trajectory(parity_settings, article_data):
     from parity_tests.trajectory import Trajectory
 
     s = parity_settings
-    return Trajectory(
-        s.network, s.seed, s.reduction, article_data, s.optim_name, s.optim_hyper, s.steps
-    )
+    return Trajectory(s.network, s.seed, s.reduction, article_data, s.optim_name, s.optim_hyper, s.steps)
 
 
 def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framework, dtype):

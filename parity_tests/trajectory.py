@@ -38,11 +38,10 @@ mistake. A mistake in an optimiser shows at its first step, long before chaos gr
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from parity_tests import model_stages, optim_stages, tolerance
+from parity_tests.harness import _memo
 from reference import optim_registry as registry
 from reference.network import Network, images_nchw, update_pairs
 
@@ -57,9 +56,13 @@ FRAMEWORK_MIRRORS = {
 class Trajectory:
     """One network, run config, data and optimiser (name, h); K steps, every result cached."""
 
-    def __init__(self, net: Network, seed: int, reduction: str, data, name: str, h: dict, steps: int):
+    def __init__(
+        self, net: Network, seed: int, reduction: str, data, name: str, h: dict, steps: int, impl=None
+    ):
+        """impl: the optimiser under test, a registry Mistake (reference/optim_mistakes.py) or
+        None (the reference itself); it runs in torch's convention."""
         self.net, self.seed, self.reduction, self.data = net, seed, reduction, data
-        self.name, self.h, self.steps = name, dict(h), steps
+        self.name, self.h, self.steps, self.impl = name, dict(h), steps, impl
         self.entry = registry.optimiser(name)
         self.grad_of = dict(update_pairs(net))
 
@@ -89,23 +92,49 @@ class Trajectory:
             return out
         return {k: v.astype(dtype) for k, v in params.items()}
 
-    @functools.cache
+    @_memo
     def reference(self, convention: str, dtype: str, nudge: tuple = ()) -> tuple:
         """Per step k (index k - 1): {"E", "<param>_new", "<param>.<state>"} and, for the
-        bound, the inputs the optimiser saw: {"<param>": p, "<param>.grad": g, states}."""
+        bound, the inputs the optimiser saw: {"<param>": (p, g, state), "<param>.grad_stage"}."""
+        return self._run(convention, dtype, nudge, None)
+
+    @_memo
+    def implementation(self, convention: str, dtype: str) -> tuple:
+        """The optimiser under test's run (the reference's when impl is None)."""
+        if self.impl is None:
+            return self.reference(convention, dtype)
+        return self._run("torch", dtype, (), self.impl)
+
+    def _update(self, convention, mistake, p, g, state):
+        if mistake is None or mistake.step is None:
+            return registry.step(self.name, convention, p, g, state, self.h)
+        return mistake.step(p, g, dict(state), self.h)
+
+    def _run(self, convention: str, dtype: str, nudge: tuple, mistake) -> tuple:
         params = self._start(dtype, nudge)
         states = {p: self.entry.init_state(v) for p, v in params.items()}
+        scope = getattr(mistake, "scope", "parameter")
+        shared: dict = {}
         X, target = self.batch(dtype)
         rows, seen = [], []
         for _ in range(self.steps):
+            if mistake is not None and not all(np.isfinite(v).all() for v in params.values()):
+                break  # the optimiser under test made a parameter non-finite: nothing runs on
             fwd = self.net.forward(params, X, target, self.reduction)
             grads = self.net.backward(params, X, fwd, target, self.reduction)
             row, inputs = {"E": float(fwd[self.net.nodes[-1].q("E")])}, {}
             for p in self.net.param_names:
                 g = grads[self.grad_of[p]]
+                if scope == "restart":  # the state not carried: every step from zeros
+                    states[p] = self.entry.init_state(params[p])
+                elif scope == "shared":  # one state for all: another parameter's, if it fits
+                    fits = all(np.shape(v) in ((), params[p].shape) for v in shared.values())
+                    states[p] = dict(shared) if shared and fits else self.entry.init_state(params[p])
                 inputs[p] = (params[p], g, states[p])
-                inputs[f"{p}.grad_stage"] = self._grad_stage(p, params, X, fwd, grads, target, dtype)
-                params[p], states[p] = registry.step(self.name, convention, params[p], g, states[p], self.h)
+                if mistake is None:
+                    inputs[f"{p}.grad_stage"] = self._grad_stage(p, params, X, fwd, grads, target, dtype)
+                params[p], states[p] = self._update(convention, mistake, params[p], g, states[p])
+                shared = dict(states[p])
                 row[f"{p}_new"] = params[p]
                 row.update({f"{p}.{s}": v for s, v in states[p].items()})
             rows.append(row)
@@ -124,7 +153,7 @@ class Trajectory:
         )
         return np.broadcast_to(tol.array, np.shape(grads[name]))
 
-    @functools.cache
+    @_memo
     def grad_allowance(self, dtype: str, param: str, j: int) -> np.ndarray:
         """dg_j: the one-step end-to-end rule for `param`'s gradient at step j (the spread of
         the torch-convention runs: the gradient at step 1 does not depend on it, and later
@@ -132,11 +161,15 @@ class Trajectory:
         _, seen32 = self.reference("torch", "float32")
         _, seen64 = self.reference("torch", "float64")
         _, seen = self.reference("torch", dtype)
-        spread = float(np.max(np.abs(seen32[j - 1][param][1].astype(np.float64) - seen64[j - 1][param][1]), initial=0.0))
+        spread = float(
+            np.max(
+                np.abs(seen32[j - 1][param][1].astype(np.float64) - seen64[j - 1][param][1]), initial=0.0
+            )
+        )
         stage = tolerance.Tolerance(np.asarray(seen[j - 1][f"{param}.grad_stage"], np.float64), "")
         return tolerance.end_to_end_from_spread(stage, spread, dtype, "").array
 
-    @functools.cache
+    @_memo
     def carried(self, convention: str, dtype: str, tensor: str, k: int) -> np.ndarray:
         """max over s = +-1 of |X_k(g + s dg) - X_k(g)|: the optimiser alone, float64, on our
         gradients in `dtype` moved by their end-to-end allowance (carried_k above)."""
@@ -153,19 +186,21 @@ class Trajectory:
             runs[sign] = p if short == "p_new" else np.asarray(state[short], np.float64)
         return np.maximum(np.abs(runs[1] - runs[0]), np.abs(runs[-1] - runs[0]))
 
-    @functools.cache
+    @_memo
     def framework(self, framework: str, dtype: str) -> tuple:
         import importlib
 
         mirror = importlib.import_module(FRAMEWORK_MIRRORS[framework])
         X, target = self.batch(dtype)
         batches = [(X, target)] * self.steps
-        return tuple(mirror.train(self.net, self._start(dtype), batches, self.reduction, self.name, self.h))
+        return tuple(
+            mirror.train(self.net, self._start(dtype), batches, self.reduction, self.name, self.h)
+        )
 
     def _value(self, rows, k: int, tensor: str) -> np.ndarray:
         return np.asarray(rows[k - 1][tensor], dtype=None if not tensor.endswith(".t") else np.float64)
 
-    @functools.cache
+    @_memo
     def stage_sum(self, convention: str, dtype: str, tensor: str, k: int) -> np.ndarray:
         """sum over j <= k of the optimiser's stage allowance at step j (the reference's own
         p, g and state at step j in `dtype`)."""
@@ -178,13 +213,18 @@ class Trajectory:
             total = total + tol.array
         return np.asarray(total, dtype=np.float64)
 
-    @functools.cache
+    @_memo
     def spread(self, convention: str, tensor: str, k: int) -> float:
         """max over j <= k of max|ref32_j - ref64_j| at `tensor`."""
         lo, _ = self.reference(convention, "float32")
         hi, _ = self.reference(convention, "float64")
         return max(
-            float(np.max(np.abs(self._value(lo, j, tensor).astype(np.float64) - self._value(hi, j, tensor)), initial=0.0))
+            float(
+                np.max(
+                    np.abs(self._value(lo, j, tensor).astype(np.float64) - self._value(hi, j, tensor)),
+                    initial=0.0,
+                )
+            )
             for j in range(1, k + 1)
         )
 
@@ -205,9 +245,13 @@ class Trajectory:
         if tensor.endswith(".t"):
             return tolerance.exact(())
         stage_arr = self.stage_sum(convention, dtype, tensor, k)
-        stage_tol = tolerance.Tolerance(stage_arr, f"sum over steps 1..{k} of the optimiser's stage rule")
+        stage_tol = tolerance.Tolerance(
+            stage_arr, f"sum over steps 1..{k} of the optimiser's stage rule"
+        )
         what = f"max over steps 1..{k} of max|ref32-ref64|"
-        tol = tolerance.end_to_end_from_spread(stage_tol, self.spread(convention, tensor, k), dtype, what)
+        tol = tolerance.end_to_end_from_spread(
+            stage_tol, self.spread(convention, tensor, k), dtype, what
+        )
         # The gradients' allowances carried by the optimiser, added after the floor: they
         # already hold their own (the one-step rule's), not to be raised to the tensor's max.
         return tolerance.Tolerance(
@@ -215,7 +259,7 @@ class Trajectory:
             f"{tol.rule} + the gradients' end-to-end allowances carried by the optimiser",
         )
 
-    @functools.cache
+    @_memo
     def chaos(self, convention: str, dtype: str, tensor: str, k: int) -> float:
         """max over the probes of max|ref(w) - ref(w moved 1 ulp of dtype)| at step k, both
         float64 runs in `convention`."""
@@ -227,19 +271,28 @@ class Trajectory:
             worst = max(worst, float(np.max(d, initial=0.0)))
         return worst
 
-    @functools.cache
+    @_memo
     def drift_bound(self, framework: str, dtype: str, tensor: str, k: int) -> tolerance.Tolerance:
         """The allowance without the chaos term."""
         return self._drift_bound(framework, dtype, tensor, k)
 
-    @functools.cache
+    @_memo
     def _sides(self, framework: str, dtype: str, tensor: str, k: int):
         """(actual, expected, truth, truth_zero) of `tensor` at step k."""
         convention = optim_stages.CONVENTION_OF[framework]
-        ours, _ = self.reference(convention, dtype)
+        ours, _ = self.implementation(convention, dtype)
         exact, _ = self.reference(convention, "float64")
+        if k > len(ours):
+            from parity_tests.impl_call import ImplementationError
+
+            raise ImplementationError(
+                f"the optimiser under test made a parameter non-finite at step {len(ours)}: "
+                f"step {k} could not run"
+            )
         expected = self._value(ours, k, tensor)
-        actual = np.asarray(self._value(self.framework(framework, dtype), k, tensor), dtype=expected.dtype)
+        actual = np.asarray(
+            self._value(self.framework(framework, dtype), k, tensor), dtype=expected.dtype
+        )
         # The float64 truth (and with it the effective-precision verdict, docs/tolerance.md)
         # at step 1 only: later, both float32 runs have fed their own rounding back through
         # the network, and a side's typical error measures the trajectory's sensitivity,
@@ -248,7 +301,7 @@ class Trajectory:
         truth = self._value(exact, k, tensor) if first else None
         return actual, expected, truth, not np.any(self._value(exact, k, tensor))
 
-    @functools.cache
+    @_memo
     def check(self, framework: str, dtype: str, tensor: str, k: int):
         """The comparison at step k: under the drift bound where the framework is within it
         (the chaos term then changes no verdict, and would make a tight check look vacuous),
@@ -257,12 +310,14 @@ class Trajectory:
 
         actual, expected, truth, truth_zero = self._sides(framework, dtype, tensor, k)
         kind, _ = self.verdict(framework, dtype, tensor, k)
-        tol = self.drift_bound(framework, dtype, tensor, k) if kind == "agrees" else self.allowance(
-            framework, dtype, tensor, k
+        tol = (
+            self.drift_bound(framework, dtype, tensor, k)
+            if kind == "agrees"
+            else self.allowance(framework, dtype, tensor, k)
         )
         return Check(actual, expected, tol, truth, truth_zero=truth_zero)
 
-    @functools.cache
+    @_memo
     def verdict(self, framework: str, dtype: str, tensor: str, k: int) -> tuple[str, float]:
         """("agrees", budget): within the drift bound alone; ("chaos", budget of the drift
         bound): beyond it, within the chaos term; ("mistake", budget): beyond both."""
@@ -277,7 +332,7 @@ class Trajectory:
         full = compare_arrays(actual, expected, full_tol, against=framework, brief=True)
         return ("chaos" if full["budget_used"] <= 1 else "mistake"), float(alone["budget_used"])
 
-    @functools.cache
+    @_memo
     def agrees_up_to(self, framework: str, dtype: str) -> int:
         """The last step at which every tensor agrees within the drift bound alone."""
         for k in range(1, self.steps + 1):
@@ -292,3 +347,41 @@ def _split(tensor: str) -> tuple[str, str]:
         return tensor[: -len("_new")], "p_new"
     param, _, short = tensor.rpartition(".")
     return param, short
+
+
+def first_departure(tr: Trajectory, framework: str, dtype: str):
+    """(step, [tensors failing there]) of the first step where any tensor leaves its
+    allowance, or (None, [])."""
+    from parity_tests.metrics import compare_arrays
+
+    for k in range(1, tr.steps + 1):
+        bad = []
+        for tensor in tr.tensors():
+            c = tr.check(framework, dtype, tensor, k)
+            r = compare_arrays(c.actual, c.expected, c.tolerance.array, against=framework, brief=True)
+            if not r["passed"] and r["status"] != "vacuous":
+                bad.append(tensor)
+        if bad:
+            return k, bad
+    return None, []
+
+
+def name_mistake(tr: Trajectory, dtype: str, k: int) -> str:
+    """The explainer for an optimiser under test: the catalogue mistake (of the optimiser's
+    registry entry) whose run gives the implementation's every tensor up to step k, to the
+    rounding of a replay (1e-12 relative in float64, 1e-5 in float32); "" when none does."""
+    ours, _ = tr.implementation("torch", dtype)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    for m in tr.entry.mistakes:
+        other = Trajectory(tr.net, tr.seed, tr.reduction, tr.data, tr.name, tr.h, k, impl=m)
+        theirs, _ = other.implementation("torch", dtype)
+        same = all(
+            np.allclose(
+                np.asarray(ours[j][t], np.float64), np.asarray(theirs[j][t], np.float64),
+                rtol=rtol, atol=0, equal_nan=True,
+            )
+            for j in range(k) for t in tr.tensors()
+        )  # fmt: skip
+        if same:
+            return m.id
+    return ""

@@ -20,11 +20,11 @@ the two variants is measured and stated (docs/optimisers.md), never allowed for.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from reference import optim
+from reference import optim, optim_mistakes
 from reference.optim import KERAS, TORCH, Convention
 from reference.update import SUITE_LR
 
@@ -54,10 +54,11 @@ class Mistake:
     id: str
     title: str
     explains: str
-    step: Callable
+    step: Callable | None  # None: the optimiser's own torch step (scope says what goes wrong)
     first: str
     first_step: int = 1
     hyper: Mapping[str, float] = field(default_factory=dict)
+    scope: str = "parameter"  # "parameter", "shared" (one state for all), "restart" (not carried)
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,10 @@ MOMENTUM = Optimiser(
     ("velocity",),
     {"momentum": 0.9, "lr": ADAPTIVE_LR, **_WD},
     _variants(
-        ("O4", "O2"), _velocity_step(optim.momentum_torch, TORCH),
-        ("O5", "O3"), _velocity_step(optim.momentum_keras, KERAS),
+        ("O4", "O2"),
+        _velocity_step(optim.momentum_torch, TORCH),
+        ("O5", "O3"),
+        _velocity_step(optim.momentum_keras, KERAS),
     ),  # fmt: skip
     "gradient descent with (heavy-ball) momentum",
 )
@@ -184,8 +187,10 @@ NESTEROV = Optimiser(
     ("velocity",),
     {"momentum": 0.9, "lr": ADAPTIVE_LR, **_WD},
     _variants(
-        ("O6", "O2"), _velocity_step(optim.nesterov_torch, TORCH),
-        ("O7", "O3"), _velocity_step(optim.nesterov_keras, KERAS),
+        ("O6", "O2"),
+        _velocity_step(optim.nesterov_torch, TORCH),
+        ("O7", "O3"),
+        _velocity_step(optim.nesterov_keras, KERAS),
     ),  # fmt: skip
     "gradient descent with Nesterov momentum",
 )
@@ -201,9 +206,7 @@ ADAM = Optimiser(
     "adam",
     ("m", "v", "t"),
     {**_ADAM_HYPER, **_WD},
-    _variants(
-        ("O10", "O2"), _adam_step(TORCH, False), ("O11", "O3"), _adam_step(KERAS, False)
-    ),
+    _variants(("O10", "O2"), _adam_step(TORCH, False), ("O11", "O3"), _adam_step(KERAS, False)),
     "Adam (no AMSGrad)",
 )
 ADAMW = Optimiser(
@@ -214,9 +217,50 @@ ADAMW = Optimiser(
     "Adam with decoupled weight decay",
 )
 
-OPTIMISERS: dict[str, Optimiser] = {
-    o.name: o for o in (SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW)
-}
+
+def _mistake(id, title, step, first, first_step=1, scope="parameter", **hyper) -> Mistake:
+    return Mistake(id, title, id, step, first, first_step, hyper, scope)
+
+
+_NOT_CARRIED = "the optimiser state not carried between steps: every step starts from zeros"
+_SHARED = "one optimiser state for every parameter (where shapes differ, restarted)"
+_CATALOGUE = {
+    "momentum": (
+        _mistake("momentum_wrong_sign", "the gradient's sign flipped in the velocity",
+                 optim_mistakes.momentum_wrong_sign, "velocity"),
+        _mistake("state_not_carried", _NOT_CARRIED, None, "velocity", 2, "restart"),
+        _mistake("state_shared", _SHARED, None, "velocity", 1, "shared"),
+    ),
+    "nesterov": (
+        _mistake("nesterov_as_momentum", "Nesterov computed as plain momentum (no look-ahead)",
+                 optim_mistakes.nesterov_as_momentum, "p_new"),
+    ),
+    "rmsprop": (
+        _mistake("rmsprop_decay_on_gradient", "the running average of g, not of g^2",
+                 optim_mistakes.rmsprop_decay_on_gradient, "cache"),
+        _mistake("state_not_carried", _NOT_CARRIED, None, "cache", 2, "restart"),
+    ),
+    "adam": (
+        _mistake("adam_no_bias_correction", "Adam without bias correction",
+                 optim_mistakes.adam_no_bias_correction, "p_new"),
+        _mistake("adam_bias_from_t0", "bias correction counted from t = 0",
+                 optim_mistakes.adam_bias_from_t0, "p_new"),
+        _mistake("adam_eps_inside_sqrt", "epsilon inside the square root",
+                 optim_mistakes.adam_eps_inside_sqrt, "p_new", eps=1e-4),
+        _mistake("adam_l2_decoupled", "decoupled decay where L2 (weight_decay=) was asked",
+                 optim_mistakes.adam_l2_decoupled, "m", weight_decay=0.01),
+        _mistake("state_not_carried", _NOT_CARRIED, None, "m", 2, "restart"),
+    ),
+    "adamw": (
+        _mistake("adamw_coupled", "L2 (added to the gradient) where decoupled decay was asked",
+                 optim_mistakes.adamw_coupled, "m"),
+    ),
+}  # fmt: skip
+SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW = (
+    replace(o, mistakes=_CATALOGUE.get(o.name, ()))
+    for o in (SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW)
+)
+OPTIMISERS: dict[str, Optimiser] = {o.name: o for o in (SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW)}
 
 
 def optimiser(name: str) -> Optimiser:
@@ -230,9 +274,7 @@ def hyper(name: str, **given) -> dict:
     entry = optimiser(name)
     unknown = set(given) - set(entry.hyper)
     if unknown:
-        raise ValueError(
-            f"{name} has no hyper-parameter {sorted(unknown)}; it has {list(entry.hyper)}"
-        )
+        raise ValueError(f"{name} has no hyper-parameter {sorted(unknown)}; it has {list(entry.hyper)}")
     h = {**entry.hyper, **{k: float(v) for k, v in given.items()}}
     _validate(h)
     return h
