@@ -17,19 +17,25 @@ def detection_harness_for() -> HarnessCache:
     return HarnessCache()
 
 
-# The optimiser and trajectory checks (docs/optimisers.md) run when asked for: with
-# --parity-steps K > 1 or --parity-optim, or their file named on the command line. The
-# default run (one step of SGD) keeps its content and its time.
-OPTIM_FILES = ("test_optim.py", "test_trajectory.py", "test_optim_mistakes.py")
+# The optimiser and trajectory checks (docs/optimisers.md): in the default run's testpaths
+# (pyproject.toml), but run there only when asked for, by --parity-steps K > 1 or
+# --parity-optim: a plain `pytest` (one step of SGD) keeps its content and its time. Named
+# on the command line, or under `pytest parity_tests` (./parity test), they always run.
+OPTIM_FILES = ("test_optim.py", "test_trajectory.py")
 
 
-def pytest_ignore_collect(collection_path, config):
-    if collection_path.name not in OPTIM_FILES:
-        return None
+def pytest_collection_modifyitems(config, items):
+    # Deselected, not ignored: pytest never ignores a path it was given, and testpaths are.
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+        return
     from parity_tests.settings import SETTINGS
 
     s = config.stash.get(SETTINGS, None)
     if s is not None and s.trajectories:
-        return None
-    named = any(collection_path.name in str(arg) for arg in config.args)
-    return None if named else True
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.path.name in OPTIM_FILES else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -1,8 +1,8 @@
 """The optimiser mistakes catalogue (reference/optim_mistakes.py, each registry entry's
 `mistakes`): each mistake, run as the optimiser under test in a K-step training run, is
 caught against torch's own loop at its own tensor and first step, and the explainer
-(trajectory.name_mistake) names it. Run with the trajectory checks (parity_tests/conftest.py):
-`pytest --parity-optim adam` or this file named.
+(trajectory.name_mistake) names it. Slow (about a minute and a half on two cores): run by
+./parity test, or `pytest -m slow parity_tests/test_optim_mistakes.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import pytest
 from parity_tests.trajectory import Trajectory, first_departure, name_mistake
 from reference import optim_registry as registry
 from reference.network import Network
+
+pytestmark = pytest.mark.slow
 
 STEPS = 3
 # Where each scope shows: a rule wrong for every parameter shows on LeNet; a state shared
