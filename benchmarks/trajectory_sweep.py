@@ -17,14 +17,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from parity_tests.metrics import compare_arrays
-from parity_tests.trajectory import Trajectory
+from parity_tests.trajectory import sweep
 from reference import optim_registry as registry
 from reference.data import load_article_data
-from reference.network import Network
-
-FRAMEWORKS = ("torch", "tensorflow")
-DTYPES = ("float64", "float32")
 
 
 def _seeds(text: str) -> list[int]:
@@ -32,32 +27,6 @@ def _seeds(text: str) -> list[int]:
         lo, hi = text.split("-")
         return list(range(int(lo), int(hi) + 1))
     return [int(s) for s in text.split(",")]
-
-
-def sweep(model, name, seeds, steps, data):
-    """(comparisons, failures [(seed, fw, dtype, k, tensor, status, budget)], worst budget,
-    worst drift-bound-alone budget, sorted set of agree-up-to steps)."""
-    net = Network(model)
-    h = registry.hyper(name)
-    n, fails, worst, worst_alone, agreed = 0, [], 0.0, 0.0, set()
-    for seed in seeds:
-        tr = Trajectory(net, seed, "sum", data, name, h, steps)
-        for fw in FRAMEWORKS:
-            for dtype in DTYPES:
-                for k in range(1, steps + 1):
-                    for tensor in tr.tensors():
-                        c = tr.check(fw, dtype, tensor, k)
-                        r = compare_arrays(
-                            c.actual, c.expected, c.tolerance.array, truth=c.truth,
-                            truth_zero=c.truth_zero, against=fw, brief=True,
-                        )  # fmt: skip
-                        n += 1
-                        worst = max(worst, float(r["budget_used"]))
-                        worst_alone = max(worst_alone, tr.verdict(fw, dtype, tensor, k)[1])
-                        if not r["passed"]:
-                            fails.append((seed, fw, dtype, k, tensor, r["status"], r["budget_used"]))
-                agreed.add(tr.agrees_up_to(fw, dtype))
-    return n, fails, worst, worst_alone, sorted(agreed)
 
 
 def main(argv=None) -> int:

@@ -70,3 +70,19 @@ def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framew
         note=note,
         extra=dict(train_step=k, optimiser=canonical(s.optim_name, s.optim_hyper)),
     )
+
+
+# The no-false-alarm sweep (docs/optimisers.md, "Drift bound"): every optimiser at its
+# defaults, K = 10, both frameworks and dtypes, article and LeNet. Two seeds here (several
+# minutes on two cores); benchmarks/trajectory_sweep.py runs the 20-seed sweep.
+SWEEP_SEEDS = (0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["article", "lenet"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"])
+def test_no_false_alarm(article_data, model, name):
+    from parity_tests.trajectory import sweep
+
+    n, fails, worst, _, _ = sweep(model, name, SWEEP_SEEDS, 10, article_data)
+    assert n and not fails, f"{len(fails)} of {n} comparisons failed: {fails[:5]} (worst {worst:.3g})"

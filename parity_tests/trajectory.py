@@ -385,3 +385,35 @@ def name_mistake(tr: Trajectory, dtype: str, k: int) -> str:
         if same:
             return m.id
     return ""
+
+
+SWEEP_FRAMEWORKS = ("torch", "tensorflow")
+SWEEP_DTYPES = ("float64", "float32")
+
+
+def sweep(model, name, seeds, steps, data):
+    """(comparisons, failures [(seed, fw, dtype, k, tensor, status, budget)], worst budget,
+    worst drift-bound-alone budget, sorted set of agree-up-to steps)."""
+    from parity_tests.metrics import compare_arrays
+
+    net = Network(model)
+    h = registry.hyper(name)
+    n, fails, worst, worst_alone, agreed = 0, [], 0.0, 0.0, set()
+    for seed in seeds:
+        tr = Trajectory(net, seed, "sum", data, name, h, steps)
+        for fw in SWEEP_FRAMEWORKS:
+            for dtype in SWEEP_DTYPES:
+                for k in range(1, steps + 1):
+                    for tensor in tr.tensors():
+                        c = tr.check(fw, dtype, tensor, k)
+                        r = compare_arrays(
+                            c.actual, c.expected, c.tolerance.array, truth=c.truth,
+                            truth_zero=c.truth_zero, against=fw, brief=True,
+                        )  # fmt: skip
+                        n += 1
+                        worst = max(worst, float(r["budget_used"]))
+                        worst_alone = max(worst_alone, tr.verdict(fw, dtype, tensor, k)[1])
+                        if not r["passed"]:
+                            fails.append((seed, fw, dtype, k, tensor, r["status"], r["budget_used"]))
+                agreed.add(tr.agrees_up_to(fw, dtype))
+    return n, fails, worst, worst_alone, sorted(agreed)
