@@ -82,3 +82,40 @@ def test_other_convention_fails(name, given, dtype, framework):
     tol = optim_stages.tolerance_of(name, other, "p_new", p, g, state, h, dtype)
     r = compare_arrays(p_fw, p_ref, tol.array, against=framework)
     assert not r["passed"], f"{framework} matched {other}'s {name} (budget {r['budget_used']:.3g})"
+
+
+@pytest.mark.parametrize(
+    "option,value,says",
+    [
+        ("parity_optim", "adm", "unknown optimiser 'adm'"),
+        ("parity_optim", "adam(lr=x)", "lr='x' is not a number"),
+        ("parity_optim", "momentum(1.5)", r"momentum must be in \[0, 1\]"),
+        ("parity_optim", "adam(foo=1)", "no hyper-parameter"),
+        ("parity_optim", "sgd(lr=0.1", "closing"),
+        ("parity_optim", "adam(lr=-1)", r"lr must be in \(0"),
+        ("parity_steps", "0", "integer 1..10000"),
+    ],
+    ids=lambda v: str(v)[:24],
+)
+def test_bad_option_is_one_usage_error(pytestconfig, tmp_path, option, value, says):
+    from parity_tests.test_trust import validate
+
+    with pytest.raises(pytest.UsageError, match=f"(?s)--{option.replace('_', '-')}.*{says}"):
+        validate(pytestconfig, tmp_path, **{option: value})
+
+
+@pytest.mark.parametrize(
+    "spec,name,given",
+    [
+        ("sgd", "sgd", {}),
+        ("momentum(0.9)", "momentum", {"momentum": 0.9}),
+        ("nesterov(0.95,lr=0.01)", "nesterov", {"momentum": 0.95, "lr": 0.01}),
+        ("adam(lr=1e-3,beta1=0.9,beta2=0.999,eps=1e-8)", "adam",
+         {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
+        (" rmsprop( rho = 0.8 ) ", "rmsprop", {"rho": 0.8}),
+    ],
+)  # fmt: skip
+def test_spec_forms(spec, name, given):
+    got_name, h = registry.parse(spec)
+    assert got_name == name and h == {**registry.optimiser(name).hyper, **given}
+    assert registry.parse(registry.canonical(got_name, h)) == (got_name, h)
