@@ -385,10 +385,20 @@ def distributing(config) -> bool:
     )
 
 
+def _check_optim_impls(config) -> None:
+    """--parity-optim-impl: each value parsed and its function found now (own_optim.parse
+    raises the one UsageError naming the option)."""
+    from parity_tests.own_optim import parse
+
+    for value in config.getoption("--parity-optim-impl") or ():
+        parse(value)
+
+
 def validate_options(config) -> tuple[Settings, RunState]:
     """Every --parity-* option checked, the data loaded and the implementation found; a bad
     value raises pytest.UsageError naming the option, the value and what is expected."""
     s = _settings(config)
+    _check_optim_impls(config)
     state = RunState(started=time.time())
     worker = is_worker(config)
     if not worker:
@@ -601,6 +611,16 @@ def add_options(parser) -> None:
         "(lr, momentum, rho, eps, beta1, beta2, weight_decay), e.g. "
         "adam(lr=1e-3,beta1=0.9,beta2=0.999,eps=1e-8) (default: sgd at the suite's "
         "learning rate 2^-4; docs/optimisers.md)",
+    )
+    g.addoption(
+        "--parity-optim-impl",
+        action="append",
+        default=None,
+        metavar="RULE=module:function",
+        help="check your own CS231n optim.py update rule (next_w, config = update(w, dw, "
+        "config)) in test_own_optim.py against the reference; RULE one of sgd, sgd_momentum, "
+        "rmsprop, adam; module a dotted module name or a path to a .py file "
+        "(docs/optimisers.md)",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(
