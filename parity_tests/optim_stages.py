@@ -146,16 +146,17 @@ def stage_check(name: str, framework: str, tensor: str, p, g, state: dict, h: di
     return Check(actual, expected, tol, truth, truth_zero=not np.any(exact))
 
 
-def inputs(name: str, convention: str, k: int, dtype: str, seed: int = 0, shape=(6, 7)):
+def inputs(name: str, convention: str, k: int, dtype: str, seed: int = 0, shape=(6, 7), h=None):
     """(p, g, state) at step k (k >= 1): p uniform in [-1, 1]; each step's gradient
     uniform in [-1, 1] times 10^e, e from -9 to 0 across the last axis (magnitudes where
     epsilon and the float32 hyper-parameters matter and where they do not); the state
-    after k - 1 reference steps in `convention`, in float64, then everything cast to dtype."""
+    after k - 1 reference steps in `convention` (hyper-parameters `h`, default the entry's),
+    in float64, then everything cast to dtype."""
     rng = np.random.default_rng((seed, k))
     mags = 10.0 ** np.linspace(-9, 0, shape[-1])
     p = rng.uniform(-1, 1, shape)
     entry = registry.optimiser(name)
-    h = registry.hyper(name)
+    h = registry.hyper(name) if h is None else h
     state = entry.init_state(p)
     for _ in range(k - 1):
         p, state = registry.step(name, convention, p, rng.uniform(-1, 1, shape) * mags, state, h)

@@ -29,15 +29,22 @@ CASES = [
 
 
 @functools.lru_cache(maxsize=64)
-def _inputs(name, convention, k, dtype):
-    return optim_stages.inputs(name, convention, k, dtype)
+def _inputs(name, convention, k, dtype, hyper):
+    return optim_stages.inputs(name, convention, k, dtype, h=dict(hyper))
+
+
+def _hyper(settings, name) -> dict:
+    """--parity-optim's hyper-parameters for its optimiser, the entry's defaults otherwise."""
+    if settings.optim and settings.optim_name == name:
+        return dict(settings.optim_hyper)
+    return registry.hyper(name)
 
 
 @pytest.mark.parametrize("name,tensor,k", CASES, ids=[f"{n}-{t}@step{k}-stage" for n, t, k in CASES])
-def test_optim_stage(parity, name, tensor, k, framework, dtype):
+def test_optim_stage(parity, parity_settings, name, tensor, k, framework, dtype):
     convention = optim_stages.CONVENTION_OF[framework]
-    p, g, state = _inputs(name, convention, k, dtype)
-    h = registry.hyper(name)
+    h = _hyper(parity_settings, name)
+    p, g, state = _inputs(name, convention, k, dtype, tuple(sorted(h.items())))
     parity.check(
         tensor=tensor if tensor == "p_new" else f"p.{tensor}",
         equation=",".join(registry.optimiser(name).equations(convention)),
@@ -47,7 +54,7 @@ def test_optim_stage(parity, name, tensor, k, framework, dtype):
         against=framework,
         dtype=dtype,
         compute=lambda: optim_stages.stage_check(name, framework, tensor, p, g, state, h),
-        extra=dict(train_step=k, optimiser=name),
+        extra=dict(train_step=k, optimiser=registry.canonical(name, h)),
     )
 
 
