@@ -25,6 +25,7 @@ OPTIM_FILES = ("test_optim.py", "test_trajectory.py")
 
 
 def pytest_collection_modifyitems(config, items):
+    _keras_runs_of_a_users_optimiser(config, items)
     # Deselected, not ignored: pytest never ignores a path it was given, and testpaths are.
     if config.args_source != pytest.Config.ArgsSource.TESTPATHS:
         return
@@ -39,3 +40,24 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _keras_runs_of_a_users_optimiser(config, items) -> None:
+    """A user's CS231n optimiser (--parity-optim-impl) trains against torch alone: CS231n's
+    rules are torch's equations, not Keras' (test_trajectory.py); its Keras runs are
+    deselected, and the terminal's deselected count says so."""
+    if not config.getoption("--parity-optim-impl"):
+        return
+    from parity_tests.test_trajectory import user_optimiser
+
+    if user_optimiser(config) is None:
+        return
+    drop = [
+        item
+        for item in items
+        if item.path.name == "test_trajectory.py"
+        and getattr(getattr(item, "callspec", None), "params", {}).get("framework") == "tensorflow"
+    ]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [item for item in items if item not in drop]

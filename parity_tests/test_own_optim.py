@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from parity_tests import own_optim
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "optim"
@@ -58,3 +60,27 @@ def test_examples_broken_is_found_and_named():
     assert found is not None, "the planted mistake (epsilon inside the root) was not found"
     ex, (step, tensor, _), name = found
     assert name == "adam_eps_inside_sqrt" and tensor == "p_new" and step == 1, (ex, step, tensor, name)
+
+
+@pytest.mark.parametrize(
+    "file,rule,caught",
+    [("optim.py", "adam", None), ("optim.py", "sgd_momentum", None), ("optim.py", "rmsprop", None),
+     ("optim_broken.py", "adam", (1, "p_new"))],
+    ids=["optim-adam", "optim-sgd_momentum", "optim-rmsprop", "optim_broken-adam"],
+)  # fmt: skip
+def test_examples_inside_a_training_run(article_data, file, rule, caught):
+    """The user's rule training the article's network three steps against torch's loop
+    (test_trajectory.py with --parity-optim-impl): the correct rules agree throughout, the
+    planted mistake departs at its first step, at the update."""
+    from parity_tests.trajectory import Trajectory, first_departure
+    from reference import optim_registry as registry
+    from reference.network import Network
+
+    user = own_optim.parse(f"{rule}={EXAMPLES / file}:{rule}")
+    name = user.rule.optimiser
+    tr = Trajectory(Network("article"), 0, "sum", article_data, name, registry.hyper(name), 3, user)
+    k, bad = first_departure(tr, "torch", "float64")
+    if caught is None:
+        assert k is None, f"{file}:{rule} departs at step {k}: {bad}"
+    else:
+        assert k == caught[0] and all(t.endswith("_new") for t in bad), (k, bad)

@@ -4,6 +4,12 @@ every parameter and optimiser state at every step, under the drift bound
 (parity_tests/trajectory.py, docs/optimisers.md):
 test_trajectory[dense3.W_new@step7-end_to_end-torch-float32]. A departure's note says
 whether it is chaos (two reference runs 1 ulp apart differ as much) or a mistake.
+
+With --parity-optim-impl RULE=... for the --parity-optim optimiser, the user's update rule
+trains the reference's network in place of the registry's (parity_tests/own_optim.py), and
+is checked against torch's own loop: CS231n's rules are torch's equations (sgd_momentum's
+velocity, in parameter units, compared as torch's: -v / lr). Keras' convention differs
+from CS231n's (epsilon, float32 hyper-parameters), so those runs are against torch alone.
 """
 
 from __future__ import annotations
@@ -11,6 +17,18 @@ from __future__ import annotations
 import pytest
 
 from parity_tests.settings import SETTINGS
+
+
+def user_optimiser(config):
+    """The --parity-optim-impl rule for the --parity-optim optimiser, or None."""
+    from parity_tests import own_optim
+
+    s = config.stash[SETTINGS]
+    for value in config.getoption("--parity-optim-impl") or ():
+        user = own_optim.parse(value)
+        if user.rule.optimiser == s.optim_name:
+            return user
+    return None
 
 
 def pytest_generate_tests(metafunc):
@@ -28,18 +46,27 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def trajectory(parity_settings, article_data):
+def trajectory(pytestconfig, parity_settings, article_data):
     from parity_tests.trajectory import Trajectory
 
     s = parity_settings
-    return Trajectory(s.network, s.seed, s.reduction, article_data, s.optim_name, s.optim_hyper, s.steps)
+    user = user_optimiser(pytestconfig)
+    return Trajectory(
+        s.network, s.seed, s.reduction, article_data, s.optim_name, s.optim_hyper, s.steps, user
+    )
 
 
 def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framework, dtype):
+    import dataclasses
+
     from parity_tests.optim_stages import CONVENTION_OF
     from reference.optim_registry import canonical
 
     s = parity_settings
+    user = trajectory.impl
+    if user is not None and hasattr(user, "label"):  # a user's optim.py rule
+        context = dataclasses.replace(model_parity.context, impl=f"own-optim:{user.label}")
+        model_parity = type(model_parity)(model_parity.node, context)
     convention = CONVENTION_OF[framework]
     holder = {}
 

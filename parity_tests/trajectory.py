@@ -59,8 +59,9 @@ class Trajectory:
     def __init__(
         self, net: Network, seed: int, reduction: str, data, name: str, h: dict, steps: int, impl=None
     ):
-        """impl: the optimiser under test, a registry Mistake (reference/optim_mistakes.py) or
-        None (the reference itself); it runs in torch's convention."""
+        """impl: the optimiser under test, a registry Mistake (reference/optim_mistakes.py), a
+        user's rule (parity_tests/own_optim.py UserOptim) or None (the reference itself);
+        anything but the reference is compared in torch's convention."""
         self.net, self.seed, self.reduction, self.data = net, seed, reduction, data
         self.name, self.h, self.steps, self.impl = name, dict(h), steps, impl
         self.entry = registry.optimiser(name)
@@ -290,6 +291,10 @@ class Trajectory:
                 f"step {k} could not run"
             )
         expected = self._value(ours, k, tensor)
+        rule = getattr(self.impl, "rule", None)
+        if rule is not None and rule.form == "keras" and tensor.endswith(".velocity"):
+            # a CS231n velocity (parameter units, O5) as torch's (gradient units, O4)
+            expected = (-expected / self.h["lr"]).astype(expected.dtype)
         actual = np.asarray(
             self._value(self.framework(framework, dtype), k, tensor), dtype=expected.dtype
         )
