@@ -618,9 +618,10 @@ def add_options(parser) -> None:
         default=None,
         metavar="RULE=module:function",
         help="check your own CS231n optim.py update rule (next_w, config = update(w, dw, "
-        "config)) in test_own_optim.py against the reference; RULE one of sgd, sgd_momentum, "
-        "rmsprop, adam; module a dotted module name or a path to a .py file "
-        "(docs/optimisers.md)",
+        "config)) in test_own_optim.py against the reference, and, for the --parity-optim "
+        "optimiser, training the --parity-model network in test_trajectory.py against "
+        "torch; RULE one of sgd, sgd_momentum, rmsprop, adam; module a dotted module name "
+        "or a path to a .py file (docs/optimisers.md)",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(
