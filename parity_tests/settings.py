@@ -72,6 +72,7 @@ class Settings:
     optim_name: str = "sgd"  # the registry entry (reference/optim_registry.py) it names
     optim_hyper: Mapping = dataclasses.field(default_factory=dict, compare=False)
     # ^ its hyper-parameters, defaults filled in (the suite's lr for the default sgd)
+    optim_impls: tuple = ()  # --parity-optim-impl values as given (parity_tests/own_optim.py)
 
     @property
     def trajectories(self) -> bool:
@@ -214,6 +215,7 @@ def _settings(config) -> Settings:
         **_model("--parity-model", o("--parity-model")),
         layers=tuple(o("--parity-layer") or ()),
         steps=_integer("--parity-steps", o("--parity-steps"), 1, 10_000),
+        optim_impls=tuple(o("--parity-optim-impl") or ()),
         **_optim("--parity-optim", o("--parity-optim")),
     )
 
@@ -339,6 +341,8 @@ def experiment(s: Settings, data) -> dict:
 
         facts["steps"] = s.steps
         facts["optim"] = canonical(s.optim_name, s.optim_hyper)
+    if s.optim_impls:
+        facts["optim_impls"] = list(s.optim_impls)
     if s.layers:  # only when given: a run without them is the same experiment as before
         facts["layers"] = {value.partition("=")[0].strip(): value for value in s.layers}
     return facts
@@ -508,6 +512,8 @@ def reproduce_options(s: Settings) -> str:
         opts += ["--parity-steps", str(s.steps)]
     if s.optim:
         opts += ["--parity-optim", s.optim]
+    for value in s.optim_impls:
+        opts += ["--parity-optim-impl", value]
     return shlex.join(opts)
 
 
