@@ -79,10 +79,16 @@ def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framew
             return ""
         kind, budget = trajectory.verdict(framework, dtype, tensor, k)
         up_to = trajectory.agrees_up_to(framework, dtype)
-        return (
+        text = (
             f"{kind} (drift bound alone: budget {budget:.3g}); {framework} {dtype} agrees "
             f"within the drift bound up to step {up_to} of {trajectory.steps}"
         )
+        if kind == "mistake" and trajectory.impl is not None:  # a user's optimiser: name it
+            from parity_tests.trajectory import name_mistake
+
+            named = name_mistake(trajectory, dtype, k)
+            text += f"; optimiser explainer: {named or 'no catalogue mistake fits'}"
+        return text
 
     record = model_parity.check(
         tensor=tensor,
