@@ -12,7 +12,6 @@ square_avg the cache of O8, exp_avg/exp_avg_sq/step Adam's m, v, t.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from parity_tests.mirrors.torch_mirror import _np, _t
@@ -109,6 +108,3 @@ def train(net, params, batches, reduction, name: str, h: dict) -> list:
 
 def version() -> str:
     return torch.__version__
-
-
-__all__ = ["make", "step", "train", "version", "np"]
