@@ -1,7 +1,7 @@
 """The optimiser mistakes catalogue (reference/optim_mistakes.py, each registry entry's
 `mistakes`): each mistake, run as the optimiser under test in a K-step training run, is
 caught against torch's own loop at its own tensor and first step, and the explainer
-(trajectory.name_mistake) names it. Slow (about a minute and a half on two cores): run by
+(trajectory.name_mistake) names it. Slow (1.5 to 4.5 minutes on two shared cores): run by
 ./parity test, or `pytest -m slow parity_tests/test_optim_mistakes.py`.
 """
 
