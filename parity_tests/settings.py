@@ -70,6 +70,19 @@ class Settings:
     # ^ reference.network.Network of `model`
     user_layers: Mapping = dataclasses.field(default_factory=dict, repr=False, compare=False)
     # ^ {kind: own_layers.UserLayer} of `layers`, in the order given
+    steps: int = 1  # --parity-steps: training steps of test_trajectory.py
+    optim: str = ""  # --parity-optim as given ("": not given, sgd at the suite's lr)
+    optim_name: str = "sgd"  # the registry entry (reference/optim_registry.py) it names
+    optim_hyper: Mapping = dataclasses.field(default_factory=dict, compare=False)
+    # ^ its hyper-parameters, defaults filled in (the suite's lr for the default sgd)
+    optim_impls: tuple = ()  # --parity-optim-impl values as given (parity_tests/own_optim.py)
+
+    @property
+    def trajectories(self) -> bool:
+        """Whether the optimiser and trajectory checks run (test_optim.py,
+        test_trajectory.py): when --parity-steps or --parity-optim is given (or one of those
+        files is named on the command line; parity_tests/conftest.py)."""
+        return self.steps > 1 or bool(self.optim)
 
     @property
     def model_impl(self) -> str:
@@ -207,7 +220,28 @@ def _settings(config) -> Settings:
         layers=tuple(o("--parity-layer") or ()),
         layer_isolation=o("--parity-layer-isolation"),
         layer_timeout=_real("--parity-layer-timeout", o("--parity-layer-timeout"), 0),
+        steps=_integer("--parity-steps", o("--parity-steps"), 1, 10_000),
+        optim_impls=tuple(o("--parity-optim-impl") or ()),
+        **_optim("--parity-optim", o("--parity-optim")),
     )
+
+
+def _optim(option: str, value) -> dict:
+    """--parity-optim parsed once, here: the registry entry and its hyper-parameters (the
+    default: sgd at the suite's learning rate)."""
+    from reference import optim_registry
+
+    if value is None:
+        name, h = optim_registry.parse(f"sgd(lr={RunConfig.lr!r})")
+        return dict(optim="", optim_name=name, optim_hyper=h)
+    try:
+        name, h = optim_registry.parse(value)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(
+            f"{option} {value!r}: {exc}; expected e.g. sgd, momentum(0.9), nesterov(0.9), "
+            "rmsprop, adam, adamw or adam(lr=1e-3,beta1=0.9,beta2=0.999,eps=1e-8)"
+        ) from None
+    return dict(optim=value, optim_name=name, optim_hyper=h)
 
 
 def _model(option: str, value: str, seed: int = 0) -> dict:
@@ -321,6 +355,13 @@ def experiment(s: Settings, data) -> dict:
         lr=RunConfig.lr,
         model=s.model_checked,
     )
+    if s.trajectories:  # only when given: a run without them is the same experiment as before
+        from reference.optim_registry import canonical
+
+        facts["steps"] = s.steps
+        facts["optim"] = canonical(s.optim_name, s.optim_hyper)
+    if s.optim_impls:
+        facts["optim_impls"] = list(s.optim_impls)
     if s.layers:  # only when given: a run without them is the same experiment as before
         facts["layers"] = {value.partition("=")[0].strip(): value for value in s.layers}
     return facts
@@ -367,10 +408,20 @@ def distributing(config) -> bool:
     )
 
 
+def _check_optim_impls(config) -> None:
+    """--parity-optim-impl: each value parsed and its function found now (own_optim.parse
+    raises the one UsageError naming the option)."""
+    from parity_tests.own_optim import parse
+
+    for value in config.getoption("--parity-optim-impl") or ():
+        parse(value)
+
+
 def validate_options(config) -> tuple[Settings, RunState]:
     """Every --parity-* option checked, the data loaded and the implementation found; a bad
     value raises pytest.UsageError naming the option, the value and what is expected."""
     s = _settings(config)
+    _check_optim_impls(config)
     state = RunState(started=time.time())
     worker = is_worker(config)
     if not worker:
@@ -479,6 +530,12 @@ def reproduce_options(s: Settings) -> str:
         opts += ["--parity-layer", value]
     if s.layers and s.layer_isolation != "process":
         opts += ["--parity-layer-isolation", s.layer_isolation]
+    if s.steps != 1:
+        opts += ["--parity-steps", str(s.steps)]
+    if s.optim:
+        opts += ["--parity-optim", s.optim]
+    for value in s.optim_impls:
+        opts += ["--parity-optim-impl", value]
     return shlex.join(opts)
 
 
@@ -579,6 +636,35 @@ def add_options(parser) -> None:
         help="seconds one call of a --parity-layer function may take before its process is "
         f"killed and the call recorded as an error (default {LAYER_TIMEOUT_S:g}; isolation "
         "process only)",
+    )
+    g.addoption(
+        "--parity-steps",
+        default="1",
+        help="training steps K of test_trajectory.py (default 1: the one-step checks only): "
+        "K steps of the --parity-model network from the same weights on the run's batch, "
+        "each framework's own training loop, every parameter and optimiser state compared "
+        "at every step under the drift bound (docs/optimisers.md)",
+    )
+    g.addoption(
+        "--parity-optim",
+        default=None,
+        metavar="SPEC",
+        help="the optimiser of test_optim.py and test_trajectory.py: sgd, momentum(0.9), "
+        "nesterov(0.9), rmsprop, adam, adamw, each also with keyword hyper-parameters "
+        "(lr, momentum, rho, eps, beta1, beta2, weight_decay), e.g. "
+        "adam(lr=1e-3,beta1=0.9,beta2=0.999,eps=1e-8) (default: sgd at the suite's "
+        "learning rate 2^-4; docs/optimisers.md)",
+    )
+    g.addoption(
+        "--parity-optim-impl",
+        action="append",
+        default=None,
+        metavar="RULE=module:function",
+        help="check your own CS231n optim.py update rule (next_w, config = update(w, dw, "
+        "config)) in test_own_optim.py against the reference, and, for the --parity-optim "
+        "optimiser, training the --parity-model network in test_trajectory.py against "
+        "torch; RULE one of sgd, sgd_momentum, rmsprop, adam; module a dotted module name "
+        "or a path to a .py file (docs/optimisers.md)",
     )
     g.addoption("--parity-no-report", action="store_true", help="write no report files")
     g.addoption(

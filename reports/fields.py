@@ -17,7 +17,7 @@ RECORD_FIELDS = [
     "outlier", "init_scheme", "reduction", "seed", "data_source", "versions",
     "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
     "disagreeing", "disagreeing_budgets", "model", "kinks", "kinks_taken",
-    "against_bits", "impl_bits", "precision_ratio",
+    "against_bits", "impl_bits", "precision_ratio", "train_step", "optimiser",
 ]  # fmt: skip
 # Whose is whose: `impl` is the implementation under test, `against` the other side (a
 # framework's name in stage and end-to-end records). The *_at_worst and *_err_vs_truth
@@ -49,12 +49,17 @@ RECORD_FIELDS = [
 #   other side's: the dtype's mantissa (24 in float32) minus log2 of how many times the
 #   better side's (or one rounding's, if larger) typical error it is; NaN where not measured;
 # - precision_ratio: the framework's typical error over the implementation's.
+# On the records of an optimiser or a K-step training run (parity_tests/test_optim.py,
+# test_trajectory.py; docs/optimisers.md):
+# - train_step: the training step, 1..K, the record is about (NaN on one-step checks: the
+#   default run's records carry none and compare as before);
+# - optimiser: the --parity-optim spec, e.g. "adam(lr=0.000976562)" ("" elsewhere).
 # Fields added after the first reports were written: a comparisons.csv without them still
 # loads (reports.writer.load_report reads a missing one as "").
 OPTIONAL_FIELDS = (
     "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
     "disagreeing_budgets", "model", "kinks", "kinks_taken", "against_bits", "impl_bits",
-    "precision_ratio",
+    "precision_ratio", "train_step", "optimiser",
 )  # fmt: skip
 # Columns renamed since the first reports (old name -> new name): "actual" was the other
 # side, "expected" the implementation under test. reports.writer.load_report reads an older
@@ -72,7 +77,7 @@ NUMERIC_FIELDS = frozenset({
     "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "against_at_worst",
     "impl_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
     "against_err_vs_truth", "impl_err_vs_truth", "kinks", "kinks_taken", "against_bits",
-    "impl_bits", "precision_ratio",
+    "impl_bits", "precision_ratio", "train_step",
 })  # fmt: skip
 # A record that never said it passed must not look green: missing flags are False.
 BOOL_FIELDS = frozenset({"passed", "vacuous"})

@@ -20,6 +20,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from reports import trajectory
 from reports.escape import markdown_cell, markdown_text, plot_label
 from reports.fields import STATUSES, number_text
 from reports.tables import (
@@ -191,6 +192,7 @@ def summary_markdown(df: pd.DataFrame, meta: dict) -> str:
                     "every comparison is in comparisons.csv._"
                 ),
             ]
+    lines += trajectory.markdown_lines(df, markdown_cell)  # K-step runs only
     if not detections.empty:
         lines += ["", "## Detections (variants and mutants; margin > 1: caught)", ""]
         shown = display_frame(detections.head(MAX_MD_ROWS)).map(markdown_cell)
@@ -825,6 +827,9 @@ def summary_html(
             "column header to sort by it, again to reverse; hover a header for its meaning.</p>",
             _parity_table(summary),
         ]
+    section = trajectory.html_section(df, esc)  # K-step runs only
+    if section:
+        parts.append(section)
     if not detections.empty:
         parts += [
             "<h2>Detection checks (published-code variants and mutants)</h2>",
