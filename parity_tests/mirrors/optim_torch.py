@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from parity_tests.mirrors.torch_mirror import _np, _t
+from parity_tests.mirrors.model_torch import _np, _t
 
 # reference state name -> torch's key in optimizer.state[p]
 _KEYS = {"velocity": "momentum_buffer", "cache": "square_avg", "m": "exp_avg", "v": "exp_avg_sq"}
