@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The parity checks and the slow sweeps against other framework versions and against the
 # legitimate reorderings (oneDNN on, NumPy's BLAS at 2 threads): issue 21's "0 false alarms"
-# target. Results: docs/tolerance.md, "Framework versions".
+# target. Results: docs/guarantees.md, "Framework versions".
 #
 #   benchmarks/version_sweep.sh build [NAME...]   # make the virtual environments
 #   benchmarks/version_sweep.sh run NAME...       # fast then slow, one NAME at a time
@@ -9,15 +9,16 @@
 #   python benchmarks/version_sweep_summary.py /tmp/sweep-NAME /tmp/sweep-NAME-slow.jsonl
 #
 # NAME: tf220 (tensorflow-cpu 2.20.0, torch 2.13.0), torch212 / torch214 (torch 2.12.1 /
-# 2.14.1, tensorflow-cpu 2.21.0), reorder (the project's own venv, TF_ENABLE_ONEDNN_OPTS=1
-# and the BLAS at 2 threads; parity_tests/pins.py only sets these variables when unset).
-# Venvs go to $SWEEP_VENVS (default /work/venv-NAME-style: $SWEEP_VENVS/venv-NAME), reports
-# to $SWEEP_OUT/sweep-NAME (default /tmp). requirements*.txt stay untouched: the pins there
+# 2.14.1, tensorflow-cpu 2.21.0), reorder (the project's own venv, $SWEEP_MAIN_PYTHON, default
+# .venv/bin/python, with TF_ENABLE_ONEDNN_OPTS=1 and the BLAS at 2 threads;
+# parity_tests/pins.py only sets these variables when unset). Venvs go to
+# $SWEEP_VENVS/venv-NAME (default: beside the repository), reports and logs to
+# $SWEEP_OUT/sweep-NAME* (default /tmp). The data: as for pytest (PARITY_MNIST, ...). requirements*.txt stay untouched: the pins there
 # are the ones CI uses. torch other than 2.13.0+cpu comes from PyPI where PyTorch's CPU
 # index can't be reached: on Linux x86_64 that is the CUDA build (it runs on the CPU here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENVS=${SWEEP_VENVS:-/work}
+VENVS=${SWEEP_VENVS:-$(dirname "$PWD")}
 OUT=${SWEEP_OUT:-/tmp}
 MAIN_PY=${SWEEP_MAIN_PYTHON:-.venv/bin/python}
 export PIP_RETRIES=${PIP_RETRIES:-1}
@@ -36,9 +37,10 @@ python_of() {
 }
 
 build() {
-    local name=$1 venv=$VENVS/venv-$1
-    # shellcheck disable=SC2046
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q -r requirements-base.txt -e . $(frameworks "$name")
+    local name=$1 venv=$VENVS/venv-$1 fw
+    fw=$(frameworks "$name")  # an unknown NAME stops here (set -e), before any venv is made
+    # shellcheck disable=SC2086
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q -r requirements-base.txt -e . $fw
     # PyPI's Linux torch (the CUDA build) pulls triton; importing triton after TensorFlow
     # segfaults (both bundle LLVM: `import tensorflow; import triton` exits 139), and
     # torch.optim imports it when present. The CPU build has no triton: remove it.
@@ -47,7 +49,7 @@ build() {
 }
 
 env_of() {  # NAME -> the variables of its run
-    echo "PYTHONPATH=$PWD PARITY_MNIST=${PARITY_MNIST:-/work/shared/data/mnist_train_head5000.npz}"
+    echo "PYTHONPATH=$PWD"
     if [ "$1" = reorder ]; then
         echo "TF_ENABLE_ONEDNN_OPTS=1 OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2"
     fi
@@ -74,7 +76,12 @@ slow() {  # the sweeps: they compare directly (no report); benchmarks/sweep_log.
 cmd=${1:-}; shift || true
 case $cmd in
     build) for n in "${@:-tf220 torch212 torch214}"; do for m in $n; do build "$m"; done; done ;;
-    run) for n in "$@"; do fast "$n"; slow "$n"; done ;;
-    fast | slow) for n in "$@"; do "$cmd" "$n"; done ;;
+    run | fast | slow)
+        for n in "$@"; do
+            [ -x "$(python_of "$n")" ] || { echo "NAME '$n': no $(python_of "$n") (build it first, or reorder)" >&2; exit 2; }
+        done
+        for n in "$@"; do
+            if [ "$cmd" = run ]; then fast "$n"; slow "$n"; else "$cmd" "$n"; fi
+        done ;;
     *) echo "usage: $0 build [NAME...] | run|fast|slow NAME..." >&2; exit 2 ;;
 esac
