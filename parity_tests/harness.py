@@ -7,6 +7,8 @@ so a test only compares.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import difflib
 import functools
 import traceback
@@ -91,6 +93,35 @@ def _memo(method):
     return cached
 
 
+# The article network's harnesses, by run settings (the implementation aside) and data: the
+# last two, as the detection harnesses per test file (each holds every tensor of nine
+# network steps and each framework's run; one per mutant was ~0.5 GB of ./parity report's
+# peak).
+_NETWORKS: collections.OrderedDict = collections.OrderedDict()
+_NETWORKS_KEPT = 2
+
+
+def shared_network(config: RunConfig, data):
+    """The ModelHarness of the article network for `config` (its implementation aside) and
+    `data`: one per run settings and batch, whoever asks."""
+    from parity_tests.model_harness import ModelHarness
+
+    key = (dataclasses.replace(config, impl=""), id(data))
+    found = _NETWORKS.get(key)
+    if found is None or found.data is not data:
+        seed, scheme = config.seed, config.init_scheme
+
+        def params(dtype):
+            return stages.network_params(model.init_params(seed, dtype, scheme))
+
+        found = ModelHarness(stages.NETWORK, config, data, params=params, derived=stages.DERIVED)
+        _NETWORKS[key] = found
+        while len(_NETWORKS) > _NETWORKS_KEPT:
+            _NETWORKS.popitem(last=False)
+    _NETWORKS.move_to_end(key)
+    return found
+
+
 class Harness:
     """The shared inputs (`params`, `inputs`) are read-only arrays: nothing, neither the
     implementation under test (which gets copies) nor a mirror, can change what the
@@ -168,16 +199,10 @@ class Harness:
     @functools.cached_property
     def network(self):
         """The reference: the article network (parity_tests/stages.py) from the run's weights
-        and images; its harness computes its step, truth, spread and framework runs once."""
-        from parity_tests.model_harness import ModelHarness
-
-        return ModelHarness(
-            stages.NETWORK,
-            self.config,
-            self.data,
-            params=lambda dtype: stages.network_params(self.params(dtype)),
-            derived=stages.DERIVED,
-        )
+        and images; its harness computes its step, truth, spread and framework runs once,
+        and is shared by every Harness of the same run settings and data (the published
+        variants and the mutants each check an implementation against the same reference)."""
+        return shared_network(self.config, self.data)
 
     def _article(self, step: dict, dtype: str, X, y) -> Tensors:
         p = self.params(dtype)

@@ -136,21 +136,17 @@ class ModelHarness:
             k: (v * (1 + scale * rng.uniform(-1, 1, v.shape))).astype(dtype) for k, v in base.items()
         }
 
-    @_memo
-    def _at_point(self, point: int, dtype: str, decide_from: str | None = None) -> dict:
-        """The reference's step at weight point `point` (its float32 run following the
-        float64 run's branches when decide_from="float64")."""
+    def _at_point(self, point: int, dtype: str, decide: dict | None = None) -> dict:
+        """The reference's step at weight point `point` (a float32 run given `decide`: the
+        float64 run's branches at the kinks, so that a kink never enters the spread). Not
+        kept: the spread keeps only each tensor's maximum (_spreads)."""
         X, _ = self.inputs(dtype)
-        decide = None
-        if decide_from:
-            ref = self._at_point(point, decide_from)
-            decide = {n.name: ref[self._input_name(n)].astype(dtype) for n in self._kinked()}
         cfg = self.config
         params = self._point_params(point, dtype)
-        # The spread's float32 run (decide_from set) sums the batch statistics in order, as a
+        # The spread's float32 run (decide given) sums the batch statistics in order, as a
         # framework's kernel may (reference/layers/norm.py, running_sums); no effect without
         # a normalisation layer.
-        with norm.running_sums() if decide_from else contextlib.nullcontext():
+        with norm.running_sums() if decide is not None else contextlib.nullcontext():
             step = self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
         return self._with_derived(step)
 
@@ -170,28 +166,31 @@ class ModelHarness:
         return self._with_derived(step)
 
     @_memo
+    def _spreads(self) -> dict:
+        """{tensor: max |ref32 - ref64|} over the run's weights and SPREAD_POINTS weight
+        points nearby, one point at a time (each point's two steps are dropped once read:
+        nine steps held at once were most of a harness's memory)."""
+        out: dict = {}
+        for k in range(1 + tolerance.SPREAD_POINTS):
+            hi = self.reference("float64") if k == 0 else self._at_point(k, "float64")
+            decide = {n.name: hi[self._input_name(n)].astype("float32") for n in self._kinked()}
+            lo = self._at_point(k, "float32", decide)
+            for name, value in lo.items():
+                diff = np.max(np.abs(np.asarray(value, np.float64) - hi[name]), initial=0.0)
+                out[name] = max(out.get(name, 0.0), float(diff))
+        return out
+
     def spread(self, tensor: str) -> float:
         """max |ref32 - ref64| of `tensor` over the run's weights and SPREAD_POINTS weight
         points nearby: the reference's own float32 error, sampled more than once."""
-        return max(
-            float(
-                np.max(
-                    np.abs(
-                        self._at_point(k, "float32", "float64")[tensor].astype(np.float64)
-                        - self._at_point(k, "float64")[tensor]
-                    ),
-                    initial=0.0,
-                )
-            )
-            for k in range(1 + tolerance.SPREAD_POINTS)
-        )
+        return self._spreads()[tensor]
 
     # --- our side ---------------------------------------------------------------------
 
     @_memo
     def reference(self, dtype: str) -> dict:
         """The reference's step at the run's weights."""
-        return self._at_point(0, dtype)
+        return self._at_point(0, dtype, None)
 
     def _step(self, net, dtype, decide):
         if net is not self.net:

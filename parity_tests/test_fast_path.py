@@ -164,15 +164,20 @@ def _counting(monkeypatch, module, name) -> list:
 
 def test_the_reference_step_is_computed_once_per_dtype(monkeypatch, run_config, article_data):
     """The article network's step at the run's weights runs once per dtype, however many
-    checks read it; the implementation under test (here the readable model) once too."""
+    checks and implementations read it; each implementation under test once."""
     from parity_tests import harness as harness_module
 
+    monkeypatch.setattr(harness_module, "_NETWORKS", type(harness_module._NETWORKS)())
     impl_calls = _counting(monkeypatch, harness_module, "run_train_step")
     net_calls = _counting(monkeypatch, stages.NETWORK, "train_step")
     h = harness_module.Harness(run_config, article_data, model)
     for _ in range(2):
         h.reference("float64"), h.implementation("float64")
-    assert (len(net_calls), len(impl_calls)) == (1, 1)
+    # A second implementation of the same run (a published variant, a mutant) shares it.
+    other = harness_module.Harness(run_config, article_data, fast)
+    other.reference("float64"), other.implementation("float64")
+    assert (len(net_calls), len(impl_calls)) == (1, 2)
+    assert other.network is h.network
 
 
 def _relu_backward_plus_one(dA, Z, A):
