@@ -1,11 +1,12 @@
 """The parity suite. Its pytest plugin is parity_tests.plugin; for notebooks and scripts,
-`from parity_tests import check, check_layers` (parity_tests/api.py, docs/notebook.md).
+`from parity_tests import check, check_layers, check_optimiser` (parity_tests/api.py,
+docs/notebook.md).
 
 The API is imported on first use (PEP 562): importing the package, as the plugin does,
 loads neither it nor torch or TensorFlow.
 """
 
-__all__ = ["ParityFailure", "Result", "check", "check_layers"]
+__all__ = ["ParityFailure", "Result", "check", "check_layers", "check_optimiser"]
 
 
 def __getattr__(name: str):

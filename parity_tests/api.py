@@ -1,6 +1,6 @@
 """The parity checks as a Python API, for notebooks and scripts: no pytest run needed.
 
-    from parity_tests import check, check_layers
+    from parity_tests import check, check_layers, check_optimiser
 
     result = check(train_step, layout="nchw")           # a function object
     result                                              # in Jupyter: headline, heat map, verdicts
@@ -8,6 +8,8 @@
     result.raise_for_failures()                         # raises ParityFailure with the headline
 
     check_layers({"conv": (conv_forward, conv_backward), "relu": (relu_forward, relu_backward)})
+
+    check_optimiser(adam, "adam")                      # your optim.py rule (CS231n's form)
 
 `check` builds the Harness and records through ParityRecorder exactly as
 parity_tests/test_parity.py does: test_contract, then every stage-isolated and end-to-end
@@ -60,6 +62,7 @@ from reports.fields import normalise_record
 
 TEST_PARITY = "parity_tests/test_parity.py"
 TEST_OWN_LAYERS = "parity_tests/test_own_layers.py"
+TEST_OWN_OPTIM = "parity_tests/test_own_optim.py"
 DEFAULT_LAYER_TIMEOUT_S = 60.0
 FAILED = ("error", "fail", "vacuous")
 
@@ -404,6 +407,78 @@ def check_layers(
         framework_errors=framework_errors,
     )
     return Result(records, meta, tuple(messages))
+
+
+def check_optimiser(
+    update: Callable,
+    rule: str,
+    *,
+    max_examples: int = 200,
+    timeout: float = DEFAULT_LAYER_TIMEOUT_S,
+) -> Result:
+    """Your own CS231n optim.py rule, `next_w, config = update(w, dw, config)`, against the
+    reference's rule in CS231n's form (parity_tests/own_optim.py, docs/optimisers.md), without
+    pytest: `rule` one of sgd, sgd_momentum, rmsprop, adam.
+
+    A Hypothesis search (own_optim.search: shapes, gradients of 1e-9..1, the hyper-parameters
+    people use, 1..5 steps; float64) for a case where a step's new parameter or state departs
+    from the reference fed the same w, dw and state, beyond the optimiser's stage rule. The
+    records are that minimal case's checks at its first failing step, or, when no draw fails,
+    a fixed case's at its last step; Result.messages holds the failing case and the
+    catalogue's name for the mistake. Each call gets copies and `timeout` seconds.
+    """
+    from parity_tests import own_optim
+    from reference import optim_registry
+
+    if rule not in own_optim.RULES:
+        raise ValueError(f"rule must be one of {list(own_optim.RULES)}, got {rule!r}")
+    if not callable(update):
+        raise TypeError(
+            "update must be a function update(w, dw, config) -> (next_w, config), got "
+            f"{type(update).__name__}"
+        )
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples must be an integer >= 1, got {max_examples!r}")
+    user = own_optim.UserOptim(
+        own_optim.RULES[rule], _label(update), TimedCall(update, timeout, "update")
+    )
+    entry = optim_registry.optimiser(user.rule.optimiser)
+    found = own_optim.search(user, max_examples)
+    messages = []
+    if found is None:
+        case = own_optim.Example((3, 4), dict(entry.hyper), (0.0, -3.0, -6.0), 0)
+        step, note = len(case.exponents), f"no failure in {max_examples} drawn cases; shown: {case}"
+    else:
+        case, (step, tensor, _), name = found
+        note = f"minimal failing case: {case}"
+        messages.append(
+            f"{user.label} ({rule}) departs from the reference at step {step}, {tensor or '?'}: "
+            f"{note}; explainer: {name or 'no catalogue mistake fits'}"
+        )
+    call = f"parity_tests.check_optimiser({user.label}, {rule!r}, max_examples={max_examples})"
+    context = RunContext(
+        seed=case.seed, data_source="own optimiser: drawn cases", versions=_environment(()),
+        init_scheme="", reduction="", impl=user.label, reproduce_options="",
+    )  # fmt: skip
+    rec = ApiRecorder(context, call).at(f"{TEST_OWN_OPTIM}::test_own_optim[{rule}]")
+    p, grads = case.arrays()
+    state = entry.init_state(p)
+    try:
+        for g in grads[: (step or 1) - 1]:
+            p, state = user.step(p, g, dict(state), case.h)
+        checks = own_optim.checks(user, p, grads[(step or 1) - 1], state, case.h)
+    except Exception as exc:  # noqa: BLE001  (the user's function raising is a record)
+        rec.record(tensor=f"{rule}.p_new", status="error", mode="stage", dtype="float64",
+                   against="reference", error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        checks = {}
+    for tensor, c in checks.items():
+        rec.check(
+            tensor=f"{rule}.{tensor}", equation=",".join(entry.equations(user.rule.form)),
+            step="optimiser", quantity="update", mode="stage", against="reference", dtype="float64",
+            compute=lambda c=c: c, fail=False, note=note,
+        )  # fmt: skip
+    meta = dict(impl=user.label, data_source=context.data_source, frameworks=[], dtypes=["float64"])
+    return Result(rec.records, meta, tuple(messages))
 
 
 # --------------------------------------------------------------------------- the result

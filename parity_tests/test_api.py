@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity_tests import ParityFailure, check, check_layers
+from parity_tests import ParityFailure, check, check_layers, check_optimiser
 from parity_tests.stages import END_TO_END, STAGES
 from reference import fast
 
@@ -149,8 +149,22 @@ def test_a_name_as_parity_impl_takes_it():
         (lambda: check_layers({"convolution": (len, len)}), ValueError),
         (lambda: check_layers({"relu": (len,)}), TypeError),
         (lambda: check_layers({}), ValueError),
+        (lambda: check_optimiser(len, "adagrad"), ValueError),
+        (lambda: check_optimiser(42, "adam"), TypeError),
+        (lambda: check_optimiser(len, "adam", max_examples=0), ValueError),
     ],
-    ids=["not-callable", "layout", "dtype", "framework", "kind", "arity", "empty"],
+    ids=[
+        "not-callable",
+        "layout",
+        "dtype",
+        "framework",
+        "kind",
+        "arity",
+        "empty",
+        "optim-rule",
+        "optim-not-callable",
+        "optim-examples",
+    ],  # fmt: skip
 )
 def test_usage_errors(call, error):
     with pytest.raises(error):
@@ -212,3 +226,28 @@ def test_check_layers_copies_and_timeout():
         release.set()
     assert not result.passed
     assert "did not return within 0.3 s" in result.messages[0]
+
+
+def _example_optim(name: str):
+    import importlib.util
+
+    path = ROOT / "examples" / "optim" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"parity_api_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("rule", ["sgd", "sgd_momentum", "rmsprop", "adam"])
+def test_check_optimiser_example_passes(rule):
+    result = check_optimiser(getattr(_example_optim("optim"), rule), rule, max_examples=30)
+    assert result.passed, result.headline
+    assert {f"{rule}.p_new"} <= set(result.records["tensor"])
+
+
+def test_check_optimiser_broken_adam_is_found_and_named():
+    result = check_optimiser(_example_optim("optim_broken").adam, "adam", max_examples=200)
+    assert not result.passed
+    assert "adam_eps_inside_sqrt" in "\n".join(result.messages), result.messages
+    with pytest.raises(ParityFailure, match="adam_eps_inside_sqrt"):
+        result.raise_for_failures()
