@@ -1,5 +1,6 @@
 """A user's own optimiser, CS231n's optim.py convention, checked against the reference
 (--parity-optim-impl RULE=path/or.module:function; docs/optimisers.md, "Your own optim.py").
+The module runs in a child process (parity_tests/user_process.py), as --parity-layer's do.
 
     next_w, config = update(w, dw, config)
 
@@ -27,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity_tests import optim_stages
+from parity_tests import optim_stages, user_process
 from parity_tests.harness import Check
-from parity_tests.own_layers import _is_path, _load_path
+from parity_tests.own_layers import _is_path
 from reference import optim_registry as registry
 from reference.optim import Convention
 
@@ -107,23 +108,25 @@ def parse(value: str) -> UserOptim:
     module, colon, name = target.rpartition(":")
     if not colon or not module or not name.isidentifier():
         raise _usage(value, f"{rule}=module:function (a dotted module or a .py path, ':', a name)")
+    source, is_path = module, False
     if _is_path(module):
         path = Path(module).expanduser()
         if not path.is_file():
             raise _usage(value, f"{module!r} to be a .py file (no such file)")
-        try:
-            found = getattr(_load_path(path.resolve()), name, None)
-        except Exception as exc:  # noqa: BLE001  (anything the user's module raises)
-            raise _usage(value, f"an importable file ({type(exc).__name__}: {exc})") from None
-    else:
-        import importlib
-
-        try:
-            found = getattr(importlib.import_module(module), name, None)
-        except Exception as exc:  # noqa: BLE001
-            raise _usage(value, f"an importable module ({type(exc).__name__}: {exc})") from None
-    if not callable(found):
+        source, is_path = str(path.resolve()), True
+    elif not all(part.isidentifier() for part in module.split(".")):
+        raise _usage(value, f"{module!r} to be a dotted module name or a path to a .py file")
+    # In a child process, as --parity-layer functions (parity_tests/user_process.py): what
+    # the module does at import or in a call cannot reach the suite's memory.
+    try:
+        process = user_process.process_for(source, is_path, user_process.DEFAULT_TIMEOUT_S, OPTION)
+        process.load()
+        what, _ = process.lookup(name)
+    except user_process.LoadError as exc:
+        raise _usage(value, f"an importable file or module ({exc})") from None
+    if what != "function":
         raise _usage(value, f"{module} to define a function {name}(w, dw, config)")
+    found = user_process.RemoteFunction(process, name, f"{module}:{name}")
     return UserOptim(RULES[rule], f"{module}:{name}", found)
 
 

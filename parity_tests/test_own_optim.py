@@ -84,3 +84,19 @@ def test_examples_inside_a_training_run(article_data, file, rule, caught):
         assert k is None, f"{file}:{rule} departs at step {k}: {bad}"
     else:
         assert k == caught[0] and all(t.endswith("_new") for t in bad), (k, bad)
+
+
+def test_a_module_that_patches_the_suite_cannot_forge_the_verdict(tmp_path):
+    """The module runs in a child process (parity_tests/user_process.py): its import-time
+    patch of the suite's search patches the child's copy, and its wrong rule is still found."""
+    path = tmp_path / "forging_optim.py"
+    path.write_text(
+        "import parity_tests.own_optim as o\n"
+        "o.run_steps = lambda *args, **kwargs: None  # every case 'passes'\n"
+        "def sgd(w, dw, config):\n"
+        "    return w + config['learning_rate'] * dw, config  # the sign of the step flipped\n",
+        encoding="utf-8",
+    )
+    user = own_optim.parse(f"sgd={path}:sgd")
+    assert type(user.fn).__name__ == "RemoteFunction"
+    assert own_optim.search(user, max_examples=20) is not None
