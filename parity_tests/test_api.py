@@ -171,14 +171,19 @@ def test_usage_errors(call, error):
         call()
 
 
-def _example_layers(name: str):
+def _example(folder: str, name: str):
+    """examples/<folder>/<name>.py, imported as a module object (what a notebook holds)."""
     import importlib.util
 
-    path = ROOT / "examples" / "cs231n_layers" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"parity_api_{name}", path)
+    path = ROOT / "examples" / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"parity_api_{folder}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _example_layers(name: str):
+    return _example("cs231n_layers", name)
 
 
 def test_check_layers_example_passes():
@@ -229,13 +234,7 @@ def test_check_layers_copies_and_timeout():
 
 
 def _example_optim(name: str):
-    import importlib.util
-
-    path = ROOT / "examples" / "optim" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"parity_api_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _example("optim", name)
 
 
 @pytest.mark.parametrize("rule", ["sgd", "sgd_momentum", "rmsprop", "adam"])
