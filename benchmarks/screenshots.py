@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/screenshots.py [reports/latest/summary.html] [--out DIR]
         [--widths 1280,1920] [--height 900]
 
-For each width: the top of the page (one screen) and the first heat map (the page opened at
-its #heatmap anchor), plus the summary table (#summary), as PNGs in --out (default
-/tmp/parity-screenshots). Needs a chromium (or chromium-browser / google-chrome) on PATH;
+For each width: the top of the page (one screen) and the whole page (a window --full px
+tall: headless Chromium's --screenshot ignores a #anchor, so the heat maps and the summary
+table are cut from this one), as PNGs in --out (default /tmp/parity-screenshots). Needs a
+chromium (or chromium-browser / google-chrome) on PATH;
 without one it says so and exits 0. Not a test: the tests read the HTML structure and never
 need a browser.
 """
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="/tmp/parity-screenshots")
     p.add_argument("--widths", default="1280,1920")
     p.add_argument("--height", type=int, default=0, help="screen height (default: by width)")
+    p.add_argument("--full", type=int, default=16000, help="the whole-page shot's height in px")
     args = p.parse_args(argv)
     exe = browser()
     if exe is None:
@@ -56,9 +58,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for width in (int(w) for w in args.widths.split(",")):
         height = args.height or HEIGHTS.get(width, round(width * 9 / 16))
-        for name, anchor in (("top", ""), ("heatmap", "#heatmap"), ("summary", "#summary")):
+        for name, tall in (("top", height), ("full", args.full)):
             png = out / f"{name}-{width}.png"
-            shoot(exe, page.as_uri() + anchor, png, width, height)
+            shoot(exe, page.as_uri(), png, width, tall)
             print(png)
     return 0
 

@@ -684,7 +684,8 @@ th[aria-sort=ascending]::after{content:"\\25B2";color:#1f2328}
 th[aria-sort=descending]::after{content:"\\25BC";color:#1f2328}
 table.meta th{text-align:right;white-space:nowrap;background:#f6f8fa}
 table.meta td{overflow-wrap:anywhere}
-img.heatmap{display:block;width:100%;max-width:100%;height:auto;margin:0 0 0.6em}
+img.heatmap{display:block;width:100%;max-width:100%;height:auto;margin:0 0 0.6em;
+max-height:calc(100vh - 3em);object-fit:contain;object-position:left top}
 section.heatmap h3 span.count{color:#57606a;font-weight:normal;font-size:0.85em}
 p.credit{color:#57606a;font-size:0.9em;margin-top:2em}
 pre{background:#f6f8fa;padding:1em;overflow-x:auto}

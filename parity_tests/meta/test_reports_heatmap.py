@@ -13,6 +13,7 @@ from reports.render import (
     HEATMAP_DPI,
     LAYER_SECTION,
     MAX_MAP_ROWS,
+    STYLE,
     _scale_top,
     budget_grid,
     heat_map_html,
@@ -53,6 +54,14 @@ def test_a_long_section_is_split_so_each_map_fits_one_screen():
         assert h * 1248 / w <= 900  # shown 1248 px wide (a 1280-pixel window): one screen
     assert "part 1 of 3" in imgs[0]["attrs"]["alt"]
     assert MAX_MAP_ROWS <= 30
+
+
+def test_a_map_widened_to_the_page_is_still_at_most_one_screen_tall():
+    # At 1920 px a 1248-px map drawn at the page's width would grow past 1080 px: the page's
+    # style caps its height at the window's and keeps its proportions.
+    rule = next(r for r in STYLE.split("}") if r.strip().startswith("img.heatmap{"))
+    for declaration in ("width:100%", "max-height:calc(100vh", "object-fit:contain"):
+        assert declaration in rule.replace("\n", "")
 
 
 def test_column_labels_are_on_top():
