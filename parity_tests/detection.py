@@ -1,11 +1,14 @@
 """The localiser: catches a published-code variant or a mutant at the tensor it changes.
 
-`localise(harness, recorder, framework, dtype, harnesses)` runs the suite's own
-stage-isolated checks, in forward/backward order, on `harness`'s implementation and returns
-a `Finding`: every comparison, the tensors that disagree and the first of them. Stage
-isolation is what localises: every framework operation is fed the implementation's own
-inputs, so only the changed operation disagrees (downstream tensors computed correctly from
-a wrong input agree).
+`in_order(recorder, framework, dtype, checks)` is the one localiser: it runs stage-isolated
+checks in forward/backward order and returns a `Finding`: every comparison, the tensors
+that disagree and the first of them. Stage isolation is what localises: every operation is
+fed the implementation's own inputs, so only the changed operation disagrees (downstream
+tensors computed correctly from a wrong input agree). Two callers build its checks:
+`localise(harness, ...)` for an implementation of the article's train_step (the article
+view's stages against a framework), and parity_tests/model_mutants.py for a network with a
+broken layer kind (each tensor of Network.order against the float64 truth,
+ModelHarness.stage_check with model_harness.TRUTH).
 
 `detection_record(finding, step)` turns a finding into the report's detection record
 (mode "detection"): the finding goes into fields of its own (first_diverging, disagreeing,
@@ -168,7 +171,8 @@ def localise(
     dtype: str,
     harnesses: HarnessCache | None = None,
 ) -> Finding:
-    """Every stage-isolated check of `harness`'s implementation, forward/backward order.
+    """Every stage-isolated check of `harness`'s implementation (an article train_step),
+    forward/backward order, through `in_order`.
 
     With `harnesses`, a stage whose inputs and output are bitwise those of the unmodified
     step (the same operation fed the same arrays, so the same comparison) reuses that
@@ -179,17 +183,37 @@ def localise(
         harnesses.control(harness, recorder, framework, dtype) if harnesses else (None, None)
     )
     mine = harness.implementation(dtype)
-    records = []
-    for stage in STAGES:
+
+    def reused(stage) -> dict | None:
         names = (*stage.inputs, stage.tensor)
-        if base_tensors is not None and all(_same(mine.get(n), base_tensors.get(n)) for n in names):
-            fields = _stage_fields(stage, framework, dtype)
-            rec = dict(base_records[stage.tensor], **recorder._base(**fields))
-            rec["note"] = "; ".join(p for p in (rec["note"], REUSED) if p)
-            records.append(rec)
-        else:
-            records.append(_stage_record(harness, recorder, stage, framework, dtype))
-    return Finding(recorder.context.impl, framework, dtype, tuple(records))
+        if base_tensors is None or not all(_same(mine.get(n), base_tensors.get(n)) for n in names):
+            return None
+        rec = dict(
+            base_records[stage.tensor], **recorder._base(**_stage_fields(stage, framework, dtype))
+        )
+        rec["note"] = "; ".join(p for p in (rec["note"], REUSED) if p)
+        return rec
+
+    checks = [
+        (
+            _stage_fields(stage, framework, dtype),
+            lambda stage=stage: harness.stage_check(stage, framework, dtype),
+            reused(stage),
+        )
+        for stage in STAGES
+    ]
+    return in_order(recorder, framework, dtype, checks)
+
+
+def in_order(recorder: ParityRecorder, framework: str, dtype: str, checks) -> Finding:
+    """The localiser: `checks` is (record fields, compute, reused) per stage in forward /
+    backward order, compute() -> harness.Check, reused a record to take as it is (or None).
+    Each is compared through `recorder` without failing; the Finding holds them all."""
+    records = tuple(
+        reused if reused is not None else _checked(recorder, fields, compute)
+        for fields, compute, reused in checks
+    )
+    return Finding(recorder.context.impl, framework, dtype, records)
 
 
 def _same(a, b) -> bool:
@@ -200,7 +224,7 @@ def _same(a, b) -> bool:
 
 
 def _stage_fields(stage, framework, dtype) -> dict:
-    """The record fields that name one stage-isolated check."""
+    """The record fields that name one stage-isolated check of the article view."""
     return dict(
         tensor=stage.tensor,
         equation=stage.equation,
@@ -214,8 +238,12 @@ def _stage_fields(stage, framework, dtype) -> dict:
 
 def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
     fields = _stage_fields(stage, framework, dtype)
+    return _checked(recorder, fields, lambda: harness.stage_check(stage, framework, dtype))
+
+
+def _checked(recorder, fields: dict, compute) -> dict:
     try:
-        c, err = harness.stage_check(stage, framework, dtype), None
+        c, err = compute(), None
     except Exception as exc:  # a crash in a stage is a detection too (an error record)
         c, err = None, exc
     if c is not None:
@@ -223,7 +251,7 @@ def _stage_record(harness, recorder, stage, framework, dtype) -> dict:
             return recorder.check(**fields, compute=lambda: c, fail=False)
         except Exception as exc:  # compare_arrays refuses it, e.g. a tolerance of W's shape
             err = exc  # for an array of W^T's shape
-    verdict, note = explain_check(c, stage.tensor, framework) if c is not None else ({}, "")
+    verdict, note = explain_check(c, fields["tensor"], fields["against"]) if c is not None else ({}, "")
     return recorder.add(
         recorder._base(
             **fields,

@@ -9,6 +9,9 @@ so a test only compares. Tensor names are layer-qualified (conv1.Z, pool1.dX, co
 - end_to_end: the framework's whole network from the same weights; the end-to-end rule of
   tolerance.py (stage allowance + the reference's own float32 error, floored), with the
   kinks of ReLU and max-pool handled as parity_tests/kinks.py explains.
+- stage against TRUTH ("reference"): the reference's own layer in float64 on our inputs,
+  rounded to the dtype, is the other side: what the mutation catalogue is localised with
+  (parity_tests/model_mutants.py), so only a broken layer disagrees.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from parity_tests.harness import Check, _memo, _read_only
 from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import load_mirror
 from reference.layers import norm
+from reference.layers.registry import call_arguments
 from reference.network import KINKED, Network, images_nchw, update_pairs
 
 # A normalisation statistic over at least this many values: TensorFlow's float32 reductions
@@ -33,6 +37,9 @@ from reference.network import KINKED, Network, images_nchw, update_pairs
 # float32 sum of m near-equal values errs by up to m u, a pairwise one by log2(m) u: from
 # m = 128 the two may differ by more than the verdict's limit of 16.
 LONG_STATISTIC = 128
+# The other side of a stage check that is the reference itself (in float64, rounded): the
+# `against` of the mutation catalogue's detection records.
+TRUTH = "reference"
 
 
 class LayerFailed(ImplementationError):
@@ -326,20 +333,24 @@ class ModelHarness:
         return mirror.stage(self.net, node, x, params, upstream, target, self.config.reduction)
 
     def stage_check(self, tensor: str, framework: str, dtype: str) -> Check:
+        """`framework`'s layer (or update) fed our inputs to it, against our `tensor`; with
+        framework TRUTH, the reference's own layer in float64 on those inputs, rounded."""
         ours = self.implementation(dtype)
         expected = np.asarray(self._ours(tensor, dtype, ours))
         cfg = self.config
         if tensor.endswith("_new"):
             param = tensor[: -len("_new")]
-            p, g = self.params(dtype)[param], ours[self.grad_of[param]]
-            actual = load_model_mirror(framework).update(p, g, cfg.lr)
+            p, g = self.params(dtype)[param], self._ours(self.grad_of[param], dtype, ours)
             tol = model_stages.update_tolerance(p, g, cfg.lr, dtype)
             exact = p.astype(np.float64) - cfg.lr * g.astype(np.float64)
+            if framework == TRUTH:
+                context = {"lr": cfg.lr, "n_images": self.inputs(dtype)[0].shape[0], "old": p, "grad": g}
+                return _against_truth(exact, expected, tol, dtype, context)
+            actual = load_model_mirror(framework).update(p, g, cfg.lr)
             truth = None if dtype == "float64" else exact
             return Check(np.asarray(actual), expected, tol, truth, truth_zero=not np.any(exact))
         node, x, upstream = self._stage_inputs(tensor, dtype)
         short = tensor.split(".", 1)[1]
-        actual = self._framework_stage(framework, node.name, dtype)[tensor]
         _, target = self.inputs(dtype)
         params = self.params(dtype)
         own = self._layer_step(node.name, dtype, "implementation")
@@ -350,6 +361,9 @@ class ModelHarness:
         # The reference's layer in float64 on our inputs to it: the truth of a float32 check,
         # and in either dtype what says whether zeros are right here (a dead ReLU's region).
         exact = self._layer_step(node.name, dtype, "implementation", True)[tensor]
+        if framework == TRUTH:
+            return _against_truth(np.asarray(exact, np.float64), expected, tol, dtype, context)
+        actual = self._framework_stage(framework, node.name, dtype)[tensor]
         truth = None if dtype == "float64" else exact
         waived = self.precision_waived(tensor, framework, dtype, "stage")
         if waived:  # the allowance still judges it; the note says why no precision verdict
@@ -359,19 +373,37 @@ class ModelHarness:
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
         """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
-        the calling form of reference.network.Ops (model_mutants.stage_inputs)."""
-        from parity_tests import model_mutants
-
+        the calling form of reference.network.Ops (layer_arguments)."""
         X, _ = self.inputs(dtype)
-        run = model_mutants.Run(
-            self.impl,
-            self.params(dtype),
-            X,
-            self.data.labels,
-            model_mutants.Case(self.net.spec.text, self.config.reduction),
-            self.implementation(dtype),
+        return {
+            "layer": self.layer_arguments(tensor, dtype),
+            "n_images": X.shape[0],
+            "lr": self.config.lr,
+        }
+
+    def layer_arguments(self, tensor: str, dtype: str) -> dict:
+        """What the layer of `tensor` was fed in our step (its input, upstream gradient,
+        parameters, drawn mask, forward outputs), by the names of its calling form
+        (reference/layers/registry.py, call_arguments), with its `kind`. A tensor our step
+        never made raises the failure of the layer that stopped it."""
+        net, ours = self.impl, self.implementation(dtype)
+        X, target = self.inputs(dtype)
+        node = net.node_of(tensor)
+        short = tensor.split(".", 1)[1]
+        backward = short.startswith("d") and short not in node.outputs
+        x = net.inputs_of(node, X, _Made(self, dtype, ours))
+        up = None
+        if backward and not node.layer.is_loss:
+            up = net.upstream_of(node, _Made(self, dtype, ours))
+        params = self.params(dtype)
+        p = {**{s: params[node.q(s)] for s in node.params}, **net.drawn(node, np.shape(x))}
+        fwd = {s: ours[node.q(s)] for s in node.outputs if backward and node.q(s) in ours}
+        if backward and node.entry.family == "activation":
+            self._ours(node.q("A"), dtype, ours)  # its output, which the backward reads
+        args = call_arguments(
+            node.entry, node.layer, x, p, fwd, target, self.config.reduction, up, backward
         )
-        return {"layer": model_mutants.stage_inputs(run, tensor), "n_images": X.shape[0]}
+        return {"kind": node.kind, **args}
 
     # --- end to end -------------------------------------------------------------------
 
@@ -618,3 +650,29 @@ def statistic_size(node, n_images: int) -> int:
     if node.kind == "groupnorm":
         return shape[0] // node.layer.groups * math.prod(shape[1:])
     return 0
+
+
+def _against_truth(exact, expected, tol, dtype: str, context: dict) -> Check:
+    """The stage check whose other side is the float64 truth rounded to `dtype`: rounding it
+    there errs by u |truth|, which the allowance gains."""
+    u = tolerance.unit_roundoff(dtype)
+    tol = tolerance.Tolerance(tol.array + u * np.abs(exact), f"{tol.rule} + u|truth| (rounded)")
+    truth = None if dtype == "float64" else exact
+    return Check(exact.astype(dtype), expected, tol, truth, context)
+
+
+class _Made(Mapping):
+    """Our step's tensors; one it never made raises the failure of the layer that stopped
+    it (ModelHarness._ours), not a bare KeyError."""
+
+    def __init__(self, harness: ModelHarness, dtype: str, tensors: dict):
+        self.harness, self.dtype, self.tensors = harness, dtype, tensors
+
+    def __getitem__(self, name):
+        return self.harness._ours(name, self.dtype, self.tensors)
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self):
+        return len(self.tensors)

@@ -16,16 +16,15 @@ in the spec gets them), with
 - `explains`: the mismatch explainer's suspect expected for it (parity_tests/explain.py).
 
 Localisation (`localise`) is the suite's stage isolation applied to a Network: the mutant
-runs one train_step in float32 on real images; then for every tensor of `Network.order`
-the stage truth is the DEFAULT reference layer function (reference.network.DEFAULT_OPS)
-in float64, fed the mutant network's own inputs to that layer (its own input, upstream
-gradient, parameters), so only the broken layer disagrees. Each tensor is compared through
-the suite's comparison (`ParityRecorder.check`: parity_tests.metrics.compare_arrays, the
-explainer on a failure) under the stage rule of parity_tests/model_stages.py, the one
-test_model.py uses (2 gamma(k, u) M: M the same expression on absolute values, k the
-roundings of the operation). The first disagreeing tensor in `Network.order`
-is where the mutant is caught; `detection.detection_record` turns the finding into the
-report's detection record (impl "mutant:<id>", against "reference").
+runs one train_step in float32 on real images (a `ModelHarness` with the mutant network as
+the network under test); then for every tensor of `Network.order` the stage truth is the
+DEFAULT reference layer function in float64, fed the mutant network's own inputs to that
+layer (its own input, upstream gradient, parameters), so only the broken layer disagrees
+(`ModelHarness.stage_check` against `model_harness.TRUTH`, the stage rule of
+parity_tests/model_stages.py, the one test_model.py uses). `detection.in_order`, the
+suite's one localiser, compares them in order; the first disagreeing tensor is where the
+mutant is caught; `detection.detection_record` turns the finding into the report's
+detection record (impl "mutant:<id>", against "reference").
 """
 
 from __future__ import annotations
@@ -33,21 +32,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
-from parity_tests import model_stages, tolerance
-from parity_tests.detection import Finding, QuietRecorder
+from parity_tests import model_stages
+from parity_tests.detection import Finding, QuietRecorder, in_order
+from parity_tests.model_harness import TRUTH, ModelHarness
 from reference.layers import KINDS
 from reference.layers.loss import LARGE_LOGITS_SCALE  # noqa: F401  (where the softmax case's images come from)
-from reference.layers.registry import Case, LayerKind, Mistake, call_arguments
-from reference.network import DEFAULT_OPS, Network, Ops, images_nchw
+from reference.layers.registry import Case, LayerKind, Mistake
+from reference.network import DEFAULT_OPS, Network, Ops
 
 N_IMAGES = 32  # enough images for a batch reduction and for tied pooling windows
 SEED = 0  # Network.init_params seed
 LR = 0.1  # the update's learning rate: steps well above float32 rounding of the parameters
 DTYPE = "float32"  # the mutants run in the frameworks' training dtype; truths in float64
-AGAINST = "reference"  # the other side of every stage check: the default layer in float64
+AGAINST = TRUTH  # the other side of every stage check: the default layer in float64
 INIT = "torch_default"  # Network.init_params: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 
 
@@ -119,151 +120,70 @@ def as_dicts() -> list[dict]:
 # --- running and localising -------------------------------------------------------------
 
 
-class NotComputed(RuntimeError):
-    """A tensor the step never produced (it raised before)."""
+@dataclass(frozen=True)
+class Config:
+    """What a ModelHarness reads of a run's configuration, for the catalogue's runs."""
+
+    seed: int = SEED
+    lr: float = LR
+    reduction: str = "sum"
 
 
 @dataclass(frozen=True)
 class Run:
-    """One train_step of a network: its inputs and every tensor it produced."""
+    """One train_step of a network (the case's spec, a layer kind's functions replaced by
+    `ops`) in `dtype`, and the harness that checks it."""
 
-    net: Network
-    params: dict
-    X: np.ndarray
-    labels: np.ndarray
-    case: Case
-    tensors: dict
-    crash: str = ""  # the exception that stopped the step ("" when it completed)
-    cache: dict = dataclasses.field(default_factory=dict, repr=False)  # stage truths
+    harness: ModelHarness
+    dtype: str
 
     @property
-    def target(self):
-        return self.net.targets(self.labels, self.X.dtype)
+    def net(self) -> Network:
+        return self.harness.impl
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.harness.inputs(self.dtype)[0]
+
+    @property
+    def tensors(self) -> dict:
+        """Every tensor the step made (those before a layer that raised, if one did)."""
+        return self.harness.implementation(self.dtype)
+
+    @property
+    def crash(self) -> str:
+        """The failure that stopped the step ("" when it completed)."""
+        failure = self.harness.failure(self.dtype)
+        return "" if failure is None else str(failure)
 
 
-def batch(data, case: Case, dtype: str = DTYPE, n_images: int = N_IMAGES):
-    """The first n_images of `data` (reference.data.ArticleData) as (N, 1, 28, 28) images
-    of `dtype`, pixels times case.pixel_scale, and their labels."""
-    X = images_nchw(data.X[:, :, :n_images]) * case.pixel_scale
-    return X.astype(dtype), np.asarray(data.labels[:n_images])
+def batch(data, case: Case, n_images: int = N_IMAGES):
+    """The first n_images of `data` (reference.data.ArticleData: X (28, 28, n)), pixels times
+    case.pixel_scale, with their labels."""
+    return SimpleNamespace(
+        X=data.X[:, :, :n_images] * case.pixel_scale, labels=np.asarray(data.labels[:n_images])
+    )
 
 
 def run(case: Case, data, ops: Mapping | None = None, dtype: str = DTYPE) -> Run:
-    """One train_step of Network(case.spec, ops) on `data`'s first N_IMAGES images.
-
-    A step that raises (a NaN a validating layer refuses) keeps what its forward pass
-    produced; the rest are missing, and the crash is recorded.
-    """
-    net = Network(case.spec, ops=ops)
-    params = net.init_params(SEED, dtype)
-    X, labels = batch(data, case, dtype)
-    try:
-        tensors, crash = net.train_step(params, X, labels, LR, case.reduction), ""
-    except Exception as exc:  # noqa: BLE001  (a crash of the step is part of the finding)
-        crash = f"{type(exc).__name__}: {exc}"
-        try:
-            tensors = net.forward(params, X, net.targets(labels, X.dtype), case.reduction)
-        except Exception:  # noqa: BLE001
-            tensors = {}
-    return Run(net, params, X, labels, case, tensors, crash)
-
-
-def _get(r: Run, name: str) -> np.ndarray:
-    if name not in r.tensors:
-        raise NotComputed(f"not computed: the step raised before it ({r.crash})")
-    return r.tensors[name]
+    """One train_step of Network(case.spec, ops) on `data`'s first N_IMAGES images, checked
+    against Network(case.spec). A step that raises keeps what it made before the layer that
+    raised (ModelHarness._partial_step); checks of the rest are errors naming that layer."""
+    net = Network(case.spec)
+    impl = Network(case.spec, ops=ops) if ops else None
+    harness = ModelHarness(net, Config(reduction=case.reduction), batch(data, case), impl=impl)
+    return Run(harness, dtype)
 
 
 def stage_inputs(r: Run, tensor: str) -> dict:
-    """What the layer of `tensor` was fed in `r` (the mutant network's own arrays), by the
-    names of its calling form (reference/layers/registry.py, call_arguments), with its kind."""
-    net = r.net
-    node = net.node_of(tensor)
-    short = tensor.split(".", 1)[1]
-    backward = short.startswith("d") and short not in node.outputs
-    x = net.inputs_of(node, r.X, _Computed(r))
-    up = net.upstream_of(node, _Computed(r)) if backward and not node.layer.is_loss else None
-    p = {**{s: r.params[node.q(s)] for s in node.params}, **net.drawn(node, np.shape(x))}
-    fwd = {s: _get(r, node.q(s)) for s in node.outputs if backward and node.q(s) in r.tensors}
-    args = call_arguments(node.entry, node.layer, x, p, fwd, r.target, r.case.reduction, up, backward)
-    if backward and node.entry.family == "activation":
-        _get(r, node.q("A"))  # NotComputed when the step raised before it
-    return {"kind": node.kind, **args}
+    """What the layer of `tensor` was fed in `r`, by the names of its calling form, with its
+    kind (ModelHarness.layer_arguments)."""
+    return r.harness.layer_arguments(tensor, r.dtype)
 
 
-class _Computed(Mapping):
-    """r.tensors, raising NotComputed (with the crash) for a tensor the step never made."""
-
-    def __init__(self, r: Run):
-        self.r = r
-
-    def __getitem__(self, name):
-        return _get(self.r, name)
-
-    def __iter__(self):
-        return iter(self.r.tensors)
-
-    def __len__(self):
-        return len(self.r.tensors)
-
-
-@dataclass(frozen=True)
-class StageCheck:
-    """What ParityRecorder.check compares: the float64 truth rounded to the run's dtype
-    (actual, the other side), the mutant's tensor (expected), the stage tolerance, the
-    float64 truth, the explainer's context."""
-
-    actual: np.ndarray
-    expected: np.ndarray
-    tolerance: tolerance.Tolerance
-    truth: np.ndarray
-    context: dict
-
-
-def _f64(a):
-    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
-
-
-def stage_check(r: Run, tensor: str) -> StageCheck:
-    """The stage-isolated check of `tensor`: the default layer (Network.node_step of the
-    spec without the mutant's ops) in float64 on the run's own inputs of that layer, under
-    the stage rule of parity_tests/model_stages.py. Raises NotComputed for a tensor the
-    step did not produce."""
-    ours = _get(r, tensor)
-    dtype = ours.dtype if isinstance(ours, np.ndarray) else r.X.dtype
-    context = {"lr": LR, "n_images": r.X.shape[0]}
-    if tensor.endswith("_new"):  # the update of one parameter: p - lr g, g the run's own
-        param = tensor[: -len("_new")]
-        layer, short = param.split(".")
-        old, grad = r.params[param], _get(r, f"{layer}.d{short}")
-        truth = _f64(old) - LR * _f64(grad)
-        tol = model_stages.update_tolerance(_f64(old), _f64(grad), LR, dtype)
-        context.update(old=old, grad=grad)
-    else:
-        inputs = stage_inputs(r, tensor)
-        net, short = r.net, tensor.split(".", 1)[1]
-        node = net.node_of(tensor)
-        i = net.nodes.index(node)
-        x = r.X if i == 0 else _get(r, net.nodes[i - 1].q(net.nodes[i - 1].outputs[0]))
-        up = None
-        if short not in node.outputs and not node.layer.is_loss:
-            nxt = net.nodes[i + 1]
-            up = _f64(_get(r, nxt.q(nxt.input_grad)))
-        p64 = {k: _f64(v) for k, v in r.params.items()}
-        target = _f64(r.target)
-        key = (node.name, up is not None)
-        if key not in r.cache:  # one call per layer and direction (conv's dX, dF, db at once)
-            r.cache[key] = Network(net.spec).node_step(node, _f64(x), p64, up, target, r.case.reduction)
-        truth_all = r.cache[key]
-        truth = np.asarray(truth_all[tensor], dtype=np.float64)
-        tol = model_stages.stage_tolerance(
-            node, short, _f64(x), p64, up, truth_all, r.case.reduction, dtype, target
-        )
-        context["layer"] = inputs
-    # The truth is compared in the run's dtype: rounding it there errs by u |truth|.
-    u = tolerance.unit_roundoff(dtype)
-    tol = tolerance.Tolerance(tol.array + u * np.abs(truth), f"{tol.rule} + u|truth| (rounded)")
-    return StageCheck(truth.astype(dtype), np.asarray(ours), tol, truth, context)
+def stage_check(r: Run, tensor: str):
+    """The stage-isolated check of `tensor` against the float64 truth (a harness.Check)."""
+    return r.harness.stage_check(tensor, AGAINST, r.dtype)
 
 
 def _fields(r: Run, tensor: str, dtype: str) -> dict:
@@ -287,13 +207,9 @@ def recorder(parity, label: str, case: Case) -> QuietRecorder:
 
 
 def localise(r: Run, quiet: QuietRecorder) -> Finding:
-    """Every tensor of r.net.order compared with its stage truth, in order."""
-    dtype = str(r.X.dtype)
-    records = [
-        quiet.check(**_fields(r, t, dtype), compute=lambda t=t: stage_check(r, t), fail=False)
-        for t in r.net.order
-    ]
-    return Finding(quiet.context.impl, AGAINST, dtype, tuple(records))
+    """Every tensor of r.net.order against its stage truth, in order (detection.in_order)."""
+    checks = [(_fields(r, t, r.dtype), lambda t=t: stage_check(r, t), None) for t in r.net.order]
+    return in_order(quiet, AGAINST, r.dtype, checks)
 
 
 def detect(mutant: ModelMutant, data, parity, case: Case | None = None) -> Finding:
