@@ -146,3 +146,18 @@ def test_mirror_table_has_one_row_per_registry_kind(framework):
     assert set(_mirror(framework).LAYERS) == set(KINDS)
     # and the registry has one entry per spec token (flatten is implied, never written)
     assert set(KINDS) == set(spec.KINDS) | {"flatten"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_update_is_torch_optim_sgd_bit_for_bit(dtype):
+    # The mirror calls the function SGD.step runs (sparing the class's torch._dynamo import);
+    # the class itself must give the very same bits, lr 0.1 not being a float.
+    import torch
+
+    rng = np.random.default_rng(3)
+    p, g = (rng.standard_normal((7, 5)).astype(dtype) for _ in range(2))
+    ours = _mirror("torch").update(p, g, 0.1)
+    param = torch.nn.Parameter(torch.from_numpy(p.copy()))
+    param.grad = torch.from_numpy(g.copy())
+    torch.optim.SGD([param], lr=0.1).step()
+    assert np.array_equal(ours, param.detach().numpy()) and not np.array_equal(ours, p)

@@ -3,7 +3,8 @@
 torch is NCHW with OIHW filters, the reference's own layout, so nothing is re-indexed; the
 dense weight W (F, U) is X10's, used as F.linear's weight W.T. Gradients come from autograd
 (vector-Jacobian products with the reference's upstream delta for one layer, E.backward()
-end to end) and the update from torch.optim.SGD. Tensors are created from the reference's
+end to end) and the update from torch's SGD (torch.optim.sgd.sgd, what SGD.step runs).
+Tensors are created from the reference's
 NumPy arrays and keep their dtype (float32 or float64); thread counts are set by
 parity_tests/pins.py (from the plugin's pytest_configure).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.sgd import sgd as torch_sgd
 
 from reference.layers.norm import EPS
 from reference.network import Network, Node, update_pairs
@@ -128,11 +130,30 @@ def patches(x, size: int) -> tuple[np.ndarray, str]:
     return _np(F.unfold(_t(x), size)), "nchw"
 
 
+def _sgd_step(params: list, lr: float) -> None:
+    """torch's plain SGD step on `params` (each with its .grad), in place: the function
+    torch.optim.SGD.step calls, with SGD's defaults (no momentum, no weight decay, foreach
+    and fused left to torch). Not the class: its first step imports torch._dynamo (~4.5 s,
+    842 modules), what the whole gate's own work takes a fifth of."""
+    with torch.no_grad():
+        torch_sgd(
+            params,
+            [p.grad for p in params],
+            [None] * len(params),
+            weight_decay=0.0,
+            momentum=0.0,
+            lr=lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+        )
+
+
 def update(param, grad, lr) -> np.ndarray:
-    """param - lr * grad by torch.optim.SGD (plain: no momentum, no weight decay)."""
+    """param - lr * grad by torch's SGD step (plain: no momentum, no weight decay)."""
     p = torch.nn.Parameter(_t(param))
     p.grad = _t(grad)
-    torch.optim.SGD([p], lr=lr).step()
+    _sgd_step([p], lr)
     return _np(p)
 
 
@@ -153,12 +174,10 @@ def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
         tensors.update({node.q(s): t for s, t in out.items()})
         h = out[node.outputs[0]]
     E = tensors[net.nodes[-1].q("E")]
-    opt = torch.optim.SGD(list(weights.values()), lr=lr)
-    opt.zero_grad()
     E.backward()
     got = {name: _np(t) for name, t in tensors.items()}
     got.update({name: _np(t.grad) for name, t in inputs.items()})
     got.update({grad: _np(weights[name].grad) for name, grad in update_pairs(net)})
-    opt.step()
+    _sgd_step(list(weights.values()), lr)
     got.update({f"{name}_new": _np(w) for name, w in weights.items()})
     return {name: got[name] for name in net.order}
