@@ -1,7 +1,7 @@
 """Fast kernels for the spec networks' layers: the same tensors as reference/layers/, faster.
 
 reference/layers/ is what an auditor reads: one validated function per quantity. This module
-computes the same tensors for the kinds where time goes (conv, maxpool, avgpool, relu,
+computes the same tensors for the kinds where time goes in LeNet (conv, maxpool, relu,
 dense) and is what the spec networks' checks run by default (`fast_network(spec)`, a
 `reference.network.Network` whose `ops` are these kernels); the readable Network stays the
 reference they are checked against. parity_tests/test_fast_layers.py proves every tensor
@@ -242,30 +242,6 @@ def max_pool_backward(ws, X, dA, k, stride):
     return dX
 
 
-@implements("X7", proven_equal_to=(pool.avg_pool_forward,))
-def avg_pool_forward(ws, X, k, stride):
-    """X7: the k^2 offsets' views summed in row-major order, then divided by k^2."""
-    views = _offsets(X, k, stride)
-    A = ws.take("pool_A", views[0][2].shape, X.dtype)
-    np.copyto(A, views[0][2])
-    for _, _, view in views[1:]:
-        A += view
-    A /= k * k
-    return A
-
-
-@implements("X7", proven_equal_to=(pool.avg_pool_backward,))
-def avg_pool_backward(ws, X, dA, k, stride):
-    """X7: dA / k^2 added at every element of its window, offset by offset."""
-    share = ws.take("pool_share", dA.shape, dA.dtype)
-    np.divide(dA, k * k, out=share)
-    dX = ws.take("pool_dX", X.shape, dA.dtype)
-    dX.fill(0)
-    for _, _, target in _offsets(dX, k, stride):
-        target += share
-    return dX
-
-
 # --- ReLU (X8) and dense (X10) ----------------------------------------------------------
 
 
@@ -320,7 +296,6 @@ def fast_ops(ws: Workspace | None = None) -> dict[str, Ops]:
             conv_params_only,
         ),
         "maxpool": Ops(partial(max_pool_forward, ws), partial(max_pool_backward, ws)),
-        "avgpool": Ops(partial(avg_pool_forward, ws), partial(avg_pool_backward, ws)),
         "relu": Ops(partial(relu, ws), partial(relu_backward, ws)),
         "dense": Ops(partial(dense_forward, ws), partial(dense_backward, ws)),
     }
