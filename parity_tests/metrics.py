@@ -66,12 +66,18 @@ def _abs_err(a: np.ndarray, e: np.ndarray, out: np.ndarray | None = None) -> np.
 
 
 def _ordered_ints(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Floats as integers whose order and spacing are those of the floats (-0.0 -> 0)."""
+    """Floats as integers of their own width whose order and spacing are those of the
+    floats (-0.0 -> 0)."""
     itype = np.dtype(f"i{dtype.itemsize}")
-    i = np.ascontiguousarray(x, dtype=dtype).view(itype).astype(np.int64)
-    # Negative floats are sign-magnitude; fold them below zero, mirrored.
+    i = np.ascontiguousarray(x, dtype=dtype).view(itype).ravel()
+    # Negative floats are sign-magnitude; fold them below zero, mirrored: MIN - i (never
+    # out of the integer's range for a negative i).
+    if dtype.itemsize < 8:  # branch-free, in the narrow integers: the fastest at this width
+        sign = i >> (8 * dtype.itemsize - 1)  # -1 where negative, else 0
+        return (i ^ (sign & np.iinfo(itype).max)) - sign  # (i ^ MAX) + 1 = MIN - i
+    i = i.copy()
     np.subtract(np.iinfo(itype).min, i, out=i, where=i < 0)
-    return i.ravel()
+    return i
 
 
 def _max_ulp(actual: np.ndarray, expected: np.ndarray):
@@ -82,6 +88,9 @@ def _max_ulp(actual: np.ndarray, expected: np.ndarray):
         return math.inf
     dtype = min(floats, key=lambda d: d.itemsize)  # count steps of the coarser grid
     oa, oe = _ordered_ints(actual, dtype), _ordered_ints(expected, dtype)
+    if dtype.itemsize < 8:  # the difference fits in int64
+        steps = np.subtract(oa, oe, dtype=np.int64)
+        return int(max(steps.max(), -steps.min()))
     # |oa - oe| can exceed int64 for float64; unsigned wrap-around gives it exactly.
     below = oa < oe
     steps = np.subtract(oa.view(np.uint64), oe.view(np.uint64), out=oa.view(np.uint64))
