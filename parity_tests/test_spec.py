@@ -14,6 +14,7 @@ from reference.spec import (
     AvgPool,
     Conv,
     Dense,
+    Dropout,
     Flatten,
     MaxPool,
     ModelSpec,
@@ -111,6 +112,18 @@ VALID = {
         (Conv(channels=8, kernel=28, bias=False), Relu(), Flatten(), Dense(units=1), Mse()),
         ((1, 28, 28), (8, 1, 1), (8, 1, 1), (8,), (1,), ()),
     ),
+    # Dropout in evaluation mode: the identity, written with train=false.
+    "dense(32)-relu-dropout(0.5,train=False)-dense(10)-softmax_ce": (
+        (
+            Flatten(),
+            Dense(units=32),
+            Relu(),
+            Dropout(p=0.5, train=False),
+            Dense(units=10),
+            SoftmaxCE(),
+        ),
+        ((1, 28, 28), (784,), (32,), (32,), (32,), (10,), ()),
+    ),
 }
 
 VALID_IDS = {
@@ -122,6 +135,7 @@ VALID_IDS = {
     ),
     "dense(32)-relu-dense(10)-softmax_ce": "dense-only",
     " conv( 8 , 28 , bias = FALSE ) - relu - dense( 1 , bias=True ) - mse ": "spaces-and-case",
+    "dense(32)-relu-dropout(0.5,train=False)-dense(10)-softmax_ce": "dropout-evaluation-mode",
 }
 
 

@@ -319,18 +319,23 @@ class GroupNorm(_Norm):
 
 @dataclass(frozen=True, kw_only=True)
 class Dropout(Layer):
-    """`dropout(p)`: X18, inverted dropout in training: each value kept with probability
-    1 - p (the mask drawn from the run's seed, the same for every framework) and scaled by
-    1 / (1 - p). 0 <= p < 1. Same shape out."""
+    """`dropout(p[,train=true])`: X18, inverted dropout in training: each value kept with
+    probability 1 - p (the mask drawn from the run's seed, the same for every framework) and
+    scaled by 1 / (1 - p). 0 <= p < 1. `train=false`: the layer in evaluation mode (torch's
+    model.eval(), Keras's training=False): nothing dropped, nothing scaled, A = X. Same
+    shape out."""
 
     kind: ClassVar[str] = "dropout"
     equations: ClassVar[tuple[str, ...]] = ("X18",)
     positional: ClassVar[tuple[str, ...]] = ("p",)
+    keywords: ClassVar[dict[str, type]] = {"train": bool}
     floats: ClassVar[tuple[str, ...]] = ("p",)
 
     p: float
+    train: bool = True
 
     def __post_init__(self):
+        _check_bool("train", self.train)
         if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
             raise TypeError(f"p must be a number, got {type(self.p).__name__}")
         if not 0 <= self.p < 1:
@@ -338,7 +343,7 @@ class Dropout(Layer):
         object.__setattr__(self, "p", float(self.p))
 
     def text(self) -> str:
-        return f"dropout({self.p:g})"
+        return f"dropout({self.p:g}" + ("" if self.train else ",train=false") + ")"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -139,6 +139,9 @@ def _groupnorm(layer, h, p, target, reduction):
 
 
 def _dropout(layer, h, p, target, reduction):
+    if not layer.train:  # evaluation mode: Keras's own Dropout layer called with training=False
+        # (in h's dtype: a Keras layer casts its input to its own, float32 by default)
+        return {"A": keras.layers.Dropout(layer.p, dtype=h.dtype.name)(h, training=False)}
     # The reference's mask, applied as tf.nn.dropout does: (x * 1 / (1 - rate)) * keep_mask.
     return {"A": h * (1 / (1 - layer.p)) * p["mask"]}
 
@@ -170,7 +173,8 @@ def _drawn(net: Network, node: Node, shape) -> dict:
     shape (N, C, H, W or N, D), in TensorFlow's layout and `dtype`."""
     if node.entry.draws is None:  # (own_layer_checks calls stage without a network)
         return {}
-    return {s: _to_tf(a) for s, a in net.drawn(node, tuple(shape)).items()}
+    # In evaluation mode a dropout draws no mask (None): nothing to hand over.
+    return {s: _to_tf(a) for s, a in net.drawn(node, tuple(shape)).items() if a is not None}
 
 
 def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:

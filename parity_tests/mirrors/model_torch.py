@@ -76,11 +76,17 @@ LAYERS = {
     "groupnorm": lambda layer, h, p, t, r: {
         "A": F.group_norm(h, layer.groups, p["gamma"], p["beta"], eps=EPS)
     },
-    # The reference's mask (drawn from the run's seed), applied as torch's own dropout kernel
-    # does: the input times the mask scaled by 1 / (1 - p).
-    "dropout": lambda layer, h, p, t, r: {"A": h * (p["mask"] / (1 - layer.p))},
+    "dropout": lambda layer, h, p, t, r: _dropout(layer, h, p),
     "gap": lambda layer, h, p, t, r: {"A": F.adaptive_avg_pool2d(h, 1).flatten(1)},
 }
+
+
+def _dropout(layer, h, p) -> dict:
+    if not layer.train:  # evaluation mode: torch's own dropout, told it is not training
+        return {"A": F.dropout(h, layer.p, training=False)}
+    # The reference's mask (drawn from the run's seed), applied as torch's own dropout kernel
+    # does: the input times the mask scaled by 1 / (1 - p).
+    return {"A": h * (p["mask"] / (1 - layer.p))}
 
 
 def _target(node: Node, target):
@@ -97,7 +103,9 @@ def _drawn(net: Network, node: Node, h) -> dict:
     of h's dtype."""
     if node.entry.draws is None:  # (own_layer_checks calls stage without a network)
         return {}
-    return {s: torch.tensor(a, dtype=h.dtype) for s, a in net.drawn(node, tuple(h.shape)).items()}
+    # In evaluation mode a dropout draws no mask (None): nothing to hand over.
+    drawn = net.drawn(node, tuple(h.shape)).items()
+    return {s: torch.tensor(a, dtype=h.dtype) for s, a in drawn if a is not None}
 
 
 def _apply(node: Node, h, p: dict, target, reduction: str) -> dict:

@@ -343,10 +343,14 @@ def dropout_mask(shape: tuple, p: float, rng: np.random.Generator) -> np.ndarray
 
 
 @implements("X18")
-def dropout_forward(X: np.ndarray, mask: np.ndarray, p: float) -> np.ndarray:
+def dropout_forward(X: np.ndarray, mask: np.ndarray | None, p: float) -> np.ndarray:
     """X18, inverted dropout in training: A = X mask / (1 - p); mask: X's shape, True where
-    a unit is kept. Any shape."""
+    a unit is kept. In evaluation mode there is no mask (None): A = X, nothing dropped and
+    nothing scaled (the scaling in training keeps E[A] = X, so evaluation needs none).
+    Any shape."""
     X = float_array("X", X)
+    if mask is None:
+        return X.copy()
     mask = np.asarray(mask)
     if mask.shape != X.shape:
         raise ValueError(f"mask must have X's shape {X.shape}, got {mask.shape}")
@@ -354,9 +358,12 @@ def dropout_forward(X: np.ndarray, mask: np.ndarray, p: float) -> np.ndarray:
 
 
 @implements("X18")
-def dropout_backward(dA: np.ndarray, mask: np.ndarray, p: float) -> np.ndarray:
-    """X18: dX = dA mask / (1 - p), the same mask and scale as the forward."""
+def dropout_backward(dA: np.ndarray, mask: np.ndarray | None, p: float) -> np.ndarray:
+    """X18: dX = dA mask / (1 - p), the same mask and scale as the forward; in evaluation
+    mode (mask None) dX = dA."""
     dA = float_array("dA", dA)
+    if mask is None:
+        return dA.copy()
     return dA * np.asarray(mask) / dA.dtype.type(1 - p)
 
 
@@ -497,7 +504,8 @@ def _norm_init(layer, in_shape):
 
 
 def _dropout_draws(layer, x_shape, rng):
-    return {"mask": dropout_mask(x_shape, layer.p, rng)}
+    # Evaluation mode draws nothing: no mask, the layer is the identity.
+    return {"mask": dropout_mask(x_shape, layer.p, rng) if layer.train else None}
 
 
 def _dropout_bound(site: Site, short: str) -> Bound:
@@ -505,6 +513,8 @@ def _dropout_bound(site: Site, short: str) -> Bound:
     backward's M need not know the mask)."""
     if short == "A":
         return Bound(np.abs(site.ours["A"]), rounding.DROPOUT_ROUNDINGS, "|A|")
+    if not site.layer.train:  # evaluation mode: a copy
+        return Bound(np.abs(site.upstream), rounding.DROPOUT_ROUNDINGS, "|dA|")
     M = np.abs(site.upstream) / (1 - site.layer.p)
     return Bound(M, rounding.DROPOUT_ROUNDINGS, "|dA|/(1-p)")
 
@@ -596,12 +606,23 @@ def groupnorm_forward_interleaved(X, gamma, beta, groups):
 
 
 def dropout_forward_unscaled(X, mask, p):
-    """Dropout without the 1 / (1 - p): the kept values are not scaled up."""
-    return X * np.asarray(mask)
+    """Dropout without the 1 / (1 - p): the kept values are not scaled up (in evaluation
+    mode, mask None, it is right: the identity)."""
+    return X.copy() if mask is None else X * np.asarray(mask)
 
 
 def dropout_backward_unscaled(dA, mask, p):
-    return dA * np.asarray(mask)
+    return dA.copy() if mask is None else dA * np.asarray(mask)
+
+
+def dropout_forward_scaled_at_eval(X, mask, p):
+    """Dropout in evaluation mode still scaling by 1 / (1 - p) (as if every unit were kept
+    in training): evaluation outputs 1 / (1 - p) too large."""
+    return X / X.dtype.type(1 - p) if mask is None else dropout_forward(X, mask, p)
+
+
+def dropout_backward_scaled_at_eval(dA, mask, p):
+    return dA / dA.dtype.type(1 - p) if mask is None else dropout_backward(dA, mask, p)
 
 
 BN_CASE = Case("conv(4,3)-batchnorm-relu-dense(10)-softmax_ce")
@@ -692,6 +713,20 @@ DROPOUT_MISTAKES = (
         explains="dropout_unscaled",
         forward=dropout_forward_unscaled,
         backward=dropout_backward_unscaled,
+        caught_on="training mode",
+        blind=Case("dense(16)-relu-dropout(0.5,train=false)-dense(10)-softmax_ce"),
+    ),
+    Mistake(
+        id="dropout_scaled_at_eval",
+        equation="X18",
+        first="dropout1.A",
+        case=Case("dense(16)-relu-dropout(0.5,train=false)-dense(10)-softmax_ce"),
+        title="dropout in evaluation mode still scaled by 1 / (1 - p), forward and backward",
+        explains="dropout_scaled_at_eval",
+        forward=dropout_forward_scaled_at_eval,
+        backward=dropout_backward_scaled_at_eval,
+        caught_on="evaluation mode (train=false)",
+        blind=Case("dense(16)-relu-dropout(0.5)-dense(10)-softmax_ce"),
     ),
 )
 
