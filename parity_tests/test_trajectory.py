@@ -101,7 +101,11 @@ def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framew
         compute=compute,
         model=s.network.label,
         note=note,
-        extra=dict(train_step=k, optimiser=canonical(s.optim_name, s.optim_hyper)),
+        extra=lambda: dict(
+            train_step=k,
+            optimiser=canonical(s.optim_name, s.optim_hyper),
+            **trajectory.losses(framework, dtype, k),
+        ),
         fail=False,
     )
     # A state that crosses zero (a velocity, a one-element bias's m) lies within its

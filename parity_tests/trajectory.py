@@ -198,6 +198,18 @@ class Trajectory:
             mirror.train(self.net, self._start(dtype), batches, self.reduction, self.name, self.h)
         )
 
+    def losses(self, framework: str, dtype: str, k: int) -> dict:
+        """{"against_loss", "impl_loss"}: the loss E of step k's forward pass (before its
+        update) in the framework's own loop and in the optimiser under test's run in that
+        framework's convention (the report's loss curves); NaN where a run stopped before
+        step k (an optimiser under test that made a parameter non-finite)."""
+        ours, _ = self.implementation(optim_stages.CONVENTION_OF[framework], dtype)
+        theirs = self.framework(framework, dtype)
+        return {
+            "against_loss": float(theirs[k - 1]["E"]) if k <= len(theirs) else float("nan"),
+            "impl_loss": float(ours[k - 1]["E"]) if k <= len(ours) else float("nan"),
+        }
+
     def _value(self, rows, k: int, tensor: str) -> np.ndarray:
         return np.asarray(rows[k - 1][tensor], dtype=None if not tensor.endswith(".t") else np.float64)
 
