@@ -86,7 +86,7 @@ def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framew
         if kind == "mistake" and trajectory.impl is not None:  # a user's optimiser: name it
             from parity_tests.trajectory import name_mistake
 
-            named = name_mistake(trajectory, dtype, k)
+            named = name_mistake(trajectory, dtype, k, framework)
             text += f"; optimiser explainer: {named or 'no catalogue mistake fits'}"
         return text
 
