@@ -48,7 +48,7 @@ def test_optim_stage(parity, parity_settings, name, tensor, k, framework, dtype)
     p, g, state = _inputs(name, convention, k, dtype, tuple(sorted(h.items())))
     parity.check(
         tensor=tensor if tensor == "p_new" else f"p.{tensor}",
-        equation=",".join(registry.optimiser(name).equations(convention)),
+        equation=",".join(registry.optimiser(name).equations(convention, h)),
         step="optimiser",
         quantity="update" if tensor == "p_new" else "state",
         mode="stage",

@@ -92,7 +92,7 @@ def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framew
 
     record = model_parity.check(
         tensor=tensor,
-        equation=",".join(trajectory.entry.equations(convention)),
+        equation=",".join(trajectory.entry.equations(convention, trajectory.h)),
         step=tensor.split(".", 1)[0],
         quantity="update" if tensor.endswith("_new") else "state",
         mode="end_to_end",

@@ -81,8 +81,13 @@ class Optimiser:
         """The state before the first step: zeros of p's shape and dtype, t = 0."""
         return {s: 0 if s == "t" else np.zeros_like(p) for s in self.state}
 
-    def equations(self, convention: str) -> tuple[str, ...]:
-        return self.variants[convention].equations
+    def equations(self, convention: str, h: Mapping | None = None) -> tuple[str, ...]:
+        """The equation ids of the `convention` variant; with hyper-parameters `h`, those
+        that run at them: the decay's (O2, O3) only where weight_decay is not 0."""
+        ids = self.variants[convention].equations
+        if h is not None and not h.get("weight_decay"):
+            ids = tuple(i for i in ids if i not in ("O2", "O3"))
+        return ids
 
 
 # --- the steps, per convention ------------------------------------------------------------
