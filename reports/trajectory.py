@@ -168,6 +168,13 @@ def _loss_png(title: str, frame: pd.DataFrame) -> tuple[bytes, tuple[int, int]]:
     return buf.getvalue(), size
 
 
+def _span(losses: pd.Series) -> str:
+    """A curve's first and last loss and how many steps it has ("none" without any)."""
+    if not len(losses):
+        return "none"
+    return f"{losses.iloc[0]:.4g} to {losses.iloc[-1]:.4g} ({len(losses)} steps)"
+
+
 def loss_html(df: pd.DataFrame, esc) -> str:
     """The loss curves, one <img> (PNG inline) per network and optimiser, its alt text and
     a line per curve naming each framework and its first and last loss; a note instead of
@@ -187,11 +194,8 @@ def loss_html(df: pd.DataFrame, esc) -> str:
         for (against, dtype, impl), run in frame.groupby(["against", "dtype", "impl"], sort=True):
             theirs = run["against_loss"].dropna()
             ours = run["impl_loss"].dropna()
-            span = lambda s: (
-                f"{s.iloc[0]:.4g} to {s.iloc[-1]:.4g} ({len(s)} steps)" if len(s) else "none"
-            )
             curves.append(
-                f"{against} {dtype}: {span(theirs)}; {_impl_label(impl, against)}: {span(ours)}"
+                f"{against} {dtype}: {_span(theirs)}; {_impl_label(impl, against)}: {_span(ours)}"
             )
         alt = f"loss per step, {title}: " + ", ".join(
             f"{a} {d}" for a, d in frame[["against", "dtype"]].drop_duplicates().itertuples(index=False)
