@@ -288,12 +288,12 @@ def search(user: UserOptim, max_examples: int = 200):
 
 
 # --- against Keras' optimiser (docs/optimisers.md, "Against Keras") --------------------------
-# CS231n's rules are written in numbers a framework also computes: the same rule in Keras is
-# keras.optimizers.SGD / RMSprop / Adam. Where Keras' convention is CS231n's (plain SGD and
-# momentum at hyper-parameters float32 holds) the user's rule is compared with Keras'
-# optimiser directly; where Keras differs by a named convention (the epsilon's place in
-# RMSprop and Adam; lr, momentum and Adam's betas held in float32), the comparison holds
-# that the user's rule and Keras' optimiser differ by exactly that convention:
+# CS231n's rules have Keras counterparts, keras.optimizers.SGD / RMSprop / Adam. Where
+# Keras' convention is CS231n's (plain SGD and momentum at hyper-parameters float32 holds)
+# the user's rule is compared with Keras' optimiser directly; where Keras differs by a
+# named convention (the epsilon's place in RMSprop and Adam; lr, momentum and Adam's betas
+# held in float32), the comparison holds that the user's rule and Keras' optimiser differ
+# by exactly that convention:
 #
 #     (U - K) - (R_cs - R_keras)    within    tol_cs + tol_keras
 #

@@ -114,8 +114,8 @@ def test_own_optim_against_keras(user_optim):
     """The user's rule and keras.optimizers fed the same w, dw and state differ by exactly
     the named convention (none for sgd and sgd_momentum at float32-exact hyper-parameters)."""
     user = own_optim.parse(user_optim)
-    failure, _ = own_optim.keras_verdict(user)
-    assert not failure, failure
+    failure, summary = own_optim.keras_verdict(user)
+    assert not failure, f"{failure}\n{summary}"
 
 
 @pytest.mark.parametrize("rule", ["sgd", "sgd_momentum", "rmsprop", "adam"])
