@@ -473,7 +473,7 @@ def check_optimiser(
         checks = {}
     for tensor, c in checks.items():
         rec.check(
-            tensor=f"{rule}.{tensor}", equation=",".join(entry.equations(user.rule.form)),
+            tensor=f"{rule}.{tensor}", equation=",".join(entry.equations(user.rule.form, case.h)),
             step="optimiser", quantity="update", mode="stage", against="reference", dtype="float64",
             compute=lambda c=c: c, fail=False, note=note,
         )  # fmt: skip

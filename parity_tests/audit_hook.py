@@ -76,6 +76,45 @@ def traced_functions(
     return out
 
 
+# The frameworks' conventions (parity_tests/optim_stages.py's CONVENTION_OF; a record
+# against the reference itself, a user's CS231n rule's check, is in torch's form or O5).
+_OPTIM_CONVENTION = {"torch": "torch", "tensorflow": "keras"}
+
+
+def optimiser_runs(records) -> list[tuple[str, str]]:
+    """[(optimiser spec, convention)] that the run's records checked (their `optimiser`
+    and `against` fields), sorted; [] in a run without optimiser records."""
+    rows = records.to_dict("records") if hasattr(records, "to_dict") else list(records or ())
+    runs = set()
+    for r in rows:
+        spec = str(r.get("optimiser") or "")
+        if spec and spec != "nan" and r.get("against") in _OPTIM_CONVENTION:
+            runs.add((spec, _OPTIM_CONVENTION[r["against"]]))
+    return sorted(runs)
+
+
+def traced_optimisers(runs) -> dict[str, str]:
+    """{O id: the functions that computed it}: each (spec, convention) of `runs` traced
+    over two steps of the registry's update (reference/trace.py), as the checks ran it."""
+    import numpy as np
+
+    from reference import optim_registry as registry
+    from reference.trace import trace
+
+    found: dict[str, list[str]] = {}
+    for spec, convention in runs:
+        name, h = registry.parse(spec)
+        p = np.random.default_rng(0).uniform(-1, 1, (2, 3))
+        state = registry.optimiser(name).init_state(p)
+        for _ in range(2):
+            (p, state), ran = trace(registry.step, name, convention, p, 0.1 * p, state, h)
+            for eq, impls in ran.by_equation().items():
+                for i in impls:
+                    if i.label() not in found.setdefault(eq, []):
+                        found[eq].append(i.label())
+    return {eq: ", ".join(names) for eq, names in found.items()}
+
+
 def audit_files(records, meta, network=None) -> dict[str, str]:
     """{"audit.md": text}. Never raises: a broken audit must not cost the run its report.
     `network`: the Network of meta's model when the caller has it (not parsed again)."""
@@ -105,6 +144,13 @@ def audit_files(records, meta, network=None) -> dict[str, str]:
             mutants=mutants.as_dicts() + model_mutants.as_dicts(),
             order=[s.tensor for s in STAGES],
             meta=meta,
+            # O1..O11 in a run that checked an optimiser: the functions traced from the
+            # optimisers and conventions its records name.
+            optimiser_equations=(
+                equations.optimiser_dicts(traced_optimisers(runs))
+                if (runs := optimiser_runs(records))
+                else None
+            ),
         )
     except Exception as exc:  # reported in the file itself, where the reader looks for it
         text = f"# Derivation audit\n\nThe audit could not be built: {type(exc).__name__}: {exc}\n"

@@ -17,6 +17,9 @@ units); rmsprop O8 (epsilon outside the root); adam O10 (t incremented first, ep
 the bias correction). Each step is checked stage-isolated: the reference is fed the user's
 own w, dw and state at that step, and p' and every state are compared under the optimiser
 stage rule (parity_tests/optim_stages.py).
+
+Against Keras (`against_keras`, below): the rule and keras.optimizers fed the same inputs
+differ by exactly Keras' named convention, no more.
 """
 
 from __future__ import annotations
@@ -282,3 +285,196 @@ def search(user: UserOptim, max_examples: int = 200):
     except Exception as exc:  # noqa: BLE001
         first = (None, "", {"error": f"{type(exc).__name__}: {exc}"})
     return ex, first, name_mistake(user, p, grads, ex.h)
+
+
+# --- against Keras' optimiser (docs/optimisers.md, "Against Keras") --------------------------
+# CS231n's rules have Keras counterparts, keras.optimizers.SGD / RMSprop / Adam. Where
+# Keras' convention is CS231n's (plain SGD and momentum at hyper-parameters float32 holds)
+# the user's rule is compared with Keras' optimiser directly; where Keras differs by a
+# named convention (the epsilon's place in RMSprop and Adam; lr, momentum and Adam's betas
+# held in float32), the comparison holds that the user's rule and Keras' optimiser differ
+# by exactly that convention:
+#
+#     (U - K) - (R_cs - R_keras)    within    tol_cs + tol_keras
+#
+# U the user's output and K Keras' for the same w, dw and state (one step, stage-isolated);
+# R_cs the reference in CS231n's form with exact hyper-parameters and R_keras its Keras
+# variant (O9, O11, float32 hyper-parameters), both in float64 on the same inputs; tol_cs
+# and tol_keras the optimiser stage rule of each form. |U - R_cs| <= tol_cs and
+# |K - R_keras| <= tol_keras give the bound (triangle inequality); a mistake in the user's
+# rule moves U and nothing else. The named difference D = R_keras - R_cs is split, as
+# benchmarks/optim_conventions.py does, into its form (Keras' equations, exact
+# hyper-parameters, minus CS231n's) and its float32 casting (the rest), and each part's size
+# is stated in allowances: above 1 it is visible, and not absorbed by any tolerance.
+
+# What separates Keras' optimiser from CS231n's rule: (its equations' form, its casting).
+KERAS_DIFFERENCE = {
+    "sgd": ("none (O1 both)", "the learning rate a float32 variable"),
+    "sgd_momentum": ("none (O5 both)", "lr and momentum through float32"),
+    "rmsprop": ("epsilon inside the root (O9) vs outside (O8)", "lr a float32 variable"),
+    "adam": (
+        "epsilon added before the bias correction (O11) vs after (O10)",
+        "lr and the betas of b^t through float32",
+    ),
+}
+
+# Hyper-parameter sets of the Keras comparison, in CS231n's names: its own defaults (which
+# float32 does not hold: the casting shows) and dyadic values float32 holds exactly (the
+# form alone; for sgd and sgd_momentum the conventions coincide and it is a direct
+# comparison).
+KERAS_HYPER = {
+    "cs231n": {"learning_rate": 1e-2, "momentum": 0.9, "decay_rate": 0.99, "beta1": 0.9,
+               "beta2": 0.999, "epsilon": 1e-8},
+    "float32-exact": {"learning_rate": 2.0**-7, "momentum": 0.875, "decay_rate": 0.875,
+                      "beta1": 0.75, "beta2": 0.9375, "epsilon": 2.0**-20},
+}  # fmt: skip
+KERAS_STEPS = 3
+KERAS_SHAPE = (3, 7)
+
+
+def keras_hyper(rule: Rule, which: str) -> dict:
+    """The registry's hyper-parameters of `rule` at KERAS_HYPER[which] (Adam's learning rate
+    CS231n's 1e-3, or 2^-10 where exact)."""
+    values = dict(KERAS_HYPER[which])
+    if rule.name == "adam":
+        values["learning_rate"] = 1e-3 if which == "cs231n" else 2.0**-10
+    given = {ours: values[cs] for cs, ours in rule.hyper.items()}
+    return registry.hyper(rule.optimiser, **given)
+
+
+def keras_inputs(dtype: str, seed: int = 0):
+    """(p, [g_1..g_K]): p uniform in [-1, 1]; each gradient uniform in [-1, 1] times 10^e, e
+    from -9 to 0 across the last axis (where epsilon matters and where it does not)."""
+    rng = np.random.default_rng(seed)
+    mags = 10.0 ** np.linspace(-9, 0, KERAS_SHAPE[-1])
+    p = rng.uniform(-1, 1, KERAS_SHAPE).astype(dtype)
+    return p, [(rng.uniform(-1, 1, KERAS_SHAPE) * mags).astype(dtype) for _ in range(KERAS_STEPS)]
+
+
+@dataclass(frozen=True)
+class KerasRow:
+    """One tensor at one step: the budget of (U - K) - D under tol_cs + tol_keras, and the
+    named difference's parts in allowances (form, casting) and relative to the reference."""
+
+    which: str
+    dtype: str
+    step: int
+    tensor: str
+    budget: float
+    form: float
+    cast: float
+    relative: float
+    direct: float  # the budget of U against K with no convention term: > 1 where it matters
+
+
+def _budget(err, allowance) -> float:
+    err, allowance = np.asarray(err, np.float64), np.asarray(allowance, np.float64)
+    if not np.all(np.isfinite(err)):
+        return float("inf")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / allowance)
+    return float(np.max(ratio, initial=0.0))
+
+
+def keras_step(user: UserOptim, p, g, state: Mapping, h: Mapping, which: str, dtype: str, k: int):
+    """[KerasRow] of one step: the user's rule and Keras' optimiser fed the same p, g, state."""
+    from parity_tests.mirrors import optim_tf
+
+    rule, name = user.rule, user.rule.optimiser
+    u_p, u_s = user.step(p, g, dict(state), h)
+    k_p, k_s = optim_tf.step(name, p, g, dict(state), h)
+    wide = (p.astype(np.float64), g.astype(np.float64))
+    state64 = {s: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for s, v in state.items()}
+    r_cs = reference_step(rule)(*wide, dict(state64), h)
+    r_form = registry.form_step(name, registry.KERAS_FLOAT64)(*wide, dict(state64), h)
+    r_keras = registry.step(name, "keras", *wide, dict(state64), h)
+    rows = []
+    for tensor in ("p_new", *r_cs[1]):
+        pick = (lambda out: out[0]) if tensor == "p_new" else (lambda out, t=tensor: out[1][t])
+        U, K, Rcs, Rf, Rk = (
+            np.asarray(pick(x), np.float64) for x in ((u_p, u_s), (k_p, k_s), r_cs, r_form, r_keras)
+        )
+        allowance = (
+            optim_stages.tolerance_of(name, rule.form, tensor, p, g, state, h, dtype).array
+            + optim_stages.tolerance_of(name, "keras", tensor, p, g, state, h, dtype).array
+        )
+        scale = float(np.max(np.abs(Rcs), initial=0.0)) or 1.0
+        rows.append(
+            KerasRow(
+                which, dtype, k, tensor,
+                budget=_budget(np.abs((U - K) - (Rcs - Rk)), allowance),
+                form=_budget(np.abs(Rf - Rcs), allowance),
+                cast=_budget(np.abs(Rk - Rf), allowance),
+                relative=float(np.max(np.abs(Rk - Rcs), initial=0.0)) / scale,
+                direct=_budget(np.abs(U - K), allowance),
+            )
+        )  # fmt: skip
+    return rows, (u_p, u_s)
+
+
+def against_keras(user: UserOptim, dtypes=("float64", "float32")) -> list[KerasRow]:
+    """Every KerasRow of the user's rule over KERAS_HYPER x dtypes x KERAS_STEPS steps, each
+    step fed the user's own previous outputs (stage-isolated); a run stops at a non-finite
+    parameter (its rows say inf)."""
+    rows = []
+    for which in KERAS_HYPER:
+        h = keras_hyper(user.rule, which)
+        for dtype in dtypes:
+            p, grads = keras_inputs(dtype)
+            state = {
+                s: (v.astype(dtype) if isinstance(v, np.ndarray) else v)
+                for s, v in registry.optimiser(user.rule.optimiser).init_state(p).items()
+            }
+            for k, g in enumerate(grads, start=1):
+                step_rows, (p, state) = keras_step(user, p, g, state, h, which, dtype, k)
+                rows += step_rows
+                if not np.all(np.isfinite(p)):
+                    break
+    return rows
+
+
+def keras_verdict(user: UserOptim) -> tuple[str, str]:
+    """(failure, summary): failure "" when every row is within its allowance, else the first
+    row beyond it, whether the user's output is Keras' convention itself, and the catalogue's
+    name for the mistake; summary the named difference and its measured size."""
+    rows = against_keras(user)
+    form_name, cast_name = KERAS_DIFFERENCE[user.rule.name]
+    worst = max(rows, key=lambda r: r.budget)
+    summary = (
+        f"{user.label} ({user.rule.name}) vs keras.optimizers: worst budget {worst.budget:.3g} "
+        f"({worst.tensor}, step {worst.step}, {worst.dtype}, {worst.which}); the named "
+        f"difference: form {form_name}, up to {max(r.form for r in rows):.3g} allowances; "
+        f"float32 hyper-parameters ({cast_name}), up to {max(r.cast for r in rows):.3g} "
+        f"allowances; relative size up to {max(r.relative for r in rows):.3g}"
+    )
+    bad = [r for r in rows if not r.budget <= 1]
+    if not bad:
+        return "", summary
+    first = bad[0]
+    h = keras_hyper(user.rule, first.which)
+    p, grads = keras_inputs(first.dtype)
+    p64, grads64 = p.astype(np.float64), [g.astype(np.float64) for g in grads[: first.step]]
+    named = name_mistake(user, p64, grads64, h)
+    if not named and is_keras_convention(user, p64, grads64, h):
+        named = f"Keras' convention ({form_name.split(' vs ')[0]}), not CS231n's"
+    failure = (
+        f"{user.label} ({user.rule.name}) departs from keras.optimizers beyond the named "
+        f"difference at step {first.step}, {first.tensor} ({first.dtype}, {first.which} "
+        f"hyper-parameters): budget {first.budget:.3g}; explainer: "
+        f"{named or 'no catalogue mistake fits'}"
+    )
+    return failure, summary
+
+
+def is_keras_convention(user: UserOptim, p, grads, h) -> bool:
+    """Whether the user's every output over `grads` (float64) is Keras' form with exact
+    hyper-parameters (to 1e-12 relative): a rule written in Keras' convention."""
+    step = registry.form_step(user.rule.optimiser, registry.KERAS_FLOAT64)
+    entry = registry.optimiser(user.rule.optimiser)
+    a_p, a_s, b_p, b_s = p, entry.init_state(p), p, entry.init_state(p)
+    for g in grads:
+        a_p, a_s = user.step(a_p, g, dict(a_s), h)
+        b_p, b_s = step(b_p, g, dict(b_s), h)
+        if not np.allclose(a_p, b_p, rtol=1e-12, atol=0):
+            return False
+    return True

@@ -44,7 +44,9 @@ def test_extension_entry_states_its_verdict(eq):
     assert bool(eq.via_setting) == (eq.id in ("X1", "X2"))
 
 
-@pytest.mark.parametrize("eq", equations.ALL, ids=[e.id for e in equations.ALL])
+@pytest.mark.parametrize(
+    "eq", equations.ALL + equations.OPTIMISERS, ids=[e.id for e in equations.ALL + equations.OPTIMISERS]
+)
 def test_registry_entry_is_complete(eq):
     assert eq.statement and eq.verdict in equations.VERDICTS
     assert bool(eq.convention) == (eq.verdict == equations.CONVENTION)
@@ -460,8 +462,77 @@ def test_audit_says_when_no_function_of_its_own_ran():
 def test_every_tag_names_a_registered_equation():
     import reference.fast  # noqa: F401  (imports every tagged module)
     import reference.network  # noqa: F401
+    import reference.optim  # noqa: F401  (O1..O11)
     from reference.trace import implementations
 
     tagged = {eq for impl in implementations() for eq in impl.ids}
     assert tagged <= set(equations.BY_ID)
     assert tagged == set(equations.BY_ID)  # every equation has a function that computes it
+
+
+# --- the optimiser rules (O1..O11) ------------------------------------------------------------
+
+
+def _optim_recs(spec, equation_of):
+    """An optimiser run's end-to-end records, one per framework (its convention's ids)."""
+    return [
+        _rec(against=fw, mode="end_to_end", equation=equation_of[fw], optimiser=spec,
+             tensor="dense3.W_new", train_step=1, check=f"t::{fw}")
+        for fw in ("torch", "tensorflow")
+    ]  # fmt: skip
+
+
+def _o_rows(text):
+    return {r.split(" | ")[0][2:]: r for r in text.splitlines() if re.match(r"\| O\d+ \|", r)}
+
+
+@pytest.mark.parametrize(
+    "spec,equation_of,ran,idle",
+    [
+        ("adam(lr=0.0009765625,beta1=0.9,beta2=0.999,eps=1e-07,weight_decay=0.0)",
+         {"torch": "O10", "tensorflow": "O11"},
+         {"O10": "reference.optim.adam_torch", "O11": "reference.optim.adam_keras"},
+         ("O2", "O3", "O4", "O8")),
+        ("adamw(lr=0.0009765625,beta1=0.9,beta2=0.999,eps=1e-07,weight_decay=0.01)",
+         {"torch": "O3,O10", "tensorflow": "O3,O11"},
+         {"O3": "reference.optim.decoupled_decay", "O10": "reference.optim.adam_torch"},
+         ("O2", "O5")),
+        ("momentum(momentum=0.9,lr=0.0009765625,weight_decay=0.0)",
+         {"torch": "O4", "tensorflow": "O5"},
+         {"O4": "reference.optim.momentum_torch", "O5": "reference.optim.momentum_keras"},
+         ("O1", "O10", "O11")),
+    ],
+    ids=["adam", "adamw", "momentum"],
+)  # fmt: skip
+def test_an_optimiser_run_has_traced_o_rows(spec, equation_of, ran, idle):
+    """O rows appear in a run with optimiser records; each names the function traced from
+    the optimiser and convention its records name, counts those records, and a rule that
+    did not run names no function and no check."""
+    text = audit_files(_optim_recs(spec, equation_of), {"impl": "reference", "optim": spec})["audit.md"]
+    assert "## Optimisers (O1..O11)" in text
+    rows = _o_rows(text)
+    assert list(rows) == [f"O{i}" for i in range(1, 12)]
+    for eq, function in ran.items():
+        assert function in rows[eq].split(" | ")[2], rows[eq]  # the functions column
+        fws = [fw for fw, ids in equation_of.items() if eq in ids.split(",")]
+        assert all(f"{fw} end_to_end (1)" in rows[eq] for fw in fws), rows[eq]
+    for eq in idle:
+        assert "none of its own ran" in rows[eq] and "none recorded in this run" in rows[eq], rows[eq]
+
+
+def test_no_o_rows_without_optimiser_records():
+    assert "## Optimisers" not in audit_files([_rec()], {"impl": "reference"})["audit.md"]
+
+
+@pytest.mark.parametrize(
+    "name,wd,torch_ids,keras_ids",
+    [("adam", 0.0, ("O10",), ("O11",)), ("adam", 0.01, ("O10", "O2"), ("O11", "O3")),
+     ("adamw", 0.01, ("O3", "O10"), ("O3", "O11")), ("sgd", 0.0, ("O1",), ("O1",))],
+    ids=["adam", "adam-decay", "adamw", "sgd"],
+)  # fmt: skip
+def test_records_claim_the_decay_only_where_it_runs(name, wd, torch_ids, keras_ids):
+    from reference import optim_registry as registry
+
+    h = registry.hyper(name, weight_decay=wd)
+    entry = registry.optimiser(name)
+    assert (entry.equations("torch", h), entry.equations("keras", h)) == (torch_ids, keras_ids)

@@ -6,6 +6,10 @@ m, v, t) are compared, in both dtypes, under the stage rule for optimisers.
 The other convention is not allowed for: test_other_convention_fails holds that each
 framework, compared with the *other* framework's variant, fails the same rule wherever the
 conventions differ in the dtype (docs/optimisers.md has the measured sizes).
+
+test_mistake_caught_at_its_tensor_in_one_step: each catalogue mistake, in the framework's
+convention, is caught at its own tensor in one stage-isolated step (the fast subset of
+test_optim_mistakes.py); its control holds the variant itself caught nowhere.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def test_optim_stage(parity, parity_settings, name, tensor, k, framework, dtype)
     p, g, state = _inputs(name, convention, k, dtype, tuple(sorted(h.items())))
     parity.check(
         tensor=tensor if tensor == "p_new" else f"p.{tensor}",
-        equation=",".join(registry.optimiser(name).equations(convention)),
+        equation=",".join(registry.optimiser(name).equations(convention, h)),
         step="optimiser",
         quantity="update" if tensor == "p_new" else "state",
         mode="stage",
@@ -155,3 +159,58 @@ def test_stage_rule_over_random_hyper(seed, framework, dtype):
         c = optim_stages.stage_check(name, framework, tensor, p, g, state, h)
         r = compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth, against=framework)
         assert r["passed"], f"{name} {tensor} step {k} {h}: {r['status']} budget {r['budget_used']:.3g}"
+
+
+# The mistakes catalogue (reference/optim_mistakes.py), one step: the fast subset of
+# test_optim_mistakes.py (slow: K-step training runs against each framework's loop). Each
+# mistake with a rule of its own (not the scope ones, which need several steps or
+# parameters), in the framework's convention (its torch form or its Keras mirror), fed that
+# framework's optimiser the suite's inputs at step 1 (gradients of 1e-9..1), is beyond the
+# stage rule at its own tensor and, for a mistake in the update alone, nowhere else.
+MISTAKES = [(n, m) for n, o in registry.OPTIMISERS.items() for m in o.mistakes if m.step is not None]
+
+
+def _caught_in_one_step(name, framework, dtype, h, step) -> set:
+    """The tensors where `step` (a Variant's calling form, in the framework's convention),
+    fed the framework's optimiser inputs at step 1, is beyond the stage rule."""
+    from parity_tests.mirrors import optim_tf, optim_torch
+
+    convention = optim_stages.CONVENTION_OF[framework]
+    p, g, state = optim_stages.inputs(name, convention, 1, dtype, h=h)
+    mirror = optim_torch if framework == "torch" else optim_tf
+    theirs = mirror.step(name, p, g, dict(state), h)
+    with np.errstate(all="ignore"):
+        ours = step(p, g, dict(state), h)
+    caught = set()
+    for tensor in ("p_new", *registry.optimiser(name).state):
+        pick = (lambda out: out[0]) if tensor == "p_new" else (lambda out, t=tensor: out[1][t])
+        tol = optim_stages.tolerance_of(name, convention, tensor, p, g, state, h, dtype)
+        as_type = np.float64 if tensor == "t" else None
+        r = compare_arrays(
+            np.asarray(pick(theirs), as_type), np.asarray(pick(ours), as_type), tol.array,
+            against=framework, brief=True,
+        )  # fmt: skip
+        if not r["passed"] and r["status"] != "vacuous":
+            caught.add(tensor)
+    return caught
+
+
+@pytest.mark.parametrize("name,mistake", MISTAKES, ids=[f"{n}-{m.id}" for n, m in MISTAKES])
+def test_mistake_caught_at_its_tensor_in_one_step(name, mistake, framework, dtype):
+    convention = optim_stages.CONVENTION_OF[framework]
+    h = registry.hyper(name, **mistake.hyper)
+    caught = _caught_in_one_step(name, framework, dtype, h, mistake.step_in(convention))
+    assert mistake.first in caught, f"{mistake.id} ({convention}): caught at {caught}"
+    if mistake.first == "p_new":
+        assert caught == {"p_new"}, f"{mistake.id} ({convention}): the state departs too: {caught}"
+
+
+@pytest.mark.parametrize("name", sorted({n for n, _ in MISTAKES}))
+def test_the_variant_itself_is_caught_nowhere_in_one_step(name, framework, dtype):
+    """The control of the test above: the registry's own variant, at every hyper-parameter
+    set a mistake of the optimiser needs, is within the stage rule everywhere."""
+    convention = optim_stages.CONVENTION_OF[framework]
+    step = registry.optimiser(name).variants[convention].step
+    for m in registry.optimiser(name).mistakes:
+        h = registry.hyper(name, **m.hyper)
+        assert _caught_in_one_step(name, framework, dtype, h, step) == set()

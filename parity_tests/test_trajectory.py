@@ -86,13 +86,13 @@ def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framew
         if kind == "mistake" and trajectory.impl is not None:  # a user's optimiser: name it
             from parity_tests.trajectory import name_mistake
 
-            named = name_mistake(trajectory, dtype, k)
+            named = name_mistake(trajectory, dtype, k, framework)
             text += f"; optimiser explainer: {named or 'no catalogue mistake fits'}"
         return text
 
     record = model_parity.check(
         tensor=tensor,
-        equation=",".join(trajectory.entry.equations(convention)),
+        equation=",".join(trajectory.entry.equations(convention, trajectory.h)),
         step=tensor.split(".", 1)[0],
         quantity="update" if tensor.endswith("_new") else "state",
         mode="end_to_end",
@@ -101,7 +101,11 @@ def test_trajectory(model_parity, parity_settings, trajectory, tensor, k, framew
         compute=compute,
         model=s.network.label,
         note=note,
-        extra=dict(train_step=k, optimiser=canonical(s.optim_name, s.optim_hyper)),
+        extra=lambda: dict(
+            train_step=k,
+            optimiser=canonical(s.optim_name, s.optim_hyper),
+            **trajectory.losses(framework, dtype, k),
+        ),
         fail=False,
     )
     # A state that crosses zero (a velocity, a one-element bias's m) lies within its

@@ -60,8 +60,9 @@ class Trajectory:
         self, net: Network, seed: int, reduction: str, data, name: str, h: dict, steps: int, impl=None
     ):
         """impl: the optimiser under test, a registry Mistake (reference/optim_mistakes.py), a
-        user's rule (parity_tests/own_optim.py UserOptim) or None (the reference itself);
-        anything but the reference is compared in torch's convention."""
+        user's rule (parity_tests/own_optim.py UserOptim) or None (the reference itself). A
+        Mistake runs in the convention of the framework it is compared with (its torch or
+        its Keras form); a user's rule, CS231n's, in torch's."""
         self.net, self.seed, self.reduction, self.data = net, seed, reduction, data
         self.name, self.h, self.steps, self.impl = name, dict(h), steps, impl
         self.entry = registry.optimiser(name)
@@ -104,11 +105,21 @@ class Trajectory:
         """The optimiser under test's run (the reference's when impl is None)."""
         if self.impl is None:
             return self.reference(convention, dtype)
-        return self._run("torch", dtype, (), self.impl)
+        return self._run(self.impl_convention(convention), dtype, (), self.impl)
+
+    def impl_convention(self, convention: str) -> str:
+        """The convention the optimiser under test runs in when compared with a framework of
+        `convention`: a catalogue Mistake has both forms, a user's rule is torch's."""
+        return convention if isinstance(self.impl, registry.Mistake) else "torch"
 
     def _update(self, convention, mistake, p, g, state):
         if mistake is None or mistake.step is None:
             return registry.step(self.name, convention, p, g, state, self.h)
+        if isinstance(mistake, registry.Mistake):
+            step = mistake.step_in(convention)
+            if step is None:
+                raise ValueError(f"mistake {mistake.id!r} has no {convention} form")
+            return step(p, g, dict(state), self.h)
         return mistake.step(p, g, dict(state), self.h)
 
     def _run(self, convention: str, dtype: str, nudge: tuple, mistake) -> tuple:
@@ -197,6 +208,18 @@ class Trajectory:
         return tuple(
             mirror.train(self.net, self._start(dtype), batches, self.reduction, self.name, self.h)
         )
+
+    def losses(self, framework: str, dtype: str, k: int) -> dict:
+        """{"against_loss", "impl_loss"}: the loss E of step k's forward pass (before its
+        update) in the framework's own loop and in the optimiser under test's run in that
+        framework's convention (the report's loss curves); NaN where a run stopped before
+        step k (an optimiser under test that made a parameter non-finite)."""
+        ours, _ = self.implementation(optim_stages.CONVENTION_OF[framework], dtype)
+        theirs = self.framework(framework, dtype)
+        return {
+            "against_loss": float(theirs[k - 1]["E"]) if k <= len(theirs) else float("nan"),
+            "impl_loss": float(ours[k - 1]["E"]) if k <= len(ours) else float("nan"),
+        }
 
     def _value(self, rows, k: int, tensor: str) -> np.ndarray:
         return np.asarray(rows[k - 1][tensor], dtype=None if not tensor.endswith(".t") else np.float64)
@@ -388,15 +411,17 @@ def first_departure(tr: Trajectory, framework: str, dtype: str):
     return None, []
 
 
-def name_mistake(tr: Trajectory, dtype: str, k: int) -> str:
+def name_mistake(tr: Trajectory, dtype: str, k: int, framework: str = "torch") -> str:
     """The explainer for an optimiser under test: the catalogue mistake (of the optimiser's
-    registry entry) whose run gives the implementation's every tensor up to step k, to the
-    rounding of a replay (1e-12 relative in float64, 1e-5 in float32); "" when none does."""
-    ours, _ = tr.implementation("torch", dtype)
+    registry entry) whose run, in the convention the implementation ran in against
+    `framework`, gives the implementation's every tensor up to step k, to the rounding of a
+    replay (1e-12 relative in float64, 1e-5 in float32); "" when none does."""
+    convention = tr.impl_convention(optim_stages.CONVENTION_OF[framework])
+    ours, _ = tr.implementation(optim_stages.CONVENTION_OF[framework], dtype)
     rtol = 1e-12 if dtype == "float64" else 1e-5
     for m in tr.entry.mistakes:
         other = Trajectory(tr.net, tr.seed, tr.reduction, tr.data, tr.name, tr.h, k, impl=m)
-        theirs, _ = other.implementation("torch", dtype)
+        theirs, _ = other.implementation(convention, dtype)
         same = all(
             np.allclose(
                 np.asarray(ours[j][t], np.float64), np.asarray(theirs[j][t], np.float64),

@@ -323,7 +323,59 @@ EXTENSIONS = (
 )
 
 ALL = EQUATIONS + EXTENSIONS
-BY_ID = {e.id: e for e in ALL}
+
+# The optimiser rules (docs/optimisers.md, reference/optim.py). Each framework's form is a
+# stated convention; which one a check holds a framework to is its record's `equation`.
+# audit.md gives them a section of their own in a run that checked an optimiser.
+OPTIMISERS = (
+    Equation("O1", "p' = p - lr g", HOLDS),
+    Equation(
+        "O2", "g' = g + wd p: the L2 penalty wd/2 |p|^2 in the loss", CONVENTION,
+        convention="torch's weight_decay= of SGD, RMSprop and Adam",
+    ),
+    Equation(
+        "O3", "p' = p - lr wd p, before the step (decoupled decay)", CONVENTION,
+        convention="torch's AdamW and every Keras weight_decay=",
+    ),
+    Equation(
+        "O4", "v' = mu v + g; p' = p - lr v'", CONVENTION,
+        convention="torch's momentum: the velocity in gradient units",
+    ),
+    Equation(
+        "O5", "v' = mu v - lr g; p' = p + v'", CONVENTION,
+        convention="Keras' (and CS231n's) momentum: the velocity in parameter units; O4's "
+        "p' up to rounding while lr is constant",
+    ),
+    Equation("O6", "v' = mu v + g; p' = p - lr (g + mu v')", CONVENTION,
+             convention="torch's Nesterov"),
+    Equation("O7", "v' = mu v - lr g; p' = p + mu v' - lr g", CONVENTION,
+             convention="Keras' Nesterov"),
+    Equation(
+        "O8", "c' = rho c + (1-rho) g^2; p' = p - lr g / (sqrt(c') + eps)", CONVENTION,
+        convention="torch's (and CS231n's) RMSprop: epsilon outside the root",
+    ),
+    Equation(
+        "O9", "c' = rho c + (1-rho) g^2; p' = p - lr g / sqrt(c' + eps)", CONVENTION,
+        convention="Keras' RMSprop: epsilon inside the root",
+    ),
+    Equation(
+        "O10",
+        "t' = t+1; m' = m + (1-b1)(g - m); v' = b2 v + (1-b2) g^2; "
+        "p' = p - lr/(1-b1^t') m' / (sqrt(v')/sqrt(1-b2^t') + eps)",
+        CONVENTION,
+        convention="torch's (and CS231n's) Adam: epsilon after the bias correction, "
+        "hyper-parameters in float64",
+    ),
+    Equation(
+        "O11",
+        "t' = t+1; m' = m + (1-b1)(g - m); v' = v + (1-b2)(g^2 - v); "
+        "p' = p - lr sqrt(1-b2^t')/(1-b1^t') m' / (sqrt(v') + eps)",
+        CONVENTION,
+        convention="Keras' Adam: epsilon before the bias correction; lr and the betas of "
+        "b^t in float32",
+    ),
+)  # fmt: skip
+BY_ID = {e.id: e for e in ALL + OPTIMISERS}
 
 # A layer uses a setting when it is not the neutral one.
 _SETTING_USED = {
@@ -350,6 +402,20 @@ def layers_using(model, setting: str) -> tuple[str, list[tuple[str, str]]]:
                 token += f" ({setting} {getattr(n.layer, setting)})"
             used.append((n.name, token))
     return net.label, used
+
+
+def optimiser_dicts(functions: dict[str, str] | None = None) -> list[dict]:
+    """Plain data of O1..O11 for reports/audit.py, as as_dicts: `functions` the traced
+    functions per id ("" where none ran)."""
+    functions = functions or {}
+    return [
+        dict(
+            id=e.id, statement=e.statement, functions=functions.get(e.id, ""),
+            verdict=e.verdict, convention=e.convention, correction=e.correction,
+            note=e.note, variants="", via="",
+        )
+        for e in OPTIMISERS
+    ]  # fmt: skip
 
 
 def as_dicts(functions: dict[str, str] | None = None, model=None) -> list[dict]:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reference._validate import finite_float, float_array
+from reference.trace import implements
 
 
 def _check(p, g):
@@ -60,12 +61,14 @@ def _state_array(name: str, value, p) -> np.ndarray:
 # --- the rules --------------------------------------------------------------------------
 
 
+@implements("O1")
 def sgd(p, g, lr):
     """O1: p' = p - lr g. p, g: any shape, one dtype; returns p'."""
     p, g = _check(p, g)
     return p - lr * g
 
 
+@implements("O2")
 def l2_decay(p, g, wd):
     """O2: g' = g + wd p, the L2 penalty wd/2 |p|^2 added to the loss (torch's `weight_decay=`
     of SGD, RMSprop and Adam): the optimiser then sees g'. Returns g'."""
@@ -73,6 +76,7 @@ def l2_decay(p, g, wd):
     return g + wd * p
 
 
+@implements("O3")
 def decoupled_decay(p, lr, wd, convention: str = "torch"):
     """O3: p' = p - lr wd p, applied to the parameter before the step (Loshchilov & Hutter).
 
@@ -84,6 +88,7 @@ def decoupled_decay(p, lr, wd, convention: str = "torch"):
     return p - p * wd * lr
 
 
+@implements("O4")
 def momentum_torch(p, g, velocity, lr, mu):
     """O4 (torch.optim.SGD(momentum=mu)): v' = mu v + g; p' = p - lr v'.
 
@@ -94,6 +99,7 @@ def momentum_torch(p, g, velocity, lr, mu):
     return p - lr * v, v
 
 
+@implements("O5")
 def momentum_keras(p, g, velocity, lr, mu):
     """O5 (keras.optimizers.SGD(momentum=mu)): v' = mu v - lr g; p' = p + v'.
 
@@ -104,6 +110,7 @@ def momentum_keras(p, g, velocity, lr, mu):
     return p + v, v
 
 
+@implements("O6")
 def nesterov_torch(p, g, velocity, lr, mu):
     """O6 (torch SGD(nesterov=True)): v' = mu v + g; p' = p - lr (g + mu v'). Returns (p', v')."""
     p, g = _check(p, g)
@@ -111,6 +118,7 @@ def nesterov_torch(p, g, velocity, lr, mu):
     return p - lr * (g + mu * v), v
 
 
+@implements("O7")
 def nesterov_keras(p, g, velocity, lr, mu):
     """O7 (Keras SGD(nesterov=True)): v' = mu v - lr g; p' = p + mu v' - lr g. Returns (p', v')."""
     p, g = _check(p, g)
@@ -118,6 +126,7 @@ def nesterov_keras(p, g, velocity, lr, mu):
     return p + (mu * v - lr * g), v
 
 
+@implements("O8")
 def rmsprop_torch(p, g, cache, lr, rho, eps):
     """O8 (torch.optim.RMSprop(alpha=rho)): c' = rho c + (1-rho) g^2;
     p' = p - lr g / (sqrt(c') + eps): epsilon added to the root. Returns (p', c')."""
@@ -126,6 +135,7 @@ def rmsprop_torch(p, g, cache, lr, rho, eps):
     return p - lr * g / (np.sqrt(c) + eps), c
 
 
+@implements("O9")
 def rmsprop_keras(p, g, cache, lr, rho, eps):
     """O9 (keras.optimizers.RMSprop): c' = rho c + (1-rho) g^2; p' = p - (lr g) / sqrt(c' + eps):
     epsilon inside the root, so it acts like eps^2 of O8 (1e-7 inside is 3.2e-4 outside).
@@ -139,6 +149,7 @@ def _moments(p, m, v, t):
     return _state_array("m", m, p), _state_array("v", v, p), int(t) + 1
 
 
+@implements("O10")
 def adam_torch(p, g, m, v, t, lr, b1, b2, eps):
     """O10 (torch.optim.Adam): t' = t + 1; m' = m + (1-b1)(g - m); v' = b2 v + (1-b2) g^2;
     p' = p - lr/(1-b1^t') m' / (sqrt(v')/sqrt(1-b2^t') + eps).
@@ -154,6 +165,7 @@ def adam_torch(p, g, m, v, t, lr, b1, b2, eps):
     return p - (lr / bc1) * (m / denom), m, v, t
 
 
+@implements("O11")
 def adam_keras(p, g, m, v, t, lr, b1, b2, eps, b1_power=None, b2_power=None):
     """O11 (keras.optimizers.Adam): t' = t + 1; m' = m + (1-b1)(g - m); v' = v + (1-b2)(g^2 - v);
     p' = p - alpha m' / (sqrt(v') + eps), alpha = lr sqrt(1-b2^t') / (1-b1^t').

@@ -54,11 +54,18 @@ class Mistake:
     id: str
     title: str
     explains: str
-    step: Callable | None  # None: the optimiser's own torch step (scope says what goes wrong)
+    step: Callable | None  # None: the optimiser's own step (scope says what goes wrong)
     first: str
     first_step: int = 1
     hyper: Mapping[str, float] = field(default_factory=dict)
     scope: str = "parameter"  # "parameter", "shared" (one state for all), "restart" (not carried)
+    keras: Callable | None = None  # the same mistake in Keras' convention (None with step None)
+
+    def step_in(self, convention: str) -> Callable | None:
+        """The replacement step in `convention` ("torch" or "keras"); None: the optimiser's own."""
+        if self.step is None:
+            return None
+        return self.step if convention == "torch" else self.keras
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,13 @@ class Optimiser:
         """The state before the first step: zeros of p's shape and dtype, t = 0."""
         return {s: 0 if s == "t" else np.zeros_like(p) for s in self.state}
 
-    def equations(self, convention: str) -> tuple[str, ...]:
-        return self.variants[convention].equations
+    def equations(self, convention: str, h: Mapping | None = None) -> tuple[str, ...]:
+        """The equation ids of the `convention` variant; with hyper-parameters `h`, those
+        that run at them: the decay's (O2, O3) only where weight_decay is not 0."""
+        ids = self.variants[convention].equations
+        if h is not None and not h.get("weight_decay"):
+            ids = tuple(i for i in ids if i not in ("O2", "O3"))
+        return ids
 
 
 # --- the steps, per convention ------------------------------------------------------------
@@ -219,7 +231,15 @@ ADAMW = Optimiser(
 
 
 def _mistake(id, title, step, first, first_step=1, scope="parameter", **hyper) -> Mistake:
-    return Mistake(id, title, id, step, first, first_step, hyper, scope)
+    """Its Keras mirror: optim_mistakes' `<step>_keras` (adam_coupled_keras for both decay
+    mistakes: in Keras, weight_decay= is decoupled for Adam and AdamW alike)."""
+    keras = None
+    if step is not None:
+        name = (
+            "adam_coupled" if step.__name__ in ("adam_l2_decoupled", "adamw_coupled") else step.__name__
+        )
+        keras = getattr(optim_mistakes, f"{name}_keras")
+    return Mistake(id, title, id, step, first, first_step, hyper, scope, keras)
 
 
 _NOT_CARRIED = "the optimiser state not carried between steps: every step starts from zeros"

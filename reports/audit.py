@@ -9,7 +9,8 @@ Four tables:
    written, with the corrected form) and the note on the text;
 2. the same for the layers beyond the article (X1..X12, docs/extensions.md), when the
    registry has them: checked alone (parity_tests/test_layers.py) and inside the checked
-   network (parity_tests/test_model.py);
+   network (parity_tests/test_model.py); and, in a run that checked an optimiser, for its
+   rules (O1..O11, docs/optimisers.md);
 3. one row per published-code variant (D1..D13): from its detection record (mode
    "detection", written by parity_tests/test_variants.py) or, in a run of the variant
    itself (`--parity-impl published:D3`), from that run's records: which tensors disagree,
@@ -41,9 +42,9 @@ from reports.fields import STATUSES, number_text
 from reports.tables import records_frame
 
 FRAMEWORKS = ("torch", "tensorflow")
-# The equation ids in a record's `equation` field ("E8*E9", "X1,X2,X4"): E or X and digits,
-# a whole word (X10 is not X1; a lone "X" or a word is none).
-_EQ = re.compile(r"\b[EX]\d+\b")
+# The equation ids in a record's `equation` field ("E8*E9", "X1,X2,X4", "O10,O2"): E, X or
+# O and digits, a whole word (X10 is not X1; a lone "X" or a word is none).
+_EQ = re.compile(r"\b[EXO]\d+\b")
 _SETTING_WORDS = {"pad": "padding", "stride": "a stride above 1"}
 
 
@@ -365,8 +366,10 @@ def audit_markdown(
     mutants: list[dict],
     order: list[str],
     meta: dict | None = None,
+    optimiser_equations: list[dict] | None = None,
 ) -> str:
-    """The text of audit.md (see the module docstring)."""
+    """The text of audit.md (see the module docstring). `optimiser_equations` (O1..O11, in
+    a run that checked an optimiser): their section, after the layers'."""
     meta = dict(meta or {})
     df = _frame(records)
     run_impl = _run_impl(df, meta)
@@ -403,6 +406,22 @@ def audit_markdown(
             "",
         ]
         lines += _table(EQUATION_HEADER, _equation_rows(plain, beyond))
+    if optimiser_equations:
+        optimiser = _cell(meta.get("optim", ""))
+        lines += [
+            "",
+            "## Optimisers (O1..O11)",
+            "",
+            "The optimiser rules (docs/optimisers.md), each framework held to its own "
+            "convention's: checked alone (parity_tests/test_optim.py, stage) and along the "
+            "training run"
+            + (f" of {optimiser}" if optimiser else "")
+            + " (parity_tests/test_trajectory.py, end_to_end, every step). The functions "
+            "are traced from the optimisers and conventions the records name; the decay "
+            "equations (O2, O3) count only where weight_decay was not 0.",
+            "",
+        ]
+        lines += _table(EQUATION_HEADER, _equation_rows(plain, optimiser_equations))
     var = _impl_summaries(df, variants, "published", run_impl, order)
     lines += [
         "",

@@ -18,6 +18,7 @@ RECORD_FIELDS = [
     "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
     "disagreeing", "disagreeing_budgets", "model", "kinks", "kinks_taken",
     "against_bits", "impl_bits", "precision_ratio", "train_step", "optimiser",
+    "against_loss", "impl_loss",
 ]  # fmt: skip
 # Whose is whose: `impl` is the implementation under test, `against` the other side (a
 # framework's name in stage and end-to-end records). The *_at_worst and *_err_vs_truth
@@ -53,13 +54,18 @@ RECORD_FIELDS = [
 # test_trajectory.py; docs/optimisers.md):
 # - train_step: the training step, 1..K, the record is about (NaN on one-step checks: the
 #   default run's records carry none and compare as before);
-# - optimiser: the --parity-optim spec, e.g. "adam(lr=0.000976562)" ("" elsewhere).
+# - optimiser: the --parity-optim spec, e.g. "adam(lr=0.000976562)" ("" elsewhere);
+# - against_loss, impl_loss: on a K-step run's records, the loss E of step train_step's
+#   forward pass (before that step's update) in the framework's own loop and in the
+#   implementation under test's (the reference's, or a user's rule's) run; every record
+#   of one run and step carries the same two numbers (the report's loss curves,
+#   reports/trajectory.py). NaN elsewhere, and where a run stopped before the step.
 # Fields added after the first reports were written: a comparisons.csv without them still
 # loads (reports.writer.load_report reads a missing one as "").
 OPTIONAL_FIELDS = (
     "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
     "disagreeing_budgets", "model", "kinks", "kinks_taken", "against_bits", "impl_bits",
-    "precision_ratio", "train_step", "optimiser",
+    "precision_ratio", "train_step", "optimiser", "against_loss", "impl_loss",
 )  # fmt: skip
 # Columns renamed since the first reports (old name -> new name): "actual" was the other
 # side, "expected" the implementation under test. reports.writer.load_report reads an older
@@ -77,7 +83,7 @@ NUMERIC_FIELDS = frozenset({
     "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "against_at_worst",
     "impl_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
     "against_err_vs_truth", "impl_err_vs_truth", "kinks", "kinks_taken", "against_bits",
-    "impl_bits", "precision_ratio", "train_step",
+    "impl_bits", "precision_ratio", "train_step", "against_loss", "impl_loss",
 })  # fmt: skip
 # A record that never said it passed must not look green: missing flags are False.
 BOOL_FIELDS = frozenset({"passed", "vacuous"})

@@ -686,6 +686,7 @@ table.meta th{text-align:right;white-space:nowrap;background:#f6f8fa}
 table.meta td{overflow-wrap:anywhere}
 img.heatmap{display:block;width:100%;max-width:100%;height:auto;margin:0 0 0.6em;
 max-height:calc(100vh - 3em);object-fit:contain;object-position:left top}
+img.losscurve{display:block;max-width:100%;height:auto;margin:0 0 0.3em}
 section.heatmap h3 span.count{color:#57606a;font-weight:normal;font-size:0.85em}
 p.credit{color:#57606a;font-size:0.9em;margin-top:2em}
 pre{background:#f6f8fa;padding:1em;overflow-x:auto}
