@@ -870,7 +870,7 @@ def not_in_network(kind: str, net: Network | None, name: str) -> str:
     if _family(kind) == "dropout" and any(node.kind == "dropout" for node in net.nodes):
         return (
             f"{name}'s dropout layers take the suite's keep-mask (the same for the reference "
-            "and both frameworks) and a CS231n dropout_forward draws its own"
+            "and both frameworks) and a CS231n dropout_forward draws its own mask"
         )
     rank = RANKS.get(kind)
     if rank and any(node.kind == entry(kind).name for node in net.nodes):

@@ -242,3 +242,20 @@ def test_a_kind_the_network_does_not_run_is_not_credited(kind, spec, says):
     layers = own_layers.load((own_layers.option_value(kind, GOOD),))
     assert own_layers.used_layers(layers, net) == {}
     assert says in own_layers.not_in_network(kind, net, spec if spec == "lenet" else "the network")
+
+
+def test_notebook_check_layers_takes_the_norms_and_the_alt_backward():
+    """The notebook API (check_layers) takes the new kinds as --parity-layer does: batchnorm
+    with two or three functions, each backward checked with the forward."""
+    from parity_tests import check_layers
+    from parity_tests.test_api import _example_layers
+
+    B = _example_layers("broken")
+    bn = (B.batchnorm_forward, B.batchnorm_backward, B.batchnorm_backward_alt)
+    result = check_layers({"batchnorm": bn}, frameworks=(), dtypes="float64")
+    assert set(result.records["impl"]) == {"own:batchnorm", "own:batchnorm[backward_alt]"}
+    failed = result.records[result.records["status"] == "fail"]
+    assert set(failed["impl"]) == {"own:batchnorm"}, result.headline
+    assert len(result.messages) == 1 and "bn_grad_without_mean_terms" in result.messages[0]
+    with pytest.raises(TypeError, match="batchnorm takes 2 or 3 function"):
+        check_layers({"batchnorm": bn[:1]}, frameworks=())
