@@ -5,7 +5,9 @@ and a sweep that says which hyper-parameters trigger a mismatch.
 layer's hyper-parameters (conv: N, C, F, H, W, k, stride, pad; pools: k, stride and ties in
 the windows; activations: exact zeros at the input, large inputs; dense: N, D, M, an
 (N, d1, d2) input; softmax_ce: N, K, logits past exp's overflow) and a seed for the values (inputs,
-weights, upstream gradient, labels). For each draw it runs the user's forward and backward
+weights, upstream gradient, labels; the normalisations: their shape and inputs scaled to a
+variance near eps; dropout: its shape and CS231n's keep probability p). For each draw it
+runs the user's forward and backward
 and compares the output and every gradient with
 
 - the reference's layer (reference/layers/, through reference.network.DEFAULT_OPS), and
@@ -24,6 +26,11 @@ failure message (`Outcome.message`) gives that draw with its hyper-parameters, t
 in the suite's words with the explainer's verdict (parity_tests.explain, fed the layer's inputs),
 and a sweep: the user's layer rerun over a small grid of hyper-parameters on fixed inputs,
 summarised as "fails for stride >= 2 (stride=2, 3), at every pad and k; passes for stride=1".
+
+Where the training-mode outputs agree, `_contract` checks what they cannot show: a batch
+norm's running statistics (X15, CS231n's momentum and biased variance) and test mode, a
+dropout's test mode and keep rate. A dropout's mask is read from its output (its cache
+stays in the user's process) and handed to the reference and both frameworks.
 """
 
 from __future__ import annotations
@@ -89,7 +96,7 @@ FLAGS = {
         "of the dtype, past exp's overflow; activations x 10)"
     ),
     "x_nd": "x given as (N, d1, d2) instead of (N, d1 d2)",
-    "tiny": "inputs x 1e-3: batch variances of about 1e-6, near eps = 1e-5",
+    "tiny": "inputs x 1e-3: variances of about 1e-6, near eps = 1e-5",
 }
 
 
@@ -557,6 +564,14 @@ def _contract(run: CaseRun, got: dict, state: dict) -> None:
         _batchnorm_test_mode(run)
 
 
+def _broken(message: str, short: str, equation: str) -> OwnLayerError:
+    """A contract's OwnLayerError, naming the quantity it is about (`parity_tensor`: the
+    short name and equation of the error record _user_failure adds)."""
+    exc = OwnLayerError(message)
+    exc.parity_tensor = (short, equation)
+    return exc
+
+
 def _float64(*arrays):
     return [np.asarray(v, np.float64) for v in arrays]
 
@@ -571,10 +586,12 @@ def _dropout_contract(run: CaseRun) -> None:
     test, _ = own_layers.forward(layer, a, mode="test")
     if not np.array_equal(test["A"], a["X"]):
         worst = float(np.max(np.abs(test["A"].astype(np.float64) - a["X"])))
-        raise OwnLayerError(
+        raise _broken(
             f"{fn.label} in mode 'test' did not return x (greatest |out - x| {worst:.3g}): "
             "inverted dropout scales the kept values by 1 / p in training, so that at test "
-            "time x passes as it is, unscaled"
+            "time x passes as it is, unscaled",
+            "A_test",
+            "X18",
         )
     p = float(a["p"])
     big = np.random.default_rng(run.case.seed).standard_normal(KEEP_SHAPE).astype(a["X"].dtype)
@@ -584,11 +601,13 @@ def _dropout_contract(run: CaseRun) -> None:
     margin = KEEP_SIGMAS * np.sqrt(p * (1 - p) / n) + 0.5 / n
     if abs(kept - p) > margin:
         flipped = abs(kept - (1 - p)) <= margin
-        raise OwnLayerError(
+        raise _broken(
             f"{fn.label} kept {kept:.1%} of {n} values at p = {p:g}: CS231n's p is the "
             f"probability of KEEPING a value, so {p:.0%} +- {margin:.1%} "
             f"({KEEP_SIGMAS} standard deviations) should be kept"
-            + ("; it keeps 1 - p: p taken as the probability of dropping" if flipped else "")
+            + ("; it keeps 1 - p: p taken as the probability of dropping" if flipped else ""),
+            "A",
+            "X18",
         )
 
 
@@ -624,19 +643,23 @@ def _running_statistics(run: CaseRun, state: dict) -> None:
         C = np.shape(rm)
         if not isinstance(got, np.ndarray) or got.shape != C or got.dtype.kind != "f":
             what = type(got).__name__ if not isinstance(got, np.ndarray) else f"shape {got.shape}"
-            raise OwnLayerError(
-                f"{fn.label} left bn_param[{name!r}] as {what}, expected an array of shape {C}"
+            raise _broken(
+                f"{fn.label} left bn_param[{name!r}] as {what}, expected an array of shape {C}",
+                name,
+                "X15",
             )
         allowed = _allowed(M[i], k, dtype)
         diff = np.abs(got.astype(np.float64) - wanted[i])
         if np.all(diff <= allowed):
             continue
         like = [w for w, v in others.items() if np.all(np.abs(got - v[i]) <= allowed)]
-        raise OwnLayerError(
+        raise _broken(
             f"{fn.label} left bn_param[{name!r}] off by {float(diff.max()):.3g} (allowed "
             f"{float(allowed.max()):.3g}): X15, CS231n's running = momentum * running + "
             f"(1 - momentum) * batch {'mean' if i == 0 else 'BIASED variance'}, momentum "
-            f"{keep} the weight of the old value" + (f"; it matches {like[0]}" if like else "")
+            f"{keep} the weight of the old value" + (f"; it matches {like[0]}" if like else ""),
+            name,
+            "X15",
         )
 
 
@@ -653,11 +676,13 @@ def _batchnorm_test_mode(run: CaseRun) -> None:
         return
     train = run.reference[run.inputs.node.q("A")]
     same = np.all(np.abs(got["A"] - train) <= allowed)
-    raise OwnLayerError(
+    raise _broken(
         f"{fn.label} in mode 'test' is off by {float(diff.max()):.3g} (allowed "
         f"{float(allowed.max()):.3g}): X15, out = gamma (x - running_mean) / "
         "sqrt(running_var + eps) + beta with bn_param's running statistics"
-        + ("; it normalises with the batch's own statistics, as in training" if same else "")
+        + ("; it normalises with the batch's own statistics, as in training" if same else ""),
+        "A_test",
+        "X15",
     )
 
 
@@ -1248,6 +1273,8 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
     run = CaseRun(layer, case, dtype, mirrors)
     note = f"{found_by[1]}: {case.text()}"
     records = [_record(recorder, run, s, REFERENCE, note) for s in OUTPUTS[layer.kind]]
+    if hasattr(error, "parity_tensor"):  # a contract broken: its own error record
+        records.append(_contract_record(recorder, run, error, note))
     swept = sweep(layer, dtype, error=_error_text(error))
     everywhere = (
         ""
@@ -1255,7 +1282,8 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
         else " (the same at every point of the sweep: it does not depend on the hyper-parameters)"
     )
     head = [
-        f"own layer {layer.kind} [{dtype}] ({layer.where}) failed to run: "
+        f"own layer {layer.kind} [{dtype}] ({layer.where}) "
+        f"{'breaks its convention' if hasattr(error, 'parity_tensor') else 'failed to run'}: "
         f"{_error_text(error)}{everywhere}",
         f"{found_by[0]}: {case.text()}",
         *_user_traceback(error),
@@ -1263,6 +1291,28 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
         f"reproduce: {recorder.reproduce()}",
     ]
     return Outcome(records, "\n".join(head), case)
+
+
+def _contract_record(recorder, run: CaseRun, error: OwnLayerError, note: str) -> dict:
+    """The error record of a broken contract: dropout.A_test, batchnorm.running_var, ..."""
+    short, equation = error.parity_tensor
+    kind = run.layer.kind
+
+    def compute():
+        raise error
+
+    return recorder.check(
+        tensor=f"{kind}.{short}",
+        equation=equation,
+        step=kind,
+        quantity="forward",
+        mode=MODE,
+        against=REFERENCE,
+        dtype=run.dtype,
+        compute=compute,
+        note=note,
+        fail=False,
+    )
 
 
 def _user_traceback(error: BaseException) -> list[str]:

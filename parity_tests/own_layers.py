@@ -11,6 +11,13 @@ Students write each layer as a pair of functions, NCHW, batch first:
     affine_backward(dout, cache) -> (dx, dw, db)
     relu_forward(x) -> (out, cache); relu_backward(dout, cache) -> dx   (sigmoid_, tanh_ too)
     softmax_loss(x, y) -> (loss, dx)                    the MEAN over the N images
+    batchnorm_forward(x, gamma, beta, bn_param)         x (N, D); bn_param mode, eps, momentum,
+    batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)   running_mean, running_var
+    (batchnorm_backward_alt likewise, optional; spatial_batchnorm_* for (N, C, H, W);
+    layernorm_* with ln_param; spatial_groupnorm_forward(x, gamma, beta, G, gn_param) with
+    gamma (1, C, 1, 1))
+    dropout_forward(x, dropout_param) -> (out, cache)   dropout_param p (KEEP), mode, seed
+    dropout_backward(dout, cache) -> dx
 
 `--parity-layer KIND=module:forward,module:backward` names one kind's pair (softmax_ce
 takes the one function `module:softmax_loss`); `module` is a dotted importable module or a
@@ -20,7 +27,9 @@ problem one pytest.UsageError naming the option, the value and what is expected)
 with them (`Network(spec, ops=user_ops(layers))`); `forward` / `backward` call a pair on
 the Network's inputs and return its tensors by the Network's short names (conv: Z, dX,
 dF, db), checking what the user's code returns (a tuple of the right length, arrays of the
-right shape and dtype) and that it leaves its arguments alone.
+right shape and dtype) and that it leaves its arguments alone. Inside a network a user's
+normalisation runs at the layers of its registry kind with inputs of its rank (RANKS); a
+dropout never (its mask is its own: user_ops).
 
 By default (isolation "process", `--parity-layer-isolation`) each module's functions run
 in a child process of their own (parity_tests/user_process.py: one per module, kept for

@@ -116,7 +116,8 @@ def test_example_norm_layer_passes_against_both_frameworks(parity, kind, dtype):
         assert {r["against"] for r in outcome.records} == {"reference", "torch", "tensorflow"}
 
 
-# Mistakes of convention, each an edit of layers.py: (kind, source appended, what is said).
+# Mistakes of convention, each an edit of layers.py: (kind, source appended, what is said,
+# the error record's tensor).
 CONVENTIONS = {
     "dropout-p-drops": (
         "dropout",
@@ -129,6 +130,7 @@ CONVENTIONS = {
         "        return x * mask, (dropout_param, mask)\n"
         "    return x, (dropout_param, None)\n",
         "it keeps 1 - p: p taken as the probability of dropping",
+        "dropout.A",
     ),
     "dropout-test-mode-scaled": (
         "dropout",
@@ -139,6 +141,7 @@ CONVENTIONS = {
         "        out = x * dropout_param['p']  # non-inverted dropout's test time\n"
         "    return out, cache\n",
         "in mode 'test' did not return x",
+        "dropout.A_test",
     ),
     "bn-running-var-unbiased": (
         "batchnorm",
@@ -151,6 +154,7 @@ CONVENTIONS = {
         "        bn_param['running_var'] = m * old + (1 - m) * x.var(axis=0) * N / (N - 1)\n"
         "    return out, cache\n",
         "it matches the UNBIASED batch variance",
+        "batchnorm.running_var",
     ),
     "bn-test-mode-batch-statistics": (
         "batchnorm",
@@ -160,18 +164,21 @@ CONVENTIONS = {
         "        return _good_batchnorm_forward(x, gamma, beta, dict(bn_param, mode='train'))\n"
         "    return _good_batchnorm_forward(x, gamma, beta, bn_param)\n",
         "it normalises with the batch's own statistics, as in training",
+        "batchnorm.A_test",
     ),
 }
 
 
 @pytest.mark.parametrize("name", CONVENTIONS)
 def test_a_convention_mistake_is_caught_and_said(parity, tmp_path, name):
-    kind, source, says = CONVENTIONS[name]
+    kind, source, says, tensor = CONVENTIONS[name]
     path = tmp_path / f"{name.replace('-', '_')}.py"
     path.write_text(GOOD.read_text(encoding="utf-8") + source, encoding="utf-8")
-    message = _check(parity, _layer(kind, path)).message
-    assert message is not None, f"{name} passed"
-    assert says in message, message
+    outcome = _check(parity, _layer(kind, path))
+    assert outcome.message is not None, f"{name} passed"
+    assert says in outcome.message, outcome.message
+    errors = {r["tensor"] for r in outcome.records if r["status"] == "error"}
+    assert errors == {tensor}, outcome.message
 
 
 # --- inside a network ---------------------------------------------------------------------
