@@ -181,6 +181,31 @@ def test_a_convention_mistake_is_caught_and_said(parity, tmp_path, name):
     assert errors == {tensor}, outcome.message
 
 
+# Catalogue mistakes of the batch-norm forward, each an edit of layers.py's
+# batchnorm_forward: (its line for std, the catalogue's name). Both fail at every point of
+# the sweep in float64, where the allowance is far below eps's weight.
+BN_FORWARDS = {
+    "eps-outside-sqrt": ("std = np.sqrt(var) + eps", "bn_eps_outside_sqrt"),
+    "unbiased-variance": ("std = np.sqrt(var * N / (N - 1) + eps)", "bn_unbiased_variance"),
+}
+
+
+@pytest.mark.parametrize("name", BN_FORWARDS)
+def test_a_batchnorm_forward_mistake_is_named_by_the_catalogue(parity, tmp_path, name):
+    line, suspect = BN_FORWARDS[name]
+    source = GOOD.read_text(encoding="utf-8")
+    right = "        std = np.sqrt(var + eps)\n"
+    assert source.count(right) == 1
+    edited = source.replace(right, f"        N = x.shape[0]\n        {line}\n")
+    path = tmp_path / f"bn_{name.replace('-', '_')}.py"
+    path.write_text(edited, encoding="utf-8")
+    outcome = _check(parity, _layer("batchnorm", path))
+    assert outcome.message is not None, f"{name} passed"
+    failed = {r["tensor"] for r in outcome.records if r["status"] == "fail"}
+    assert "batchnorm.A" in failed, outcome.message
+    assert suspect in outcome.message, outcome.message
+
+
 # --- inside a network ---------------------------------------------------------------------
 
 # kind -> (a spec network using it, its tensor where broken.py's mistake shows first)
