@@ -336,11 +336,12 @@ def _user_layer(kind: str, functions, timeout: float):
     if kind not in own_layers.KINDS:
         raise ValueError(f"check_layers: unknown kind {kind!r}; one of {', '.join(own_layers.KINDS)}")
     wanted = own_layers.SIGNATURES[kind]
+    fewest = len(wanted) - own_layers.OPTIONAL.get(kind, 0)  # batchnorm_backward_alt: optional
     fns = (functions,) if callable(functions) else tuple(functions)
-    if len(fns) != len(wanted) or not all(callable(f) for f in fns):
+    if not fewest <= len(fns) <= len(wanted) or not all(callable(f) for f in fns):
+        count = f"{fewest} or {len(wanted)}" if fewest < len(wanted) else f"{len(wanted)}"
         raise TypeError(
-            f"check_layers: {kind} takes {len(wanted)} function(s), {'; '.join(wanted)}; "
-            f"got {functions!r}"
+            f"check_layers: {kind} takes {count} function(s), {'; '.join(wanted)}; got {functions!r}"
         )
 
     wrapped = tuple(own_layers.UserFunction(_label(f), TimedCall(f, timeout, _label(f))) for f in fns)
@@ -366,6 +367,7 @@ def check_layers(
     call (a hung call is reported, not killed: see the module docstring).
     """
     from parity_tests import own_layer_checks as olc
+    from parity_tests import own_layers
 
     dtypes = _choice("dtypes", dtypes, DTYPES)
     frameworks = _choice("frameworks", frameworks, FRAMEWORKS) if frameworks else ()
@@ -387,7 +389,9 @@ def check_layers(
     )
     messages = []
     records: list = []
-    for kind, layer in user.items():
+    # A batch norm given with its batchnorm_backward_alt: the forward with each backward.
+    pairs = [(kind, pair) for kind, layer in user.items() for pair in own_layers.pairs(layer)]
+    for kind, layer in pairs:
         for dtype in dtypes:
             call = (
                 f"parity_tests.check_layers({{{kind!r}: ...}}, dtypes=[{dtype!r}], "
@@ -400,7 +404,7 @@ def check_layers(
             if outcome.message:
                 messages.append(outcome.message)
     meta = dict(
-        impl=", ".join(layer.label for layer in user.values()),
+        impl=", ".join(layer.label for _, layer in pairs),
         data_source=context.data_source,
         frameworks=list(frameworks),
         dtypes=list(dtypes),

@@ -104,7 +104,7 @@ def unchecked_layers(s: Settings, ran) -> list[str]:
     """The --parity-layer kinds this run never checked: the network test_model.py checks has
     no layer of that kind (its pair never runs there) and test_own_layers.py did not check it
     alone (test_own_layer[KIND-DTYPE] did not run)."""
-    from parity_tests.own_layers import used_layers
+    from parity_tests.own_layers import not_in_network, used_layers
 
     used = used_layers(s.user_layers, s.network)
     own = [n.split("::", 1)[1] for n in ran if n.split("::")[0].endswith(OWN_LAYERS_TEST_FILE)]
@@ -115,7 +115,8 @@ def unchecked_layers(s: Settings, ran) -> list[str]:
     in_network = _ran_in(ran, MODEL_TEST_FILE) > 0
     return [
         (
-            f"--parity-layer {kind} was not checked: {s.model_checked} has no {kind} layer and "
+            f"--parity-layer {kind} was not checked: "
+            f"{not_in_network(kind, s.network, s.model_checked)} and "
             if kind not in used
             else f"--parity-layer {kind} was not checked: {MODEL_TEST_FILE} did not run and "
         )

@@ -5,7 +5,9 @@ and a sweep that says which hyper-parameters trigger a mismatch.
 layer's hyper-parameters (conv: N, C, F, H, W, k, stride, pad; pools: k, stride and ties in
 the windows; activations: exact zeros at the input, large inputs; dense: N, D, M, an
 (N, d1, d2) input; softmax_ce: N, K, logits past exp's overflow) and a seed for the values (inputs,
-weights, upstream gradient, labels). For each draw it runs the user's forward and backward
+weights, upstream gradient, labels; the normalisations: their shape and inputs scaled to a
+variance near eps; dropout: its shape and CS231n's keep probability p). For each draw it
+runs the user's forward and backward
 and compares the output and every gradient with
 
 - the reference's layer (reference/layers/, through reference.network.DEFAULT_OPS), and
@@ -24,6 +26,11 @@ failure message (`Outcome.message`) gives that draw with its hyper-parameters, t
 in the suite's words with the explainer's verdict (parity_tests.explain, fed the layer's inputs),
 and a sweep: the user's layer rerun over a small grid of hyper-parameters on fixed inputs,
 summarised as "fails for stride >= 2 (stride=2, 3), at every pad and k; passes for stride=1".
+
+Where the training-mode outputs agree, `_contract` checks what they cannot show: a batch
+norm's running statistics (X15, CS231n's momentum and biased variance) and test mode, a
+dropout's test mode and keep rate. A dropout's mask is read from its output (its cache
+stays in the user's process) and handed to the reference and both frameworks.
 """
 
 from __future__ import annotations
@@ -43,8 +50,11 @@ from hypothesis import strategies as st
 from parity_tests import model_stages, own_layers
 from parity_tests.harness import Check
 from parity_tests.metrics import compare_arrays, format_mismatch
-from parity_tests.own_layers import OUTPUTS, UserLayer
+from parity_tests.own_layers import OUTPUTS, OwnLayerError, UserLayer
+from reference import rounding
 from reference.layers import KINDS
+from reference.layers import norm as ref_norm
+from reference.layers.registry import Bound
 from reference.network import DEFAULT_OPS, Node
 from reference.spec import KINDS as SPEC_LAYERS
 from reference.spec import Conv, Dense, SoftmaxCE
@@ -53,8 +63,11 @@ MODE = "layer"
 REDUCTION = "mean"  # the CS231n softmax_loss's; the other kinds do not depend on it
 REFERENCE = "reference"
 # The kinds a user may bring, by family (reference/layers/registry.py).
-ACTIVATIONS = tuple(k for k in own_layers.KINDS if KINDS[k].family == "activation")
-POOLS = tuple(k for k in own_layers.KINDS if KINDS[k].family == "pool")
+ACTIVATIONS = tuple(k for k in own_layers.KINDS if own_layers.entry(k).family == "activation")
+POOLS = tuple(k for k in own_layers.KINDS if own_layers.entry(k).family == "pool")
+# The normalisations (spatial_batchnorm: the registry's batchnorm on (N, C, H, W) maps).
+NORMS = tuple(k for k in own_layers.KINDS if own_layers.entry(k).family == "norm")
+BATCHNORMS = ("batchnorm", "spatial_batchnorm")  # with running statistics in bn_param
 # A kinked pool (max pooling) is also drawn with tied windows.
 _POOL_HYPER = ("N", "C", "H", "W", "k", "stride")
 FAILED = ("fail", "error")
@@ -66,6 +79,13 @@ HYPER = {
     "dense": ("N", "d1", "d2", "M", "x_nd"),
     "softmax_ce": ("N", "K", "big"),
     **{kind: ("N", "dims", "D", "C", "H", "W", "zeros", "big") for kind in ACTIVATIONS},
+    "batchnorm": ("N", "D", "tiny"),
+    "spatial_batchnorm": ("N", "C", "H", "W", "tiny"),
+    "layernorm": ("N", "D", "tiny"),
+    # cpg: channels per group, C = G cpg
+    "groupnorm": ("N", "G", "cpg", "H", "W", "tiny"),
+    # p: CS231n's, the probability of KEEPING a value
+    "dropout": ("N", "dims", "D", "C", "H", "W", "p"),
 }
 # What a flag means, for the messages.
 FLAGS = {
@@ -76,6 +96,7 @@ FLAGS = {
         "of the dtype, past exp's overflow; activations x 10)"
     ),
     "x_nd": "x given as (N, d1, d2) instead of (N, d1 d2)",
+    "tiny": "inputs x 1e-3: variances of about 1e-6, near eps = 1e-5",
 }
 
 
@@ -159,6 +180,51 @@ def _softmax_case(draw):
     return Case.make("softmax_ce", draw(_ints(0, 2**31 - 1)), N=N, K=K, big=big)
 
 
+@st.composite
+def _norm_case(draw, kind):
+    """Shapes with more than one value per statistic (a batch norm's N H W, a group's
+    channels and positions)."""
+    if kind == "batchnorm":
+        shape = {"N": draw(_ints(2, 5)), "D": draw(_ints(1, 6))}
+    elif kind == "layernorm":
+        shape = {"N": draw(_ints(1, 4)), "D": draw(_ints(2, 8))}
+    else:
+        shape = {"N": draw(_ints(1, 3))}
+        if kind == "groupnorm":
+            shape.update(G=draw(_ints(1, 3)), cpg=draw(_ints(1, 3)))
+        shape.update(H=draw(_ints(1, 4)), W=draw(_ints(1, 4)))
+        if kind == "spatial_batchnorm":
+            shape["C"] = draw(_ints(1, 3))
+        if _per_statistic(kind, shape) < 2:
+            shape["H"] = 2
+    tiny, seed = draw(st.booleans()), draw(_ints(0, 2**31 - 1))
+    return Case.make(kind, seed, tiny=tiny, **shape)
+
+
+def _per_statistic(kind: str, h) -> int:
+    """The values each statistic of a normalisation case is taken over."""
+    if kind == "spatial_batchnorm":
+        return h["N"] * h["H"] * h["W"]
+    if kind == "groupnorm":
+        return h["cpg"] * h["H"] * h["W"]
+    return h["N"] if kind == "batchnorm" else h["D"]
+
+
+# CS231n's p (the probability of keeping a value): two that no binary fraction holds, and 1
+# (nothing dropped: a dropout without the 1 / p scaling is right there and only there).
+KEEP = (0.3, 0.5, 0.75, 1.0)
+
+
+@st.composite
+def _dropout_case(draw):
+    N, dims = draw(_ints(1, 3)), draw(st.sampled_from([2, 4]))
+    shape = {"D": draw(_ints(1, 8))} if dims == 2 else {"C": draw(_ints(1, 3)), "H": draw(_ints(1, 4))}
+    if dims == 4:
+        shape["W"] = draw(_ints(1, 4))
+    p, seed = draw(st.sampled_from(KEEP)), draw(_ints(0, 2**31 - 1))
+    return Case.make("dropout", seed, N=N, dims=dims, p=p, **shape)
+
+
 def cases(kind: str):
     """The Hypothesis strategy of `kind`'s draws."""
     if kind == "conv":
@@ -171,6 +237,10 @@ def cases(kind: str):
         return _dense_case()
     if kind == "softmax_ce":
         return _softmax_case()
+    if kind in NORMS:
+        return _norm_case(kind)
+    if kind == "dropout":
+        return _dropout_case()
     raise KeyError(kind)
 
 
@@ -244,6 +314,27 @@ def make_inputs(case: Case, dtype: str) -> LayerInputs:
             Z += overflow_logit(dtype) - Z.max()
         a = dict(Z=Z, labels=rng.integers(0, K, N))
         params, x, upstream, shape, out = {}, Z, None, (K,), ()
+    elif kind in NORMS:
+        name = own_layers.entry(kind).name
+        if kind in ("batchnorm", "layernorm"):
+            shape = (c["D"],)
+        else:
+            shape = (c["C"] if kind == "spatial_batchnorm" else c["G"] * c["cpg"], c["H"], c["W"])
+        layer = SPEC_LAYERS[name](groups=c["G"]) if kind == "groupnorm" else SPEC_LAYERS[name]()
+        X = normal((c["N"], *shape)) * (1e-3 if c["tiny"] else 1.0)
+        pshape = shape if kind == "layernorm" else shape[:1]
+        a = dict(X=X, gamma=normal(pshape), beta=normal(pshape), dA=normal(X.shape))
+        a["groups"] = c["G"] if kind == "groupnorm" else None
+        if kind in BATCHNORMS:  # the running statistics the forward must update
+            a.update(running_mean=normal(pshape), running_var=rng.uniform(0.5, 1.5, pshape))
+        params = {f"{kind}.gamma": a["gamma"], f"{kind}.beta": a["beta"]}
+        x, upstream, out = X, a["dA"], shape
+    elif kind == "dropout":
+        shape = (c["D"],) if c["dims"] == 2 else (c["C"], c["H"], c["W"])
+        layer = SPEC_LAYERS["dropout"](p=1 - c["p"])  # the spec's p drops
+        X = normal((c["N"], *shape))
+        a = dict(X=X, dA=normal(X.shape), p=c["p"], seed=int(rng.integers(0, 2**31 - 1)))
+        params, x, upstream, out = {}, X, a["dA"], shape
     else:
         raise KeyError(kind)
 
@@ -280,11 +371,12 @@ def as_float64(inp: LayerInputs) -> LayerInputs:
     )
 
 
-def reference_outputs(inp: LayerInputs) -> dict:
+def reference_outputs(inp: LayerInputs, mask=None) -> dict:
     """The reference's layer (reference.network.DEFAULT_OPS) on these inputs: every tensor
-    of the layer by qualified name (softmax_ce: P too)."""
+    of the layer by qualified name (softmax_ce: P too). `mask`: a dropout's keep-mask (the
+    user's own, read from its output)."""
     node, a, kind = inp.node, inp.a, inp.case.kind
-    ops, layer = DEFAULT_OPS[kind], node.layer
+    ops, layer = DEFAULT_OPS[node.kind], node.layer
     if kind == "conv":
         out = {"Z": ops.forward(a["X"], a["F"], a["b"], layer.stride, layer.pad)}
         out.update(ops.backward(a["X"], a["F"], a["dZ"], layer.stride, layer.pad, True))
@@ -297,15 +389,20 @@ def reference_outputs(inp: LayerInputs) -> dict:
     elif kind == "dense":
         out = {"Z": ops.forward(inp.x, a["W"], a["b"])}
         out.update(ops.backward(inp.x, a["W"], a["dZ"], True))
+    elif kind in NORMS:
+        out = {"A": ops.forward(a["X"], a["gamma"], a["beta"], a["groups"])}
+        out.update(ops.backward(a["X"], a["gamma"], a["dA"], a["groups"]))
+    elif kind == "dropout":
+        out = {"A": ops.forward(a["X"], mask, layer.p), "dX": ops.backward(a["dA"], mask, layer.p)}
     else:  # softmax_ce
         P, E = ops.forward(a["Z"], a["labels"], REDUCTION)
         out = {"P": P, "E": E, "dZ": ops.backward(P, a["labels"], REDUCTION)}
     return {node.q(k): v for k, v in out.items()}
 
 
-def _explain_context(inp: LayerInputs, ref: dict) -> dict:
+def _explain_context(inp: LayerInputs, ref: dict, mask=None) -> dict:
     """What parity_tests.explain reads of a layer (its section "layers of the spec-built
-    networks")."""
+    networks"), under its registry kind (spatial_batchnorm: batchnorm)."""
     a, kind = inp.a, inp.case.kind
     if kind == "conv":
         layer = {n: a[n] for n in ("X", "F", "b", "dZ", "stride", "pad")}
@@ -315,9 +412,13 @@ def _explain_context(inp: LayerInputs, ref: dict) -> dict:
         layer = {"Z": a["Z"], "A": ref[f"{kind}.A"], "dA": a["dA"]}
     elif kind == "dense":
         layer = {"A": inp.x, "W": a["W"], "b": a["b"], "dZ": a["dZ"]}
+    elif kind in NORMS:
+        layer = {n: a[n] for n in ("X", "gamma", "beta", "groups", "dA")}
+    elif kind == "dropout":
+        layer = {"X": a["X"], "mask": mask, "p": inp.node.layer.p, "dA": a["dA"]}
     else:
         layer = {"Z": a["Z"], "P": ref["softmax_ce.P"], "labels": a["labels"], "reduction": REDUCTION}
-    return {"layer": {"kind": kind, **layer}}
+    return {"layer": {"kind": inp.node.kind, **layer}}
 
 
 # --- one case, compared ------------------------------------------------------------------------
@@ -351,15 +452,31 @@ class CaseRun:
 
     @functools.cached_property
     def user(self) -> dict:
-        return own_layers.run(self.layer, self.inputs.a)
+        self.state: dict = {}  # a batch norm's bn_param after its forward
+        return own_layers.run(self.layer, self.inputs.a, self.state)
+
+    def contract(self) -> None:
+        """What the outputs do not show (_contract), checked once they agree: OwnLayerError."""
+        _contract(self, self.user, self.state)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """A dropout's keep-mask: where its forward's output is not 0 (the inputs hold no
+        exact 0). Its cache stays in the user's process; the output shows the mask as well,
+        and the backward must then use that very mask."""
+        if self.layer.kind != "dropout":
+            return None
+        return self.user["A"] != 0
 
     @functools.cached_property
     def reference(self) -> dict:
-        return reference_outputs(self.inputs)
+        return reference_outputs(self.inputs, self.mask)
 
     @functools.cached_property
     def truth(self) -> dict | None:
-        return None if self.dtype == "float64" else reference_outputs(as_float64(self.inputs))
+        if self.dtype == "float64":
+            return None
+        return reference_outputs(as_float64(self.inputs), self.mask)
 
     def theirs(self, against: str) -> dict:
         if against == REFERENCE:
@@ -369,8 +486,9 @@ class CaseRun:
             if isinstance(mirror, BaseException):
                 raise mirror
             i = self.inputs
+            net = None if self.mask is None else _Drawn(self.mask.astype(self.dtype))
             self._theirs[against] = mirror.stage(
-                None, i.node, i.x, i.params, i.upstream, i.target, REDUCTION
+                net, i.node, i.x, i.params, i.upstream, i.target, REDUCTION
             )
         return self._theirs[against]
 
@@ -395,7 +513,7 @@ class CaseRun:
             self.ours(short),
             self.tolerance(short),
             truth,
-            _explain_context(self.inputs, self.reference),
+            _explain_context(self.inputs, self.reference, self.mask),
             not np.any(exact),
         )
 
@@ -408,6 +526,164 @@ class CaseRun:
 
 def _failed(result: dict) -> bool:
     return result["status"] in FAILED
+
+
+class _Drawn:
+    """What a framework's stage asks a network for a dropout's keep-mask (Network.drawn):
+    the user's own mask (0 and 1 in the layer's dtype, as TensorFlow's mirror takes it), so
+    that both frameworks drop the values the user's layer dropped."""
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+
+    def drawn(self, node, x_shape) -> dict:
+        return {"mask": self.mask}
+
+
+# --- what the outputs alone do not show: the test mode, the running statistics, the keep rate
+
+# The keep-rate check's input: 2000 values, so that a rate of 1 - p for p = 0.3 or 0.75 is
+# tens of standard deviations away from p, and a false alarm (KEEP_SIGMAS) is below 1e-8.
+KEEP_SHAPE = (40, 50)
+KEEP_SIGMAS = 6
+# X15 in evaluation mode, gamma (X - mean) / sqrt(var + eps) + beta: the subtraction, the
+# sum with eps, the square root, the division, the product and the sum.
+EVAL_ROUNDINGS = 6
+# X15's update keep * old + (1 - keep) * statistic after the statistic's own chain: the two
+# products and the sum.
+UPDATE_ROUNDINGS = 3
+
+
+def _contract(run: CaseRun, got: dict, state: dict) -> None:
+    """OwnLayerError where the layer breaks what its outputs in training mode cannot show:
+    a dropout's test mode and keep rate, a batch norm's running statistics and test mode."""
+    if run.layer.kind == "dropout":
+        _dropout_contract(run)
+    elif run.layer.kind in BATCHNORMS:
+        _running_statistics(run, state)
+        _batchnorm_test_mode(run)
+
+
+def _broken(message: str, short: str, equation: str) -> OwnLayerError:
+    """A contract's OwnLayerError, naming the quantity it is about (`parity_tensor`: the
+    short name and equation of the error record _user_failure adds)."""
+    exc = OwnLayerError(message)
+    exc.parity_tensor = (short, equation)
+    return exc
+
+
+def _float64(*arrays):
+    return [np.asarray(v, np.float64) for v in arrays]
+
+
+def _allowed(M, k, dtype) -> np.ndarray:
+    """The stage rule's allowance 2 gamma_det(k) M (model_stages.tolerance_of)."""
+    return model_stages.tolerance_of(Bound(M, k, deterministic=True), np.shape(M), dtype).array
+
+
+def _dropout_contract(run: CaseRun) -> None:
+    layer, a, fn = run.layer, run.inputs.a, run.layer.functions[0]
+    test, _ = own_layers.forward(layer, a, mode="test")
+    if not np.array_equal(test["A"], a["X"]):
+        worst = float(np.max(np.abs(test["A"].astype(np.float64) - a["X"])))
+        raise _broken(
+            f"{fn.label} in mode 'test' did not return x (greatest |out - x| {worst:.3g}): "
+            "inverted dropout scales the kept values by 1 / p in training, so that at test "
+            "time x passes as it is, unscaled",
+            "A_test",
+            "X18",
+        )
+    p = float(a["p"])
+    big = np.random.default_rng(run.case.seed).standard_normal(KEEP_SHAPE).astype(a["X"].dtype)
+    out, _ = own_layers.forward(layer, {**a, "X": big})
+    n = big.size
+    kept = np.count_nonzero(out["A"]) / n
+    margin = KEEP_SIGMAS * np.sqrt(p * (1 - p) / n) + 0.5 / n
+    if abs(kept - p) > margin:
+        flipped = abs(kept - (1 - p)) <= margin
+        raise _broken(
+            f"{fn.label} kept {kept:.1%} of {n} values at p = {p:g}: CS231n's p is the "
+            f"probability of KEEPING a value, so {p:.0%} +- {margin:.1%} "
+            f"({KEEP_SIGMAS} standard deviations) should be kept"
+            + ("; it keeps 1 - p: p taken as the probability of dropping" if flipped else ""),
+            "A",
+            "X18",
+        )
+
+
+def _running_statistics(run: CaseRun, state: dict) -> None:
+    """X15 as CS231n writes it: running = momentum running + (1 - momentum) batch statistic,
+    momentum the weight of the OLD value, the batch's BIASED variance (the one it normalised
+    with). Compared in float64 under 2 gamma_det(k) M: k the statistic's chain and the
+    update's, M the update on absolute values (the variance's terms (|X| + |mu|)^2)."""
+    a, fn, dtype = run.inputs.a, run.layer.functions[0], run.dtype
+    X, rm, rv = _float64(a["X"], a["running_mean"], a["running_var"])
+    axes = ref_norm.batch_axes(X)
+    m = int(np.prod([X.shape[i] for i in axes]))
+    keep = own_layers.MOMENTUM
+    mu = X.mean(axis=axes)
+    wanted = ref_norm.running_update(rm, rv, X, keep, unbiased=False)
+    spread = (np.abs(X) + np.abs(np.expand_dims(mu, axes))) ** 2
+    M = (
+        keep * np.abs(rm) + (1 - keep) * np.abs(X).mean(axis=axes),
+        keep * np.abs(rv) + (1 - keep) * spread.mean(axis=axes),
+    )
+    k = rounding.norm_roundings(m, m) + UPDATE_ROUNDINGS
+    others = {
+        "the UNBIASED batch variance (m / (m - 1), torch's running_var)": ref_norm.running_update(
+            rm, rv, X, keep, unbiased=True
+        ),
+        "momentum as the weight of the NEW statistic (torch's momentum)": ref_norm.running_update(
+            rm, rv, X, 1 - keep, unbiased=False
+        ),
+        "the running statistics left as they were": (rm, rv),
+    }
+    for i, name in enumerate(("running_mean", "running_var")):
+        got = state.get(name)
+        C = np.shape(rm)
+        if not isinstance(got, np.ndarray) or got.shape != C or got.dtype.kind != "f":
+            what = type(got).__name__ if not isinstance(got, np.ndarray) else f"shape {got.shape}"
+            raise _broken(
+                f"{fn.label} left bn_param[{name!r}] as {what}, expected an array of shape {C}",
+                name,
+                "X15",
+            )
+        allowed = _allowed(M[i], k, dtype)
+        diff = np.abs(got.astype(np.float64) - wanted[i])
+        if np.all(diff <= allowed):
+            continue
+        like = [w for w, v in others.items() if np.all(np.abs(got - v[i]) <= allowed)]
+        raise _broken(
+            f"{fn.label} left bn_param[{name!r}] off by {float(diff.max()):.3g} (allowed "
+            f"{float(allowed.max()):.3g}): X15, CS231n's running = momentum * running + "
+            f"(1 - momentum) * batch {'mean' if i == 0 else 'BIASED variance'}, momentum "
+            f"{keep} the weight of the old value" + (f"; it matches {like[0]}" if like else ""),
+            name,
+            "X15",
+        )
+
+
+def _batchnorm_test_mode(run: CaseRun) -> None:
+    """X15 in evaluation mode: bn_param's running statistics in place of the batch's."""
+    layer, a, fn = run.layer, run.inputs.a, run.layer.functions[0]
+    got, _ = own_layers.forward(layer, a, mode="test")
+    X, gamma, beta, rm, rv = _float64(a["X"], a["gamma"], a["beta"], a["running_mean"], a["running_var"])
+    wanted = ref_norm.batchnorm_eval(X, gamma, beta, rm, rv)
+    M = ref_norm.batchnorm_eval(np.abs(X), np.abs(gamma), np.abs(beta), -np.abs(rm), rv)
+    allowed = _allowed(M, EVAL_ROUNDINGS, run.dtype)
+    diff = np.abs(got["A"].astype(np.float64) - wanted)
+    if np.all(diff <= allowed):
+        return
+    train = run.reference[run.inputs.node.q("A")]
+    same = np.all(np.abs(got["A"] - train) <= allowed)
+    raise _broken(
+        f"{fn.label} in mode 'test' is off by {float(diff.max()):.3g} (allowed "
+        f"{float(allowed.max()):.3g}): X15, out = gamma (x - running_mean) / "
+        "sqrt(running_var + eps) + beta with bn_param's running statistics"
+        + ("; it normalises with the batch's own statistics, as in training" if same else ""),
+        "A_test",
+        "X15",
+    )
 
 
 # --- the sweep ---------------------------------------------------------------------------------
@@ -434,6 +710,14 @@ SWEEPS = {
         )
         for kind in ACTIVATIONS
     },
+    "batchnorm": (dict(D=4), (("N", (2, 3, 4)), ("tiny", (False, True)))),
+    "spatial_batchnorm": (dict(C=2), (("N", (2, 3)), ("size", (1, 2, 3)), ("tiny", (False, True)))),
+    "layernorm": (dict(D=5), (("N", (1, 2, 3)), ("tiny", (False, True)))),
+    "groupnorm": (
+        dict(N=2, H=3, W=3),
+        (("G", (1, 2, 3)), ("cpg", (1, 2, 3)), ("tiny", (False, True))),
+    ),
+    "dropout": (dict(D=6, C=2, H=3, W=3), (("p", KEEP), ("dims", (2, 4)), ("N", (1, 2)))),
 }
 
 
@@ -637,7 +921,13 @@ def _fails(layer: UserLayer, case: Case, dtype: str, shorts) -> str:
         _ = run.user
     except Exception as exc:  # noqa: BLE001  (a crash at a point of the grid is a failure there)
         return _error_text(exc)
-    return "mismatch" if any(_failed(run.measure(s, REFERENCE)) for s in shorts) else ""
+    if any(_failed(run.measure(s, REFERENCE)) for s in shorts):
+        return "mismatch"
+    try:
+        run.contract()
+    except Exception as exc:  # noqa: BLE001
+        return _error_text(exc)
+    return ""
 
 
 def sweep(layer: UserLayer, dtype: str, shorts=None, error: str = "") -> str | None:
@@ -707,6 +997,19 @@ RANGES = {
         )
         for kind in ACTIVATIONS
     },
+    "batchnorm": dict(N=range(2, 6), D=range(1, 7), tiny=(False, True)),
+    "spatial_batchnorm": dict(
+        N=range(1, 4), C=range(1, 4), H=range(1, 5), W=range(1, 5), tiny=(False, True),
+    ),
+    "layernorm": dict(N=range(1, 5), D=range(2, 9), tiny=(False, True)),
+    "groupnorm": dict(
+        N=range(1, 4), G=range(1, 4), cpg=range(1, 4), H=range(1, 5), W=range(1, 5),
+        tiny=(False, True),
+    ),
+    "dropout": dict(
+        N=range(1, 4), dims=(2, 4), D=range(1, 9), C=range(1, 4), H=range(1, 5), W=range(1, 5),
+        p=KEEP,
+    ),
 }  # fmt: skip
 # kind -> the product every run covers whole: (name, values) ...
 PRODUCTS = {
@@ -722,6 +1025,8 @@ PRODUCTS = {
 def _valid(kind: str, row: dict) -> bool:
     if kind == "conv":  # the window fits the padded input, as the strategy draws it
         return min(row["H"], row["W"]) >= row["k"] - 2 * row["pad"]
+    if kind in NORMS:  # a variance over more than one value
+        return _per_statistic(kind, row) >= 2
     return True
 
 
@@ -752,7 +1057,7 @@ def _pairwise(kind: str) -> list[dict]:
 
 def _case_of(kind: str, hyper: dict, seed: int) -> Case:
     hyper = _sized(hyper)
-    if kind in ACTIVATIONS:  # the shape's names of the other rank play no part
+    if kind in (*ACTIVATIONS, "dropout"):  # the shape's names of the other rank play no part
         drop = ("C", "H", "W") if hyper["dims"] == 2 else ("D",)
         hyper = {n: v for n, v in hyper.items() if n not in drop}
     return Case.make(kind, seed, **hyper)
@@ -806,7 +1111,7 @@ def _record(recorder, run: CaseRun, short: str, against: str, note: str) -> dict
     kind = run.layer.kind
     return recorder.check(
         tensor=f"{kind}.{short}",
-        equation=KINDS[kind].equations[short],
+        equation=own_layers.entry(kind).equations[short],
         step=kind,
         quantity=_quantity(short),
         mode=MODE,
@@ -849,6 +1154,7 @@ def check_layer(
             for short in shorts:
                 if _failed(run.measure(short, REFERENCE)):
                     raise LayerMismatch(case, f"{kind}.{short}", REFERENCE)
+            _contract_of(run, case)
 
     found_by = HYPOTHESIS
     try:
@@ -883,6 +1189,14 @@ def grid_outcome(recorder, layer: UserLayer, dtype: str, mirrors: dict) -> Outco
     )
 
 
+def _contract_of(run: CaseRun, case) -> None:
+    """run.contract(), its OwnLayerError as the case's UserFailure."""
+    try:
+        run.contract()
+    except OwnLayerError as exc:
+        raise UserFailure(case, exc) from None
+
+
 def measure_case(layer: UserLayer, case, dtype: str, mirrors: dict, worst: dict) -> None:
     """One case against the reference, then each loaded framework: raises UserFailure when
     the user's code fails, LayerMismatch at the first tensor and side that disagrees; else
@@ -911,6 +1225,8 @@ def measure_case(layer: UserLayer, case, dtype: str, mirrors: dict, worst: dict)
                 budget = float(result["budget_used"])
                 if budget >= worst.get((short, side), (-1.0,))[0]:
                     worst[(short, side)] = (budget, case)
+        if side == REFERENCE:
+            _contract_of(run, case)
 
 
 def worst_outcome(
@@ -957,6 +1273,8 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
     run = CaseRun(layer, case, dtype, mirrors)
     note = f"{found_by[1]}: {case.text()}"
     records = [_record(recorder, run, s, REFERENCE, note) for s in OUTPUTS[layer.kind]]
+    if hasattr(error, "parity_tensor"):  # a contract broken: its own error record
+        records.append(_contract_record(recorder, run, error, note))
     swept = sweep(layer, dtype, error=_error_text(error))
     everywhere = (
         ""
@@ -964,7 +1282,8 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
         else " (the same at every point of the sweep: it does not depend on the hyper-parameters)"
     )
     head = [
-        f"own layer {layer.kind} [{dtype}] ({layer.where}) failed to run: "
+        f"own layer {layer.kind} [{dtype}] ({layer.where}) "
+        f"{'breaks its convention' if hasattr(error, 'parity_tensor') else 'failed to run'}: "
         f"{_error_text(error)}{everywhere}",
         f"{found_by[0]}: {case.text()}",
         *_user_traceback(error),
@@ -972,6 +1291,28 @@ def _user_failure(recorder, layer, dtype, mirrors, exc: UserFailure, found_by=HY
         f"reproduce: {recorder.reproduce()}",
     ]
     return Outcome(records, "\n".join(head), case)
+
+
+def _contract_record(recorder, run: CaseRun, error: OwnLayerError, note: str) -> dict:
+    """The error record of a broken contract: dropout.A_test, batchnorm.running_var, ..."""
+    short, equation = error.parity_tensor
+    kind = run.layer.kind
+
+    def compute():
+        raise error
+
+    return recorder.check(
+        tensor=f"{kind}.{short}",
+        equation=equation,
+        step=kind,
+        quantity="forward",
+        mode=MODE,
+        against=REFERENCE,
+        dtype=run.dtype,
+        compute=compute,
+        note=note,
+        fail=False,
+    )
 
 
 def _user_traceback(error: BaseException) -> list[str]:

@@ -11,6 +11,13 @@ Students write each layer as a pair of functions, NCHW, batch first:
     affine_backward(dout, cache) -> (dx, dw, db)
     relu_forward(x) -> (out, cache); relu_backward(dout, cache) -> dx   (sigmoid_, tanh_ too)
     softmax_loss(x, y) -> (loss, dx)                    the MEAN over the N images
+    batchnorm_forward(x, gamma, beta, bn_param)         x (N, D); bn_param mode, eps, momentum,
+    batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)   running_mean, running_var
+    (batchnorm_backward_alt likewise, optional; spatial_batchnorm_* for (N, C, H, W);
+    layernorm_* with ln_param; spatial_groupnorm_forward(x, gamma, beta, G, gn_param) with
+    gamma (1, C, 1, 1))
+    dropout_forward(x, dropout_param) -> (out, cache)   dropout_param p (KEEP), mode, seed
+    dropout_backward(dout, cache) -> dx
 
 `--parity-layer KIND=module:forward,module:backward` names one kind's pair (softmax_ce
 takes the one function `module:softmax_loss`); `module` is a dotted importable module or a
@@ -20,7 +27,9 @@ problem one pytest.UsageError naming the option, the value and what is expected)
 with them (`Network(spec, ops=user_ops(layers))`); `forward` / `backward` call a pair on
 the Network's inputs and return its tensors by the Network's short names (conv: Z, dX,
 dF, db), checking what the user's code returns (a tuple of the right length, arrays of the
-right shape and dtype) and that it leaves its arguments alone.
+right shape and dtype) and that it leaves its arguments alone. Inside a network a user's
+normalisation runs at the layers of its registry kind with inputs of its rank (RANKS); a
+dropout never (its mask is its own: user_ops).
 
 By default (isolation "process", `--parity-layer-isolation`) each module's functions run
 in a child process of their own (parity_tests/user_process.py: one per module, kept for
@@ -50,7 +59,8 @@ import pytest
 from parity_tests import user_process
 from reference.layers import KINDS as REGISTRY
 from reference.layers import loss as ref_loss
-from reference.network import Network, Ops
+from reference.layers import norm as ref_norm
+from reference.network import DEFAULT_OPS, Network, Ops
 
 OPTION = "--parity-layer"
 # Where the user's functions run: in a child process per module (the default: what they do
@@ -58,10 +68,43 @@ OPTION = "--parity-layer"
 ISOLATIONS = ("process", "inline")
 DEFAULT_ISOLATION = "process"
 
+# A user's kind that is no registry kind of its own -> the registry kind it stands for, and
+# its signatures. CS231n writes batch norm twice, for (N, D) features (`batchnorm`, the
+# registry entry's `user`) and for (N, C, H, W) maps; the registry's batchnorm is both.
+ALIASES = {"spatial_batchnorm": "batchnorm"}
+_ALIAS_SIGNATURES = {
+    "spatial_batchnorm": (
+        "spatial_batchnorm_forward(x, gamma, beta, bn_param) -> (out, cache)",
+        "spatial_batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)",
+    ),
+}
 # kind -> the user's functions, in the order the option names them, with their signatures:
-# every registry kind that takes a user's own layer (reference/layers/registry.py, `user`).
-SIGNATURES: dict[str, tuple[str, ...]] = {name: k.user for name, k in REGISTRY.items() if k.user}
+# every registry kind that takes a user's own layer (reference/layers/registry.py, `user`),
+# each alias after the kind it stands for.
+SIGNATURES: dict[str, tuple[str, ...]] = {}
+for _name, _kind in REGISTRY.items():
+    if _kind.user:
+        SIGNATURES[_name] = _kind.user
+    SIGNATURES.update({a: _ALIAS_SIGNATURES[a] for a, of in ALIASES.items() if of == _name})
 KINDS = tuple(SIGNATURES)
+# How many of a kind's last functions may be left out: batch norm's single-expression
+# backward (batchnorm_backward_alt), checked as a second backward when it is given.
+OPTIONAL = {"batchnorm": 1}
+# The input's rank a normalisation's functions take (N, D: 2; N, C, H, W: 4): inside a
+# network a user's pair runs at the layers of its kind with inputs of that rank, the
+# reference's readable layer at the others.
+RANKS = {"batchnorm": 2, "spatial_batchnorm": 4, "layernorm": 2, "groupnorm": 4}
+# The epsilon handed to a normalisation (bn_param, ln_param, gn_param "eps"): the reference's.
+EPS = ref_norm.EPS
+# The momentum in bn_param: CS231n's default, the weight of the OLD running statistic.
+MOMENTUM = 0.9
+
+
+def entry(kind: str):
+    """The registry entry of a user's kind (an alias's: the kind it stands for)."""
+    return REGISTRY[ALIASES.get(kind, kind)]
+
+
 # The CS231n names of each kind's functions: conv -> (conv_forward, conv_backward).
 FUNCTION_NAMES = {kind: tuple(s.split("(", 1)[0] for s in sigs) for kind, sigs in SIGNATURES.items()}
 # The tensors each kind's pair gives, by the Network's short names (reference/network.py):
@@ -69,9 +112,9 @@ FUNCTION_NAMES = {kind: tuple(s.split("(", 1)[0] for s in sigs) for kind, sigs i
 # parameters' gradients.
 OUTPUTS = {
     kind: (
-        *(o for o in REGISTRY[kind].outputs if o != "P"),
-        REGISTRY[kind].input_grad,
-        *(f"d{p}" for p in REGISTRY[kind].params),
+        *(o for o in entry(kind).outputs if o != "P"),
+        entry(kind).input_grad,
+        *(f"d{p}" for p in entry(kind).params),
     )
     for kind in KINDS
 }
@@ -80,13 +123,13 @@ OUTPUTS = {
 def _family(kind: str) -> str:
     """The kind's calling form (registry.FAMILIES): the user's functions of one family are
     called alike."""
-    return REGISTRY[kind].family
+    return entry(kind).family
 
 
 EXPECTED = (
     "KIND=module:forward,module:backward with KIND one of " + ", ".join(KINDS) + " "
-    "(softmax_ce=module:softmax_loss, one function); module a dotted importable module or a "
-    "path to a .py file"
+    "(softmax_ce=module:softmax_loss, one function; batchnorm takes a third, optional: "
+    "module:batchnorm_backward_alt); module a dotted importable module or a path to a .py file"
 )
 
 
@@ -186,12 +229,13 @@ class UserLayer:
 
     kind: str
     value: str  # the option's value, as given
-    functions: tuple[UserFunction, ...]  # (forward, backward), or (softmax_loss,)
+    functions: tuple[UserFunction, ...]  # (forward, backward[, backward_alt]), or (softmax_loss,)
+    variant: str = ""  # "backward_alt": the pair (forward, batchnorm_backward_alt)
 
     @property
     def label(self) -> str:
-        """The implementation's name in the records: own:conv."""
-        return f"own:{self.kind}"
+        """The implementation's name in the records: own:conv, own:batchnorm[backward_alt]."""
+        return f"own:{self.kind}" + (f"[{self.variant}]" if self.variant else "")
 
     @property
     def where(self) -> str:
@@ -339,8 +383,11 @@ def parse_layer(value: str, isolation: str = DEFAULT_ISOLATION, timeout: float =
         raise _usage(value, f"a layer kind{hint} before the '=', one of {', '.join(KINDS)}")
     parts = [p.strip() for p in spec.split(",")]
     wanted = SIGNATURES[kind]
-    if len(parts) != len(wanted) or not all(parts):
+    fewest = len(wanted) - OPTIONAL.get(kind, 0)
+    if not fewest <= len(parts) <= len(wanted) or not all(parts):
         count = "one function" if len(wanted) == 1 else f"{len(wanted)} functions"
+        if fewest < len(wanted):
+            count = f"{fewest} or {len(wanted)} functions"
         raise _usage(
             value,
             f"{count} for {kind}, comma-separated: {_template(kind)} ({_signatures(kind)}); "
@@ -348,6 +395,16 @@ def parse_layer(value: str, isolation: str = DEFAULT_ISOLATION, timeout: float =
         )
     functions = tuple(_function(value, kind, p, s, isolation, timeout) for p, s in zip(parts, wanted))
     return UserLayer(kind, value, functions)
+
+
+def pairs(layer: UserLayer) -> tuple[UserLayer, ...]:
+    """The (forward, backward) pairs a layer's check runs: the layer itself, and for a batch
+    norm given with its batchnorm_backward_alt, the forward with that backward."""
+    if len(layer.functions) <= 2:
+        return (layer,)
+    main = UserLayer(layer.kind, layer.value, layer.functions[:2])
+    alt = UserLayer(layer.kind, layer.value, (layer.functions[0], layer.functions[2]), "backward_alt")
+    return main, alt
 
 
 def parse_layers(
@@ -394,7 +451,10 @@ def load(
 #
 # `a` holds one layer's inputs by the names of the Network's calling form (reference/network.py
 # Ops, by family): conv X, F, b, dZ, stride, pad; pools X, dA, k, stride; activations Z,
-# dA; dense A, W, b, dZ; softmax_ce Z, labels. Outputs by the Network's short names.
+# dA; dense A, W, b, dZ; softmax_ce Z, labels; norms X, gamma, beta, groups, dA (gamma and
+# beta (C,) or layer norm's (D,); batch norm also running_mean, running_var, momentum,
+# optional); dropout X, dA, p (CS231n's: the probability of KEEPING a value), seed.
+# Outputs by the Network's short names.
 
 
 def _conv_sides(a) -> tuple[int, int]:
@@ -419,12 +479,43 @@ def expected_shapes(kind: str, a: Mapping) -> dict[str, tuple]:
         return {"Z": (N, M), "dA": np.shape(a["A"]), "dW": np.shape(a["W"]), "db": (M,)}
     if kind == "softmax_ce":
         return {"E": (), "dZ": np.shape(a["Z"])}
+    if _family(kind) == "norm":
+        param = np.shape(_user_param(kind, a["gamma"]))
+        return {"A": np.shape(a["X"]), "dX": np.shape(a["X"]), "dgamma": param, "dbeta": param}
+    if _family(kind) == "dropout":
+        return {"A": np.shape(a["X"]), "dX": np.shape(a["X"])}
     raise KeyError(kind)
 
 
 def _input_dtype(kind: str, a: Mapping):
     # The layer's input, by its family's name for it.
-    return np.asarray(a[{"conv": "X", "pool": "X", "dense": "A"}.get(_family(kind), "Z")]).dtype
+    names = {"conv": "X", "pool": "X", "dense": "A", "norm": "X", "dropout": "X"}
+    return np.asarray(a[names.get(_family(kind), "Z")]).dtype
+
+
+def _user_param(kind: str, v):
+    """gamma or beta as the user's function takes it: CS231n's group norm (1, C, 1, 1), the
+    others as the Network holds them ((C,), layer norm's (D,))."""
+    return np.reshape(v, (1, -1, 1, 1)) if kind == "groupnorm" else v
+
+
+def bn_param(a: Mapping, mode: str = "train") -> dict:
+    """The bn_param a batch norm is handed: CS231n's keys; the running statistics are a's
+    (fresh copies: the user's function updates them in the dict) or zeros and ones."""
+    C = np.shape(a["gamma"])[0]
+    dtype = np.asarray(a["X"]).dtype
+    return {
+        "mode": mode,
+        "eps": EPS,
+        "momentum": float(a.get("momentum", MOMENTUM)),
+        "running_mean": np.array(a.get("running_mean", np.zeros(C, dtype)), dtype, copy=True),
+        "running_var": np.array(a.get("running_var", np.ones(C, dtype)), dtype, copy=True),
+    }
+
+
+def dropout_param(a: Mapping, mode: str = "train") -> dict:
+    """CS231n's dropout_param: p the probability of KEEPING a value, the mode, a seed."""
+    return {"p": float(a["p"]), "mode": mode, "seed": int(a.get("seed", 0))}
 
 
 def _array(value, fn: UserFunction, what: str, shape, dtype) -> np.ndarray:
@@ -494,9 +585,13 @@ def _pool_param(a) -> dict:
     return {"pool_height": int(a["k"]), "pool_width": int(a["k"]), "stride": int(a["stride"])}
 
 
-def forward(layer: UserLayer, a: Mapping) -> tuple[dict, object]:
+def forward(
+    layer: UserLayer, a: Mapping, mode: str = "train", state: dict | None = None
+) -> tuple[dict, object]:
     """The user's forward on the inputs `a`: ({short name: output}, cache). softmax_ce: its
-    one function, ({"E": loss, "dZ": dx}, None)."""
+    one function, ({"E": loss, "dZ": dx}, None). `mode`: a batch norm's and dropout's
+    ("train" or "test"); `state`: filled with the bn_param a batch norm was handed, after
+    the call (its running statistics as the user's forward left them)."""
     kind, fn = layer.kind, layer.functions[0]
     shapes, dtype = expected_shapes(kind, a), _input_dtype(kind, a)
     if kind == "conv":
@@ -513,6 +608,23 @@ def forward(layer: UserLayer, a: Mapping) -> tuple[dict, object]:
     elif kind == "dense":
         g = _Guard(fn, x=a["A"], w=a["W"], b=a["b"])
         result, out_name = fn(g.args("x"), g.args("w"), g.args("b")), "Z"
+    elif _family(kind) == "norm":
+        gamma, beta = _user_param(kind, a["gamma"]), _user_param(kind, a["beta"])
+        g = _Guard(fn, x=a["X"], gamma=gamma, beta=beta)
+        args = (g.args("x"), g.args("gamma"), g.args("beta"))
+        if kind == "groupnorm":
+            result = fn(*args, int(a["groups"]), {"eps": EPS})
+        elif kind == "layernorm":
+            result = fn(*args, {"eps": EPS})
+        else:  # batch norm: the running statistics come back in bn_param (`state`)
+            param = bn_param(a, mode)
+            result = fn(*args, param)
+            if state is not None:
+                state.update(param)
+        out_name = "A"
+    elif _family(kind) == "dropout":
+        g = _Guard(fn, x=a["X"])
+        result, out_name = fn(g.args("x"), dropout_param(a, mode)), "A"
     elif kind == "softmax_ce":
         g = _Guard(fn, x=a["Z"], y=a["labels"])
         loss, dx = _unpack(fn(g.args("x"), g.args("y")), fn, ("loss", "dx"))
@@ -553,12 +665,19 @@ def backward(layer: UserLayer, a: Mapping, cache, strict: bool = True) -> dict:
     `dout[x <= 0] = 0` does not stop the backward pass before the other layers' gradients."""
     kind, fn = layer.kind, layer.functions[1]
     shapes, dtype = expected_shapes(kind, a), _input_dtype(kind, a)
-    upstream = a["dA"] if _family(kind) in ("pool", "activation") else a["dZ"]
+    upstream = a["dA"] if _family(kind) in ("pool", "activation", "norm", "dropout") else a["dZ"]
     g = _Guard(fn, dout=upstream)
     if kind in ("conv", "dense"):
         names = ("dx", "dw", "db")
         got = _unpack(fn(g.args("dout"), cache), fn, names)
         short = ("dX", "dF", "db") if kind == "conv" else ("dA", "dW", "db")
+    elif _family(kind) == "norm":
+        names, short = ("dx", "dgamma", "dbeta"), ("dX", "dgamma", "dbeta")
+        got = _unpack(fn(g.args("dout"), cache), fn, names)
+        g.check(() if strict else ("dout",))
+        grads = {s: _array(v, fn, n, shapes[s], dtype) for s, n, v in zip(short, names, got)}
+        # group norm's (1, C, 1, 1) as the Network's (C,)
+        return {s: v.reshape(np.shape(a["gamma"])) if s != "dX" else v for s, v in grads.items()}
     else:
         got, names = (fn(g.args("dout"), cache),), ("dx",)
         short = (REGISTRY[kind].input_grad,)
@@ -566,10 +685,11 @@ def backward(layer: UserLayer, a: Mapping, cache, strict: bool = True) -> dict:
     return {s: _array(v, fn, n, shapes[s], dtype) for s, n, v in zip(short, names, got)}
 
 
-def run(layer: UserLayer, a: Mapping) -> dict:
+def run(layer: UserLayer, a: Mapping, state: dict | None = None) -> dict:
     """Forward, then backward with the forward's own cache: every tensor of OUTPUTS[kind].
-    The forward's outputs are copied (read-only) before the backward is called."""
-    out, cache = forward(layer, a)
+    The forward's outputs are copied (read-only) before the backward is called. `state`:
+    as forward's."""
+    out, cache = forward(layer, a, state=state)
     if layer.kind == "softmax_ce":
         return out
     return {**out, **backward(layer, a, cache)}
@@ -666,6 +786,29 @@ def _softmax_ops(layer: UserLayer) -> Ops:
     return Ops(fwd, bwd)
 
 
+def _norm_ops(kind: str, by_rank: Mapping[int, UserLayer]) -> Ops:
+    """The registry's normalisation `kind` with the user's pair at inputs of its rank
+    (RANKS; batch norm: batchnorm at (N, D), spatial_batchnorm at (N, C, H, W)) and the
+    reference's readable layer at the others. A batch norm runs in training mode, with
+    fresh running statistics each call (the Network's step has no state)."""
+    ref = DEFAULT_OPS[kind]
+
+    def fwd(X, gamma, beta, groups=None):
+        layer = by_rank.get(np.ndim(X))
+        if layer is None:
+            return ref.forward(X, gamma, beta, groups)
+        return forward(layer, dict(X=X, gamma=gamma, beta=beta, groups=groups))[0]["A"]
+
+    def bwd(X, gamma, dA, groups=None):
+        layer = by_rank.get(np.ndim(X))
+        if layer is None:
+            return ref.backward(X, gamma, dA, groups)
+        a = dict(X=X, gamma=gamma, beta=np.zeros_like(gamma), groups=groups, dA=dA)
+        return backward(layer, a, forward(layer, a)[1], strict=False)
+
+    return Ops(fwd, bwd)
+
+
 # family -> the adapter from the user's CS231n-style pair to the family's calling form.
 _ADAPTERS = {
     "conv": _conv_ops,
@@ -677,8 +820,19 @@ _ADAPTERS = {
 
 
 def user_ops(layers: Mapping[str, UserLayer]) -> dict[str, Ops]:
-    """The user's layers as reference.network Ops: Network(spec, ops=user_ops(layers))."""
-    return {kind: _ADAPTERS[_family(kind)](layer) for kind, layer in layers.items()}
+    """The user's layers as reference.network Ops: Network(spec, ops=user_ops(layers)).
+    A dropout is left out: the Network draws its keep-mask from the run's seed and hands it
+    to the reference and to both frameworks, while CS231n's dropout_forward draws its own,
+    so a user's dropout is checked alone (test_own_layers.py), never inside a network."""
+    ops, norms = {}, {}
+    for kind, layer in layers.items():
+        family = _family(kind)
+        if family == "norm":
+            norms.setdefault(entry(kind).name, {})[RANKS[kind]] = layer
+        elif family != "dropout":
+            ops[kind] = _ADAPTERS[family](layer)
+    ops.update({kind: _norm_ops(kind, by_rank) for kind, by_rank in norms.items()})
+    return ops
 
 
 def user_network(
@@ -697,8 +851,38 @@ def impl_label(layers: Mapping[str, UserLayer]) -> str:
     return "own:" + ",".join(layers)
 
 
+def _runs_in(kind: str, net: Network) -> bool:
+    """Whether a user's pair of `kind` is called inside `net` (user_ops): a layer of its
+    registry kind with an input of its rank (RANKS); a dropout never."""
+    if _family(kind) == "dropout":
+        return False
+    name, rank = entry(kind).name, RANKS.get(kind)
+    return any(
+        node.kind == name and (rank is None or len(node.in_shape) + 1 == rank) for node in net.nodes
+    )
+
+
 def used_layers(layers: Mapping[str, UserLayer], net: Network | None) -> dict[str, UserLayer]:
-    """The layers whose kind `net` has: only they run inside it (a pooling pair plugged into
-    a network without that pooling is never called there)."""
-    kinds = {node.kind for node in net.nodes} if net is not None else set()
-    return {kind: layer for kind, layer in layers.items() if kind in kinds}
+    """The layers `net` calls: only they run inside it (a pooling pair plugged into a
+    network without that pooling is never called there, nor spatial_batchnorm in a network
+    whose batch norms follow dense layers, nor a dropout: see user_ops)."""
+    if net is None:
+        return {}
+    return {kind: layer for kind, layer in layers.items() if _runs_in(kind, net)}
+
+
+def not_in_network(kind: str, net: Network | None, name: str) -> str:
+    """Why `net` (called `name`) does not run a user's `kind`, in words for the run's
+    completeness: 'lenet has no avgpool layer'."""
+    if net is None:
+        return f"{name} has no {kind} layer"
+    if _family(kind) == "dropout" and any(node.kind == "dropout" for node in net.nodes):
+        return (
+            f"{name}'s dropout layers take the suite's keep-mask (the same for the reference "
+            "and both frameworks) and a CS231n dropout_forward draws its own mask"
+        )
+    rank = RANKS.get(kind)
+    if rank and any(node.kind == entry(kind).name for node in net.nodes):
+        shape = "(N, D) features" if rank == 2 else "(N, C, H, W) maps"
+        return f"{name} has no {entry(kind).name} layer on {shape}, which {kind} takes"
+    return f"{name} has no {kind} layer"

@@ -52,8 +52,9 @@ def pytest_generate_tests(metafunc):
 
 
 def test_own_layer(parity, parity_settings, pytestconfig, own_kind, dtype):
-    layer = configured_layers(pytestconfig)[own_kind]
-    recorder = ParityRecorder(parity.node, dataclasses.replace(parity.context, impl=layer.label))
-    outcome = check_layer(recorder, layer, dtype, parity_settings.frameworks, draws())
-    if outcome.message:
-        pytest.fail(outcome.message, pytrace=False)
+    # A batch norm given with its batchnorm_backward_alt: the forward with each backward.
+    for layer in own_layers.pairs(configured_layers(pytestconfig)[own_kind]):
+        recorder = ParityRecorder(parity.node, dataclasses.replace(parity.context, impl=layer.label))
+        outcome = check_layer(recorder, layer, dtype, parity_settings.frameworks, draws())
+        if outcome.message:
+            pytest.fail(outcome.message, pytrace=False)

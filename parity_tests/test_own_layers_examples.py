@@ -42,7 +42,12 @@ def _quiet(parity, layer):
     return QuietRecorder(parity.node, dataclasses.replace(parity.context, impl=layer.label))
 
 
-@pytest.mark.parametrize("kind", own_layers.KINDS)
+# The normalisations and dropout: test_own_layers.py's default run checks layers.py's against
+# both frameworks in both dtypes, and test_own_norm_layers.py (slow) asserts their records.
+NORM_KINDS = ("batchnorm", "spatial_batchnorm", "layernorm", "groupnorm", "dropout")
+
+
+@pytest.mark.parametrize("kind", [k for k in own_layers.KINDS if k not in NORM_KINDS])
 def test_example_passes_every_layer(parity, parity_settings, kind):
     layer = _layer(kind, GOOD)
     outcome = check_layer(_quiet(parity, layer), layer, "float64", parity_settings.frameworks, draws())
@@ -510,7 +515,7 @@ def test_the_covering_grid_covers_every_product_point_and_every_pair():
             square = [{**h, "size": h["H"]} for h in held if h["H"] == h["W"]]
             got = {tuple(h[n] for n in names) for h in square}
             assert set(product(*(v for _, v in PRODUCTS[kind]))) <= got, kind
-        if kind in ACTIVATION_KINDS:
+        if kind in ACTIVATION_KINDS or kind == "dropout":
             continue  # C, H, W and D belong to different ranks; their pairs are not all drawn
         for a, b in combinations(RANGES[kind], 2):  # every pair of drawn values meets
             pairs = {(h[a], h[b]) for h in held}
@@ -620,6 +625,9 @@ def test_broken_example_is_a_drop_in_for_the_docs_commands():
         [own_layers.option_value(kind, BROKEN) for kind in own_layers.KINDS]
     )
     own = {"conv_forward", "conv_backward", "max_pool_forward", "max_pool_backward", "softmax_loss"}
+    own |= {"batchnorm_backward", "spatial_batchnorm_forward", "spatial_batchnorm_backward"}
+    own |= {"layernorm_forward", "spatial_groupnorm_forward", "spatial_groupnorm_backward"}
+    own |= {"dropout_forward", "dropout_backward"}
     for layer in layers.values():
         for fn in layer.functions:
             name = fn.label.rsplit(":", 1)[1]

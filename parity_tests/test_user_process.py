@@ -259,13 +259,21 @@ def _verdict(parity, kind, path, isolation):
     return outcome.message is None, records
 
 
+# batchnorm (its bn_param written back from the child) and dropout (its mask drawn there)
+# stay in the gate; the other normalisations call alike.
+_SLOW_HERE = ("spatial_batchnorm", "layernorm", "groupnorm")
+
+
 @pytest.mark.parametrize("path", [GOOD, BROKEN], ids=["layers", "broken"])
-@pytest.mark.parametrize("kind", own_layers.KINDS)
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.slow) if k in _SLOW_HERE else k for k in own_layers.KINDS],
+)
 def test_the_examples_get_the_same_verdict_in_a_child_as_inline(parity, kind, path):
     process = _verdict(parity, kind, path, "process")
     inline = _verdict(parity, kind, path, "inline")
     assert process == inline
-    planted = path == BROKEN and kind in ("conv", "maxpool", "softmax_ce")
+    planted = path == BROKEN and kind not in ("avgpool", "relu", "sigmoid", "tanh", "dense")
     assert process[0] is not planted
 
 

@@ -156,3 +156,161 @@ def softmax_loss(x, y):
     dx[np.arange(N), y] -= 1
     dx /= N
     return loss, dx
+
+
+# --- normalisation and dropout (CS231n assignment 2) --------------------------------------
+#
+# bn_param: {"mode": "train" or "test", "eps", "momentum", "running_mean", "running_var"};
+# training mode updates the running statistics IN bn_param (the caller reads them back):
+# running = momentum * running + (1 - momentum) * batch statistic, with the batch's BIASED
+# variance (the one it normalised with). Test mode normalises with the running statistics.
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """x (N, D); gamma, beta (D,) -> out (N, D)."""
+    mode = bn_param["mode"]
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    D = x.shape[1]
+    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))
+    if mode == "train":
+        mu = x.mean(axis=0)
+        xc = x - mu
+        var = (xc * xc).mean(axis=0)
+        std = np.sqrt(var + eps)
+        xhat = xc / std
+        out = gamma * xhat + beta
+        cache = (xc, std, xhat, gamma)
+        running_mean = momentum * running_mean + (1 - momentum) * mu
+        running_var = momentum * running_var + (1 - momentum) * var
+    elif mode == "test":
+        out = gamma * ((x - running_mean) / np.sqrt(running_var + eps)) + beta
+        cache = None
+    else:
+        raise ValueError(f"invalid batchnorm mode {mode!r}")
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+    return out, cache
+
+
+def batchnorm_backward(dout, cache):
+    """The staged chain through the forward's graph: xhat = xc / std, std = sqrt(var + eps),
+    var = mean(xc^2), xc = x - mu, mu = mean(x)."""
+    xc, std, xhat, gamma = cache
+    N = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    dstd = -(dxhat * xc).sum(axis=0) / (std * std)
+    dvar = dstd / (2 * std)
+    dxc = dxhat / std + 2 * xc * dvar / N
+    dmu = -dxc.sum(axis=0)
+    dx = dxc + dmu / N
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_alt(dout, cache):
+    """The same gradient as one expression: dx = (dxhat - mean dxhat - xhat mean(dxhat xhat)) / std."""
+    xc, std, xhat, gamma = cache
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    dx = (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0)) / std
+    return dx, dgamma, dbeta
+
+
+def _channels_last(x):
+    """(N, C, H, W) -> (N H W, C): spatial batch norm is batch norm with H and W folded
+    into the batch."""
+    N, C, H, W = x.shape
+    return x.transpose(0, 2, 3, 1).reshape(-1, C)
+
+
+def _channels_first(y, shape):
+    N, C, H, W = shape
+    return y.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """x (N, C, H, W); gamma, beta (C,) -> out (N, C, H, W)."""
+    out, cache = batchnorm_forward(_channels_last(x), gamma, beta, bn_param)
+    return _channels_first(out, x.shape), (cache, x.shape)
+
+
+def spatial_batchnorm_backward(dout, cache):
+    cache, shape = cache
+    dx, dgamma, dbeta = batchnorm_backward_alt(_channels_last(dout), cache)
+    return _channels_first(dx, shape), dgamma, dbeta
+
+
+def layernorm_forward(x, gamma, beta, ln_param):
+    """x (N, D); gamma, beta (D,); ln_param {"eps"}: each image over its own D values."""
+    eps = ln_param.get("eps", 1e-5)
+    mu = x.mean(axis=1, keepdims=True)
+    xc = x - mu
+    std = np.sqrt((xc * xc).mean(axis=1, keepdims=True) + eps)
+    xhat = xc / std
+    return gamma * xhat + beta, (std, xhat, gamma)
+
+
+def layernorm_backward(dout, cache):
+    std, xhat, gamma = cache
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    dx = (
+        dxhat - dxhat.mean(axis=1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=1, keepdims=True)
+    ) / std
+    return dx, dgamma, dbeta
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """x (N, C, H, W); gamma, beta (1, C, 1, 1); G groups of C / G consecutive channels, each
+    normalised per image over its channels and positions."""
+    eps = gn_param.get("eps", 1e-5)
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    mu = xg.mean(axis=2, keepdims=True)
+    xc = xg - mu
+    std = np.sqrt((xc * xc).mean(axis=2, keepdims=True) + eps)
+    xhat = (xc / std).reshape(x.shape)
+    return gamma * xhat + beta, (G, std, xhat, gamma)
+
+
+def spatial_groupnorm_backward(dout, cache):
+    G, std, xhat, gamma = cache
+    N = dout.shape[0]
+    dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3), keepdims=True)
+    dxhat = (dout * gamma).reshape(N, G, -1)
+    xh = xhat.reshape(N, G, -1)
+    dx = (
+        dxhat - dxhat.mean(axis=2, keepdims=True) - xh * (dxhat * xh).mean(axis=2, keepdims=True)
+    ) / std
+    return dx.reshape(dout.shape), dgamma, dbeta
+
+
+def dropout_forward(x, dropout_param):
+    """Inverted dropout. dropout_param {"p", "mode", "seed"}: p is the probability of KEEPING
+    a value (CS231n's convention since 2019); kept values are scaled by 1 / p in training,
+    and mode "test" returns x as it is."""
+    p, mode = dropout_param["p"], dropout_param["mode"]
+    if "seed" in dropout_param:
+        np.random.seed(dropout_param["seed"])
+    mask = None
+    if mode == "train":
+        mask = ((np.random.rand(*x.shape) < p) / p).astype(x.dtype)
+        out = x * mask
+    elif mode == "test":
+        out = x
+    else:
+        raise ValueError(f"invalid dropout mode {mode!r}")
+    return out, (dropout_param, mask)
+
+
+def dropout_backward(dout, cache):
+    dropout_param, mask = cache
+    if dropout_param["mode"] == "train":
+        return dout * mask
+    return dout

@@ -749,14 +749,42 @@ def _norm(name, forward, backward, equations, mistakes=(), user=()) -> LayerKind
     )
 
 
+# The CS231n functions --parity-layer takes (parity_tests/own_layers.py): batchnorm's are the
+# (N, D) ones (the spatial pair is its kind `spatial_batchnorm` there), with the optional
+# single-expression backward; groupnorm's the spatial ones, gamma and beta (1, C, 1, 1).
 BATCHNORM = _norm(
-    "batchnorm", batchnorm_forward, batchnorm_backward, ("X13", "X14", "X14", "X14"), BATCHNORM_MISTAKES
+    "batchnorm",
+    batchnorm_forward,
+    batchnorm_backward,
+    ("X13", "X14", "X14", "X14"),
+    BATCHNORM_MISTAKES,
+    user=(
+        "batchnorm_forward(x, gamma, beta, bn_param) -> (out, cache)",
+        "batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)",
+        "batchnorm_backward_alt(dout, cache) -> (dx, dgamma, dbeta)",
+    ),
 )
 LAYERNORM = _norm(
-    "layernorm", layernorm_forward, layernorm_backward, ("X16", "X16", "X16", "X16"), LAYERNORM_MISTAKES
+    "layernorm",
+    layernorm_forward,
+    layernorm_backward,
+    ("X16", "X16", "X16", "X16"),
+    LAYERNORM_MISTAKES,
+    user=(
+        "layernorm_forward(x, gamma, beta, ln_param) -> (out, cache)",
+        "layernorm_backward(dout, cache) -> (dx, dgamma, dbeta)",
+    ),
 )
 GROUPNORM = _norm(
-    "groupnorm", groupnorm_forward, groupnorm_backward, ("X17", "X17", "X17", "X17"), GROUPNORM_MISTAKES
+    "groupnorm",
+    groupnorm_forward,
+    groupnorm_backward,
+    ("X17", "X17", "X17", "X17"),
+    GROUPNORM_MISTAKES,
+    user=(
+        "spatial_groupnorm_forward(x, gamma, beta, G, gn_param) -> (out, cache)",
+        "spatial_groupnorm_backward(dout, cache) -> (dx, dgamma, dbeta)",
+    ),
 )
 DROPOUT = LayerKind(
     name="dropout",
@@ -769,6 +797,11 @@ DROPOUT = LayerKind(
     bound=_dropout_bound,
     draws=_dropout_draws,
     mistakes=DROPOUT_MISTAKES,
+    # CS231n's p is the probability of KEEPING a value (the spec's is of dropping it).
+    user=(
+        "dropout_forward(x, dropout_param) -> (out, cache)",
+        "dropout_backward(dout, cache) -> dx",
+    ),
 )
 
 
