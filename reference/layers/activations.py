@@ -167,6 +167,7 @@ SIGMOID_MISTAKES = (
 
 def _activation(name, forward, backward, bound, equations, mistakes, kinked=False) -> LayerKind:
     return LayerKind(
+        passes_on=name == "relu",  # |relu(a) - relu(b)| <= |a - b|; tanh, sigmoid rescale
         name=name,
         family="activation",
         outputs=("A",),

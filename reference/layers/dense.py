@@ -144,6 +144,7 @@ def dense_backward_bias_mean(A, W, dZ, bias):
 
 
 FLATTEN = LayerKind(
+    passes_on=True,
     name="flatten",
     family="flatten",
     outputs=("A",),

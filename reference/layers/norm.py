@@ -787,6 +787,7 @@ GROUPNORM = _norm(
     ),
 )
 DROPOUT = LayerKind(
+    passes_on=True,
     name="dropout",
     family="dropout",
     outputs=("A",),
@@ -811,6 +812,7 @@ def global_avg_pool_backward_undivided(dA, x_shape):
 
 
 GAP = LayerKind(
+    passes_on=True,
     mistakes=(
         Mistake(
             id="gap_grad_not_divided",

@@ -198,6 +198,7 @@ def avg_pool_backward_undivided(X, dA, k, stride):
 
 
 MAXPOOL = LayerKind(
+    passes_on=True,  # |max(x + e) - max(x)| <= max |e| over the window
     name="maxpool",
     family="pool",
     outputs=("A",),
@@ -234,6 +235,7 @@ MAXPOOL = LayerKind(
     ),
 )
 AVGPOOL = LayerKind(
+    passes_on=True,
     name="avgpool",
     family="pool",
     outputs=("A",),

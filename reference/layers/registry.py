@@ -135,6 +135,11 @@ class LayerKind:
     # Its output does not change when a per-channel constant is added to its input (batch
     # norm): the bias gradient of the layer before it is 0 (Network.exact_zeros).
     shift_invariant: bool = False
+    # Its forward moves, selects, averages or exactly scales its input's values (ReLU, the
+    # pools, flatten, dropout, gap): an input off by up to d (elementwise) gives an output
+    # off by at most the forward applied to d, so the end-to-end allowance of its output
+    # carries its input's (parity_tests/model_harness.py, ModelHarness._carried_forward).
+    passes_on: bool = False
 
     def params_of(self, layer) -> tuple[str, ...]:
         if getattr(layer, "bias", True):
