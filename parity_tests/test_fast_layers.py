@@ -216,3 +216,56 @@ def test_audit_names_the_fast_kernels_that_ran(impl, fast):
     )
     assert (kernel in x4) == fast, x4
     assert ("reference.layers.conv2d.conv2d_forward" in x4.replace(kernel, "")) == (not fast)
+
+
+def test_train_step_is_forward_then_backward_then_update(article_data):
+    """train_step validates once and runs the same layers as the public forward, backward
+    and sgd_step (which validate each on their own): the same tensors."""
+    net = fast_network("lenet")
+    X, labels = _batch(article_data, 4, "float32")
+    params = net.init_params(0, "float32")
+    step = net.train_step(params, X, labels, 0.1, "mean")
+    fwd = net.forward(params, X, labels, "mean")
+    grads = net.backward(params, X, fwd, labels, "mean")
+    parts = {**fwd, **grads, **net.sgd_step(params, grads, 0.1)}
+    bad = [n for n in net.order if not np.array_equal(step[n], parts[n])]
+    assert step.keys() == parts.keys() and not bad, bad
+
+
+def test_train_step_validates_x_and_each_parameter_once(article_data, monkeypatch):
+    """Issue 25: X and the parameters are checked once a step, not again by each part."""
+    import reference.network as network
+
+    seen = []
+    checked = network.float_array
+    monkeypatch.setattr(
+        network, "float_array", lambda name, *a, **k: seen.append(name) or checked(name, *a, **k)
+    )
+    net = fast_network("lenet")
+    X, labels = _batch(article_data, 2, "float64")
+    net.train_step(net.init_params(0, "float64"), X, labels, 0.1)
+    assert sorted(seen) == sorted(["X", *net.param_names])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"X": "nan"}, "X must be finite"),
+        ({"params": "float32"}, "dense5.b must have dtype float64 like the other operands"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"reduction": "avg"}, "reduction must be one of"),
+    ],
+    ids=["X-nan", "params-mixed-dtype", "lr-zero", "reduction-unknown"],
+)
+def test_train_step_still_refuses_bad_input(article_data, bad, message):
+    net = fast_network("lenet")
+    X, labels = _batch(article_data, 2, "float64")
+    params = net.init_params(0, "float64")
+    if bad.get("X") == "nan":
+        X = X.copy()
+        X[0, 0, 3, 3] = np.nan
+    if "params" in bad:  # the last parameter float32, the others float64
+        params = {**params, "dense5.b": params["dense5.b"].astype("float32")}
+    args = dict(lr=bad.get("lr", 0.1), reduction=bad.get("reduction", "sum"))
+    with pytest.raises((TypeError, ValueError), match=message):
+        net.train_step(params, X, labels, **args)
