@@ -34,7 +34,9 @@ from reference.published import ArticleStep
 def _fails(c, e: float, precision: bool) -> bool:
     scaled = (np.asarray(c.expected, np.float64) * (1 + e)).astype(c.expected.dtype)
     truth = c.truth if precision else None
-    r = compare_arrays(c.actual, scaled, c.tolerance.array, truth=truth, brief=True)
+    r = compare_arrays(
+        c.actual, scaled, c.tolerance.array, truth=truth, brief=True, roundings=c.tolerance.roundings
+    )
     return r["status"] != "pass"
 
 
@@ -81,7 +83,8 @@ def planted_ratios(data, seeds, framework: str) -> None:
             for tensor in (step.first,) if isinstance(step, mutants.Mutant) else ("Z1", "dE_df"):
                 c = h.stage_check(BY_TENSOR[tensor], framework, "float32")
                 a, e = (np.asarray(x, np.float64) for x in (c.actual, c.expected))
-                p = precision_stats(a, e, c.truth, c.tolerance.array, c.expected.dtype)
+                k = c.tolerance.roundings
+                p = precision_stats(a, e, c.truth, c.tolerance.array, c.expected.dtype, k)
                 name = getattr(step, "id", "reference (ArticleStep)")
                 print(
                     f"{seed:4d} {name:26s} {tensor:6s} {p['excess']:8.3g} "

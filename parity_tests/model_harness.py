@@ -353,7 +353,7 @@ class ModelHarness:
         truth = None if dtype == "float64" else exact
         waived = self.precision_waived(tensor, framework, dtype, "stage")
         if waived:  # the allowance still judges it; the note says why no precision verdict
-            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
         zero = not np.any(exact) or tensor in self.net.exact_zeros
         return Check(np.asarray(actual), expected, tol, truth, context, zero)
 
@@ -530,7 +530,7 @@ class ModelHarness:
         tol = self.end_to_end_tolerance(tensor, dtype)
         waived = self.precision_waived(tensor, framework, dtype, "end_to_end")
         if waived:
-            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
         return Check(
             np.asarray(actual),
             np.asarray(self._ours(tensor, dtype, ours)),
@@ -594,6 +594,7 @@ class ModelHarness:
                             truth=c.truth,
                             truth_zero=c.truth_zero,
                             against=framework,
+                            roundings=c.tolerance.roundings,
                         )
                         budget, failure = float(r["budget_used"]), None
                         if not r["passed"] and not (allow_vacuous and r["status"] == "vacuous"):

@@ -67,7 +67,7 @@ def with_underflow(tol: Tolerance, k: int, dtype) -> Tolerance:
     the subnormal range errs by up to eta absolutely, not relatively (a softmax probability
     of 5e-42 in float32 has no relative precision left); negligible everywhere else."""
     eta = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
-    return Tolerance(tol.array + 2 * k * eta, f"{tol.rule} + 2*k*eta (underflow)")
+    return Tolerance(tol.array + 2 * k * eta, f"{tol.rule} + 2*k*eta (underflow)", tol.roundings)
 
 
 # End-to-end, spec-built networks: the reference's own float32 error is measured at the
@@ -86,10 +86,14 @@ E2E_FACTOR = 4.0
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Absolute allowance per element (float64, broadcastable to the tensor) and its rule."""
+    """Absolute allowance per element (float64, broadcastable to the tensor) and its rule;
+    `roundings`: the stage rule's k of the tensor's own operation (the length of its
+    longest sum: what the effective-precision verdict's floor scales with,
+    parity_tests/metrics.py precision_floor), 0 where the rule knows none."""
 
     array: np.ndarray
     rule: str
+    roundings: int = 0
 
 
 def unit_roundoff(dtype, tf32: bool = False) -> float:
@@ -128,8 +132,8 @@ def stage(
     m = np.abs(np.asarray(magnitude, dtype=np.float64))
     if deterministic:
         rule = f"stage: 2*gamma_det(k={k},u={_u_label(u)})*{what}"
-        return Tolerance(2 * gamma_deterministic(k, u) * m, rule)
-    return Tolerance(2 * gamma(k, u) * m, f"stage: 2*gamma(k={k},u={_u_label(u)})*{what}")
+        return Tolerance(2 * gamma_deterministic(k, u) * m, rule, k)
+    return Tolerance(2 * gamma(k, u) * m, f"stage: 2*gamma(k={k},u={_u_label(u)})*{what}", k)
 
 
 def exact(shape) -> Tolerance:
@@ -178,6 +182,7 @@ def end_to_end_from_spread(stage_tol: Tolerance, spread: float, dtype, what: str
         f"end_to_end: [{stage_tol.rule}] + {E2E_FACTOR:g}*(u/u32)*max("
         f"{what} (={spread:.3g}), stage floor max(stage)*u32/u "
         f"(={floor:.3g})): {used} used",
+        stage_tol.roundings,
     )
 
 
@@ -206,6 +211,7 @@ def carried(tol: Tolerance, magnitude, upstream: str) -> Tolerance:
     return Tolerance(
         tol.array + np.asarray(magnitude, dtype=np.float64),
         f"{tol.rule} + [end_to_end allowance of {upstream}, carried through the layer]",
+        tol.roundings,
     )
 
 
@@ -215,4 +221,7 @@ def end_to_end_update(update_tol: Tolerance, grad_tol: Tolerance, lr: float, gra
     return Tolerance(
         update_tol.array + lr * grad_tol.array,
         f"{update_tol.rule} + lr*[end_to_end allowance of {grad}]",
+        # The new value carries the gradient's error (all of it where p is 0, a bias at
+        # init): the floor of the precision verdict is the gradient's sum's, not SGD's.
+        max(update_tol.roundings, grad_tol.roundings),
     )
