@@ -205,7 +205,7 @@ def _blank(shape: tuple, n: int) -> dict:
         "budget_q99": NAN, "n_bad": NAN, "vacuous": False, "passed": False,
         "status": "fail", "note": "", "against_err_vs_truth": NAN,
         "impl_err_vs_truth": NAN, "closer_to_truth": "", "mismatch_kind": "",
-        "against_bits": NAN, "impl_bits": NAN, "precision_ratio": NAN,
+        "against_bits": NAN, "impl_bits": NAN, "precision_ratio": NAN, "precision_floor": NAN,
     }  # fmt: skip
 
 
@@ -347,6 +347,7 @@ def compare_arrays(
                 against_bits=prec["against_bits"],
                 impl_bits=prec["impl_bits"],
                 precision_ratio=prec["precision_ratio"],
+                precision_floor=prec["floor_roundings"],
             )
             if prec["worse"]:
                 line = _precision_note(prec, against)

@@ -68,11 +68,7 @@ def test_norm_networks_small_batch(spec, parity_settings, run_config, article_da
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "spec,seed",
-    [
-        pytest.param(spec, s, id=f"{name}-seed={s}")
-        for name, spec in SPECS.items()
-        for s in SEEDS
-    ],
+    [pytest.param(spec, s, id=f"{name}-seed={s}") for name, spec in SPECS.items() for s in SEEDS],
 )
 def test_norm_networks_hold_for_seeds(
     spec, seed, parity_settings, run_config, article_data, record_property
