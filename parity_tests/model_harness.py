@@ -393,11 +393,12 @@ class ModelHarness:
         if tensor.endswith("_new"):
             param = tensor[: -len("_new")]
             grad = self.grad_of[param]
-            stage_tol = model_stages.update_tolerance(
-                self.params(dtype)[param], ref[grad], cfg.lr, dtype
-            )
+            p, g = self.params(dtype)[param], ref[grad]
+            stage_tol = model_stages.update_tolerance(p, g, cfg.lr, dtype)
             tol = tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
-            return tolerance.end_to_end_update(tol, self.end_to_end_tolerance(grad, dtype), cfg.lr, grad)
+            share = tolerance.update_share(p, g, cfg.lr)
+            grad_tol = self.end_to_end_tolerance(grad, dtype)
+            return tolerance.end_to_end_update(tol, grad_tol, cfg.lr, grad, share)
         tol = tolerance.end_to_end_from_spread(self._stage_allowance(tensor, dtype), spread, dtype, what)
         carried = self._carried(tensor, dtype)
         if carried is None:

@@ -128,6 +128,24 @@ def test_every_rule_carries_its_stage_k():
     assert tolerance.carried(e2e, M, "conv1.dZ").roundings == 115_200
     update = tolerance.stage(M, tolerance.SGD_ROUNDINGS, "float32")
     assert tolerance.end_to_end_update(update, e2e, 0.1, "dE_df").roundings == 115_200
+    # a step of a tenth of the new value: the floor of sqrt(0.01 k), 0.1 sqrt(k)
+    assert tolerance.end_to_end_update(update, e2e, 0.1, "dE_df", 0.1).roundings == 1152
+    assert tolerance.end_to_end_update(update, e2e, 0.1, "dE_df", 0.0).roundings == 2
+    with pytest.raises(ValueError, match="share must be in"):
+        tolerance.end_to_end_update(update, e2e, 0.1, "dE_df", 1.5)
+
+
+@pytest.mark.parametrize(
+    "p,g,share",
+    [
+        (np.zeros(20), np.ones(20), 1.0),  # a bias at 0: the new value is all step
+        (np.ones(20), np.full(20, 0.1), 0.01 / 0.99),  # lr 0.1 times g = 0.1: 0.01 of 0.99
+        (np.ones(20), np.zeros(20), 0.0),  # no step
+    ],
+    ids=["zero-param", "small-step", "no-step"],
+)
+def test_update_share_is_the_steps_part_of_the_new_value(p, g, share):
+    assert tolerance.update_share(p, g, 0.1) == pytest.approx(share)
     assert tolerance.exact((2, 2)).roundings == 0
 
 

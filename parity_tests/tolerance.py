@@ -215,13 +215,36 @@ def carried(tol: Tolerance, magnitude, upstream: str) -> Tolerance:
     )
 
 
-def end_to_end_update(update_tol: Tolerance, grad_tol: Tolerance, lr: float, grad: str) -> Tolerance:
+def end_to_end_update(
+    update_tol: Tolerance, grad_tol: Tolerance, lr: float, grad: str, share: float = 1.0
+) -> Tolerance:
     """new = old - lr * g: a framework's gradient may legitimately differ from ours by its
-    own end-to-end allowance, which the update carries over scaled by lr."""
+    own end-to-end allowance, which the update carries over scaled by lr.
+
+    `share` (update_share): how much of the new value the step lr g typically is. The new
+    value carries the gradient's error in that proportion (all of it where p is 0, a bias
+    at its first step), so its sum length for the precision verdict's floor is the
+    gradient's scaled to share^2 k (the floor grows like sqrt(k)), at least SGD's own."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1] (a fraction of the new value), got {share!r}")
     return Tolerance(
         update_tol.array + lr * grad_tol.array,
         f"{update_tol.rule} + lr*[end_to_end allowance of {grad}]",
-        # The new value carries the gradient's error (all of it where p is 0, a bias at
-        # init): the floor of the precision verdict is the gradient's sum's, not SGD's.
-        max(update_tol.roundings, grad_tol.roundings),
+        max(update_tol.roundings, int(grad_tol.roundings * share * share)),
     )
+
+
+def update_share(param, grad, lr: float) -> float:
+    """The step's typical share of the new value, lr |g| / |p - lr g| at its
+    PRECISION_QUANTILE-th percentile (the precision verdict's statistic), at most 1: 1 for a
+    parameter at 0, ~lr |g| / |p| for a weight that a step moves a little."""
+    from parity_tests.metrics import PRECISION_QUANTILE
+
+    p, g = np.asarray(param, np.float64), np.asarray(grad, np.float64)
+    step = lr * np.abs(g)
+    new = np.abs(p - lr * g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(new > 0, step / new, np.where(step > 0, 1.0, 0.0))
+    if ratio.size == 0:
+        return 0.0
+    return float(min(1.0, np.percentile(ratio, PRECISION_QUANTILE)))
