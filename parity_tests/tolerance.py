@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parity_tests.metrics import PRECISION_QUANTILE
+
 # Unit roundoff u of the arithmetic in force (TF32: a 10-bit mantissa, for GPU runs).
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53, "tf32": 2.0**-11}
 
@@ -238,8 +240,6 @@ def update_share(param, grad, lr: float) -> float:
     """The step's typical share of the new value, lr |g| / |p - lr g| at its
     PRECISION_QUANTILE-th percentile (the precision verdict's statistic), at most 1: 1 for a
     parameter at 0, ~lr |g| / |p| for a weight that a step moves a little."""
-    from parity_tests.metrics import PRECISION_QUANTILE
-
     p, g = np.asarray(param, np.float64), np.asarray(grad, np.float64)
     step = lr * np.abs(g)
     new = np.abs(p - lr * g)
