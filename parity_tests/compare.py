@@ -175,6 +175,7 @@ class ParityRecorder:
             truth_zero=getattr(c, "truth_zero", False),
             brief=self.brief,
             against=fields["against"],
+            roundings=c.tolerance.roundings,
         )
         if metrics["mismatch_kind"] == "precision":
             verdict, line = explain_precision_check(metrics, fields["tensor"], fields["against"])

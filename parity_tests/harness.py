@@ -354,7 +354,8 @@ class Harness:
         tol = net.end_to_end_tolerance(stage.network, dtype)
         shape = np.shape(net.reference(dtype)[stage.network])
         array = np.array(np.broadcast_to(tol.array, shape))  # ascontiguousarray makes () (1,)
-        return tolerance.Tolerance(stages.to_article(tensor, array, self.shape), tol.rule)
+        array = stages.to_article(tensor, array, self.shape)
+        return tolerance.Tolerance(array, tol.rule, tol.roundings)
 
     def end_to_end_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         expected = self.own(stage.tensor, dtype)
@@ -394,6 +395,7 @@ class Harness:
                             truth=c.truth,
                             expect_zero=article and stage.quantity != "forward",
                             against=framework,
+                            roundings=c.tolerance.roundings,
                         )
                         budget = float(r["budget_used"])
                         failure = None

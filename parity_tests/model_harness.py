@@ -367,7 +367,7 @@ class ModelHarness:
         truth = None if dtype == "float64" else exact
         waived = self.precision_waived(tensor, framework, dtype, "stage")
         if waived:  # the allowance still judges it; the note says why no precision verdict
-            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
         zero = not np.any(exact) or tensor in self.net.exact_zeros
         return Check(np.asarray(actual), expected, tol, truth, context, zero)
 
@@ -425,11 +425,12 @@ class ModelHarness:
         if tensor.endswith("_new"):
             param = tensor[: -len("_new")]
             grad = self.grad_of[param]
-            stage_tol = model_stages.update_tolerance(
-                self.params(dtype)[param], ref[grad], cfg.lr, dtype
-            )
+            p, g = self.params(dtype)[param], ref[grad]
+            stage_tol = model_stages.update_tolerance(p, g, cfg.lr, dtype)
             tol = tolerance.end_to_end_from_spread(stage_tol, spread, dtype, what)
-            return tolerance.end_to_end_update(tol, self.end_to_end_tolerance(grad, dtype), cfg.lr, grad)
+            share = tolerance.update_share(p, g, cfg.lr)
+            grad_tol = self.end_to_end_tolerance(grad, dtype)
+            return tolerance.end_to_end_update(tol, grad_tol, cfg.lr, grad, share)
         tol = tolerance.end_to_end_from_spread(self._stage_allowance(tensor, dtype), spread, dtype, what)
         carried, source = self._carried(tensor, dtype), self._upstream_name(tensor)
         if carried is None:
@@ -603,7 +604,7 @@ class ModelHarness:
         tol = self.end_to_end_tolerance(tensor, dtype)
         waived = self.precision_waived(tensor, framework, dtype, "end_to_end")
         if waived:
-            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}")
+            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
         return Check(
             np.asarray(actual),
             np.asarray(self._ours(tensor, dtype, ours)),
@@ -667,6 +668,7 @@ class ModelHarness:
                             truth=c.truth,
                             truth_zero=c.truth_zero,
                             against=framework,
+                            roundings=c.tolerance.roundings,
                         )
                         budget, failure = float(r["budget_used"]), None
                         if not r["passed"] and not (allow_vacuous and r["status"] == "vacuous"):

@@ -70,7 +70,7 @@ def tolerance_of(b: Bound, shape, dtype) -> tolerance.Tolerance:
     if b.coherent is not None:
         worst = tolerance.stage(b.coherent, b.roundings, dtype, "", deterministic=True)
         rule = stage.rule + " + " + worst.rule.replace("stage: ", "").rstrip("*") + "*(coherent part)"
-        stage = tolerance.Tolerance(stage.array + worst.array, rule)
+        stage = tolerance.Tolerance(stage.array + worst.array, rule, stage.roundings)
     return tolerance.with_underflow(stage, b.roundings, dtype)
 
 

@@ -146,7 +146,9 @@ class Float64Only:
 def _passes(harness, stage, dtype, mode="stage"):
     make = harness.stage_check if mode == "stage" else harness.end_to_end_check
     c = make(stage, "torch", dtype)
-    return compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth)
+    return compare_arrays(
+        c.actual, c.expected, c.tolerance.array, truth=c.truth, roundings=c.tolerance.roundings
+    )
 
 
 def test_forward_only_nchw_example_reports_the_rest_absent(run_config, article_data):

@@ -62,7 +62,12 @@ def test_no_explanation_on_the_reference_for_20_seeds(
                 for mode, make in checks:
                     c = make(stage, "torch", dtype)
                     status = compare_arrays(
-                        c.actual, c.expected, c.tolerance.array, truth=c.truth, brief=True
+                        c.actual,
+                        c.expected,
+                        c.tolerance.array,
+                        truth=c.truth,
+                        brief=True,
+                        roundings=c.tolerance.roundings,
                     )["status"]
                     found = explain(
                         c.actual, c.expected, tensor=stage.tensor, against="torch", context=c.context

@@ -17,9 +17,11 @@ from parity_tests import mutants
 from parity_tests.detection import STEPPER
 from parity_tests.explain import explain_precision
 from parity_tests.metrics import (
+    PRECISION_FLOOR_ROUNDINGS,
     PRECISION_MIN_ELEMENTS,
     PRECISION_RATIO_LIMIT,
     compare_arrays,
+    precision_floor,
     precision_stats,
 )
 from parity_tests.stages import BY_TENSOR
@@ -31,7 +33,14 @@ PLANTED = ("dE_df_float16_operands", "dE_df_bfloat16_operands", "Z1_tf32")
 def _compare(harnesses, run_config, data, step, tensor, framework):
     harness = harnesses(run_config, data, step)
     c = harness.stage_check(BY_TENSOR[tensor], framework, "float32")
-    return compare_arrays(c.actual, c.expected, c.tolerance.array, truth=c.truth, against=framework)
+    return compare_arrays(
+        c.actual,
+        c.expected,
+        c.tolerance.array,
+        truth=c.truth,
+        against=framework,
+        roundings=c.tolerance.roundings,
+    )
 
 
 def _framework(parity_settings, framework):
@@ -107,6 +116,42 @@ def test_stats_reordered_sum_is_legitimate():
     prec = precision_stats(blas, sequential, truth, tol, np.float32)
     assert prec["worse"] == "", prec
     assert precision_stats(sequential, blas, truth, tol, np.float32)["worse"] == ""
+
+
+@pytest.mark.parametrize(
+    "k,floor", [(0, 8.0), (25, 8.0), (4096, 8.0), (28_800, 28_800**0.5 / 8), (115_200, 115_200**0.5 / 8)]
+)
+def test_floor_grows_with_the_sums_length(k, floor):
+    assert precision_floor(k) == pytest.approx(floor) and precision_floor(k) >= PRECISION_FLOOR_ROUNDINGS
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "115200", None, True])
+def test_floor_refuses_a_length_that_is_not_a_count(bad):
+    with pytest.raises(ValueError, match="roundings must be an int >= 0"):
+        precision_floor(bad)
+
+
+def test_long_sum_left_to_right_is_legitimate_and_float16_is_not():
+    # 28,800 terms whose sum partly cancels (a quarter of each row's mean left), as conv3.db
+    # behind a group norm: a left-to-right float32 sum errs by ~150 roundings of |t|, a
+    # pairwise one ~7. The fixed floor of 8 roundings failed the left-to-right order (~20x);
+    # the floor of a 28,800-term sum, sqrt(k) / 8 = 21 roundings, takes it (~7x), and
+    # float16 operands summed either way stay far beyond the limit.
+    k = 28_800
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, k)).astype(np.float32)
+    x = (x - np.float32(0.75) * x.mean(axis=1, keepdims=True)).astype(np.float32)
+    truth = x.astype(np.float64).sum(axis=1)
+    tol = 2 * 8 * np.sqrt(k) * 2.0**-24 * np.abs(x).astype(np.float64).sum(axis=1)
+    pairwise = x.sum(axis=1).astype(np.float64)
+    sequential = np.cumsum(x, axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+    low = mutants.round_operand(x, "float16").sum(axis=1).astype(np.float64)
+    fixed = precision_stats(sequential, pairwise, truth, tol, np.float32)
+    assert fixed["worse"] == "against" and fixed["floor_roundings"] == PRECISION_FLOOR_ROUNDINGS
+    scaled = precision_stats(sequential, pairwise, truth, tol, np.float32, roundings=k)
+    assert scaled["worse"] == "" and scaled["excess"] < PRECISION_RATIO_LIMIT / 2, scaled
+    caught = precision_stats(low, pairwise, truth, tol, np.float32, roundings=k)
+    assert caught["worse"] == "against" and caught["excess"] > 10 * PRECISION_RATIO_LIMIT, caught
 
 
 def test_stats_correctly_rounded_side_does_not_fail_the_other():

@@ -109,3 +109,49 @@ def test_end_to_end_spread_above_the_floor_is_kept():
     assert "spread used" in tolerance.end_to_end(just_below, lo, hi, "float32").rule
     just_above = tolerance.Tolerance(np.array([2**-20 * 1.01]), "stage: given")
     assert "stage floor used" in tolerance.end_to_end(just_above, lo, hi, "float32").rule
+
+
+# --- the length of the sum, carried for the precision verdict's floor ------------------------
+
+
+def test_every_rule_carries_its_stage_k():
+    # Tolerance.roundings: the stage rule's k, which the precision verdict's floor scales
+    # with (parity_tests/metrics.py precision_floor); end to end it is the stage's, and an
+    # update's is its gradient's when longer (the new value carries the gradient's error).
+    M = np.ones(4)
+    stage = tolerance.stage(M, 115_200, "float32")
+    assert stage.roundings == 115_200
+    assert tolerance.stage(M, 25, "float32", deterministic=True).roundings == 25
+    assert tolerance.with_underflow(stage, 115_200, "float32").roundings == 115_200
+    e2e = tolerance.end_to_end_from_spread(stage, 1e-6, "float32", "spread")
+    assert e2e.roundings == 115_200
+    assert tolerance.carried(e2e, M, "conv1.dZ").roundings == 115_200
+    update = tolerance.stage(M, tolerance.SGD_ROUNDINGS, "float32")
+    assert tolerance.end_to_end_update(update, e2e, 0.1, "dE_df").roundings == 115_200
+    # a step of a tenth of the new value: the floor of sqrt(0.01 k), 0.1 sqrt(k)
+    assert tolerance.end_to_end_update(update, e2e, 0.1, "dE_df", 0.1).roundings == 1152
+    assert tolerance.end_to_end_update(update, e2e, 0.1, "dE_df", 0.0).roundings == 2
+    with pytest.raises(ValueError, match="share must be in"):
+        tolerance.end_to_end_update(update, e2e, 0.1, "dE_df", 1.5)
+
+
+@pytest.mark.parametrize(
+    "p,g,share",
+    [
+        (np.zeros(20), np.ones(20), 1.0),  # a bias at 0: the new value is all step
+        (np.ones(20), np.full(20, 0.1), 0.01 / 0.99),  # lr 0.1 times g = 0.1: 0.01 of 0.99
+        (np.ones(20), np.zeros(20), 0.0),  # no step
+    ],
+    ids=["zero-param", "small-step", "no-step"],
+)
+def test_update_share_is_the_steps_part_of_the_new_value(p, g, share):
+    assert tolerance.update_share(p, g, 0.1) == pytest.approx(share)
+    assert tolerance.exact((2, 2)).roundings == 0
+
+
+@pytest.mark.parametrize("tensor,k", [("dE_df", 115_200), ("Z2", 1729), ("patches", 0)])
+def test_article_checks_carry_their_sums_length(harness, tensor, k):
+    stage = harness.stage_check(BY_TENSOR[tensor], "torch", "float32")
+    assert stage.tolerance.roundings == k
+    if tensor != "patches":
+        assert harness.end_to_end_tolerance(tensor, "float32").roundings == k

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parity_tests.metrics import PRECISION_QUANTILE
+
 # Unit roundoff u of the arithmetic in force (TF32: a 10-bit mantissa, for GPU runs).
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53, "tf32": 2.0**-11}
 
@@ -67,7 +69,7 @@ def with_underflow(tol: Tolerance, k: int, dtype) -> Tolerance:
     the subnormal range errs by up to eta absolutely, not relatively (a softmax probability
     of 5e-42 in float32 has no relative precision left); negligible everywhere else."""
     eta = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
-    return Tolerance(tol.array + 2 * k * eta, f"{tol.rule} + 2*k*eta (underflow)")
+    return Tolerance(tol.array + 2 * k * eta, f"{tol.rule} + 2*k*eta (underflow)", tol.roundings)
 
 
 # End-to-end, spec-built networks: the reference's own float32 error is measured at the
@@ -86,10 +88,14 @@ E2E_FACTOR = 4.0
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Absolute allowance per element (float64, broadcastable to the tensor) and its rule."""
+    """Absolute allowance per element (float64, broadcastable to the tensor) and its rule;
+    `roundings`: the stage rule's k of the tensor's own operation (the length of its
+    longest sum: what the effective-precision verdict's floor scales with,
+    parity_tests/metrics.py precision_floor), 0 where the rule knows none."""
 
     array: np.ndarray
     rule: str
+    roundings: int = 0
 
 
 def unit_roundoff(dtype, tf32: bool = False) -> float:
@@ -128,8 +134,8 @@ def stage(
     m = np.abs(np.asarray(magnitude, dtype=np.float64))
     if deterministic:
         rule = f"stage: 2*gamma_det(k={k},u={_u_label(u)})*{what}"
-        return Tolerance(2 * gamma_deterministic(k, u) * m, rule)
-    return Tolerance(2 * gamma(k, u) * m, f"stage: 2*gamma(k={k},u={_u_label(u)})*{what}")
+        return Tolerance(2 * gamma_deterministic(k, u) * m, rule, k)
+    return Tolerance(2 * gamma(k, u) * m, f"stage: 2*gamma(k={k},u={_u_label(u)})*{what}", k)
 
 
 def exact(shape) -> Tolerance:
@@ -178,6 +184,7 @@ def end_to_end_from_spread(stage_tol: Tolerance, spread: float, dtype, what: str
         f"end_to_end: [{stage_tol.rule}] + {E2E_FACTOR:g}*(u/u32)*max("
         f"{what} (={spread:.3g}), stage floor max(stage)*u32/u "
         f"(={floor:.3g})): {used} used",
+        stage_tol.roundings,
     )
 
 
@@ -206,13 +213,38 @@ def carried(tol: Tolerance, magnitude, upstream: str) -> Tolerance:
     return Tolerance(
         tol.array + np.asarray(magnitude, dtype=np.float64),
         f"{tol.rule} + [end_to_end allowance of {upstream}, carried through the layer]",
+        tol.roundings,
     )
 
 
-def end_to_end_update(update_tol: Tolerance, grad_tol: Tolerance, lr: float, grad: str) -> Tolerance:
+def end_to_end_update(
+    update_tol: Tolerance, grad_tol: Tolerance, lr: float, grad: str, share: float = 1.0
+) -> Tolerance:
     """new = old - lr * g: a framework's gradient may legitimately differ from ours by its
-    own end-to-end allowance, which the update carries over scaled by lr."""
+    own end-to-end allowance, which the update carries over scaled by lr.
+
+    `share` (update_share): how much of the new value the step lr g typically is. The new
+    value carries the gradient's error in that proportion (all of it where p is 0, a bias
+    at its first step), so its sum length for the precision verdict's floor is the
+    gradient's scaled to share^2 k (the floor grows like sqrt(k)), at least SGD's own."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1] (a fraction of the new value), got {share!r}")
     return Tolerance(
         update_tol.array + lr * grad_tol.array,
         f"{update_tol.rule} + lr*[end_to_end allowance of {grad}]",
+        max(update_tol.roundings, int(grad_tol.roundings * share * share)),
     )
+
+
+def update_share(param, grad, lr: float) -> float:
+    """The step's typical share of the new value, lr |g| / |p - lr g| at its
+    PRECISION_QUANTILE-th percentile (the precision verdict's statistic), at most 1: 1 for a
+    parameter at 0, ~lr |g| / |p| for a weight that a step moves a little."""
+    p, g = np.asarray(param, np.float64), np.asarray(grad, np.float64)
+    step = lr * np.abs(g)
+    new = np.abs(p - lr * g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(new > 0, step / new, np.where(step > 0, 1.0, 0.0))
+    if ratio.size == 0:
+        return 0.0
+    return float(min(1.0, np.percentile(ratio, PRECISION_QUANTILE)))

@@ -32,8 +32,10 @@ DEFAULT_FACTOR = 10.0
 DEFAULT_WITHIN = 0.5
 # A precision drop, the precision check's own test (parity_tests/metrics.py) applied between
 # the baseline's and this run's bits of one side: it regresses when the side's typical error
-# grew more than PRECISION_RATIO_LIMIT = 16 times (4 bits) over the baseline's, or over
-# PRECISION_FLOOR_ROUNDINGS = 8 roundings (3 bits below the mantissa) if that is larger.
+# grew more than PRECISION_RATIO_LIMIT = 16 times (4 bits) over the baseline's, or over the
+# verdict's floor if that is larger: the record's precision_floor roundings (max(8,
+# sqrt(k) / 8) for a k-term sum), PRECISION_FLOOR_ROUNDINGS = 8 (3 bits below the
+# mantissa) where a record has none (written before the field, or not measured).
 PRECISION_DROP_BITS = 4.0  # log2(PRECISION_RATIO_LIMIT)
 PRECISION_FLOOR_BITS = 3.0  # log2(PRECISION_FLOOR_ROUNDINGS)
 BITS = ("impl", "against")  # the sides: impl_bits, against_bits
@@ -68,16 +70,21 @@ def _index(df: pd.DataFrame) -> dict:
 
 
 def _bits_index(df: pd.DataFrame) -> dict:
-    """key -> {side: its fewest bits over the key's records} (NaN where not measured: an
-    older report without the fields, float64, too few elements)."""
+    """key -> {side: its fewest bits over the key's records, "floor": the largest
+    precision_floor} (NaN where not measured: an older report without the fields, float64,
+    too few elements)."""
     out = {}
     cols = [f"{side}_bits" for side in BITS]
-    frame = df.reindex(columns=KEY + cols)
+    frame = df.reindex(columns=KEY + cols + ["precision_floor"])
     values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    for keys, row in zip(frame[KEY].astype(str).itertuples(index=False), values):
+    floors = pd.to_numeric(frame["precision_floor"], errors="coerce").to_numpy(dtype=float)
+    for keys, row, floor in zip(frame[KEY].astype(str).itertuples(index=False), values, floors):
         k = tuple(keys)
-        out[k] = np.fmin(out[k], row) if k in out else row
-    return {k: dict(zip(BITS, map(float, v))) for k, v in out.items()}
+        row = np.append(row, floor)
+        if k in out:
+            row = np.append(np.fmin(out[k][:-1], row[:-1]), np.fmax(out[k][-1], row[-1]))
+        out[k] = row
+    return {k: dict(zip((*BITS, "floor"), map(float, v))) for k, v in out.items()}
 
 
 def _mantissa(dtype: str) -> int | None:
@@ -90,15 +97,18 @@ def _mantissa(dtype: str) -> int | None:
 
 def precision_drops(before: dict, after: dict, dtype: str) -> str:
     """ "impl 24 -> 13 bits" for each side whose bits fell below
-    min(baseline bits, mantissa - PRECISION_FLOOR_BITS) - PRECISION_DROP_BITS; "" when none
+    min(baseline bits, mantissa - floor bits) - PRECISION_DROP_BITS, the floor bits
+    log2 of this run's precision_floor (PRECISION_FLOOR_BITS without one); "" when none
     did or either run did not measure them."""
     p = _mantissa(dtype)
     if p is None:
         return ""
+    floor = after.get("floor", math.nan)
+    floor_bits = math.log2(floor) if floor >= 1 else PRECISION_FLOOR_BITS  # False for NaN
     out = []
     for side in BITS:
         b, a = before.get(side, math.nan), after.get(side, math.nan)
-        if a < min(b, p - PRECISION_FLOOR_BITS) - PRECISION_DROP_BITS:  # False for NaN
+        if a < min(b, p - floor_bits) - PRECISION_DROP_BITS:  # False for NaN
             out.append(f"{side} {b:.1f} -> {a:.1f} bits")
     return ", ".join(out)
 

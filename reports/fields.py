@@ -18,7 +18,7 @@ RECORD_FIELDS = [
     "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
     "disagreeing", "disagreeing_budgets", "model", "kinks", "kinks_taken",
     "against_bits", "impl_bits", "precision_ratio", "train_step", "optimiser",
-    "against_loss", "impl_loss",
+    "against_loss", "impl_loss", "precision_floor",
 ]  # fmt: skip
 # Whose is whose: `impl` is the implementation under test, `against` the other side (a
 # framework's name in stage and end-to-end records). The *_at_worst and *_err_vs_truth
@@ -49,7 +49,10 @@ RECORD_FIELDS = [
 #   (90th-percentile) error against the truth, normalised by the allowance, beside the
 #   other side's: the dtype's mantissa (24 in float32) minus log2 of how many times the
 #   better side's (or one rounding's, if larger) typical error it is; NaN where not measured;
-# - precision_ratio: the framework's typical error over the implementation's.
+# - precision_ratio: the framework's typical error over the implementation's;
+# - precision_floor: the floor the verdict used, in single roundings of the exact result,
+#   max(8, sqrt(k) / 8) for the tensor's longest sum of k terms (NaN where not measured;
+#   a report written before it has none: read as the fixed 8).
 # On the records of an optimiser or a K-step training run (parity_tests/test_optim.py,
 # test_trajectory.py; docs/optimisers.md):
 # - train_step: the training step, 1..K, the record is about (NaN on one-step checks: the
@@ -65,7 +68,7 @@ RECORD_FIELDS = [
 OPTIONAL_FIELDS = (
     "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
     "disagreeing_budgets", "model", "kinks", "kinks_taken", "against_bits", "impl_bits",
-    "precision_ratio", "train_step", "optimiser", "against_loss", "impl_loss",
+    "precision_ratio", "train_step", "optimiser", "against_loss", "impl_loss", "precision_floor",
 )  # fmt: skip
 # Columns renamed since the first reports (old name -> new name): "actual" was the other
 # side, "expected" the implementation under test. reports.writer.load_report reads an older
@@ -83,7 +86,7 @@ NUMERIC_FIELDS = frozenset({
     "n", "max_abs_err", "max_rel_err", "mean_abs_err", "max_ulp", "against_at_worst",
     "impl_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
     "against_err_vs_truth", "impl_err_vs_truth", "kinks", "kinks_taken", "against_bits",
-    "impl_bits", "precision_ratio", "train_step", "against_loss", "impl_loss",
+    "impl_bits", "precision_ratio", "train_step", "against_loss", "impl_loss", "precision_floor",
 })  # fmt: skip
 # A record that never said it passed must not look green: missing flags are False.
 BOOL_FIELDS = frozenset({"passed", "vacuous"})

@@ -222,6 +222,26 @@ def test_precision_drop_is_a_regression_even_when_the_budget_did_not_grow(before
         assert "precision" in text.splitlines()[2] and says in text, text  # its own column
 
 
+@pytest.mark.parametrize(
+    ("floor", "after", "change"),
+    [
+        # dE_df's floor, sqrt(115,200) / 8 = 42.4 roundings (5.4 bits): 24 - 5.4 - 4 = 14.6
+        (42.4, 15.0, None),
+        (42.4, 14.4, "precision dropped"),
+        # the fixed floor of 8 (3 bits): 17 bits is the limit, as without the field
+        (8.0, 17.5, None),
+        (8.0, 16.9, "precision dropped"),
+        (math.nan, 16.9, "precision dropped"),  # a record without one: the fixed floor
+    ],
+    ids=["k-floor-15.0", "k-floor-14.4", "floor-8-17.5", "floor-8-16.9", "no-floor-16.9"],
+)
+def test_precision_drop_is_judged_against_the_records_floor(floor, after, change):
+    before = [bits("t[a]", 24.0, 24.0, precision_floor=floor)]
+    now = [bits("t[a]", after, 24.0, precision_floor=floor)]
+    diff = diff_reports(records_frame(before), records_frame(now))
+    assert list(diff["change"]) == ([change] if change else [])
+
+
 def test_a_check_newly_failing_on_precision_is_a_new_failure_naming_the_drop():
     before = [bits("t[a]", 24.0, 22.0)]
     after = [bits("t[a]", 13.0, 22.0, passed=False, status="fail", mismatch_kind="precision")]
@@ -456,7 +476,7 @@ def report_dirs(tmp_path_factory):
             write_report(records, root / name, {"seed": 1}, heat_map=False)
         csv = root / "old_no_bits" / "comparisons.csv"
         old = pd.read_csv(csv, keep_default_na=False, dtype=str)
-        old = old.drop(columns=["against_bits", "impl_bits", "precision_ratio"])
+        old = old.drop(columns=["against_bits", "impl_bits", "precision_ratio", "precision_floor"])
         old.to_csv(csv, index=False, lineterminator="\n")
         meta = EXPERIMENT | {"environment": ENV, "completeness": COMPLETE}
         runs = {
