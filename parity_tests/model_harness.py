@@ -699,7 +699,8 @@ def _against_truth(exact, expected, tol, dtype: str, context: dict) -> Check:
     """The stage check whose other side is the float64 truth rounded to `dtype`: rounding it
     there errs by u |truth|, which the allowance gains."""
     u = tolerance.unit_roundoff(dtype)
-    tol = tolerance.Tolerance(tol.array + u * np.abs(exact), f"{tol.rule} + u|truth| (rounded)")
+    rule = f"{tol.rule} + u|truth| (rounded)"
+    tol = tolerance.Tolerance(tol.array + u * np.abs(exact), rule, tol.roundings)
     truth = None if dtype == "float64" else exact
     return Check(exact.astype(dtype), expected, tol, truth, context)
 
