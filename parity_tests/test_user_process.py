@@ -459,6 +459,14 @@ a = np.random.default_rng(0).standard_normal((64, 64))
 process = user_process.FunctionProcess({"la": _linear_algebra}, "la", 30, "timeout=")
 remote = user_process.RemoteFunction(process, "la", "la")
 same = all(np.array_equal(m, t) for _ in range(3) for m, t in zip(_linear_algebra(a), remote(a)))
+# A function that calls the frameworks itself (docs/notebook.md: not supported by them after
+# a fork, but one-thread ops run)
+process.functions["torch"] = lambda x: (torch.from_numpy(x) @ torch.from_numpy(x).T).numpy()
+process.functions["tf"] = lambda x: tf.linalg.matmul(x, x, transpose_b=True).numpy()
+process.stop()  # forked again with them
+for name in ("torch", "tf"):
+    here = process.functions[name](a)
+    same &= np.array_equal(user_process.RemoteFunction(process, name, name)(a), here)
 process.stop()
 print("same:", same)
 """

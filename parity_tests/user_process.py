@@ -31,6 +31,12 @@ CPU. It guards the verdict, not the machine.
 `python parity_tests/user_process.py` is the child: it imports nothing of the project, so
 the suite's modules it could patch are not even loaded there.
 
+Function objects that exist only in this process (a notebook's cells: the notebook API,
+parity_tests/api.py) are served by `FunctionProcess`: a child forked from this process,
+which has them without pickling, runs the same serving loop with a namespace of them as its
+module (it imports nothing, but it holds a copy of the suite's modules: a patch of them
+there changes that copy only).
+
 Any loader of user code can use it as own_layers.py does (`_import`, `_function`):
 
     process = process_for("path/to/file.py", is_path=True, timeout=60, option="--my-timeout")
