@@ -18,6 +18,7 @@ import pytest
 
 from parity_tests import (
     ParityFailure,
+    api,
     check,
     check_layers,
     check_optimiser,
@@ -395,11 +396,21 @@ def _relu_forges(x):
 )
 def test_check_layers_in_process_survives_and_is_not_forged(forward, says, monkeypatch):
     monkeypatch.setattr(own_layer_checks, "compare_arrays", own_layer_checks.compare_arrays)
+    children, real = [], api._forked
+
+    def forked(*args):
+        children.append(real(*args))
+        return children[-1]
+
+    monkeypatch.setattr(api, "_forked", forked)
     result = check_layers(
         {"relu": (forward, _relu_backward)}, frameworks=(), dtypes="float64", timeout=0.5
     )
     assert not result.passed
     assert says in result.messages[0], result.messages[0]
+    # The call's child is gone (killed and reaped), whatever its function did.
+    assert len(children) == 1 and children[0].proc is None
+    assert children[0].generation >= 1  # it was forked (again after each death)
 
 
 def test_check_optimiser_in_process_survives_os_exit():

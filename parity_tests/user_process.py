@@ -743,7 +743,11 @@ def _fork(functions: dict, log_fd: int) -> _Forked:
     """Fork a child serving `functions` on two pipes; its stdout and stderr go to `log_fd`."""
     requests, answers = os.pipe(), os.pipe()  # (read, write) each; not inherited by exec
     parent, on_main_thread = os.getpid(), threading.current_thread() is threading.main_thread()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns at a fork of a process with threads (torch's, TensorFlow's): the
+        # child runs none of their code, only the serving loop and the user's functions.
+        warnings.filterwarnings("ignore", r".*fork\(\) may lead to deadlocks", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: never returns, never runs this process's atexit or finalizers
         code = 70
         try:
