@@ -373,7 +373,7 @@ def _check(impl, label, layout, dtypes, frameworks, data, n_images, seed) -> Res
         _contract(rec, harness, dtype)
     if isinstance(impl, FunctionImpl):
         # Every step has run (the harness keeps them): a forked child that lived on would
-        # make each page the comparisons write here a copy-on-write fault (~1 s a check).
+        # share this process's pages while the comparisons write them (copy-on-write).
         impl.close()
     for framework in frameworks:
         for dtype in dtypes:

@@ -375,6 +375,12 @@ def _relu_exits(x):
     posix._exit(0)  # not os._exit, which the inline layer call guards against
 
 
+def _relu_crashes(x):
+    import ctypes
+
+    return ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
 def _relu_hangs(x):
     time.sleep(60)
 
@@ -389,10 +395,11 @@ def _relu_forges(x):
     "forward, says",
     [
         (_relu_exits, "ended with exit status 0 before it returned"),
+        (_relu_crashes, "was killed by signal SIGSEGV"),
         (_relu_hangs, "did not return within 0.5 s (timeout=); its process was killed"),
         (_relu_forges, "relu.A"),
     ],
-    ids=["posix-exit", "hangs", "forges"],
+    ids=["posix-exit", "segfault", "hangs", "forges"],
 )
 def test_check_layers_in_process_survives_and_is_not_forged(forward, says, monkeypatch):
     monkeypatch.setattr(own_layer_checks, "compare_arrays", own_layer_checks.compare_arrays)

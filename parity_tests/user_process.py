@@ -755,8 +755,8 @@ def _fork(functions: dict, log_fd: int) -> _Forked:
             os.close(answers[0])
             code = _forked_child(functions, requests[0], answers[1], log_fd, parent, on_main_thread)
         except BaseException:  # noqa: BLE001  (whatever happened, said in the log, then gone)
-            try:
-                traceback.print_exc()
+            try:  # on the file, not sys.stderr: a kernel's stream needs a thread not copied
+                os.write(2, traceback.format_exc().encode("utf-8", "replace"))
             except BaseException:  # noqa: BLE001
                 pass
         finally:
@@ -792,6 +792,9 @@ def _forked_child(functions, inp: int, out: int, log_fd: int, parent: int, on_ma
     # Nothing else of the parent's files: not the pipes of its other children (a request
     # forged into one would come back to the parent as that child's answer), nor a
     # Jupyter kernel's sockets.
+    import faulthandler
+
+    faulthandler.disable()  # its file (pytest's, a kernel's) is one of those closed here
     keep = sorted({0, 1, 2, inp, out})
     for low, high in zip(keep, [*keep[1:], os.sysconf("SC_OPEN_MAX")]):
         os.closerange(low + 1, high)
