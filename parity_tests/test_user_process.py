@@ -431,6 +431,23 @@ def test_a_forked_child_has_none_of_the_parents_other_files():
     assert len(files) == 6, files  # and stdin, sys.stdin (/dev/null), stdout = stderr (the log)
 
 
+def test_a_fork_that_fails_is_a_failure_naming_it(monkeypatch):
+    import errno
+    import os
+
+    def fails():
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", fails)
+    process = _forked({"f": len})
+    with pytest.raises(user_process.UserCodeError) as raised:
+        user_process.RemoteFunction(process, "f", "f")([1])
+    assert str(raised.value) == (
+        "f: its process could not be started (fork() failed: [Errno 12] Cannot allocate "
+        "memory; isolation='inline' runs the functions in this process)"
+    )
+
+
 def _linear_algebra(a):
     return a @ a.T, np.linalg.inv(a @ a.T + 10 * np.eye(len(a))), np.linalg.svd(a)[1]
 

@@ -275,6 +275,8 @@ class LoadError(Exception):
 class UserProcess:
     """One module (a .py file or a dotted name) imported in a child process, serving calls."""
 
+    restart_failed = "its module could not be imported again"  # a LoadError at a restart
+
     def __init__(
         self, source: str, is_path: bool, timeout: float = DEFAULT_TIMEOUT_S, option: str = OPTION
     ):
@@ -491,7 +493,7 @@ class UserProcess:
             try:
                 self._start()
             except LoadError as exc:
-                return None, f"{fn.label}: its module could not be imported again ({exc})"
+                return None, f"{fn.label}: {self.restart_failed} ({exc})"
         released, self._released = self._released, []
         request = ("call", fn.name, encoded, readonly, fn.held, np.geterr(), released)
         try:
@@ -726,6 +728,8 @@ class FunctionProcess(UserProcess):
         super().__init__(label, False, timeout, option)
         self.functions = dict(functions)
 
+    restart_failed = "its process could not be started"
+
     def __repr__(self) -> str:
         return f"FunctionProcess({self.source!r}, timeout={self.timeout:g})"
 
@@ -734,7 +738,13 @@ class FunctionProcess(UserProcess):
         self.generation += 1
         self._released = []
         self.log = tempfile.TemporaryFile(prefix="parity-user-")
-        self.proc = _fork(self.functions, self.log.fileno())
+        try:
+            self.proc = _fork(self.functions, self.log.fileno())
+        except OSError as exc:  # no memory to copy this process (strict overcommit), no pids
+            self.stop()
+            raise LoadError(
+                "fork() failed", f"{exc}; isolation='inline' runs the functions in this process"
+            ) from None
         _widen(self.proc.stdin, self.proc.stdout)
         _started(self)
 
