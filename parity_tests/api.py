@@ -19,11 +19,17 @@ compare with a report's. The data come from the same loader (PARITY_MNIST, the k
 cache, else SYNTHETIC digits, which the headline and the HTML say loudly).
 
 User code: train_step gets copies of the inputs (parity_tests/impl_call.py); a write into
-them is reported by the inputs checks. A function object runs in a thread of this process
-with a timeout: past it, the check reports the hang as an error, but a Python thread cannot
-be killed, so the hung call goes on in the background until it returns (restart the kernel
-to stop it). A module name or a .py path instead of a function runs in a child process,
-as `--parity-impl` does, and is killed at the timeout.
+them is reported by the inputs checks. Function objects (train_step, the layers, the
+optimiser's update) run, by default (isolation="process"), in a child forked from this
+process for the call of check / check_layers / check_optimiser (user_process.FunctionProcess):
+it has the functions and everything they use, and what they do there cannot reach this
+process. A function that calls os._exit, crashes or hangs past the timeout (its child is
+killed) is an error record, never a dead kernel; one that patches the suite's modules
+patches the child's copy, which checks nothing. isolation="inline" calls them in this
+process, in a thread with a timeout (faster; trusted code only): a hung call is reported
+but goes on in the background (a thread cannot be killed), os._exit ends the kernel, and
+a patch of the suite changes the verdict. A module name or a .py path instead of a
+function runs in a child process, as `--parity-impl` does, and is killed at the timeout.
 
 `check_layers` runs own_layer_checks' per-kind comparisons (the user's forward and backward
 against the reference's layer and each framework's) over the kind's covering grid
@@ -44,6 +50,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from parity_tests import user_process
 from parity_tests.compare import ParityRecorder, RunContext
 from parity_tests.harness import (
     Harness,
@@ -52,7 +59,7 @@ from parity_tests.harness import (
     inputs_check_fields,
     stage_check_fields,
 )
-from parity_tests.impl_call import DEFAULT_TIMEOUT_S, INPUT_NAMES, ImplementationError
+from parity_tests.impl_call import DEFAULT_TIMEOUT_S, INPUT_NAMES, ImplementationError, _as_arrays
 from parity_tests.mirrors import FRAMEWORKS
 from parity_tests.stages import END_TO_END, FORWARD, GRADIENT, STAGES, UPDATE
 from reference.data import ARTICLE_IMAGES, load_article_data
@@ -65,6 +72,10 @@ TEST_OWN_LAYERS = "parity_tests/test_own_layers.py"
 TEST_OWN_OPTIM = "parity_tests/test_own_optim.py"
 DEFAULT_LAYER_TIMEOUT_S = 60.0
 FAILED = ("error", "fail", "vacuous")
+# Where function objects run: a child forked for the call (the default) or this process.
+ISOLATIONS = ("process", "inline")
+DEFAULT_ISOLATION = "process"
+TIMEOUT_OPTION = "timeout="  # what a hang's message names as the setting to change
 
 
 class ParityFailure(AssertionError):
@@ -113,32 +124,81 @@ class TimedCall:
         return box["value"]
 
 
+def _isolation(isolation) -> str:
+    if not isinstance(isolation, str) or isolation not in ISOLATIONS:
+        raise ValueError(f"isolation must be one of {list(ISOLATIONS)}, got {isolation!r}")
+    return isolation
+
+
+def _forked(functions: dict, label: str, timeout: float) -> user_process.FunctionProcess:
+    """The process that serves `functions` for one API call (stopped at its end)."""
+    return user_process.FunctionProcess(functions, label, timeout, TIMEOUT_OPTION)
+
+
 def _label(fn) -> str:
     module = getattr(fn, "__module__", None) or ""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     return f"{module}:{name}" if module and module not in ("__main__", "builtins") else name
 
 
+def _sent_step(fn: Callable) -> Callable:
+    """train_step as the forked child calls it: lr and reduction by keyword, as inline, and
+    what it returns read as arrays there (impl_call._as_arrays), so that a torch tensor or
+    a list crosses as the array it stands for and a wrong return says what inline says."""
+
+    def train_step(params, X, y, lr, reduction):
+        return _as_arrays(fn(params, X, y, lr=lr, reduction=reduction))
+
+    return train_step
+
+
 class FunctionImpl:
     """A train_step function object as an implementation (the reference's model API):
-    impl_call.call_in_process hands it copies in its LAYOUT; the call has a timeout."""
+    impl_call.call_in_process hands it copies in its LAYOUT; the call has a timeout, and
+    runs in a forked child (isolation "process") or in a thread here ("inline")."""
 
-    def __init__(self, fn: Callable, layout: str, timeout: float, name: str):
+    def __init__(self, fn: Callable, layout: str, timeout: float, name: str, isolation: str = "inline"):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
         self.fn, self.LAYOUT, self.timeout, self.__name__ = fn, layout, float(timeout), name
-        self._call = TimedCall(fn, timeout, "train_step")
+        self.isolation, self.process = _isolation(isolation), None
+        if isolation == "process":
+            self.process = _forked({"train_step": _sent_step(fn)}, name, timeout)
+            self._call = user_process.RemoteFunction(
+                self.process, "train_step", "train_step", error=ImplementationError
+            )
+        else:
+            self._call = TimedCall(fn, timeout, "train_step")
 
     def __repr__(self) -> str:
-        return f"FunctionImpl({self.__name__!r}, layout={self.LAYOUT!r}, timeout={self.timeout:g})"
+        return (
+            f"FunctionImpl({self.__name__!r}, layout={self.LAYOUT!r}, timeout={self.timeout:g}, "
+            f"isolation={self.isolation!r})"
+        )
 
     def train_step(self, params, X, y, lr, reduction):
-        return self._call(params, X, y, lr=lr, reduction=reduction)
+        if self.process is None:
+            return self._call(params, X, y, lr=lr, reduction=reduction)
+        try:
+            return self._call(params, X, y, lr, reduction)
+        except user_process.RemoteRaised as exc:
+            if (type(exc).__name__, type(exc).__module__) == (  # _as_arrays' in the child
+                ImplementationError.__name__,
+                ImplementationError.__module__,
+            ):
+                raise ImplementationError(str(exc)) from None
+            raise
+
+    def close(self) -> None:
+        """Stop the forked child (if any)."""
+        if self.process is not None:
+            self.process.stop()
 
 
-def as_impl(train_step, layout: str | None, timeout: float, name: str | None):
+def as_impl(train_step, layout: str | None, timeout: float, name: str | None, isolation: str = "inline"):
     """(implementation, its label): a function object, an object with `train_step` (a
-    module: its LAYOUT unless `layout` is given), or a name as --parity-impl takes it."""
+    module: its LAYOUT unless `layout` is given), or a name as --parity-impl takes it.
+    `isolation` is where a function object runs (a name's module: in its child process)."""
     if isinstance(train_step, str):
         from parity_tests.impls import resolve_impl
 
@@ -146,14 +206,14 @@ def as_impl(train_step, layout: str | None, timeout: float, name: str | None):
     if not callable(train_step) and callable(getattr(train_step, "train_step", None)):
         found = layout or getattr(train_step, "LAYOUT", "article")
         label = name or getattr(train_step, "__name__", type(train_step).__name__)
-        return FunctionImpl(train_step.train_step, found, timeout, label), label
+        return FunctionImpl(train_step.train_step, found, timeout, label, isolation), label
     if not callable(train_step):
         raise TypeError(
             "check(train_step): expected a function train_step(params, X, y, lr, reduction), "
             f"an object or module with one, or a --parity-impl name; got {type(train_step).__name__}"
         )
     label = name or _label(train_step)
-    return FunctionImpl(train_step, layout or "article", timeout, label), label
+    return FunctionImpl(train_step, layout or "article", timeout, label, isolation), label
 
 
 # --------------------------------------------------------------------------- recording
@@ -261,6 +321,7 @@ def check(
     n_images: int = ARTICLE_IMAGES,
     seed: int = 0,
     name: str | None = None,
+    isolation: str = DEFAULT_ISOLATION,
 ) -> Result:
     """Every check of parity_tests/test_parity.py on `train_step`, without pytest.
 
@@ -269,22 +330,34 @@ def check(
         --parity-impl takes it ("reference", "mutant:sign_dE_dO", "my_module", "my_cnn.py").
     layout: "article" (the default), "nchw" or "nhwc": the layout train_step works in.
     dtypes, frameworks: what to compare, both of each by default.
-    timeout: seconds one train_step call may take (see the module docstring: a function
-        object's hung call is reported but not killed).
+    timeout: seconds one train_step call may take (a hung call is reported; inline, it is
+        not killed: see the module docstring).
     data: None (PARITY_MNIST, the keras cache, else synthetic digits, with a warning),
         "synthetic", or a path to an MNIST .npz / IDX folder; n_images, seed as the options.
     name: the implementation's name in the records (default: the function's).
+    isolation: "process" (the default: a function object runs in a child forked for this
+        call) or "inline" (in this process; trusted code only). See the module docstring.
     """
     dtypes = _choice("dtypes", dtypes, DTYPES)
     frameworks = _choice("frameworks", frameworks, FRAMEWORKS)
-    impl, label = as_impl(train_step, layout, timeout, name)
+    impl, label = as_impl(train_step, layout, timeout, name, _isolation(isolation))
+    try:
+        return _check(impl, label, layout, dtypes, frameworks, data, n_images, seed)
+    finally:
+        if isinstance(impl, FunctionImpl):
+            impl.close()
+
+
+def _check(impl, label, layout, dtypes, frameworks, data, n_images, seed) -> Result:
     framework_errors = _pinned(frameworks)
     loaded, data_warnings = _data(int(n_images), data)
     for message in data_warnings:
-        warnings.warn(message, stacklevel=2)
+        warnings.warn(message, stacklevel=3)
     config = RunConfig(seed=int(seed), n_images=int(n_images), impl=label)
     harness = Harness(config, loaded, impl)
     args = f"{label!r}, layout={getattr(impl, 'LAYOUT', layout or 'article')!r}"
+    if getattr(impl, "isolation", DEFAULT_ISOLATION) != DEFAULT_ISOLATION:
+        args += f", isolation={impl.isolation!r}"
     call = f"parity_tests.check({args}, dtypes={list(dtypes)}, frameworks={list(frameworks)})"
     context = RunContext(
         seed=config.seed,
@@ -298,6 +371,10 @@ def check(
     rec = ApiRecorder(context, call)
     for dtype in dtypes:
         _contract(rec, harness, dtype)
+    if isinstance(impl, FunctionImpl):
+        # Every step has run (the harness keeps them): a forked child that lived on would
+        # share this process's pages while the comparisons write them (copy-on-write).
+        impl.close()
     for framework in frameworks:
         for dtype in dtypes:
             for stages, test in (
@@ -330,7 +407,9 @@ def check(
 # --------------------------------------------------------------------------- own layers
 
 
-def _user_layer(kind: str, functions, timeout: float):
+def _user_layer(kind: str, functions, timeout: float, process):
+    """The kind's UserLayer: its functions called in a thread here (`process` None) or
+    entered in `process` (a FunctionProcess not yet started) under names of their own."""
     from parity_tests import own_layers
 
     if kind not in own_layers.KINDS:
@@ -344,7 +423,20 @@ def _user_layer(kind: str, functions, timeout: float):
             f"check_layers: {kind} takes {count} function(s), {'; '.join(wanted)}; got {functions!r}"
         )
 
-    wrapped = tuple(own_layers.UserFunction(_label(f), TimedCall(f, timeout, _label(f))) for f in fns)
+    if process is None:
+        wrapped = tuple(
+            own_layers.UserFunction(_label(f), TimedCall(f, timeout, _label(f))) for f in fns
+        )
+    else:
+        wrapped = []
+        for f, signature in zip(fns, wanted):
+            name = f"{kind}_{len(process.functions)}"
+            process.functions[name] = f
+            remote = user_process.RemoteFunction(
+                process, name, _label(f), own_layers._held(signature), own_layers.OwnLayerError
+            )
+            wrapped.append(own_layers.UserFunction(_label(f), remote))
+        wrapped = tuple(wrapped)
     value = f"{kind}=" + ",".join(f.label for f in wrapped)
     return own_layers.UserLayer(kind, value, wrapped)
 
@@ -355,6 +447,7 @@ def check_layers(
     dtypes: Sequence[str] | str = DTYPES,
     frameworks: Sequence[str] | str = FRAMEWORKS,
     timeout: float = DEFAULT_LAYER_TIMEOUT_S,
+    isolation: str = DEFAULT_ISOLATION,
 ) -> Result:
     """Your own CS231n-style layers against the reference's layer and each framework's,
     without pytest: {"conv": (conv_forward, conv_backward), "relu": (relu_forward,
@@ -364,19 +457,32 @@ def check_layers(
     deterministic hyper-parameters and values); the first failing case is reported with the
     sweep of hyper-parameters that trigger the mismatch (Result.messages). Each function
     gets copies of its arguments (a write into them is an error) and `timeout` seconds per
-    call (a hung call is reported, not killed: see the module docstring).
+    call. isolation: "process" (the default: the functions run in a child forked for this
+    call; a hung call's child is killed) or "inline" (in this process, a hung call is
+    reported but not killed: see the module docstring).
     """
-    from parity_tests import own_layer_checks as olc
-    from parity_tests import own_layers
-
     dtypes = _choice("dtypes", dtypes, DTYPES)
     frameworks = _choice("frameworks", frameworks, FRAMEWORKS) if frameworks else ()
     if not layers:
         raise ValueError(
             "check_layers: give at least one kind, e.g. {'relu': (relu_forward, relu_backward)}"
         )
+    process = None
+    if _isolation(isolation) == "process":
+        process = _forked({}, "check_layers", timeout)
+    try:
+        return _check_layers(layers, dtypes, frameworks, timeout, process)
+    finally:
+        if process is not None:
+            process.stop()
+
+
+def _check_layers(layers, dtypes, frameworks, timeout, process) -> Result:
+    from parity_tests import own_layer_checks as olc
+    from parity_tests import own_layers
+
+    user = {kind: _user_layer(kind, fns, timeout, process) for kind, fns in layers.items()}
     framework_errors = _pinned(frameworks)
-    user = {kind: _user_layer(kind, fns, timeout) for kind, fns in layers.items()}
     mirrors = olc.load_mirrors(frameworks)
     context = RunContext(
         seed=0,
@@ -393,9 +499,10 @@ def check_layers(
     pairs = [(kind, pair) for kind, layer in user.items() for pair in own_layers.pairs(layer)]
     for kind, layer in pairs:
         for dtype in dtypes:
+            inline = ", isolation='inline'" if process is None else ""
             call = (
                 f"parity_tests.check_layers({{{kind!r}: ...}}, dtypes=[{dtype!r}], "
-                f"frameworks={list(frameworks)})"
+                f"frameworks={list(frameworks)}{inline})"
             )
             rec = ApiRecorder(RunContext(**{**context.__dict__, "impl": layer.label}), call)
             rec.at(f"{TEST_OWN_LAYERS}::test_own_layer[{kind}-{dtype}]")
@@ -419,6 +526,7 @@ def check_optimiser(
     *,
     max_examples: int = 200,
     timeout: float = DEFAULT_LAYER_TIMEOUT_S,
+    isolation: str = DEFAULT_ISOLATION,
 ) -> Result:
     """Your own CS231n optim.py rule, `next_w, config = update(w, dw, config)`, against the
     reference's rule in CS231n's form (parity_tests/own_optim.py, docs/optimisers.md), without
@@ -430,9 +538,10 @@ def check_optimiser(
     records are that minimal case's checks at its first failing step, or, when no draw fails,
     a fixed case's at its last step; Result.messages holds the failing case and the
     catalogue's name for the mistake. Each call gets copies and `timeout` seconds.
+    isolation: "process" (the default: `update` runs in a child forked for this call) or
+    "inline" (in this process; see the module docstring).
     """
     from parity_tests import own_optim
-    from reference import optim_registry
 
     if rule not in own_optim.RULES:
         raise ValueError(f"rule must be one of {list(own_optim.RULES)}, got {rule!r}")
@@ -443,12 +552,29 @@ def check_optimiser(
         )
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples must be an integer >= 1, got {max_examples!r}")
-    user = own_optim.UserOptim(
-        own_optim.RULES[rule], _label(update), TimedCall(update, timeout, "update")
-    )
+    if _isolation(isolation) == "inline":
+        return _check_optimiser(update, rule, max_examples, TimedCall(update, timeout, "update"))
+    process = _forked({"update": update}, _label(update), timeout)
+    try:
+        remote = user_process.RemoteFunction(process, "update", _label(update))
+        return _check_optimiser(update, rule, max_examples, remote)
+    finally:
+        process.stop()
+
+
+def _check_optimiser(update, rule, max_examples, call_update) -> Result:
+    from parity_tests import own_optim
+    from reference import optim_registry
+
+    user = own_optim.UserOptim(own_optim.RULES[rule], _label(update), call_update)
     entry = optim_registry.optimiser(user.rule.optimiser)
-    found = own_optim.search(user, max_examples)
+    try:
+        found, stopped = own_optim.search(user, max_examples), ""
+    except Exception as exc:  # noqa: BLE001  (naming the mistake runs a failing case again)
+        found, stopped = None, f"{type(exc).__name__}: {exc}"
     messages = []
+    if stopped:
+        messages.append(f"{user.label} ({rule}) could not be run on a drawn case: {stopped}")
     if found is None:
         case = own_optim.Example((3, 4), dict(entry.hyper), (0.0, -3.0, -6.0), 0)
         step, note = len(case.exponents), f"no failure in {max_examples} drawn cases; shown: {case}"
@@ -468,12 +594,15 @@ def check_optimiser(
     p, grads = case.arrays()
     state = entry.init_state(p)
     try:
+        if stopped:
+            raise RuntimeError(stopped)
         for g in grads[: (step or 1) - 1]:
             p, state = user.step(p, g, dict(state), case.h)
         checks = own_optim.checks(user, p, grads[(step or 1) - 1], state, case.h)
     except Exception as exc:  # noqa: BLE001  (the user's function raising is a record)
+        error = stopped or f"{type(exc).__name__}: {exc}"
         rec.record(tensor=f"{rule}.p_new", status="error", mode="stage", dtype="float64",
-                   against="reference", error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+                   against="reference", error=error)  # fmt: skip
         checks = {}
     for tensor, c in checks.items():
         rec.check(

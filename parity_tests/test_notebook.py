@@ -107,3 +107,12 @@ def test_layers_cell_shows_the_conv_mistake_and_its_sweep(executed):
     shown = _text(executed["layers"])
     assert "verdict: every comparison passed" in shown  # relu
     assert "conv.dX" in shown and "fails for stride >= 2" in shown
+
+
+@pytest.mark.slow
+def test_a_step_that_ends_its_process_leaves_the_kernel_running(executed):
+    """The cell's os._exit ran in a child forked from the kernel (isolation "process", the
+    default): the cell printed its failing Result, so the kernel lived on to print it."""
+    shown = _text(executed["isolation"])
+    assert "passed: False" in shown, shown
+    assert "train_step called os._exit(0)" in shown, shown

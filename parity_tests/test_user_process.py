@@ -356,3 +356,149 @@ def test_inline_is_in_the_reproduce_line_and_the_header(parity_settings):
         config = SimpleNamespace(stash={settings.SETTINGS: s, settings.STATE: state})
         header = plugin.pytest_report_header(config)
         assert f"parity own layers (--parity-layer, {where}): {value}" in header
+
+
+# --- function objects of this process, served by a forked child (the notebook API) ---------------
+
+GLOBAL_SCALE = 3.0  # read by a served function through its module's globals
+
+
+def _forked(functions, timeout=20.0):
+    return user_process.FunctionProcess(functions, "test", timeout, "timeout=")
+
+
+def test_a_forked_child_has_the_closures_globals_and_keeps_caches_and_writes(capfd):
+    offset = np.float64(0.5)  # a closure's cell: nothing is pickled
+
+    class Cache:  # a local class, which no child could import
+        def __init__(self, x):
+            self.x = x
+
+    def forward(x):
+        print("printed in the child")
+        return GLOBAL_SCALE * x + offset, Cache(x)
+
+    def backward(dout, cache):
+        cache.x[...] = 0  # the forward's input, written through the cache
+        return dout * GLOBAL_SCALE
+
+    def doubles(x):
+        x *= 2  # into its argument: copied back here, as inline
+
+    process = _forked({"f": forward, "b": backward, "d": doubles})
+    try:
+        f = user_process.RemoteFunction(process, "f", "forward", held=(1,))
+        b = user_process.RemoteFunction(process, "b", "backward")
+        x = np.array([1.0, -2.0])
+        out, cache = f(x)
+        assert out.tolist() == [3.5, -5.5] and type(cache).__name__ == "Cache"
+        assert b(np.ones(2), cache).tolist() == [3.0, 3.0]
+        # x itself was not handed to backward: the child's copy of it changed, not ours
+        assert x.tolist() == [1.0, -2.0]
+        assert user_process.RemoteFunction(process, "d", "doubles")(x) is None
+        assert x.tolist() == [2.0, -4.0]
+    finally:
+        process.stop()
+    assert "printed in the child" not in capfd.readouterr().out  # its prints go to its log
+
+
+def test_a_forked_child_has_none_of_the_parents_other_files():
+    """Only its stdin/stdout/stderr and its two pipes: not a pipe of another child (a request
+    forged into it would come back as that child's answer), nor a kernel's sockets."""
+    import os
+
+    kept = os.pipe()  # an open file of the parent's at the fork
+
+    def open_files():
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                found.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # listdir's own, closed by now
+                pass
+        return found
+
+    process = _forked({"files": open_files})
+    try:
+        files = user_process.RemoteFunction(process, "files", "files")()
+    finally:
+        process.stop()
+        theirs = f"pipe:[{os.fstat(kept[0]).st_ino}]"
+        os.close(kept[0])
+        os.close(kept[1])
+    pipes = [f for f in files if f.startswith("pipe:")]
+    assert len(pipes) == 2 and theirs not in pipes, files  # its requests and its answers
+    assert len(files) == 6, files  # and stdin, sys.stdin (/dev/null), stdout = stderr (the log)
+
+
+def test_a_fork_that_fails_is_a_failure_naming_it(monkeypatch):
+    import errno
+    import os
+
+    def fails():
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", fails)
+    process = _forked({"f": len})
+    with pytest.raises(user_process.UserCodeError) as raised:
+        user_process.RemoteFunction(process, "f", "f")([1])
+    assert str(raised.value) == (
+        "f: its process could not be started (fork() failed: [Errno 12] Cannot allocate "
+        "memory; isolation='inline' runs the functions in this process)"
+    )
+
+
+def _linear_algebra(a):
+    return a @ a.T, np.linalg.inv(a @ a.T + 10 * np.eye(len(a))), np.linalg.svd(a)[1]
+
+
+def test_a_forked_child_runs_numpy_linear_algebra_as_this_process():
+    a = np.random.default_rng(0).standard_normal((64, 64))
+    process = _forked({"la": _linear_algebra})
+    try:
+        remote = user_process.RemoteFunction(process, "la", "la")
+        for _ in range(3):
+            for mine, theirs in zip(_linear_algebra(a), remote(a)):
+                assert np.array_equal(mine, theirs)
+    finally:
+        process.stop()
+
+
+FORK_AFTER_FRAMEWORKS = """
+import parity_tests.pins  # one thread each, as the suite runs
+import numpy as np, tensorflow as tf, torch
+from parity_tests import user_process
+from parity_tests.test_user_process import _linear_algebra
+
+torch.ones(64, 64) @ torch.ones(64, 64)  # the frameworks' threads and pools started
+tf.linalg.matmul(tf.ones((64, 64)), tf.ones((64, 64))).numpy()
+a = np.random.default_rng(0).standard_normal((64, 64))
+process = user_process.FunctionProcess({"la": _linear_algebra}, "la", 30, "timeout=")
+remote = user_process.RemoteFunction(process, "la", "la")
+same = all(np.array_equal(m, t) for _ in range(3) for m, t in zip(_linear_algebra(a), remote(a)))
+# A function that calls the frameworks itself (docs/notebook.md: not supported by them after
+# a fork, but one-thread ops run)
+process.functions["torch"] = lambda x: (torch.from_numpy(x) @ torch.from_numpy(x).T).numpy()
+process.functions["tf"] = lambda x: tf.linalg.matmul(x, x, transpose_b=True).numpy()
+process.stop()  # forked again with them
+for name in ("torch", "tf"):
+    here = process.functions[name](a)
+    same &= np.array_equal(user_process.RemoteFunction(process, name, name)(a), here)
+process.stop()
+print("same:", same)
+"""
+
+
+@pytest.mark.slow  # imports TensorFlow in a fresh interpreter (~10 s)
+def test_a_child_forked_after_torch_and_tensorflow_ran_does_not_deadlock():
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", FORK_AFTER_FRAMEWORKS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.stdout.strip().endswith("same: True"), run.stdout + run.stderr[-3000:]

@@ -31,6 +31,12 @@ CPU. It guards the verdict, not the machine.
 `python parity_tests/user_process.py` is the child: it imports nothing of the project, so
 the suite's modules it could patch are not even loaded there.
 
+Function objects that exist only in this process (a notebook's cells: the notebook API,
+parity_tests/api.py) are served by `FunctionProcess`: a child forked from this process,
+which has them without pickling, runs the same serving loop with a namespace of them as its
+module (it imports nothing, but it holds a copy of the suite's modules: a patch of them
+there changes that copy only).
+
 Any loader of user code can use it as own_layers.py does (`_import`, `_function`):
 
     process = process_for("path/to/file.py", is_path=True, timeout=60, option="--my-timeout")
@@ -269,6 +275,8 @@ class LoadError(Exception):
 class UserProcess:
     """One module (a .py file or a dotted name) imported in a child process, serving calls."""
 
+    restart_failed = "its module could not be imported again"  # a LoadError at a restart
+
     def __init__(
         self, source: str, is_path: bool, timeout: float = DEFAULT_TIMEOUT_S, option: str = OPTION
     ):
@@ -485,7 +493,7 @@ class UserProcess:
             try:
                 self._start()
             except LoadError as exc:
-                return None, f"{fn.label}: its module could not be imported again ({exc})"
+                return None, f"{fn.label}: {self.restart_failed} ({exc})"
         released, self._released = self._released, []
         request = ("call", fn.name, encoded, readonly, fn.held, np.geterr(), released)
         try:
@@ -654,6 +662,161 @@ def stop_all() -> None:
         process.stop()
 
 
+# --- function objects of this process, served by a forked child (the notebook API) ----------
+
+
+class _Forked:
+    """What UserProcess uses of a subprocess.Popen, for a child forked from this process:
+    its two pipes, poll, wait and kill (returncode as Popen's: -N for signal N)."""
+
+    def __init__(self, pid: int, stdin, stdout):
+        self.pid, self.stdin, self.stdout = pid, stdin, stdout
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: how it ended is lost
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class FunctionProcess(UserProcess):
+    """Function objects of this process (a notebook's), served by a child forked from it.
+
+    The child is a copy of this process made by fork(): it has the functions, their
+    closures and the globals they use without pickling anything, and the same serving loop
+    as `python user_process.py` with a namespace of `functions` as its module. What a call
+    does there (patch the suite's modules, os._exit, crash, hang) cannot reach this
+    process. The child runs only the serving loop and the functions: nothing of torch or
+    TensorFlow, whose threads do not survive a fork, unless a function itself uses them.
+
+        process = FunctionProcess({"relu_forward": relu_forward}, "relu", timeout=60)
+        relu = RemoteFunction(process, "relu_forward", "relu_forward", held=(1,))
+        out, cache = relu(x)
+        process.stop()            # or let the next start or the interpreter's exit do it
+
+    A fresh child is forked when the previous one ended or hung: it copies this process as
+    it is then (a global changed since is changed there too)."""
+
+    def __init__(
+        self, functions: dict, label: str, timeout: float = DEFAULT_TIMEOUT_S, option: str = OPTION
+    ):
+        if not hasattr(os, "fork"):
+            raise OSError("this platform has no fork(): run the functions inline (isolation='inline')")
+        super().__init__(label, False, timeout, option)
+        self.functions = dict(functions)
+
+    restart_failed = "its process could not be started"
+
+    def __repr__(self) -> str:
+        return f"FunctionProcess({self.source!r}, timeout={self.timeout:g})"
+
+    def _start(self) -> None:
+        self.stop()
+        self.generation += 1
+        self._released = []
+        self.log = tempfile.TemporaryFile(prefix="parity-user-")
+        try:
+            self.proc = _fork(self.functions, self.log.fileno())
+        except OSError as exc:  # no memory to copy this process (strict overcommit), no pids
+            self.stop()
+            raise LoadError(
+                "fork() failed", f"{exc}; isolation='inline' runs the functions in this process"
+            ) from None
+        _widen(self.proc.stdin, self.proc.stdout)
+        _started(self)
+
+
+def _fork(functions: dict, log_fd: int) -> _Forked:
+    """Fork a child serving `functions` on two pipes; its stdout and stderr go to `log_fd`."""
+    requests, answers = os.pipe(), os.pipe()  # (read, write) each; not inherited by exec
+    parent, on_main_thread = os.getpid(), threading.current_thread() is threading.main_thread()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns at a fork of a process with threads (torch's, TensorFlow's): the
+        # child runs none of their code, only the serving loop and the user's functions.
+        warnings.filterwarnings("ignore", r".*fork\(\) may lead to deadlocks", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns, never runs this process's atexit or finalizers
+        code = 70
+        try:
+            os.close(requests[1])
+            os.close(answers[0])
+            code = _forked_child(functions, requests[0], answers[1], log_fd, parent, on_main_thread)
+        except BaseException:  # noqa: BLE001  (whatever happened, said in the log, then gone)
+            try:  # on the file, not sys.stderr: a kernel's stream needs a thread not copied
+                os.write(2, traceback.format_exc().encode("utf-8", "replace"))
+            except BaseException:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(code)
+    os.close(requests[0])
+    os.close(answers[1])
+    return _Forked(
+        pid, os.fdopen(requests[1], "wb", buffering=0), os.fdopen(answers[0], "rb", buffering=0)
+    )
+
+
+def _forked_child(functions, inp: int, out: int, log_fd: int, parent: int, on_main_thread: bool):
+    import gc
+    import random
+    import types
+
+    # The parent's objects are never collected here: a cycle that was garbage at the fork
+    # would run finalizers of torch or TensorFlow objects, whose locks other threads of the
+    # parent may have held at that instant.
+    gc.freeze()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C (a Jupyter interrupt) is the parent's
+    # PR_SET_PDEATHSIG fires when the forking *thread* ends: only the main thread lives as
+    # long as the process (a child forked from another thread still ends when its pipe closes).
+    if on_main_thread:
+        _die_with_parent()
+    if os.getppid() != parent:  # the parent ended before the death signal was set
+        return 0
+    # The user's prints go to the log (the tail of which a death's error quotes), not to the
+    # parent's streams (a Jupyter kernel's stdout is a socket served by a thread not copied).
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    # Nothing else of the parent's files: not the pipes of its other children (a request
+    # forged into one would come back to the parent as that child's answer), nor a
+    # Jupyter kernel's sockets.
+    import faulthandler
+
+    faulthandler.disable()  # its file (pytest's, a kernel's) is one of those closed here
+    keep = sorted({0, 1, 2, inp, out})
+    for low, high in zip(keep, [*keep[1:], os.sysconf("SC_OPEN_MAX")]):
+        os.closerange(low + 1, high)
+    sys.stdin = open(os.devnull)  # noqa: SIM115
+    sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    random.seed(0)  # as the child of a module: its global random streams seeded, reproducible
+    np.random.seed(0)
+    server = _Server()
+    server.module = types.SimpleNamespace(**functions)
+    return _serve_loop(server, inp, out)
+
+
 # --- the child's side ---------------------------------------------------------------------------
 
 
@@ -802,21 +965,31 @@ def _warnings(caught) -> list:
     return [(w.category.__name__, str(w.message)) for w in caught[:_WARNINGS_PER_CALL]]
 
 
-def _serve() -> int:
-    """The child: answer the suite's messages on the original stdin/stdout; the user's
-    prints go to stderr (the suite's log of this process), and input() reads nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the suite's to handle
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the thread that started it ends (the suite killed,
+    or done), even when it is busy in the user's code and never reads its pipe again."""
     if sys.platform.startswith("linux"):
-        try:  # die with the suite, even when it is killed
+        try:
             import ctypes
 
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except Exception:  # noqa: BLE001
             pass
+
+
+def _serve() -> int:
+    """The child: answer the suite's messages on the original stdin/stdout; the user's
+    prints go to stderr (the suite's log of this process), and input() reads nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the suite's to handle
+    _die_with_parent()
     inp, out = os.dup(0), os.dup(1)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
-    server = _Server()
+    return _serve_loop(_Server(), inp, out)
+
+
+def _serve_loop(server: _Server, inp: int, out: int) -> int:
+    """Answer the messages read from `inp` on `out` until the suite closes `inp`."""
     while True:
         try:
             message = _read_message(inp)
