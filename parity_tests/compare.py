@@ -19,7 +19,7 @@ import pytest
 
 from parity_tests.explain import explain, explain_precision
 from parity_tests.impl_call import Absent, ImplementationError
-from parity_tests.metrics import compare_arrays, format_mismatch
+from parity_tests.metrics import compare_check, format_mismatch
 from parity_tests.mirrors import MirrorUnavailable
 from reports import normalise_record
 
@@ -166,16 +166,11 @@ class ParityRecorder:
         the record says so by name (against_at_worst, impl_at_worst, closer_to_truth).
         """
         c = compute()
-        metrics = compare_arrays(
-            c.actual,
-            c.expected,
-            c.tolerance.array,
-            truth=c.truth,
+        metrics = compare_check(
+            c,
             expect_zero=expect_zero,
-            truth_zero=getattr(c, "truth_zero", False),
             brief=self.brief,
             against=fields["against"],
-            roundings=c.tolerance.roundings,
         )
         if metrics["mismatch_kind"] == "precision":
             verdict, line = explain_precision_check(metrics, fields["tensor"], fields["against"])

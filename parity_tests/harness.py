@@ -377,7 +377,7 @@ class Harness:
         """(budget used, where, failure message or None) for every stage-isolated and
         end-to-end check of test_parity.py, compared directly (not recorded): the sweeps over
         seeds and batch sizes. A crash is raised, not caught."""
-        from parity_tests.metrics import compare_arrays
+        from parity_tests.metrics import compare_check
 
         makers = {"stage": (STAGES, self.stage_check), "end_to_end": (END_TO_END, self.end_to_end_check)}
         article = self.config.init_scheme == "article"
@@ -388,14 +388,8 @@ class Harness:
                     for stage in stages:
                         where = f"{label} {stage.tensor} {framework} {dtype} {mode}".strip()
                         c = make(stage, framework, dtype)
-                        r = compare_arrays(
-                            c.actual,
-                            c.expected,
-                            c.tolerance.array,
-                            truth=c.truth,
-                            expect_zero=article and stage.quantity != "forward",
-                            against=framework,
-                            roundings=c.tolerance.roundings,
+                        r = compare_check(
+                            c, against=framework, expect_zero=article and stage.quantity != "forward"
                         )
                         budget = float(r["budget_used"])
                         failure = None

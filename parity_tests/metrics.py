@@ -379,6 +379,26 @@ def compare_arrays(
     return out
 
 
+def compare_check(
+    c, *, against: str = "against", brief: bool = False, expect_zero: bool = False
+) -> dict:
+    """compare_arrays on one check's parts (a harness.Check, or anything with `actual`,
+    `expected`, a `tolerance` with its `array` and `roundings`, `truth` and `truth_zero`):
+    the one way a check reaches the comparison, so that none of them is left behind (the
+    precision floor's k, the declared zero truth)."""
+    return compare_arrays(
+        c.actual,
+        c.expected,
+        c.tolerance.array,
+        truth=getattr(c, "truth", None),
+        expect_zero=expect_zero,
+        truth_zero=getattr(c, "truth_zero", False),
+        brief=brief,
+        against=against,
+        roundings=getattr(c.tolerance, "roundings", 0),
+    )
+
+
 def _precision_note(prec: dict, against: str) -> str:
     """The failure note of a side computed at markedly fewer bits than the other."""
     worse = prec["worse"]

@@ -652,7 +652,7 @@ class ModelHarness:
         compared directly (as Harness.budgets): the sweeps over seeds and generated
         networks. A crash is raised, not caught. allow_vacuous: a comparison of two zeros
         (a drawn network whose ReLUs are all off carries nothing) is no failure."""
-        from parity_tests.metrics import compare_arrays
+        from parity_tests.metrics import compare_check
 
         makers = {"stage": self.stage_check, "end_to_end": self.end_to_end_check}
         for framework in frameworks:
@@ -661,15 +661,7 @@ class ModelHarness:
                     for tensor in self.net.order:
                         where = f"{label} {tensor} {framework} {dtype} {mode}".strip()
                         c = make(tensor, framework, dtype)
-                        r = compare_arrays(
-                            c.actual,
-                            c.expected,
-                            c.tolerance.array,
-                            truth=c.truth,
-                            truth_zero=c.truth_zero,
-                            against=framework,
-                            roundings=c.tolerance.roundings,
-                        )
+                        r = compare_check(c, against=framework)
                         budget, failure = float(r["budget_used"]), None
                         if not r["passed"] and not (allow_vacuous and r["status"] == "vacuous"):
                             found = self.kinks_reaching(tensor, framework, dtype)

@@ -441,7 +441,7 @@ SWEEP_DTYPES = ("float64", "float32")
 def sweep(model, name, seeds, steps, data):
     """(comparisons, failures [(seed, fw, dtype, k, tensor, status, budget)], worst budget,
     worst drift-bound-alone budget, sorted set of agree-up-to steps)."""
-    from parity_tests.metrics import compare_arrays
+    from parity_tests.metrics import compare_check
 
     net = Network(model)
     h = registry.hyper(name)
@@ -453,10 +453,7 @@ def sweep(model, name, seeds, steps, data):
                 for k in range(1, steps + 1):
                     for tensor in tr.tensors():
                         c = tr.check(fw, dtype, tensor, k)
-                        r = compare_arrays(
-                            c.actual, c.expected, c.tolerance.array, truth=c.truth,
-                            truth_zero=c.truth_zero, against=fw, brief=True,
-                        )  # fmt: skip
+                        r = compare_check(c, against=fw, brief=True)
                         n += 1
                         worst = max(worst, float(r["budget_used"]))
                         worst_alone = max(worst_alone, tr.verdict(fw, dtype, tensor, k)[1])
