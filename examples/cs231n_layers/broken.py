@@ -22,7 +22,7 @@ pinned to the hyper-parameters that trigger it):
 Every other kind is layers.py's correct one (imported below), so this file drops into the
 commands of README.md and docs/own_layers.md in place of layers.py:
 
-    L=examples/cs231n_layers/broken.py   # three planted mistakes: each is caught and named
+    L=examples/cs231n_layers/broken.py   # eight planted mistakes: each is caught and named
     .venv/bin/python -m pytest parity_tests/test_own_layers.py --parity-data=synthetic \\
       --parity-layer=maxpool=$L:max_pool_forward,$L:max_pool_backward
 
