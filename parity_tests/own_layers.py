@@ -873,7 +873,7 @@ def used_layers(layers: Mapping[str, UserLayer], net: Network | None) -> dict[st
 
 def not_in_network(kind: str, net: Network | None, name: str) -> str:
     """Why `net` (called `name`) does not run a user's `kind`, in words for the run's
-    completeness: 'lenet has no avgpool layer'."""
+    completeness: 'lenet has no tanh layer'."""
     if net is None:
         return f"{name} has no {kind} layer"
     if _family(kind) == "dropout" and any(node.kind == "dropout" for node in net.nodes):
