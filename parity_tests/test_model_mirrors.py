@@ -161,3 +161,25 @@ def test_torch_update_is_torch_optim_sgd_bit_for_bit(dtype):
     param.grad = torch.from_numpy(g.copy())
     torch.optim.SGD([param], lr=0.1).step()
     assert np.array_equal(ours, param.detach().numpy()) and not np.array_equal(ours, p)
+
+
+OPTIM_MODULES = {
+    "torch": "parity_tests.mirrors.optim_torch",
+    "tensorflow": "parity_tests.mirrors.optim_tf",
+}
+
+
+@pytest.mark.parametrize("framework", MODULES)
+@pytest.mark.parametrize("spec", [SPECS[-1], SPECS[0]], ids=["dropout", "lenet"])
+def test_training_loop_runs_the_end_to_end_forward(framework, spec):
+    # The optimisers' loop (a K-step trajectory) and the one-step end-to-end run share one
+    # forward, the drawn dropout mask included: the loss before the first update is the same.
+    from reference.optim_registry import hyper
+
+    net, X, params, target, _ = _case(spec, "float64")
+    rows = importlib.import_module(OPTIM_MODULES[framework]).train(
+        net, params, [(X, target)], "sum", "sgd", hyper("sgd")
+    )
+    loss = net.nodes[-1].q("E")
+    one_step = _mirror(framework).end_to_end(net, params, X, target, "sum", SUITE_LR)[loss]
+    assert rows[0]["E"] == float(one_step)

@@ -227,25 +227,35 @@ def update(param, grad, lr) -> np.ndarray:
     return _np(v)
 
 
+def forward(net: Network, variables: dict, X, target, reduction, tape) -> tuple[dict, dict]:
+    """The whole network's forward and loss in TensorFlow (NHWC) from `variables`
+    (qualified name -> tf.Variable in TensorFlow's layout), each layer with what it draws,
+    recorded on `tape`: ({qualified name: tensor}, {dE/d(a layer's input) name: that input,
+    watched}), for the layers node.grads asks it of. What end_to_end and the optimisers'
+    training loop (optim_tf.train) both run; call it inside `with tape`."""
+    tensors, inputs = {}, {}
+    h = _to_tf(X)
+    for node in net.nodes:
+        if node.input_grad in node.grads:
+            tape.watch(h)
+            inputs[node.q(node.input_grad)] = h
+        p = {s: variables[node.q(s)] for s in node.params}
+        shape = np.shape(X)[:1] + node.in_shape
+        p.update({s: tf.cast(a, X.dtype) for s, a in _drawn(net, node, shape).items()})
+        out = _apply(node, h, p, _target(node, target), reduction)
+        tensors.update({node.q(s): t for s, t in out.items()})
+        h = out[node.outputs[0]]
+    return tensors, inputs
+
+
 def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
     """The whole network in TensorFlow (NHWC) from `params`: forward and loss under a
     GradientTape, the gradient of E w.r.t. each layer input node.grads lists and each
     variable, then Keras SGD. Every name of net.order, in the reference's layout."""
     short = {name: name.split(".")[1] for name in net.param_names}
     variables = {name: tf.Variable(_param_to_tf(short[name], params[name])) for name in net.param_names}
-    tensors, inputs = {}, {}
     with tf.GradientTape() as tape:
-        h = _to_tf(X)
-        for node in net.nodes:
-            if node.input_grad in node.grads:
-                tape.watch(h)
-                inputs[node.q(node.input_grad)] = h
-            p = {s: variables[node.q(s)] for s in node.params}
-            shape = np.shape(X)[:1] + node.in_shape
-            p.update({s: tf.cast(a, X.dtype) for s, a in _drawn(net, node, shape).items()})
-            out = _apply(node, h, p, _target(node, target), reduction)
-            tensors.update({node.q(s): t for s, t in out.items()})
-            h = out[node.outputs[0]]
+        tensors, inputs = forward(net, variables, X, target, reduction, tape)
         E = tensors[net.nodes[-1].q("E")]
     grads = tape.gradient(E, [*inputs.values(), *variables.values()])
     g_inputs, g_vars = grads[: len(inputs)], grads[len(inputs) :]

@@ -165,11 +165,11 @@ def update(param, grad, lr) -> np.ndarray:
     return _np(p)
 
 
-def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
-    """The whole network in torch from `params`: forward, loss, E.backward(), SGD step.
-    Every name of net.order: forward outputs, the gradient of E w.r.t. each layer input
-    node.grads lists (retained on the intermediates) and each parameter, "<param>_new"."""
-    weights = {name: torch.nn.Parameter(_t(params[name])) for name in net.param_names}
+def forward(net: Network, weights: dict, X, target, reduction) -> tuple[dict, dict]:
+    """The whole network's forward and loss in torch from `weights` (qualified name ->
+    parameter), each layer with what it draws: ({qualified name: tensor}, {dE/d(a layer's
+    input) name: that input, its gradient retained}), for the layers node.grads asks it of.
+    What end_to_end and the optimisers' training loop (optim_torch.train) both run."""
     tensors, inputs = {}, {}
     h = _t(X)
     for node in net.nodes:
@@ -181,6 +181,15 @@ def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
         out = _apply(node, h, p, _target(node, target), reduction)
         tensors.update({node.q(s): t for s, t in out.items()})
         h = out[node.outputs[0]]
+    return tensors, inputs
+
+
+def end_to_end(net: Network, params, X, target, reduction, lr) -> dict:
+    """The whole network in torch from `params`: forward, loss, E.backward(), SGD step.
+    Every name of net.order: forward outputs, the gradient of E w.r.t. each layer input
+    node.grads lists (retained on the intermediates) and each parameter, "<param>_new"."""
+    weights = {name: torch.nn.Parameter(_t(params[name])) for name in net.param_names}
+    tensors, inputs = forward(net, weights, X, target, reduction)
     E = tensors[net.nodes[-1].q("E")]
     E.backward()
     got = {name: _np(t) for name, t in tensors.items()}

@@ -85,7 +85,7 @@ def step(name: str, p, g, state: dict, h: dict):
 def train(net, params, batches, reduction, name: str, h: dict) -> list:
     """K steps of Keras' optimiser from `params`: per batch, forward and loss under a
     GradientTape, the gradients, apply_gradients. Per step as optim_torch.train."""
-    from parity_tests.mirrors.model_tf import _apply, _param_from_tf, _param_to_tf, _target, _to_tf
+    from parity_tests.mirrors.model_tf import _param_from_tf, _param_to_tf, forward
 
     short = {n: n.split(".")[1] for n in net.param_names}
     variables = {n: tf.Variable(_param_to_tf(short[n], params[n])) for n in net.param_names}
@@ -94,12 +94,8 @@ def train(net, params, batches, reduction, name: str, h: dict) -> list:
     out = []
     for X, target in batches:
         with tf.GradientTape() as tape:
-            hidden = _to_tf(X)
-            for node in net.nodes:
-                p = {s: variables[node.q(s)] for s in node.params}
-                got = _apply(node, hidden, p, _target(node, target), reduction)
-                hidden = got[node.outputs[0]]
-            E = got["E"]
+            tensors, _ = forward(net, variables, X, target, reduction, tape)
+            E = tensors[net.nodes[-1].q("E")]
         grads = tape.gradient(E, list(variables.values()))
         opt.apply_gradients(zip(grads, variables.values()))
         row = {"E": float(E.numpy())}

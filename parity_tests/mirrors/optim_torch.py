@@ -81,7 +81,7 @@ def train(net, params, batches, reduction, name: str, h: dict) -> list:
     """K steps of torch's own loop from `params`: per batch (X, target), forward, loss,
     E.backward(), opt.step(). Per step: the loss E (before the update), every parameter
     after it ("<param>_new") and every state ("<param>.<state>")."""
-    from parity_tests.mirrors.model_torch import _apply, _target
+    from parity_tests.mirrors.model_torch import forward
 
     weights = {n: torch.nn.Parameter(_t(params[n])) for n in net.param_names}
     opt = make(name, h, list(weights.values()))
@@ -89,12 +89,8 @@ def train(net, params, batches, reduction, name: str, h: dict) -> list:
     out = []
     for X, target in batches:
         opt.zero_grad()
-        hidden = _t(X)
-        for node in net.nodes:
-            p = {s: weights[node.q(s)] for s in node.params}
-            got = _apply(node, hidden, p, _target(node, target), reduction)
-            hidden = got[node.outputs[0]]
-        E = got["E"]
+        tensors, _ = forward(net, weights, X, target, reduction)
+        E = tensors[net.nodes[-1].q("E")]
         E.backward()
         opt.step()
         row = {"E": float(E.detach())}
