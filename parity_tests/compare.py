@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from parity_tests.explain import explain, explain_precision
-from parity_tests.impl_call import Absent, ImplementationError
+from parity_tests.impl_call import Absent, ImplementationError, TrainingDiverged
 from parity_tests.metrics import compare_check, format_mismatch
 from parity_tests.mirrors import MirrorUnavailable
 from reports import normalise_record
@@ -135,7 +135,7 @@ class ParityRecorder:
             # A missing framework's message says it all; a crash needs its traceback.
             where = (
                 ""
-                if isinstance(exc, (MirrorUnavailable, ImplementationError))
+                if isinstance(exc, (MirrorUnavailable, ImplementationError, TrainingDiverged))
                 else traceback.format_exc(limit=3)
             )
             record, crash = None, (f"{type(exc).__name__}: {exc}", where)

@@ -36,6 +36,11 @@ class ImplementationError(RuntimeError):
     """train_step raised, returned something unusable, hung, or ended its process."""
 
 
+class TrainingDiverged(RuntimeError):
+    """A K-step training run left the floating-point range (its loss or a parameter
+    overflowed): the steps after it cannot be checked (parity_tests/trajectory.py)."""
+
+
 class Absent(LookupError):
     """A check needs a tensor the implementation did not return (a partial implementation:
     recorded once as "absent" by test_contract; the checks that need it are skipped)."""
