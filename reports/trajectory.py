@@ -28,6 +28,7 @@ from reports.escape import plot_label
 
 RUN_KEYS = ["model", "optimiser", "against", "dtype"]
 LOSS_FIELDS = ["against_loss", "impl_loss"]
+DIVERGES_AT = 10.0  # a last loss this many times the first marks the run as diverging
 LOSS_DPI = 150  # drawn at 150 dpi, shown at 96 CSS px per inch, as the heat map
 CSS_PX_PER_INCH = 96
 
@@ -70,14 +71,20 @@ def agreement_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def _loss_text(run: pd.DataFrame) -> str:
     """The framework's loss at the first and the last step it has ("462 to 31.2"), "" in
-    records without the field."""
+    records without the field; a loss that ends over DIVERGES_AT times where it began is
+    marked, since a run that agrees while its training explodes checks chaos, not training
+    ("462.1 to 1.308e+08 (diverges: use a smaller learning rate)")."""
     if "against_loss" not in run.columns:
         return ""
     per_step = pd.to_numeric(run["against_loss"], errors="coerce").groupby(run["train_step"]).first()
     per_step = per_step.dropna()
     if per_step.empty:
         return ""
-    return f"{per_step.iloc[0]:.4g} to {per_step.iloc[-1]:.4g}"
+    first, last = per_step.iloc[0], per_step.iloc[-1]
+    text = f"{first:.4g} to {last:.4g}"
+    if not (abs(last) <= DIVERGES_AT * abs(first)):  # a NaN or inf last loss diverged too
+        text += " (diverges: use a smaller learning rate)"
+    return text
 
 
 def loss_curves(df: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:

@@ -36,6 +36,19 @@ def test_agreement_says_where_and_why_it_stops():
     assert row["stops"] == "step 3: dense3.W.m fail (mistake)"
 
 
+@pytest.mark.parametrize(
+    "losses,says",
+    [((462.1, 300.0, 31.25), "462.1 to 31.25"),
+     ((462.1, 5e3, 1.308e8), "462.1 to 1.308e+08 (diverges: use a smaller learning rate)"),
+     ((462.1, 5e3, float("inf")), "462.1 to inf (diverges: use a smaller learning rate)")],
+    ids=["falls", "explodes", "overflows"],
+)  # fmt: skip
+def test_loss_column_marks_a_diverging_run(losses, says):
+    records = _records()
+    records["against_loss"] = records["train_step"].map(dict(zip((1, 2, 3), losses)))
+    assert trajectory.agreement_frame(records).iloc[0]["loss"] == says
+
+
 def test_budget_by_step_worst_tensor_first():
     [(title, grid)] = trajectory.budget_by_step(_records())
     assert title == "lenet adam torch float32" and list(grid.columns) == [1, 2, 3]
