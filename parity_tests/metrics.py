@@ -148,7 +148,15 @@ def precision_floor(roundings: int) -> float:
 
 
 def _typical(x: np.ndarray) -> float:
-    return float(np.percentile(x, PRECISION_QUANTILE))
+    """The PRECISION_QUANTILE-th percentile of x, a scratch array it reorders in place."""
+    return float(np.percentile(x, PRECISION_QUANTILE, overwrite_input=True))
+
+
+def _scaled_err(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """|x - t| / w in one fresh buffer (a scratch array for _typical)."""
+    buf = np.subtract(x, t)
+    np.abs(buf, out=buf)
+    return np.divide(buf, w, out=buf)
 
 
 def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
@@ -181,10 +189,15 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
     n = int(np.count_nonzero(keep))
     if n < PRECISION_MIN_ELEMENTS:
         return None
-    t, w = truth[keep], w[keep]
-    err_a = _typical(np.abs(a[keep] - t) / w)
-    err_e = _typical(np.abs(e[keep] - t) / w)
-    floor = _typical(float(np.finfo(dtype).eps) / 2 * np.abs(t) / w)
+    if n == keep.size:  # the usual case: no element left out, no masked copies
+        a, e, t, w = a.ravel(), e.ravel(), truth.ravel(), w.ravel()
+    else:
+        a, e, t, w = a[keep], e[keep], truth[keep], w[keep]
+    err_a = _typical(_scaled_err(a, t, w))
+    err_e = _typical(_scaled_err(e, t, w))
+    floor = np.abs(t)
+    floor *= float(np.finfo(dtype).eps) / 2
+    floor = _typical(np.divide(floor, w, out=floor))
     if floor == 0:  # most of the truth is exactly zero: no scale to measure bits on
         return None
     p = int(np.finfo(dtype).nmant) + 1
