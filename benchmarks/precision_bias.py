@@ -1,4 +1,4 @@
-"""Measures a candidate for issue 21's sharper float32 verdict: the signed error, which a
+"""Measures the statistic of the float32 scale verdict: the signed error, which a
 scale error moves and rounding hardly does.
 
 For each float32 check with a float64 truth t, each side x (the framework's result and the
@@ -19,8 +19,9 @@ about C max(d_fw, floor) + |s_impl|, over `legit` = max|framework - impl| / max|
 difference the check must tolerate (precision_sensitivity.py's column; the issue's target
 is detection within 10x of it).
 
-Nothing in the suite reads this: it is the measurement a verdict would be calibrated on
-(benchmarks/README.md, "The signed error"; docs/tolerance.md, "Sensitivity").
+The suite's scale verdict (parity_tests/metrics.py, SCALE_LIMIT = 6, a floor of one
+rounding) was calibrated on this (benchmarks/README.md, "The signed error";
+docs/tolerance.md, "Scale").
 
     PARITY_MNIST=/path/to/mnist.npz .venv/bin/python benchmarks/precision_bias.py \\
         [--seeds 0-4] [--models article,lenet] [--C 3,4,6] [--csv PATH] [--from-csv PATH]

@@ -154,24 +154,33 @@ def evidence(actual, expected) -> int:
     return int(np.count_nonzero((a != 0) | (e != 0)))
 
 
+# The share of the implementation's error a scale must explain to be named before lost bits
+# (bfloat16 operands in the article's dE_df shift its scale by 6e-4, 68% of their error).
+SCALE_SHARE = 0.9
+
+
 def explain_precision(record: Mapping, tensor: str = "", against: str = "") -> Explanation | None:
     """The suspect of a comparison failed on precision (parity_tests.metrics.precision_stats,
     mismatch_kind "precision"), or failed beyond its allowance with one side short of bits:
     the side that carries at least log2(PRECISION_RATIO_LIMIT) bits fewer than the other,
-    from the record's against_bits / impl_bits; None where there is none or they are not
-    measured."""
+    from the record's against_bits / impl_bits; else, where the implementation's result is
+    scaled against the truth beyond its limit (impl_scale, scale_limit), a constant factor;
+    None where there is neither or they are not measured."""
     try:
         bits = {"against": float(record["against_bits"]), "impl": float(record["impl_bits"])}
     except (KeyError, TypeError, ValueError):
         return None
     if any(math.isnan(b) for b in bits.values()):
         return None
+    scaled = _explain_scale(record, tensor)
+    if scaled is not None and scaled.residual <= 1 - SCALE_SHARE:
+        return scaled  # most of its error is the factor: that, not the bits it costs
     worse = min(bits, key=bits.get)
     other = "impl" if worse == "against" else "against"
     name = (against or "theirs") if worse == "against" else "ours"
     lost = bits[other] - bits[worse]
     if lost < math.log2(PRECISION_RATIO_LIMIT):
-        return None
+        return scaled
     what = f"{tensor} " if tensor else ""
     return Explanation(
         "precision",
@@ -180,6 +189,28 @@ def explain_precision(record: Mapping, tensor: str = "", against: str = "") -> E
         "policy), or TF32?",
         0.0,
         specific=True,
+    )
+
+
+def _explain_scale(record: Mapping, tensor: str) -> Explanation | None:
+    """The implementation's result scaled against the truth (metrics.precision_stats'
+    impl_scale beyond scale_limit), or None. Its residual is the share of the
+    implementation's error that the factor leaves unexplained (1 - |impl_scale| /
+    impl_rms): low-precision operands also shift the scale, but scatter far more."""
+    try:
+        s, rms, limit = (float(record[k]) for k in ("impl_scale", "impl_rms", "scale_limit"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not abs(s) > limit:  # NaN (not measured) included
+        return None
+    what = f"{tensor} " if tensor else ""
+    return Explanation(
+        "factor",
+        f"ours {what}is about 1 {s:+.3g} x the float64 truth (least squares), beyond the "
+        f"{limit:.3g} a correct float32 result's scatter allows: a constant factor (a wrong "
+        "scale or count, a mean for a sum)?",
+        1 - abs(s) / rms if rms > 0 else 0.0,
+        factor=1 + s,
     )
 
 

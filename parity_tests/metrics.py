@@ -133,6 +133,19 @@ PRECISION_RATIO_LIMIT = 16.0  # fail beyond this (4 bits)
 # (torch's conv3.dF, 135,200 terms: 720 roundings, 4.8x its stage error, the rest carried
 # from its own less accurate upstream gradients; in no test).
 PRECISION_LEGIT_MAX = 15.7
+# The scale verdict (docs/tolerance.md, "Scale"): the typical error must grow 16x past the
+# floor before the verdict above fails, so a uniform scale error x (1 + e) hides up to e
+# ~ 128 roundings, 10..120x what two correct float32 results differ by. A scale error is a
+# bias and rounding mostly is not: the implementation's least-squares scale against the
+# truth, s = <x - t, t> / <t, t> (exactly e), fails beyond SCALE_LIMIT times the other
+# side's root-mean-square relative error d = |y - t| / |t| (which the scale error does not
+# inflate), or one rounding if that is larger. Calibration (benchmarks/precision_bias.py,
+# seeds 0-4, the article and lenet, stage and end to end, 940 checks): the correct
+# reference's |s| / d_fw is at most 2.22 (end to end a rounding shared upstream makes
+# |s| up to 0.9 of its own d); a left-to-right float32 sum of 115,200 terms (loop_impl's
+# dE_df) at most 1.02. At 6 every one of those checks catches a scale error within 10x
+# of the legitimate difference between the frameworks and the reference.
+SCALE_LIMIT = 6.0
 
 
 def precision_floor(roundings: int) -> float:
@@ -178,7 +191,13 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
         PRECISION_RATIO_LIMIT times the other's (or precision_floor(roundings) roundings,
         where the other side is more accurate than that), else "";
       excess: the larger typical error over the other's (or that floor; versus_floor);
-      floor_roundings: that floor, in roundings.
+      floor_roundings: that floor, in roundings;
+      impl_scale: the implementation's least-squares scale error against the truth,
+        <e - t, t> / <t, t> (e for a result t (1 + e));
+      impl_rms: its root-mean-square relative error |e - t| / |t| (>= |impl_scale|; equal
+        where all of its error is a scale);
+      scale_limit: SCALE_LIMIT x max(the framework's rms relative error |a - t| / |t|,
+        one rounding); scaled: |impl_scale| > scale_limit.
     """
     floor_roundings = precision_floor(roundings)
     dtype = np.dtype(dtype)
@@ -205,6 +224,13 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
     def bits(err: float) -> float:
         return p - max(0.0, math.log2(err / floor)) if err > 0 else float(p)
 
+    # The scale verdict, on the implementation only: the other side is the comparator whose
+    # own dispersion says how far a correct result's scale may wander.
+    tt = float(np.dot(t, t))
+    impl_scale = float(np.dot(e - t, t)) / tt
+    impl_rms = math.sqrt(float(np.dot(e - t, e - t)) / tt)
+    d_against = math.sqrt(float(np.dot(a - t, a - t)) / tt)
+    scale_limit = SCALE_LIMIT * max(d_against, float(np.finfo(dtype).eps) / 2)
     ref = max(min(err_a, err_e), floor_roundings * floor)
     worse, excess = "", max(err_a, err_e) / ref
     if excess > PRECISION_RATIO_LIMIT:
@@ -220,6 +246,10 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
         floor_roundings=floor_roundings,
         mantissa=p,
         n=n,
+        impl_scale=impl_scale,
+        impl_rms=impl_rms,
+        scale_limit=scale_limit,
+        scaled=abs(impl_scale) > scale_limit,
     )
 
 
@@ -232,6 +262,7 @@ def _blank(shape: tuple, n: int) -> dict:
         "status": "fail", "note": "", "against_err_vs_truth": NAN,
         "impl_err_vs_truth": NAN, "closer_to_truth": "", "mismatch_kind": "",
         "against_bits": NAN, "impl_bits": NAN, "precision_ratio": NAN, "precision_floor": NAN,
+        "impl_scale": NAN, "impl_rms": NAN, "scale_limit": NAN,
     }  # fmt: skip
 
 
@@ -374,10 +405,15 @@ def compare_arrays(
                 impl_bits=prec["impl_bits"],
                 precision_ratio=prec["precision_ratio"],
                 precision_floor=prec["floor_roundings"],
+                impl_scale=prec["impl_scale"],
+                impl_rms=prec["impl_rms"],
+                scale_limit=prec["scale_limit"],
             )
-            if prec["worse"]:
-                line = _precision_note(prec, against)
-                out["note"] = "; ".join(p for p in (out["note"], line) if p)
+            lines = [_precision_note(prec, against)] if prec["worse"] else []
+            if prec["scaled"]:
+                lines.append(_scale_note(prec, against))
+            if lines:
+                out["note"] = "; ".join(p for p in (out["note"], *lines) if p)
                 if status == "pass":
                     out.update(status="fail", passed=False, mismatch_kind="precision")
     if truth is not None and not brief:
@@ -432,6 +468,16 @@ def _precision_note(prec: dict, against: str) -> str:
         f"{prec['excess']:.3g}x {versus}; legitimate orders of summation stay within "
         f"{PRECISION_LEGIT_MAX:g}x, the limit is {PRECISION_RATIO_LIMIT:g}x): float16 or "
         "bfloat16 operands, or TF32?"
+    )
+
+
+def _scale_note(prec: dict, against: str) -> str:
+    """The failure note of an implementation whose result is scaled against the truth."""
+    return (
+        f"scale: impl is scaled by 1 {prec['impl_scale']:+.3g} against the float64 truth "
+        f"(least squares), beyond {prec['scale_limit']:.3g}, {SCALE_LIMIT:g}x {against}'s "
+        "root-mean-square relative error: rounding scatters, a constant factor (a wrong "
+        "scale, a mean for a sum, a learning rate) scales"
     )
 
 

@@ -173,3 +173,36 @@ def test_exact_zero_errors_are_no_evidence():
     truth = np.arange(1.0, 65.0)
     r = compare_arrays(truth.astype(np.float32), truth.astype(np.float32), 1e-6 * truth, truth=truth)
     assert r["status"] == "pass" and r["impl_bits"] == 24 and r["against_bits"] == 24
+
+
+# --- the scale verdict (docs/tolerance.md, "Scale") ------------------------------------------
+
+
+@pytest.mark.parametrize("e", [3e-6, -3e-6, 1e-5])
+def test_scale_error_hidden_from_the_typical_error_fails(e):
+    # A dot product of 4,096 terms: the typical-error verdict needs ~128 roundings (7.6e-6)
+    # before it fails; the scale verdict catches 3e-6, about 50 roundings.
+    clean, _, truth, tol = _dot_case()
+    other = np.asarray(truth, np.float64).astype(np.float32).astype(np.float64)
+    scaled = (clean * (1 + e)).astype(np.float32).astype(np.float64)
+    prec = precision_stats(clean, scaled, truth, tol, np.float32, roundings=4096)
+    assert prec["scaled"] and prec["impl_scale"] == pytest.approx(e, rel=0.1), prec
+    r = compare_arrays(clean, scaled, tol, truth=truth, against="torch", roundings=4096)
+    assert r["budget_used"] <= 1 and r["status"] == "fail" and r["mismatch_kind"] == "precision", r
+    assert "scale: impl is scaled by 1 " in r["note"], r["note"]
+    found = explain_precision(r, "dE_df", "torch")
+    assert found is not None and found.suspect == "factor" and "constant factor" in found.message
+    # against a correctly rounded side the limit is one rounding's SCALE_LIMIT, not zero
+    assert not precision_stats(other, clean, truth, tol, np.float32, roundings=4096)["scaled"]
+
+
+def test_scale_verdict_passes_other_orders_of_summation():
+    x = RNG.standard_normal((64, 4096)).astype(np.float32)
+    y = RNG.standard_normal((4096,)).astype(np.float32)
+    truth = x.astype(np.float64) @ y.astype(np.float64)
+    tol = 2 * 8 * np.sqrt(4096) * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(y))
+    blas = (x @ y).astype(np.float64)
+    sequential = np.cumsum(x * y, axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+    for a, e in ((blas, sequential), (sequential, blas)):
+        prec = precision_stats(a, e, truth, tol, np.float32, roundings=4096)
+        assert not prec["scaled"] and abs(prec["impl_scale"]) < prec["scale_limit"] / 2, prec

@@ -18,7 +18,7 @@ RECORD_FIELDS = [
     "error", "note", "explanation", "suspect", "mismatch_kind", "first_diverging",
     "disagreeing", "disagreeing_budgets", "model", "kinks", "kinks_taken",
     "against_bits", "impl_bits", "precision_ratio", "train_step", "optimiser",
-    "against_loss", "impl_loss", "precision_floor",
+    "against_loss", "impl_loss", "precision_floor", "impl_scale", "impl_rms", "scale_limit",
 ]  # fmt: skip
 # Whose is whose: `impl` is the implementation under test, `against` the other side (a
 # framework's name in stage and end-to-end records). The *_at_worst and *_err_vs_truth
@@ -52,7 +52,12 @@ RECORD_FIELDS = [
 # - precision_ratio: the framework's typical error over the implementation's;
 # - precision_floor: the floor the verdict used, in single roundings of the exact result,
 #   max(8, sqrt(k) / 8) for the tensor's longest sum of k terms (NaN where not measured;
-#   a report written before it has none: read as the fixed 8).
+#   a report written before it has none: read as the fixed 8);
+# - impl_scale: the implementation's least-squares scale error against the truth,
+#   <impl - t, t> / <t, t> (e for a result t (1 + e)); impl_rms: its root-mean-square
+#   relative error |impl - t| / |t| (>= |impl_scale|, equal when all of the error is a
+#   scale); scale_limit: what impl_scale may reach, 6x the other side's root-mean-square
+#   relative error (docs/tolerance.md, "Scale").
 # On the records of an optimiser or a K-step training run (parity_tests/test_optim.py,
 # test_trajectory.py; docs/optimisers.md):
 # - train_step: the training step, 1..K, the record is about (NaN on one-step checks: the
@@ -69,6 +74,7 @@ OPTIONAL_FIELDS = (
     "explanation", "suspect", "mismatch_kind", "first_diverging", "disagreeing",
     "disagreeing_budgets", "model", "kinks", "kinks_taken", "against_bits", "impl_bits",
     "precision_ratio", "train_step", "optimiser", "against_loss", "impl_loss", "precision_floor",
+    "impl_scale", "impl_rms", "scale_limit",
 )  # fmt: skip
 # Columns renamed since the first reports (old name -> new name): "actual" was the other
 # side, "expected" the implementation under test. reports.writer.load_report reads an older
@@ -87,6 +93,7 @@ NUMERIC_FIELDS = frozenset({
     "impl_at_worst", "tol_at_worst", "budget_used", "budget_q99", "n_bad",
     "against_err_vs_truth", "impl_err_vs_truth", "kinks", "kinks_taken", "against_bits",
     "impl_bits", "precision_ratio", "train_step", "against_loss", "impl_loss", "precision_floor",
+    "impl_scale", "impl_rms", "scale_limit",
 })  # fmt: skip
 # A record that never said it passed must not look green: missing flags are False.
 BOOL_FIELDS = frozenset({"passed", "vacuous"})
