@@ -105,14 +105,21 @@ def test_stats_name_the_low_precision_side(fmt):
     assert swapped["worse"] == "against", swapped
 
 
-def test_stats_reordered_sum_is_legitimate():
+def _two_orders():
+    """(truth, tol, blas, sequential) of 64 float32 dot products of 4,096 terms: BLAS's
+    order, and the same float32 products summed one by one, left to right (the worst
+    common order)."""
     x = RNG.standard_normal((64, 4096)).astype(np.float32)
     y = RNG.standard_normal((4096,)).astype(np.float32)
     truth = x.astype(np.float64) @ y.astype(np.float64)
     tol = 2 * 8 * np.sqrt(4096) * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(y))
     blas = (x @ y).astype(np.float64)
-    # The same float32 products summed one by one, left to right: the worst common order.
     sequential = np.cumsum(x * y, axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+    return truth, tol, blas, sequential
+
+
+def test_stats_reordered_sum_is_legitimate():
+    truth, tol, blas, sequential = _two_orders()
     prec = precision_stats(blas, sequential, truth, tol, np.float32)
     assert prec["worse"] == "", prec
     assert precision_stats(sequential, blas, truth, tol, np.float32)["worse"] == ""
@@ -197,12 +204,7 @@ def test_scale_error_hidden_from_the_typical_error_fails(e):
 
 
 def test_scale_verdict_passes_other_orders_of_summation():
-    x = RNG.standard_normal((64, 4096)).astype(np.float32)
-    y = RNG.standard_normal((4096,)).astype(np.float32)
-    truth = x.astype(np.float64) @ y.astype(np.float64)
-    tol = 2 * 8 * np.sqrt(4096) * 2.0**-24 * (np.abs(x).astype(np.float64) @ np.abs(y))
-    blas = (x @ y).astype(np.float64)
-    sequential = np.cumsum(x * y, axis=1, dtype=np.float32)[:, -1].astype(np.float64)
+    truth, tol, blas, sequential = _two_orders()
     for a, e in ((blas, sequential), (sequential, blas)):
         prec = precision_stats(a, e, truth, tol, np.float32, roundings=4096)
         assert not prec["scaled"] and abs(prec["impl_scale"]) < prec["scale_limit"] / 2, prec
