@@ -56,8 +56,9 @@ RECORD_FIELDS = [
 # - impl_scale: the implementation's least-squares scale error against the truth,
 #   <impl - t, t> / <t, t> (e for a result t (1 + e)); impl_rms: its root-mean-square
 #   relative error |impl - t| / |t| (>= |impl_scale|, equal when all of the error is a
-#   scale); scale_limit: what impl_scale may reach, 6x the other side's root-mean-square
-#   relative error (docs/tolerance.md, "Scale").
+#   scale); scale_limit: what impl_scale may reach, 5x the largest of the other side's
+#   root-mean-square relative error, sqrt(impl_rms^2 - impl_scale^2) and one rounding
+#   (docs/tolerance.md, "Scale").
 # On the records of an optimiser or a K-step training run (parity_tests/test_optim.py,
 # test_trajectory.py; docs/optimisers.md):
 # - train_step: the training step, 1..K, the record is about (NaN on one-step checks: the
