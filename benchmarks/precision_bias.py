@@ -35,6 +35,7 @@ import parity_tests.pins
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,22 @@ def factors(text: str) -> list[float]:
     return values
 
 
+def new_file(text: str) -> Path:
+    """--csv: a path nothing is at yet (an existing file is someone's rows: never replaced)."""
+    path = Path(text)
+    if path.exists() or path.is_symlink():
+        raise argparse.ArgumentTypeError(f"{text!r} exists; name a new file")
+    return path
+
+
+def csv_file(text: str) -> Path:
+    """--from-csv: a regular file (not a folder, a FIFO or a device)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular file")
+    return path
+
+
 def seeds(text: str) -> list[int]:
     lo, _, hi = text.partition("-")
     return list(range(int(lo), int(hi or lo) + 1))
@@ -99,8 +116,8 @@ def main() -> None:
     ap.add_argument("--modes", default="stage,end_to_end")
     ap.add_argument("--C", type=factors, default=[3, 4, 5, 6],
                     help="the candidate factors, comma-separated (default 3,4,5,6)")  # fmt: skip
-    ap.add_argument("--csv", type=Path, default=None, help="write every row here")
-    ap.add_argument("--from-csv", type=Path, default=None, help="analyse rows written by --csv")
+    ap.add_argument("--csv", type=new_file, default=None, help="write every row here (a new file)")
+    ap.add_argument("--from-csv", type=csv_file, default=None, help="analyse rows written by --csv")
     args = ap.parse_args()
     if args.from_csv:
         df = pd.read_csv(args.from_csv)
@@ -114,8 +131,10 @@ def main() -> None:
             for r in rows(model, data, seed, args.modes.split(","))
         ]
         df = pd.DataFrame(found)
-    if args.csv:
-        df.to_csv(args.csv, index=False)
+    if args.csv:  # beside its target, then renamed: an interrupted run leaves no half file
+        part = args.csv.with_name(f".{args.csv.name}.part")
+        df.to_csv(part, index=False)
+        os.replace(part, args.csv)
     analyse(df, args.C)
 
 

@@ -230,9 +230,10 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
     # The scale verdict, on the implementation only: the other side is the comparator whose
     # own dispersion says how far a correct result's scale may wander.
     tt = float(np.dot(t, t))
-    impl_scale = float(np.dot(e - t, t)) / tt
-    impl_rms = math.sqrt(float(np.dot(e - t, e - t)) / tt)
-    d_against = math.sqrt(float(np.dot(a - t, a - t)) / tt)
+    de, da = e - t, a - t
+    impl_scale = float(np.dot(de, t)) / tt
+    impl_rms = math.sqrt(float(np.dot(de, de)) / tt)
+    d_against = math.sqrt(float(np.dot(da, da)) / tt)
     # What is left of its error once the best scale is taken out: a legitimate computation
     # that scatters (a cancelling sum, a long left-to-right one) may shift its scale by a
     # share of that, a constant factor adds nothing to it.

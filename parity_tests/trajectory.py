@@ -36,11 +36,10 @@ differ by that much at each step, and here the network, not the optimiser alone,
 it on: through the weights into the next forward pass, across the kinks it moves.
 (Probes from weights 1 ulp apart, tried first, grow far more slowly than a framework's
 float32 kernels drive LeNet and cried wolf at 4 of 12 seeds; docs/optimisers.md.) The
-allowance adds E2E_FACTOR times
-it (the rule text names the term), so a chaotic stretch is no false alarm; each record's
-note then says whether the drift bound alone held (`agrees`) or the difference is within
-chaos (`chaos`); a difference beyond both is a mistake. A mistake in an optimiser shows at
-its first step, long before chaos grows.
+allowance adds E2E_FACTOR times it (the rule text names the term), so a chaotic stretch is
+no false alarm; each record's note then says whether the drift bound alone held (`agrees`)
+or the difference is within chaos (`chaos`); a difference beyond both is a mistake. A
+mistake in an optimiser shows at its first step, long before chaos grows.
 """
 
 from __future__ import annotations
