@@ -285,6 +285,7 @@ def compare_arrays(
     brief=False,
     against="against",
     roundings=0,
+    precision=True,
 ) -> dict:
     """Compare `actual` with `expected` element by element: shape, then dtype, then values.
 
@@ -305,7 +306,9 @@ def compare_arrays(
     `truth` (float64, expected's shape) tells which side is nearer the exact result
     (closer_to_truth: `against`, "impl" or "tie"), and where it exists the effective
     precision verdict is applied (precision_stats; `roundings`: the length k of the
-    expression's longest sum, Tolerance.roundings, which sets its floor).
+    expression's longest sum, Tolerance.roundings, which sets its floor), unless
+    `precision` is False (waived: the truth then only says where zeros are right and which
+    side is nearer it).
     brief=True leaves out the ULP distance, the 99th-percentile budget and the truth
     comparison (NaN / blank): for checks that only localise (mutants, variants) and are
     not reported one by one. Returns record fields as plain Python values.
@@ -365,6 +368,7 @@ def compare_arrays(
         notes.append(f"NaN: {nan_a} in {against}, {nan_e} in impl (counted as mismatches)")
 
     budget_used = float(budget[k])
+    unresolved = False
     truth_zero = bool(truth_zero) or (truth is not None and not np.any(truth))
     if vacuous and truth_zero and not expect_zero:
         status = "pass"
@@ -372,6 +376,23 @@ def compare_arrays(
         notes.append(
             ("exactly zero on both sides" if exact else "both sides within tolerance of zero")
             + ", as the float64 truth is exactly zero here (declared)"
+        )
+    elif (
+        unresolved := vacuous
+        and not expect_zero
+        and truth is not None
+        and bool(np.all(np.abs(truth) <= tol))
+    ):
+        # Not a zero the maths gives, but a value the dtype cannot resolve here: a sum that
+        # cancels to below its own rounding allowance (a bias gradient summed over a batch).
+        # The float64 check of the same tensor is the one that can tell it from zero, and the
+        # precision verdict below still applies.
+        status = "pass"
+        i = np.unravel_index(int(np.argmax(np.abs(truth))), shape)
+        notes.append(
+            f"both sides within tolerance of zero, and so is the float64 truth (largest "
+            f"|truth| {abs(float(truth[i])):.3g}, allowed {float(tol[i]):.3g} there): the "
+            "value cannot be told from zero at this dtype (declared; the float64 check tests it)"
         )
     elif vacuous and not expect_zero:
         status = "vacuous"
@@ -405,7 +426,7 @@ def compare_arrays(
         mismatch_kind="value" if status == "fail" else "",
         note="; ".join(notes),
     )
-    if truth is not None and status in ("pass", "fail") and not vacuous:
+    if precision and truth is not None and status in ("pass", "fail") and (not vacuous or unresolved):
         prec = precision_stats(a, e, truth, tol, actual.dtype, roundings)
         if prec is not None:
             out.update(
@@ -440,7 +461,8 @@ def compare_check(
     c, *, against: str = "against", brief: bool = False, expect_zero: bool = False
 ) -> dict:
     """compare_arrays on one check's parts (a harness.Check, or anything with `actual`,
-    `expected`, a `tolerance` with its `array` and `roundings`, `truth` and `truth_zero`):
+    `expected`, a `tolerance` with its `array` and `roundings`, `truth`, `truth_zero` and
+    `precision`):
     the one way a check reaches the comparison, so that none of them is left behind (the
     precision floor's k, the declared zero truth)."""
     return compare_arrays(
@@ -453,6 +475,7 @@ def compare_check(
         brief=brief,
         against=against,
         roundings=getattr(c.tolerance, "roundings", 0),
+        precision=getattr(c, "precision", True),
     )
 
 

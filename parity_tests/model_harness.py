@@ -367,9 +367,9 @@ class ModelHarness:
         truth = None if dtype == "float64" else exact
         waived = self.precision_waived(tensor, framework, dtype, "stage")
         if waived:  # the allowance still judges it; the note says why no precision verdict
-            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
+            tol = tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
         zero = not np.any(exact) or tensor in self.net.exact_zeros
-        return Check(np.asarray(actual), expected, tol, truth, context, zero)
+        return Check(np.asarray(actual), expected, tol, truth, context, zero, not waived)
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
         """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
@@ -604,13 +604,14 @@ class ModelHarness:
         tol = self.end_to_end_tolerance(tensor, dtype)
         waived = self.precision_waived(tensor, framework, dtype, "end_to_end")
         if waived:
-            truth, tol = None, tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
+            tol = tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
         return Check(
             np.asarray(actual),
             np.asarray(self._ours(tensor, dtype, ours)),
             tol,
             truth,
             truth_zero=not np.any(exact) or tensor in self.net.exact_zeros,
+            precision=not waived,
         )
 
     def precision_waived(self, tensor: str, framework: str, dtype: str, mode: str) -> str:

@@ -26,7 +26,7 @@ from parity_tests import completeness, settings
 from parity_tests.compare import ParityRecorder, RunContext
 from parity_tests.harness import Harness
 from parity_tests.impl_call import ChildProcessImpl, ImplementationError
-from parity_tests.metrics import compare_arrays
+from parity_tests.metrics import compare_arrays, compare_check
 from parity_tests.stages import BY_TENSOR, STAGES
 from reference import model
 from reports import load_report, write_report
@@ -913,6 +913,39 @@ def test_zeros_where_the_truth_is_not_zero_still_fail(run_config, article_data, 
         assert status("end_to_end", "relu1.A", framework) == "fail"
         assert status("end_to_end", "dense2.dW", framework) == "fail"
         assert status("stage", "dense2.dW", framework) == "pass"
+
+
+CANCELLING = "conv(1,1,pad=1)-sigmoid-maxpool(2,stride=1)-dense(3)-batchnorm-relu-dense(1)-sigmoid-mse"
+
+
+def test_a_sum_that_cancels_below_its_allowance_is_declared_not_vacuous(
+    run_config, article_data, parity_settings
+):
+    """At 4 images, seed 0, conv1.db (a sum of 3,600 terms of dZ) cancels to 5.9e-5 while its
+    float32 allowance is 9e-4: both sides, and the float64 truth, are within tolerance of
+    zero. The correct reference was 4 'vacuous' failures; the float32 check now passes,
+    declared, and the float64 check (allowance ~1e-12) is the one that tells it from zero:
+    a conv1.db of zeros still fails there."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from parity_tests.model_harness import ModelHarness
+    from reference.network import Network
+
+    config = dataclasses.replace(run_config, n_images=4, reduction="sum")
+    data = SimpleNamespace(X=article_data.X[:, :, :4], labels=article_data.labels[:4])
+    harness = ModelHarness(Network(CANCELLING), config, data)
+    for framework in parity_settings.frameworks:
+        for make in (harness.stage_check, harness.end_to_end_check):
+            c = make("conv1.db", framework, "float32")
+            assert np.all(np.abs(c.truth) <= c.tolerance.array)  # the premise: below resolution
+            got = compare_check(c, against=framework)
+            assert got["status"] == "pass", got["note"]
+            assert "cannot be told from zero at this dtype (declared" in got["note"]
+            c64 = make("conv1.db", framework, "float64")
+            assert compare_check(c64, against=framework)["status"] == "pass"
+            zeroed = compare_arrays(c64.actual, np.zeros_like(c64.expected), c64.tolerance.array)
+            assert zeroed["status"] == "fail"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -380,13 +380,20 @@ def test_absent_message():
         (None, True, "pass"),  # declared by the caller (float64 checks carry no truth)
         (f64(0, 0, 1e-3, 0), False, "vacuous"),  # both sides zero where the truth is not
         (None, False, "vacuous"),  # nothing known: the check could not fail
+        (f64(0, 0, 5e-7, 0), False, "pass"),  # the truth is within the allowance of zero too
     ],
-    ids=["truth-zero", "declared-zero", "truth-nonzero", "unknown"],
+    ids=["truth-zero", "declared-zero", "truth-nonzero", "unknown", "truth-below-allowance"],
 )
 def test_zeros_are_declared_where_the_truth_is_zero(truth, truth_zero, status):
     got = compare_arrays(np.zeros(4), np.zeros(4), 1e-6, truth=truth, truth_zero=truth_zero)
     assert (got["status"], got["passed"]) == (status, status == "pass")
-    if status == "pass":
+    if status == "pass" and truth is not None and np.any(truth):
+        assert got["note"] == (
+            "both sides within tolerance of zero, and so is the float64 truth (largest |truth| "
+            "5e-07, allowed 1e-06 there): the value cannot be told from zero at this dtype "
+            "(declared; the float64 check tests it)"
+        )
+    elif status == "pass":
         assert (
             got["note"]
             == "exactly zero on both sides, as the float64 truth is exactly zero here (declared)"
