@@ -2,7 +2,7 @@
 changes the report.
 
     PARITY_MNIST=/path/to/mnist.npz .venv/bin/python benchmarks/gate_time.py [--runs 3]
-        [--workers 2] [--json PATH]
+        [--workers 2] [--json PATH] [--bytecode cached|env]
 
 Runs, interleaved and `--runs` times each:
 
@@ -10,7 +10,13 @@ Runs, interleaved and `--runs` times each:
   serial   python -m pytest -q -p no:cacheprovider   (plain pytest: pyproject's gate)
   xdist    the same with -n WORKERS
 
-and prints each wall time's median and its ratio to the import's. Each pytest run writes
+and prints each wall time's median and its ratio to the import's. `--bytecode cached`
+(the default) measures what a user's second run costs: Python writes and reuses the
+bytecode of the suite's modules and pytest its rewritten test modules, as it does unless
+PYTHONDONTWRITEBYTECODE is set (this machine sets it; the installed torch and TensorFlow
+carry their bytecode from pip either way), after one untimed gate run that writes it.
+`--bytecode env` keeps the environment's setting: with PYTHONDONTWRITEBYTECODE=1 every run
+compiles them again. Each pytest run writes
 its report to its own temporary directory (--parity-report-dir), and every serial and
 xdist comparisons.csv is compared byte for byte with the first serial one (docs/design.md:
 same seed, data and versions give a byte-identical comparisons.csv).
@@ -45,11 +51,23 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs of each command (default 3)")
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument(
+        "--bytecode",
+        choices=("cached", "env"),
+        default="cached",
+        help="cached: bytecode written and reused, as a user's second run (default); "
+        "env: as the environment says (PYTHONDONTWRITEBYTECODE)",
+    )
     args = p.parse_args(argv)
     if not os.environ.get("PARITY_MNIST"):
         print("note: PARITY_MNIST is not set; the gate will look for MNIST itself", file=sys.stderr)
     py = sys.executable
     env = dict(os.environ)
+    if args.bytecode == "cached":
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        with tempfile.TemporaryDirectory(prefix="gate_time_warm_") as warm:
+            wall, rc, tail = _run([py, *GATE, "--parity-report-dir", warm + "/r"], env)
+        print(f"warm-up (writes the bytecode, not timed): {wall:6.1f} s  rc={rc}  {tail}", flush=True)
     times = {"import": [], "serial": [], "xdist": []}
     csvs = {"serial": [], "xdist": []}
     failures = []
@@ -80,6 +98,7 @@ def main(argv=None) -> int:
         "runs": args.runs,
         "workers": args.workers,
         "python": py,
+        "bytecode": args.bytecode,
         "median_s": {k: round(v, 2) for k, v in med.items()},
         "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "ratio_to_import": {k: round(med[k] / med["import"], 2) for k in ("serial", "xdist")},
