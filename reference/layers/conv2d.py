@@ -463,6 +463,7 @@ MISTAKES = (
 )
 
 CONV = LayerKind(
+    weighs_on=True,
     name="conv",
     family="conv",
     outputs=("Z",),

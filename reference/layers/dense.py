@@ -169,6 +169,7 @@ FLATTEN = LayerKind(
     ),
 )
 DENSE = LayerKind(
+    weighs_on=True,
     name="dense",
     family="dense",
     outputs=("Z",),
