@@ -60,6 +60,10 @@ class Check:
     # False: `truth` says where zeros are right and which side is nearer it, but the precision
     # verdict is waived (ModelHarness.precision_waived; the tolerance's rule says why).
     precision: bool = True
+    # A correct computation's elementwise error in the checked dtype (end to end: the
+    # reference's own float32 error over the spread's weight points), the precision
+    # verdict's least reference (metrics.precision_stats), or None.
+    legit: np.ndarray | None = None
 
 
 def _failure(exc: BaseException) -> str:

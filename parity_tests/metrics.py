@@ -175,7 +175,7 @@ def _scaled_err(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.divide(buf, w, out=buf)
 
 
-def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
+def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> dict | None:
     """The effective precision of both sides against the float64 truth, or None where it is
     not measured: a non-float dtype, fewer than PRECISION_MIN_ELEMENTS elements with a
     non-zero allowance and finite values, or no error and no rounding to measure (both
@@ -195,6 +195,11 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
         where the other side is more accurate than that), else "";
       excess: the larger typical error over the other's (or that floor; versus_floor);
       floor_roundings: that floor, in roundings;
+      versus: what the excess is over: "other" (the more accurate side), "floor", or
+        "legit" where `legit` is given (elementwise magnitudes of a correct computation's
+        error in this dtype: the reference's own float32 end-to-end error, its largest over
+        the spread's weight points) and its typical error is the largest of the three: a
+        side that is merely luckier than a correct computation is no reference;
       impl_scale: the implementation's least-squares scale error against the truth,
         <e - t, t> / <t, t> (e for a result t (1 + e));
       impl_rms: its root-mean-square relative error |e - t| / |t| (>= |impl_scale|; equal
@@ -211,12 +216,16 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
     n = int(np.count_nonzero(keep))
     if n < PRECISION_MIN_ELEMENTS:
         return None
+    lg = None if legit is None else np.broadcast_to(legit, truth.shape)
     if n == keep.size:  # the usual case: no element left out, no masked copies
         a, e, t, w = a.ravel(), e.ravel(), truth.ravel(), w.ravel()
+        lg = None if lg is None else lg.ravel()
     else:
         a, e, t, w = a[keep], e[keep], truth[keep], w[keep]
+        lg = None if lg is None else lg[keep]
     err_a = _typical(_scaled_err(a, t, w))
     err_e = _typical(_scaled_err(e, t, w))
+    err_l = 0.0 if lg is None else _typical(np.divide(lg, w, dtype=np.float64))
     floor = np.abs(t)
     floor *= float(np.finfo(dtype).eps) / 2
     floor = _typical(np.divide(floor, w, out=floor))
@@ -239,7 +248,8 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
     # share of that, a constant factor adds nothing to it.
     residual = math.sqrt(max(impl_rms * impl_rms - impl_scale * impl_scale, 0.0))
     scale_limit = SCALE_LIMIT * max(d_against, residual, float(np.finfo(dtype).eps) / 2)
-    ref = max(min(err_a, err_e), floor_roundings * floor)
+    ref = max(min(err_a, err_e), floor_roundings * floor, err_l)
+    versus = "other" if ref == min(err_a, err_e) else "legit" if ref == err_l else "floor"
     worse, excess = "", max(err_a, err_e) / ref
     if excess > PRECISION_RATIO_LIMIT:
         worse = "against" if err_a > err_e else "impl"
@@ -250,7 +260,8 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0) -> dict | None:
         precision_ratio=ratio,
         worse=worse,
         excess=excess,
-        versus_floor=ref > min(err_a, err_e),
+        versus_floor=versus == "floor",
+        versus=versus,
         floor_roundings=floor_roundings,
         mantissa=p,
         n=n,
@@ -286,6 +297,7 @@ def compare_arrays(
     against="against",
     roundings=0,
     precision=True,
+    legit=None,
 ) -> dict:
     """Compare `actual` with `expected` element by element: shape, then dtype, then values.
 
@@ -308,7 +320,8 @@ def compare_arrays(
     precision verdict is applied (precision_stats; `roundings`: the length k of the
     expression's longest sum, Tolerance.roundings, which sets its floor), unless
     `precision` is False (waived: the truth then only says where zeros are right and which
-    side is nearer it).
+    side is nearer it); `legit`: a correct computation's elementwise error magnitudes, the
+    verdict's least reference (precision_stats).
     brief=True leaves out the ULP distance, the 99th-percentile budget and the truth
     comparison (NaN / blank): for checks that only localise (mutants, variants) and are
     not reported one by one. Returns record fields as plain Python values.
@@ -427,7 +440,7 @@ def compare_arrays(
         note="; ".join(notes),
     )
     if precision and truth is not None and status in ("pass", "fail") and (not vacuous or unresolved):
-        prec = precision_stats(a, e, truth, tol, actual.dtype, roundings)
+        prec = precision_stats(a, e, truth, tol, actual.dtype, roundings, legit)
         if prec is not None:
             out.update(
                 against_bits=prec["against_bits"],
@@ -461,8 +474,8 @@ def compare_check(
     c, *, against: str = "against", brief: bool = False, expect_zero: bool = False
 ) -> dict:
     """compare_arrays on one check's parts (a harness.Check, or anything with `actual`,
-    `expected`, a `tolerance` with its `array` and `roundings`, `truth`, `truth_zero` and
-    `precision`):
+    `expected`, a `tolerance` with its `array` and `roundings`, `truth`, `truth_zero`,
+    `precision` and `legit`):
     the one way a check reaches the comparison, so that none of them is left behind (the
     precision floor's k, the declared zero truth)."""
     return compare_arrays(
@@ -476,6 +489,7 @@ def compare_check(
         against=against,
         roundings=getattr(c.tolerance, "roundings", 0),
         precision=getattr(c, "precision", True),
+        legit=getattr(c, "legit", None),
     )
 
 
@@ -488,11 +502,10 @@ def _precision_note(prec: dict, against: str) -> str:
         prec[f"{worse}_bits"],
         prec["impl_bits" if worse == "against" else "against_bits"],
     )
-    versus = (
-        f"{prec['floor_roundings']:.3g} roundings of the exact result"
-        if prec["versus_floor"]
-        else f"{other}'s"
-    )
+    versus = {
+        "floor": f"{prec['floor_roundings']:.3g} roundings of the exact result",
+        "legit": "the reference's own float32 error at the spread's weight points",
+    }.get(prec.get("versus", "floor" if prec["versus_floor"] else "other"), f"{other}'s")
     return (
         f"precision: {name} computed at about {mine:.0f} bits where the dtype gives {p} "
         f"and {other} {theirs:.0f} (its typical error against the float64 truth is "

@@ -463,7 +463,6 @@ MISTAKES = (
 )
 
 CONV = LayerKind(
-    weighs_on=True,
     name="conv",
     family="conv",
     outputs=("Z",),

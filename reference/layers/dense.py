@@ -169,7 +169,6 @@ FLATTEN = LayerKind(
     ),
 )
 DENSE = LayerKind(
-    weighs_on=True,
     name="dense",
     family="dense",
     outputs=("Z",),

@@ -369,9 +369,11 @@ def dropout_backward(dA: np.ndarray, mask: np.ndarray | None, p: float) -> np.nd
 
 @implements("X19")
 def global_avg_pool(X: np.ndarray) -> np.ndarray:
-    """X19: A[n, c] = (1 / (H W)) sum over h, w of X[n, c, h, w]. (N, C, H, W) -> (N, C)."""
+    """X19: A[n, c] = (1 / (H W)) sum over h, w of X[n, c, h, w]. (N, C, H, W) -> (N, C).
+    The sum is the statistics' (_total: a running sum inside `running_sums()`, the spread's
+    float32 run, as a framework's kernel may sum in order)."""
     X = float_array("X", X, (None, None, None, None))
-    return X.sum(axis=(2, 3)) / (X.shape[2] * X.shape[3])
+    return _total(X, (2, 3)) / (X.shape[2] * X.shape[3])
 
 
 @implements("X19")

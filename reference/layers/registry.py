@@ -140,10 +140,6 @@ class LayerKind:
     # off by at most the forward applied to d, so the end-to-end allowance of its output
     # carries its input's (parity_tests/model_harness.py, ModelHarness._carried_forward).
     passes_on: bool = False
-    # Its forward is its weights times its input plus a bias (dense, conv): an input off by
-    # up to d gives an output off by at most the forward with |weights| and no bias applied
-    # to d, which its output's end-to-end allowance carries (_carried_forward likewise).
-    weighs_on: bool = False
 
     def params_of(self, layer) -> tuple[str, ...]:
         if getattr(layer, "bias", True):
