@@ -347,3 +347,30 @@ def test_running_statistics_mistakes_are_caught(mistake, keep, unbiased, caught_
     tol = tolerance.stage(np.abs(ours) + 1, K_RUN, "float64", deterministic=True).array
     r = compare_arrays(theirs[caught_at], ours, tol, brief=True)
     assert r["status"] == "fail", (mistake, caught_at, r["status"], r["budget_used"])
+
+
+@pytest.mark.parametrize(
+    "spec, zero",
+    [
+        ("conv(3,3)-batchnorm-relu-dense(10)-softmax_ce", True),
+        ("conv(1,1)-layernorm-relu-dense(1)-sigmoid-mse", True),  # one channel: the image's mean
+        ("conv(2,1)-layernorm-relu-dense(1)-sigmoid-mse", False),  # a bias per channel survives
+        ("conv(2,1)-groupnorm(2)-relu-dense(1)-sigmoid-mse", True),  # one channel a group
+        ("conv(4,1)-groupnorm(2)-relu-dense(1)-sigmoid-mse", False),
+    ],
+    ids=[
+        "batchnorm",
+        "layernorm-1ch",
+        "layernorm-2ch",
+        "groupnorm-1ch-a-group",
+        "groupnorm-2ch-a-group",
+    ],
+)
+def test_a_bias_a_normalisation_removes_is_an_exact_zero(spec, zero):
+    """The bias gradient before a normalisation is 0 in exact arithmetic when its mean runs
+    over each channel's values: always for batch norm, for a layer norm only over one
+    channel (a drawn conv(1,1)-layernorm network's float64 conv1.db was 'vacuous' for the
+    correct reference), for a group norm only with one channel a group."""
+    net = Network(spec)
+    first = net.nodes[0].name
+    assert (f"{first}.db" in net.exact_zeros) is zero

@@ -164,13 +164,14 @@ class Network:
     @functools.cached_property
     def exact_zeros(self) -> frozenset[str]:
         """Gradients that are 0 in exact arithmetic whatever the inputs: the bias gradient of
-        a layer directly before one whose kind is `shift_invariant` (batch norm removes any
-        per-channel constant with the batch mean, so dE/db = the sum of its dX over each
-        statistic's values = 0). Both sides then round a zero: their checks declare it."""
+        a layer directly before one that removes any per-channel constant of its input (its
+        kind's `shift_invariant`: batch norm with the batch mean, a layer norm over one
+        channel, a group norm of one channel a group), so dE/db = the sum of its dX over each
+        statistic's values = 0. Both sides then round a zero: their checks declare it."""
         return frozenset(
             prev.q("db")
             for prev, node in zip(self.nodes, self.nodes[1:])
-            if node.entry.shift_invariant and "b" in prev.params
+            if "b" in prev.params and node.entry.removes_channel_constant(node.layer, node.in_shape)
         )
 
     @functools.cached_property

@@ -733,9 +733,19 @@ DROPOUT_MISTAKES = (
 )
 
 
+# Which per-channel constants each normalisation removes: batch norm every one (its mean runs
+# over each channel); a layer norm's mean runs over the whole image, so only with one channel
+# (or one feature); a group norm's over each group, so only with one channel a group.
+_SHIFT_INVARIANT = {
+    "batchnorm": True,
+    "layernorm": lambda layer, shape: shape[0] == 1,
+    "groupnorm": lambda layer, shape: shape[0] // layer.groups == 1,
+}
+
+
 def _norm(name, forward, backward, equations, mistakes=(), user=()) -> LayerKind:
     return LayerKind(
-        shift_invariant=name == "batchnorm",
+        shift_invariant=_SHIFT_INVARIANT[name],
         name=name,
         family="norm",
         outputs=("A",),

@@ -132,14 +132,21 @@ class LayerKind:
     # (layer, x_shape, rng) -> {short name: array}; reference/network.py draws them
     # (Network.drawn) and hands the same arrays to its forward, backward and every mirror.
     draws: Callable | None = None
-    # Its output does not change when a per-channel constant is added to its input (batch
-    # norm): the bias gradient of the layer before it is 0 (Network.exact_zeros).
-    shift_invariant: bool = False
+    # Its output does not change when a per-channel constant is added to its input: the bias
+    # gradient of the layer before it is 0 (Network.exact_zeros). True (batch norm), or
+    # (layer, in_shape without the batch) -> bool where it depends on the layer: a layer norm
+    # over one channel, a group norm of one channel a group.
+    shift_invariant: bool | Callable = False
     # Its forward moves, selects, averages or exactly scales its input's values (ReLU, the
     # pools, flatten, dropout, gap): an input off by up to d (elementwise) gives an output
     # off by at most the forward applied to d, so the end-to-end allowance of its output
     # carries its input's (parity_tests/model_harness.py, ModelHarness._carried_forward).
     passes_on: bool = False
+
+    def removes_channel_constant(self, layer, in_shape) -> bool:
+        """shift_invariant for this layer and its input's shape (batch left out)."""
+        s = self.shift_invariant
+        return bool(s(layer, tuple(in_shape)) if callable(s) else s)
 
     def params_of(self, layer) -> tuple[str, ...]:
         if getattr(layer, "bias", True):
