@@ -58,6 +58,8 @@ def _fails(c, e: float, precision: bool, roundings=K_FLOOR) -> bool:
         truth_zero=c.truth_zero,
         brief=True,
         roundings=k,
+        precision=getattr(c, "precision", True),
+        legit=getattr(c, "legit", None),  # as the suite runs it (compare_check)
     )
     return r["status"] != "pass"
 
