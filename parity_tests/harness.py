@@ -372,12 +372,18 @@ class Harness:
         # The explainer reads the implementation's inputs where it returned them.
         impl = self.implementation(dtype)
         inputs = {name: impl.get(name, ref[name]) for name in stage.inputs}
+        # The network's own float32 error over the spread's weight points, in the article's
+        # layout: the precision verdict's least reference (ModelHarness.legit_error).
+        legit = self.network.legit_error(stage.network, dtype)
+        if legit is not None:
+            legit = stages.to_article(stage.tensor, legit, self.shape)
         return Check(
             np.asarray(actual),
             expected,
             self.end_to_end_tolerance(stage.tensor, dtype),
             truth,
             self.explain_context(stage, inputs, dtype),
+            legit=legit,
         )
 
     def budgets(self, frameworks, dtypes, modes=("stage", "end_to_end"), label: str = ""):

@@ -214,7 +214,7 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> 
     w = np.broadcast_to(tol, truth.shape)
     keep = (w > 0) & np.isfinite(a) & np.isfinite(e)
     n = int(np.count_nonzero(keep))
-    if n < PRECISION_MIN_ELEMENTS:
+    if n == 0 or (n < PRECISION_MIN_ELEMENTS and legit is None):
         return None
     lg = None if legit is None else np.broadcast_to(legit, truth.shape)
     if n == keep.size:  # the usual case: no element left out, no masked copies
@@ -223,6 +223,9 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> 
     else:
         a, e, t, w = a[keep], e[keep], truth[keep], w[keep]
         lg = None if lg is None else lg[keep]
+    if n < PRECISION_MIN_ELEMENTS:  # too few for a typical error: the scale verdict alone
+        scale = _scale_verdict(a, e, t, lg, dtype)
+        return None if scale is None else dict(_NO_BITS, n=n, **scale)
     err_a = _typical(_scaled_err(a, t, w))
     err_e = _typical(_scaled_err(e, t, w))
     err_l = 0.0 if lg is None else _typical(np.divide(lg, w, dtype=np.float64))
@@ -236,18 +239,7 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> 
     def bits(err: float) -> float:
         return p - max(0.0, math.log2(err / floor)) if err > 0 else float(p)
 
-    # The scale verdict, on the implementation only: the other side is the comparator whose
-    # own dispersion says how far a correct result's scale may wander.
-    tt = float(np.dot(t, t))
-    de, da = e - t, a - t
-    impl_scale = float(np.dot(de, t)) / tt
-    impl_rms = math.sqrt(float(np.dot(de, de)) / tt)
-    d_against = math.sqrt(float(np.dot(da, da)) / tt)
-    # What is left of its error once the best scale is taken out: a legitimate computation
-    # that scatters (a cancelling sum, a long left-to-right one) may shift its scale by a
-    # share of that, a constant factor adds nothing to it.
-    residual = math.sqrt(max(impl_rms * impl_rms - impl_scale * impl_scale, 0.0))
-    scale_limit = SCALE_LIMIT * max(d_against, residual, float(np.finfo(dtype).eps) / 2)
+    scale = _scale_verdict(a, e, t, None, dtype)  # its own scatter speaks for a correct one
     ref = max(min(err_a, err_e), floor_roundings * floor, err_l)
     versus = "other" if ref == min(err_a, err_e) else "legit" if ref == err_l else "floor"
     worse, excess = "", max(err_a, err_e) / ref
@@ -265,6 +257,41 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> 
         floor_roundings=floor_roundings,
         mantissa=p,
         n=n,
+        **scale,
+    )
+
+
+# precision_stats' fields that a tensor of fewer than PRECISION_MIN_ELEMENTS elements has no
+# value for: no typical error, no bits; only its scale is judged.
+_NO_BITS = dict(
+    against_bits=NAN, impl_bits=NAN, precision_ratio=NAN, worse="", excess=NAN,
+    versus_floor=False, versus="", floor_roundings=NAN, mantissa=NAN,
+)  # fmt: skip
+
+
+def _scale_verdict(a, e, t, legit, dtype) -> dict | None:
+    """The scale verdict, on the implementation only (None where the truth is all zeros):
+    the other side is the comparator whose own dispersion says how far a correct result's
+    scale may wander. With few elements (a loss, a bias of 6 channels) that is the whole
+    precision verdict (one value's error against the truth is its scale), the
+    implementation's scatter about its scale says little, and a correct computation's own
+    error (`legit`, end to end) joins the other side's: one framework's value may be
+    correctly rounded by luck."""
+    tt = float(np.dot(t, t))
+    if tt == 0:
+        return None
+    de, da = e - t, a - t
+    impl_scale = float(np.dot(de, t)) / tt
+    impl_rms = math.sqrt(float(np.dot(de, de)) / tt)
+    d_against = math.sqrt(float(np.dot(da, da)) / tt)
+    d_legit = 0.0 if legit is None else math.sqrt(float(np.dot(legit, legit)) / tt)
+    # What is left of its error once the best scale is taken out: a legitimate computation
+    # that scatters (a cancelling sum, a long left-to-right one) may shift its scale by a
+    # share of that, a constant factor adds nothing to it.
+    residual = math.sqrt(max(impl_rms * impl_rms - impl_scale * impl_scale, 0.0))
+    one = float(np.finfo(dtype).eps) / 2
+    scale_limit = SCALE_LIMIT * max(d_against, d_legit, residual, one)
+    return dict(
         impl_scale=impl_scale,
         impl_rms=impl_rms,
         scale_limit=scale_limit,
@@ -520,7 +547,8 @@ def _scale_note(prec: dict, against: str) -> str:
     return (
         f"scale: impl is scaled by 1 {prec['impl_scale']:+.3g} against the float64 truth "
         f"(least squares), beyond {prec['scale_limit']:.3g}, {SCALE_LIMIT:g}x the larger of "
-        f"{against}'s root-mean-square relative error and impl's scatter about its scale: "
+        f"{against}'s root-mean-square relative error, the reference's own float32 error "
+        "(end to end) and impl's scatter about its scale: "
         "rounding scatters, a constant factor (a wrong scale, a mean for a sum, a learning "
         "rate) scales"
     )

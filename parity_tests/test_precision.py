@@ -10,6 +10,8 @@ record must say why.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ from parity_tests.metrics import (
     PRECISION_MIN_ELEMENTS,
     PRECISION_RATIO_LIMIT,
     compare_arrays,
+    compare_check,
     precision_floor,
     precision_stats,
 )
@@ -170,6 +173,9 @@ def test_stats_correctly_rounded_side_does_not_fail_the_other():
 def test_stats_need_enough_elements_and_a_scale():
     clean, low, truth, tol = _dot_case(n_out=PRECISION_MIN_ELEMENTS - 1, fmt="bfloat16")
     assert precision_stats(clean, low, truth, tol, np.float32) is None  # too few elements
+    # ... unless a correct computation's error is known (end to end): the scale alone
+    few = precision_stats(clean, low, truth, tol, np.float32, legit=np.abs(clean - truth))
+    assert np.isnan(few["impl_bits"]) and few["worse"] == "" and "scaled" in few
     zeros = np.zeros(64)
     assert precision_stats(zeros, zeros, zeros, np.ones(64), np.float32) is None  # both ~0
     exact = np.zeros(64)  # an exact rule (tolerance 0): nothing to normalise by
@@ -211,3 +217,40 @@ def test_scale_verdict_passes_other_orders_of_summation():
     for a, e in ((blas, sequential), (sequential, blas)):
         prec = precision_stats(a, e, truth, tol, np.float32, roundings=4096)
         assert not prec["scaled"] and abs(prec["impl_scale"]) < prec["scale_limit"] / 2, prec
+
+
+# --- fewer than 16 elements: the scale alone, against a correct computation's own error ---
+
+
+@pytest.mark.parametrize("e, scaled", [(0.0, False), (3.0, False), (12.0, True), (-12.0, True)])
+def test_a_scalar_is_judged_by_its_scale_against_the_legit_error(e, scaled):
+    """One value (a loss, a bias): its error against the truth is its scale; the limit is
+    SCALE_LIMIT (5) times the larger of the framework's error, a correct computation's own
+    (legit) and one rounding. A framework correctly rounded by luck does not make the limit
+    one rounding."""
+    t = np.array([0.7310585786300049])
+    u = 2.0**-24
+    legit = np.array([4 * u * t[0]])  # a correct float32 computation: 4 roundings off
+    a = t.astype(np.float32).astype(np.float64)  # the framework: correctly rounded
+    impl = t * (1 + e * 4 * u)
+    prec = precision_stats(a, impl, t, np.array([1e-3]), np.float32, legit=legit)
+    assert prec["scaled"] is scaled, prec
+    assert prec["scale_limit"] == pytest.approx(5 * 4 * u, rel=1e-6)
+
+
+@pytest.mark.parametrize("tensor", ["E", "dE_db", "b_new"])
+def test_a_small_end_to_end_tensor_scaled_within_its_allowance_fails(harness, tensor):
+    """The article's E, dE_db and b_new (one element each) had the allowance alone end to
+    end: a scale error 550 to 750 times what a framework legitimately differs by passed.
+    Scaled by 20 times the larger of the framework's and the reference's own float32 error,
+    well within the allowance, each now fails on precision and is named a factor."""
+    c = harness.end_to_end_check(BY_TENSOR[tensor], "torch", "float32")
+    t = c.truth.astype(np.float64)
+    a, ours = (np.asarray(x, np.float64) for x in (c.actual, c.expected))
+    e = 20 * float(np.max(np.maximum(np.abs(a - t), c.legit)) / np.max(np.abs(t)))
+    assert compare_check(c, against="torch")["status"] == "pass"
+    scaled = dataclasses.replace(c, expected=(ours * (1 + e)).astype(c.expected.dtype))
+    r = compare_check(scaled, against="torch")
+    assert r["budget_used"] <= 1, r  # the allowance alone lets it through
+    assert r["status"] == "fail" and r["mismatch_kind"] == "precision", r
+    assert "scale: impl is scaled by 1 " in r["note"], r["note"]
