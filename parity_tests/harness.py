@@ -373,7 +373,9 @@ class Harness:
         impl = self.implementation(dtype)
         inputs = {name: impl.get(name, ref[name]) for name in stage.inputs}
         # The network's own float32 error over the spread's weight points, in the article's
-        # layout: the precision verdict's least reference (ModelHarness.legit_error).
+        # layout: the precision verdict's least reference (ModelHarness.legit_error). It is
+        # measured against the float64 step on the float64 weights, this check's truth on
+        # the rounded ones: it also holds the weights' rounding, so it errs towards leniency.
         legit = self.network.legit_error(stage.network, dtype)
         if legit is not None:
             legit = stages.to_article(stage.tensor, legit, self.shape)

@@ -177,9 +177,10 @@ def _scaled_err(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> dict | None:
     """The effective precision of both sides against the float64 truth, or None where it is
-    not measured: a non-float dtype, fewer than PRECISION_MIN_ELEMENTS elements with a
-    non-zero allowance and finite values, or no error and no rounding to measure (both
-    sides equal to a truth of zeros).
+    not measured: a non-float dtype, no element with a non-zero allowance and finite
+    values, fewer than PRECISION_MIN_ELEMENTS such elements without `legit` (with it: the
+    scale verdict alone, the bits NaN), or no error and no rounding to measure (both sides
+    equal to a truth of zeros).
 
     a, e: the two sides as float64 (the framework's, the implementation's); `dtype` theirs;
     `roundings`: the length k of the expression's longest sum (Tolerance.roundings; 0: not

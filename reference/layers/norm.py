@@ -735,7 +735,8 @@ DROPOUT_MISTAKES = (
 
 # Which per-channel constants each normalisation removes: batch norm every one (its mean runs
 # over each channel); a layer norm's mean runs over the whole image, so only with one channel
-# (or one feature); a group norm's over each group, so only with one channel a group.
+# (the grammar refuses one over a single feature); a group norm's over each group, so only
+# with one channel a group.
 _SHIFT_INVARIANT = {
     "batchnorm": True,
     "layernorm": lambda layer, shape: shape[0] == 1,
