@@ -8,6 +8,7 @@ so a test only compares.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -27,6 +28,7 @@ from parity_tests.impl_call import (
 from parity_tests.mirrors import load_mirror
 from parity_tests.stages import BY_TENSOR, END_TO_END, STAGES, UPDATE_GRADIENT, Stage
 from reference import model
+from reference._validate import EXTENDED, HAS_EXTENDED, extended
 from reference.data import ARTICLE_IMAGES
 from reference.layout import to_layout
 from reference.tensors import ORDER, Tensors
@@ -76,6 +78,34 @@ def _failure(exc: BaseException) -> str:
 
 def _f64(tensors):
     return {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}
+
+
+def truth_dtype(dtype) -> np.dtype | None:
+    """The precision a `dtype` check's truth is computed in: float64 for a float32 check,
+    extended precision (np.longdouble, 11 more bits on x86) for a float64 one, None where
+    the platform's longdouble is float64 (no truth: the allowance alone judges)."""
+    if np.dtype(dtype) == np.float32:
+        return np.dtype(np.float64)
+    return EXTENDED if HAS_EXTENDED else None
+
+
+@contextlib.contextmanager
+def truth_precision(dtype):
+    """(the truth's dtype for a `dtype` check, or None), with the reference admitting
+    extended-precision arrays for the block (reference/_validate.py, `extended`)."""
+    wide = truth_dtype(dtype)
+    with extended():
+        yield wide
+
+
+def widened(tensors: dict, wide) -> dict:
+    """The float arrays of `tensors` as `wide` (labels and other integers as they are)."""
+    return {k: np.asarray(v, wide) if np.asarray(v).dtype.kind == "f" else v for k, v in tensors.items()}
+
+
+def rounded_truth(tensors: dict) -> dict:
+    """A truth computed wide, as the read-only float64 arrays every comparison reads."""
+    return {k: _read_only(np.asarray(v, np.float64)) for k, v in tensors.items()}
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -226,11 +256,14 @@ class Harness:
         return self._article(self.network.reference(dtype), dtype, X, y)
 
     @_memo
-    def truth(self, dtype: str) -> Tensors:
-        """The reference in float64 on `dtype`'s rounded inputs and parameters."""
+    def truth(self, dtype: str) -> Tensors | None:
+        """The reference in the truth's precision (float64 for float32, extended for float64:
+        truth_dtype) on `dtype`'s rounded inputs and parameters, rounded to float64; None
+        where there is none."""
         X, y = self.inputs(dtype)
         X64, y64 = X.astype(np.float64), y.astype(np.float64)
-        return self._article(self.network.truth(dtype), dtype, X64, y64)
+        step = self.network.truth(dtype)
+        return None if step is None else self._article(step, dtype, X64, y64)
 
     @_memo
     def mirror(self, framework: str):
@@ -334,8 +367,12 @@ class Harness:
         )
         _, tol = stages.reference_stage(stage, inputs, cfg.lr, cfg.reduction, self.shape)
         truth = None
-        if dtype != "float64":
-            truth = stages.reference_stage(stage, _f64(inputs), cfg.lr, cfg.reduction, self.shape)[0]
+        with truth_precision(dtype) as wide:
+            if wide is not None:
+                value = stages.reference_value(
+                    stage, widened(inputs, wide), cfg.lr, cfg.reduction, self.shape
+                )
+                truth = np.asarray(value, np.float64)
         return Check(
             np.asarray(actual),
             expected,
@@ -367,7 +404,8 @@ class Harness:
     def end_to_end_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         expected = self.own(stage.tensor, dtype)
         ref = self.reference(dtype)
-        truth = self.truth(dtype)[stage.tensor] if dtype != "float64" else None
+        truth = self.truth(dtype)
+        truth = None if truth is None else truth[stage.tensor]
         actual = self.end_to_end(framework, dtype)[stage.tensor]
         # The explainer reads the implementation's inputs where it returned them.
         impl = self.implementation(dtype)

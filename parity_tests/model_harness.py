@@ -25,7 +25,15 @@ import numpy as np
 
 from parity_tests import kinks as kink_rules
 from parity_tests import model_stages, tolerance
-from parity_tests.harness import Check, _memo, _read_only
+from parity_tests.harness import (
+    Check,
+    _memo,
+    _read_only,
+    rounded_truth,
+    truth_dtype,
+    truth_precision,
+    widened,
+)
 from parity_tests.impl_call import ImplementationError
 from parity_tests.mirrors import load_mirror
 from reference.layers import norm
@@ -161,16 +169,25 @@ class ModelHarness:
         return {**step, **{name: fn(step) for name, fn in self.derived.items()}}
 
     @_memo
-    def truth(self, dtype: str) -> dict:
-        """The reference's step in float64 on `dtype`'s weights and images (float64 copies of
-        the rounded values): what a float32 check's result is measured against."""
-        if dtype == "float64":
-            return self.reference("float64")
+    def truth(self, dtype: str) -> dict | None:
+        """The reference's step on `dtype`'s weights and images (wide copies of the rounded
+        values) in the truth's precision (harness.truth_dtype: float64 for float32, extended
+        for float64), rounded to float64: what a check's result is measured against. In
+        float64 it takes the float64 step's branches at the kinks, as the spread's float32
+        runs do (a kink a framework takes the other way is kinks.py's). None: no truth."""
         X, _ = self.inputs(dtype)
-        params = {k: v.astype(np.float64) for k, v in self.params(dtype).items()}
         cfg = self.config
-        step = self.net.train_step(params, X.astype(np.float64), self.data.labels, cfg.lr, cfg.reduction)
-        return self._with_derived(step)
+        with truth_precision(dtype) as wide:
+            if wide is None:
+                return None
+            decide = None
+            if dtype == "float64":
+                ref = self.reference("float64")
+                decide = {n.name: ref[self._input_name(n)].astype(wide) for n in self._kinked()}
+            params = widened(self.params(dtype), wide)
+            X = X.astype(wide)
+            step = self.net.train_step(params, X, self.data.labels, cfg.lr, cfg.reduction, decide)
+            return rounded_truth(self._with_derived(step))
 
     @_memo
     def _spreads(self) -> dict:
@@ -197,10 +214,20 @@ class ModelHarness:
         return self._spreads()[tensor][0]
 
     def legit_error(self, tensor: str, dtype: str) -> np.ndarray | None:
-        """|ref32 - ref64| of `tensor` elementwise, its largest over the spread's weight
-        points: a correct float32 end-to-end computation's error, which the precision
-        verdict takes as its least reference (None in float64: no truth to measure)."""
-        return None if dtype == "float64" else np.asarray(self._spreads()[tensor][1], np.float64)
+        """A correct end-to-end computation's error in `dtype`, elementwise, which the
+        precision verdict takes as its least reference. float32: |ref32 - ref64|, its largest
+        over the spread's weight points. float64: the larger of |ref64 - truth| at the run's
+        weights and the float32 one scaled by u64 / u32 (the same operations' rounding, four
+        points' worth); None where there is no float64 truth."""
+        each = np.asarray(self._spreads()[tensor][1], np.float64)
+        if dtype != "float64":
+            return each
+        truth = self.truth("float64")
+        if truth is None:
+            return None
+        scale = tolerance.unit_roundoff("float64") / tolerance.unit_roundoff("float32")
+        own = np.abs(np.asarray(self.reference("float64")[tensor]) - truth[tensor])
+        return np.maximum(own, each * scale)
 
     # --- our side ---------------------------------------------------------------------
 
@@ -295,15 +322,16 @@ class ModelHarness:
             upstream = np.zeros_like(ours[node.q(node.outputs[0])])
         return node, x, upstream
 
-    def _layer_step(self, layer: str, dtype: str, source: str, in_float64: bool = False) -> dict:
+    def _layer_step(self, layer: str, dtype: str, source: str, exact: bool = False) -> dict:
         """The reference layer `layer` (every tensor it computes) on `source`'s inputs to it
-        (_stage_inputs), in float64 when in_float64 (the exact side of a float32 check).
+        (_stage_inputs); when `exact`, in the truth's precision (harness.truth_dtype; float64
+        where there is none) rounded to float64: the truth of a stage check.
         Once per layer, not once per tensor and framework; and once for both sources when
         the network under test is the reference (implementation() is then reference()'s
         very dict, so the stage check and the end-to-end allowance feed it the same arrays)."""
         if self.impl is self.net or self._same_inputs(layer, dtype):
             source = "reference"
-        return self._layer_step_from(layer, dtype, source, in_float64)
+        return self._layer_step_from(layer, dtype, source, exact)
 
     @_memo
     def _same_inputs(self, layer: str, dtype: str) -> bool:
@@ -320,18 +348,22 @@ class ModelHarness:
         return ours[1] is ref[1] and ours[2] is ref[2]
 
     @_memo
-    def _layer_step_from(self, layer: str, dtype: str, source: str, in_float64: bool = False) -> dict:
+    def _layer_step_from(self, layer: str, dtype: str, source: str, exact: bool = False) -> dict:
         node = next(n for n in self.net.nodes if n.name == layer)
         node, x, upstream = self._stage_inputs(node.q(node.outputs[0]), dtype, source)
         _, target = self.inputs(dtype)
         params = self.params(dtype)
-        if in_float64:
-            params = {k: v.astype(np.float64) for k, v in params.items()}
-            x = x.astype(np.float64)
-            upstream = None if upstream is None else upstream.astype(np.float64)
-            target = target.astype(np.float64) if target.dtype.kind == "f" else target
-        out = self.net.node_step(node, x, params, upstream, target, self.config.reduction)
-        return {k: _read_only(v) for k, v in out.items()}  # shared by every check of the layer
+        if not exact:
+            out = self.net.node_step(node, x, params, upstream, target, self.config.reduction)
+            return {k: _read_only(v) for k, v in out.items()}  # shared by every check of the layer
+        with truth_precision(dtype) as wide:
+            wide = wide or np.dtype(np.float64)
+            w = widened({"x": x, "upstream": upstream, "target": target}, wide)
+            params = widened(params, wide)
+            out = self.net.node_step(
+                node, w["x"], params, w["upstream"], w["target"], self.config.reduction
+            )
+        return rounded_truth(out)
 
     @_memo
     def _framework_stage(self, framework: str, layer: str, dtype: str) -> dict:
@@ -352,12 +384,13 @@ class ModelHarness:
             param = tensor[: -len("_new")]
             p, g = self.params(dtype)[param], self._ours(self.grad_of[param], dtype, ours)
             tol = model_stages.update_tolerance(p, g, cfg.lr, dtype)
-            exact = p.astype(np.float64) - cfg.lr * g.astype(np.float64)
+            wide = truth_dtype(dtype) or np.dtype(np.float64)
+            exact = np.asarray(p.astype(wide) - cfg.lr * g.astype(wide), np.float64)
             if framework == TRUTH:
                 context = {"lr": cfg.lr, "n_images": self.inputs(dtype)[0].shape[0], "old": p, "grad": g}
                 return _against_truth(exact, expected, tol, dtype, context)
             actual = load_model_mirror(framework).update(p, g, cfg.lr)
-            truth = None if dtype == "float64" else exact
+            truth = exact if truth_dtype(dtype) else None
             return Check(np.asarray(actual), expected, tol, truth, truth_zero=not np.any(exact))
         node, x, upstream = self._stage_inputs(tensor, dtype)
         short = tensor.split(".", 1)[1]
@@ -368,13 +401,13 @@ class ModelHarness:
             node, short, x, params, upstream, own, cfg.reduction, dtype, target
         )
         context = self._explain_context(tensor, dtype)
-        # The reference's layer in float64 on our inputs to it: the truth of a float32 check,
-        # and in either dtype what says whether zeros are right here (a dead ReLU's region).
+        # The reference's layer in the truth's precision on our inputs to it: the truth, and
+        # what says whether zeros are right here (a dead ReLU's region).
         exact = self._layer_step(node.name, dtype, "implementation", True)[tensor]
         if framework == TRUTH:
             return _against_truth(np.asarray(exact, np.float64), expected, tol, dtype, context)
         actual = self._framework_stage(framework, node.name, dtype)[tensor]
-        truth = None if dtype == "float64" else exact
+        truth = exact if truth_dtype(dtype) else None
         waived = self.precision_waived(tensor, framework, dtype, "stage")
         if waived:  # the allowance still judges it; the note says why no precision verdict
             tol = tolerance.Tolerance(tol.array, f"{tol.rule}; {waived}", tol.roundings)
@@ -609,7 +642,8 @@ class ModelHarness:
             else self.implementation(dtype)
         )
         exact = self.reference("float64")[tensor]  # the reference's whole step in float64
-        truth = exact if dtype != "float64" else None
+        # a float64 check's truth: the same step in extended precision (None: none here)
+        truth = exact if dtype != "float64" else (self.truth("float64") or {}).get(tensor)
         actual = self.end_to_end(framework, dtype)[tensor]
         tol = self.end_to_end_tolerance(tensor, dtype)
         waived = self.precision_waived(tensor, framework, dtype, "end_to_end")
@@ -700,12 +734,12 @@ def statistic_size(node, n_images: int) -> int:
 
 
 def _against_truth(exact, expected, tol, dtype: str, context: dict) -> Check:
-    """The stage check whose other side is the float64 truth rounded to `dtype`: rounding it
-    there errs by u |truth|, which the allowance gains."""
+    """The stage check whose other side is the truth rounded to `dtype`: rounding it there
+    errs by u |truth|, which the allowance gains."""
     u = tolerance.unit_roundoff(dtype)
     rule = f"{tol.rule} + u|truth| (rounded)"
     tol = tolerance.Tolerance(tol.array + u * np.abs(exact), rule, tol.roundings)
-    truth = None if dtype == "float64" else exact
+    truth = exact if truth_dtype(dtype) else None
     return Check(exact.astype(dtype), expected, tol, truth, context)
 
 

@@ -299,13 +299,29 @@ def reference_stage(
     if stage.quantity == "update":
         p, g = inputs[stage.tensor[: -len("_new")]], inputs[stage.gradient]
         return _sgd_update(p, g, lr), model_stages.update_tolerance(p, g, lr, dtype)
-    f = fed(stage, inputs, shape)
-    ours, xs = run_layers(reference_layer, stage, f, reduction)
-    value = to_article(stage.tensor, ours[_network_name(stage)], shape)
+    f, ours, xs, value = _reference_run(stage, inputs, reduction, shape)
     b = _bound(stage, f, ours, xs, reduction)
     if b.magnitude is not None:  # the rule on the article's layout, element for element
         b = dataclasses.replace(b, magnitude=to_article(stage.tensor, b.magnitude, shape))
     return value, model_stages.tolerance_of(b, value.shape, dtype)
+
+
+def reference_value(stage: Stage, inputs, lr: float, reduction: str, shape) -> np.ndarray:
+    """reference_stage's value alone, in the inputs' dtype (a truth's extended precision
+    included: no rule is computed for it)."""
+    if stage.tensor == "patches":
+        return patches(inputs["X"], shape)
+    if stage.quantity == "update":
+        return _sgd_update(inputs[stage.tensor[: -len("_new")]], inputs[stage.gradient], lr)
+    return _reference_run(stage, inputs, reduction, shape)[3]
+
+
+def _reference_run(stage: Stage, inputs, reduction: str, shape) -> tuple:
+    """(the layers' inputs, their outputs, what the bound reads, the value in the article's
+    layout) of a layer stage."""
+    f = fed(stage, inputs, shape)
+    ours, xs = run_layers(reference_layer, stage, f, reduction)
+    return f, ours, xs, to_article(stage.tensor, ours[_network_name(stage)], shape)
 
 
 def framework_stage(stage: Stage, mirror, inputs, lr: float, reduction: str, shape) -> np.ndarray:

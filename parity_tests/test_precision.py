@@ -28,6 +28,14 @@ from parity_tests.metrics import (
     precision_stats,
 )
 from parity_tests.stages import BY_TENSOR
+from reference._validate import HAS_EXTENDED
+
+# The float64 truth is the reference in extended precision (np.longdouble), which x86-64
+# Linux has and ARM macOS and Windows do not; the fallback is tested on every platform
+# (test_without_extended_precision_float64_has_the_allowance_alone).
+EXTENDED_ONLY = pytest.mark.skipif(
+    not HAS_EXTENDED, reason="this platform's longdouble is float64: no float64 truth"
+)
 
 FRAMEWORKS = ("torch", "tensorflow")
 PLANTED = ("dE_df_float16_operands", "dE_df_bfloat16_operands", "Z1_tf32")
@@ -238,13 +246,15 @@ def test_a_scalar_is_judged_by_its_scale_against_the_legit_error(e, scaled):
     assert prec["scale_limit"] == pytest.approx(5 * 4 * u, rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=EXTENDED_ONLY)])
 @pytest.mark.parametrize("tensor", ["E", "dE_db", "b_new"])
-def test_a_small_end_to_end_tensor_scaled_within_its_allowance_fails(harness, tensor):
+def test_a_small_end_to_end_tensor_scaled_within_its_allowance_fails(harness, tensor, dtype):
     """The article's E, dE_db and b_new (one element each) had the allowance alone end to
     end: a scale error 550 to 750 times what a framework legitimately differs by passed.
-    Scaled by 20 times the larger of the framework's and the reference's own float32 error,
-    well within the allowance, each now fails on precision and is named a factor."""
-    c = harness.end_to_end_check(BY_TENSOR[tensor], "torch", "float32")
+    Scaled by 20 times the larger of the framework's and the reference's own error (float64:
+    against the extended-precision truth), well within the allowance, each now fails on
+    precision and is named a factor."""
+    c = harness.end_to_end_check(BY_TENSOR[tensor], "torch", dtype)
     t = c.truth.astype(np.float64)
     a, ours = (np.asarray(x, np.float64) for x in (c.actual, c.expected))
     e = 20 * float(np.max(np.maximum(np.abs(a - t), c.legit)) / np.max(np.abs(t)))
@@ -254,3 +264,80 @@ def test_a_small_end_to_end_tensor_scaled_within_its_allowance_fails(harness, te
     assert r["budget_used"] <= 1, r  # the allowance alone lets it through
     assert r["status"] == "fail" and r["mismatch_kind"] == "precision", r
     assert "scale: impl is scaled by 1 " in r["note"], r["note"]
+
+
+# --- float64: measured against the reference in extended precision ----------------------
+
+
+def _mantissa(x: np.ndarray, bits: int) -> np.ndarray:
+    """x with its mantissa rounded to `bits` bits: a float64 result that carries fewer."""
+    m, e = np.frexp(x)
+    return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e)
+
+
+@EXTENDED_ONLY
+@pytest.mark.parametrize("mode", ["stage", "end_to_end"])
+@pytest.mark.parametrize(
+    "tensor, change",
+    [
+        ("dE_df", "scaled 1e-12"),  # the issue's example: hidden by a 1e-11 allowance
+        ("dE_df", "40 bits"),
+        ("Z2", "scaled 3e-14"),
+        ("dE_dW", "45 bits"),
+    ],
+)
+def test_a_float64_result_within_its_allowance_but_imprecise_fails(harness, tensor, change, mode):
+    """float64 had no truth, so the allowance alone judged it: dE_df x (1 + 1e-12) passed,
+    and so did a result carrying 40 of float64's 53 bits. The truth is now the reference in
+    extended precision (np.longdouble, 64 bits on x86), the same verdicts as float32 apply,
+    and each of these fails on precision though within its allowance."""
+    make = harness.stage_check if mode == "stage" else harness.end_to_end_check
+    c = make(BY_TENSOR[tensor], "torch", "float64")
+    assert c.truth is not None
+    clean = compare_check(c, against="torch")
+    assert clean["status"] == "pass" and clean["impl_bits"] >= 48, clean
+    ours = np.asarray(c.expected, np.float64)
+    if change.startswith("scaled"):
+        changed = ours * (1 + float(change.split()[1]))
+    else:
+        changed = _mantissa(ours, int(change.split()[0]))
+    r = compare_check(dataclasses.replace(c, expected=changed), against="torch")
+    assert r["budget_used"] <= 1, r  # the allowance alone lets it through
+    assert r["status"] == "fail" and r["mismatch_kind"] == "precision", r
+    if change.endswith("bits"):  # rounding to b bits errs by about 2^-(b + 2) relative
+        assert abs(r["impl_bits"] - (int(change.split()[0]) + 2)) <= 3, r
+        assert "precision: impl computed at about" in r["note"], r["note"]
+
+
+@EXTENDED_ONLY
+def test_the_float64_truth_is_more_precise_than_float64():
+    """The extended-precision step differs from the float64 one by about float64's rounding
+    (so it is that much closer to the exact result), and computing it leaves the
+    reference refusing longdouble from anyone else."""
+    from reference._validate import EXTENDED, float_array
+
+    assert np.finfo(EXTENDED).nmant >= 63
+    with pytest.raises(TypeError, match="must have dtype float32 or float64, got float128"):
+        float_array("X", np.ones(3, EXTENDED))
+
+
+def test_without_extended_precision_float64_has_the_allowance_alone(
+    monkeypatch, harness, run_config, article_data
+):
+    """Where longdouble is float64 there is no float64 truth: the checks carry none (no
+    precision verdict, the allowance alone, as before), and float32 keeps its float64
+    truth."""
+    from parity_tests import harness as harness_module
+    from parity_tests.harness import truth_dtype
+    from parity_tests.model_harness import ModelHarness
+    from reference.network import Network
+
+    monkeypatch.setattr(harness_module, "HAS_EXTENDED", False)
+    assert truth_dtype("float64") is None and truth_dtype("float32") == np.float64
+    article = harness.stage_check(BY_TENSOR["dE_df"], "torch", "float64")
+    assert article.truth is None and compare_check(article, against="torch")["status"] == "pass"
+    assert harness.stage_check(BY_TENSOR["dE_df"], "torch", "float32").truth is not None
+    net = ModelHarness(Network("conv(2,3)-relu-dense(10)-softmax_ce"), run_config, article_data)
+    assert net.truth("float64") is None and net.legit_error("conv1.Z", "float64") is None
+    spec = net.stage_check("conv1.dF", "torch", "float64")
+    assert spec.truth is None and compare_check(spec, against="torch")["status"] == "pass"

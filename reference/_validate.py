@@ -7,11 +7,32 @@ given, instead of an IndexError or a broadcasting error deep inside NumPy.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# The truth a float64 check is measured against is the reference itself run in extended
+# precision (np.longdouble: x86's 80-bit format, 11 bits more than float64). The reference
+# admits it only inside `extended()`, which the harness enters for that one computation: a
+# user's call with a longdouble array is refused like any other dtype. Where longdouble is
+# float64 (ARM macOS, Windows) there is no such truth (HAS_EXTENDED False).
+EXTENDED = np.dtype(np.longdouble)
+HAS_EXTENDED = np.finfo(EXTENDED).nmant > np.finfo(np.float64).nmant
+_ADMIT_EXTENDED = contextvars.ContextVar("admit_extended", default=False)
+
+
+@contextlib.contextmanager
+def extended():
+    """Inside this block the reference's functions also take np.longdouble arrays."""
+    token = _ADMIT_EXTENDED.set(True)
+    try:
+        yield
+    finally:
+        _ADMIT_EXTENDED.reset(token)
 
 
 def _describe(value) -> str:
@@ -33,7 +54,7 @@ def float_array(
         _refuse_subclass(name, value)
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
-    if value.dtype not in FLOAT_DTYPES:
+    if value.dtype not in FLOAT_DTYPES and not (value.dtype == EXTENDED and _ADMIT_EXTENDED.get()):
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {value.dtype} (shape {value.shape})"
         )
