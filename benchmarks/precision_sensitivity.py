@@ -11,8 +11,10 @@ smallest e that fails is found by bisection over log e:
   fixed floor: compare_arrays' verdict with the precision verdict floored at 8 roundings;
   k floor:     the verdict as the suite runs it (floor max(8, sqrt(k) / 8) roundings).
 
-float64 checks have no float64 truth, so all three are the allowance there. A column is the
-worst over the frameworks (the largest e); `legit` is the largest relative difference
+A float64 check's truth is the reference in extended precision (docs/tolerance.md, "The
+float64 truth"; where the platform's longdouble is float64, all three columns are the
+allowance there). A column is the worst over the frameworks (the largest e); `legit` is
+the largest relative difference
 max|framework - impl| / max|impl| between a framework and the unscaled implementation (the
 legitimate error the check must tolerate), and `k/legit` the k-floor column over it.
 

@@ -373,12 +373,18 @@ class Harness:
                     stage, widened(inputs, wide), cfg.lr, cfg.reduction, self.shape
                 )
                 truth = np.asarray(value, np.float64)
+        # A loss or a bias (under 16 elements) is judged by its scale, against the reference
+        # layer's own error (ModelHarness.stage_legit), in the article's layout.
+        legit = self.network.stage_legit(stage.network, dtype) if stage.network else None
+        if legit is not None:
+            legit = stages.to_article(stage.tensor, legit, self.shape)
         return Check(
             np.asarray(actual),
             expected,
             tol,
             truth,
             self.explain_context(stage, inputs, dtype),
+            legit=legit,
         )
 
     @_memo

@@ -361,13 +361,15 @@ def compare_arrays(
     shape = tuple(int(s) for s in expected.shape)
     if truth is not None:
         truth = _as_real_array(truth, "truth")
-        if truth.dtype != np.float64 or truth.shape != expected.shape:
-            raise ValueError(f"truth must be float64 of shape {shape}, got {truth.dtype} {truth.shape}")
     out = _blank(shape, int(expected.size))
     if actual.shape != expected.shape:
         out["note"] = f"shape mismatch: {against} {actual.shape}, impl {expected.shape}"
         out["mismatch_kind"] = "shape"
         return out
+    # After the shape check: the truth has the right shape, which a wrongly shaped result
+    # does not (a recorded failure, not a crash).
+    if truth is not None and (truth.dtype != np.float64 or truth.shape != expected.shape):
+        raise ValueError(f"truth must be float64 of shape {shape}, got {truth.dtype} {truth.shape}")
     if actual.dtype != expected.dtype:
         out["note"] = f"dtype mismatch: {against} {actual.dtype}, impl {expected.dtype}"
         out["mismatch_kind"] = "dtype"
@@ -416,7 +418,7 @@ def compare_arrays(
         exact = not np.any(a) and not np.any(e)
         notes.append(
             ("exactly zero on both sides" if exact else "both sides within tolerance of zero")
-            + ", as the float64 truth is exactly zero here (declared)"
+            + ", as the truth is exactly zero here (declared)"
         )
     elif (
         unresolved := vacuous
@@ -431,9 +433,10 @@ def compare_arrays(
         status = "pass"
         i = np.unravel_index(int(np.argmax(np.abs(truth))), shape)
         notes.append(
-            f"both sides within tolerance of zero, and so is the float64 truth (largest "
+            f"both sides within tolerance of zero, and so is the truth (largest "
             f"|truth| {abs(float(truth[i])):.3g}, allowed {float(tol[i]):.3g} there): the "
-            "value cannot be told from zero at this dtype (declared; the float64 check tests it)"
+            "value cannot be told from zero at this dtype (declared"
+            + ("; the float64 check tests it)" if actual.dtype == np.float32 else ")")
         )
     elif vacuous and not expect_zero:
         status = "vacuous"

@@ -377,7 +377,7 @@ def test_absent_message():
     ("truth", "truth_zero", "status"),
     [
         (np.zeros(4), False, "pass"),  # a float64 truth of zeros: zeros are right
-        (None, True, "pass"),  # declared by the caller (float64 checks carry no truth)
+        (None, True, "pass"),  # declared by the caller (Network.exact_zeros)
         (f64(0, 0, 1e-3, 0), False, "vacuous"),  # both sides zero where the truth is not
         (None, False, "vacuous"),  # nothing known: the check could not fail
         (f64(0, 0, 5e-7, 0), False, "pass"),  # the truth is within the allowance of zero too
@@ -389,12 +389,13 @@ def test_zeros_are_declared_where_the_truth_is_zero(truth, truth_zero, status):
     assert (got["status"], got["passed"]) == (status, status == "pass")
     if status == "pass" and truth is not None and np.any(truth):
         assert got["note"] == (
-            "both sides within tolerance of zero, and so is the float64 truth (largest |truth| "
+            "both sides within tolerance of zero, and so is the truth (largest |truth| "
             "5e-07, allowed 1e-06 there): the value cannot be told from zero at this dtype "
-            "(declared; the float64 check tests it)"
+            "(declared)"
         )
+        # a float32 check's float64 twin is the one that can tell it from zero
+        f32 = np.zeros(4, np.float32)
+        note = compare_arrays(f32, f32, 1e-6, truth=truth)["note"]
+        assert note.endswith("(declared; the float64 check tests it)"), note
     elif status == "pass":
-        assert (
-            got["note"]
-            == "exactly zero on both sides, as the float64 truth is exactly zero here (declared)"
-        )
+        assert got["note"] == "exactly zero on both sides, as the truth is exactly zero here (declared)"
