@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity_tests.metrics import PRECISION_RATIO_LIMIT
+from parity_tests.metrics import LOW_PRECISION_HINT, PRECISION_RATIO_LIMIT, TRUTH_NAME
 from reference import conv
 from reference.layers import KINDS, conv2d
 from reference.layers.registry import replay
@@ -185,8 +185,7 @@ def explain_precision(record: Mapping, tensor: str = "", against: str = "") -> E
     return Explanation(
         "precision",
         f"{name} {what}computed at about {bits[worse]:.0f} bits, {lost:.0f} fewer than the "
-        f"other side's {bits[other]:.0f}: float16 or bfloat16 operands (a mixed-precision "
-        "policy), or TF32?",
+        f"other side's {bits[other]:.0f}: " + LOW_PRECISION_HINT[_dtype_of(record)],
         0.0,
         specific=True,
     )
@@ -204,14 +203,22 @@ def _explain_scale(record: Mapping, tensor: str) -> Explanation | None:
     if not abs(s) > limit:  # NaN (not measured) included
         return None
     what = f"{tensor} " if tensor else ""
+    dtype = _dtype_of(record)
     return Explanation(
         "factor",
-        f"ours {what}is about 1 {s:+.3g} x the float64 truth (least squares), beyond the "
-        f"{limit:.3g} a correct float32 result's scatter allows: a constant factor (a wrong "
+        f"ours {what}is about 1 {s:+.3g} x {TRUTH_NAME[dtype]} (least squares), beyond the "
+        f"{limit:.3g} a correct {dtype} result's scatter allows: a constant factor (a wrong "
         "scale or count, a mean for a sum)?",
         1 - abs(s) / rms if rms > 0 else 0.0,
         factor=1 + s,
     )
+
+
+def _dtype_of(record: Mapping) -> str:
+    """The record's dtype where it names one the notes know ("float32" otherwise: a bare
+    comparison's record has none)."""
+    dtype = str(record.get("dtype", "float32"))
+    return dtype if dtype in TRUTH_NAME else "float32"
 
 
 def _rank(fit: Explanation) -> tuple:

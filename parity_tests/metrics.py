@@ -149,6 +149,13 @@ PRECISION_LEGIT_MAX = 15.7
 # sum of 115,200 terms (loop_impl's dE_df) 1.02. At 5 (2.4x margin) every one of those
 # checks catches a scale error within 10x of the legitimate difference.
 SCALE_LIMIT = 5.0
+# What a check's result is measured against, and what a result short of bits suggests, by
+# the check's dtype (the notes here and the explainer's).
+TRUTH_NAME = {"float32": "the float64 truth", "float64": "the extended-precision truth"}
+LOW_PRECISION_HINT = {
+    "float32": "float16 or bfloat16 operands (a mixed-precision policy), or TF32?",
+    "float64": "float32 operands or a float32 accumulator?",
+}
 
 
 def precision_floor(roundings: int) -> float:
@@ -176,7 +183,8 @@ def _scaled_err(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> dict | None:
-    """The effective precision of both sides against the float64 truth, or None where it is
+    """The effective precision of both sides against the truth (float64 for a float32
+    check, extended precision for a float64 one: harness.truth_dtype), or None where it is
     not measured: a non-float dtype, no element with a non-zero allowance and finite
     values, fewer than PRECISION_MIN_ELEMENTS such elements without `legit` (with it: the
     scale verdict alone, the bits NaN), or no error and no rounding to measure (both sides
@@ -226,7 +234,7 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> 
         lg = None if lg is None else lg[keep]
     if n < PRECISION_MIN_ELEMENTS:  # too few for a typical error: the scale verdict alone
         scale = _scale_verdict(a, e, t, lg, dtype)
-        return None if scale is None else dict(_NO_BITS, n=n, **scale)
+        return None if scale is None else dict(_NO_BITS, n=n, dtype=dtype.name, **scale)
     err_a = _typical(_scaled_err(a, t, w))
     err_e = _typical(_scaled_err(e, t, w))
     err_l = 0.0 if lg is None else _typical(np.divide(lg, w, dtype=np.float64))
@@ -258,6 +266,7 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> 
         floor_roundings=floor_roundings,
         mantissa=p,
         n=n,
+        dtype=dtype.name,
         **scale,
     )
 
@@ -533,26 +542,28 @@ def _precision_note(prec: dict, against: str) -> str:
         prec[f"{worse}_bits"],
         prec["impl_bits" if worse == "against" else "against_bits"],
     )
+    dtype = prec.get("dtype", "float32")
     versus = {
         "floor": f"{prec['floor_roundings']:.3g} roundings of the exact result",
-        "legit": "the reference's own float32 error at the spread's weight points",
+        "legit": f"the reference's own {dtype} error at the spread's weight points",
     }.get(prec.get("versus", "floor" if prec["versus_floor"] else "other"), f"{other}'s")
     return (
         f"precision: {name} computed at about {mine:.0f} bits where the dtype gives {p} "
-        f"and {other} {theirs:.0f} (its typical error against the float64 truth is "
+        f"and {other} {theirs:.0f} (its typical error against {TRUTH_NAME[dtype]} is "
         f"{prec['excess']:.3g}x {versus}; legitimate orders of summation stay within "
-        f"{PRECISION_LEGIT_MAX:g}x, the limit is {PRECISION_RATIO_LIMIT:g}x): float16 or "
-        "bfloat16 operands, or TF32?"
+        f"{PRECISION_LEGIT_MAX:g}x, the limit is {PRECISION_RATIO_LIMIT:g}x): "
+        + LOW_PRECISION_HINT[dtype]
     )
 
 
 def _scale_note(prec: dict, against: str) -> str:
     """The failure note of an implementation whose result is scaled against the truth."""
+    dtype = prec.get("dtype", "float32")
     return (
-        f"scale: impl is scaled by 1 {prec['impl_scale']:+.3g} against the float64 truth "
+        f"scale: impl is scaled by 1 {prec['impl_scale']:+.3g} against {TRUTH_NAME[dtype]} "
         f"(least squares), beyond {prec['scale_limit']:.3g}, {SCALE_LIMIT:g}x the larger of "
-        f"{against}'s root-mean-square relative error, the reference's own float32 error "
-        "(end to end) and impl's scatter about its scale: "
+        f"{against}'s root-mean-square relative error, the reference's own {dtype} error "
+        "(a loss or a bias) and impl's scatter about its scale: "
         "rounding scatters, a constant factor (a wrong scale, a mean for a sum, a learning "
         "rate) scales"
     )
