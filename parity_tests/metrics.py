@@ -171,15 +171,21 @@ def precision_floor(roundings: int) -> float:
 
 
 def _typical(x: np.ndarray) -> float:
-    """The PRECISION_QUANTILE-th percentile of x, a scratch array it reorders in place."""
-    return float(np.percentile(x, PRECISION_QUANTILE, overwrite_input=True))
+    """The PRECISION_QUANTILE-th percentile of x, a scratch array it reorders in place.
+    Errors that overflowed to inf (a grossly wrong result) make it inf, the largest typical
+    error (their interpolation would give inf - inf = NaN, which no verdict would fail)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = float(np.percentile(x, PRECISION_QUANTILE, overwrite_input=True))
+    return math.inf if math.isnan(q) else q
 
 
 def _scaled_err(x: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """|x - t| / w in one fresh buffer (a scratch array for _typical)."""
+    """|x - t| / w in one fresh buffer (a scratch array for _typical); inf where a grossly
+    wrong result's error overflows it."""
     buf = np.subtract(x, t)
     np.abs(buf, out=buf)
-    return np.divide(buf, w, out=buf)
+    with np.errstate(over="ignore"):
+        return np.divide(buf, w, out=buf)
 
 
 def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> dict | None:
@@ -291,14 +297,17 @@ def _scale_verdict(a, e, t, legit, dtype) -> dict | None:
     if tt == 0:
         return None
     de, da = e - t, a - t
-    impl_scale = float(np.dot(de, t)) / tt
-    impl_rms = math.sqrt(float(np.dot(de, de)) / tt)
-    d_against = math.sqrt(float(np.dot(da, da)) / tt)
-    d_legit = 0.0 if legit is None else math.sqrt(float(np.dot(legit, legit)) / tt)
+    with np.errstate(over="ignore"):  # a grossly wrong result: inf, which the allowance fails
+        impl_scale = float(np.dot(de, t)) / tt
+        impl_rms = math.sqrt(float(np.dot(de, de)) / tt)
+        d_against = math.sqrt(float(np.dot(da, da)) / tt)
+        d_legit = 0.0 if legit is None else math.sqrt(float(np.dot(legit, legit)) / tt)
     # What is left of its error once the best scale is taken out: a legitimate computation
     # that scatters (a cancelling sum, a long left-to-right one) may shift its scale by a
-    # share of that, a constant factor adds nothing to it.
+    # share of that, a constant factor adds nothing to it. (inf - inf: unbounded scatter.)
     residual = math.sqrt(max(impl_rms * impl_rms - impl_scale * impl_scale, 0.0))
+    if math.isnan(residual):
+        residual = math.inf
     one = float(np.finfo(dtype).eps) / 2
     scale_limit = SCALE_LIMIT * max(d_against, d_legit, residual, one)
     return dict(

@@ -399,3 +399,15 @@ def test_zeros_are_declared_where_the_truth_is_zero(truth, truth_zero, status):
         assert note.endswith("(declared; the float64 check tests it)"), note
     elif status == "pass":
         assert got["note"] == "exactly zero on both sides, as the truth is exactly zero here (declared)"
+
+
+def test_a_typical_error_that_overflows_is_the_largest_not_nan():
+    # errors beyond float64's range over a tiny allowance: inf, never NaN (a NaN typical
+    # error fails no verdict)
+    from parity_tests.metrics import precision_stats
+
+    truth = np.linspace(1.0, 2.0, 64)
+    wild = truth.copy()
+    wild[::2] = 1e300
+    prec = precision_stats(truth, wild, truth, np.full(64, 1e-300), np.float64)
+    assert prec["worse"] == "impl" and prec["excess"] == np.inf, prec
