@@ -70,7 +70,8 @@ slow() {  # the sweeps: they compare directly (no report); benchmarks/sweep_log.
         -p no:cacheprovider -p benchmarks.sweep_log --parity-report-dir "$OUT/sweep-$name-slow" \
         --junitxml "$OUT/sweep-$name-slow.xml" -o junit_family=xunit1 -m "slow or not slow" parity_tests/test_stability.py \
         parity_tests/test_batch_sizes.py parity_tests/test_model_seeds.py \
-        parity_tests/test_generated_models.py parity_tests/test_precision.py || true
+        parity_tests/test_generated_models.py parity_tests/test_precision.py \
+        parity_tests/test_norm_sweeps.py parity_tests/test_found_false_alarms.py || true
 }
 
 cmd=${1:-}; shift || true

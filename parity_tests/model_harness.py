@@ -274,9 +274,10 @@ class ModelHarness:
         end to end. The larger of the reference's layer at the run's inputs to it against
         its truth, and float32: its layer's float32 error at the spread's weight points
         (_spreads); float64: that scaled by u64 / u32. None where there is no truth."""
-        samples = self._spreads()[1].get(tensor)
-        if samples is None or truth_dtype(dtype) is None:
-            return None
+        small = {name for _, names in self._small_layers() for name in names}
+        if tensor not in small or truth_dtype(dtype) is None:
+            return None  # (before the spread: a stage-only run need not compute it)
+        samples = self._spreads()[1][tensor]
         if dtype == "float64":
             samples = samples * (tolerance.unit_roundoff("float64") / tolerance.unit_roundoff("float32"))
         layer = tensor.split(".", 1)[0]
