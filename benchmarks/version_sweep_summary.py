@@ -24,7 +24,7 @@ import pandas as pd
 from parity_tests.metrics import PRECISION_FLOOR_ROUNDINGS, PRECISION_RATIO_LIMIT
 from reports.writer import load_report
 
-MANTISSA = {"float32": 24, "float16": 11, "bfloat16": 8}
+MANTISSA = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
 
 
 def excess(row) -> float:
@@ -66,6 +66,14 @@ def summarise(report_dir: str) -> None:
                 f" ({topx['tensor']} {topx['mode']} {topx['model'] or 'article'},"
                 f" {int(m.notna().sum())} measured)"
             )
+        if "impl_scale" in g:  # the scale verdict: |impl_scale| over its limit
+            r = (g["impl_scale"].abs() / g["scale_limit"]).replace([np.inf], np.nan)
+            if r.notna().any():
+                at = g.loc[r.idxmax()]
+                line += (
+                    f"; max |scale| {r.max():.2f} of its limit ({at['tensor']} {at['mode']}"
+                    f" {at['model'] or 'article'}, {int(r.notna().sum())} measured)"
+                )
         print(line)
 
 
