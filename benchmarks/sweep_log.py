@@ -20,13 +20,18 @@ import sys
 import parity_tests.metrics as metrics
 
 _compare = metrics.compare_arrays
-_FIELDS = ("against", "status", "mismatch_kind", "budget_used", "against_bits", "impl_bits")
+_FIELDS = (
+    "against", "status", "mismatch_kind", "budget_used", "against_bits", "impl_bits",
+    "impl_scale", "scale_limit",
+)  # fmt: skip
 
 
 def _logged(actual, expected, tolerance, **kwargs):
     out = _compare(actual, expected, tolerance, **kwargs)
     path = os.environ.get("SWEEP_LOG")
     caller = sys._getframe(1)
+    if caller.f_code.co_name == "compare_check":  # budgets compare a Check through it
+        caller = caller.f_back
     # Only the sweeps' own comparisons (no false alarm allowed there): not the planted
     # mistakes of the mutant and precision tests, which must fail.
     if path and caller.f_code.co_name == "budgets":
