@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity_tests.metrics import LOW_PRECISION_HINT, PRECISION_RATIO_LIMIT, TRUTH_NAME
+from parity_tests.metrics import PRECISION_RATIO_LIMIT, low_precision_hint, truth_name
 from reference import conv
 from reference.layers import KINDS, conv2d
 from reference.layers.registry import replay
@@ -185,7 +185,7 @@ def explain_precision(record: Mapping, tensor: str = "", against: str = "") -> E
     return Explanation(
         "precision",
         f"{name} {what}computed at about {bits[worse]:.0f} bits, {lost:.0f} fewer than the "
-        f"other side's {bits[other]:.0f}: " + LOW_PRECISION_HINT[_dtype_of(record)],
+        f"other side's {bits[other]:.0f}: " + low_precision_hint(_dtype_of(record)),
         0.0,
         specific=True,
     )
@@ -206,7 +206,7 @@ def _explain_scale(record: Mapping, tensor: str) -> Explanation | None:
     dtype = _dtype_of(record)
     return Explanation(
         "factor",
-        f"ours {what}is about 1 {s:+.3g} x {TRUTH_NAME[dtype]} (least squares), beyond the "
+        f"ours {what}is about 1 {s:+.3g} x {truth_name(dtype)} (least squares), beyond the "
         f"{limit:.3g} a correct {dtype} result's scatter allows: a constant factor (a wrong "
         "scale or count, a mean for a sum)?",
         1 - abs(s) / rms if rms > 0 else 0.0,
@@ -215,10 +215,8 @@ def _explain_scale(record: Mapping, tensor: str) -> Explanation | None:
 
 
 def _dtype_of(record: Mapping) -> str:
-    """The record's dtype where it names one the notes know ("float32" otherwise: a bare
-    comparison's record has none)."""
-    dtype = str(record.get("dtype", "float32"))
-    return dtype if dtype in TRUTH_NAME else "float32"
+    """The record's dtype ("float32" where it has none: a bare comparison's record)."""
+    return str(record.get("dtype") or "float32")
 
 
 def _rank(fit: Explanation) -> tuple:

@@ -150,12 +150,23 @@ PRECISION_LEGIT_MAX = 15.7
 # checks catches a scale error within 10x of the legitimate difference.
 SCALE_LIMIT = 5.0
 # What a check's result is measured against, and what a result short of bits suggests, by
-# the check's dtype (the notes here and the explainer's).
+# the check's dtype (the notes here and the explainer's; truth_name, low_precision_hint).
 TRUTH_NAME = {"float32": "the float64 truth", "float64": "the extended-precision truth"}
 LOW_PRECISION_HINT = {
     "float32": "float16 or bfloat16 operands (a mixed-precision policy), or TF32?",
     "float64": "float32 operands or a float32 accumulator?",
 }
+
+
+def truth_name(dtype) -> str:
+    """What a `dtype` result is measured against, in a note ("the truth" for a dtype the
+    suite's checks do not use, float16 in a bare comparison)."""
+    return TRUTH_NAME.get(str(dtype), "the truth")
+
+
+def low_precision_hint(dtype) -> str:
+    """What a `dtype` result short of bits suggests, in a note."""
+    return LOW_PRECISION_HINT.get(str(dtype), "lower-precision operands or accumulator?")
 
 
 def precision_floor(roundings: int) -> float:
@@ -212,9 +223,11 @@ def precision_stats(a, e, truth, tol, dtype, roundings: int = 0, legit=None) -> 
       floor_roundings: that floor, in roundings;
       versus: what the excess is over: "other" (the more accurate side), "floor", or
         "legit" where `legit` is given (elementwise magnitudes of a correct computation's
-        error in this dtype: the reference's own float32 end-to-end error, its largest over
-        the spread's weight points) and its typical error is the largest of the three: a
-        side that is merely luckier than a correct computation is no reference;
+        error in this dtype: the reference's own, end to end over the spread's weight
+        points, ModelHarness.legit_error; a small tensor's layer alone, stage_legit) and
+        its typical error is the largest of the three: a side that is merely luckier than
+        a correct computation is no reference;
+      dtype: the checked dtype's name (which truth, which hint, in the notes);
       impl_scale: the implementation's least-squares scale error against the truth,
         <e - t, t> / <t, t> (e for a result t (1 + e));
       impl_rms: its root-mean-square relative error |e - t| / |t| (>= |impl_scale|; equal
@@ -291,8 +304,8 @@ def _scale_verdict(a, e, t, legit, dtype) -> dict | None:
     scale may wander. With few elements (a loss, a bias of 6 channels) that is the whole
     precision verdict (one value's error against the truth is its scale), the
     implementation's scatter about its scale says little, and a correct computation's own
-    error (`legit`, end to end) joins the other side's: one framework's value may be
-    correctly rounded by luck."""
+    error (`legit`: end to end, or a small tensor's layer alone) joins the other side's:
+    one framework's value may be correctly rounded by luck."""
     tt = float(np.dot(t, t))
     if tt == 0:
         return None
@@ -551,25 +564,25 @@ def _precision_note(prec: dict, against: str) -> str:
         prec[f"{worse}_bits"],
         prec["impl_bits" if worse == "against" else "against_bits"],
     )
-    dtype = prec.get("dtype", "float32")
+    dtype = prec["dtype"]
     versus = {
         "floor": f"{prec['floor_roundings']:.3g} roundings of the exact result",
         "legit": f"the reference's own {dtype} error at the spread's weight points",
-    }.get(prec.get("versus", "floor" if prec["versus_floor"] else "other"), f"{other}'s")
+    }.get(prec["versus"], f"{other}'s")
     return (
         f"precision: {name} computed at about {mine:.0f} bits where the dtype gives {p} "
-        f"and {other} {theirs:.0f} (its typical error against {TRUTH_NAME[dtype]} is "
+        f"and {other} {theirs:.0f} (its typical error against {truth_name(dtype)} is "
         f"{prec['excess']:.3g}x {versus}; legitimate orders of summation stay within "
         f"{PRECISION_LEGIT_MAX:g}x, the limit is {PRECISION_RATIO_LIMIT:g}x): "
-        + LOW_PRECISION_HINT[dtype]
+        + low_precision_hint(dtype)
     )
 
 
 def _scale_note(prec: dict, against: str) -> str:
     """The failure note of an implementation whose result is scaled against the truth."""
-    dtype = prec.get("dtype", "float32")
+    dtype = prec["dtype"]
     return (
-        f"scale: impl is scaled by 1 {prec['impl_scale']:+.3g} against {TRUTH_NAME[dtype]} "
+        f"scale: impl is scaled by 1 {prec['impl_scale']:+.3g} against {truth_name(dtype)} "
         f"(least squares), beyond {prec['scale_limit']:.3g}, {SCALE_LIMIT:g}x the larger of "
         f"{against}'s root-mean-square relative error, the reference's own {dtype} error "
         "(a loss or a bias) and impl's scatter about its scale: "

@@ -263,9 +263,8 @@ class ModelHarness:
         truth = self.truth("float64")
         if truth is None:
             return None
-        scale = tolerance.unit_roundoff("float64") / tolerance.unit_roundoff("float32")
         own = np.abs(np.asarray(self.reference("float64")[tensor]) - truth[tensor])
-        return np.maximum(own, each * scale)
+        return np.maximum(own, each * tolerance.from_float32("float64"))
 
     def stage_legit(self, tensor: str, dtype: str) -> np.ndarray | None:
         """A correct computation's error in `tensor`'s layer alone, elementwise, for a tensor
@@ -277,9 +276,7 @@ class ModelHarness:
         small = {name for _, names in self._small_layers() for name in names}
         if tensor not in small or truth_dtype(dtype) is None:
             return None  # (before the spread: a stage-only run need not compute it)
-        samples = self._spreads()[1][tensor]
-        if dtype == "float64":
-            samples = samples * (tolerance.unit_roundoff("float64") / tolerance.unit_roundoff("float32"))
+        samples = self._spreads()[1][tensor] * tolerance.from_float32(dtype)
         layer = tensor.split(".", 1)[0]
         ours = np.asarray(self._layer_step(layer, dtype, "reference")[tensor], np.float64)
         exact = self._layer_step(layer, dtype, "reference", True)[tensor]

@@ -105,6 +105,12 @@ def unit_roundoff(dtype, tf32: bool = False) -> float:
     return UNIT_ROUNDOFF[name]
 
 
+def from_float32(dtype) -> float:
+    """u / u32: what scales the reference's float32 error (the spread) to the same
+    operations' rounding in `dtype` (1 for float32, 2^-29 for float64)."""
+    return unit_roundoff(dtype) / UNIT_ROUNDOFF["float32"]
+
+
 def _u_label(u: float) -> str:
     return f"2^{int(round(math.log2(u)))}"
 
@@ -175,8 +181,7 @@ def end_to_end(stage_tol: Tolerance, ref_lo, ref_hi, dtype) -> Tolerance:
 def end_to_end_from_spread(stage_tol: Tolerance, spread: float, dtype, what: str) -> Tolerance:
     """The end-to-end rule (see end_to_end) for a spread measured elsewhere; `what` says how
     (parity_tests/model_harness.py measures it at several weight points)."""
-    u32 = UNIT_ROUNDOFF["float32"]
-    scale = unit_roundoff(dtype) / u32
+    scale = from_float32(dtype)
     floor = float(np.max(stage_tol.array, initial=0.0)) / scale
     used = "stage floor" if floor > spread else "spread"
     return Tolerance(

@@ -411,3 +411,16 @@ def test_a_typical_error_that_overflows_is_the_largest_not_nan():
     wild[::2] = 1e300
     prec = precision_stats(truth, wild, truth, np.full(64, 1e-300), np.float64)
     assert prec["worse"] == "impl" and prec["excess"] == np.inf, prec
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_a_scaled_result_is_named_in_any_float_dtype(dtype):
+    # the notes name what the result was measured against; a dtype the suite's checks do
+    # not use (float16 in a bare comparison) gets a plain word, not a crash
+    truth = np.linspace(1.0, 2.0, 64)
+    clean = truth.astype(dtype)
+    scaled = (truth * 1.01).astype(dtype)
+    r = compare_arrays(clean, scaled, np.ones(64), truth=truth)
+    assert r["status"] == "fail" and r["mismatch_kind"] == "precision", r
+    assert "scale: impl is scaled by 1 +0.01" in r["note"] or "1 +0.00998" in r["note"], r["note"]
+    assert ("the float64 truth" in r["note"]) == (dtype == "float32"), r["note"]
