@@ -865,7 +865,7 @@ def _pool_geometry(layer, X, dA, e):
 
 def _max_pool_grads(a, e, who, layer, tol):
     """X6's delta to every maximum of a tied window (each gets it whole), or spread evenly
-    over the window as average pooling does. Evidence: the pool's input X (a tied window
+    over the window, delta / k^2 to each element. Evidence: the pool's input X (a tied window
     for the first) and its upstream delta dA."""
     found = _layer_arrays(layer, "X", "dA")
     geometry = _pool_geometry(layer, *found, e) if found else None
@@ -888,7 +888,7 @@ def _max_pool_grads(a, e, who, layer, tol):
     yield _specific(
         "pool_grad_spread_evenly",
         f"ours is {who} with each window's delta spread evenly, delta / {k * k} to every "
-        "element, as average pooling does: the max-pool gradient must go to the window's "
+        "element, a mean's gradient: the max-pool gradient must go to the window's "
         "maximum only?",
         a,
         e,

@@ -1,8 +1,8 @@
 """Hypothesis strategies for whole networks: valid spec strings of small CNNs.
 
 `specs()` draws 1 to 3 conv blocks (channels, kernel, stride, padding, bias; optionally a
-normalisation; an activation; optionally a max or average pool), optionally a global
-average pooling, then 1 to 2 dense layers (the hidden one optionally normalised and
+normalisation; an activation; optionally a pool, drawn from the registry's pool kinds),
+optionally a `gap`, then 1 to 2 dense layers (the hidden one optionally normalised and
 followed by a dropout) and a loss (`mse` after a dense(1), or `softmax_ce` after a
 dense(10)). `specs(normalise=False)` draws no normalisation, dropout or gap (a batch norm
 after a dense layer is undefined at one image). Every draw is valid by construction: each

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +148,30 @@ def test_mirror_table_has_one_row_per_registry_kind(framework):
     assert set(_mirror(framework).LAYERS) == set(KINDS)
     # and the registry has one entry per spec token (flatten is implied, never written)
     assert set(KINDS) == set(spec.KINDS) | {"flatten"}
+
+
+# A layer kind lives in its registry entry's module, its spec token and one row per mirror
+# table: every other library module reads the registry. Global average pooling (`gap`,
+# X19) is a kind of its own, so its names are not average pooling's.
+AVGPOOL_NAMES = re.compile(r"(?<!global_)avg_?pool|(?<!global[ -])average[ -]pool", re.I)
+AVGPOOL_HOMES = {
+    "reference/layers/pool.py",
+    "reference/spec.py",
+    "parity_tests/mirrors/model_torch.py",
+    "parity_tests/mirrors/model_tf.py",
+}
+
+
+def test_average_pooling_is_named_by_its_entry_token_and_mirror_rows_only():
+    root = Path(__file__).resolve().parents[1]
+    library = [
+        p
+        for top in ("reference", "parity_tests", "reports", "benchmarks")
+        for p in (root / top).rglob("*.py")
+        if not p.name.startswith(("test_", "conftest")) and "meta" not in p.parts
+    ]
+    naming = {p.relative_to(root).as_posix() for p in library if AVGPOOL_NAMES.search(p.read_text())}
+    assert naming == AVGPOOL_HOMES
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

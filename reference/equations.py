@@ -1,7 +1,7 @@
 """The audit registry: every article equation (E1..E17) and the verdict on the equation as
-the article writes it; then the layers the suite checks beyond the article (X1..X12,
-docs/extensions.md, reference/layers/), each with the verdict on the maths as the reference
-states it.
+the article writes it; then the layers the suite checks beyond the article (X1..X19,
+docs/extensions.md), each stated with its verdict by its own layer module beside its maths
+(reference/layers/, `EQUATIONS`) and collected here in order.
 
 Which functions compute an equation is not written here: each function says so itself
 (`@implements("E5")`, reference/trace.py), and the audit names the ones a traced run of
@@ -27,28 +27,10 @@ names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from reference import layers
 
-HOLDS = "holds"
-CONVENTION = "holds under a stated convention"
-CORRECTED = "does not hold as written"
-VERDICTS = (HOLDS, CONVENTION, CORRECTED)
-
-
-@dataclass(frozen=True)
-class Equation:
-    id: str
-    statement: str  # as docs/article.md states it
-    verdict: str  # one of VERDICTS
-    convention: str = ""  # CONVENTION: the convention adopted
-    correction: str = ""  # CORRECTED: the form that holds
-    note: str = ""  # where the text is ambiguous or mistyped
-    variants: tuple = ()  # published-code departures (reference.published) that break it
-    via: tuple = ()  # equations whose checks exercise this one (no record of its own)
-    # The layer setting ("pad", "stride") that makes a layer of the checked model exercise
-    # this equation: its `via` checks then count only on those layers (X1, X2).
-    via_setting: str = ""
-
+# The record and its verdict classes live beside the layer kinds that state X1..X19.
+from reference.layers.registry import CONVENTION, CORRECTED, HOLDS, VERDICTS, Equation  # noqa: F401
 
 EQUATIONS = (
     Equation(
@@ -160,167 +142,9 @@ EQUATIONS = (
     Equation("E17", "new = old - lr * gradient, for W, b and f", HOLDS, variants=("D6",)),
 )
 
-# The layers beyond the article (docs/extensions.md, "Layers (X1..X19)"), batch-first NCHW.
-EXTENSIONS = (
-    Equation(
-        "X1",
-        "padding: each image and channel is surrounded by p zeros on every side, (H, W) -> "
-        "(H + 2p, W + 2p), before the windows are taken",
-        HOLDS,
-        note="symmetric, like torch's padding=p; TensorFlow's 'SAME' puts an odd extra row and "
-        "column at the bottom and right, so its mirror pads with tf.pad and uses 'VALID'",
-        via=("X4", "X5"),
-        via_setting="pad",
-    ),
-    Equation(
-        "X2",
-        "stride: windows start every s pixels, so a side of n gives floor((n + 2p - k) / s) + 1 "
-        "outputs (pools: p = 0)",
-        HOLDS,
-        note="a remainder the stride leaves over is dropped, as both frameworks do; the "
-        "dropped pixels get a zero input gradient",
-        via=("X4", "X5", "X6", "X7"),
-        via_setting="stride",
-    ),
-    Equation(
-        "X3",
-        "conv bias: b[o] is added at every output position of filter o, so dE/db[o] is the "
-        "sum of dZ[n, o, i, j] over images and positions",
-        HOLDS,
-    ),
-    Equation(
-        "X4",
-        "channels: Z[n, o, i, j] = sum over input channels c and offsets u, v of "
-        "F[o, c, u, v] Xp[n, c, s i + u, s j + v] (+ b[o]); dE/dF[o, c, u, v] = sum over "
-        "n, i, j of dZ[n, o, i, j] Xp[n, c, s i + u, s j + v]",
-        HOLDS,
-        note="a cross-correlation (the filter is not flipped), as E1 and both frameworks; "
-        "the filter gradient reads the padded input Xp",
-    ),
-    Equation(
-        "X5",
-        "conv input gradient: each delta goes back through its filter to every pixel of its "
-        "window, dE/dXp[n, c, s i + u, s j + v] += dZ[n, o, i, j] F[o, c, u, v], then the "
-        "padding border is cropped",
-        HOLDS,
-        note="computed as one matrix product F^T dZ giving every window element's share, then "
-        "added back onto the padded image window by window (col2im, the adjoint of the "
-        "forward's im2col); pixels no window covers get 0",
-    ),
-    Equation(
-        "X6",
-        "max pool: A = the largest value of each k x k window, per channel; the backward "
-        "gives the window's delta to its maximum and nothing to the other elements "
-        "(overlapping windows add)",
-        CONVENTION,
-        convention="ties go to the first maximum in row-major order of the window (torch "
-        "and TensorFlow on the CPU; GPU kernels may differ)",
-        note="a window of equal values (all zeros after a ReLU) sends its whole delta to its "
-        "top-left element, never shared among the maxima nor copied to each",
-    ),
-    Equation(
-        "X7",
-        "average pool: A = the mean of each k x k window, per channel; the backward gives "
-        "every element of the window dA / k^2 (overlapping windows add)",
-        HOLDS,
-        note="pools have no padding: with padding the frameworks disagree on average pooling "
-        "(torch counts the padded zeros by default, TensorFlow 'SAME' does not)",
-    ),
-    Equation(
-        "X8",
-        "ReLU: A = max(0, Z); dE/dZ = dA where Z > 0 and 0 where Z <= 0, read from Z",
-        CONVENTION,
-        convention="derivative 0 at z = 0 (both frameworks)",
-    ),
-    Equation(
-        "X9",
-        "tanh: A = tanh(Z); dA/dZ = 1 - A^2, written through the output",
-        HOLDS,
-    ),
-    Equation(
-        "X10",
-        "dense with U units: Z = W^T a + b per image, W of shape (F, U); dE/dW = A^T dZ, "
-        "dE/db = dZ summed over images, dE/dA = dZ W^T",
-        HOLDS,
-        note="torch's nn.Linear weight is W^T; the flatten before the first dense reads NCHW "
-        "order (torch's flatten(1), not TensorFlow's NHWC nor the article's E4)",
-    ),
-    Equation(
-        "X11",
-        "softmax: P[n, k] = exp(z_k - m) / sum over j of exp(z_j - m), m = max_j z_j",
-        HOLDS,
-        note="the shift by the row's largest logit changes nothing mathematically and keeps "
-        "every exponent <= 0; log P is taken from the shifted logits, never as log of a "
-        "rounded P",
-    ),
-    Equation(
-        "X12",
-        "cross-entropy: E = - sum over images of log P[n, y_n]; dE/dZ = P - onehot(y) "
-        "(divided by N under the mean)",
-        CONVENTION,
-        convention="sum over images (the suite's default; torch and Keras default to the "
-        "mean, set explicitly)",
-        note="reduction='mean' divides E and dE/dZ by N, as E7 does",
-    ),
-    Equation(
-        "X13",
-        "batch norm, training mode: per feature of (N, D) over n, per channel of (N, C, H, W) "
-        "over n, h, w: mu = the mean, var = the mean of (X - mu)^2, xhat = (X - mu) / "
-        "sqrt(var + eps), A = gamma xhat + beta",
-        CONVENTION,
-        convention="eps = 1e-5 inside the square root, handed to both frameworks explicitly "
-        "(torch's default; Keras's is 1e-3); the biased variance (divided by m), as both "
-        "normalise with",
-        note="spatial batch norm folds H and W into the batch; batch norm over one value per "
-        "statistic (N = 1 after a dense layer) is refused as a usage error",
-    ),
-    Equation(
-        "X14",
-        "normalisation backward: dbeta = sum dA, dgamma = sum dA xhat, dX = (dxhat - mean "
-        "dxhat - xhat mean(dxhat xhat)) / sqrt(var + eps), dxhat = dA gamma, the sums and "
-        "means over the statistic's values",
-        HOLDS,
-        note="written twice, as the chain of small steps through mu and var and as the "
-        "simplified expression, proven equal (parity_tests/test_norm.py); the gradient into "
-        "a batch norm sums to 0 per channel, so a bias right before it has dE/db = 0",
-    ),
-    Equation(
-        "X15",
-        "running statistics after a training step: new = keep old + (1 - keep) batch "
-        "statistic, for the mean and the variance",
-        CONVENTION,
-        convention="torch: momentum 0.1 is 1 - keep and the running variance takes the "
-        "unbiased batch variance (m / (m - 1)); Keras: momentum 0.99 is keep itself and it "
-        "takes the biased one; each checked in its own convention",
-        note="after one step of an 8 x 3 x 5 x 5 batch at the same keep, the two conventions' "
-        "running variances differ by 9.9e-4 relative (1 / (m - 1) of the update)",
-    ),
-    Equation(
-        "X16",
-        "layer norm: each image normalised over all its own values (every axis but n), "
-        "A = gamma xhat + beta with gamma, beta of the per-image shape; backward X14's",
-        HOLDS,
-    ),
-    Equation(
-        "X17",
-        "group norm (G groups): each image normalised per group of C / G consecutive "
-        "channels and their positions, A = gamma[c] xhat + beta[c]; backward X14's",
-        HOLDS,
-        note="group g holds channels g C/G .. (g + 1) C/G - 1 (torch's and Keras's order)",
-    ),
-    Equation(
-        "X18",
-        "inverted dropout in training: A = X mask / (1 - p), dX = dA mask / (1 - p), the "
-        "keep-mask drawn from the run's seed and handed to every framework",
-        HOLDS,
-    ),
-    Equation(
-        "X19",
-        "global average pooling: A[n, c] = the mean of channel c's H x W values; "
-        "dX[n, c, h, w] = dA[n, c] / (H W)",
-        HOLDS,
-    ),
-)
+# The layers beyond the article (docs/extensions.md, "Layers (X1..X19)"), batch-first NCHW:
+# each layer module states its own beside its maths and registry entries (reference/layers/).
+EXTENSIONS = layers.EQUATIONS
 
 ALL = EQUATIONS + EXTENSIONS
 

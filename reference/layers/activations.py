@@ -13,7 +13,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array
 from reference.activations import sigmoid, sigmoid_grad_from_output
-from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
+from reference.layers.registry import CONVENTION, HOLDS, Bound, Case, Equation, LayerKind, Mistake, Site
 from reference.trace import implements
 
 __all__ = [
@@ -196,4 +196,26 @@ SIGMOID = _activation(
     _sigmoid_bound,
     ("E3", "E9"),
     SIGMOID_MISTAKES,
+)
+
+# Its layer kinds' registry entries, collected in reference.layers.KINDS.
+ENTRIES = (
+    RELU,
+    SIGMOID,
+    TANH,
+)
+
+# Its equations' audit records (reference/equations.py, docs/extensions.md).
+EQUATIONS = (
+    Equation(
+        "X8",
+        "ReLU: A = max(0, Z); dE/dZ = dA where Z > 0 and 0 where Z <= 0, read from Z",
+        CONVENTION,
+        convention="derivative 0 at z = 0 (both frameworks)",
+    ),
+    Equation(
+        "X9",
+        "tanh: A = tanh(Z); dA/dZ = 1 - A^2, written through the output",
+        HOLDS,
+    ),
 )

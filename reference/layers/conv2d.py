@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from reference import rounding
 from reference._validate import float_array, positive_int
-from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
+from reference.layers.registry import HOLDS, Bound, Case, Equation, LayerKind, Mistake, Site
 from reference.trace import implements
 
 
@@ -478,5 +478,57 @@ CONV = LayerKind(
     user=(
         "conv_forward(x, w, b, conv_param) -> (out, cache)",
         "conv_backward(dout, cache) -> (dx, dw, db)",
+    ),
+)
+
+# Its layer kinds' registry entries, collected in reference.layers.KINDS.
+ENTRIES = (CONV,)
+
+# Its equations' audit records (reference/equations.py, docs/extensions.md).
+EQUATIONS = (
+    Equation(
+        "X1",
+        "padding: each image and channel is surrounded by p zeros on every side, (H, W) -> "
+        "(H + 2p, W + 2p), before the windows are taken",
+        HOLDS,
+        note="symmetric, like torch's padding=p; TensorFlow's 'SAME' puts an odd extra row and "
+        "column at the bottom and right, so its mirror pads with tf.pad and uses 'VALID'",
+        via=("X4", "X5"),
+        via_setting="pad",
+    ),
+    Equation(
+        "X2",
+        "stride: windows start every s pixels, so a side of n gives floor((n + 2p - k) / s) + 1 "
+        "outputs (pools: p = 0)",
+        HOLDS,
+        note="a remainder the stride leaves over is dropped, as both frameworks do; the "
+        "dropped pixels get a zero input gradient",
+        via=("X4", "X5", "X6", "X7"),
+        via_setting="stride",
+    ),
+    Equation(
+        "X3",
+        "conv bias: b[o] is added at every output position of filter o, so dE/db[o] is the "
+        "sum of dZ[n, o, i, j] over images and positions",
+        HOLDS,
+    ),
+    Equation(
+        "X4",
+        "channels: Z[n, o, i, j] = sum over input channels c and offsets u, v of "
+        "F[o, c, u, v] Xp[n, c, s i + u, s j + v] (+ b[o]); dE/dF[o, c, u, v] = sum over "
+        "n, i, j of dZ[n, o, i, j] Xp[n, c, s i + u, s j + v]",
+        HOLDS,
+        note="a cross-correlation (the filter is not flipped), as E1 and both frameworks; "
+        "the filter gradient reads the padded input Xp",
+    ),
+    Equation(
+        "X5",
+        "conv input gradient: each delta goes back through its filter to every pixel of its "
+        "window, dE/dXp[n, c, s i + u, s j + v] += dZ[n, o, i, j] F[o, c, u, v], then the "
+        "padding border is cropped",
+        HOLDS,
+        note="computed as one matrix product F^T dZ giving every window element's share, then "
+        "added back onto the padded image window by window (col2im, the adjoint of the "
+        "forward's im2col); pixels no window covers get 0",
     ),
 )

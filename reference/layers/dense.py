@@ -13,7 +13,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array
 from reference.layers.conv2d import _shape4
-from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
+from reference.layers.registry import HOLDS, Bound, Case, Equation, LayerKind, Mistake, Site
 from reference.trace import implements
 
 
@@ -191,5 +191,23 @@ DENSE = LayerKind(
             backward=dense_backward_bias_mean,
             caught_on="any batch of more than one image",
         ),
+    ),
+)
+
+# Its layer kinds' registry entries, collected in reference.layers.KINDS.
+ENTRIES = (
+    FLATTEN,
+    DENSE,
+)
+
+# Its equations' audit records (reference/equations.py, docs/extensions.md).
+EQUATIONS = (
+    Equation(
+        "X10",
+        "dense with U units: Z = W^T a + b per image, W of shape (F, U); dE/dW = A^T dZ, "
+        "dE/db = dZ summed over images, dE/dA = dZ W^T",
+        HOLDS,
+        note="torch's nn.Linear weight is W^T; the flatten before the first dense reads NCHW "
+        "order (torch's flatten(1), not TensorFlow's NHWC nor the article's E4)",
     ),
 )

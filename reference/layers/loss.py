@@ -12,7 +12,7 @@ import numpy as np
 
 from reference import rounding
 from reference._validate import choice, float_array
-from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
+from reference.layers.registry import CONVENTION, HOLDS, Bound, Case, Equation, LayerKind, Mistake, Site
 from reference.trace import implements
 
 REDUCTIONS = ("sum", "mean")
@@ -266,5 +266,32 @@ MSE = LayerKind(
             forward=mse_without_half,
             backward=mse_backward_without_half,
         ),
+    ),
+)
+
+# Its layer kinds' registry entries, collected in reference.layers.KINDS.
+ENTRIES = (
+    SOFTMAX_CE,
+    MSE,
+)
+
+# Its equations' audit records (reference/equations.py, docs/extensions.md).
+EQUATIONS = (
+    Equation(
+        "X11",
+        "softmax: P[n, k] = exp(z_k - m) / sum over j of exp(z_j - m), m = max_j z_j",
+        HOLDS,
+        note="the shift by the row's largest logit changes nothing mathematically and keeps "
+        "every exponent <= 0; log P is taken from the shifted logits, never as log of a "
+        "rounded P",
+    ),
+    Equation(
+        "X12",
+        "cross-entropy: E = - sum over images of log P[n, y_n]; dE/dZ = P - onehot(y) "
+        "(divided by N under the mean)",
+        CONVENTION,
+        convention="sum over images (the suite's default; torch and Keras default to the "
+        "mean, set explicitly)",
+        note="reduction='mean' divides E and dE/dZ by N, as E7 does",
     ),
 )

@@ -39,7 +39,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array
 from reference.layers.conv2d import _shape4
-from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
+from reference.layers.registry import CONVENTION, HOLDS, Bound, Case, Equation, LayerKind, Mistake, Site
 from reference.trace import implements
 
 EPS = 1e-5  # the reference's epsilon, inside the square root (torch's default)
@@ -845,4 +845,75 @@ GAP = LayerKind(
     forward=global_avg_pool,
     backward=global_avg_pool_backward,
     bound=_gap_bound,
+)
+
+# Its layer kinds' registry entries, collected in reference.layers.KINDS.
+ENTRIES = (
+    BATCHNORM,
+    LAYERNORM,
+    GROUPNORM,
+    DROPOUT,
+    GAP,
+)
+
+# Its equations' audit records (reference/equations.py, docs/extensions.md).
+EQUATIONS = (
+    Equation(
+        "X13",
+        "batch norm, training mode: per feature of (N, D) over n, per channel of (N, C, H, W) "
+        "over n, h, w: mu = the mean, var = the mean of (X - mu)^2, xhat = (X - mu) / "
+        "sqrt(var + eps), A = gamma xhat + beta",
+        CONVENTION,
+        convention="eps = 1e-5 inside the square root, handed to both frameworks explicitly "
+        "(torch's default; Keras's is 1e-3); the biased variance (divided by m), as both "
+        "normalise with",
+        note="spatial batch norm folds H and W into the batch; batch norm over one value per "
+        "statistic (N = 1 after a dense layer) is refused as a usage error",
+    ),
+    Equation(
+        "X14",
+        "normalisation backward: dbeta = sum dA, dgamma = sum dA xhat, dX = (dxhat - mean "
+        "dxhat - xhat mean(dxhat xhat)) / sqrt(var + eps), dxhat = dA gamma, the sums and "
+        "means over the statistic's values",
+        HOLDS,
+        note="written twice, as the chain of small steps through mu and var and as the "
+        "simplified expression, proven equal (parity_tests/test_norm.py); the gradient into "
+        "a batch norm sums to 0 per channel, so a bias right before it has dE/db = 0",
+    ),
+    Equation(
+        "X15",
+        "running statistics after a training step: new = keep old + (1 - keep) batch "
+        "statistic, for the mean and the variance",
+        CONVENTION,
+        convention="torch: momentum 0.1 is 1 - keep and the running variance takes the "
+        "unbiased batch variance (m / (m - 1)); Keras: momentum 0.99 is keep itself and it "
+        "takes the biased one; each checked in its own convention",
+        note="after one step of an 8 x 3 x 5 x 5 batch at the same keep, the two conventions' "
+        "running variances differ by 9.9e-4 relative (1 / (m - 1) of the update)",
+    ),
+    Equation(
+        "X16",
+        "layer norm: each image normalised over all its own values (every axis but n), "
+        "A = gamma xhat + beta with gamma, beta of the per-image shape; backward X14's",
+        HOLDS,
+    ),
+    Equation(
+        "X17",
+        "group norm (G groups): each image normalised per group of C / G consecutive "
+        "channels and their positions, A = gamma[c] xhat + beta[c]; backward X14's",
+        HOLDS,
+        note="group g holds channels g C/G .. (g + 1) C/G - 1 (torch's and Keras's order)",
+    ),
+    Equation(
+        "X18",
+        "inverted dropout in training: A = X mask / (1 - p), dX = dA mask / (1 - p), the "
+        "keep-mask drawn from the run's seed and handed to every framework",
+        HOLDS,
+    ),
+    Equation(
+        "X19",
+        "global average pooling: A[n, c] = the mean of channel c's H x W values; "
+        "dX[n, c, h, w] = dA[n, c] / (H W)",
+        HOLDS,
+    ),
 )

@@ -14,7 +14,7 @@ import numpy as np
 from reference import rounding
 from reference._validate import float_array, positive_int
 from reference.layers.conv2d import _col2im, _shape4, _windows, output_side
-from reference.layers.registry import Bound, Case, LayerKind, Mistake, Site
+from reference.layers.registry import CONVENTION, HOLDS, Bound, Case, Equation, LayerKind, Mistake, Site
 from reference.trace import implements
 
 
@@ -255,5 +255,34 @@ AVGPOOL = LayerKind(
             explains="avgpool_grad_not_divided",
             backward=avg_pool_backward_undivided,
         ),
+    ),
+)
+
+# Its layer kinds' registry entries, collected in reference.layers.KINDS.
+ENTRIES = (
+    MAXPOOL,
+    AVGPOOL,
+)
+
+# Its equations' audit records (reference/equations.py, docs/extensions.md).
+EQUATIONS = (
+    Equation(
+        "X6",
+        "max pool: A = the largest value of each k x k window, per channel; the backward "
+        "gives the window's delta to its maximum and nothing to the other elements "
+        "(overlapping windows add)",
+        CONVENTION,
+        convention="ties go to the first maximum in row-major order of the window (torch "
+        "and TensorFlow on the CPU; GPU kernels may differ)",
+        note="a window of equal values (all zeros after a ReLU) sends its whole delta to its "
+        "top-left element, never shared among the maxima nor copied to each",
+    ),
+    Equation(
+        "X7",
+        "average pool: A = the mean of each k x k window, per channel; the backward gives "
+        "every element of the window dA / k^2 (overlapping windows add)",
+        HOLDS,
+        note="pools have no padding: with padding the frameworks disagree on average pooling "
+        "(torch counts the padded zeros by default, TensorFlow 'SAME' does not)",
     ),
 )

@@ -15,8 +15,9 @@ An entry (`LayerKind`) says, for one spec token (reference/spec.py's layer class
   must be caught and the explainer's name for it;
 - the CS231n-style functions a user may bring for it with --parity-layer (`user`).
 
-Each layer module defines its entries beside its maths (reference/layers/pool.py holds
-MAXPOOL and AVGPOOL); `reference.layers.KINDS` collects them. reference/network.py, the
+Each layer module defines its entries beside its maths (`ENTRIES`, reference/layers/pool.py
+holds the pools') and its equations' audit records (`EQUATIONS`, the `Equation` below);
+`reference.layers.KINDS` and `reference.layers.EQUATIONS` collect them. reference/network.py, the
 stage rule (parity_tests/model_stages.py), the kinks, the generated networks
 (parity_tests/strategies.py), the mutation catalogue (parity_tests/model_mutants.py) and the
 user-layer adapters (parity_tests/own_layers.py, own_layer_checks.py) read the entries; each
@@ -36,6 +37,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# An equation's audit record (reference/equations.py): the article's E1..E17 there, each layer
+# module's X ids beside its maths (its `EQUATIONS`).
+HOLDS = "holds"
+CONVENTION = "holds under a stated convention"
+CORRECTED = "does not hold as written"
+VERDICTS = (HOLDS, CONVENTION, CORRECTED)
+
+
+@dataclass(frozen=True)
+class Equation:
+    id: str
+    statement: str  # as docs/article.md states it
+    verdict: str  # one of VERDICTS
+    convention: str = ""  # CONVENTION: the convention adopted
+    correction: str = ""  # CORRECTED: the form that holds
+    note: str = ""  # where the text is ambiguous or mistyped
+    variants: tuple = ()  # published-code departures (reference.published) that break it
+    via: tuple = ()  # equations whose checks exercise this one (no record of its own)
+    # The layer setting ("pad", "stride") that makes a layer of the checked model exercise
+    # this equation: its `via` checks then count only on those layers (X1, X2).
+    via_setting: str = ""
 
 
 @dataclass(frozen=True)
