@@ -251,6 +251,7 @@ class ModelHarness:
         points nearby: the reference's own float32 error, sampled more than once."""
         return self._spreads()[0][tensor][0]
 
+    @_memo
     def legit_error(self, tensor: str, dtype: str) -> np.ndarray | None:
         """A correct end-to-end computation's error in `dtype`, elementwise, which the
         precision verdict takes as its least reference. float32: |ref32 - ref64|, its largest
@@ -259,13 +260,14 @@ class ModelHarness:
         points' worth); None where there is no float64 truth."""
         each = np.asarray(self._spreads()[0][tensor][1], np.float64)
         if dtype != "float64":
-            return each
+            return _read_only(each)  # a copy, shared by both frameworks' checks
         truth = self.truth("float64")
         if truth is None:
             return None
         own = np.abs(np.asarray(self.reference("float64")[tensor]) - truth[tensor])
-        return np.maximum(own, each * tolerance.from_float32("float64"))
+        return _read_only(np.maximum(own, each * tolerance.from_float32("float64")))
 
+    @_memo
     def stage_legit(self, tensor: str, dtype: str) -> np.ndarray | None:
         """A correct computation's error in `tensor`'s layer alone, elementwise, for a tensor
         of fewer than PRECISION_MIN_ELEMENTS elements (None for the others): what its stage
@@ -280,7 +282,7 @@ class ModelHarness:
         layer = tensor.split(".", 1)[0]
         ours = np.asarray(self._layer_step(layer, dtype, "reference")[tensor], np.float64)
         exact = self._layer_step(layer, dtype, "reference", True)[tensor]
-        return np.maximum(np.abs(ours - exact), samples)
+        return _read_only(np.maximum(np.abs(ours - exact), samples))
 
     # --- our side ---------------------------------------------------------------------
 
@@ -445,14 +447,8 @@ class ModelHarness:
             actual = load_model_mirror(framework).update(p, g, cfg.lr)
             truth = exact if truth_dtype(dtype) else None
             return Check(np.asarray(actual), expected, tol, truth, truth_zero=not np.any(exact))
-        node, x, upstream = self._stage_inputs(tensor, dtype)
-        short = tensor.split(".", 1)[1]
-        _, target = self.inputs(dtype)
-        params = self.params(dtype)
-        own = self._layer_step(node.name, dtype, "implementation")
-        tol = model_stages.stage_tolerance(
-            node, short, x, params, upstream, own, cfg.reduction, dtype, target
-        )
+        node = self.net.node_of(tensor)
+        tol = self._stage_tolerance(tensor, dtype)
         context = self._explain_context(tensor, dtype)
         # The reference's layer in the truth's precision on our inputs to it: the truth, and
         # what says whether zeros are right here (a dead ReLU's region).
@@ -467,6 +463,18 @@ class ModelHarness:
         zero = not np.any(exact) or tensor in self.net.exact_zeros
         legit = self.stage_legit(tensor, dtype)
         return Check(np.asarray(actual), expected, tol, truth, context, zero, not waived, legit)
+
+    @_memo
+    def _stage_tolerance(self, tensor: str, dtype: str) -> tolerance.Tolerance:
+        """The stage rule of `tensor` on our inputs to its layer: once per tensor and dtype,
+        whichever framework's check reads it."""
+        node, x, upstream = self._stage_inputs(tensor, dtype)
+        _, target = self.inputs(dtype)
+        own = self._layer_step(node.name, dtype, "implementation")
+        short, r = tensor.split(".", 1)[1], self.config.reduction
+        return model_stages.stage_tolerance(
+            node, short, x, self.params(dtype), upstream, own, r, dtype, target
+        )
 
     def _explain_context(self, tensor: str, dtype: str) -> dict:
         """What parity_tests.explain reads to name a layer's mistake: the layer's own inputs in
