@@ -356,6 +356,21 @@ class Harness:
             raise Absent(name)
         return np.asarray(impl[name])
 
+    @_memo
+    def _stage_reference(self, stage: Stage, dtype: str) -> tuple:
+        """(the stage rule, the truth or None) of `stage` on the implementation's own inputs
+        to it: once per stage and dtype, whichever framework's check reads them."""
+        cfg = self.config
+        inputs = self.provided(stage.inputs, dtype)
+        _, tol = stages.reference_stage(stage, inputs, cfg.lr, cfg.reduction, self.shape)
+        with truth_precision(dtype) as wide:
+            if wide is None:
+                return tol, None
+            value = stages.reference_value(
+                stage, widened(inputs, wide), cfg.lr, cfg.reduction, self.shape
+            )
+            return tol, _read_only(np.asarray(value, np.float64))
+
     def stage_check(self, stage: Stage, framework: str, dtype: str) -> Check:
         """The framework's layers (or optimiser) fed the implementation's own inputs to the
         stage, against the implementation's tensor; the stage rule on those inputs."""
@@ -365,14 +380,7 @@ class Harness:
         actual = stages.framework_stage(
             stage, self.mirror(framework), inputs, cfg.lr, cfg.reduction, self.shape
         )
-        _, tol = stages.reference_stage(stage, inputs, cfg.lr, cfg.reduction, self.shape)
-        truth = None
-        with truth_precision(dtype) as wide:
-            if wide is not None:
-                value = stages.reference_value(
-                    stage, widened(inputs, wide), cfg.lr, cfg.reduction, self.shape
-                )
-                truth = np.asarray(value, np.float64)
+        tol, truth = self._stage_reference(stage, dtype)
         # A loss or a bias (under 16 elements) is judged by its scale, against the reference
         # layer's own error (ModelHarness.stage_legit), in the article's layout.
         legit = self.network.stage_legit(stage.network, dtype) if stage.network else None
