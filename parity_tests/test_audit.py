@@ -459,6 +459,38 @@ def test_audit_says_when_no_function_of_its_own_ran():
     assert cells["E15"].startswith("none") and cells["X9"].startswith("none")  # via E16; no tanh
 
 
+def _developers_profiler(kind: str):
+    if kind == "cProfile":  # C-level: sys.getprofile() gives the Profile object, not a function
+        import cProfile
+
+        return cProfile.Profile()
+    events = []
+    return lambda frame, event, arg: events.append(event)
+
+
+@pytest.mark.parametrize("kind", ["cProfile", "python-function"])
+def test_tracing_under_a_developers_profiler_traces_and_puts_it_back(kind):
+    import sys
+
+    import numpy as np
+
+    from reference.activations import sigmoid
+    from reference.trace import trace
+
+    profiler = _developers_profiler(kind)
+    if kind == "cProfile":
+        profiler.enable()
+    else:
+        sys.setprofile(profiler)
+    try:
+        _, ran = trace(sigmoid, np.zeros(3))
+        back = sys.getprofile()
+    finally:
+        sys.setprofile(None)
+    assert ran.names() == {"reference.activations.sigmoid"}
+    assert back is profiler
+
+
 def test_every_tag_names_a_registered_equation():
     import reference.fast  # noqa: F401  (imports every tagged module)
     import reference.network  # noqa: F401

@@ -78,7 +78,9 @@ class Traced:
 def trace(fn: Callable, *args, **kwargs) -> tuple[object, Traced]:
     """(fn(*args, **kwargs), the tagged functions it called). Uses the profiler hook, which
     sees every Python call (no wrapper in the way); a profiler already installed (a
-    developer's) is put back afterwards."""
+    developer's) is put back afterwards: a Python function as it was, cProfile's (which
+    sys.getprofile gives as its Profile object, not a function) by its own `enable`. It
+    sees nothing of the traced step."""
     seen: dict = {}
 
     def on_event(frame, event, arg):
@@ -92,5 +94,13 @@ def trace(fn: Callable, *args, **kwargs) -> tuple[object, Traced]:
     try:
         result = fn(*args, **kwargs)
     finally:
-        sys.setprofile(previous)
+        _reinstall(previous)
     return result, Traced(tuple(seen))
+
+
+def _reinstall(previous) -> None:
+    if previous is None or callable(previous):
+        sys.setprofile(previous)
+    else:  # a C profiler: only it can put its hook back
+        sys.setprofile(None)
+        previous.enable()
