@@ -2,13 +2,13 @@
 changes the report.
 
     PARITY_MNIST=/path/to/mnist.npz .venv/bin/python benchmarks/gate_time.py [--runs 3]
-        [--workers 2] [--json PATH] [--bytecode cached|env]
+        [--workers 2] [--dist loadfile|load] [--json PATH] [--bytecode cached|env]
 
 Runs, interleaved and `--runs` times each:
 
   import   python -c "import torch, tensorflow"       (the floor any gate run pays)
   serial   python -m pytest -q -p no:cacheprovider   (plain pytest: pyproject's gate)
-  xdist    the same with -n WORKERS
+  xdist    the same with -n WORKERS --dist DIST
 
 and prints each wall time's median and its ratio to the import's. `--bytecode cached`
 (the default) measures what a user's second run costs: Python writes and reuses the
@@ -50,6 +50,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3, help="runs of each command (default 3)")
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2)")
+    p.add_argument(
+        "--dist",
+        choices=("loadfile", "load"),
+        default="loadfile",
+        help="pytest-xdist's distribution (default loadfile: each test file on one worker, so "
+        "a network's harness, its reference steps, truths and framework runs, is computed by "
+        "one worker; load: test by test, each worker computing every harness it meets)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument(
         "--bytecode",
@@ -80,7 +88,7 @@ def main(argv=None) -> int:
                     out = Path(tmp) / f"{name}{r}"
                     cmd = [py, *GATE, "--parity-report-dir", str(out)]
                     if name == "xdist":
-                        cmd += ["-n", str(args.workers)]
+                        cmd += ["-n", str(args.workers), "--dist", args.dist]
                 wall, rc, tail = _run(cmd, env)
                 times[name].append(wall)
                 print(f"{name:<7} run {r + 1}: {wall:6.1f} s  rc={rc}  {tail}", flush=True)
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
     result = {
         "runs": args.runs,
         "workers": args.workers,
+        "dist": args.dist,
         "python": py,
         "bytecode": args.bytecode,
         "median_s": {k: round(v, 2) for k, v in med.items()},
@@ -107,7 +116,7 @@ def main(argv=None) -> int:
     }
     print(f"\nimport torch, tensorflow: {med['import']:.1f} s (median of {args.runs})")
     for name in ("serial", "xdist"):
-        label = "pytest" if name == "serial" else f"pytest -n {args.workers}"
+        label = "pytest" if name == "serial" else f"pytest -n {args.workers} --dist {args.dist}"
         print(
             f"{label:<14} {med[name]:6.1f} s = {result['ratio_to_import'][name]:.2f} x import;"
             f" comparisons.csv identical to the first serial run: {identical[name]}"
