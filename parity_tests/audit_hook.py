@@ -64,7 +64,7 @@ def traced_functions(
     impl: str, model: str, reduction: str = "sum", lr: float = 0.1, network=None, model_fast=True
 ) -> dict[str, str]:
     """{equation id: the functions that computed it, comma separated}: E1..E17 from the
-    article's traced step, X1..X12 from the network's; a fast kernel carries "(fast path;
+    article's traced step, X1..X19 from the network's; a fast kernel carries "(fast path;
     proven equal to ...)"."""
     steps = traced_steps(impl, model, reduction, lr, network, model_fast)
     out: dict[str, str] = {}

@@ -243,7 +243,7 @@ def optimiser_dicts(functions: dict[str, str] | None = None) -> list[dict]:
 
 
 def as_dicts(functions: dict[str, str] | None = None, model=None) -> list[dict]:
-    """Plain-data registry for reports/audit.py (strings only, E1..E17 then X1..X12).
+    """Plain-data registry for reports/audit.py (strings only, E1..E17 then X1..X19).
     `functions` maps an equation id to the functions that computed it in the run, as traced
     (parity_tests/audit_hook.py, reference/trace.py); an id it lacks gets "" (nothing that
     ran computes it: it acts through the `via` equations, or the checked network has no such

@@ -42,7 +42,7 @@ def qualified_name(fn: Callable) -> str:
 
 
 def implements(*ids: str, proven_equal_to: tuple = ()) -> Callable:
-    """Tag a function as computing the equations `ids` (E1..E17, X1..X12)."""
+    """Tag a function as computing the equations `ids` (E1..E17, X1..X19)."""
 
     def tag(fn):
         _BY_CODE[fn.__code__] = Implementation(

@@ -7,10 +7,10 @@ Four tables:
    stage and end_to_end, finite differences, hand examples...), the largest budget used per
    kind of check, the verdict (holds / holds under a stated convention / does not hold as
    written, with the corrected form) and the note on the text;
-2. the same for the layers beyond the article (X1..X12, docs/extensions.md), when the
-   registry has them: checked alone (parity_tests/test_layers.py) and inside the checked
-   network (parity_tests/test_model.py); and, in a run that checked an optimiser, for its
-   rules (O1..O11, docs/optimisers.md);
+2. the same for the layers beyond the article (X1..X19, docs/extensions.md and
+   docs/normalisation.md), when the registry has them: checked alone
+   (parity_tests/test_layers.py) and inside the checked network (parity_tests/test_model.py);
+   and, in a run that checked an optimiser, for its rules (O1..O11, docs/optimisers.md);
 3. one row per published-code variant (D1..D13): from its detection record (mode
    "detection", written by parity_tests/test_variants.py) or, in a run of the variant
    itself (`--parity-impl published:D3`), from that run's records: which tensors disagree,
