@@ -424,3 +424,66 @@ def test_a_scaled_result_is_named_in_any_float_dtype(dtype):
     assert r["status"] == "fail" and r["mismatch_kind"] == "precision", r
     assert "scale: impl is scaled by 1 +0.01" in r["note"] or "1 +0.00998" in r["note"], r["note"]
     assert ("the float64 truth" in r["note"]) == (dtype == "float32"), r["note"]
+
+
+# --- the percentile the precision verdict and budget_q99 read ---------------------------
+
+
+def _values(kind: str, n: int, seed: int) -> np.ndarray:
+    """n values of one shape of data a comparison meets: errors spread over magnitudes, a
+    dead ReLU's zeros, few distinct values, overflowed infs, a NaN, a periodic pattern that
+    a strided sample sees only part of."""
+    rng = np.random.default_rng(seed)
+    x = np.abs(rng.standard_normal(n)) * 10.0 ** rng.integers(-8, 2, n)
+    if kind == "zeros":
+        x[rng.random(n) < 0.9] = 0.0
+    elif kind == "ties":
+        x = rng.integers(0, 4, n).astype(np.float64)
+    elif kind == "infs":
+        x[rng.random(n) < 0.15] = math.inf
+    elif kind == "nan":
+        x[rng.integers(n)] = math.nan
+    elif kind == "periodic":
+        x = np.tile(np.r_[np.zeros(63), 1.0], n // 64 + 1)[:n] * (1 + rng.random(n))
+    return x
+
+
+@given(
+    kind=st.sampled_from(["spread", "zeros", "ties", "infs", "nan", "periodic"]),
+    n=st.one_of(st.integers(1, 300), st.integers(1 << 16, 300_000)),
+    seed=st.integers(0, 2**32 - 1),
+    q=st.sampled_from([90, 99, 50, 0, 100]),
+    method=st.sampled_from(["linear", "higher"]),
+)
+def test_percentile_is_numpys_value(kind, n, seed, q, method):
+    from parity_tests.metrics import percentile
+
+    x = _values(kind, n, seed)
+    with np.errstate(invalid="ignore"):
+        want = np.percentile(x, q, method=method)
+        got = percentile(x.copy(), q, method)
+    assert got == want or (math.isnan(got) and math.isnan(want))
+
+
+@pytest.mark.parametrize("kind", ["spread", "zeros", "periodic"])
+def test_percentile_selects_above_a_bound_and_falls_back_exactly(kind, monkeypatch):
+    # The fast selection must be taken (a bound below the rank) for ordinary data, and a
+    # bound that is too high (forced here) must fall back to the whole array, exactly.
+    from parity_tests import metrics
+
+    x = _values(kind, 200_000, 7)
+    want = np.percentile(x, 90)
+    assert metrics.percentile(x.copy(), 90) == want
+    monkeypatch.setattr(metrics, "math", _SkewedMath())  # the bound's rank far too high
+    assert metrics.percentile(x.copy(), 90) == want
+
+
+class _SkewedMath:
+    """math, but a square root of -10^6: the sample bound lands near the top of the sample."""
+
+    def __getattr__(self, name):
+        return getattr(math, name)
+
+    @staticmethod
+    def sqrt(v):
+        return -1e6 if v > 0 else 0.0
