@@ -477,8 +477,8 @@ HEADER_TITLES = {
     AT_WORST: "the two values there: above, the implementation under test's "
     "(impl_at_worst), below, the other side's (against_at_worst), with digits enough to "
     "tell them apart",
-    "outlier": "which of impl / torch / tensorflow is more than 2x farther from the float64 "
-    "truth than the others (none: nobody)",
+    "outlier": "which of impl / torch / tensorflow is more than 2x farther from the truth "
+    "(float64; extended precision for float64 rows) than the others (none: nobody)",
     "worst_check": "the test to re-run",
     "first_diverging": "the first tensor, in forward/backward order, that disagrees",
     "margin": "error / tolerance at the first diverging tensor (> 1: caught; inf: an exact "

@@ -97,17 +97,18 @@ def _farthest(errs: dict) -> str:
 
 
 def fill_outliers(df: pd.DataFrame) -> pd.DataFrame:
-    """Name, per float32 tensor, which of the implementation under test (by its `impl`
-    name, e.g. reference) / torch / tensorflow strays from float64.
+    """Name, per tensor and dtype, which of the implementation under test (by its `impl`
+    name, e.g. reference) / torch / tensorflow strays from the truth (float64 for a float32
+    check, extended precision for a float64 one).
 
-    Only where both frameworks were compared with truth errors; "none" when no side is
-    more than twice as far from the truth as each of the others, "" when undecidable.
+    Only where both frameworks were compared with truth errors (a float64 check has none
+    where NumPy's longdouble is float64); "none" when no side is more than twice as far
+    from the truth as each of the others, "" when undecidable.
     """
     df = df.copy()
     df["outlier"] = ""
     usable = (
-        (df["dtype"] == "float32")
-        & df["against"].isin(["torch", "tensorflow"])
+        df["against"].isin(["torch", "tensorflow"])
         & df["against_err_vs_truth"].notna()
         & df["impl_err_vs_truth"].notna()
     )

@@ -136,6 +136,19 @@ def test_outlier(errors, outlier):
     assert list(df["outlier"]) == [outlier, outlier]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_outlier_is_named_in_each_dtype_with_a_truth(dtype):
+    df = fill_outliers(records_frame(truth_pair(0.25, 1.0, 0.25, dtype=dtype)))
+    assert list(df["outlier"]) == ["torch", "torch"]
+
+
+def test_no_outlier_without_truth_errors():
+    records = truth_pair(0.25, 1.0, 0.25, dtype="float64")
+    for r in records:
+        r["against_err_vs_truth"] = r["impl_err_vs_truth"] = float("nan")  # no extended truth
+    assert list(fill_outliers(records_frame(records))["outlier"]) == ["", ""]
+
+
 def test_outlier_names_the_implementation_under_test():
     df = fill_outliers(records_frame(truth_pair(1.0, 0.125, 0.25, impl="mutant:sign_dE_dO")))
     assert list(df["outlier"]) == ["mutant:sign_dE_dO"] * 2
@@ -162,11 +175,10 @@ def test_outliers_are_named_per_tensor_and_seed_even_without_a_seed():
     "records",
     [
         truth_pair(0.25, 0.25, 1.0)[:1],  # torch only
-        truth_pair(0.25, 0.25, 1.0, dtype="float64"),  # float64 is the truth's own precision
         [r | {"against_err_vs_truth": math.nan} for r in truth_pair(0.25, 0.25, 1.0)],
         [truth_pair(0.25, 0.25, 1.0)[0], truth_pair(0.25, 0.25, 1.0)[1] | {"seed": 2}],
     ],
-    ids=["one-framework", "float64", "no-truth", "different-seeds"],
+    ids=["one-framework", "no-truth", "different-seeds"],
 )
 def test_outlier_left_blank_when_undecidable(records):
     assert set(fill_outliers(records_frame(records))["outlier"]) == {""}
