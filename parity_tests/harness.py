@@ -357,9 +357,10 @@ class Harness:
         return np.asarray(impl[name])
 
     @_memo
-    def _stage_reference(self, stage: Stage, dtype: str) -> tuple:
+    def _stage_reference(self, stage: Stage, dtype: str, precision) -> tuple:
         """(the stage rule, the truth or None) of `stage` on the implementation's own inputs
-        to it: once per stage and dtype, whichever framework's check reads them."""
+        to it: once per stage, dtype and truth precision (`precision`, truth_dtype(dtype); None:
+        no truth), whichever framework's check reads them."""
         cfg = self.config
         inputs = self.provided(stage.inputs, dtype)
         _, tol = stages.reference_stage(stage, inputs, cfg.lr, cfg.reduction, self.shape)
@@ -380,7 +381,7 @@ class Harness:
         actual = stages.framework_stage(
             stage, self.mirror(framework), inputs, cfg.lr, cfg.reduction, self.shape
         )
-        tol, truth = self._stage_reference(stage, dtype)
+        tol, truth = self._stage_reference(stage, dtype, truth_dtype(dtype))
         # A loss or a bias (under 16 elements) is judged by its scale, against the reference
         # layer's own error (ModelHarness.stage_legit), in the article's layout.
         legit = self.network.stage_legit(stage.network, dtype) if stage.network else None
