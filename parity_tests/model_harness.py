@@ -240,11 +240,14 @@ class ModelHarness:
         X, target = self.inputs("float32")
         x, upstream = self.net.inputs_of(node, X, step), self.net.upstream_of(node, step)
         low = self.net.node_step(node, x, params, upstream, target, self.config.reduction)
-        w = widened({"x": x, "upstream": upstream, "target": target}, np.float64)
-        high = self.net.node_step(
-            node, w["x"], widened(params, np.float64), w["upstream"], w["target"], self.config.reduction
-        )
+        high = self._node_step_wide(node, x, params, upstream, target, np.float64)
         return {name: np.abs(np.asarray(low[name], np.float64) - high[name]) for name in names}
+
+    def _node_step_wide(self, node, x, params: dict, upstream, target, wide) -> dict:
+        """The reference layer `node` on `wide` copies of its inputs (integer labels as they
+        are): a truth's or the spread's float64 side."""
+        w, p = widened({"x": x, "upstream": upstream, "target": target}, wide), widened(params, wide)
+        return self.net.node_step(node, w["x"], p, w["upstream"], w["target"], self.config.reduction)
 
     def spread(self, tensor: str) -> float:
         """max |ref32 - ref64| of `tensor` over the run's weights and SPREAD_POINTS weight
@@ -412,12 +415,7 @@ class ModelHarness:
             out = self.net.node_step(node, x, params, upstream, target, self.config.reduction)
             return {k: _read_only(v) for k, v in out.items()}  # shared by every check of the layer
         with truth_precision(dtype) as wide:
-            wide = wide or np.dtype(np.float64)
-            w = widened({"x": x, "upstream": upstream, "target": target}, wide)
-            params = widened(params, wide)
-            out = self.net.node_step(
-                node, w["x"], params, w["upstream"], w["target"], self.config.reduction
-            )
+            out = self._node_step_wide(node, x, params, upstream, target, wide or np.float64)
         return rounded_truth(out)
 
     @_memo
