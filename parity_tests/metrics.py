@@ -226,6 +226,10 @@ def percentile(x: np.ndarray, q: float, method: str = "linear") -> float:
     same value to the bit (a zero's sign aside: -0.0 and 0.0 rank equal), selected faster
     (_smallest); x is a scratch array it reorders. NaN anywhere gives NaN, as numpy's does,
     and so does interpolating between infinities (inf - inf), even at a whole rank."""
+    if method not in ("linear", "higher") or not 0 <= q <= 100:
+        raise ValueError(
+            f"percentile takes q in [0, 100] and method linear or higher, got {q!r}, {method!r}"
+        )
     n = x.size
     if math.isnan(x.max()):
         return NAN

@@ -478,6 +478,14 @@ def test_percentile_selects_above_a_bound_and_falls_back_exactly(kind, monkeypat
     assert metrics.percentile(x.copy(), 90) == want
 
 
+@pytest.mark.parametrize(("q", "method"), [(101, "linear"), (-1, "higher"), (50, "nearest")])
+def test_percentile_refuses_what_it_does_not_compute(q, method):
+    from parity_tests.metrics import percentile
+
+    with pytest.raises(ValueError, match="percentile takes q in"):
+        percentile(np.ones(3), q, method)
+
+
 class _SkewedMath:
     """math, but a square root of -10^6: the sample bound lands near the top of the sample."""
 
